@@ -1,0 +1,175 @@
+//! Discovery of the database client tools (`pg_dump`, `mysqldump`, ...) the agent runs as
+//! child processes. Their versions are reported to the hub as capabilities: a `pg_dump` older
+//! than the server cannot dump it, and people need to see that before a backup fails.
+
+use std::path::{Path, PathBuf};
+
+/// Client tools the agent uses, grouped by the engine they serve.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("postgres", "pg_dump"),
+    ("postgres", "pg_restore"),
+    ("postgres", "psql"),
+    ("mysql", "mysqldump"),
+    ("mysql", "mysql"),
+];
+
+/// Why a tool is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    /// No executable of that name in any searched directory.
+    #[error("not found in the tool path or PATH")]
+    NotFound,
+    /// The executable exists but `--version` failed.
+    #[error("`{0} --version` failed: {1}")]
+    VersionFailed(String, String),
+    /// `--version` printed something without a version number.
+    #[error("cannot read a version from {0:?}")]
+    Unparseable(String),
+}
+
+/// One tool as found on this machine.
+#[derive(Debug, Clone)]
+pub struct FoundTool {
+    /// Engine it serves (`postgres`, `mysql`).
+    pub engine: &'static str,
+    /// Executable name.
+    pub name: &'static str,
+    /// Where it was found (the bare name when not found).
+    pub path: PathBuf,
+    /// Its version, or why it cannot be used.
+    pub version: Result<String, ToolError>,
+}
+
+/// Engines whose every tool was found, and tool versions, as reported to the hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Engines this agent can back up and restore.
+    pub engines: Vec<String>,
+    /// tool name -> version.
+    pub tools: Vec<(String, String)>,
+}
+
+/// Finds `name` in `dirs`, the first executable file wins.
+pub fn find(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dirs.iter().map(|d| d.join(name)).find(|p| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// Extracts the first dotted version number (`15.20`, `10.11.19`) from `--version` output.
+/// `mysqldump` prints e.g. `mysqldump from 11.x Distrib 10.11.19-MariaDB, for debian-linux-gnu`;
+/// the server version after `Distrib` is the one that matters.
+pub fn parse_version(output: &str) -> Option<String> {
+    let text = output
+        .split_once("Distrib ")
+        .map(|(_, rest)| rest)
+        .unwrap_or(output);
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|w| w.trim_matches('.'))
+        .find(|w| w.contains('.') && w.split('.').all(|p| !p.is_empty()))
+        .map(str::to_owned)
+}
+
+async fn version_of(path: &Path) -> Result<String, ToolError> {
+    let display = path.display().to_string();
+    let out = tokio::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| ToolError::VersionFailed(display.clone(), e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(ToolError::VersionFailed(display, stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse_version(&stdout).ok_or_else(|| ToolError::Unparseable(stdout.trim().to_owned()))
+}
+
+/// Looks up every tool in [`TOOLS`] in `dirs` and asks each for its version.
+pub async fn detect(dirs: &[PathBuf]) -> Vec<FoundTool> {
+    let mut found = Vec::with_capacity(TOOLS.len());
+    for &(engine, name) in TOOLS {
+        let (path, version) = match find(name, dirs) {
+            Some(path) => {
+                let v = version_of(&path).await;
+                (path, v)
+            }
+            None => (PathBuf::from(name), Err(ToolError::NotFound)),
+        };
+        found.push(FoundTool {
+            engine,
+            name,
+            path,
+            version,
+        });
+    }
+    found
+}
+
+/// Summarises detected tools: an engine counts only when all of its tools work.
+pub fn capabilities(found: &[FoundTool]) -> Capabilities {
+    let mut caps = Capabilities::default();
+    for &(engine, _) in TOOLS {
+        let complete = found
+            .iter()
+            .filter(|t| t.engine == engine)
+            .all(|t| t.version.is_ok());
+        if complete && !caps.engines.iter().any(|e| e == engine) {
+            caps.engines.push(engine.to_owned());
+        }
+    }
+    caps.tools = found
+        .iter()
+        .filter_map(|t| Some((t.name.to_owned(), t.version.clone().ok()?)))
+        .collect();
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tool_version_lines() {
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n").as_deref(),
+            Some("15.20")
+        );
+        assert_eq!(
+            parse_version(
+                "mysqldump from 11.x Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)"
+            )
+            .as_deref(),
+            Some("10.11.19")
+        );
+        assert_eq!(
+            parse_version("mysql  Ver 8.0.36 for Linux on x86_64").as_deref(),
+            Some("8.0.36")
+        );
+        assert_eq!(parse_version("no digits here"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_tool_is_reported_not_found_and_its_engine_dropped() {
+        let empty = tempfile::tempdir().unwrap();
+        let found = detect(&[empty.path().to_path_buf()]).await;
+        assert_eq!(found.len(), TOOLS.len());
+        assert!(found.iter().all(|t| t.version == Err(ToolError::NotFound)));
+        assert!(capabilities(&found).engines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_prints_no_version_is_unparseable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("pg_dump");
+        std::fs::write(&fake, "#!/bin/sh\necho hello\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = detect(&[dir.path().to_path_buf()]).await;
+        let pg_dump = found.iter().find(|t| t.name == "pg_dump").unwrap();
+        assert_eq!(pg_dump.version, Err(ToolError::Unparseable("hello".into())));
+    }
+}

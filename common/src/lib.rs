@@ -1,0 +1,3 @@
+//! Code both dbprov binaries need.
+
+pub mod telemetry;

@@ -1,0 +1,35 @@
+//! dbprov hub: the management-cluster side of dbprov.
+
+pub mod cli;
+
+use anyhow::Context;
+
+/// Runs the command the user asked for.
+pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // kube, tonic and sqlx use ring; the AWS SDK would bring aws-lc-rs. Choosing one provider
+    // up front avoids rustls' "cannot determine CryptoProvider" panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        cli::Command::Run(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (set KUBECONFIG or run in a pod)")?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("the Kubernetes apiserver is not reachable")?;
+    tracing::info!(
+        apiserver = %version.git_version,
+        default_cluster = %args.default_cluster,
+        "dbprov-hub started; no controllers are enabled in this build yet"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for the shutdown signal")?;
+    tracing::info!("shutting down");
+    Ok(())
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Installs every external tool dbprov's tests and local run need, at the versions pinned in
+# scripts/versions.env. Idempotent: a tool already in $HOME/.cache/dbprov/<tool>-<version>/ is
+# reused, so a second run takes seconds. Go tools are built from source through the Go module
+# proxy (no release-page downloads exist on these machines).
+#
+# Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
+#   NAMES: apt kubernetes etcd grpcurl helm minio fake-gcs-server azurite
+#
+# After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
+# scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache="${DBPROV_CACHE_DIR:-$HOME/.cache/dbprov}"
+bin="${DBPROV_TOOLS_DIR:-$cache/bin}"
+mkdir -p "$cache" "$bin"
+
+only=""
+skip_apt=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --only) only=",$2,"; shift 2 ;;
+    --skip-apt) skip_apt=1; shift ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) echo "install-tools: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+wanted() { [[ -z "$only" || "$only" == *",$1,"* ]]; }
+
+summary=()
+note() { summary+=("$(printf '%-16s %-40s %s' "$1" "$2" "$3")"); }
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+link() { # link NAME TARGET
+  ln -sfn "$2" "$bin/$1"
+}
+
+timed() { # timed LABEL CMD...
+  local start=$SECONDS
+  "${@:2}"
+  log "$1 took $((SECONDS - start))s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages
+install_apt() {
+  local missing=()
+  for p in $DEBIAN_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    note apt "$DEBIAN_PACKAGES" cached
+    return
+  fi
+  if [[ $skip_apt -eq 1 ]]; then
+    log "missing Debian packages (skipped by --skip-apt): ${missing[*]}"
+    note apt "${missing[*]}" "MISSING (--skip-apt)"
+    return
+  fi
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  log "apt-get install ${missing[*]}"
+  # Package scripts must not start system-wide database services: tests start their own.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    created_policy=1
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [[ $created_policy -eq 0 ]] || $sudo rm -f "$policy"
+  note apt "${missing[*]}" installed
+}
+
+# ---------------------------------------------------------------------------------------------
+# Go builds. Each tool gets its own wrapper module under $cache/<tool>-<version>/src so the
+# exact dependency graph is recorded, and its binaries under $cache/<tool>-<version>/bin.
+go_env() {
+  export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+}
+
+# go_install TOOL VERSION BINARY PACKAGE@VERSION [EXTRA_LDFLAGS]
+# EXTRA_LDFLAGS stamp the version into tools that print it (`helm version`, `grpcurl -version`),
+# which release builds set the same way.
+go_install() {
+  local tool=$1 version=$2 binary=$3 pkg=$4 extra_ld=${5:-}
+  local dir="$cache/$tool-$version"
+  if [[ -x "$dir/bin/$binary" ]]; then
+    link "$binary" "$dir/bin/$binary"
+    note "$tool" "$version" cached
+    return
+  fi
+  log "building $tool $version from the Go module proxy"
+  go_env
+  rm -rf "$dir/bin.tmp"
+  mkdir -p "$dir/bin.tmp"
+  timed "$tool" env GOBIN="$dir/bin.tmp" go install -trimpath -ldflags "-s -w $extra_ld" "$pkg"
+  rm -rf "$dir/bin" && mv "$dir/bin.tmp" "$dir/bin"
+  link "$binary" "$dir/bin/$binary"
+  note "$tool" "$version" built
+}
+
+install_kubernetes() {
+  local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION"
+  if [[ -x "$dir/bin/kube-apiserver" && -x "$dir/bin/kubectl" ]]; then
+    link kube-apiserver "$dir/bin/kube-apiserver"
+    link kubectl "$dir/bin/kubectl"
+    note kubernetes "v$v" cached
+    return
+  fi
+  log "building kube-apiserver and kubectl v$v (slow: ~10-20 min on 2 cores)"
+  go_env
+  local src="$dir/src"
+  rm -rf "$src" && mkdir -p "$src"
+  local minor=${v#*.}; minor=${minor%%.*}
+  local staging="0.${v#*.}"
+  (
+    cd "$src"
+    go mod init dbprov.local/kubernetes-build >/dev/null 2>&1
+    go mod edit -go=1.24.0
+    # k8s.io/kubernetes replaces each staging module with a path inside its own repo; a
+    # consumer must replace them with the published v0.<minor>.<patch> modules instead.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    local staged
+    staged=$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$gomod")
+    [[ -n "$staged" ]] || { log "no staging replaces found in $gomod"; exit 1; }
+    for m in $staged; do go mod edit -replace "$m=$m@v$staging"; done
+    go mod edit -require "k8s.io/kubernetes@v$v"
+    cat > tools.go <<'GO'
+//go:build tools
+
+// Package tools pins the Kubernetes commands this module builds.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go mod tidy >/dev/null
+    local ld="-s -w"
+    for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+      ld+=" -X $pkg.gitVersion=v$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    mkdir -p ../bin.tmp
+    timed kube-apiserver go build -trimpath -ldflags "$ld" -o ../bin.tmp/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+    timed kubectl go build -trimpath -ldflags "$ld" -o ../bin.tmp/kubectl k8s.io/kubernetes/cmd/kubectl
+  )
+  rm -rf "$dir/bin" && mv "$dir/bin.tmp" "$dir/bin"
+  link kube-apiserver "$dir/bin/kube-apiserver"
+  link kubectl "$dir/bin/kubectl"
+  note kubernetes "v$v" built
+}
+
+install_etcd() {
+  local v=$ETCD_VERSION dir="$cache/etcd-$ETCD_VERSION"
+  if [[ -x "$dir/bin/etcd" ]]; then
+    link etcd "$dir/bin/etcd"
+    note etcd "v$v" cached
+    return
+  fi
+  log "building etcd v$v"
+  go_env
+  local src="$dir/src"
+  rm -rf "$src" && mkdir -p "$src"
+  (
+    cd "$src"
+    go mod init dbprov.local/etcd-build >/dev/null 2>&1
+    cat > main.go <<'GO'
+// Command etcd is the etcd server, built from its published module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+    go mod edit -require "go.etcd.io/etcd/server/v3@v$v"
+    go mod tidy >/dev/null
+    mkdir -p ../bin.tmp
+    timed etcd go build -trimpath -ldflags "-s -w" -o ../bin.tmp/etcd .
+  )
+  rm -rf "$dir/bin" && mv "$dir/bin.tmp" "$dir/bin"
+  link etcd "$dir/bin/etcd"
+  note etcd "v$v" built
+}
+
+install_azurite() {
+  local v=$AZURITE_VERSION dir="$cache/azurite-$AZURITE_VERSION"
+  if [[ -x "$dir/node_modules/.bin/azurite-blob" ]]; then
+    link azurite-blob "$dir/node_modules/.bin/azurite-blob"
+    note azurite "$v" cached
+    return
+  fi
+  log "installing azurite $v from npm"
+  mkdir -p "$dir"
+  timed azurite npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "azurite@$v" >/dev/null
+  link azurite-blob "$dir/node_modules/.bin/azurite-blob"
+  note azurite "$v" installed
+}
+
+wanted apt && install_apt
+wanted etcd && install_etcd
+wanted grpcurl && go_install grpcurl "v$GRPCURL_VERSION" grpcurl \
+  "github.com/fullstorydev/grpcurl/cmd/grpcurl@v$GRPCURL_VERSION" "-X main.version=v$GRPCURL_VERSION"
+wanted helm && go_install helm "v$HELM_VERSION" helm "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION" fake-gcs-server "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_SERVER_VERSION"
+wanted azurite && install_azurite
+wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"
+wanted kubernetes && install_kubernetes
+
+echo "dbprov tools (cache: $cache, links: $bin):"
+for line in "${summary[@]}"; do echo "  $line"; done

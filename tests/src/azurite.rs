@@ -1,0 +1,90 @@
+//! A real Azurite blob service (Azure Blob API, in-memory) on a free loopback port.
+
+use std::{process::Command, time::Duration};
+
+use crate::{
+    EnvError,
+    process::{ChildGuard, WorkDir, retry_port_clash},
+    tools,
+};
+
+/// A running Azurite blob service with the emulator's well-known account.
+#[derive(Debug)]
+pub struct Azurite {
+    server: ChildGuard,
+    port: u16,
+    _dir: WorkDir,
+}
+
+impl Azurite {
+    /// The emulator's fixed account name.
+    pub const ACCOUNT: &'static str = azure_storage::EMULATOR_ACCOUNT;
+    /// The emulator's fixed, publicly documented account key.
+    pub const ACCOUNT_KEY: &'static str = azure_storage::EMULATOR_ACCOUNT_KEY;
+
+    /// Starts `azurite-blob` and waits until it answers HTTP.
+    pub async fn start() -> Result<Self, EnvError> {
+        let bin = tools::find("azurite-blob")?;
+        tools::find("node")?;
+        let dir = WorkDir::new("azurite")?;
+        let (server, port) = retry_port_clash(|| start_server(&bin, &dir)).await?;
+        Ok(Self {
+            server,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Blob port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Blob service URL, `http://127.0.0.1:<port>/devstoreaccount1`.
+    pub fn blob_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, Self::ACCOUNT)
+    }
+
+    /// Server log file.
+    pub fn log(&self) -> &std::path::Path {
+        self.server.log()
+    }
+
+    /// An `azure_storage_blobs` client authenticated with the account key (shared key auth,
+    /// the scheme manifests written for the Go operator use).
+    pub fn blob_service_client(&self) -> azure_storage_blobs::prelude::BlobServiceClient {
+        let location = azure_storage::CloudLocation::Emulator {
+            address: "127.0.0.1".into(),
+            port: self.port,
+        };
+        let credentials =
+            azure_storage::StorageCredentials::access_key(Self::ACCOUNT, Self::ACCOUNT_KEY);
+        azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
+            .blob_service_client()
+    }
+}
+
+async fn start_server(bin: &std::path::Path, dir: &WorkDir) -> Result<(ChildGuard, u16), EnvError> {
+    let port = tools::free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["--blobHost", "127.0.0.1", "--blobPort"])
+        .arg(port.to_string())
+        // --inMemoryPersistence excludes --location; debug log goes to our log file instead.
+        .args([
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+        ])
+        .arg("--loose");
+    let mut guard = ChildGuard::spawn("azurite-blob", &mut cmd, &dir.join("azurite.log"))?;
+    let probe = format!("http://127.0.0.1:{port}/{}?comp=list", Azurite::ACCOUNT);
+    let http = reqwest::Client::new();
+    guard
+        .wait_ready(Duration::from_secs(60), || {
+            let req = http.get(&probe);
+            // Unauthenticated, so 403 is the expected answer: any HTTP response means ready.
+            async move { req.send().await.map(|_| ()).map_err(|e| e.to_string()) }
+        })
+        .await?;
+    Ok((guard, port))
+}

@@ -1,0 +1,179 @@
+//! A real PostgreSQL server: `initdb` into a temporary directory, `postgres` on a free
+//! loopback port with its Unix socket in that directory. When running as root the server runs
+//! as the `postgres` user (initdb refuses root).
+
+use std::{os::unix::process::CommandExt, path::PathBuf, process::Command, time::Duration};
+
+use sqlx::Connection;
+
+use crate::{
+    EnvError,
+    process::{ChildGuard, WorkDir, retry_port_clash, run_setup},
+    tools,
+};
+
+/// A running PostgreSQL server with a superuser `postgres` and a random password.
+#[derive(Debug)]
+pub struct Postgres {
+    server: ChildGuard,
+    port: u16,
+    password: String,
+    version: String,
+    dir: WorkDir,
+}
+
+/// The user to run PostgreSQL as: `postgres` when we are root, ourselves otherwise.
+fn server_user() -> Result<Option<(u32, u32)>, EnvError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name("postgres")
+        .map_err(|e| EnvError::io("looking up the postgres user")(e.into()))?
+        .ok_or_else(|| EnvError::MissingTool {
+            tool: "postgres (system user, created by the postgresql-15 package)".into(),
+            searched: "/etc/passwd".into(),
+        })?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+impl Postgres {
+    /// Initialises a cluster and starts the server; returns once it accepts connections.
+    pub async fn start() -> Result<Self, EnvError> {
+        let initdb = tools::find("initdb")?;
+        let postgres = tools::find("postgres")?;
+        let user = server_user()?;
+        let dir = WorkDir::new("postgres")?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(EnvError::io("handing the data directory to postgres"))?;
+        }
+        let password = crate::random_hex(16);
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, &password).map_err(EnvError::io("writing the password file"))?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+                .map_err(EnvError::io("handing the password file to postgres"))?;
+        }
+        let data = dir.join("data");
+        run_setup(
+            as_server_user(&mut Command::new(&initdb), user)
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
+                .args([
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--no-sync",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display())),
+        )?;
+        let _ = std::fs::remove_file(&pwfile);
+
+        let (server, port) =
+            retry_port_clash(|| start_server(&postgres, &dir, &data, user, &password)).await?;
+        let mut pg = Self {
+            server,
+            port,
+            password,
+            version: String::new(),
+            dir,
+        };
+        let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
+            .await
+            .map_err(|e| EnvError::Client {
+                component: "postgres".into(),
+                message: e.to_string(),
+            })?;
+        pg.version = sqlx::query_scalar::<_, String>("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| EnvError::Client {
+                component: "postgres".into(),
+                message: e.to_string(),
+            })?;
+        Ok(pg)
+    }
+
+    /// TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Superuser name.
+    pub fn user(&self) -> &str {
+        "postgres"
+    }
+
+    /// Superuser password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// `SHOW server_version`, e.g. `15.20 (Debian 15.20-0+deb12u1)`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Directory holding the Unix socket (for `psql -h`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Server log file.
+    pub fn log(&self) -> &std::path::Path {
+        self.server.log()
+    }
+
+    /// A superuser connection URL for `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+}
+
+async fn start_server(
+    bin: &std::path::Path,
+    dir: &WorkDir,
+    data: &std::path::Path,
+    user: Option<(u32, u32)>,
+    password: &str,
+) -> Result<(ChildGuard, u16), EnvError> {
+    let port = tools::free_port()?;
+    let mut cmd = Command::new(bin);
+    as_server_user(&mut cmd, user)
+        .arg("-D")
+        .arg(data)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir.path())
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        // Throw-away data: durability settings off for speed.
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+    // SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+    let mut guard = ChildGuard::spawn("postgres", &mut cmd, &dir.join("postgres.log"))?
+        .with_stop_signal(nix::sys::signal::Signal::SIGINT);
+    let url = format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres");
+    guard
+        .wait_ready(Duration::from_secs(60), || {
+            let url = url.clone();
+            async move {
+                let conn = sqlx::PgConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.close().await.map_err(|e| e.to_string())
+            }
+        })
+        .await?;
+    Ok((guard, port))
+}
