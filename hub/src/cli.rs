@@ -19,6 +19,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the hub against the cluster in KUBECONFIG (or the in-cluster config).
     Run(RunArgs),
+    /// Write the CustomResourceDefinitions generated from the API types (one file per kind).
+    Crdgen(CrdgenArgs),
+}
+
+/// Options of `dbprov-hub crdgen`.
+#[derive(Debug, clap::Args)]
+pub struct CrdgenArgs {
+    /// Directory to write into; `*.yaml` files no type generates are removed.
+    #[arg(long, env = "DBPROV_CRDS_DIR", default_value = "crds")]
+    pub out: std::path::PathBuf,
+    /// Do not write: fail if the directory differs from the generated output.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Options of `dbprov-hub run`.

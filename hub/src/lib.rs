@@ -1,6 +1,8 @@
 //! dbprov hub: the management-cluster side of dbprov.
 
+pub mod api;
 pub mod cli;
+pub mod crdgen;
 
 use anyhow::Context;
 
@@ -11,6 +13,17 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         cli::Command::Run(args) => serve(args).await,
+        cli::Command::Crdgen(args) => {
+            if args.check {
+                crdgen::check(&args.out)?;
+                println!("{} is up to date", args.out.display());
+            } else {
+                for path in crdgen::write(&args.out)? {
+                    println!("wrote {}", path.display());
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod azurite;
 pub mod error;
 pub mod fake_gcs;
 pub mod kube_env;
+pub mod manifests;
 pub mod mariadb;
 pub mod minio;
 pub mod postgres;
