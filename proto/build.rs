@@ -5,7 +5,10 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/dbprov/agent/v1/agent.proto"];
+const PROTOS: &[&str] = &[
+    "proto/dbprov/agent/v1/agent.proto",
+    "proto/dbprov/admin/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

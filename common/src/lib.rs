@@ -1,3 +1,4 @@
 //! Code both dbprov binaries need.
 
 pub mod telemetry;
+pub mod tls;

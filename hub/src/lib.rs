@@ -1,8 +1,10 @@
 //! dbprov hub: the management-cluster side of dbprov.
 
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod crdgen;
+pub mod session;
 
 use anyhow::Context;
 

@@ -9,6 +9,15 @@ pub mod agent {
     }
 }
 
+/// `dbprov.admin.v1`: `HubAdmin` and `AgentAdmin`, for people and grpcurl.
+pub mod admin {
+    /// Version 1 of the admin APIs.
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("dbprov.admin.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every dbprov proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dbprov_descriptor");
 
@@ -50,6 +59,7 @@ mod tests {
                     engines: vec!["postgres".into()],
                     ..Default::default()
                 }),
+                running_operations: vec![],
             })),
         };
         let bytes = hello.encode_to_vec();

@@ -1,0 +1,346 @@
+//! mTLS for the hub <-> agent stream and the admin APIs: certificate files that are reloaded
+//! when they change on disk, and the SPIFFE identity in a peer certificate.
+//!
+//! Identities are URI SANs: `spiffe://<trust-domain>/cluster/<name>` for agents and
+//! `spiffe://<trust-domain>/admin/<name>` for people and tools such as grpcurl.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+};
+
+/// Why TLS material could not be loaded or a peer not identified.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM of the expected kind.
+    #[error("{path}: {what}")]
+    Pem { path: PathBuf, what: String },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// The peer presented no certificate.
+    #[error("no client certificate presented")]
+    NoPeerCertificate,
+    /// The certificate does not parse.
+    #[error("client certificate does not parse: {0}")]
+    BadCertificate(String),
+    /// The certificate carries no dbprov identity.
+    #[error(
+        "client certificate has no dbprov identity (a URI SAN spiffe://<trust-domain>/cluster/<name> or .../admin/<name>)"
+    )]
+    NoIdentity,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The agent of a workload cluster.
+    Cluster {
+        /// Trust domain of the SPIFFE ID.
+        trust_domain: String,
+        /// ManagedCluster name.
+        name: String,
+    },
+    /// A person or tool allowed to call admin APIs.
+    Admin {
+        /// Trust domain of the SPIFFE ID.
+        trust_domain: String,
+        /// Admin name.
+        name: String,
+    },
+}
+
+impl Identity {
+    /// Parses `spiffe://<td>/cluster/<name>` or `spiffe://<td>/admin/<name>`.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let rest = uri.strip_prefix("spiffe://")?;
+        let (trust_domain, path) = rest.split_once('/')?;
+        let (role, name) = path.split_once('/')?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        };
+        if !valid(trust_domain) || !valid(name) {
+            return None;
+        }
+        let (trust_domain, name) = (trust_domain.to_owned(), name.to_owned());
+        match role {
+            "cluster" => Some(Identity::Cluster { trust_domain, name }),
+            "admin" => Some(Identity::Admin { trust_domain, name }),
+            _ => None,
+        }
+    }
+
+    /// The identity of a DER certificate (its first dbprov URI SAN).
+    pub fn from_cert_der(der: &[u8]) -> Result<Self, TlsError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?
+            .ok_or(TlsError::NoIdentity)?;
+        san.value
+            .general_names
+            .iter()
+            .find_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) => Identity::from_uri(uri),
+                _ => None,
+            })
+            .ok_or(TlsError::NoIdentity)
+    }
+
+    /// The SPIFFE URI.
+    pub fn uri(&self) -> String {
+        match self {
+            Identity::Cluster { trust_domain, name } => {
+                format!("spiffe://{trust_domain}/cluster/{name}")
+            }
+            Identity::Admin { trust_domain, name } => {
+                format!("spiffe://{trust_domain}/admin/{name}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// All certificates in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no CERTIFICATE block".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: format!("no usable private key ({e})"),
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate + key pair on disk.
+#[derive(Debug, Clone)]
+pub struct KeyPairFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl KeyPairFiles {
+    fn load(&self) -> Result<CertifiedKey, TlsError> {
+        let certs = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+            TlsError::Config(format!(
+                "{} and {} do not form a usable pair: {e}",
+                self.cert.display(),
+                self.key.display()
+            ))
+        })
+    }
+
+    fn modified(&self) -> Option<(SystemTime, SystemTime)> {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((m(&self.cert)?, m(&self.key)?))
+    }
+}
+
+/// Serves the certificate in [`KeyPairFiles`], re-reading the files when they change (checked
+/// at most once a second, on handshakes), so rotated certificates take effect for new
+/// connections without a restart; established connections are untouched. A rotation that
+/// leaves unreadable files keeps the previous certificate and logs why.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    files: KeyPairFiles,
+    state: Mutex<ReloadState>,
+}
+
+#[derive(Debug)]
+struct ReloadState {
+    current: Arc<CertifiedKey>,
+    modified: Option<(SystemTime, SystemTime)>,
+    checked: Instant,
+}
+
+impl ReloadingCert {
+    /// Loads the pair now; fails if it is not usable.
+    pub fn new(files: KeyPairFiles) -> Result<Self, TlsError> {
+        let current = Arc::new(files.load()?);
+        let modified = files.modified();
+        Ok(Self {
+            files,
+            state: Mutex::new(ReloadState {
+                current,
+                modified,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The certificate to present now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        // The state is replaced whole, so a poisoned lock still holds a consistent value.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.checked.elapsed() >= Duration::from_secs(1) {
+            state.checked = Instant::now();
+            let modified = self.files.modified();
+            if modified != state.modified {
+                match self.files.load() {
+                    Ok(key) => {
+                        tracing::info!(cert = %self.files.cert.display(), "serving certificate reloaded");
+                        state.current = Arc::new(key);
+                        state.modified = modified;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rotated certificate not usable; keeping the previous one");
+                    }
+                }
+            }
+        }
+        state.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A server config that presents `cert` (reloaded on change) and requires client
+/// certificates signed by the CA in `client_ca`.
+pub fn server_config(cert: KeyPairFiles, client_ca: &Path) -> Result<ServerConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(client_ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", client_ca.display())))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let resolver = Arc::new(ReloadingCert::new(cert)?);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_parse_from_spiffe_uris() {
+        assert_eq!(
+            Identity::from_uri("spiffe://dbprov.local/cluster/workload-a"),
+            Some(Identity::Cluster {
+                trust_domain: "dbprov.local".into(),
+                name: "workload-a".into()
+            })
+        );
+        assert_eq!(
+            Identity::from_uri("spiffe://dbprov.local/admin/alice").map(|i| i.uri()),
+            Some("spiffe://dbprov.local/admin/alice".into())
+        );
+        for bad in [
+            "https://dbprov.local/cluster/a",
+            "spiffe://dbprov.local/cluster/",
+            "spiffe://dbprov.local/root/a",
+            "spiffe://dbprov.local/cluster/a/b",
+            "spiffe:///cluster/a",
+        ] {
+            assert_eq!(Identity::from_uri(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_is_read_from_a_certificate_uri_san() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://td/cluster/east").unwrap(),
+        )];
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            Identity::from_cert_der(cert.der()).unwrap(),
+            Identity::Cluster {
+                trust_domain: "td".into(),
+                name: "east".into()
+            }
+        );
+        let plain = rcgen::CertificateParams::new(vec!["host".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert!(matches!(
+            Identity::from_cert_der(plain.der()),
+            Err(TlsError::NoIdentity)
+        ));
+    }
+
+    #[test]
+    fn missing_and_empty_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.crt");
+        let err = load_certs(&missing).unwrap_err().to_string();
+        assert!(err.contains("nope.crt"), "{err}");
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "not pem").unwrap();
+        let err = load_certs(&empty).unwrap_err().to_string();
+        assert!(
+            err.contains("empty.crt") && err.contains("no CERTIFICATE"),
+            "{err}"
+        );
+        let err = load_key(&empty).unwrap_err().to_string();
+        assert!(err.contains("no usable private key"), "{err}");
+    }
+}

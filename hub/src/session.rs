@@ -1,0 +1,833 @@
+//! Agent sessions and intent dispatch: the core of the hub's side of the protocol, free of
+//! tonic and kube. The gRPC layer feeds it the agents' messages; controllers call
+//! [`Hub::send`] / [`Hub::start`] and get typed results back.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use dbprov_proto::agent::v1::{
+    self as pb, AgentMessage, ErrorCode, HubMessage, Operation, ResourceRef, agent_message,
+    hub_message, result::Outcome,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Outbound queue per session. Intents are small; if an agent does not drain its stream this
+/// fills and `send` reports the cluster as not keeping up instead of buffering without bound.
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a controller asks an agent to do.
+#[derive(Debug, Clone)]
+pub struct IntentRequest {
+    /// The resource.
+    pub resource: ResourceRef,
+    /// The operation.
+    pub operation: Operation,
+    /// Desired state, a JSON object (no secret values).
+    pub desired_json: String,
+    /// How long to wait for the result.
+    pub timeout: Duration,
+}
+
+/// Why an intent produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// No agent of the cluster is connected.
+    #[error("cluster {cluster} is not connected (its agent has no live stream to the hub)")]
+    NotConnected { cluster: String },
+    /// The cluster's agent stream is full.
+    #[error("cluster {cluster} is not keeping up (outbound queue full)")]
+    Backpressure { cluster: String },
+    /// No result before the deadline.
+    #[error("no result from cluster {cluster} within {after:?}")]
+    DeadlineExceeded { cluster: String, after: Duration },
+    /// The agent disconnected while a short intent was pending.
+    #[error("cluster {cluster} disconnected before answering")]
+    Disconnected { cluster: String },
+    /// The agent reconnected without the operation: it was lost (e.g. the agent restarted).
+    #[error("cluster {cluster} lost operation {intent_id} (agent restarted?)")]
+    OperationLost { cluster: String, intent_id: String },
+    /// The agent ran the intent and it failed.
+    #[error("agent reported {code:?}: {message}")]
+    Agent {
+        code: ErrorCode,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl DispatchError {
+    /// Whether sending the same intent later may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            DispatchError::Agent { retryable, .. } => *retryable,
+            _ => true,
+        }
+    }
+}
+
+/// Progress of a long operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgressInfo {
+    /// Percent, 0-100.
+    pub percent: u32,
+    /// Step name.
+    pub step: String,
+    /// Bytes processed.
+    pub bytes_done: u64,
+}
+
+type Outcome2 = Result<String, DispatchError>;
+
+/// A long operation in flight: progress updates and, eventually, the result. Survives agent
+/// reconnects (the agent reports the operation in its Hello and the hub re-attaches).
+#[derive(Debug)]
+pub struct OperationHandle {
+    /// The intent id.
+    pub intent_id: String,
+    /// Latest progress.
+    pub progress: watch::Receiver<ProgressInfo>,
+    result: oneshot::Receiver<Outcome2>,
+    hub: Hub,
+    cluster: String,
+    timeout: Duration,
+}
+
+impl OperationHandle {
+    /// Waits for the result (until the intent's deadline).
+    pub async fn wait(self) -> Result<String, DispatchError> {
+        let outcome = tokio::time::timeout(self.timeout, self.result).await;
+        self.hub.forget(&self.intent_id);
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DispatchError::Disconnected {
+                cluster: self.cluster,
+            }),
+            Err(_) => Err(DispatchError::DeadlineExceeded {
+                cluster: self.cluster,
+                after: self.timeout,
+            }),
+        }
+    }
+}
+
+/// What the hub knows about a live session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub session_id: String,
+    /// Cluster served.
+    pub cluster: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// Capabilities from Hello.
+    pub capabilities: pb::Capabilities,
+    /// When the stream opened.
+    pub connected_at: SystemTime,
+    /// Last message received.
+    pub last_seen: SystemTime,
+    /// Agent address.
+    pub peer: String,
+    /// Intents the agent reports running (from heartbeats).
+    pub in_flight: u32,
+}
+
+/// An intent awaiting its result, as listed by HubAdmin.
+#[derive(Debug, Clone)]
+pub struct PendingInfo {
+    /// The intent.
+    pub intent: pb::Intent,
+    /// Cluster it went to.
+    pub cluster: String,
+    /// When it was sent.
+    pub sent_at: SystemTime,
+    /// Whether the agent acknowledged it.
+    pub acknowledged: bool,
+    /// Last progress.
+    pub percent: u32,
+    /// A long operation (re-attached on reconnect) or a short one.
+    pub long: bool,
+}
+
+struct Pending {
+    info: PendingInfo,
+    progress: watch::Sender<ProgressInfo>,
+    result: Option<oneshot::Sender<Outcome2>>,
+}
+
+struct Session {
+    info: SessionInfo,
+    tx: mpsc::Sender<HubMessage>,
+    // Dropping this sender tells the session's reader to stop (session replaced or closed).
+    _stop: watch::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    pending: BTreeMap<String, Pending>,
+}
+
+/// The hub's registry of agent sessions and in-flight intents. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<State>>,
+    resync: broadcast::Sender<String>,
+    heartbeat_interval: Duration,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A newly opened session, for the gRPC layer.
+#[derive(Debug)]
+pub struct OpenedSession {
+    /// Session id.
+    pub session_id: String,
+    /// Messages to send to the agent (the Welcome first).
+    pub outbound: mpsc::Receiver<HubMessage>,
+    /// Changes (closes) when this session is replaced or closed by the hub.
+    pub stopped: watch::Receiver<()>,
+}
+
+impl Hub {
+    /// A hub expecting heartbeats every `heartbeat_interval`.
+    pub fn new(heartbeat_interval: Duration) -> Self {
+        let (resync, _) = broadcast::channel(256);
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            resync,
+            heartbeat_interval,
+        }
+    }
+
+    /// Interval agents are told to send heartbeats at.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // State is only mutated in small, panic-free sections.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Clusters to re-reconcile: sent on every (re)connect and on HubAdmin.TriggerResync.
+    pub fn subscribe_resync(&self) -> broadcast::Receiver<String> {
+        self.resync.subscribe()
+    }
+
+    /// Asks for a resync of everything targeting `cluster`.
+    pub fn trigger_resync(&self, cluster: &str) {
+        let _ = self.resync.send(cluster.to_owned());
+    }
+
+    /// Registers the session of an agent that said Hello, replacing any earlier session of
+    /// the same cluster. Re-attaches to operations the agent still runs and resends pending
+    /// intents it does not know.
+    pub fn open_session(&self, hello: pb::Hello, peer: String) -> OpenedSession {
+        let cluster = hello.cluster_name.clone();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let (stop, stopped) = watch::channel(());
+        let now = SystemTime::now();
+        let running: Vec<String> = hello
+            .running_operations
+            .iter()
+            .map(|op| op.intent_id.clone())
+            .collect();
+        let mut state = self.lock();
+        let mut reattached = Vec::new();
+        let mut resend = Vec::new();
+        for (id, pending) in state.pending.iter() {
+            if pending.info.cluster != cluster {
+                continue;
+            }
+            if running.contains(id) {
+                reattached.push(id.clone());
+            } else {
+                resend.push(pending.info.intent.clone());
+            }
+        }
+        let welcome = HubMessage {
+            kind: Some(hub_message::Kind::Welcome(pb::Welcome {
+                session_id: session_id.clone(),
+                heartbeat_interval_seconds: u32::try_from(self.heartbeat_interval.as_secs())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                reattached_intent_ids: reattached,
+            })),
+        };
+        // The queue is new and empty: these cannot fail for lack of room unless more than
+        // OUTBOUND_QUEUE intents are pending, in which case the rest resend on the next
+        // reconcile (intents are level-triggered).
+        let _ = tx.try_send(welcome);
+        for intent in resend {
+            let _ = tx.try_send(HubMessage {
+                kind: Some(hub_message::Kind::Intent(intent)),
+            });
+        }
+        let info = SessionInfo {
+            session_id: session_id.clone(),
+            cluster: cluster.clone(),
+            agent_version: hello.agent_version,
+            capabilities: hello.capabilities.unwrap_or_default(),
+            connected_at: now,
+            last_seen: now,
+            peer,
+            in_flight: u32::try_from(running.len()).unwrap_or(u32::MAX),
+        };
+        if let Some(old) = state.sessions.insert(
+            cluster.clone(),
+            Session {
+                info,
+                tx,
+                _stop: stop,
+            },
+        ) {
+            tracing::info!(%cluster, old = %old.info.session_id, new = %session_id, "session replaced by a new connection");
+        }
+        drop(state);
+        tracing::info!(%cluster, %session_id, "agent connected");
+        self.trigger_resync(&cluster);
+        OpenedSession {
+            session_id,
+            outbound,
+            stopped,
+        }
+    }
+
+    /// Removes a session if it is still the current one for its cluster; returns whether it
+    /// was. Short intents pending on the cluster fail with `Disconnected`; long operations
+    /// keep waiting for a reconnect.
+    pub fn close_session(&self, cluster: &str, session_id: &str) -> bool {
+        let mut state = self.lock();
+        let current = state
+            .sessions
+            .get(cluster)
+            .is_some_and(|s| s.info.session_id == session_id);
+        if !current {
+            return false;
+        }
+        state.sessions.remove(cluster);
+        let short: Vec<String> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.info.cluster == cluster && !p.info.long)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in short {
+            if let Some(mut p) = state.pending.remove(&id)
+                && let Some(tx) = p.result.take()
+            {
+                let _ = tx.send(Err(DispatchError::Disconnected {
+                    cluster: cluster.to_owned(),
+                }));
+            }
+        }
+        tracing::info!(%cluster, %session_id, "agent disconnected");
+        true
+    }
+
+    /// Handles one message of a session. Results for intents of other clusters are refused
+    /// and logged (an agent can only answer for its own cluster).
+    pub fn on_message(&self, cluster: &str, session_id: &str, msg: AgentMessage) {
+        let mut state = self.lock();
+        if let Some(s) = state.sessions.get_mut(cluster)
+            && s.info.session_id == session_id
+        {
+            s.info.last_seen = SystemTime::now();
+        }
+        let Some(kind) = msg.kind else {
+            return;
+        };
+        match kind {
+            agent_message::Kind::Hello(_) => {
+                tracing::warn!(%cluster, "second Hello on a session ignored");
+            }
+            agent_message::Kind::Heartbeat(hb) => {
+                if let Some(s) = state.sessions.get_mut(cluster) {
+                    s.info.in_flight = hb.in_flight;
+                }
+            }
+            agent_message::Kind::Ack(ack) => {
+                if let Some(p) = owned_pending(&mut state, cluster, &ack.intent_id, "ack") {
+                    p.info.acknowledged = true;
+                }
+            }
+            agent_message::Kind::Progress(progress) => {
+                if let Some(p) = owned_pending(&mut state, cluster, &progress.intent_id, "progress")
+                {
+                    p.info.percent = progress.percent;
+                    let _ = p.progress.send(ProgressInfo {
+                        percent: progress.percent,
+                        step: progress.step,
+                        bytes_done: progress.bytes_done,
+                    });
+                }
+            }
+            agent_message::Kind::Result(result) => {
+                if owned_pending(&mut state, cluster, &result.intent_id, "result").is_none() {
+                    return;
+                }
+                if let Some(mut p) = state.pending.remove(&result.intent_id)
+                    && let Some(tx) = p.result.take()
+                {
+                    let outcome = match result.outcome {
+                        Some(Outcome::ObservedJson(json)) => Ok(json),
+                        Some(Outcome::Error(e)) => Err(DispatchError::Agent {
+                            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                            message: e.message,
+                            retryable: e.retryable,
+                        }),
+                        None => Err(DispatchError::Agent {
+                            code: ErrorCode::Internal,
+                            message: "result without outcome".into(),
+                            retryable: true,
+                        }),
+                    };
+                    let _ = tx.send(outcome);
+                }
+            }
+            agent_message::Kind::Audit(event) => {
+                tracing::info!(
+                    target: "dbprov::audit",
+                    %cluster,
+                    intent = %event.intent_id,
+                    action = %event.action,
+                    object = %event.target,
+                    outcome = %event.outcome,
+                    "audit"
+                );
+            }
+        }
+    }
+
+    fn enqueue(
+        &self,
+        cluster: &str,
+        request: IntentRequest,
+        long: bool,
+    ) -> Result<
+        (
+            String,
+            watch::Receiver<ProgressInfo>,
+            oneshot::Receiver<Outcome2>,
+        ),
+        DispatchError,
+    > {
+        let intent_id = uuid::Uuid::new_v4().to_string();
+        let deadline = SystemTime::now() + request.timeout;
+        let intent = pb::Intent {
+            intent_id: intent_id.clone(),
+            resource: Some(request.resource),
+            operation: request.operation as i32,
+            desired_json: request.desired_json,
+            deadline_unix_ms: unix_ms(deadline),
+        };
+        let (progress_tx, progress_rx) = watch::channel(ProgressInfo::default());
+        let (result_tx, result_rx) = oneshot::channel();
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get(cluster) else {
+            return Err(DispatchError::NotConnected {
+                cluster: cluster.to_owned(),
+            });
+        };
+        let message = HubMessage {
+            kind: Some(hub_message::Kind::Intent(intent.clone())),
+        };
+        session.tx.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DispatchError::Backpressure {
+                cluster: cluster.to_owned(),
+            },
+            mpsc::error::TrySendError::Closed(_) => DispatchError::NotConnected {
+                cluster: cluster.to_owned(),
+            },
+        })?;
+        state.pending.insert(
+            intent_id.clone(),
+            Pending {
+                info: PendingInfo {
+                    intent,
+                    cluster: cluster.to_owned(),
+                    sent_at: SystemTime::now(),
+                    acknowledged: false,
+                    percent: 0,
+                    long,
+                },
+                progress: progress_tx,
+                result: Some(result_tx),
+            },
+        );
+        Ok((intent_id, progress_rx, result_rx))
+    }
+
+    /// Sends a short intent and waits for its result (the observed state as JSON).
+    pub async fn send(
+        &self,
+        cluster: &str,
+        request: IntentRequest,
+    ) -> Result<String, DispatchError> {
+        let timeout = request.timeout;
+        let (intent_id, _progress, result) = self.enqueue(cluster, request, false)?;
+        let outcome = tokio::time::timeout(timeout, result).await;
+        self.forget(&intent_id);
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DispatchError::Disconnected {
+                cluster: cluster.to_owned(),
+            }),
+            Err(_) => Err(DispatchError::DeadlineExceeded {
+                cluster: cluster.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Starts a long operation; the handle reports progress and the result, across agent
+    /// reconnects.
+    pub fn start(
+        &self,
+        cluster: &str,
+        request: IntentRequest,
+    ) -> Result<OperationHandle, DispatchError> {
+        let timeout = request.timeout;
+        let (intent_id, progress, result) = self.enqueue(cluster, request, true)?;
+        Ok(OperationHandle {
+            intent_id,
+            progress,
+            result,
+            hub: self.clone(),
+            cluster: cluster.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Cancels an intent: tells the agent and stops waiting.
+    pub fn cancel(&self, intent_id: &str, reason: &str) {
+        let mut state = self.lock();
+        if let Some(mut pending) = state.pending.remove(intent_id) {
+            if let Some(session) = state.sessions.get(&pending.info.cluster) {
+                let _ = session.tx.try_send(HubMessage {
+                    kind: Some(hub_message::Kind::Cancel(pb::Cancel {
+                        intent_id: intent_id.to_owned(),
+                        reason: reason.to_owned(),
+                    })),
+                });
+            }
+            if let Some(tx) = pending.result.take() {
+                let _ = tx.send(Err(DispatchError::Agent {
+                    code: ErrorCode::Cancelled,
+                    message: reason.to_owned(),
+                    retryable: false,
+                }));
+            }
+        }
+    }
+
+    fn forget(&self, intent_id: &str) {
+        self.lock().pending.remove(intent_id);
+    }
+
+    /// Live sessions, sorted by cluster.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<_> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        v
+    }
+
+    /// The live session of a cluster.
+    pub fn session(&self, cluster: &str) -> Option<SessionInfo> {
+        self.lock().sessions.get(cluster).map(|s| s.info.clone())
+    }
+
+    /// In-flight intents, oldest first, optionally of one cluster.
+    pub fn pending(&self, cluster: Option<&str>) -> Vec<PendingInfo> {
+        let mut v: Vec<_> = self
+            .lock()
+            .pending
+            .values()
+            .filter(|p| cluster.is_none_or(|c| p.info.cluster == c))
+            .map(|p| p.info.clone())
+            .collect();
+        v.sort_by_key(|p| p.sent_at);
+        v
+    }
+}
+
+/// The pending intent `intent_id` if it belongs to `cluster`; logs and refuses otherwise.
+fn owned_pending<'a>(
+    state: &'a mut State,
+    cluster: &str,
+    intent_id: &str,
+    what: &str,
+) -> Option<&'a mut Pending> {
+    match state.pending.get_mut(intent_id) {
+        Some(p) if p.info.cluster == cluster => Some(p),
+        Some(p) => {
+            tracing::warn!(
+                %cluster,
+                owner = %p.info.cluster,
+                intent = %intent_id,
+                "refused {what} from a cluster for another cluster's intent"
+            );
+            None
+        }
+        // Unknown: already answered, timed out, or from before a hub restart. Harmless.
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(cluster: &str, running: &[&str]) -> pb::Hello {
+        pb::Hello {
+            cluster_name: cluster.into(),
+            agent_version: "test".into(),
+            capabilities: None,
+            running_operations: running
+                .iter()
+                .map(|id| pb::RunningOperation {
+                    intent_id: (*id).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn request(timeout: Duration) -> IntentRequest {
+        IntentRequest {
+            resource: ResourceRef {
+                kind: "DatabaseInstance".into(),
+                namespace: "ns".into(),
+                name: "pg".into(),
+                uid: "u".into(),
+                generation: 1,
+            },
+            operation: Operation::ProbeInstance,
+            desired_json: "{}".into(),
+            timeout,
+        }
+    }
+
+    fn next_intent(rx: &mut mpsc::Receiver<HubMessage>) -> pb::Intent {
+        loop {
+            match rx.try_recv().unwrap().kind.unwrap() {
+                hub_message::Kind::Intent(i) => return i,
+                _ => continue,
+            }
+        }
+    }
+
+    fn result_ok(id: &str, json: &str) -> AgentMessage {
+        AgentMessage {
+            kind: Some(agent_message::Kind::Result(pb::Result {
+                intent_id: id.into(),
+                outcome: Some(Outcome::ObservedJson(json.into())),
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn send_to_an_unconnected_cluster_fails_at_once() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let err = hub
+            .send("east", request(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DispatchError::NotConnected {
+                cluster: "east".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_completes_the_intent_and_other_clusters_cannot_answer() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut east = hub.open_session(hello("east", &[]), "p".into());
+        let west = hub.open_session(hello("west", &[]), "p".into());
+        let h = hub.clone();
+        let call =
+            tokio::spawn(async move { h.send("east", request(Duration::from_secs(5))).await });
+        tokio::task::yield_now().await;
+        while hub.pending(None).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let intent = next_intent(&mut east.outbound);
+        // West answering east's intent is refused: the call still waits.
+        hub.on_message(
+            "west",
+            &west.session_id,
+            result_ok(&intent.intent_id, r#"{"forged":true}"#),
+        );
+        assert_eq!(hub.pending(Some("east")).len(), 1);
+        hub.on_message(
+            "east",
+            &east.session_id,
+            result_ok(&intent.intent_id, r#"{"version":"15"}"#),
+        );
+        assert_eq!(call.await.unwrap().unwrap(), r#"{"version":"15"}"#);
+        assert!(hub.pending(None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn agent_errors_keep_their_code_and_retryability() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let h = hub.clone();
+        let call =
+            tokio::spawn(async move { h.send("east", request(Duration::from_secs(5))).await });
+        while hub.pending(None).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let intent = next_intent(&mut s.outbound);
+        hub.on_message(
+            "east",
+            &s.session_id,
+            AgentMessage {
+                kind: Some(agent_message::Kind::Result(pb::Result {
+                    intent_id: intent.intent_id,
+                    outcome: Some(Outcome::Error(pb::Error {
+                        code: ErrorCode::AuthFailed as i32,
+                        message: "password authentication failed".into(),
+                        retryable: false,
+                    })),
+                })),
+            },
+        );
+        let err = call.await.unwrap().unwrap_err();
+        assert!(!err.retryable());
+        assert!(matches!(
+            err,
+            DispatchError::Agent {
+                code: ErrorCode::AuthFailed,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn deadline_exceeded_is_reported() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let _s = hub.open_session(hello("east", &[]), "p".into());
+        let err = hub
+            .send("east", request(Duration::from_millis(50)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DispatchError::DeadlineExceeded { .. }),
+            "{err}"
+        );
+        assert!(
+            hub.pending(None).is_empty(),
+            "a timed-out intent is forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_replaces_the_first_and_stops_it() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut first = hub.open_session(hello("east", &[]), "a".into());
+        let second = hub.open_session(hello("east", &[]), "b".into());
+        assert!(
+            first.stopped.changed().await.is_err(),
+            "the first session is told to stop"
+        );
+        assert!(
+            !hub.close_session("east", &first.session_id),
+            "a stale close is ignored"
+        );
+        assert_eq!(hub.session("east").unwrap().session_id, second.session_id);
+    }
+
+    #[tokio::test]
+    async fn short_intents_fail_on_disconnect_long_ones_reattach() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s1 = hub.open_session(hello("east", &[]), "p".into());
+        let op = hub.start("east", request(Duration::from_secs(5))).unwrap();
+        let h = hub.clone();
+        let short =
+            tokio::spawn(async move { h.send("east", request(Duration::from_secs(5))).await });
+        while hub.pending(None).len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let long_intent = next_intent(&mut s1.outbound);
+        assert!(hub.close_session("east", &s1.session_id));
+        assert_eq!(
+            short.await.unwrap().unwrap_err(),
+            DispatchError::Disconnected {
+                cluster: "east".into()
+            }
+        );
+
+        // The agent reconnects and says the long operation still runs: re-attached, not resent.
+        let mut s2 = hub.open_session(hello("east", &[&long_intent.intent_id]), "p".into());
+        match s2.outbound.try_recv().unwrap().kind.unwrap() {
+            hub_message::Kind::Welcome(w) => {
+                assert_eq!(w.reattached_intent_ids, vec![long_intent.intent_id.clone()])
+            }
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        assert!(s2.outbound.try_recv().is_err(), "nothing is resent");
+        hub.on_message(
+            "east",
+            &s2.session_id,
+            AgentMessage {
+                kind: Some(agent_message::Kind::Progress(pb::Progress {
+                    intent_id: long_intent.intent_id.clone(),
+                    percent: 50,
+                    step: "dumping".into(),
+                    bytes_done: 10,
+                })),
+            },
+        );
+        assert_eq!(op.progress.borrow().percent, 50);
+        hub.on_message(
+            "east",
+            &s2.session_id,
+            result_ok(&long_intent.intent_id, "{}"),
+        );
+        assert_eq!(op.wait().await.unwrap(), "{}");
+    }
+
+    #[tokio::test]
+    async fn pending_intents_the_agent_does_not_know_are_resent_on_reconnect() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let s1 = hub.open_session(hello("east", &[]), "p".into());
+        let _op = hub.start("east", request(Duration::from_secs(5))).unwrap();
+        assert!(hub.close_session("east", &s1.session_id));
+        let mut s2 = hub.open_session(hello("east", &[]), "p".into());
+        let resent = next_intent(&mut s2.outbound);
+        assert_eq!(resent.intent_id, hub.pending(None)[0].intent.intent_id);
+    }
+
+    #[tokio::test]
+    async fn connecting_triggers_a_resync() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut resync = hub.subscribe_resync();
+        let _s = hub.open_session(hello("east", &[]), "p".into());
+        assert_eq!(resync.recv().await.unwrap(), "east");
+    }
+}
