@@ -18,8 +18,48 @@ pub struct Cli {
 /// What the agent binary does.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Connect to the hub and run its intents against databases in this cluster.
+    Run(Box<RunArgs>),
     /// List the database client tools this agent would use, with their versions.
     Tools(ToolsArgs),
+}
+
+/// Options of `dbprov-agent run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Name of the ManagedCluster this agent serves (must match its certificate).
+    #[arg(long, env = "DBPROV_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// The hub's gRPC address, e.g. `https://dbprov-hub.example.com:9443`.
+    #[arg(long, env = "DBPROV_HUB_ADDRESS")]
+    pub hub_address: String,
+    /// TLS name to verify on the hub's certificate (default: the address' host).
+    #[arg(long, env = "DBPROV_HUB_SERVER_NAME")]
+    pub hub_server_name: Option<String>,
+    /// Client certificate (PEM) with the cluster identity; re-read at every connection.
+    #[arg(long, env = "DBPROV_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// Client key (PEM).
+    #[arg(long, env = "DBPROV_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// CA (PEM) that signed the hub's certificate and admin client certificates.
+    #[arg(long, env = "DBPROV_CA")]
+    pub ca: PathBuf,
+    /// Trust domain of admin identities on the admin port.
+    #[arg(long, env = "DBPROV_TRUST_DOMAIN", default_value = "dbprov.local")]
+    pub trust_domain: String,
+    /// Serve AgentAdmin (mTLS) on this address; off when not set.
+    #[arg(long, env = "DBPROV_ADMIN_LISTEN", requires_all = ["admin_cert", "admin_key"])]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Server certificate (PEM) of the admin port.
+    #[arg(long, env = "DBPROV_ADMIN_CERT")]
+    pub admin_cert: Option<PathBuf>,
+    /// Server key (PEM) of the admin port.
+    #[arg(long, env = "DBPROV_ADMIN_KEY")]
+    pub admin_key: Option<PathBuf>,
+    /// Directories searched for client tools before PATH (colon-separated).
+    #[arg(long, env = "DBPROV_TOOL_PATH", value_delimiter = ':')]
+    pub tool_path: Vec<PathBuf>,
 }
 
 /// Options of `dbprov-agent tools`.
@@ -44,6 +84,29 @@ impl ToolsArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn admin_port_needs_its_certificate() {
+        let err = Cli::try_parse_from([
+            "dbprov-agent",
+            "run",
+            "--cluster-name",
+            "east",
+            "--hub-address",
+            "https://hub:9443",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--ca",
+            "ca",
+            "--admin-listen",
+            "127.0.0.1:9444",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--admin-cert"), "{err}");
+    }
+
     use clap::CommandFactory;
 
     use super::*;

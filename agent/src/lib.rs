@@ -1,11 +1,24 @@
 //! dbprov agent: the workload-cluster side of dbprov.
 
+pub mod admin;
 pub mod cli;
+pub mod connection;
+pub mod executor;
+pub mod ops;
 pub mod tools;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dbprov_proto::agent::v1 as pb;
 
 /// Runs the command the user asked for.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // kube, tonic and sqlx use ring; choosing the provider up front avoids rustls' "cannot
+    // determine CryptoProvider" panic when another provider is linked too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
+        cli::Command::Run(args) => run_agent(*args).await,
         cli::Command::Tools(args) => {
             let found = tools::detect(&args.search_path()).await;
             let caps = tools::capabilities(&found);
@@ -18,5 +31,85 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("engines: {}", caps.engines.join(", "));
             Ok(())
         }
+    }
+}
+
+async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
+    let kube = kube::Client::try_default().await.context(
+        "cannot build a Kubernetes client for this cluster (set KUBECONFIG or run in a pod)",
+    )?;
+    let mut dirs = args.tool_path.clone();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    let found = tools::capabilities(&tools::detect(&dirs).await);
+    let capabilities = pb::Capabilities {
+        // Probing and provisioning need no client tools; backups do (reported in `tools`).
+        engines: vec!["postgres".into(), "mysql".into(), "mariadb".into()],
+        storage_backends: vec![],
+        tools: found.tools.into_iter().collect(),
+    };
+    let hello = pb::Hello {
+        cluster_name: args.cluster_name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        capabilities: Some(capabilities.clone()),
+        running_operations: vec![],
+    };
+    let executor = executor::Executor::new(Arc::new(ops::Operations::new(ops::OpContext { kube })));
+    let status = connection::SharedStatus::default();
+    let conn = connection::HubConnection {
+        address: args.hub_address.clone(),
+        server_name: args.hub_server_name.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        ca: args.ca.clone(),
+    };
+    if let (Some(addr), Some(cert), Some(key)) =
+        (args.admin_listen, args.admin_cert, args.admin_key)
+    {
+        let tls = dbprov_common::tls::server_config(
+            dbprov_common::tls::KeyPairFiles { cert, key },
+            &args.ca,
+        )
+        .context("loading the admin port TLS material (--admin-cert, --admin-key, --ca)")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let service = admin::AdminService {
+            cluster: args.cluster_name.clone(),
+            hub_address: args.hub_address.clone(),
+            trust_domain: args.trust_domain.clone(),
+            capabilities,
+            status: status.clone(),
+            executor: executor.clone(),
+        };
+        tracing::info!(%addr, "admin port serving");
+        tokio::spawn(async move {
+            if let Err(e) =
+                admin::serve(listener, Arc::new(tls), service, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "admin port failed");
+            }
+        });
+    }
+    tracing::info!(cluster = %args.cluster_name, hub = %args.hub_address, "dbprov-agent starting");
+    tokio::select! {
+        _ = connection::run(conn, hello, executor, status) => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -1,4 +1,5 @@
 //! Code both dbprov binaries need.
 
+pub mod grpc;
 pub mod telemetry;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! Command line of `dbprov-hub`. Every flag also reads an environment variable, so the Helm
 //! chart can configure the hub without templating arguments.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use dbprov_common::telemetry::LogArgs;
 
@@ -21,6 +23,9 @@ pub enum Command {
     Run(RunArgs),
     /// Write the CustomResourceDefinitions generated from the API types (one file per kind).
     Crdgen(CrdgenArgs),
+    /// Create a development CA and issue hub, agent and admin certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 /// Options of `dbprov-hub crdgen`.
@@ -28,7 +33,7 @@ pub enum Command {
 pub struct CrdgenArgs {
     /// Directory to write into; `*.yaml` files no type generates are removed.
     #[arg(long, env = "DBPROV_CRDS_DIR", default_value = "crds")]
-    pub out: std::path::PathBuf,
+    pub out: PathBuf,
     /// Do not write: fail if the directory differs from the generated output.
     #[arg(long)]
     pub check: bool,
@@ -40,6 +45,71 @@ pub struct RunArgs {
     /// ManagedCluster that serves instances without `spec.clusterRef`.
     #[arg(long, env = "DBPROV_DEFAULT_CLUSTER", default_value = "default")]
     pub default_cluster: String,
+    /// Address of the gRPC port (agents and admin clients connect here).
+    #[arg(long, env = "DBPROV_GRPC_LISTEN", default_value = "0.0.0.0:9443")]
+    pub grpc_listen: std::net::SocketAddr,
+    /// PEM certificate the gRPC port presents (reloaded when the file changes).
+    #[arg(long, env = "DBPROV_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of `--tls-cert` (reloaded with it).
+    #[arg(long, env = "DBPROV_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// PEM CA that signs agent and admin client certificates.
+    #[arg(long, env = "DBPROV_CLIENT_CA")]
+    pub client_ca: PathBuf,
+    /// Trust domain of accepted identities (spiffe://<trust-domain>/...).
+    #[arg(long, env = "DBPROV_TRUST_DOMAIN", default_value = crate::certs::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Seconds between agent heartbeats; a stream silent for three intervals is closed.
+    #[arg(long, env = "DBPROV_HEARTBEAT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub heartbeat_seconds: u64,
+}
+
+/// `dbprov-hub certs`: a development PKI.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA (ca.crt, ca.key) in --dir.
+    Init {
+        /// Directory of the CA.
+        #[arg(long, env = "DBPROV_CERTS_DIR", default_value = "certs")]
+        dir: PathBuf,
+        /// Trust domain of the identities this CA issues.
+        #[arg(long, default_value = crate::certs::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// Replace an existing CA.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate from the CA in --dir.
+    Issue {
+        /// Directory of the CA.
+        #[arg(long, env = "DBPROV_CERTS_DIR", default_value = "certs")]
+        dir: PathBuf,
+        /// Where to write <name>.crt / <name>.key (default: --dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// An agent certificate for this ManagedCluster.
+        #[arg(long, group = "kind")]
+        cluster: Option<String>,
+        /// An admin certificate (grpcurl, people) with this name.
+        #[arg(long, group = "kind")]
+        admin: Option<String>,
+        /// A server certificate with this file name (use with --dns / --ip).
+        #[arg(long, group = "kind")]
+        server: Option<String>,
+        /// DNS names of a server certificate.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// IP addresses of a server certificate.
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<std::net::IpAddr>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+    },
 }
 
 #[cfg(test)]

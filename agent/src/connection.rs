@@ -1,0 +1,258 @@
+//! The agent's connection to the hub: dial with mTLS, say Hello, run intents, heartbeat; on
+//! any failure wait (exponential backoff with jitter, capped at 30 s) and dial again. Certificate
+//! files are read at every dial, so rotated ones are used from the next connection on.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use dbprov_proto::agent::v1::{
+    self as pb, AgentMessage, agent_hub_client::AgentHubClient, agent_message, hub_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::executor::Executor;
+
+/// How the agent reaches the hub.
+#[derive(Debug, Clone)]
+pub struct HubConnection {
+    /// `https://host:port` of the hub's gRPC port.
+    pub address: String,
+    /// TLS server name to verify (default: the address' host).
+    pub server_name: Option<String>,
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Client key (PEM).
+    pub key: PathBuf,
+    /// CA that signed the hub's certificate (PEM).
+    pub ca: PathBuf,
+}
+
+/// What the agent reports about itself (AgentAdmin, logs).
+#[derive(Debug, Clone, Default)]
+pub struct AgentStatus {
+    /// Live stream to the hub.
+    pub connected: bool,
+    /// Current session.
+    pub session_id: String,
+    /// Last connection error.
+    pub last_error: String,
+}
+
+/// Shared, updated by the connection loop.
+pub type SharedStatus = Arc<Mutex<AgentStatus>>;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Certificate files could not be read.
+    #[error("reading {path}: {source}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Dialling failed.
+    #[error("connecting to the hub: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The hub refused or ended the stream.
+    #[error("hub: {} ({:?})", .0.message(), .0.code())]
+    Status(#[from] tonic::Status),
+    /// The hub did not follow the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Starts at `base`, never waits longer than `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    /// The next wait: random in [0, min(cap, base * 2^attempt)].
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let ceiling = exp.min(self.cap);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(fastrand::u64(millis / 2..=millis.max(1)))
+    }
+
+    /// Back to the first delay (after a healthy session).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, SessionError> {
+    std::fs::read(path).map_err(|source| SessionError::Files {
+        path: path.clone(),
+        source,
+    })
+}
+
+async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&conn.ca)?))
+        .identity(Identity::from_pem(read(&conn.cert)?, read(&conn.key)?));
+    if let Some(name) = &conn.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    let channel = Channel::from_shared(conn.address.clone())
+        .map_err(|e| SessionError::Protocol(format!("bad hub address {:?}: {e}", conn.address)))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    Ok(channel)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One session: returns when the stream ends.
+pub async fn session(
+    conn: &HubConnection,
+    hello: pb::Hello,
+    executor: &Executor,
+    status: &SharedStatus,
+) -> Result<(), SessionError> {
+    let channel = dial(conn).await?;
+    let mut client = AgentHubClient::new(channel);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
+    let mut hello = hello;
+    hello.running_operations = executor.running_operations();
+    tx.send(AgentMessage {
+        kind: Some(agent_message::Kind::Hello(hello)),
+    })
+    .await
+    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+    let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+        Ok(Ok(Some(pb::HubMessage {
+            kind: Some(hub_message::Kind::Welcome(w)),
+        }))) => w,
+        Ok(Ok(other)) => {
+            return Err(SessionError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
+        Ok(Err(status)) => return Err(status.into()),
+        Err(_) => return Err(SessionError::Protocol("no Welcome within 10s".into())),
+    };
+    tracing::info!(
+        session = %welcome.session_id,
+        heartbeat_seconds = welcome.heartbeat_interval_seconds,
+        reattached = welcome.reattached_intent_ids.len(),
+        "connected to the hub"
+    );
+    {
+        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+        s.connected = true;
+        s.session_id = welcome.session_id.clone();
+        s.last_error.clear();
+    }
+    executor.attach(tx.clone());
+    let interval = Duration::from_secs(u64::from(welcome.heartbeat_interval_seconds.max(1)));
+    let heartbeat = {
+        let tx = tx.clone();
+        let executor = executor.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let hb = AgentMessage {
+                    kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {
+                        sent_at_unix_ms: now_ms(),
+                        in_flight: executor.in_flight(),
+                    })),
+                };
+                if tx.send(hb).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    drop(tx);
+    let outcome = loop {
+        match inbound.message().await {
+            Ok(Some(msg)) => match msg.kind {
+                Some(hub_message::Kind::Intent(intent)) => executor.submit(intent),
+                Some(hub_message::Kind::Cancel(c)) => executor.cancel(&c.intent_id, &c.reason),
+                Some(hub_message::Kind::Welcome(_)) | None => {}
+            },
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status.into()),
+        }
+    };
+    heartbeat.abort();
+    executor.detach();
+    status.lock().unwrap_or_else(|e| e.into_inner()).connected = false;
+    outcome
+}
+
+/// Keeps a session to the hub open forever, reconnecting with backoff.
+pub async fn run(conn: HubConnection, hello: pb::Hello, executor: Executor, status: SharedStatus) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let started = Instant::now();
+        let result = session(&conn, hello.clone(), &executor, &status).await;
+        let reason = match &result {
+            Ok(()) => "the hub closed the stream".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        status.lock().unwrap_or_else(|e| e.into_inner()).last_error = reason.clone();
+        // A session that lasted is not a failure streak: start the backoff over.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(%reason, retry_in = ?delay, hub = %conn.address, "hub session ended");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        let first = b.next_delay();
+        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d <= Duration::from_secs(30), "{d:?}");
+        }
+        assert!(
+            b.next_delay() >= Duration::from_secs(15),
+            "late delays sit near the cap"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

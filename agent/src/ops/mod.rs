@@ -1,0 +1,73 @@
+//! Operations the agent runs for intents. Each reads its desired state from the intent's
+//! JSON, secrets from the workload cluster, and reports the observed state as JSON.
+
+pub mod probe;
+pub mod secrets;
+
+use std::sync::Arc;
+
+use dbprov_proto::agent::v1::{ErrorCode, Intent, Operation};
+
+use crate::executor::{OpError, OpFuture, ProgressSink, Runner};
+
+/// What operations need: the workload cluster's API (for Secrets).
+#[derive(Clone)]
+pub struct OpContext {
+    /// Client of the workload cluster the agent runs in.
+    pub kube: kube::Client,
+}
+
+impl std::fmt::Debug for OpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpContext").finish_non_exhaustive()
+    }
+}
+
+/// Dispatches intents to their operation.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    ctx: Arc<OpContext>,
+}
+
+impl Operations {
+    /// Operations using `ctx`.
+    pub fn new(ctx: OpContext) -> Self {
+        Self { ctx: Arc::new(ctx) }
+    }
+}
+
+/// Parses an intent's desired state.
+pub fn desired<T: serde::de::DeserializeOwned>(intent: &Intent) -> Result<T, OpError> {
+    serde_json::from_str(&intent.desired_json).map_err(|e| {
+        OpError::new(
+            ErrorCode::Invalid,
+            format!("desired state does not match the operation: {e}"),
+            false,
+        )
+    })
+}
+
+impl Runner for Operations {
+    fn run(&self, intent: Intent, _progress: ProgressSink) -> OpFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            match Operation::try_from(intent.operation) {
+                Ok(Operation::ProbeInstance) => probe::run(&ctx, desired(&intent)?).await,
+                Ok(op) => Err(OpError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "operation {} is not supported by agent {}",
+                        op.as_str_name(),
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                    false,
+                )),
+                Err(_) => Err(OpError::new(
+                    ErrorCode::Unsupported,
+                    format!("unknown operation {}; upgrade the agent", intent.operation),
+                    false,
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,357 @@
+//! The hub's gRPC port: `AgentHub.Connect` for agents, `HubAdmin` for people, plus
+//! `grpc.health.v1` and server reflection, all behind mutual TLS.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use dbprov_common::{
+    grpc::{ServeError, caller, debug_services, tls_incoming},
+    tls::Identity,
+};
+use dbprov_proto::{
+    admin::v1::{
+        self as admin,
+        hub_admin_server::{HubAdmin, HubAdminServer},
+    },
+    agent::v1::{
+        AgentMessage, HubMessage,
+        agent_hub_server::{AgentHub, AgentHubServer},
+        agent_message,
+    },
+};
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    clusters::{AdmitError, ClusterDirectory, ClusterEvent},
+    session::{Hub, SessionInfo, unix_ms},
+};
+
+/// How long an agent has to send its Hello after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stream silent for this many heartbeat intervals is closed.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+fn require_admin<T>(req: &Request<T>, trust_domain: &str) -> Result<Identity, Status> {
+    match caller(req, trust_domain)? {
+        id @ Identity::Admin { .. } => Ok(id),
+        id => Err(Status::permission_denied(format!(
+            "{id} may not call admin APIs (an admin certificate is needed: dbprov-hub certs issue --admin NAME)"
+        ))),
+    }
+}
+
+fn admit_status(e: AdmitError) -> Status {
+    match e {
+        AdmitError::Unknown(_) => Status::permission_denied(e.to_string()),
+        AdmitError::Paused(_) => Status::failed_precondition(e.to_string()),
+        AdmitError::Unavailable { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+/// `AgentHub` and `HubAdmin`.
+pub struct HubService<D> {
+    hub: Hub,
+    directory: Arc<D>,
+    trust_domain: String,
+}
+
+impl<D> std::fmt::Debug for HubService<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubService")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Clone for HubService<D> {
+    fn clone(&self) -> Self {
+        Self {
+            hub: self.hub.clone(),
+            directory: self.directory.clone(),
+            trust_domain: self.trust_domain.clone(),
+        }
+    }
+}
+
+impl<D: ClusterDirectory> HubService<D> {
+    /// Serves `hub` with admission and status by `directory`.
+    pub fn new(hub: Hub, directory: Arc<D>, trust_domain: String) -> Self {
+        Self {
+            hub,
+            directory,
+            trust_domain,
+        }
+    }
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<D: ClusterDirectory> AgentHub for HubService<D> {
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ConnectStream>, Status> {
+        let cluster = match caller(&request, &self.trust_domain)? {
+            Identity::Cluster { name, .. } => name,
+            id => {
+                return Err(Status::permission_denied(format!(
+                    "{id} is not an agent identity (spiffe://{}/cluster/<name>)",
+                    self.trust_domain
+                )));
+            }
+        };
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??;
+        let hello = match first.and_then(|m| m.kind) {
+            Some(agent_message::Kind::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.cluster_name != cluster {
+            tracing::warn!(%cluster, claimed = %hello.cluster_name, %peer, "agent claimed another cluster");
+            return Err(Status::permission_denied(format!(
+                "certificate is for cluster {cluster:?} but Hello names {:?}",
+                hello.cluster_name
+            )));
+        }
+        self.directory.admit(&cluster).await.map_err(admit_status)?;
+        let opened = self.hub.open_session(hello, peer);
+        let session_id = opened.session_id.clone();
+        if let Some(info) = self.hub.session(&cluster) {
+            let _ = self
+                .directory
+                .record(&cluster, ClusterEvent::Connected(info))
+                .await;
+        }
+        let reader = SessionReader {
+            hub: self.hub.clone(),
+            directory: self.directory.clone(),
+            cluster,
+            session_id,
+            silence: self.hub.heartbeat_interval() * MISSED_HEARTBEATS,
+        };
+        tokio::spawn(reader.run(inbound, opened.stopped));
+        let outbound = ReceiverStream::new(opened.outbound).map(Ok);
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+struct SessionReader<D> {
+    hub: Hub,
+    directory: Arc<D>,
+    cluster: String,
+    session_id: String,
+    silence: Duration,
+}
+
+impl<D: ClusterDirectory> SessionReader<D> {
+    async fn run(
+        self,
+        mut inbound: Streaming<AgentMessage>,
+        mut stopped: tokio::sync::watch::Receiver<()>,
+    ) {
+        let (reason, message) = loop {
+            let next = tokio::select! {
+                _ = stopped.changed() => break ("Replaced", "a newer connection replaced this session".to_owned()),
+                next = tokio::time::timeout(self.silence, inbound.message()) => next,
+            };
+            match next {
+                Err(_) => {
+                    break (
+                        "HeartbeatTimeout",
+                        format!("no message from the agent for {:?}", self.silence),
+                    );
+                }
+                Ok(Ok(Some(msg))) => {
+                    let heartbeat = match &msg.kind {
+                        Some(agent_message::Kind::Heartbeat(hb)) => Some(hb.in_flight),
+                        _ => None,
+                    };
+                    self.hub.on_message(&self.cluster, &self.session_id, msg);
+                    if let Some(in_flight) = heartbeat
+                        && let Err(e) = self
+                            .directory
+                            .record(&self.cluster, ClusterEvent::Heartbeat { in_flight })
+                            .await
+                    {
+                        match e {
+                            AdmitError::Paused(_) => break ("ClusterPaused", e.to_string()),
+                            AdmitError::Unknown(_) => break ("ClusterDeleted", e.to_string()),
+                            // The apiserver being briefly unreachable does not end a session.
+                            AdmitError::Unavailable { .. } => {}
+                        }
+                    }
+                }
+                Ok(Ok(None)) => break ("StreamClosed", "the agent closed the stream".to_owned()),
+                Ok(Err(status)) => {
+                    break (
+                        "StreamError",
+                        format!("stream failed: {}", status.message()),
+                    );
+                }
+            }
+        };
+        if self.hub.close_session(&self.cluster, &self.session_id) {
+            tracing::info!(cluster = %self.cluster, reason, %message, "session ended");
+            let _ = self
+                .directory
+                .record(
+                    &self.cluster,
+                    ClusterEvent::Disconnected { reason, message },
+                )
+                .await;
+        }
+    }
+}
+
+fn session_pb(s: &SessionInfo) -> admin::Session {
+    admin::Session {
+        session_id: s.session_id.clone(),
+        cluster_name: s.cluster.clone(),
+        agent_version: s.agent_version.clone(),
+        capabilities: Some(s.capabilities.clone()),
+        connected_at_unix_ms: unix_ms(s.connected_at),
+        last_seen_unix_ms: unix_ms(s.last_seen),
+        peer_address: s.peer.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl<D: ClusterDirectory> HubAdmin for HubService<D> {
+    async fn list_clusters(
+        &self,
+        request: Request<admin::ListClustersRequest>,
+    ) -> Result<Response<admin::ListClustersResponse>, Status> {
+        require_admin(&request, &self.trust_domain)?;
+        let mut names = self.directory.list().await.map_err(admit_status)?;
+        for s in self.hub.sessions() {
+            if !names.contains(&s.cluster) {
+                names.push(s.cluster);
+            }
+        }
+        names.sort();
+        let clusters = names
+            .into_iter()
+            .map(|name| {
+                let session = self.hub.session(&name);
+                admin::Cluster {
+                    connected: session.is_some(),
+                    session: session.as_ref().map(session_pb),
+                    name,
+                }
+            })
+            .collect();
+        Ok(Response::new(admin::ListClustersResponse { clusters }))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<admin::GetClusterRequest>,
+    ) -> Result<Response<admin::Cluster>, Status> {
+        require_admin(&request, &self.trust_domain)?;
+        let name = request.into_inner().name;
+        let session = self.hub.session(&name);
+        if session.is_none()
+            && !self
+                .directory
+                .list()
+                .await
+                .map_err(admit_status)?
+                .contains(&name)
+        {
+            return Err(Status::not_found(format!(
+                "no ManagedCluster named {name:?}"
+            )));
+        }
+        Ok(Response::new(admin::Cluster {
+            connected: session.is_some(),
+            session: session.as_ref().map(session_pb),
+            name,
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<admin::ListSessionsRequest>,
+    ) -> Result<Response<admin::ListSessionsResponse>, Status> {
+        require_admin(&request, &self.trust_domain)?;
+        let sessions = self.hub.sessions().iter().map(session_pb).collect();
+        Ok(Response::new(admin::ListSessionsResponse { sessions }))
+    }
+
+    async fn list_intents(
+        &self,
+        request: Request<admin::ListIntentsRequest>,
+    ) -> Result<Response<admin::ListIntentsResponse>, Status> {
+        require_admin(&request, &self.trust_domain)?;
+        let filter = request.into_inner().cluster_name;
+        let intents = self
+            .hub
+            .pending((!filter.is_empty()).then_some(filter.as_str()))
+            .into_iter()
+            .map(|p| admin::InFlightIntent {
+                intent_id: p.intent.intent_id.clone(),
+                cluster_name: p.cluster,
+                resource: p.intent.resource.clone(),
+                operation: p.intent.operation,
+                sent_at_unix_ms: unix_ms(p.sent_at),
+                deadline_unix_ms: p.intent.deadline_unix_ms,
+                acknowledged: p.acknowledged,
+                percent: p.percent,
+            })
+            .collect();
+        Ok(Response::new(admin::ListIntentsResponse { intents }))
+    }
+
+    async fn trigger_resync(
+        &self,
+        request: Request<admin::TriggerResyncRequest>,
+    ) -> Result<Response<admin::TriggerResyncResponse>, Status> {
+        let who = require_admin(&request, &self.trust_domain)?;
+        let cluster = request.into_inner().cluster_name;
+        if cluster.is_empty() {
+            return Err(Status::invalid_argument("cluster_name is required"));
+        }
+        tracing::info!(%cluster, by = %who, "resync requested");
+        self.hub.trigger_resync(&cluster);
+        Ok(Response::new(admin::TriggerResyncResponse {}))
+    }
+}
+
+/// Accepts TLS connections on `listener` and serves `AgentHub`, `HubAdmin`, health and
+/// reflection until `shutdown` completes. Handshakes run off the accept loop, so a slow or
+/// failing client never blocks others; refused handshakes (no or foreign client
+/// certificate, expired certificate) are logged with the peer address.
+pub async fn serve<D: ClusterDirectory>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: HubService<D>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentHubServer<HubService<D>>>()
+        .await;
+    health_reporter
+        .set_serving::<HubAdminServer<HubService<D>>>()
+        .await;
+    let incoming = tls_incoming(listener, tls);
+    let mut server =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    debug_services(&mut server, health)?
+        .add_service(AgentHubServer::new(service.clone()))
+        .add_service(HubAdminServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
