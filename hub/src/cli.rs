@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn unknown_log_format_is_refused_with_the_choices() {
-        let err = Cli::try_parse_from(["dbprov-hub", "--log-format", "xml", "run"]).unwrap_err();
+        let err = Cli::try_parse_from(["dbprov-hub", "--log-format", "xml", "crdgen"]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("--log-format"), "{msg}");
         assert!(msg.contains("json"), "{msg}");
