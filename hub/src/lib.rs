@@ -4,6 +4,7 @@ pub mod api;
 pub mod certs;
 pub mod cli;
 pub mod clusters;
+pub mod controller;
 pub mod crdgen;
 pub mod grpc;
 pub mod session;
@@ -49,7 +50,16 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     )
     .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
-    let directory = std::sync::Arc::new(clusters::KubeClusters::new(client));
+    let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
+    let controllers = controller::run(
+        controller::Context {
+            client,
+            hub: hub.clone(),
+            default_cluster: args.default_cluster.clone(),
+            intent_timeout: std::time::Duration::from_secs(30),
+        },
+        shutdown_signal(),
+    );
     let service = grpc::HubService::new(hub, directory, args.trust_domain.clone());
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
@@ -61,13 +71,9 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         default_cluster = %args.default_cluster,
         "dbprov-hub serving"
     );
-    grpc::serve(
-        listener,
-        std::sync::Arc::new(tls),
-        service,
-        shutdown_signal(),
-    )
-    .await?;
+    let server = grpc::serve(listener, std::sync::Arc::new(tls), service, shutdown_signal());
+    let (served, ()) = tokio::join!(server, controllers);
+    served?;
     tracing::info!("shut down");
     Ok(())
 }

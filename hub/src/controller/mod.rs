@@ -1,0 +1,64 @@
+//! Controllers: watch custom resources in the management cluster, send intents to the agent
+//! of each resource's cluster, and write what came back into status.
+
+pub mod instance;
+
+use std::time::Duration;
+
+use crate::session::Hub;
+
+/// Shared by every controller.
+#[derive(Clone)]
+pub struct Context {
+    /// Management-cluster client.
+    pub client: kube::Client,
+    /// Sessions and intent dispatch.
+    pub hub: Hub,
+    /// ManagedCluster for instances without `spec.clusterRef`.
+    pub default_cluster: String,
+    /// How long to wait for a short intent.
+    pub intent_timeout: Duration,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("default_cluster", &self.default_cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The management apiserver refused a read or write.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status could not be serialised.
+    #[error("serialising status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// A shutdown signal every controller can wait on.
+pub type Shutdown =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// Runs every controller until `shutdown`.
+pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(shutdown);
+    let shutdown: Shutdown = futures::future::FutureExt::shared(boxed);
+    tokio::join!(
+        instance::run_namespaced(ctx.clone(), shutdown.clone()),
+        instance::run_cluster_scoped(ctx, shutdown),
+    );
+}

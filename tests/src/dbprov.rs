@@ -1,0 +1,287 @@
+//! dbprov's own processes in tests: a PKI, the hub and agents as real child processes (the
+//! binaries `cargo` built), and admin gRPC clients.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use dbprov_hub::certs::{Ca, Leaf, write_file};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::{
+    EnvError, KubeEnv,
+    process::{ChildGuard, WorkDir},
+    tools,
+};
+
+/// Trust domain of test PKIs.
+pub const TRUST_DOMAIN: &str = "dbprov.test";
+
+/// A CA and the certificates tests need, on disk.
+#[derive(Debug)]
+pub struct Pki {
+    dir: WorkDir,
+    ca: Ca,
+}
+
+/// A certificate and key on disk.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM key.
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// A new CA with a hub server certificate for 127.0.0.1 / localhost.
+    pub fn new() -> Result<Self, EnvError> {
+        let dir = WorkDir::new("pki")?;
+        let (ca, key) = Ca::generate(TRUST_DOMAIN, 30).map_err(cert_err)?;
+        write_file(&dir.join("ca.crt"), &ca.cert_pem, false).map_err(cert_err)?;
+        write_file(&dir.join("ca.key"), &key, true).map_err(cert_err)?;
+        let pki = Self { dir, ca };
+        pki.issue(&server_leaf("hub"))?;
+        Ok(pki)
+    }
+
+    /// The CA certificate file.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The directory holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Issues (or re-issues) a certificate valid for a day, as `<stem>.crt/.key`.
+    pub fn issue(&self, leaf: &Leaf) -> Result<CertFiles, EnvError> {
+        let pem = self.ca.issue(leaf, 1).map_err(cert_err)?;
+        self.write(&leaf.file_stem(), &pem.cert, &pem.key)
+    }
+
+    /// Issues a certificate that expired an hour ago.
+    pub fn issue_expired(&self, leaf: &Leaf, stem: &str) -> Result<CertFiles, EnvError> {
+        let now = time::OffsetDateTime::now_utc();
+        let pem = self
+            .ca
+            .issue_between(leaf, now - time::Duration::days(2), now - time::Duration::hours(1))
+            .map_err(cert_err)?;
+        self.write(stem, &pem.cert, &pem.key)
+    }
+
+    fn write(&self, stem: &str, cert: &str, key: &str) -> Result<CertFiles, EnvError> {
+        let files = CertFiles {
+            cert: self.dir.join(format!("{stem}.crt")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        write_file(&files.cert, cert, false).map_err(cert_err)?;
+        write_file(&files.key, key, true).map_err(cert_err)?;
+        Ok(files)
+    }
+
+    /// The hub's server certificate files.
+    pub fn hub_cert(&self) -> CertFiles {
+        CertFiles {
+            cert: self.dir.join("hub.crt"),
+            key: self.dir.join("hub.key"),
+        }
+    }
+
+    /// An admin client certificate.
+    pub fn admin(&self, name: &str) -> Result<CertFiles, EnvError> {
+        self.issue(&Leaf::Admin(name.into()))
+    }
+
+    /// An agent client certificate.
+    pub fn cluster(&self, name: &str) -> Result<CertFiles, EnvError> {
+        self.issue(&Leaf::Cluster(name.into()))
+    }
+}
+
+/// A server leaf for loopback.
+pub fn server_leaf(name: &str) -> Leaf {
+    Leaf::Server {
+        name: name.into(),
+        dns: vec!["localhost".into()],
+        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+    }
+}
+
+fn cert_err(e: dbprov_hub::certs::CertError) -> EnvError {
+    EnvError::Client {
+        component: "test PKI".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Path of a workspace binary, built on demand (a test run with `-p dbprov-tests` alone does
+/// not build other packages' binaries).
+pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
+    let exe = std::env::current_exe().map_err(EnvError::io("locating the test binary"))?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| EnvError::io("locating the target directory")(std::io::ErrorKind::NotFound.into()))?;
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        crate::process::run_setup(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--bin", name])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        )?;
+    }
+    Ok(path)
+}
+
+/// A gRPC channel to `addr` (host:port) with a client certificate.
+pub async fn channel(pki: &Pki, client: &CertFiles, addr: &str) -> Result<Channel, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&pki.ca_cert())?))
+        .identity(Identity::from_pem(read(&client.cert)?, read(&client.key)?))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{addr}"))
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn health_ok(pki: &Pki, admin: &CertFiles, addr: &str) -> Result<(), String> {
+    let channel = channel(pki, admin, addr).await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err("not serving".into())
+    }
+}
+
+/// The hub as a child process, serving gRPC on a loopback port.
+#[derive(Debug)]
+pub struct HubProcess {
+    guard: ChildGuard,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    _dir: WorkDir,
+}
+
+impl HubProcess {
+    /// Starts `dbprov-hub run` against `mgmt` on `port` (0: pick one).
+    pub async fn start(mgmt: &KubeEnv, pki: &Pki, port: u16, heartbeat_seconds: u64) -> Result<Self, EnvError> {
+        let bin = binary("dbprov-hub")?;
+        let port = if port == 0 { tools::free_port()? } else { port };
+        let addr = format!("127.0.0.1:{port}");
+        let dir = WorkDir::new("hub")?;
+        let cert = pki.hub_cert();
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .env("KUBECONFIG", mgmt.kubeconfig())
+            .env("DBPROV_LOG", "info,dbprov_hub=debug")
+            .args(["--grpc-listen", &addr])
+            .arg("--tls-cert")
+            .arg(&cert.cert)
+            .arg("--tls-key")
+            .arg(&cert.key)
+            .arg("--client-ca")
+            .arg(pki.ca_cert())
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()]);
+        let mut guard = ChildGuard::spawn("dbprov-hub", &mut cmd, &dir.join("hub.log"))?;
+        let admin = pki.admin("hub-ready-check")?;
+        guard
+            .wait_ready(Duration::from_secs(30), || health_ok(pki, &admin, &addr))
+            .await?;
+        Ok(Self { guard, addr, _dir: dir })
+    }
+
+    /// The hub's log.
+    pub fn log(&self) -> String {
+        self.guard.log_tail(400)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// An agent as a child process.
+#[derive(Debug)]
+pub struct AgentProcess {
+    guard: ChildGuard,
+    /// Admin port address, when enabled.
+    pub admin_addr: Option<String>,
+    _dir: WorkDir,
+}
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--cluster-name`.
+    pub cluster_name: String,
+    /// Client certificate to use.
+    pub cert: CertFiles,
+    /// Serve the admin port.
+    pub admin_port: bool,
+}
+
+impl AgentProcess {
+    /// Starts `dbprov-agent run` in `workload`, dialling `hub_addr`. Returns at once (the
+    /// agent connects in the background).
+    pub fn start(workload: &KubeEnv, pki: &Pki, hub_addr: &str, opts: &AgentOptions) -> Result<Self, EnvError> {
+        let bin = binary("dbprov-agent")?;
+        let dir = WorkDir::new("agent")?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .env("KUBECONFIG", workload.kubeconfig())
+            .env("DBPROV_LOG", "info,dbprov_agent=debug")
+            .args(["--cluster-name", &opts.cluster_name])
+            .args(["--hub-address", &format!("https://{hub_addr}")])
+            .args(["--hub-server-name", "localhost"])
+            .arg("--tls-cert")
+            .arg(&opts.cert.cert)
+            .arg("--tls-key")
+            .arg(&opts.cert.key)
+            .arg("--ca")
+            .arg(pki.ca_cert())
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .arg("--tool-path")
+            .arg(tools::pg_bin_dir());
+        let mut admin_addr = None;
+        if opts.admin_port {
+            let addr = format!("127.0.0.1:{}", tools::free_port()?);
+            let server = pki.issue(&server_leaf(&format!("agent-admin-{}", opts.cluster_name)))?;
+            cmd.args(["--admin-listen", &addr])
+                .arg("--admin-cert")
+                .arg(&server.cert)
+                .arg("--admin-key")
+                .arg(&server.key);
+            admin_addr = Some(addr);
+        }
+        let guard = ChildGuard::spawn("dbprov-agent", &mut cmd, &dir.join("agent.log"))?;
+        Ok(Self { guard, admin_addr, _dir: dir })
+    }
+
+    /// The agent's log.
+    pub fn log(&self) -> String {
+        self.guard.log_tail(400)
+    }
+
+    /// Fails if the agent exited.
+    pub fn ensure_running(&mut self) -> Result<(), EnvError> {
+        self.guard.ensure_running()
+    }
+}
