@@ -1,0 +1,375 @@
+//! Hub <-> agent transport with real processes: the hub and agents run as the built binaries,
+//! against real kube-apiservers (a management and a workload cluster), a real PostgreSQL, and
+//! the real grpcurl.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::{process::Command, time::Duration};
+
+use dbprov_tests::{
+    KubeEnv, Postgres,
+    dbprov::{AgentOptions, AgentProcess, CertFiles, HubProcess, Pki},
+    manifests::{self, Catalog},
+    require, tools,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+
+struct World {
+    mgmt: KubeEnv,
+    workload: KubeEnv,
+    catalog: Catalog,
+    pki: Pki,
+}
+
+async fn world() -> Result<World, dbprov_tests::EnvError> {
+    dbprov_tests::init_crypto();
+    let (mgmt, workload) = tokio::join!(KubeEnv::start(), KubeEnv::start());
+    let (mgmt, workload) = (mgmt?, workload?);
+    let crds = dbprov_hub::crdgen::all();
+    manifests::install_crds(&mgmt.client(), &crds).await.unwrap();
+    manifests::create_namespaces(&mgmt.client(), &["team-a"]).await.unwrap();
+    manifests::create_namespaces(&workload.client(), &["team-a"]).await.unwrap();
+    let catalog = Catalog::new(&crds);
+    for name in ["east", "west"] {
+        let mc = json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+            "metadata": {"name": name}, "spec": {}
+        });
+        manifests::apply(&mgmt.client(), &catalog, &mc).await.unwrap();
+    }
+    Ok(World {
+        mgmt,
+        workload,
+        catalog,
+        pki: Pki::new()?,
+    })
+}
+
+async fn managed_cluster(w: &World, name: &str) -> Value {
+    let api = catalog_api(w, "ManagedCluster", None);
+    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
+}
+
+fn catalog_api(w: &World, kind: &str, ns: Option<&str>) -> Api<kube::api::DynamicObject> {
+    let mut doc = json!({"kind": kind, "metadata": {}});
+    if let Some(ns) = ns {
+        doc["metadata"]["namespace"] = json!(ns);
+    }
+    w.catalog.api_for(&w.mgmt.client(), &doc).unwrap()
+}
+
+fn connected(mc: &Value) -> Option<bool> {
+    mc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Connected")
+        .map(|c| c["status"] == "True")
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with `what`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_connected(w: &World, name: &str, want: bool, timeout: Duration) -> Value {
+    eventually(timeout, &format!("ManagedCluster {name} Connected={want}"), || async {
+        let mc = managed_cluster(w, name).await;
+        (connected(&mc) == Some(want)).then_some(mc)
+    })
+    .await
+}
+
+fn grpcurl(pki: &Pki, client: Option<&CertFiles>, args: &[&str]) -> (bool, String) {
+    let bin = tools::find("grpcurl").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-cacert").arg(pki.ca_cert());
+    if let Some(c) = client {
+        cmd.arg("-cert").arg(&c.cert).arg("-key").arg(&c.key);
+    }
+    // The hub's certificate is for localhost / 127.0.0.1.
+    cmd.args(["-servername", "localhost"]).args(args);
+    let out = cmd.output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn agent(w: &World, hub: &HubProcess, cluster: &str, cert_for: &str, admin_port: bool) -> AgentProcess {
+    AgentProcess::start(
+        &w.workload,
+        &w.pki,
+        &hub.addr,
+        &AgentOptions {
+            cluster_name: cluster.into(),
+            cert: w.pki.cluster(cert_for).unwrap(),
+            admin_port,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn grpcurl_walkthrough_and_refused_callers() {
+    let w = require!(world().await);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
+    let mut east = agent(&w, &hub, "east", "east", true);
+    wait_connected(&w, "east", true, Duration::from_secs(30)).await;
+    let admin = w.pki.admin("alice").unwrap();
+
+    // Reflection lists every service.
+    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "list"]);
+    assert!(ok, "{out}");
+    for service in ["dbprov.agent.v1.AgentHub", "dbprov.admin.v1.HubAdmin", "grpc.health.v1.Health"] {
+        assert!(out.contains(service), "{service} missing from: {out}");
+    }
+    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "describe", "dbprov.admin.v1.Cluster"]);
+    assert!(ok && out.contains("connected"), "{out}");
+    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"]);
+    assert!(ok, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let east_entry = listed["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "east").unwrap();
+    assert_eq!(east_entry["connected"], true, "{out}");
+    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "grpc.health.v1.Health/Check"]);
+    assert!(ok && out.contains("SERVING"), "{out}");
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &["-d", r#"{"cluster_name":"east"}"#, &hub.addr, "dbprov.admin.v1.HubAdmin/TriggerResync"],
+    );
+    assert!(ok, "{out}");
+
+    // The agent's admin port answers the same way.
+    let agent_admin = east.admin_addr.clone().unwrap();
+    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"]);
+    assert!(ok && out.contains("\"connected\": true"), "{out}");
+
+    // Refused: no client certificate, a certificate from another CA, an expired one, and an
+    // agent certificate calling admin RPCs.
+    let (ok, out) = grpcurl(&w.pki, None, &[&hub.addr, "list"]);
+    assert!(!ok, "accepted without a client certificate: {out}");
+    let other = Pki::new().unwrap();
+    let foreign = other.admin("mallory").unwrap();
+    let (ok, out) = grpcurl(&w.pki, Some(&foreign), &[&hub.addr, "list"]);
+    assert!(!ok, "accepted a certificate from another CA: {out}");
+    let expired = w
+        .pki
+        .issue_expired(&dbprov_hub::certs::Leaf::Admin("old".into()), "admin-expired")
+        .unwrap();
+    let (ok, out) = grpcurl(&w.pki, Some(&expired), &[&hub.addr, "list"]);
+    assert!(!ok, "accepted an expired certificate: {out}");
+    let east_cert = w.pki.cluster("east").unwrap();
+    let (ok, out) = grpcurl(&w.pki, Some(&east_cert), &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"]);
+    assert!(!ok && out.contains("PermissionDenied") && out.contains("admin"), "{out}");
+    let (ok, out) = grpcurl(&w.pki, Some(&east_cert), &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"]);
+    assert!(!ok && out.contains("PermissionDenied"), "{out}");
+    east.ensure_running().unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
+    let w = require!(world().await);
+    let pg = require!(Postgres::start().await);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
+    // The admin credentials live in the workload cluster only.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-admin", "namespace": "team-a"},
+        "stringData": {"username": pg.user(), "password": pg.password()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.workload.client(), "team-a")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    for (name, cluster) in [("pg-east", "east"), ("pg-west", "west")] {
+        let instance = json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": {
+                "engine": "postgres",
+                "clusterRef": {"name": cluster},
+                "connection": {"host": "127.0.0.1", "port": pg.port(), "database": "postgres", "secretRef": {"name": "pg-admin"}},
+                "postgres": {"sslMode": "disable"},
+                "healthCheck": {"intervalSeconds": 3600}
+            }
+        });
+        manifests::apply(&w.mgmt.client(), &w.catalog, &instance).await.unwrap();
+    }
+
+    // An agent holding east's certificate but claiming west is refused.
+    let mut impostor = agent(&w, &hub, "west", "east", false);
+    let _east = agent(&w, &hub, "east", "east", false);
+    wait_connected(&w, "east", true, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(connected(&managed_cluster(&w, "west").await), Some(true), "west must not be connected");
+    impostor.ensure_running().unwrap();
+    assert!(impostor.log().contains("certificate is for cluster"), "{}", impostor.log());
+
+    // east's instance is probed through east's agent; west's waits for a west agent.
+    let instances = catalog_api(&w, "DatabaseInstance", Some("team-a"));
+    let east_status = eventually(Duration::from_secs(30), "pg-east Ready", || async {
+        let v = serde_json::to_value(instances.get("pg-east").await.unwrap()).unwrap();
+        (v["status"]["phase"] == "Ready").then_some(v)
+    })
+    .await;
+    assert!(east_status["status"]["version"].as_str().unwrap().starts_with("15."), "{east_status}");
+    let west_status = serde_json::to_value(instances.get("pg-west").await.unwrap()).unwrap();
+    assert_eq!(west_status["status"]["conditions"][0]["reason"], "ClusterNotConnected", "{west_status}");
+
+    // Wrong credentials are reported as such (the agent reads the Secret, the hub never does).
+    let mut bad = secret.clone();
+    bad.metadata.name = Some("pg-wrong".into());
+    bad.string_data = Some([("username".into(), "postgres".into()), ("password".into(), "nope".into())].into());
+    Api::<Secret>::namespaced(w.workload.client(), "team-a")
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap();
+    let wrong = json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+        "metadata": {"name": "pg-wrong", "namespace": "team-a"},
+        "spec": {
+            "engine": "postgres", "clusterRef": {"name": "east"},
+            "connection": {"host": "127.0.0.1", "port": pg.port(), "database": "postgres", "secretRef": {"name": "pg-wrong"}},
+            "postgres": {"sslMode": "disable"}
+        }
+    });
+    manifests::apply(&w.mgmt.client(), &w.catalog, &wrong).await.unwrap();
+    let status = eventually(Duration::from_secs(30), "pg-wrong Failed", || async {
+        let v = serde_json::to_value(instances.get("pg-wrong").await.unwrap()).unwrap();
+        (v["status"]["phase"] == "Failed").then_some(v)
+    })
+    .await;
+    let condition = &status["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "AuthenticationFailed", "{status}");
+    assert!(!status.to_string().contains("nope"), "a secret value reached the hub: {status}");
+    assert!(!hub.log().contains(pg.password()), "a secret value reached the hub log");
+}
+
+#[tokio::test]
+async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
+    let w = require!(world().await);
+    let pg = require!(Postgres::start().await);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-admin", "namespace": "team-a"},
+        "stringData": {"username": pg.user(), "password": pg.password()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.workload.client(), "team-a")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // Probed once an hour: a new probe within seconds can only come from a resync.
+    let instance = json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+        "metadata": {"name": "pg", "namespace": "team-a"},
+        "spec": {
+            "engine": "postgres", "clusterRef": {"name": "east"},
+            "connection": {"host": "127.0.0.1", "port": pg.port(), "database": "postgres", "secretRef": {"name": "pg-admin"}},
+            "postgres": {"sslMode": "disable"},
+            "healthCheck": {"intervalSeconds": 3600}
+        }
+    });
+    manifests::apply(&w.mgmt.client(), &w.catalog, &instance).await.unwrap();
+    let instances = catalog_api(&w, "DatabaseInstance", Some("team-a"));
+    let checked_at = || async {
+        let v = serde_json::to_value(instances.get("pg").await.unwrap()).unwrap();
+        (v["status"]["phase"] == "Ready").then(|| v["status"]["lastCheckedAt"].as_str().unwrap_or_default().to_owned())
+    };
+
+    let east = agent(&w, &hub, "east", "east", false);
+    let mc = wait_connected(&w, "east", true, Duration::from_secs(30)).await;
+    let first_session = mc["status"]["sessionId"].as_str().unwrap().to_owned();
+    assert!(mc["status"]["agentVersion"].is_string(), "{mc}");
+    let first_check = eventually(Duration::from_secs(30), "first probe", checked_at).await;
+
+    // Kill the agent: three missed 1 s heartbeats later the cluster is disconnected.
+    drop(east);
+    let mc = wait_connected(&w, "east", false, Duration::from_secs(15)).await;
+    let reason = mc["status"]["conditions"][0]["reason"].as_str().unwrap().to_owned();
+    assert!(["HeartbeatTimeout", "StreamClosed", "StreamError"].contains(&reason.as_str()), "{mc}");
+
+    // Restart it: reconnects, and the resync probes the instance again (well before 3600 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await; // lastCheckedAt has 1 s resolution
+    let _east = agent(&w, &hub, "east", "east", false);
+    let mc = wait_connected(&w, "east", true, Duration::from_secs(30)).await;
+    assert_ne!(mc["status"]["sessionId"], first_session.as_str());
+    let second_check = eventually(Duration::from_secs(30), "probe after reconnect", || async {
+        checked_at().await.filter(|t| *t != first_check)
+    })
+    .await;
+
+    // Kill and restart the hub on the same port: the agent finds it again by itself.
+    let port = hub.port();
+    drop(hub);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, port, 1).await);
+    let mc = eventually(Duration::from_secs(60), "a new session after the hub restart", || async {
+        let mc = managed_cluster(&w, "east").await;
+        let fresh = connected(&mc) == Some(true) && mc["status"]["sessionId"] != json!(null);
+        let listed = hub.log().contains("agent connected");
+        (fresh && listed).then_some(mc)
+    })
+    .await;
+    assert_eq!(connected(&mc), Some(true));
+    eventually(Duration::from_secs(30), "probe after the hub restart", || async {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        checked_at().await.filter(|t| *t != second_check)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_hub_certificate_is_served_without_a_restart_or_dropped_streams() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let w = require!(world().await);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
+    let _east = agent(&w, &hub, "east", "east", false);
+    let mc = wait_connected(&w, "east", true, Duration::from_secs(30)).await;
+    let session = mc["status"]["sessionId"].clone();
+
+    let served_cert = || async {
+        let admin = w.pki.admin("rotation-check").unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(w.pki.ca_cert()).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(&admin.cert).unwrap()],
+                rustls::pki_types::PrivateKeyDer::from_pem_file(&admin.key).unwrap(),
+            )
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(&hub.addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let before = served_cert().await;
+    // Rotate: a new certificate and key in place of the old files.
+    let rotated = w.pki.issue(&dbprov_tests::dbprov::server_leaf("hub")).unwrap();
+    let new_der = CertificateDer::from_pem_file(&rotated.cert).unwrap().to_vec();
+    assert_ne!(before, new_der);
+    let after = eventually(Duration::from_secs(10), "the rotated certificate on new connections", || async {
+        let served = served_cert().await;
+        (served == new_der).then_some(served)
+    })
+    .await;
+    assert_eq!(after, new_der);
+    let mc = managed_cluster(&w, "east").await;
+    assert_eq!(mc["status"]["sessionId"], session, "the agent's stream survived the rotation");
+    assert_eq!(connected(&mc), Some(true));
+}
