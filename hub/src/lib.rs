@@ -71,7 +71,12 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         default_cluster = %args.default_cluster,
         "dbprov-hub serving"
     );
-    let server = grpc::serve(listener, std::sync::Arc::new(tls), service, shutdown_signal());
+    let server = grpc::serve(
+        listener,
+        std::sync::Arc::new(tls),
+        service,
+        shutdown_signal(),
+    );
     let (served, ()) = tokio::join!(server, controllers);
     served?;
     tracing::info!("shut down");

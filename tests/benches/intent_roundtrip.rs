@@ -7,7 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
 
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use dbprov_agent::{
     connection::{self, HubConnection},
@@ -19,7 +22,11 @@ use dbprov_hub::{
     session::{Hub, IntentRequest},
 };
 use dbprov_proto::agent::v1::{self as pb, Intent, Operation, ResourceRef};
-use dbprov_tests::{KubeEnv, dbprov::{Pki, TRUST_DOMAIN, channel}, manifests};
+use dbprov_tests::{
+    KubeEnv,
+    dbprov::{Pki, TRUST_DOMAIN, channel},
+    manifests,
+};
 
 /// The measured operation: returns its input (no database involved).
 struct Echo;
@@ -46,7 +53,9 @@ async fn main() {
         }
     };
     let client = kube.client();
-    manifests::install_crds(&client, &dbprov_hub::crdgen::all()).await.unwrap();
+    manifests::install_crds(&client, &dbprov_hub::crdgen::all())
+        .await
+        .unwrap();
     let catalog = manifests::Catalog::new(&dbprov_hub::crdgen::all());
     for i in 0..100 {
         let mc = serde_json::json!({
@@ -58,15 +67,27 @@ async fn main() {
     let pki = Pki::new().unwrap();
     let hub_cert = pki.hub_cert();
     let tls = dbprov_common::tls::server_config(
-        dbprov_common::tls::KeyPairFiles { cert: hub_cert.cert.clone(), key: hub_cert.key.clone() },
+        dbprov_common::tls::KeyPairFiles {
+            cert: hub_cert.cert.clone(),
+            key: hub_cert.key.clone(),
+        },
         &pki.ca_cert(),
     )
     .unwrap();
     let hub = Hub::new(Duration::from_secs(30));
-    let service = HubService::new(hub.clone(), Arc::new(KubeClusters::new(client)), TRUST_DOMAIN.into());
+    let service = HubService::new(
+        hub.clone(),
+        Arc::new(KubeClusters::new(client)),
+        TRUST_DOMAIN.into(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(serve(listener, Arc::new(tls), service, std::future::pending()));
+    tokio::spawn(serve(
+        listener,
+        Arc::new(tls),
+        service,
+        std::future::pending(),
+    ));
 
     // Baseline: unary health checks over the same TLS listener.
     let admin = pki.admin("bench").unwrap();
@@ -75,12 +96,19 @@ async fn main() {
     let mut base = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap();
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
         base.push(t.elapsed());
     }
     base.sort();
     let base_p50 = percentile(&base, 0.5);
-    println!("baseline gRPC unary health check: p50 {:?} p99 {:?}", base_p50, percentile(&base, 0.99));
+    println!(
+        "baseline gRPC unary health check: p50 {:?} p99 {:?}",
+        base_p50,
+        percentile(&base, 0.99)
+    );
 
     let mut agents = Vec::new();
     for agents_n in [1usize, 10, 100] {
@@ -94,9 +122,18 @@ async fn main() {
                 key: cert.key,
                 ca: pki.ca_cert(),
             };
-            let hello = pb::Hello { cluster_name: name.clone(), agent_version: "bench".into(), ..Default::default() };
+            let hello = pb::Hello {
+                cluster_name: name.clone(),
+                agent_version: "bench".into(),
+                ..Default::default()
+            };
             let executor = Executor::new(Arc::new(Echo));
-            agents.push(tokio::spawn(connection::run(conn, hello, executor, Default::default())));
+            agents.push(tokio::spawn(connection::run(
+                conn,
+                hello,
+                executor,
+                Default::default(),
+            )));
             while hub.session(&name).is_none() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -111,7 +148,12 @@ async fn main() {
                 let mut lat = Vec::with_capacity(per_agent);
                 for i in 0..per_agent {
                     let req = IntentRequest {
-                        resource: ResourceRef { kind: "Database".into(), namespace: "ns".into(), name: format!("db-{}", i % 8), ..Default::default() },
+                        resource: ResourceRef {
+                            kind: "Database".into(),
+                            namespace: "ns".into(),
+                            name: format!("db-{}", i % 8),
+                            ..Default::default()
+                        },
                         operation: Operation::EnsureDatabase,
                         desired_json: "{\"name\":\"orders\"}".into(),
                         timeout: Duration::from_secs(30),

@@ -68,7 +68,11 @@ impl Pki {
         let now = time::OffsetDateTime::now_utc();
         let pem = self
             .ca
-            .issue_between(leaf, now - time::Duration::days(2), now - time::Duration::hours(1))
+            .issue_between(
+                leaf,
+                now - time::Duration::days(2),
+                now - time::Duration::hours(1),
+            )
             .map_err(cert_err)?;
         self.write(stem, &pem.cert, &pem.key)
     }
@@ -122,11 +126,13 @@ fn cert_err(e: dbprov_hub::certs::CertError) -> EnvError {
 /// not build other packages' binaries).
 pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
     let exe = std::env::current_exe().map_err(EnvError::io("locating the test binary"))?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| EnvError::io("locating the target directory")(std::io::ErrorKind::NotFound.into()))?;
+    // target/<profile>/deps/<test> or target/<profile>/<binary> -> target/<profile>/<name>
+    let mut profile_dir = exe.parent().ok_or_else(|| {
+        EnvError::io("locating the target directory")(std::io::ErrorKind::NotFound.into())
+    })?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
     let path = profile_dir.join(name);
     if !path.exists() {
         crate::process::run_setup(
@@ -159,10 +165,14 @@ async fn health_ok(pki: &Pki, admin: &CertFiles, addr: &str) -> Result<(), Strin
     let channel = channel(pki, admin, addr).await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let resp = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .map_err(|e| e.to_string())?;
-    if resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+    if resp.into_inner().status
+        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    {
         Ok(())
     } else {
         Err("not serving".into())
@@ -180,7 +190,12 @@ pub struct HubProcess {
 
 impl HubProcess {
     /// Starts `dbprov-hub run` against `mgmt` on `port` (0: pick one).
-    pub async fn start(mgmt: &KubeEnv, pki: &Pki, port: u16, heartbeat_seconds: u64) -> Result<Self, EnvError> {
+    pub async fn start(
+        mgmt: &KubeEnv,
+        pki: &Pki,
+        port: u16,
+        heartbeat_seconds: u64,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-hub")?;
         let port = if port == 0 { tools::free_port()? } else { port };
         let addr = format!("127.0.0.1:{port}");
@@ -204,7 +219,11 @@ impl HubProcess {
         guard
             .wait_ready(Duration::from_secs(30), || health_ok(pki, &admin, &addr))
             .await?;
-        Ok(Self { guard, addr, _dir: dir })
+        Ok(Self {
+            guard,
+            addr,
+            _dir: dir,
+        })
     }
 
     /// The hub's log.
@@ -214,7 +233,11 @@ impl HubProcess {
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -241,7 +264,12 @@ pub struct AgentOptions {
 impl AgentProcess {
     /// Starts `dbprov-agent run` in `workload`, dialling `hub_addr`. Returns at once (the
     /// agent connects in the background).
-    pub fn start(workload: &KubeEnv, pki: &Pki, hub_addr: &str, opts: &AgentOptions) -> Result<Self, EnvError> {
+    pub fn start(
+        workload: &KubeEnv,
+        pki: &Pki,
+        hub_addr: &str,
+        opts: &AgentOptions,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-agent")?;
         let dir = WorkDir::new("agent")?;
         let mut cmd = Command::new(bin);
@@ -272,7 +300,11 @@ impl AgentProcess {
             admin_addr = Some(addr);
         }
         let guard = ChildGuard::spawn("dbprov-agent", &mut cmd, &dir.join("agent.log"))?;
-        Ok(Self { guard, admin_addr, _dir: dir })
+        Ok(Self {
+            guard,
+            admin_addr,
+            _dir: dir,
+        })
     }
 
     /// The agent's log.

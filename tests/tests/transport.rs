@@ -28,16 +28,24 @@ async fn world() -> Result<World, dbprov_tests::EnvError> {
     let (mgmt, workload) = tokio::join!(KubeEnv::start(), KubeEnv::start());
     let (mgmt, workload) = (mgmt?, workload?);
     let crds = dbprov_hub::crdgen::all();
-    manifests::install_crds(&mgmt.client(), &crds).await.unwrap();
-    manifests::create_namespaces(&mgmt.client(), &["team-a"]).await.unwrap();
-    manifests::create_namespaces(&workload.client(), &["team-a"]).await.unwrap();
+    manifests::install_crds(&mgmt.client(), &crds)
+        .await
+        .unwrap();
+    manifests::create_namespaces(&mgmt.client(), &["team-a"])
+        .await
+        .unwrap();
+    manifests::create_namespaces(&workload.client(), &["team-a"])
+        .await
+        .unwrap();
     let catalog = Catalog::new(&crds);
     for name in ["east", "west"] {
         let mc = json!({
             "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
             "metadata": {"name": name}, "spec": {}
         });
-        manifests::apply(&mgmt.client(), &catalog, &mc).await.unwrap();
+        manifests::apply(&mgmt.client(), &catalog, &mc)
+            .await
+            .unwrap();
     }
     Ok(World {
         mgmt,
@@ -79,16 +87,23 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn wait_connected(w: &World, name: &str, want: bool, timeout: Duration) -> Value {
-    eventually(timeout, &format!("ManagedCluster {name} Connected={want}"), || async {
-        let mc = managed_cluster(w, name).await;
-        (connected(&mc) == Some(want)).then_some(mc)
-    })
+    eventually(
+        timeout,
+        &format!("ManagedCluster {name} Connected={want}"),
+        || async {
+            let mc = managed_cluster(w, name).await;
+            (connected(&mc) == Some(want)).then_some(mc)
+        },
+    )
     .await
 }
 
@@ -107,7 +122,13 @@ fn grpcurl(pki: &Pki, client: Option<&CertFiles>, args: &[&str]) -> (bool, Strin
     (out.status.success(), text)
 }
 
-fn agent(w: &World, hub: &HubProcess, cluster: &str, cert_for: &str, admin_port: bool) -> AgentProcess {
+fn agent(
+    w: &World,
+    hub: &HubProcess,
+    cluster: &str,
+    cert_for: &str,
+    admin_port: bool,
+) -> AgentProcess {
     AgentProcess::start(
         &w.workload,
         &w.pki,
@@ -132,28 +153,58 @@ async fn grpcurl_walkthrough_and_refused_callers() {
     // Reflection lists every service.
     let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "list"]);
     assert!(ok, "{out}");
-    for service in ["dbprov.agent.v1.AgentHub", "dbprov.admin.v1.HubAdmin", "grpc.health.v1.Health"] {
+    for service in [
+        "dbprov.agent.v1.AgentHub",
+        "dbprov.admin.v1.HubAdmin",
+        "grpc.health.v1.Health",
+    ] {
         assert!(out.contains(service), "{service} missing from: {out}");
     }
-    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "describe", "dbprov.admin.v1.Cluster"]);
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &[&hub.addr, "describe", "dbprov.admin.v1.Cluster"],
+    );
     assert!(ok && out.contains("connected"), "{out}");
-    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"]);
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"],
+    );
     assert!(ok, "{out}");
     let listed: Value = serde_json::from_str(&out).unwrap();
-    let east_entry = listed["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "east").unwrap();
+    let east_entry = listed["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "east")
+        .unwrap();
     assert_eq!(east_entry["connected"], true, "{out}");
-    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&hub.addr, "grpc.health.v1.Health/Check"]);
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &[&hub.addr, "grpc.health.v1.Health/Check"],
+    );
     assert!(ok && out.contains("SERVING"), "{out}");
     let (ok, out) = grpcurl(
         &w.pki,
         Some(&admin),
-        &["-d", r#"{"cluster_name":"east"}"#, &hub.addr, "dbprov.admin.v1.HubAdmin/TriggerResync"],
+        &[
+            "-d",
+            r#"{"cluster_name":"east"}"#,
+            &hub.addr,
+            "dbprov.admin.v1.HubAdmin/TriggerResync",
+        ],
     );
     assert!(ok, "{out}");
 
     // The agent's admin port answers the same way.
     let agent_admin = east.admin_addr.clone().unwrap();
-    let (ok, out) = grpcurl(&w.pki, Some(&admin), &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"]);
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"],
+    );
     assert!(ok && out.contains("\"connected\": true"), "{out}");
 
     // Refused: no client certificate, a certificate from another CA, an expired one, and an
@@ -166,14 +217,28 @@ async fn grpcurl_walkthrough_and_refused_callers() {
     assert!(!ok, "accepted a certificate from another CA: {out}");
     let expired = w
         .pki
-        .issue_expired(&dbprov_hub::certs::Leaf::Admin("old".into()), "admin-expired")
+        .issue_expired(
+            &dbprov_hub::certs::Leaf::Admin("old".into()),
+            "admin-expired",
+        )
         .unwrap();
     let (ok, out) = grpcurl(&w.pki, Some(&expired), &[&hub.addr, "list"]);
     assert!(!ok, "accepted an expired certificate: {out}");
     let east_cert = w.pki.cluster("east").unwrap();
-    let (ok, out) = grpcurl(&w.pki, Some(&east_cert), &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"]);
-    assert!(!ok && out.contains("PermissionDenied") && out.contains("admin"), "{out}");
-    let (ok, out) = grpcurl(&w.pki, Some(&east_cert), &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"]);
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&east_cert),
+        &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"],
+    );
+    assert!(
+        !ok && out.contains("PermissionDenied") && out.contains("admin"),
+        "{out}"
+    );
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&east_cert),
+        &[&agent_admin, "dbprov.admin.v1.AgentAdmin/GetStatus"],
+    );
     assert!(!ok && out.contains("PermissionDenied"), "{out}");
     east.ensure_running().unwrap();
 }
@@ -205,7 +270,9 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
                 "healthCheck": {"intervalSeconds": 3600}
             }
         });
-        manifests::apply(&w.mgmt.client(), &w.catalog, &instance).await.unwrap();
+        manifests::apply(&w.mgmt.client(), &w.catalog, &instance)
+            .await
+            .unwrap();
     }
 
     // An agent holding east's certificate but claiming west is refused.
@@ -213,9 +280,17 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
     let _east = agent(&w, &hub, "east", "east", false);
     wait_connected(&w, "east", true, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_ne!(connected(&managed_cluster(&w, "west").await), Some(true), "west must not be connected");
+    assert_ne!(
+        connected(&managed_cluster(&w, "west").await),
+        Some(true),
+        "west must not be connected"
+    );
     impostor.ensure_running().unwrap();
-    assert!(impostor.log().contains("certificate is for cluster"), "{}", impostor.log());
+    assert!(
+        impostor.log().contains("certificate is for cluster"),
+        "{}",
+        impostor.log()
+    );
 
     // east's instance is probed through east's agent; west's waits for a west agent.
     let instances = catalog_api(&w, "DatabaseInstance", Some("team-a"));
@@ -224,14 +299,29 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
         (v["status"]["phase"] == "Ready").then_some(v)
     })
     .await;
-    assert!(east_status["status"]["version"].as_str().unwrap().starts_with("15."), "{east_status}");
+    assert!(
+        east_status["status"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("15."),
+        "{east_status}"
+    );
     let west_status = serde_json::to_value(instances.get("pg-west").await.unwrap()).unwrap();
-    assert_eq!(west_status["status"]["conditions"][0]["reason"], "ClusterNotConnected", "{west_status}");
+    assert_eq!(
+        west_status["status"]["conditions"][0]["reason"], "ClusterNotConnected",
+        "{west_status}"
+    );
 
     // Wrong credentials are reported as such (the agent reads the Secret, the hub never does).
     let mut bad = secret.clone();
     bad.metadata.name = Some("pg-wrong".into());
-    bad.string_data = Some([("username".into(), "postgres".into()), ("password".into(), "nope".into())].into());
+    bad.string_data = Some(
+        [
+            ("username".into(), "postgres".into()),
+            ("password".into(), "nope".into()),
+        ]
+        .into(),
+    );
     Api::<Secret>::namespaced(w.workload.client(), "team-a")
         .create(&PostParams::default(), &bad)
         .await
@@ -245,7 +335,9 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
             "postgres": {"sslMode": "disable"}
         }
     });
-    manifests::apply(&w.mgmt.client(), &w.catalog, &wrong).await.unwrap();
+    manifests::apply(&w.mgmt.client(), &w.catalog, &wrong)
+        .await
+        .unwrap();
     let status = eventually(Duration::from_secs(30), "pg-wrong Failed", || async {
         let v = serde_json::to_value(instances.get("pg-wrong").await.unwrap()).unwrap();
         (v["status"]["phase"] == "Failed").then_some(v)
@@ -253,8 +345,14 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
     .await;
     let condition = &status["status"]["conditions"][0];
     assert_eq!(condition["reason"], "AuthenticationFailed", "{status}");
-    assert!(!status.to_string().contains("nope"), "a secret value reached the hub: {status}");
-    assert!(!hub.log().contains(pg.password()), "a secret value reached the hub log");
+    assert!(
+        !status.to_string().contains("nope"),
+        "a secret value reached the hub: {status}"
+    );
+    assert!(
+        !hub.log().contains(pg.password()),
+        "a secret value reached the hub log"
+    );
 }
 
 #[tokio::test]
@@ -282,11 +380,18 @@ async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
             "healthCheck": {"intervalSeconds": 3600}
         }
     });
-    manifests::apply(&w.mgmt.client(), &w.catalog, &instance).await.unwrap();
+    manifests::apply(&w.mgmt.client(), &w.catalog, &instance)
+        .await
+        .unwrap();
     let instances = catalog_api(&w, "DatabaseInstance", Some("team-a"));
     let checked_at = || async {
         let v = serde_json::to_value(instances.get("pg").await.unwrap()).unwrap();
-        (v["status"]["phase"] == "Ready").then(|| v["status"]["lastCheckedAt"].as_str().unwrap_or_default().to_owned())
+        (v["status"]["phase"] == "Ready").then(|| {
+            v["status"]["lastCheckedAt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
     };
 
     let east = agent(&w, &hub, "east", "east", false);
@@ -298,8 +403,14 @@ async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
     // Kill the agent: three missed 1 s heartbeats later the cluster is disconnected.
     drop(east);
     let mc = wait_connected(&w, "east", false, Duration::from_secs(15)).await;
-    let reason = mc["status"]["conditions"][0]["reason"].as_str().unwrap().to_owned();
-    assert!(["HeartbeatTimeout", "StreamClosed", "StreamError"].contains(&reason.as_str()), "{mc}");
+    let reason = mc["status"]["conditions"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ["HeartbeatTimeout", "StreamClosed", "StreamError"].contains(&reason.as_str()),
+        "{mc}"
+    );
 
     // Restart it: reconnects, and the resync probes the instance again (well before 3600 s).
     tokio::time::sleep(Duration::from_millis(1100)).await; // lastCheckedAt has 1 s resolution
@@ -315,18 +426,26 @@ async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
     let port = hub.port();
     drop(hub);
     let hub = require!(HubProcess::start(&w.mgmt, &w.pki, port, 1).await);
-    let mc = eventually(Duration::from_secs(60), "a new session after the hub restart", || async {
-        let mc = managed_cluster(&w, "east").await;
-        let fresh = connected(&mc) == Some(true) && mc["status"]["sessionId"] != json!(null);
-        let listed = hub.log().contains("agent connected");
-        (fresh && listed).then_some(mc)
-    })
+    let mc = eventually(
+        Duration::from_secs(60),
+        "a new session after the hub restart",
+        || async {
+            let mc = managed_cluster(&w, "east").await;
+            let fresh = connected(&mc) == Some(true) && mc["status"]["sessionId"] != json!(null);
+            let listed = hub.log().contains("agent connected");
+            (fresh && listed).then_some(mc)
+        },
+    )
     .await;
     assert_eq!(connected(&mc), Some(true));
-    eventually(Duration::from_secs(30), "probe after the hub restart", || async {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        checked_at().await.filter(|t| *t != second_check)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "probe after the hub restart",
+        || async {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            checked_at().await.filter(|t| *t != second_check)
+        },
+    )
     .await;
 }
 
@@ -342,7 +461,9 @@ async fn a_rotated_hub_certificate_is_served_without_a_restart_or_dropped_stream
     let served_cert = || async {
         let admin = w.pki.admin("rotation-check").unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(w.pki.ca_cert()).unwrap()).unwrap();
+        roots
+            .add(CertificateDer::from_pem_file(w.pki.ca_cert()).unwrap())
+            .unwrap();
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(
@@ -360,16 +481,28 @@ async fn a_rotated_hub_certificate_is_served_without_a_restart_or_dropped_stream
     };
     let before = served_cert().await;
     // Rotate: a new certificate and key in place of the old files.
-    let rotated = w.pki.issue(&dbprov_tests::dbprov::server_leaf("hub")).unwrap();
-    let new_der = CertificateDer::from_pem_file(&rotated.cert).unwrap().to_vec();
+    let rotated = w
+        .pki
+        .issue(&dbprov_tests::dbprov::server_leaf("hub"))
+        .unwrap();
+    let new_der = CertificateDer::from_pem_file(&rotated.cert)
+        .unwrap()
+        .to_vec();
     assert_ne!(before, new_der);
-    let after = eventually(Duration::from_secs(10), "the rotated certificate on new connections", || async {
-        let served = served_cert().await;
-        (served == new_der).then_some(served)
-    })
+    let after = eventually(
+        Duration::from_secs(10),
+        "the rotated certificate on new connections",
+        || async {
+            let served = served_cert().await;
+            (served == new_der).then_some(served)
+        },
+    )
     .await;
     assert_eq!(after, new_der);
     let mc = managed_cluster(&w, "east").await;
-    assert_eq!(mc["status"]["sessionId"], session, "the agent's stream survived the rotation");
+    assert_eq!(
+        mc["status"]["sessionId"], session,
+        "the agent's stream survived the rotation"
+    );
     assert_eq!(connected(&mc), Some(true));
 }

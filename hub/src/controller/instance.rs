@@ -126,7 +126,11 @@ async fn reconcile_spec<K>(
     ctx: &Context,
 ) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
 {
     let namespace = obj.namespace();
     let name = obj.name_any();
@@ -202,7 +206,11 @@ where
         .filter(|h| h.enabled)
         .map(|h| Duration::from_secs(u64::try_from(h.interval_seconds).unwrap_or(30)))
         .unwrap_or(Duration::from_secs(300));
-    Ok(Action::requeue(if status.ready { every } else { every.min(Duration::from_secs(30)) }))
+    Ok(Action::requeue(if status.ready {
+        every
+    } else {
+        every.min(Duration::from_secs(30))
+    }))
 }
 
 fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
@@ -290,8 +298,16 @@ mod tests {
         let ok = probe_status("east", Ok(r#"{"version":"15.20"}"#.into()));
         assert!(ok.ready);
         assert_eq!(ok.version.as_deref(), Some("15.20"));
-        let nc = probe_status("east", Err(DispatchError::NotConnected { cluster: "east".into() }));
-        assert_eq!((nc.phase, nc.reason), (InstancePhase::Pending, "ClusterNotConnected"));
+        let nc = probe_status(
+            "east",
+            Err(DispatchError::NotConnected {
+                cluster: "east".into(),
+            }),
+        );
+        assert_eq!(
+            (nc.phase, nc.reason),
+            (InstancePhase::Pending, "ClusterNotConnected")
+        );
         let auth = probe_status(
             "east",
             Err(DispatchError::Agent {

@@ -1,23 +1,113 @@
-//! `dbprov-devenv`: brings up the whole local environment (a Kubernetes control plane,
-//! PostgreSQL, MariaDB, MinIO, fake-gcs-server, Azurite), prints how to reach each part, and
-//! stops everything on Ctrl-C. Started by `scripts/dev.sh`.
+//! `dbprov-devenv`: runs dbprov locally — a management and a workload Kubernetes control plane,
+//! PostgreSQL, MariaDB, MinIO, fake-gcs-server and Azurite, a development PKI, the hub and two
+//! agents (ManagedClusters `workload-a` and `workload-b`), and sample resources — then prints
+//! how to reach each part and stops everything on Ctrl-C. Started by `scripts/dev.sh`.
 
-use std::{io::Write, path::PathBuf};
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use dbprov_tests::{Azurite, FakeGcs, KubeEnv, MariaDb, Minio, Postgres};
+use dbprov_tests::{
+    Azurite, FakeGcs, KubeEnv, MariaDb, Minio, Postgres,
+    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki},
+    manifests::{self, Catalog},
+};
+use serde_json::json;
 
 /// Runs dbprov's local environment until interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "dbprov-devenv")]
 struct Cli {
-    /// Also write the connection details as shell `export` lines to this file, for scripts.
+    /// Also write the connection details as shell `export` lines to this file (mode 0600).
     #[arg(long, env = "DBPROV_DEVENV_FILE")]
     env_file: Option<PathBuf>,
-    /// Start everything, print the summary and stop again (a self-check).
+    /// Start everything, wait until the sample instances are Ready, print the summary and stop
+    /// (a self-check).
     #[arg(long)]
     check: bool,
+}
+
+async fn apply_samples(
+    mgmt: &KubeEnv,
+    workload: &KubeEnv,
+    pg: &Postgres,
+    maria: &MariaDb,
+) -> anyhow::Result<()> {
+    let crds = dbprov_hub::crdgen::all();
+    manifests::install_crds(&mgmt.client(), &crds).await?;
+    manifests::create_namespaces(&mgmt.client(), &["demo"]).await?;
+    manifests::create_namespaces(&workload.client(), &["demo"]).await?;
+    let catalog = Catalog::new(&crds);
+    // Admin credentials exist only in the workload cluster, where the agents read them.
+    let secrets =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(workload.client(), "demo");
+    for (name, user, password) in [
+        ("pg-admin", pg.user(), pg.password()),
+        ("mariadb-admin", maria.user(), maria.password()),
+    ] {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "demo"},
+            "stringData": {"username": user, "password": password}
+        });
+        secrets
+            .patch(
+                name,
+                &kube::api::PatchParams::apply(manifests::FIELD_MANAGER),
+                &kube::api::Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    let samples = [
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+               "metadata": {"name": "workload-a", "labels": {"env": "dev"}}, "spec": {"description": "local agent A"}}),
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+               "metadata": {"name": "workload-b", "labels": {"env": "dev"}}, "spec": {"description": "local agent B"}}),
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+               "metadata": {"name": "postgres", "namespace": "demo"},
+               "spec": {"engine": "postgres", "clusterRef": {"name": "workload-a"},
+                        "connection": {"host": "127.0.0.1", "port": pg.port(), "database": "postgres",
+                                       "secretRef": {"name": "pg-admin"}},
+                        "postgres": {"sslMode": "disable"}, "healthCheck": {"intervalSeconds": 30}}}),
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+               "metadata": {"name": "mariadb", "namespace": "demo"},
+               "spec": {"engine": "mariadb", "clusterRef": {"name": "workload-b"},
+                        "connection": {"host": "127.0.0.1", "port": maria.port(), "database": "mysql",
+                                       "secretRef": {"name": "mariadb-admin"}},
+                        "mysql": {"tls": "disabled"}, "healthCheck": {"intervalSeconds": 30}}}),
+    ];
+    for doc in &samples {
+        manifests::apply(&mgmt.client(), &catalog, doc).await?;
+    }
+    Ok(())
+}
+
+async fn wait_instances_ready(mgmt: &KubeEnv) -> anyhow::Result<()> {
+    let catalog = Catalog::new(&dbprov_hub::crdgen::all());
+    let api = catalog
+        .api_for(
+            &mgmt.client(),
+            &json!({"kind": "DatabaseInstance", "metadata": {"namespace": "demo"}}),
+        )
+        .context("DatabaseInstance API")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ready = 0;
+        for name in ["postgres", "mariadb"] {
+            let obj = api.get(name).await?;
+            if obj.data["status"]["phase"] == "Ready" {
+                ready += 1;
+            }
+        }
+        if ready == 2 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "sample instances not Ready within 60s; see `kubectl get dbi -n demo -o yaml`"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::main]
@@ -25,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     dbprov_tests::init_crypto();
     eprintln!("starting the dbprov local environment ...");
-    let (kube, pg, maria, minio, gcs, azurite) = tokio::try_join!(
+    let (mgmt, workload, pg, maria, minio, gcs, azurite) = tokio::try_join!(
+        KubeEnv::start(),
         KubeEnv::start(),
         Postgres::start(),
         MariaDb::start(),
@@ -34,9 +125,39 @@ async fn main() -> anyhow::Result<()> {
         Azurite::start(),
     )
     .context("starting the local environment (scripts/install-tools.sh installs the tools)")?;
+    let pki = Pki::new()?;
+    apply_samples(&mgmt, &workload, &pg, &maria).await?;
+    let hub = HubProcess::start(&mgmt, &pki, 0, 5).await?;
+    let mut agents = Vec::new();
+    for cluster in ["workload-a", "workload-b"] {
+        agents.push(AgentProcess::start(
+            &workload,
+            &pki,
+            &hub.addr,
+            &AgentOptions {
+                cluster_name: cluster.into(),
+                cert: pki.cluster(cluster)?,
+                admin_port: true,
+            },
+        )?);
+    }
+    let admin = pki.admin("dev")?;
+    wait_instances_ready(&mgmt).await?;
 
+    let grpcurl = format!(
+        "grpcurl -cacert {} -cert {} -key {} -servername localhost",
+        pki.ca_cert().display(),
+        admin.cert.display(),
+        admin.key.display()
+    );
     let exports = [
-        ("KUBECONFIG", kube.kubeconfig().display().to_string()),
+        ("KUBECONFIG", mgmt.kubeconfig().display().to_string()),
+        (
+            "DBPROV_WORKLOAD_KUBECONFIG",
+            workload.kubeconfig().display().to_string(),
+        ),
+        ("DBPROV_HUB_ADDR", hub.addr.clone()),
+        ("DBPROV_GRPCURL", grpcurl.clone()),
         ("DBPROV_PG_URL", pg.url("postgres")),
         ("DBPROV_MARIADB_URL", maria.url("")),
         ("DBPROV_S3_ENDPOINT", minio.endpoint()),
@@ -46,19 +167,25 @@ async fn main() -> anyhow::Result<()> {
         ("DBPROV_AZURE_BLOB_ENDPOINT", azurite.blob_endpoint()),
     ];
     println!(
-        "\ndbprov local environment is up (all on 127.0.0.1; stop with Ctrl-C):\n\
-         \n  Kubernetes  {url}  (kube-apiserver, logs: {apilog})\
-         \n              export KUBECONFIG={kc}; kubectl get ns\
-         \n  PostgreSQL  {pgv}\
-         \n              psql '{pgurl}'\
-         \n  MariaDB     {mv}\
-         \n              mariadb -h 127.0.0.1 -P {mport} -u root -p'{mpw}'\
-         \n  S3 (MinIO)  {s3}  access key {ak}, secret key {sk}, region {region}\
-         \n  GCS         {gcs}  (fake-gcs-server, no credentials)\
-         \n  Azure Blob  {az}  (Azurite, account {acct}, emulator key)\n",
-        url = kube.url(),
-        apilog = kube.apiserver_log().display(),
-        kc = kube.kubeconfig().display(),
+        "\ndbprov is running locally (all on 127.0.0.1; stop with Ctrl-C):\n\
+         \n  management cluster  export KUBECONFIG={kc}\
+         \n                      kubectl get dbprov -A; kubectl get dbi -n demo; kubectl get managedclusters\
+         \n  workload cluster    KUBECONFIG={wkc} kubectl get secrets -n demo\
+         \n  hub gRPC            {hub}\
+         \n                      {grpcurl} {hub} dbprov.admin.v1.HubAdmin/ListClusters\
+         \n  agents              workload-a (admin port {a}), workload-b (admin port {b})\
+         \n  PostgreSQL          {pgv}: psql '{pgurl}'\
+         \n  MariaDB             {mv}: mariadb -h 127.0.0.1 -P {mport} -u root -p'{mpw}'\
+         \n  S3 (MinIO)          {s3}  access key {ak}, secret key {sk}, region {region}\
+         \n  GCS                 {gcsep}  (fake-gcs-server, no credentials)\
+         \n  Azure Blob          {az}  (Azurite, account {acct}, emulator key)\
+         \n\
+         \n  samples: DatabaseInstances demo/postgres (via workload-a) and demo/mariadb (via workload-b) are Ready.\n",
+        kc = mgmt.kubeconfig().display(),
+        wkc = workload.kubeconfig().display(),
+        hub = hub.addr,
+        a = agents[0].admin_addr.clone().unwrap_or_default(),
+        b = agents[1].admin_addr.clone().unwrap_or_default(),
         pgv = pg.version(),
         pgurl = pg.url("postgres"),
         mv = maria.version(),
@@ -68,13 +195,12 @@ async fn main() -> anyhow::Result<()> {
         ak = minio.access_key(),
         sk = minio.secret_key(),
         region = Minio::REGION,
-        gcs = gcs.endpoint(),
+        gcsep = gcs.endpoint(),
         az = azurite.blob_endpoint(),
         acct = Azurite::ACCOUNT,
     );
     if let Some(path) = &cli.env_file {
         use std::os::unix::fs::OpenOptionsExt;
-        // It holds passwords: readable by the owner only.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -88,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  connection details written to {}", path.display());
     }
     if cli.check {
-        println!("--check: everything started; stopping.");
+        println!("--check: everything started and the samples are Ready; stopping.");
         return Ok(());
     }
     tokio::signal::ctrl_c()
