@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::time::Duration;
-
 use dbprov_tests::{KubeEnv, require};
 use k8s_openapi::{
     api::core::v1::Namespace,
@@ -11,30 +9,13 @@ use k8s_openapi::{
 };
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, PostParams},
 };
 
 fn pinned_kubernetes_version() -> String {
     let v =
         dbprov_tests::tools::pinned_version("KUBERNETES_VERSION").expect("pinned in versions.env");
     format!("v{v}")
-}
-
-async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) {
-    for _ in 0..100 {
-        let crd = crds.get(name).await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("CRD {name} never became Established");
 }
 
 #[tokio::test]
@@ -48,17 +29,11 @@ async fn apiserver_reports_the_pinned_version() {
 async fn a_crd_is_applied_served_and_validated() {
     let env = require!(KubeEnv::start().await);
     let client = env.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition =
         serde_yaml::from_str(include_str!("../fixtures/smoke-widget-crd.yaml")).unwrap();
-    crds.patch(
-        "widgets.smoke.dbprov.io",
-        &PatchParams::apply("dbprov-tests"),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_established(&crds, "widgets.smoke.dbprov.io").await;
+    dbprov_tests::manifests::install_crds(&client, &[crd])
+        .await
+        .unwrap();
 
     let gvk = GroupVersionKind::gvk("smoke.dbprov.io", "v1", "Widget");
     let widgets: Api<DynamicObject> =

@@ -122,6 +122,20 @@ fn grpcurl(pki: &Pki, client: Option<&CertFiles>, args: &[&str]) -> (bool, Strin
     (out.status.success(), text)
 }
 
+/// The instance's admin credentials, in the workload cluster only.
+async fn admin_secret(w: &World, pg: &Postgres) -> Secret {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-admin", "namespace": "team-a"},
+        "stringData": {"username": pg.user(), "password": pg.password()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(w.workload.client(), "team-a")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    secret
+}
+
 fn agent(
     w: &World,
     hub: &HubProcess,
@@ -248,16 +262,7 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
     let w = require!(world().await);
     let pg = require!(Postgres::start().await);
     let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
-    // The admin credentials live in the workload cluster only.
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "pg-admin", "namespace": "team-a"},
-        "stringData": {"username": pg.user(), "password": pg.password()}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(w.workload.client(), "team-a")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let secret = admin_secret(&w, &pg).await;
     for (name, cluster) in [("pg-east", "east"), ("pg-west", "west")] {
         let instance = json!({
             "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
@@ -360,15 +365,7 @@ async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
     let w = require!(world().await);
     let pg = require!(Postgres::start().await);
     let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "pg-admin", "namespace": "team-a"},
-        "stringData": {"username": pg.user(), "password": pg.password()}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(w.workload.client(), "team-a")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    admin_secret(&w, &pg).await;
     // Probed once an hour: a new probe within seconds can only come from a resync.
     let instance = json!({
         "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
