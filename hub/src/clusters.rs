@@ -13,7 +13,7 @@ use kube::{
 use crate::{
     api::{
         ManagedCluster,
-        cluster::{AgentCapabilities, ClusterPhase, ManagedClusterStatus},
+        cluster::{AgentCapabilities, ClusterPhase, InFlightOperation, ManagedClusterStatus},
         common::CommonStatus,
     },
     session::SessionInfo,
@@ -42,6 +42,8 @@ pub enum ClusterEvent {
     Heartbeat {
         /// Operations the agent runs.
         in_flight: u32,
+        /// Intents the hub awaits from this cluster (first 50).
+        pending: Vec<InFlightOperation>,
     },
     /// The session ended (and no newer one replaced it).
     Disconnected {
@@ -127,6 +129,33 @@ fn condition(
     }
 }
 
+/// The first 50 pending intents of a cluster, as status.
+pub fn in_flight_operations(pending: &[crate::session::PendingInfo]) -> Vec<InFlightOperation> {
+    pending
+        .iter()
+        .take(50)
+        .map(|p| {
+            let r = p.intent.resource.clone().unwrap_or_default();
+            InFlightOperation {
+                id: p.intent.intent_id.clone(),
+                operation: dbprov_proto::agent::v1::Operation::try_from(p.intent.operation)
+                    .map(|o| {
+                        o.as_str_name()
+                            .trim_start_matches("OPERATION_")
+                            .to_ascii_lowercase()
+                    })
+                    .unwrap_or_default(),
+                resource: if r.namespace.is_empty() {
+                    format!("{}/{}", r.kind, r.name)
+                } else {
+                    format!("{}/{}/{}", r.kind, r.namespace, r.name)
+                },
+                started_at: Some(time(p.sent_at)),
+            }
+        })
+        .collect()
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -203,12 +232,13 @@ impl ClusterDirectory for KubeClusters {
                     .await;
                 Ok(())
             }
-            ClusterEvent::Heartbeat { in_flight } => {
+            ClusterEvent::Heartbeat { in_flight, pending } => {
                 self.patch_status(
                     cluster,
                     serde_json::json!({
                         "lastHeartbeatTime": now(),
                         "inFlightCount": in_flight,
+                        "inFlightOperations": pending,
                     }),
                 )
                 .await;
@@ -238,5 +268,43 @@ impl ClusterDirectory for KubeClusters {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use dbprov_proto::agent::v1::{Intent, Operation, ResourceRef};
+
+    use super::*;
+    use crate::session::PendingInfo;
+
+    #[test]
+    fn pending_intents_are_listed_readably_and_capped() {
+        let pending: Vec<_> = (0..60)
+            .map(|i| PendingInfo {
+                intent: Intent {
+                    intent_id: format!("id-{i}"),
+                    resource: Some(ResourceRef {
+                        kind: "DatabaseBackup".into(),
+                        namespace: "team-a".into(),
+                        name: "nightly".into(),
+                        ..Default::default()
+                    }),
+                    operation: Operation::RunBackup as i32,
+                    ..Default::default()
+                },
+                cluster: "east".into(),
+                sent_at: SystemTime::now(),
+                acknowledged: true,
+                percent: 10,
+                long: true,
+            })
+            .collect();
+        let ops = in_flight_operations(&pending);
+        assert_eq!(ops.len(), 50);
+        assert_eq!(ops[0].operation, "run_backup");
+        assert_eq!(ops[0].resource, "DatabaseBackup/team-a/nightly");
     }
 }

@@ -178,10 +178,21 @@ impl<D: ClusterDirectory> SessionReader<D> {
                         _ => None,
                     };
                     self.hub.on_message(&self.cluster, &self.session_id, msg);
+                    let pending = || {
+                        crate::clusters::in_flight_operations(
+                            &self.hub.pending(Some(&self.cluster)),
+                        )
+                    };
                     if let Some(in_flight) = heartbeat
                         && let Err(e) = self
                             .directory
-                            .record(&self.cluster, ClusterEvent::Heartbeat { in_flight })
+                            .record(
+                                &self.cluster,
+                                ClusterEvent::Heartbeat {
+                                    in_flight,
+                                    pending: pending(),
+                                },
+                            )
                             .await
                     {
                         match e {
