@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod connection;
+pub mod engine;
 pub mod executor;
 pub mod ops;
 pub mod tools;

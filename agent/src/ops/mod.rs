@@ -36,6 +36,16 @@ impl Operations {
     }
 }
 
+/// Desired state of ENSURE_DATABASE / DROP_DATABASE (see docs/protocol.md).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseIntent {
+    /// How to reach the instance.
+    pub instance: probe::ProbeSpec,
+    /// The database.
+    pub database: crate::engine::database::DatabaseSpec,
+}
+
 /// Parses an intent's desired state.
 pub fn desired<T: serde::de::DeserializeOwned>(intent: &Intent) -> Result<T, OpError> {
     serde_json::from_str(&intent.desired_json).map_err(|e| {
@@ -53,6 +63,23 @@ impl Runner for Operations {
         Box::pin(async move {
             match Operation::try_from(intent.operation) {
                 Ok(Operation::ProbeInstance) => probe::run(&ctx, desired(&intent)?).await,
+                Ok(Operation::EnsureDatabase) => {
+                    let d: DatabaseIntent = desired(&intent)?;
+                    let mut conn = crate::engine::connect(&ctx, &d.instance, None).await?;
+                    let observed = crate::engine::database::ensure(&mut conn, &d.database).await;
+                    conn.close().await;
+                    Ok(serde_json::to_string(&observed?).unwrap_or_default())
+                }
+                Ok(Operation::DropDatabase) => {
+                    let d: DatabaseIntent = desired(&intent)?;
+                    let mut conn = crate::engine::connect(&ctx, &d.instance, None).await?;
+                    let existed = crate::engine::database::drop(&mut conn, &d.database.name).await;
+                    conn.close().await;
+                    Ok(
+                        serde_json::json!({ "name": d.database.name, "existed": existed? })
+                            .to_string(),
+                    )
+                }
                 Ok(op) => Err(OpError::new(
                     ErrorCode::Unsupported,
                     format!(

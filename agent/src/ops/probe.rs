@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use dbprov_proto::agent::v1::ErrorCode;
 use serde::Deserialize;
-use sqlx::{ConnectOptions, Connection};
 
-use super::{OpContext, secrets};
+use super::OpContext;
 use crate::executor::OpError;
 
-/// Desired state of a probe (see docs/protocol.md).
+/// How to reach an instance: the desired state of a probe, and the `instance` part of every
+/// other operation's desired state (see docs/protocol.md).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
@@ -44,8 +44,9 @@ fn default_timeout() -> u64 {
 pub struct CredentialsRef {
     /// Secret name.
     pub secret_name: String,
-    /// Secret namespace.
-    pub namespace: String,
+    /// Secret namespace (absent: the agent's own namespace, for cluster-scoped instances).
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// Key of the username.
     #[serde(default = "default_username_key")]
     pub username_key: String,
@@ -99,87 +100,13 @@ pub fn classify(engine: &str, target: &str, e: &sqlx::Error) -> OpError {
 
 /// Runs the probe.
 pub async fn run(ctx: &OpContext, spec: ProbeSpec) -> Result<String, OpError> {
-    let creds = &spec.credentials;
-    let values = secrets::read_keys(
-        &ctx.kube,
-        &creds.namespace,
-        &creds.secret_name,
-        &[&creds.username_key, &creds.password_key],
-    )
-    .await?;
-    let user = values.get(&creds.username_key).cloned().unwrap_or_default();
-    let password = values.get(&creds.password_key).cloned().unwrap_or_default();
-    let target = format!("{}:{}", spec.host, spec.port);
-    let timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
-    let version = match spec.engine.as_str() {
-        "postgres" => {
-            let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
-                "disable" => sqlx::postgres::PgSslMode::Disable,
-                "allow" => sqlx::postgres::PgSslMode::Allow,
-                "require" => sqlx::postgres::PgSslMode::Require,
-                "verify-ca" => sqlx::postgres::PgSslMode::VerifyCa,
-                "verify-full" => sqlx::postgres::PgSslMode::VerifyFull,
-                _ => sqlx::postgres::PgSslMode::Prefer,
-            };
-            let opts = sqlx::postgres::PgConnectOptions::new()
-                .host(&spec.host)
-                .port(spec.port)
-                .username(&user)
-                .password(&password)
-                .database(&spec.database)
-                .ssl_mode(ssl)
-                .application_name("dbprov-agent");
-            let mut conn = tokio::time::timeout(timeout, opts.connect())
-                .await
-                .map_err(|_| timeout_error("postgres", &target, timeout))?
-                .map_err(|e| classify("postgres", &target, &e))?;
-            let v: String = sqlx::query_scalar("SHOW server_version")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| classify("postgres", &target, &e))?;
-            let _ = conn.close().await;
-            v
-        }
-        "mysql" | "mariadb" => {
-            let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
-                "disable" | "disabled" => sqlx::mysql::MySqlSslMode::Disabled,
-                "require" | "required" => sqlx::mysql::MySqlSslMode::Required,
-                "verify-ca" => sqlx::mysql::MySqlSslMode::VerifyCa,
-                "verify-full" => sqlx::mysql::MySqlSslMode::VerifyIdentity,
-                _ => sqlx::mysql::MySqlSslMode::Preferred,
-            };
-            let opts = sqlx::mysql::MySqlConnectOptions::new()
-                .host(&spec.host)
-                .port(spec.port)
-                .username(&user)
-                .password(&password)
-                .database(&spec.database)
-                .ssl_mode(ssl);
-            let mut conn = tokio::time::timeout(timeout, opts.connect())
-                .await
-                .map_err(|_| timeout_error(&spec.engine, &target, timeout))?
-                .map_err(|e| classify(&spec.engine, &target, &e))?;
-            let v: String = sqlx::query_scalar("SELECT VERSION()")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| classify(&spec.engine, &target, &e))?;
-            let _ = conn.close().await;
-            v
-        }
-        other => {
-            return Err(OpError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "engine {other:?} is not served by this agent (postgres, mysql, mariadb are)"
-                ),
-                false,
-            ));
-        }
-    };
+    let mut conn = crate::engine::connect(ctx, &spec, None).await?;
+    let version = conn.server_version().await?;
+    conn.close().await;
     Ok(serde_json::json!({ "engine": spec.engine, "version": version }).to_string())
 }
 
-fn timeout_error(engine: &str, target: &str, after: Duration) -> OpError {
+pub(crate) fn timeout_error(engine: &str, target: &str, after: Duration) -> OpError {
     OpError::new(
         ErrorCode::Unreachable,
         format!(

@@ -1,0 +1,172 @@
+//! Database engines: quoting, statement building and connections, per engine.
+
+pub mod database;
+pub mod quote;
+
+use std::time::Duration;
+
+use dbprov_proto::agent::v1::ErrorCode;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::{
+    executor::OpError,
+    ops::{
+        OpContext,
+        probe::{ProbeSpec, classify, timeout_error},
+        secrets,
+    },
+};
+
+/// An admin connection to an instance.
+#[derive(Debug)]
+pub enum Conn {
+    /// PostgreSQL.
+    Pg(sqlx::PgConnection),
+    /// MySQL or MariaDB.
+    My(sqlx::MySqlConnection),
+}
+
+/// Where a connection goes, for error messages.
+fn target(spec: &ProbeSpec) -> String {
+    format!("{}:{}", spec.host, spec.port)
+}
+
+/// Connects with the admin credentials from the workload cluster, to `database` (default:
+/// the instance's admin database).
+pub async fn connect(
+    ctx: &OpContext,
+    spec: &ProbeSpec,
+    database: Option<&str>,
+) -> Result<Conn, OpError> {
+    let creds = &spec.credentials;
+    let namespace = creds
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.kube.default_namespace().to_owned());
+    let values = secrets::read_keys(
+        &ctx.kube,
+        &namespace,
+        &creds.secret_name,
+        &[&creds.username_key, &creds.password_key],
+    )
+    .await?;
+    let user = values.get(&creds.username_key).cloned().unwrap_or_default();
+    let password = values.get(&creds.password_key).cloned().unwrap_or_default();
+    let database = database.unwrap_or(&spec.database);
+    let target = target(spec);
+    let timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
+    match spec.engine.as_str() {
+        "postgres" => {
+            let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
+                "disable" => sqlx::postgres::PgSslMode::Disable,
+                "allow" => sqlx::postgres::PgSslMode::Allow,
+                "require" => sqlx::postgres::PgSslMode::Require,
+                "verify-ca" => sqlx::postgres::PgSslMode::VerifyCa,
+                "verify-full" => sqlx::postgres::PgSslMode::VerifyFull,
+                _ => sqlx::postgres::PgSslMode::Prefer,
+            };
+            let opts = sqlx::postgres::PgConnectOptions::new()
+                .host(&spec.host)
+                .port(spec.port)
+                .username(&user)
+                .password(&password)
+                .database(database)
+                .ssl_mode(ssl)
+                .application_name("dbprov-agent")
+                // Literals are quoted for standard strings (see engine::quote).
+                .options([("standard_conforming_strings", "on")]);
+            let conn = tokio::time::timeout(timeout, opts.connect())
+                .await
+                .map_err(|_| timeout_error("postgres", &target, timeout))?
+                .map_err(|e| classify("postgres", &target, &e))?;
+            Ok(Conn::Pg(conn))
+        }
+        "mysql" | "mariadb" => {
+            let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
+                "disable" | "disabled" => sqlx::mysql::MySqlSslMode::Disabled,
+                "require" | "required" => sqlx::mysql::MySqlSslMode::Required,
+                "verify-ca" => sqlx::mysql::MySqlSslMode::VerifyCa,
+                "verify-full" => sqlx::mysql::MySqlSslMode::VerifyIdentity,
+                _ => sqlx::mysql::MySqlSslMode::Preferred,
+            };
+            let opts = sqlx::mysql::MySqlConnectOptions::new()
+                .host(&spec.host)
+                .port(spec.port)
+                .username(&user)
+                .password(&password)
+                .database(database)
+                .ssl_mode(ssl)
+                // Backslash escapes stay on: engine::quote::mysql_literal relies on it.
+                .pipes_as_concat(false)
+                .no_engine_substitution(true);
+            let conn = tokio::time::timeout(timeout, opts.connect())
+                .await
+                .map_err(|_| timeout_error(&spec.engine, &target, timeout))?
+                .map_err(|e| classify(&spec.engine, &target, &e))?;
+            Ok(Conn::My(conn))
+        }
+        other => Err(OpError::new(
+            ErrorCode::Unsupported,
+            format!("engine {other:?} is not served by this agent (postgres, mysql, mariadb are)"),
+            false,
+        )),
+    }
+}
+
+/// An SQL failure, classified.
+pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
+    let retryable = !matches!(e, sqlx::Error::Database(_));
+    OpError::new(ErrorCode::Sql, format!("{what}: {e}"), retryable)
+}
+
+/// A name refused by the quoting layer (the CRD schema normally refuses it first).
+pub fn quote_error(e: quote::QuoteError) -> OpError {
+    OpError::new(ErrorCode::Invalid, e.to_string(), false)
+}
+
+impl Conn {
+    /// The server's version string.
+    pub async fn server_version(&mut self) -> Result<String, OpError> {
+        match self {
+            Conn::Pg(c) => sqlx::query_scalar("SHOW server_version")
+                .fetch_one(c)
+                .await
+                .map_err(|e| sql_error("reading the server version", &e)),
+            Conn::My(c) => sqlx::query_scalar("SELECT VERSION()")
+                .fetch_one(c)
+                .await
+                .map_err(|e| sql_error("reading the server version", &e)),
+        }
+    }
+
+    /// Runs one statement built by this module (quoted identifiers, quoted literals).
+    pub async fn execute(&mut self, sql: &str) -> Result<(), OpError> {
+        tracing::debug!(statement = %sql, "executing");
+        // Every identifier and literal in `sql` went through engine::quote.
+        let statement = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
+        let r = match self {
+            Conn::Pg(c) => statement().execute(c).await.map(|_| ()),
+            Conn::My(c) => statement().execute(c).await.map(|_| ()),
+        };
+        r.map_err(|e| sql_error(&format!("`{}`", first_words(sql)), &e))
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(self) {
+        let _ = match self {
+            Conn::Pg(c) => c.close().await,
+            Conn::My(c) => c.close().await,
+        };
+    }
+}
+
+/// The start of a statement, for error messages (statements never hold secret values except
+/// password clauses, which are cut off here).
+fn first_words(sql: &str) -> String {
+    let cut = sql
+        .find(" PASSWORD")
+        .or_else(|| sql.find(" IDENTIFIED"))
+        .unwrap_or(sql.len())
+        .min(120);
+    sql[..cut].to_owned()
+}
