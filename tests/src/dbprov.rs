@@ -122,8 +122,32 @@ fn cert_err(e: dbprov_hub::certs::CertError) -> EnvError {
     }
 }
 
-/// Path of a workspace binary, built on demand (a test run with `-p dbprov-tests` alone does
-/// not build other packages' binaries).
+/// Newest modification time of the sources the dbprov binaries are built from.
+fn newest_source() -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(m));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut newest = None;
+    for krate in ["hub", "agent", "common", "proto"] {
+        walk(&root.join(krate), &mut newest);
+    }
+    newest
+}
+
+/// Path of a workspace binary. `cargo test -p dbprov-tests` alone neither builds nor
+/// refreshes other packages' binaries, so a missing binary, or one older than the sources,
+/// is (re)built first — a test never runs a stale hub or agent.
 pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
     let exe = std::env::current_exe().map_err(EnvError::io("locating the test binary"))?;
     // target/<profile>/deps/<test> or target/<profile>/<binary> -> target/<profile>/<name>
@@ -134,10 +158,16 @@ pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
         profile_dir = profile_dir.parent().unwrap_or(profile_dir);
     }
     let path = profile_dir.join(name);
-    if !path.exists() {
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    if built.is_none() || built < newest_source() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "building {name} (missing or older than its sources)"
+        );
         crate::process::run_setup(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--bin", name])
+                .args(["build", "--workspace", "--bins"])
                 .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
         )?;
     }

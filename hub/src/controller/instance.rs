@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action},
 };
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -222,7 +222,8 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
 pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
     let api: Api<DatabaseInstance> = Api::all(ctx.client.clone());
     let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    Controller::new(api, watcher::Config::default())
+    let (changes, store) = super::spec_changes(api);
+    Controller::for_stream(changes, store)
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
@@ -235,7 +236,11 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
             error_policy,
             Arc::new(ctx),
         )
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "controller error");
+            }
+        })
         .await;
 }
 
@@ -243,7 +248,8 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
 pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
     let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
     let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    Controller::new(api, watcher::Config::default())
+    let (changes, store) = super::spec_changes(api);
+    Controller::for_stream(changes, store)
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
@@ -255,7 +261,11 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
             error_policy,
             Arc::new(ctx),
         )
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "controller error");
+            }
+        })
         .await;
 }
 

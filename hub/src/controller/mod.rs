@@ -1,6 +1,7 @@
 //! Controllers: watch custom resources in the management cluster, send intents to the agent
 //! of each resource's cluster, and write what came back into status.
 
+pub mod database;
 pub mod instance;
 
 use std::time::Duration;
@@ -34,9 +35,15 @@ pub enum Error {
     /// The management apiserver refused a read or write.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// A status could not be serialised.
+    /// A status could not be serialised, or an agent's answer parsed.
     #[error("serialising status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The reconcile cannot finish yet; the status says why (e.g. deletion protection).
+    #[error("{0}")]
+    Blocked(String),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -45,8 +52,41 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
+            Error::Blocked(_) => "blocked",
+            Error::Finalizer(_) => "finalizer",
         }
     }
+}
+
+/// The objects of `api`, emitted when their spec (generation) or finalizers change — not on
+/// status updates, which every reconcile writes (reacting to those would loop). Deletion
+/// bumps the generation of custom resources, so deletions get through too.
+pub fn spec_changes<K>(
+    api: kube::Api<K>,
+) -> (
+    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+    kube::runtime::reflector::Store<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    (stream, reader)
 }
 
 /// A shutdown signal every controller can wait on.
@@ -59,6 +99,7 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
     let shutdown: Shutdown = futures::future::FutureExt::shared(boxed);
     tokio::join!(
         instance::run_namespaced(ctx.clone(), shutdown.clone()),
-        instance::run_cluster_scoped(ctx, shutdown),
+        instance::run_cluster_scoped(ctx.clone(), shutdown.clone()),
+        database::run(ctx, shutdown),
     );
 }

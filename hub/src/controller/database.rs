@@ -1,0 +1,593 @@
+//! Database: ensure the database exists on its instance (through the instance's cluster
+//! agent), report it in status, and on deletion honour `deletionProtection` and
+//! `deletionPolicy` (a finalizer holds the resource until that is done).
+
+use std::{sync::Arc, time::Duration};
+
+use dbprov_proto::agent::v1::{Operation, ResourceRef};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{Context, Error, instance::probe_desired};
+use crate::{
+    api::{
+        ClusterDatabaseInstance, Database, DatabaseInstance,
+        common::{DeletionPolicy, ProvisioningPhase},
+        instance::{DatabaseInstanceSpec, InstancePhase},
+    },
+    session::{DispatchError, IntentRequest},
+};
+
+/// Finalizer that holds a Database until its deletion policy has been carried out.
+pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
+
+/// The instance a Database lives on, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedInstance {
+    /// `Kind/namespace/name`, for messages.
+    pub display: String,
+    /// Its spec.
+    pub spec: DatabaseInstanceSpec,
+    /// Its namespace (None: cluster-scoped).
+    pub namespace: Option<String>,
+    /// Whether its last probe succeeded.
+    pub ready: bool,
+}
+
+/// Why a reconcile cannot proceed yet (shown as the Ready condition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    /// Phase to show.
+    pub phase: ProvisioningPhase,
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Condition message.
+    pub message: String,
+}
+
+async fn resolve_instance(
+    ctx: &Context,
+    db: &Database,
+) -> Result<Result<ResolvedInstance, Blocked>, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    if let Some(r) = &db.spec.instance_ref {
+        let inst_ns = r.namespace.clone().unwrap_or_else(|| ns.clone());
+        let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &inst_ns);
+        return Ok(match api.get_opt(&r.name).await? {
+            Some(i) => Ok(ResolvedInstance {
+                display: format!("DatabaseInstance {inst_ns}/{}", r.name),
+                ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
+                spec: i.spec,
+                namespace: Some(inst_ns),
+            }),
+            None => Err(Blocked {
+                phase: ProvisioningPhase::Pending,
+                reason: "InstanceNotFound",
+                message: format!(
+                    "DatabaseInstance {inst_ns}/{} does not exist (spec.instanceRef)",
+                    r.name
+                ),
+            }),
+        });
+    }
+    if let Some(r) = &db.spec.cluster_instance_ref {
+        let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
+        return Ok(match api.get_opt(&r.name).await? {
+            Some(i) => Ok(ResolvedInstance {
+                display: format!("ClusterDatabaseInstance {}", r.name),
+                ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
+                spec: i.spec.0,
+                namespace: None,
+            }),
+            None => Err(Blocked {
+                phase: ProvisioningPhase::Pending,
+                reason: "InstanceNotFound",
+                message: format!(
+                    "ClusterDatabaseInstance {} does not exist (spec.clusterInstanceRef)",
+                    r.name
+                ),
+            }),
+        });
+    }
+    // The schema requires exactly one reference; an object stored before that rule existed
+    // still gets a clear message.
+    Ok(Err(Blocked {
+        phase: ProvisioningPhase::Failed,
+        reason: "InvalidSpec",
+        message: "set spec.instanceRef or spec.clusterInstanceRef".into(),
+    }))
+}
+
+/// The intent for a database on `instance` (see docs/protocol.md).
+pub fn database_intent(
+    db: &Database,
+    instance: &ResolvedInstance,
+    operation: Operation,
+    timeout: Duration,
+) -> IntentRequest {
+    let desired = serde_json::json!({
+        "instance": probe_desired(&instance.spec, instance.namespace.as_deref()),
+        "database": db.spec,
+    });
+    IntentRequest {
+        resource: ResourceRef {
+            kind: "Database".into(),
+            namespace: db.namespace().unwrap_or_default(),
+            name: db.name_any(),
+            uid: db.uid().unwrap_or_default(),
+            generation: db.meta().generation.unwrap_or_default(),
+        },
+        operation,
+        desired_json: desired.to_string(),
+        timeout,
+    }
+}
+
+fn cluster_of(ctx: &Context, instance: &ResolvedInstance) -> String {
+    instance
+        .spec
+        .cluster_ref
+        .as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| ctx.default_cluster.clone())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Reason and phase for a failed intent.
+pub fn dispatch_reason(e: &DispatchError) -> (ProvisioningPhase, &'static str) {
+    use dbprov_proto::agent::v1::ErrorCode;
+    match e {
+        DispatchError::NotConnected { .. } | DispatchError::Disconnected { .. } => {
+            (ProvisioningPhase::Pending, "ClusterNotConnected")
+        }
+        DispatchError::DeadlineExceeded { .. } => (ProvisioningPhase::Failed, "AgentTimeout"),
+        DispatchError::Agent { code, .. } => (
+            ProvisioningPhase::Failed,
+            match code {
+                ErrorCode::Unreachable => "InstanceUnreachable",
+                ErrorCode::AuthFailed => "AuthenticationFailed",
+                ErrorCode::TlsFailed => "TLSFailed",
+                ErrorCode::SecretMissing => "SecretMissing",
+                ErrorCode::Unsupported => "NotSupported",
+                ErrorCode::Invalid => "InvalidSpec",
+                ErrorCode::Sql => "SQLError",
+                _ => "AgentError",
+            },
+        ),
+        _ => (ProvisioningPhase::Failed, "AgentError"),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    db: &Database,
+    phase: ProvisioningPhase,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    extra: serde_json::Value,
+) -> Result<(), Error> {
+    let api: Api<Database> =
+        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let previous = db
+        .status
+        .as_ref()
+        .and_then(|s| s.common.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let status_str = if ready { "True" } else { "False" };
+    let condition = Condition {
+        type_: "Ready".into(),
+        status: status_str.into(),
+        reason: reason.into(),
+        message: message.into(),
+        // The transition time moves only when the status does.
+        last_transition_time: previous
+            .filter(|p| p.status == status_str)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or_else(now),
+        observed_generation: db.meta().generation,
+    };
+    let mut patch = serde_json::json!({
+        "status": {
+            "phase": phase,
+            "conditions": [condition],
+            "observedGeneration": db.meta().generation,
+            "message": message,
+            "lastReconcileTime": now(),
+        }
+    });
+    if let (Some(obj), Some(extra)) = (patch["status"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    api.patch_status(
+        &db.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, db: &Database, type_: EventType, reason: &str, note: String) {
+    let recorder = Recorder::new(
+        ctx.client.clone(),
+        Reporter {
+            controller: "dbprov-hub".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &db.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish event");
+    }
+}
+
+async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
+    let instance = match resolve_instance(ctx, &db).await? {
+        Ok(i) => i,
+        Err(b) => {
+            write_status(
+                ctx,
+                &db,
+                b.phase,
+                false,
+                b.reason,
+                &b.message,
+                serde_json::json!({}),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+    };
+    if !instance.ready {
+        let message = format!("waiting for {} to be Ready", instance.display);
+        write_status(
+            ctx,
+            &db,
+            ProvisioningPhase::Pending,
+            false,
+            "InstanceNotReady",
+            &message,
+            serde_json::json!({}),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let cluster = cluster_of(ctx, &instance);
+    let request = database_intent(
+        &db,
+        &instance,
+        Operation::EnsureDatabase,
+        ctx.intent_timeout,
+    );
+    match ctx.hub.send(&cluster, request).await {
+        Ok(json) => {
+            let observed: serde_json::Value = serde_json::from_str(&json)?;
+            let created = observed["created"] == true;
+            let immutable = observed["immutableDiffs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let message = if immutable.is_empty() {
+                format!(
+                    "database {} {} on {}",
+                    db.spec.name,
+                    if created { "created" } else { "in sync" },
+                    instance.display
+                )
+            } else {
+                format!(
+                    "database {} exists but differs where it cannot be changed: {}",
+                    db.spec.name,
+                    immutable
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
+            let mut extra = serde_json::json!({
+                "database": {
+                    "name": observed["name"],
+                    "owner": observed["owner"],
+                    "sizeBytes": observed["sizeBytes"],
+                }
+            });
+            if created {
+                extra["database"]["createdAt"] = serde_json::to_value(now())?;
+                publish(ctx, &db, EventType::Normal, "Created", message.clone()).await;
+            } else if observed["adopted"] == true
+                && db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.database.as_ref())
+                    .is_none()
+            {
+                publish(
+                    ctx,
+                    &db,
+                    EventType::Normal,
+                    "Adopted",
+                    format!("existing database {} adopted", db.spec.name),
+                )
+                .await;
+            }
+            if db.spec.instance_ref.is_some() || db.spec.cluster_instance_ref.is_some() {
+                let key = if instance.spec.engine == crate::api::instance::Engine::Postgres {
+                    "postgres"
+                } else {
+                    "mysql"
+                };
+                extra[key] = serde_json::json!({ "encoding": observed["encoding"], "collation": observed["collation"] });
+                if key == "mysql" {
+                    extra[key] = serde_json::json!({ "charset": observed["encoding"], "collation": observed["collation"] });
+                }
+            }
+            write_status(
+                ctx,
+                &db,
+                ProvisioningPhase::Ready,
+                immutable.is_empty(),
+                if immutable.is_empty() {
+                    "Synced"
+                } else {
+                    "ImmutableFieldDiffers"
+                },
+                &message,
+                extra,
+            )
+            .await?;
+            let every = db
+                .spec
+                .drift_policy
+                .as_ref()
+                .and_then(|p| parse_interval(&p.interval))
+                .unwrap_or(Duration::from_secs(600));
+            Ok(Action::requeue(every))
+        }
+        Err(e) => {
+            let (phase, reason) = dispatch_reason(&e);
+            write_status(
+                ctx,
+                &db,
+                phase,
+                false,
+                reason,
+                &e.to_string(),
+                serde_json::json!({}),
+            )
+            .await?;
+            publish(ctx, &db, EventType::Warning, reason, e.to_string()).await;
+            Ok(Action::requeue(Duration::from_secs(if e.retryable() {
+                15
+            } else {
+                120
+            })))
+        }
+    }
+}
+
+/// Parses `30s`, `10m`, `8h`, `7d` (the CRD pattern allows compound forms; those fall back).
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 604_800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs.max(1)))
+}
+
+async fn cleanup(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
+    if db.spec.deletion_protection {
+        let message = "deletion is blocked: spec.deletionProtection is true (set it to false to let the resource go)";
+        write_status(
+            ctx,
+            &db,
+            ProvisioningPhase::Ready,
+            false,
+            "DeletionProtected",
+            message,
+            serde_json::json!({}),
+        )
+        .await?;
+        publish(
+            ctx,
+            &db,
+            EventType::Warning,
+            "DeletionProtected",
+            message.into(),
+        )
+        .await;
+        return Err(Error::Blocked(message.into()));
+    }
+    match db.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            publish(
+                ctx,
+                &db,
+                EventType::Normal,
+                "Retained",
+                format!(
+                    "database {} kept in the server (deletionPolicy Retain)",
+                    db.spec.name
+                ),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        DeletionPolicy::Snapshot => {
+            let message = "deletionPolicy Snapshot needs backups, which this dbprov version does not run yet: set deletionPolicy to Retain or Delete";
+            write_status(
+                ctx,
+                &db,
+                ProvisioningPhase::Deleting,
+                false,
+                "SnapshotNotSupported",
+                message,
+                serde_json::json!({}),
+            )
+            .await?;
+            Err(Error::Blocked(message.into()))
+        }
+        DeletionPolicy::Delete => {
+            let instance = match resolve_instance(ctx, &db).await? {
+                Ok(i) => i,
+                Err(b) => {
+                    // Nothing left to drop it from: the instance resource is gone.
+                    publish(
+                        ctx,
+                        &db,
+                        EventType::Warning,
+                        "InstanceGone",
+                        format!("{}; the database was not dropped", b.message),
+                    )
+                    .await;
+                    return Ok(Action::await_change());
+                }
+            };
+            let cluster = cluster_of(ctx, &instance);
+            let request =
+                database_intent(&db, &instance, Operation::DropDatabase, ctx.intent_timeout);
+            match ctx.hub.send(&cluster, request).await {
+                Ok(_) => {
+                    publish(
+                        ctx,
+                        &db,
+                        EventType::Normal,
+                        "Dropped",
+                        format!("database {} dropped", db.spec.name),
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+                Err(e) => {
+                    let (_, reason) = dispatch_reason(&e);
+                    let message = format!("cannot drop database {} yet: {e}", db.spec.name);
+                    write_status(
+                        ctx,
+                        &db,
+                        ProvisioningPhase::Deleting,
+                        false,
+                        reason,
+                        &message,
+                        serde_json::json!({}),
+                    )
+                    .await?;
+                    Err(Error::Blocked(message))
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Database> =
+        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, db, |event| async {
+        match event {
+            Finalizer::Apply(db) => apply(db, &ctx).await,
+            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn error_policy(_: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::info!(error = %error, label = error.metric_label(), "database reconcile not finished");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Runs the Database controller.
+pub async fn run(ctx: Context, shutdown: super::Shutdown) {
+    let api: Api<Database> = Api::all(ctx.client.clone());
+    let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
+    let (changes, store) = super::spec_changes(api);
+    Controller::for_stream(changes, store)
+        .reconcile_all_on(resync)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(ctx))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "controller error");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("8h"), Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_interval("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_interval("1h30m"), None);
+        assert_eq!(parse_interval("soon"), None);
+    }
+
+    #[test]
+    fn the_intent_carries_the_instance_and_the_spec_but_no_secret_values() {
+        let db: Database = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "Database",
+            "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1", "generation": 3},
+            "spec": {"instanceRef": {"name": "pg"}, "name": "orders", "postgres": {"connectionLimit": 5}}
+        }))
+        .unwrap();
+        let instance = ResolvedInstance {
+            display: "DatabaseInstance team-a/pg".into(),
+            spec: serde_json::from_value(serde_json::json!({
+                "engine": "postgres",
+                "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}
+            }))
+            .unwrap(),
+            namespace: Some("team-a".into()),
+            ready: true,
+        };
+        let req = database_intent(
+            &db,
+            &instance,
+            Operation::EnsureDatabase,
+            Duration::from_secs(5),
+        );
+        let desired: serde_json::Value = serde_json::from_str(&req.desired_json).unwrap();
+        assert_eq!(desired["database"]["name"], "orders");
+        assert_eq!(desired["database"]["postgres"]["connectionLimit"], 5);
+        assert_eq!(desired["instance"]["credentials"]["secretName"], "admin");
+        assert_eq!(desired["instance"]["credentials"]["namespace"], "team-a");
+        assert_eq!(req.resource.generation, 3);
+    }
+}
