@@ -84,7 +84,8 @@ pub async fn connect(
         "mysql" | "mariadb" => {
             let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
                 "disable" | "disabled" => sqlx::mysql::MySqlSslMode::Disabled,
-                "require" | "required" => sqlx::mysql::MySqlSslMode::Required,
+                // skip-verify: encrypted, certificate not checked.
+                "require" | "required" | "skip-verify" => sqlx::mysql::MySqlSslMode::Required,
                 "verify-ca" => sqlx::mysql::MySqlSslMode::VerifyCa,
                 "verify-full" => sqlx::mysql::MySqlSslMode::VerifyIdentity,
                 _ => sqlx::mysql::MySqlSslMode::Preferred,
@@ -141,7 +142,8 @@ impl Conn {
 
     /// Runs one statement built by this module (quoted identifiers, quoted literals).
     pub async fn execute(&mut self, sql: &str) -> Result<(), OpError> {
-        tracing::debug!(statement = %sql, "executing");
+        // Only the start of the statement: password clauses never reach the log.
+        tracing::debug!(statement = %first_words(sql), "executing");
         // Every identifier and literal in `sql` went through engine::quote.
         let statement = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
         let r = match self {
@@ -163,10 +165,34 @@ impl Conn {
 /// The start of a statement, for error messages (statements never hold secret values except
 /// password clauses, which are cut off here).
 fn first_words(sql: &str) -> String {
-    let cut = sql
-        .find(" PASSWORD")
-        .or_else(|| sql.find(" IDENTIFIED"))
+    let upper = sql.to_ascii_uppercase();
+    let mut cut = [" PASSWORD", " IDENTIFIED"]
+        .iter()
+        .filter_map(|k| upper.find(k))
+        .min()
         .unwrap_or(sql.len())
         .min(120);
+    while !sql.is_char_boundary(cut) {
+        cut -= 1;
+    }
     sql[..cut].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_words;
+
+    #[test]
+    fn logged_statements_stop_before_passwords() {
+        assert_eq!(
+            first_words("ALTER ROLE \"app\" WITH LOGIN PASSWORD 'hunter2'"),
+            "ALTER ROLE \"app\" WITH LOGIN"
+        );
+        assert_eq!(
+            first_words("CREATE USER 'a'@'%' identified by 'hunter2'"),
+            "CREATE USER 'a'@'%'"
+        );
+        let long = format!("CREATE DATABASE \"{}\"", "é".repeat(100));
+        assert!(first_words(&long).len() <= 120);
+    }
 }
