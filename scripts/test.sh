@@ -22,7 +22,11 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build --bins (integration tests run the real dbprov-hub and dbprov-agent binaries)"
+cargo build --workspace --bins --locked
+
 step "cargo test (unit + integration, real components)"
-cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+# Not --all-targets: that would also run the benchmarks, unoptimised (clippy checks them).
+cargo test --workspace --lib --bins --tests --locked --no-fail-fast "$@"
 
 echo "== all checks passed in $((SECONDS - start))s"
