@@ -347,3 +347,47 @@ impl AgentProcess {
         self.guard.ensure_running()
     }
 }
+
+/// An agent operation context on `workload` with an admin-credentials Secret `admin` in
+/// namespace `db`, for tests that drive the agent's engines directly.
+pub async fn agent_context(
+    workload: &KubeEnv,
+    user: &str,
+    password: &str,
+) -> Result<dbprov_agent::ops::OpContext, kube::Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    crate::manifests::create_namespaces(&workload.client(), &["db"]).await?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "admin", "namespace": "db"},
+        "stringData": {"username": user, "password": password}
+    }))
+    .map_err(|e| kube::Error::Service(e.into()))?;
+    kube::Api::<Secret>::namespaced(workload.client(), "db")
+        .create(&Default::default(), &secret)
+        .await?;
+    Ok(dbprov_agent::ops::OpContext {
+        kube: workload.client(),
+    })
+}
+
+/// How the agent reaches a local server with the `admin` Secret of [`agent_context`].
+pub fn local_instance(
+    engine: &str,
+    port: u16,
+    database: &str,
+) -> dbprov_agent::ops::probe::ProbeSpec {
+    dbprov_agent::ops::probe::ProbeSpec {
+        engine: engine.into(),
+        host: "127.0.0.1".into(),
+        port,
+        database: database.into(),
+        credentials: dbprov_agent::ops::probe::CredentialsRef {
+            secret_name: "admin".into(),
+            namespace: Some("db".into()),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        },
+        ssl_mode: Some("disable".into()),
+        connect_timeout_seconds: 10,
+    }
+}

@@ -4,50 +4,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use dbprov_agent::{
-    engine::{self, database::DatabaseSpec},
-    ops::{OpContext, probe::ProbeSpec},
+use dbprov_agent::engine::{self, database::DatabaseSpec};
+use dbprov_tests::{
+    KubeEnv, MariaDb, Postgres,
+    dbprov::{agent_context, local_instance},
+    require,
 };
-use dbprov_tests::{KubeEnv, MariaDb, Postgres, manifests, require};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::PostParams};
 use serde_json::json;
 use sqlx::Connection;
-
-async fn context_with_secret(kube: &KubeEnv, user: &str, password: &str) -> OpContext {
-    manifests::create_namespaces(&kube.client(), &["db"])
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "admin", "namespace": "db"},
-        "stringData": {"username": user, "password": password}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(kube.client(), "db")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    OpContext {
-        kube: kube.client(),
-    }
-}
-
-fn instance(engine: &str, port: u16, database: &str) -> ProbeSpec {
-    serde_json::from_value(json!({
-        "engine": engine, "host": "127.0.0.1", "port": port, "database": database,
-        "credentials": {"secretName": "admin", "namespace": "db"},
-        "sslMode": "disable"
-    }))
-    .unwrap()
-}
 
 #[tokio::test]
 async fn postgres_databases_are_created_adopted_altered_and_dropped() {
     let (kube, pg) = tokio::join!(KubeEnv::start(), Postgres::start());
     let kube = require!(kube);
     let pg = require!(pg);
-    let ctx = context_with_secret(&kube, pg.user(), pg.password()).await;
-    let inst = instance("postgres", pg.port(), "postgres");
+    let ctx = agent_context(&kube, pg.user(), pg.password())
+        .await
+        .unwrap();
+    let inst = local_instance("postgres", pg.port(), "postgres");
     let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
         .await
         .unwrap();
@@ -111,8 +85,10 @@ async fn mariadb_databases_are_created_adopted_altered_and_dropped() {
     let (kube, db) = tokio::join!(KubeEnv::start(), MariaDb::start());
     let kube = require!(kube);
     let db = require!(db);
-    let ctx = context_with_secret(&kube, db.user(), db.password()).await;
-    let inst = instance("mariadb", db.port(), "mysql");
+    let ctx = agent_context(&kube, db.user(), db.password())
+        .await
+        .unwrap();
+    let inst = local_instance("mariadb", db.port(), "mysql");
     let mut admin = sqlx::MySqlConnection::connect(&db.url("")).await.unwrap();
 
     let hostile = "shop`; DROP DATABASE mysql; --";
@@ -155,8 +131,10 @@ async fn a_missing_secret_key_is_named_without_values() {
     let (kube, pg) = tokio::join!(KubeEnv::start(), Postgres::start());
     let kube = require!(kube);
     let pg = require!(pg);
-    let ctx = context_with_secret(&kube, pg.user(), pg.password()).await;
-    let mut inst = instance("postgres", pg.port(), "postgres");
+    let ctx = agent_context(&kube, pg.user(), pg.password())
+        .await
+        .unwrap();
+    let mut inst = local_instance("postgres", pg.port(), "postgres");
     inst.credentials.password_key = "pass".into();
     let err = engine::connect(&ctx, &inst, None).await.unwrap_err();
     assert_eq!(err.code, dbprov_proto::agent::v1::ErrorCode::SecretMissing);

@@ -1,7 +1,9 @@
 //! Database engines: quoting, statement building and connections, per engine.
 
 pub mod database;
+pub mod password;
 pub mod quote;
+pub mod user;
 
 use std::time::Duration;
 

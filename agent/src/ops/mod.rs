@@ -3,6 +3,7 @@
 
 pub mod probe;
 pub mod secrets;
+pub mod user;
 
 use std::sync::Arc;
 
@@ -70,6 +71,8 @@ impl Runner for Operations {
                     conn.close().await;
                     Ok(serde_json::to_string(&observed?).unwrap_or_default())
                 }
+                Ok(Operation::EnsureUser) => user::ensure(&ctx, desired(&intent)?).await,
+                Ok(Operation::DropUser) => user::drop(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropDatabase) => {
                     let d: DatabaseIntent = desired(&intent)?;
                     let mut conn = crate::engine::connect(&ctx, &d.instance, None).await?;

@@ -1,0 +1,325 @@
+//! Login users: create (or adopt) and alter to match, with a password the caller supplies;
+//! drop. PostgreSQL roles with LOGIN, and MySQL/MariaDB accounts (one per allowed host).
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Conn,
+    quote::{mysql_literal, pg_ident, pg_literal},
+    quote_error, sql_error,
+};
+use crate::executor::OpError;
+
+/// Desired state of a user (the DatabaseUser spec, as the hub sends it; password handling is
+/// in `ops::user`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    /// Login name.
+    pub username: String,
+    /// PostgreSQL attributes.
+    #[serde(default)]
+    pub postgres: Option<PgUser>,
+    /// MySQL attributes.
+    #[serde(default)]
+    pub mysql: Option<MyUser>,
+}
+
+/// PostgreSQL role attributes of a user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgUser {
+    /// LOGIN.
+    #[serde(default = "yes")]
+    pub login: bool,
+    /// INHERIT.
+    #[serde(default = "yes")]
+    pub inherit: bool,
+    /// CREATEDB.
+    #[serde(default, rename = "createDB")]
+    pub create_db: Option<bool>,
+    /// CREATEROLE.
+    #[serde(default)]
+    pub create_role: Option<bool>,
+    /// SUPERUSER.
+    #[serde(default)]
+    pub superuser: Option<bool>,
+    /// REPLICATION.
+    #[serde(default)]
+    pub replication: Option<bool>,
+    /// BYPASSRLS.
+    #[serde(default, rename = "bypassRLS")]
+    pub bypass_rls: Option<bool>,
+    /// CONNECTION LIMIT.
+    #[serde(default = "minus_one")]
+    pub connection_limit: i32,
+    /// VALID UNTIL.
+    #[serde(default)]
+    pub valid_until: Option<String>,
+}
+
+impl Default for PgUser {
+    fn default() -> Self {
+        Self {
+            login: true,
+            inherit: true,
+            create_db: None,
+            create_role: None,
+            superuser: None,
+            replication: None,
+            bypass_rls: None,
+            connection_limit: -1,
+            valid_until: None,
+        }
+    }
+}
+
+/// MySQL account settings of a user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MyUser {
+    /// Hosts (one account each).
+    #[serde(default = "any_host")]
+    pub allowed_hosts: Vec<String>,
+    /// MAX_USER_CONNECTIONS.
+    #[serde(default)]
+    pub max_user_connections: i32,
+    /// REQUIRE SSL.
+    #[serde(default, rename = "requireSSL")]
+    pub require_ssl: Option<bool>,
+    /// ACCOUNT LOCK.
+    #[serde(default)]
+    pub account_locked: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn minus_one() -> i32 {
+    -1
+}
+fn any_host() -> Vec<String> {
+    vec!["%".into()]
+}
+
+/// A user as found in the server.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedUser {
+    /// Login name.
+    pub username: String,
+    /// Created by this call.
+    pub created: bool,
+    /// Existed before and was adopted.
+    pub adopted: bool,
+    /// PostgreSQL connection limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<i32>,
+    /// MySQL accounts (`user@host`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+}
+
+fn flag(on: Option<bool>, yes: &str, no: &str) -> Option<String> {
+    on.map(|b| if b { yes } else { no }.to_owned())
+}
+
+/// The attribute list of `CREATE ROLE` / `ALTER ROLE` (without the password).
+pub fn pg_attributes(pg: &PgUser) -> Result<String, OpError> {
+    let mut attrs = vec![
+        if pg.login { "LOGIN" } else { "NOLOGIN" }.to_owned(),
+        if pg.inherit { "INHERIT" } else { "NOINHERIT" }.to_owned(),
+    ];
+    attrs.extend(flag(pg.create_db, "CREATEDB", "NOCREATEDB"));
+    attrs.extend(flag(pg.create_role, "CREATEROLE", "NOCREATEROLE"));
+    attrs.extend(flag(pg.superuser, "SUPERUSER", "NOSUPERUSER"));
+    attrs.extend(flag(pg.replication, "REPLICATION", "NOREPLICATION"));
+    attrs.extend(flag(pg.bypass_rls, "BYPASSRLS", "NOBYPASSRLS"));
+    attrs.push(format!("CONNECTION LIMIT {}", pg.connection_limit));
+    if let Some(v) = &pg.valid_until {
+        attrs.push(format!(
+            "VALID UNTIL {}",
+            pg_literal(v).map_err(quote_error)?
+        ));
+    }
+    Ok(attrs.join(" "))
+}
+
+/// `'user'@'host'`.
+pub fn mysql_account(user: &str, host: &str) -> Result<String, OpError> {
+    if user.len() > 80 {
+        return Err(OpError::new(
+            dbprov_proto::agent::v1::ErrorCode::Invalid,
+            format!("MySQL user name {user:?} is longer than 80 characters"),
+            false,
+        ));
+    }
+    Ok(format!(
+        "{}@{}",
+        mysql_literal(user).map_err(quote_error)?,
+        mysql_literal(host).map_err(quote_error)?
+    ))
+}
+
+fn wrong_engine() -> OpError {
+    OpError::new(
+        dbprov_proto::agent::v1::ErrorCode::Internal,
+        "connection of the wrong engine",
+        true,
+    )
+}
+
+/// The PostgreSQL role's connection limit, if the role exists.
+async fn pg_role(conn: &mut Conn, name: &str) -> Result<Option<i32>, OpError> {
+    let Conn::Pg(c) = conn else {
+        return Err(wrong_engine());
+    };
+    sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(c)
+        .await
+        .map_err(|e| sql_error("reading pg_roles", &e))
+}
+
+/// The hosts of the MySQL accounts named `name`.
+async fn my_hosts(conn: &mut Conn, name: &str) -> Result<Vec<String>, OpError> {
+    let Conn::My(c) = conn else {
+        return Err(wrong_engine());
+    };
+    sqlx::query_scalar("SELECT CAST(Host AS CHAR) FROM mysql.user WHERE User = ?")
+        .bind(name)
+        .fetch_all(c)
+        .await
+        .map_err(|e| sql_error("reading mysql.user", &e))
+}
+
+/// Creates or alters the user so that it matches `spec` and logs in with `password`.
+pub async fn ensure(
+    conn: &mut Conn,
+    spec: &UserSpec,
+    password: &str,
+) -> Result<ObservedUser, OpError> {
+    if matches!(conn, Conn::Pg(_)) {
+        let existed = pg_role(conn, &spec.username).await?.is_some();
+        let pg = spec.postgres.clone().unwrap_or_default();
+        let verb = if existed { "ALTER" } else { "CREATE" };
+        let sql = format!(
+            "{verb} ROLE {} WITH {} PASSWORD {}",
+            pg_ident(&spec.username).map_err(quote_error)?,
+            pg_attributes(&pg)?,
+            pg_literal(password).map_err(quote_error)?
+        );
+        conn.execute(&sql).await?;
+        return Ok(ObservedUser {
+            username: spec.username.clone(),
+            created: !existed,
+            adopted: existed,
+            connection_limit: pg_role(conn, &spec.username).await?,
+            accounts: vec![],
+        });
+    }
+    let my = spec.mysql.clone().unwrap_or(MyUser {
+        allowed_hosts: any_host(),
+        max_user_connections: 0,
+        require_ssl: None,
+        account_locked: None,
+    });
+    let existing = my_hosts(conn, &spec.username).await?;
+    let mut accounts = Vec::new();
+    for host in &my.allowed_hosts {
+        let account = mysql_account(&spec.username, host)?;
+        let verb = if existing.contains(host) {
+            "ALTER USER"
+        } else {
+            "CREATE USER"
+        };
+        let mut sql = format!(
+            "{verb} {account} IDENTIFIED BY {}",
+            mysql_literal(password).map_err(quote_error)?
+        );
+        sql.push_str(if my.require_ssl == Some(true) {
+            " REQUIRE SSL"
+        } else {
+            " REQUIRE NONE"
+        });
+        sql.push_str(&format!(
+            " WITH MAX_USER_CONNECTIONS {}",
+            my.max_user_connections.max(0)
+        ));
+        sql.push_str(if my.account_locked == Some(true) {
+            " ACCOUNT LOCK"
+        } else {
+            " ACCOUNT UNLOCK"
+        });
+        conn.execute(&sql).await?;
+        accounts.push(format!("{}@{host}", spec.username));
+    }
+    // Accounts for hosts no longer listed are removed: the spec is the whole truth.
+    for host in existing.iter().filter(|h| !my.allowed_hosts.contains(h)) {
+        conn.execute(&format!(
+            "DROP USER IF EXISTS {}",
+            mysql_account(&spec.username, host)?
+        ))
+        .await?;
+    }
+    Ok(ObservedUser {
+        username: spec.username.clone(),
+        created: existing.is_empty(),
+        adopted: !existing.is_empty(),
+        connection_limit: None,
+        accounts,
+    })
+}
+
+/// Drops the user (every MySQL account of that name); returns whether it existed.
+pub async fn drop(conn: &mut Conn, username: &str) -> Result<bool, OpError> {
+    if matches!(conn, Conn::Pg(_)) {
+        let existed = pg_role(conn, username).await?.is_some();
+        if existed {
+            conn.execute(&format!(
+                "DROP ROLE IF EXISTS {}",
+                pg_ident(username).map_err(quote_error)?
+            ))
+            .await?;
+        }
+        return Ok(existed);
+    }
+    let hosts = my_hosts(conn, username).await?;
+    for host in &hosts {
+        conn.execute(&format!(
+            "DROP USER IF EXISTS {}",
+            mysql_account(username, host)?
+        ))
+        .await?;
+    }
+    Ok(!hosts.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_attributes_are_spelled_out() {
+        let pg = PgUser {
+            create_db: Some(true),
+            superuser: Some(false),
+            connection_limit: 5,
+            valid_until: Some("2030-01-01T00:00:00Z'; DROP ROLE x; --".into()),
+            ..PgUser::default()
+        };
+        assert_eq!(
+            pg_attributes(&pg).unwrap(),
+            "LOGIN INHERIT CREATEDB NOSUPERUSER CONNECTION LIMIT 5 VALID UNTIL '2030-01-01T00:00:00Z''; DROP ROLE x; --'"
+        );
+    }
+
+    #[test]
+    fn mysql_accounts_quote_user_and_host() {
+        assert_eq!(
+            mysql_account("app'x", "10.0.%").unwrap(),
+            "'app''x'@'10.0.%'"
+        );
+        assert!(mysql_account(&"u".repeat(81), "%").is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! ENSURE_USER / DROP_USER: a login user whose password the agent generates (or takes from a
+//! Secret) and writes, with the connection details, to a Secret in the workload cluster. The
+//! password is generated once and reused from that Secret afterwards; it never leaves this
+//! cluster.
+
+use std::collections::BTreeMap;
+
+use dbprov_proto::agent::v1::ErrorCode;
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde::Deserialize;
+
+use super::{OpContext, probe::ProbeSpec, secrets};
+use crate::{
+    engine::{self, password, user::UserSpec},
+    executor::OpError,
+};
+
+/// Field manager of the Secrets the agent writes.
+pub const FIELD_MANAGER: &str = "dbprov-agent";
+/// Annotation naming the resource a Secret belongs to (`Kind/namespace/name`).
+pub const OWNER_ANNOTATION: &str = "dbops.dbprovision.io/owner";
+
+/// Desired state of ENSURE_USER / DROP_USER (see docs/protocol.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserIntent {
+    /// How to reach the instance.
+    pub instance: ProbeSpec,
+    /// The DatabaseUser spec.
+    pub user: UserDesired,
+    /// Namespace of the DatabaseUser (default for Secret namespaces).
+    pub namespace: String,
+    /// `Kind/namespace/name` of the DatabaseUser, recorded on the Secret.
+    pub owner: String,
+}
+
+/// The parts of a DatabaseUser spec the agent needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDesired {
+    /// Engine attributes.
+    #[serde(flatten)]
+    pub spec: UserSpec,
+    /// The credentials Secret.
+    #[serde(default)]
+    pub password_secret: Option<PasswordSecret>,
+    /// A Secret key holding a password to use instead of generating one.
+    #[serde(default)]
+    pub existing_password_secret: Option<KeyRef>,
+}
+
+/// Credentials Secret settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSecret {
+    /// Secret name.
+    pub secret_name: String,
+    /// Secret namespace.
+    #[serde(default)]
+    pub secret_namespace: Option<String>,
+    /// Generate a password.
+    #[serde(default = "yes")]
+    pub generate: bool,
+    /// Length.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Include punctuation.
+    #[serde(default = "yes")]
+    pub include_special_chars: bool,
+    /// Characters never used.
+    #[serde(default)]
+    pub exclude_chars: Option<String>,
+    /// Labels, annotations, type, templated keys.
+    #[serde(default)]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// Shape of the credentials Secret.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Secret type.
+    #[serde(rename = "type", default)]
+    pub type_: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Templated keys.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// A Secret key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_length() -> usize {
+    32
+}
+
+fn invalid(msg: impl Into<String>) -> OpError {
+    OpError::new(ErrorCode::Invalid, msg, false)
+}
+
+async fn existing_secret(ctx: &OpContext, ns: &str, name: &str) -> Result<Option<Secret>, OpError> {
+    Api::<Secret>::namespaced(ctx.kube.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            OpError::new(
+                ErrorCode::SecretMissing,
+                format!("reading Secret {ns}/{name}: {e}"),
+                true,
+            )
+        })
+}
+
+/// Where the credentials go.
+fn secret_location(intent: &UserIntent) -> Option<(String, String)> {
+    intent.user.password_secret.as_ref().map(|p| {
+        (
+            p.secret_namespace
+                .clone()
+                .unwrap_or_else(|| intent.namespace.clone()),
+            p.secret_name.clone(),
+        )
+    })
+}
+
+/// The password to set: from `existingPasswordSecret`, else the one already in the
+/// credentials Secret, else a new one. Returns it and where it came from.
+async fn password_for(
+    ctx: &OpContext,
+    intent: &UserIntent,
+) -> Result<(String, &'static str), OpError> {
+    if let Some(r) = &intent.user.existing_password_secret {
+        let ns = r
+            .namespace
+            .clone()
+            .unwrap_or_else(|| intent.namespace.clone());
+        let values = secrets::read_keys(&ctx.kube, &ns, &r.name, &[&r.key]).await?;
+        return Ok((
+            values.get(&r.key).cloned().unwrap_or_default(),
+            "existingPasswordSecret",
+        ));
+    }
+    let ps = intent.user.password_secret.as_ref().ok_or_else(|| {
+        invalid("set spec.passwordSecret (generated password) or spec.existingPasswordSecret")
+    })?;
+    let (ns, name) = secret_location(intent).unwrap_or_default();
+    if let Some(secret) = existing_secret(ctx, &ns, &name).await?
+        && let Some(pw) = secret.data.as_ref().and_then(|d| d.get("password"))
+        && let Ok(pw) = String::from_utf8(pw.0.clone())
+        && !pw.is_empty()
+    {
+        return Ok((pw, "credentialsSecret"));
+    }
+    if !ps.generate {
+        return Err(invalid(
+            "spec.passwordSecret.generate is false and there is no spec.existingPasswordSecret: nothing to take the password from",
+        ));
+    }
+    let pw = password::generate(
+        ps.length,
+        ps.include_special_chars,
+        ps.exclude_chars.as_deref().unwrap_or(""),
+    )
+    .map_err(|e| invalid(format!("spec.passwordSecret: {e}")))?;
+    Ok((pw, "generated"))
+}
+
+/// Writes the credentials Secret (server-side apply, so other fields people add stay).
+async fn write_secret(
+    ctx: &OpContext,
+    intent: &UserIntent,
+    password: &str,
+) -> Result<Option<(String, String)>, OpError> {
+    let Some((ns, name)) = secret_location(intent) else {
+        return Ok(None);
+    };
+    let template = intent
+        .user
+        .password_secret
+        .as_ref()
+        .and_then(|p| p.secret_template.clone())
+        .unwrap_or_default();
+    if !template.data.is_empty() {
+        return Err(OpError::new(
+            ErrorCode::Unsupported,
+            "spec.passwordSecret.secretTemplate.data (templated keys) is not supported by this agent version yet; remove it to get the default keys",
+            false,
+        ));
+    }
+    let inst = &intent.instance;
+    let data: BTreeMap<String, ByteString> = [
+        ("username", intent.user.spec.username.clone()),
+        ("password", password.to_owned()),
+        ("host", inst.host.clone()),
+        ("port", inst.port.to_string()),
+        ("database", inst.database.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+    .collect();
+    let mut labels = template.labels.clone();
+    labels.insert("app.kubernetes.io/managed-by".into(), "dbprov".into());
+    let mut annotations = template.annotations.clone();
+    annotations.insert(OWNER_ANNOTATION.into(), intent.owner.clone());
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+        "type": template.type_.unwrap_or_else(|| "Opaque".into()),
+        "data": data,
+    });
+    Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| {
+            OpError::new(
+                ErrorCode::SecretMissing,
+                format!("writing Secret {ns}/{name}: {e}"),
+                true,
+            )
+        })?;
+    Ok(Some((ns, name)))
+}
+
+/// ENSURE_USER.
+pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
+    let (password, source) = password_for(ctx, &intent).await?;
+    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+    let observed = engine::user::ensure(&mut conn, &intent.user.spec, &password).await;
+    conn.close().await;
+    let observed = observed?;
+    let secret = write_secret(ctx, &intent, &password).await?;
+    let mut out = serde_json::to_value(&observed).unwrap_or_default();
+    out["passwordSource"] = serde_json::json!(source);
+    if let Some((ns, name)) = secret {
+        out["secret"] = serde_json::json!({"name": name, "namespace": ns});
+    }
+    Ok(out.to_string())
+}
+
+/// DROP_USER: drops the user and deletes the credentials Secret this agent wrote for it.
+pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
+    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+    let existed = engine::user::drop(&mut conn, &intent.user.spec.username).await;
+    conn.close().await;
+    let existed = existed?;
+    let mut secret_deleted = false;
+    if let Some((ns, name)) = secret_location(&intent)
+        && let Some(secret) = existing_secret(ctx, &ns, &name).await?
+        && secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(OWNER_ANNOTATION))
+            == Some(&intent.owner)
+    {
+        Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map_err(|e| {
+                OpError::new(
+                    ErrorCode::SecretMissing,
+                    format!("deleting Secret {ns}/{name}: {e}"),
+                    true,
+                )
+            })?;
+        secret_deleted = true;
+    }
+    Ok(serde_json::json!({"username": intent.user.spec.username, "existed": existed, "secretDeleted": secret_deleted}).to_string())
+}
