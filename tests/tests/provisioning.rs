@@ -42,7 +42,7 @@ fn ready_reason(v: &Value) -> String {
 }
 
 #[tokio::test]
-async fn databases_are_created_changed_protected_retained_and_dropped() {
+async fn databases_and_users_are_provisioned_changed_protected_and_dropped() {
     dbprov_tests::init_crypto();
     let (mgmt, workload, pg, maria) = tokio::join!(
         KubeEnv::start(),
@@ -213,6 +213,74 @@ async fn databases_are_created_changed_protected_retained_and_dropped() {
         }
     })
     .await;
+
+    // A user gets generated credentials in the workload cluster that log in; the hub only
+    // knows the Secret's name.
+    apply(
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseUser",
+                 "metadata": {"name": "app", "namespace": "shop"},
+                 "spec": {"instanceRef": {"name": "pg"}, "username": "shop_app",
+                          "passwordSecret": {"secretName": "shop-app-credentials", "length": 20},
+                          "postgres": {"connectionLimit": 3}}}),
+    )
+    .await;
+    let user = eventually(Duration::from_secs(60), "user Ready", || async {
+        let v = get("DatabaseUser", "app").await?;
+        (v["status"]["phase"] == "Ready").then_some(v)
+    })
+    .await;
+    assert_eq!(
+        user["status"]["secret"]["name"], "shop-app-credentials",
+        "{user}"
+    );
+    let creds = secrets
+        .get("shop-app-credentials")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let password = String::from_utf8(creds["password"].0.clone()).unwrap();
+    assert_eq!(password.chars().count(), 20);
+    assert!(
+        !user.to_string().contains(&password),
+        "the password reached the hub: {user}"
+    );
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .username("shop_app")
+        .password(&password)
+        .database("postgres");
+    sqlx::PgConnection::connect_with(&opts)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let users = catalog
+        .api_for(
+            &mgmt.client(),
+            &json!({"kind": "DatabaseUser", "metadata": {"namespace": "shop"}}),
+        )
+        .unwrap();
+    users.delete("app", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(30), "user gone", || async {
+        get("DatabaseUser", "app").await.is_none().then_some(())
+    })
+    .await;
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'shop_app'")
+        .fetch_one(&mut pgc)
+        .await
+        .unwrap();
+    assert_eq!(roles, 0, "the user is dropped with its resource");
+    assert!(
+        secrets
+            .get_opt("shop-app-credentials")
+            .await
+            .unwrap()
+            .is_none(),
+        "and its Secret deleted"
+    );
 
     // deletionProtection (the default) blocks deletion, saying how to proceed.
     let dbs = catalog

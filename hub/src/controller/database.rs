@@ -60,8 +60,24 @@ async fn resolve_instance(
     ctx: &Context,
     db: &Database,
 ) -> Result<Result<ResolvedInstance, Blocked>, Error> {
-    let ns = db.namespace().unwrap_or_default();
-    if let Some(r) = &db.spec.instance_ref {
+    resolve_instance_refs(
+        ctx,
+        &db.namespace().unwrap_or_default(),
+        db.spec.instance_ref.as_ref(),
+        db.spec.cluster_instance_ref.as_ref(),
+    )
+    .await
+}
+
+/// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`.
+pub async fn resolve_instance_refs(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&crate::api::common::NamespacedRef>,
+    cluster_instance_ref: Option<&crate::api::common::ClusterRef>,
+) -> Result<Result<ResolvedInstance, Blocked>, Error> {
+    let ns = ns.to_owned();
+    if let Some(r) = instance_ref {
         let inst_ns = r.namespace.clone().unwrap_or_else(|| ns.clone());
         let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &inst_ns);
         return Ok(match api.get_opt(&r.name).await? {
@@ -81,7 +97,7 @@ async fn resolve_instance(
             }),
         });
     }
-    if let Some(r) = &db.spec.cluster_instance_ref {
+    if let Some(r) = cluster_instance_ref {
         let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
         return Ok(match api.get_opt(&r.name).await? {
             Some(i) => Ok(ResolvedInstance {
@@ -134,7 +150,8 @@ pub fn database_intent(
     }
 }
 
-fn cluster_of(ctx: &Context, instance: &ResolvedInstance) -> String {
+/// The ManagedCluster serving an instance.
+pub fn cluster_of(ctx: &Context, instance: &ResolvedInstance) -> String {
     instance
         .spec
         .cluster_ref
@@ -181,42 +198,62 @@ async fn write_status(
     message: &str,
     extra: serde_json::Value,
 ) -> Result<(), Error> {
-    let api: Api<Database> =
-        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
     let previous = db
         .status
         .as_ref()
-        .and_then(|s| s.common.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        .and_then(|s| s.common.conditions.as_ref());
+    patch_ready_status(ctx, db, previous, phase, ready, reason, message, extra).await
+}
+
+/// Merges phase, the Ready condition (its transition time moves only when its status does),
+/// observedGeneration, message, lastReconcileTime and `extra` into a namespaced object's status.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch_ready_status<K>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&Vec<Condition>>,
+    phase: ProvisioningPhase,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    extra: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let previous = previous.and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     let status_str = if ready { "True" } else { "False" };
     let condition = Condition {
         type_: "Ready".into(),
         status: status_str.into(),
         reason: reason.into(),
         message: message.into(),
-        // The transition time moves only when the status does.
         last_transition_time: previous
             .filter(|p| p.status == status_str)
             .map(|p| p.last_transition_time.clone())
             .unwrap_or_else(now),
-        observed_generation: db.meta().generation,
+        observed_generation: obj.meta().generation,
     };
     let mut patch = serde_json::json!({
         "status": {
             "phase": phase,
             "conditions": [condition],
-            "observedGeneration": db.meta().generation,
+            "observedGeneration": obj.meta().generation,
             "message": message,
             "lastReconcileTime": now(),
         }
     });
-    if let (Some(obj), Some(extra)) = (patch["status"].as_object_mut(), extra.as_object()) {
+    if let (Some(status), Some(extra)) = (patch["status"].as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
-            obj.insert(k.clone(), v.clone());
+            status.insert(k.clone(), v.clone());
         }
     }
     api.patch_status(
-        &db.name_any(),
+        &obj.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
@@ -225,6 +262,17 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, db: &Database, type_: EventType, reason: &str, note: String) {
+    publish_event(ctx, &db.object_ref(&()), type_, reason, note).await;
+}
+
+/// Publishes a Kubernetes Event about `object` (failures are only logged).
+pub async fn publish_event(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let recorder = Recorder::new(
         ctx.client.clone(),
         Reporter {
@@ -239,7 +287,7 @@ async fn publish(ctx: &Context, db: &Database, type_: EventType, reason: &str, n
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &db.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, object).await {
         tracing::debug!(error = %e, "cannot publish event");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod database;
 pub mod instance;
+pub mod user;
 
 use std::time::Duration;
 
@@ -100,6 +101,7 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
     tokio::join!(
         instance::run_namespaced(ctx.clone(), shutdown.clone()),
         instance::run_cluster_scoped(ctx.clone(), shutdown.clone()),
-        database::run(ctx, shutdown),
+        database::run(ctx.clone(), shutdown.clone()),
+        user::run(ctx, shutdown),
     );
 }

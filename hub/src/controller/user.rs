@@ -1,0 +1,289 @@
+//! DatabaseUser: ensure the login user on its instance through the cluster's agent, which
+//! generates the password and writes the credentials Secret in the workload cluster (the hub
+//! only ever sees the Secret's name). Deleting the resource drops the user and its Secret.
+
+use std::{sync::Arc, time::Duration};
+
+use dbprov_proto::agent::v1::{Operation, ResourceRef};
+use futures::StreamExt;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{
+    Context, Error,
+    database::{
+        FINALIZER, ResolvedInstance, cluster_of, dispatch_reason, parse_interval,
+        patch_ready_status, publish_event, resolve_instance_refs,
+    },
+    instance::probe_desired,
+};
+use crate::{
+    api::{DatabaseUser, common::ProvisioningPhase},
+    session::IntentRequest,
+};
+
+/// The intent for a user on `instance` (see docs/protocol.md).
+pub fn user_intent(
+    user: &DatabaseUser,
+    instance: &ResolvedInstance,
+    operation: Operation,
+    timeout: Duration,
+) -> IntentRequest {
+    let ns = user.namespace().unwrap_or_default();
+    let desired = serde_json::json!({
+        "instance": probe_desired(&instance.spec, instance.namespace.as_deref()),
+        "user": user.spec,
+        "namespace": ns,
+        "owner": format!("DatabaseUser/{ns}/{}", user.name_any()),
+    });
+    IntentRequest {
+        resource: ResourceRef {
+            kind: "DatabaseUser".into(),
+            namespace: ns,
+            name: user.name_any(),
+            uid: user.uid().unwrap_or_default(),
+            generation: user.meta().generation.unwrap_or_default(),
+        },
+        operation,
+        desired_json: desired.to_string(),
+        timeout,
+    }
+}
+
+async fn status(
+    ctx: &Context,
+    user: &DatabaseUser,
+    phase: ProvisioningPhase,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    extra: serde_json::Value,
+) -> Result<(), Error> {
+    let previous = user
+        .status
+        .as_ref()
+        .and_then(|s| s.common.conditions.as_ref());
+    patch_ready_status(ctx, user, previous, phase, ready, reason, message, extra).await
+}
+
+async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> {
+    let ns = user.namespace().unwrap_or_default();
+    let instance = match resolve_instance_refs(
+        ctx,
+        &ns,
+        user.spec.instance_ref.as_ref(),
+        user.spec.cluster_instance_ref.as_ref(),
+    )
+    .await?
+    {
+        Ok(i) => i,
+        Err(b) => {
+            status(
+                ctx,
+                &user,
+                b.phase,
+                false,
+                b.reason,
+                &b.message,
+                serde_json::json!({}),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+    };
+    if !instance.ready {
+        let message = format!("waiting for {} to be Ready", instance.display);
+        status(
+            ctx,
+            &user,
+            ProvisioningPhase::Pending,
+            false,
+            "InstanceNotReady",
+            &message,
+            serde_json::json!({}),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let request = user_intent(&user, &instance, Operation::EnsureUser, ctx.intent_timeout);
+    match ctx.hub.send(&cluster_of(ctx, &instance), request).await {
+        Ok(json) => {
+            let observed: serde_json::Value = serde_json::from_str(&json)?;
+            let secret = &observed["secret"];
+            let message = format!(
+                "user {} {} on {}; credentials in Secret {}/{} (in the instance's cluster)",
+                user.spec.username,
+                if observed["created"] == true {
+                    "created"
+                } else {
+                    "in sync"
+                },
+                instance.display,
+                secret["namespace"].as_str().unwrap_or("-"),
+                secret["name"].as_str().unwrap_or("-"),
+            );
+            let mut extra = serde_json::json!({
+                "user": {"username": observed["username"]},
+                "secret": {"name": secret["name"], "namespace": secret["namespace"]},
+            });
+            if observed["created"] == true {
+                extra["user"]["createdAt"] =
+                    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ))?;
+                publish_event(
+                    ctx,
+                    &user.object_ref(&()),
+                    EventType::Normal,
+                    "Created",
+                    message.clone(),
+                )
+                .await;
+            }
+            status(
+                ctx,
+                &user,
+                ProvisioningPhase::Ready,
+                true,
+                "Synced",
+                &message,
+                extra,
+            )
+            .await?;
+            let every = user
+                .spec
+                .drift_policy
+                .as_ref()
+                .and_then(|p| parse_interval(&p.interval))
+                .unwrap_or(Duration::from_secs(600));
+            Ok(Action::requeue(every))
+        }
+        Err(e) => {
+            let (phase, reason) = dispatch_reason(&e);
+            status(
+                ctx,
+                &user,
+                phase,
+                false,
+                reason,
+                &e.to_string(),
+                serde_json::json!({}),
+            )
+            .await?;
+            publish_event(
+                ctx,
+                &user.object_ref(&()),
+                EventType::Warning,
+                reason,
+                e.to_string(),
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_secs(if e.retryable() {
+                15
+            } else {
+                120
+            })))
+        }
+    }
+}
+
+async fn cleanup(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> {
+    let ns = user.namespace().unwrap_or_default();
+    let instance = match resolve_instance_refs(
+        ctx,
+        &ns,
+        user.spec.instance_ref.as_ref(),
+        user.spec.cluster_instance_ref.as_ref(),
+    )
+    .await?
+    {
+        Ok(i) => i,
+        Err(b) => {
+            publish_event(
+                ctx,
+                &user.object_ref(&()),
+                EventType::Warning,
+                "InstanceGone",
+                format!("{}; the user was not dropped", b.message),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let request = user_intent(&user, &instance, Operation::DropUser, ctx.intent_timeout);
+    match ctx.hub.send(&cluster_of(ctx, &instance), request).await {
+        Ok(_) => {
+            publish_event(
+                ctx,
+                &user.object_ref(&()),
+                EventType::Normal,
+                "Dropped",
+                format!("user {} dropped", user.spec.username),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let (_, reason) = dispatch_reason(&e);
+            let message = format!("cannot drop user {} yet: {e}", user.spec.username);
+            status(
+                ctx,
+                &user,
+                ProvisioningPhase::Deleting,
+                false,
+                reason,
+                &message,
+                serde_json::json!({}),
+            )
+            .await?;
+            Err(Error::Blocked(message))
+        }
+    }
+}
+
+async fn reconcile(user: Arc<DatabaseUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<DatabaseUser> =
+        Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, user, |event| async {
+        match event {
+            Finalizer::Apply(u) => apply(u, &ctx).await,
+            Finalizer::Cleanup(u) => cleanup(u, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn error_policy(_: Arc<DatabaseUser>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::info!(error = %error, label = error.metric_label(), "user reconcile not finished");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Runs the DatabaseUser controller.
+pub async fn run(ctx: Context, shutdown: super::Shutdown) {
+    let api: Api<DatabaseUser> = Api::all(ctx.client.clone());
+    let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
+    let (changes, store) = super::spec_changes(api);
+    Controller::for_stream(changes, store)
+        .reconcile_all_on(resync)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(ctx))
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "controller error");
+            }
+        })
+        .await;
+}
