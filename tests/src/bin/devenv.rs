@@ -75,6 +75,14 @@ async fn apply_samples(
                         "connection": {"host": "127.0.0.1", "port": maria.port(), "database": "mysql",
                                        "secretRef": {"name": "mariadb-admin"}},
                         "mysql": {"tls": "disabled"}, "healthCheck": {"intervalSeconds": 30}}}),
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "Database",
+               "metadata": {"name": "shop", "namespace": "demo"},
+               "spec": {"instanceRef": {"name": "postgres"}, "name": "shop", "deletionPolicy": "Delete",
+                        "deletionProtection": false, "postgres": {"connectionLimit": 20}}}),
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseUser",
+               "metadata": {"name": "shop-app", "namespace": "demo"},
+               "spec": {"instanceRef": {"name": "postgres"}, "username": "shop_app",
+                        "passwordSecret": {"secretName": "shop-app-credentials"}}}),
     ];
     for doc in &samples {
         manifests::apply(&mgmt.client(), &catalog, doc).await?;
@@ -82,32 +90,65 @@ async fn apply_samples(
     Ok(())
 }
 
-async fn wait_instances_ready(mgmt: &KubeEnv) -> anyhow::Result<()> {
+async fn wait_samples_ready(mgmt: &KubeEnv) -> anyhow::Result<()> {
     let catalog = Catalog::new(&dbprov_hub::crdgen::all());
-    let api = catalog
-        .api_for(
-            &mgmt.client(),
-            &json!({"kind": "DatabaseInstance", "metadata": {"namespace": "demo"}}),
-        )
-        .context("DatabaseInstance API")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let samples = [
+        ("DatabaseInstance", "postgres"),
+        ("DatabaseInstance", "mariadb"),
+        ("Database", "shop"),
+        ("DatabaseUser", "shop-app"),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let mut ready = 0;
-        for name in ["postgres", "mariadb"] {
-            let obj = api.get(name).await?;
-            if obj.data["status"]["phase"] == "Ready" {
+        for (kind, name) in samples {
+            let api = catalog
+                .api_for(
+                    &mgmt.client(),
+                    &json!({"kind": kind, "metadata": {"namespace": "demo"}}),
+                )
+                .context("sample API")?;
+            if api.get(name).await?.data["status"]["phase"] == "Ready" {
                 ready += 1;
             }
         }
-        if ready == 2 {
+        if ready == samples.len() {
             return Ok(());
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "sample instances not Ready within 60s; see `kubectl get dbi -n demo -o yaml`"
+            "samples not Ready within 90s; see `kubectl get dbprov -n demo -o yaml`"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Logs in with what the agent wrote to the workload cluster: the sample user really works.
+async fn verify_generated_credentials(workload: &KubeEnv, pg: &Postgres) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let secret =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(workload.client(), "demo")
+            .get("shop-app-credentials")
+            .await
+            .context("reading the generated credentials Secret")?;
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .username(&field("username"))
+        .password(&field("password"))
+        .database("shop");
+    sqlx::PgConnection::connect_with(&opts)
+        .await
+        .context("logging in with the generated credentials")?
+        .close()
+        .await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -142,7 +183,8 @@ async fn main() -> anyhow::Result<()> {
         )?);
     }
     let admin = pki.admin("dev")?;
-    wait_instances_ready(&mgmt).await?;
+    wait_samples_ready(&mgmt).await?;
+    verify_generated_credentials(&workload, &pg).await?;
 
     let grpcurl = format!(
         "grpcurl -cacert {} -cert {} -key {} -servername localhost",
@@ -180,7 +222,11 @@ async fn main() -> anyhow::Result<()> {
          \n  GCS                 {gcsep}  (fake-gcs-server, no credentials)\
          \n  Azure Blob          {az}  (Azurite, account {acct}, emulator key)\
          \n\
-         \n  samples: DatabaseInstances demo/postgres (via workload-a) and demo/mariadb (via workload-b) are Ready.\n",
+         \n  samples (namespace demo): DatabaseInstances postgres (via workload-a) and mariadb (via workload-b),\
+         \n  Database shop and DatabaseUser shop-app are Ready. Log in with the generated credentials:\
+         \n    export KUBECONFIG={wkc}\
+         \n    PGPASSWORD=\"$(kubectl get secret -n demo shop-app-credentials -o jsonpath='{{.data.password}}' | base64 -d)\" \\\
+         \n      psql -h 127.0.0.1 -p {pgport} -U shop_app shop\n",
         kc = mgmt.kubeconfig().display(),
         wkc = workload.kubeconfig().display(),
         hub = hub.addr,
@@ -188,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         b = agents[1].admin_addr.clone().unwrap_or_default(),
         pgv = pg.version(),
         pgurl = pg.url("postgres"),
+        pgport = pg.port(),
         mv = maria.version(),
         mport = maria.port(),
         mpw = maria.password(),
