@@ -214,3 +214,53 @@ async fn impossible_password_settings_are_refused_with_the_field() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn templated_secret_keys_render_go_templates_and_keep_the_password_stable() {
+    let (kube, pg) = tokio::join!(KubeEnv::start(), Postgres::start());
+    let (kube, pg) = (require!(kube), require!(pg));
+    let ctx = agent_context(&kube, pg.user(), pg.password())
+        .await
+        .unwrap();
+    dbprov_tests::manifests::create_namespaces(&kube.client(), &["apps"])
+        .await
+        .unwrap();
+    let inst = local_instance("postgres", pg.port(), "postgres");
+    let spec = json!({
+        "username": "tmpl_app",
+        "passwordSecret": {"secretName": "tmpl-credentials", "secretTemplate": {"data": {
+            "DATABASE_URL": "postgres://{{ .Username }}:{{ .Password | urlEncode }}@{{ .Host }}:{{ .Port }}/{{ .Database }}"
+        }}}
+    });
+    user::ensure(&ctx, intent(&inst, spec.clone()))
+        .await
+        .unwrap();
+    let read = || async {
+        let s = Api::<Secret>::namespaced(kube.client(), "apps")
+            .get("tmpl-credentials")
+            .await
+            .unwrap();
+        let d = s.data.unwrap();
+        assert!(
+            !d.contains_key("username"),
+            "templated keys replace the defaults"
+        );
+        (
+            String::from_utf8(d["DATABASE_URL"].0.clone()).unwrap(),
+            String::from_utf8(d[".dbprov-password"].0.clone()).unwrap(),
+        )
+    };
+    let (url, password) = read().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let me: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(me, "tmpl_app");
+    user::ensure(&ctx, intent(&inst, spec)).await.unwrap();
+    assert_eq!(
+        read().await.1,
+        password,
+        "the password stays the same across reconciles"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod database;
 pub mod password;
 pub mod quote;
+pub mod template;
 pub mod user;
 
 use std::time::Duration;

@@ -24,6 +24,9 @@ pub const FIELD_MANAGER: &str = "dbprov-agent";
 /// Annotation naming the resource a Secret belongs to (`Kind/namespace/name`).
 pub const OWNER_ANNOTATION: &str = "dbops.dbprovision.io/owner";
 
+/// Key under which a templated credentials Secret also keeps the password.
+pub const PASSWORD_KEEP_KEY: &str = ".dbprov-password";
+
 /// Desired state of ENSURE_USER / DROP_USER (see docs/protocol.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -168,7 +171,10 @@ async fn password_for(
     })?;
     let (ns, name) = secret_location(intent).unwrap_or_default();
     if let Some(secret) = existing_secret(ctx, &ns, &name).await?
-        && let Some(pw) = secret.data.as_ref().and_then(|d| d.get("password"))
+        && let Some(pw) = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("password").or_else(|| d.get(PASSWORD_KEEP_KEY)))
         && let Ok(pw) = String::from_utf8(pw.0.clone())
         && !pw.is_empty()
     {
@@ -203,24 +209,45 @@ async fn write_secret(
         .as_ref()
         .and_then(|p| p.secret_template.clone())
         .unwrap_or_default();
-    if !template.data.is_empty() {
-        return Err(OpError::new(
-            ErrorCode::Unsupported,
-            "spec.passwordSecret.secretTemplate.data (templated keys) is not supported by this agent version yet; remove it to get the default keys",
-            false,
-        ));
-    }
     let inst = &intent.instance;
-    let data: BTreeMap<String, ByteString> = [
-        ("username", intent.user.spec.username.clone()),
-        ("password", password.to_owned()),
-        ("host", inst.host.clone()),
-        ("port", inst.port.to_string()),
-        ("database", inst.database.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
-    .collect();
+    let plain: BTreeMap<String, String> = if template.data.is_empty() {
+        [
+            ("username", intent.user.spec.username.clone()),
+            ("password", password.to_owned()),
+            ("host", inst.host.clone()),
+            ("port", inst.port.to_string()),
+            ("database", inst.database.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    } else {
+        // Templated keys replace the default ones (as in db-provision-operator).
+        let vars = engine::template::Vars {
+            username: intent.user.spec.username.clone(),
+            password: password.to_owned(),
+            host: inst.host.clone(),
+            port: inst.port.to_string(),
+            database: inst.database.clone(),
+            ssl_mode: inst.ssl_mode.clone().unwrap_or_else(|| "prefer".into()),
+            namespace: ns.clone(),
+            name: intent
+                .owner
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let mut rendered = engine::template::render(&template.data, &vars)?;
+        // Without a `password` key the next reconcile could not find the password again and
+        // would rotate it; this key keeps it stable.
+        rendered.insert(PASSWORD_KEEP_KEY.into(), password.to_owned());
+        rendered
+    };
+    let data: BTreeMap<String, ByteString> = plain
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect();
     let mut labels = template.labels.clone();
     labels.insert("app.kubernetes.io/managed-by".into(), "dbprov".into());
     let mut annotations = template.annotations.clone();
