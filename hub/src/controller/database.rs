@@ -5,19 +5,15 @@
 use std::{sync::Arc, time::Duration};
 
 use dbprov_proto::agent::v1::{Operation, ResourceRef};
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        finalizer::{Event as Finalizer, finalizer},
     },
 };
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::{Context, Error, instance::probe_desired};
 use crate::{
@@ -555,43 +551,16 @@ async fn cleanup(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<Database> =
-        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, db, |event| async {
-        match event {
-            Finalizer::Apply(db) => apply(db, &ctx).await,
-            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
-}
-
-fn error_policy(_: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::info!(error = %error, label = error.metric_label(), "database reconcile not finished");
-    Action::requeue(Duration::from_secs(10))
-}
-
 /// Runs the Database controller.
 pub async fn run(ctx: Context, shutdown: super::Shutdown) {
-    let api: Api<Database> = Api::all(ctx.client.clone());
-    let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    let (changes, store) = super::spec_changes(api);
-    Controller::for_stream(changes, store)
-        .reconcile_all_on(resync)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(ctx))
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "controller error");
-            }
-        })
-        .await;
+    super::run_finalized::<Database>(
+        ctx,
+        shutdown,
+        "Database",
+        |o, ctx| Box::pin(async move { apply(o, &ctx).await }),
+        |o, ctx| Box::pin(async move { cleanup(o, &ctx).await }),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -90,6 +90,77 @@ where
     (stream, reader)
 }
 
+/// One step of a finalized controller (apply or cleanup).
+pub type Step<K> =
+    fn(
+        std::sync::Arc<K>,
+        std::sync::Arc<Context>,
+    )
+        -> futures::future::BoxFuture<'static, Result<kube::runtime::controller::Action, Error>>;
+
+/// Runs a controller for a namespaced kind whose objects carry the cleanup finalizer:
+/// `apply` while the object lives, `cleanup` once it is being deleted (the finalizer is removed
+/// when `cleanup` succeeds). Reacts to spec/finalizer changes and to agent resyncs.
+pub async fn run_finalized<K>(
+    ctx: Context,
+    shutdown: Shutdown,
+    kind: &'static str,
+    apply: Step<K>,
+    cleanup: Step<K>,
+) where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::{
+        ResourceExt,
+        runtime::{
+            Controller,
+            controller::Action,
+            finalizer::{Error as FinalizerError, Event, finalizer},
+        },
+    };
+    let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
+    let resync =
+        tokio_stream::wrappers::BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
+    let (changes, store) = spec_changes(api);
+    Controller::for_stream(changes, store)
+        .reconcile_all_on(resync)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj: std::sync::Arc<K>, ctx: std::sync::Arc<Context>| async move {
+                let api: kube::Api<K> =
+                    kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+                finalizer(&api, database::FINALIZER, obj, |event| match event {
+                    Event::Apply(o) => apply(o, ctx.clone()),
+                    Event::Cleanup(o) => cleanup(o, ctx.clone()),
+                })
+                .await
+                .map_err(|e| match e {
+                    FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+                    other => Error::Finalizer(other.to_string()),
+                })
+            },
+            move |_: std::sync::Arc<K>, error: &Error, _| {
+                tracing::info!(kind, error = %error, label = error.metric_label(), "reconcile not finished");
+                Action::requeue(std::time::Duration::from_secs(10))
+            },
+            std::sync::Arc::new(ctx),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(kind, error = %e, "controller error");
+            }
+        })
+        .await;
+}
+
 /// A shutdown signal every controller can wait on.
 pub type Shutdown =
     futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;

@@ -5,23 +5,16 @@
 use std::{sync::Arc, time::Duration};
 
 use dbprov_proto::agent::v1::{Operation, ResourceRef};
-use futures::StreamExt;
 use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-    },
+    Resource, ResourceExt,
+    runtime::{controller::Action, events::EventType},
 };
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
     Context, Error,
     database::{
-        FINALIZER, ResolvedInstance, cluster_of, dispatch_reason, parse_interval,
-        patch_ready_status, publish_event, resolve_instance_refs,
+        ResolvedInstance, cluster_of, dispatch_reason, parse_interval, patch_ready_status,
+        publish_event, resolve_instance_refs,
     },
     instance::probe_desired,
 };
@@ -249,41 +242,14 @@ async fn cleanup(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error
     }
 }
 
-async fn reconcile(user: Arc<DatabaseUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<DatabaseUser> =
-        Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, user, |event| async {
-        match event {
-            Finalizer::Apply(u) => apply(u, &ctx).await,
-            Finalizer::Cleanup(u) => cleanup(u, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
-}
-
-fn error_policy(_: Arc<DatabaseUser>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::info!(error = %error, label = error.metric_label(), "user reconcile not finished");
-    Action::requeue(Duration::from_secs(10))
-}
-
 /// Runs the DatabaseUser controller.
 pub async fn run(ctx: Context, shutdown: super::Shutdown) {
-    let api: Api<DatabaseUser> = Api::all(ctx.client.clone());
-    let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    let (changes, store) = super::spec_changes(api);
-    Controller::for_stream(changes, store)
-        .reconcile_all_on(resync)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(ctx))
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "controller error");
-            }
-        })
-        .await;
+    super::run_finalized::<DatabaseUser>(
+        ctx,
+        shutdown,
+        "DatabaseUser",
+        |o, ctx| Box::pin(async move { apply(o, &ctx).await }),
+        |o, ctx| Box::pin(async move { cleanup(o, &ctx).await }),
+    )
+    .await;
 }
