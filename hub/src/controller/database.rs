@@ -519,34 +519,66 @@ async fn cleanup(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
             let cluster = cluster_of(ctx, &instance);
             let request =
                 database_intent(&db, &instance, Operation::DropDatabase, ctx.intent_timeout);
-            match ctx.hub.send(&cluster, request).await {
-                Ok(_) => {
-                    publish(
-                        ctx,
-                        &db,
-                        EventType::Normal,
-                        "Dropped",
-                        format!("database {} dropped", db.spec.name),
-                    )
-                    .await;
-                    Ok(Action::await_change())
-                }
-                Err(e) => {
-                    let (_, reason) = dispatch_reason(&e);
-                    let message = format!("cannot drop database {} yet: {e}", db.spec.name);
-                    write_status(
-                        ctx,
-                        &db,
-                        ProvisioningPhase::Deleting,
-                        false,
-                        reason,
-                        &message,
-                        serde_json::json!({}),
-                    )
-                    .await?;
-                    Err(Error::Blocked(message))
-                }
-            }
+            let previous = db
+                .status
+                .as_ref()
+                .and_then(|s| s.common.conditions.as_ref());
+            drop_through_agent(
+                ctx,
+                &*db,
+                previous,
+                &cluster,
+                request,
+                &format!("database {}", db.spec.name),
+            )
+            .await
+        }
+    }
+}
+
+/// Sends a drop intent for `obj` and reports the outcome: an Event on success (the finalizer
+/// then goes), or a Deleting status saying why the drop has to wait (the finalizer stays).
+pub async fn drop_through_agent<K>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&Vec<Condition>>,
+    cluster: &str,
+    request: IntentRequest,
+    what: &str,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match ctx.hub.send(cluster, request).await {
+        Ok(_) => {
+            publish_event(
+                ctx,
+                &obj.object_ref(&()),
+                EventType::Normal,
+                "Dropped",
+                format!("{what} dropped"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let (_, reason) = dispatch_reason(&e);
+            let message = format!("cannot drop {what} yet: {e}");
+            patch_ready_status(
+                ctx,
+                obj,
+                previous,
+                ProvisioningPhase::Deleting,
+                false,
+                reason,
+                &message,
+                serde_json::json!({}),
+            )
+            .await?;
+            Err(Error::Blocked(message))
         }
     }
 }

@@ -13,8 +13,8 @@ use kube::{
 use super::{
     Context, Error,
     database::{
-        ResolvedInstance, cluster_of, dispatch_reason, parse_interval, patch_ready_status,
-        publish_event, resolve_instance_refs,
+        ResolvedInstance, cluster_of, dispatch_reason, drop_through_agent, parse_interval,
+        patch_ready_status, publish_event, resolve_instance_refs,
     },
     instance::probe_desired,
 };
@@ -212,34 +212,19 @@ async fn cleanup(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error
         }
     };
     let request = user_intent(&user, &instance, Operation::DropUser, ctx.intent_timeout);
-    match ctx.hub.send(&cluster_of(ctx, &instance), request).await {
-        Ok(_) => {
-            publish_event(
-                ctx,
-                &user.object_ref(&()),
-                EventType::Normal,
-                "Dropped",
-                format!("user {} dropped", user.spec.username),
-            )
-            .await;
-            Ok(Action::await_change())
-        }
-        Err(e) => {
-            let (_, reason) = dispatch_reason(&e);
-            let message = format!("cannot drop user {} yet: {e}", user.spec.username);
-            status(
-                ctx,
-                &user,
-                ProvisioningPhase::Deleting,
-                false,
-                reason,
-                &message,
-                serde_json::json!({}),
-            )
-            .await?;
-            Err(Error::Blocked(message))
-        }
-    }
+    let previous = user
+        .status
+        .as_ref()
+        .and_then(|s| s.common.conditions.as_ref());
+    drop_through_agent(
+        ctx,
+        &*user,
+        previous,
+        &cluster_of(ctx, &instance),
+        request,
+        &format!("user {}", user.spec.username),
+    )
+    .await
 }
 
 /// Runs the DatabaseUser controller.
