@@ -23,6 +23,7 @@ pub mod mariadb;
 pub mod minio;
 pub mod postgres;
 pub mod process;
+pub mod scenario;
 pub mod tools;
 
 pub use azurite::Azurite;

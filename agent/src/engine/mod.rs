@@ -1,6 +1,7 @@
 //! Database engines: quoting, statement building and connections, per engine.
 
 pub mod database;
+pub mod grant;
 pub mod password;
 pub mod quote;
 pub mod template;

@@ -56,6 +56,9 @@ pub struct PgUser {
     /// VALID UNTIL.
     #[serde(default)]
     pub valid_until: Option<String>,
+    /// Memberships (applied by `ops::grant`, not part of the attributes).
+    #[serde(default)]
+    pub in_roles: Vec<String>,
 }
 
 impl Default for PgUser {
@@ -70,6 +73,7 @@ impl Default for PgUser {
             bypass_rls: None,
             connection_limit: -1,
             valid_until: None,
+            in_roles: vec![],
         }
     }
 }
@@ -191,6 +195,90 @@ async fn my_hosts(conn: &mut Conn, name: &str) -> Result<Vec<String>, OpError> {
         .fetch_all(c)
         .await
         .map_err(|e| sql_error("reading mysql.user", &e))
+}
+
+/// Differences between the server and `spec` (`(field, expected, actual)`), without
+/// changing anything: a missing user or account, and the attributes dbprov sets.
+pub async fn observe(
+    conn: &mut Conn,
+    spec: &UserSpec,
+) -> Result<Vec<(String, String, String)>, OpError> {
+    let mut diffs = Vec::new();
+    match conn {
+        Conn::Pg(c) => {
+            let row: Option<(bool, i32, bool, bool, bool)> = sqlx::query_as(
+                "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolcreaterole, rolsuper FROM pg_roles WHERE rolname = $1",
+            )
+            .bind(&spec.username)
+            .fetch_optional(c)
+            .await
+            .map_err(|e| sql_error("reading pg_roles", &e))?;
+            let Some((login, limit, createdb, createrole, superuser)) = row else {
+                diffs.push(("user".into(), spec.username.clone(), "missing".into()));
+                return Ok(diffs);
+            };
+            let want = spec.postgres.clone().unwrap_or_default();
+            let mut cmp = |field: &str, expected: String, actual: String| {
+                if expected != actual {
+                    diffs.push((field.to_owned(), expected, actual));
+                }
+            };
+            cmp("login", want.login.to_string(), login.to_string());
+            cmp(
+                "connectionLimit",
+                want.connection_limit.to_string(),
+                limit.to_string(),
+            );
+            if let Some(v) = want.create_db {
+                cmp("createDB", v.to_string(), createdb.to_string());
+            }
+            if let Some(v) = want.create_role {
+                cmp("createRole", v.to_string(), createrole.to_string());
+            }
+            if let Some(v) = want.superuser {
+                cmp("superuser", v.to_string(), superuser.to_string());
+            }
+        }
+        Conn::My(c) => {
+            let want = spec.mysql.clone().unwrap_or(MyUser {
+                allowed_hosts: any_host(),
+                max_user_connections: 0,
+                require_ssl: None,
+                account_locked: None,
+            });
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT CAST(Host AS CHAR), CAST(max_user_connections AS SIGNED) FROM mysql.user WHERE User = ?",
+            )
+            .bind(&spec.username)
+            .fetch_all(c)
+            .await
+            .map_err(|e| sql_error("reading mysql.user", &e))?;
+            for host in &want.allowed_hosts {
+                match rows.iter().find(|(h, _)| h == host) {
+                    None => diffs.push((
+                        "account".into(),
+                        format!("{}@{host}", spec.username),
+                        "missing".into(),
+                    )),
+                    Some((_, max)) if *max != i64::from(want.max_user_connections.max(0)) => diffs
+                        .push((
+                            format!("maxUserConnections ({host})"),
+                            want.max_user_connections.max(0).to_string(),
+                            max.to_string(),
+                        )),
+                    Some(_) => {}
+                }
+            }
+            for (h, _) in rows.iter().filter(|(h, _)| !want.allowed_hosts.contains(h)) {
+                diffs.push((
+                    "account".into(),
+                    "absent".into(),
+                    format!("{}@{h}", spec.username),
+                ));
+            }
+        }
+    }
+    Ok(diffs)
 }
 
 /// Creates or alters the user so that it matches `spec` and logs in with `password`.

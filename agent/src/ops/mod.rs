@@ -1,7 +1,9 @@
 //! Operations the agent runs for intents. Each reads its desired state from the intent's
 //! JSON, secrets from the workload cluster, and reports the observed state as JSON.
 
+pub mod grant;
 pub mod probe;
+pub mod role;
 pub mod secrets;
 pub mod user;
 
@@ -73,6 +75,18 @@ impl Runner for Operations {
                 }
                 Ok(Operation::EnsureUser) => user::ensure(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropUser) => user::drop(&ctx, desired(&intent)?).await,
+                Ok(Operation::EnsureRole) => role::ensure(&ctx, desired(&intent)?).await,
+                Ok(Operation::DropRole) => role::drop(&ctx, desired(&intent)?).await,
+                Ok(Operation::EnsureGrant) => {
+                    let g: grant::GrantIntent = desired(&intent)?;
+                    grant::check_grantee(&g.grantee)?;
+                    grant::ensure(&ctx, g).await
+                }
+                Ok(Operation::RevokeGrant) => {
+                    let g: grant::GrantIntent = desired(&intent)?;
+                    grant::check_grantee(&g.grantee)?;
+                    grant::revoke(&ctx, g).await
+                }
                 Ok(Operation::DropDatabase) => {
                     let d: DatabaseIntent = desired(&intent)?;
                     let mut conn = crate::engine::connect(&ctx, &d.instance, None).await?;

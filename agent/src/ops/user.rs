@@ -13,9 +13,19 @@ use kube::{
 };
 use serde::Deserialize;
 
-use super::{OpContext, probe::ProbeSpec, secrets};
+use super::{
+    OpContext,
+    grant::{self, Diff, GrantIntent, Grantee, Mode},
+    probe::ProbeSpec,
+    secrets,
+};
 use crate::{
-    engine::{self, password, user::UserSpec},
+    engine::{
+        self,
+        grant::{GrantSet, MyGrants, PgGrants},
+        password,
+        user::UserSpec,
+    },
     executor::OpError,
 };
 
@@ -39,6 +49,12 @@ pub struct UserIntent {
     pub namespace: String,
     /// `Kind/namespace/name` of the DatabaseUser, recorded on the Secret.
     pub owner: String,
+    /// Memberships applied last time (revoked where no longer listed).
+    #[serde(default)]
+    pub previous: Option<GrantSet>,
+    /// Apply, detect or correct.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// The parts of a DatabaseUser spec the agent needs.
@@ -54,6 +70,31 @@ pub struct UserDesired {
     /// A Secret key holding a password to use instead of generating one.
     #[serde(default)]
     pub existing_password_secret: Option<KeyRef>,
+    /// Roles granted to the user.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl UserDesired {
+    /// The user's memberships (`roles`, and `postgres.inRoles`) as a grant set.
+    pub fn memberships(&self) -> GrantSet {
+        let mut pg: Vec<String> = self.roles.clone();
+        if let Some(p) = &self.spec.postgres {
+            pg.extend(p.in_roles.iter().cloned());
+        }
+        pg.sort();
+        pg.dedup();
+        GrantSet {
+            postgres: Some(PgGrants {
+                roles: pg,
+                ..PgGrants::default()
+            }),
+            mysql: Some(MyGrants {
+                roles: self.roles.clone(),
+                ..MyGrants::default()
+            }),
+        }
+    }
 }
 
 /// Credentials Secret settings.
@@ -278,17 +319,76 @@ async fn write_secret(
 
 /// ENSURE_USER.
 pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
-    let (password, source) = password_for(ctx, &intent).await?;
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-    let observed = engine::user::ensure(&mut conn, &intent.user.spec, &password).await;
-    conn.close().await;
-    let observed = observed?;
-    let secret = write_secret(ctx, &intent, &password).await?;
-    let mut out = serde_json::to_value(&observed).unwrap_or_default();
-    out["passwordSource"] = serde_json::json!(source);
-    if let Some((ns, name)) = secret {
-        out["secret"] = serde_json::json!({"name": name, "namespace": ns});
+    let mut drift: Vec<Diff> = Vec::new();
+    if intent.mode != Mode::Apply {
+        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+        let found = engine::user::observe(&mut conn, &intent.user.spec).await;
+        conn.close().await;
+        drift = found?
+            .into_iter()
+            .map(|(field, expected, actual)| Diff {
+                field,
+                expected,
+                actual,
+            })
+            .collect();
     }
+    let user_missing = drift.iter().any(|d| d.field == "user");
+    if intent.mode == Mode::Detect && user_missing {
+        // Nothing to compare memberships with; report and leave the server alone.
+        return Ok(serde_json::json!({
+            "username": intent.user.spec.username, "drift": drift, "corrected": false,
+        })
+        .to_string());
+    }
+    let mut out = if intent.mode == Mode::Detect {
+        serde_json::json!({ "username": intent.user.spec.username })
+    } else {
+        let (password, source) = password_for(ctx, &intent).await?;
+        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+        let observed = engine::user::ensure(&mut conn, &intent.user.spec, &password).await;
+        conn.close().await;
+        let observed = observed?;
+        let secret = write_secret(ctx, &intent, &password).await?;
+        let mut out = serde_json::to_value(&observed).unwrap_or_default();
+        out["passwordSource"] = serde_json::json!(source);
+        if let Some((ns, name)) = secret {
+            out["secret"] = serde_json::json!({"name": name, "namespace": ns});
+        }
+        out
+    };
+    let memberships = intent.user.memberships();
+    let has_roles = |s: &GrantSet| {
+        s.postgres.as_ref().is_some_and(|p| !p.roles.is_empty())
+            || s.mysql.as_ref().is_some_and(|m| !m.roles.is_empty())
+    };
+    if has_roles(&memberships) || intent.previous.as_ref().is_some_and(has_roles) {
+        let report = grant::apply(
+            ctx,
+            &GrantIntent {
+                instance: intent.instance.clone(),
+                grantee: Grantee {
+                    name: intent.user.spec.username.clone(),
+                    kind: "user".into(),
+                    hosts: intent
+                        .user
+                        .spec
+                        .mysql
+                        .as_ref()
+                        .map(|m| m.allowed_hosts.clone())
+                        .unwrap_or_default(),
+                },
+                grants: memberships,
+                previous: intent.previous.clone(),
+                mode: intent.mode,
+            },
+        )
+        .await?;
+        out["memberOf"] = serde_json::json!(report.roles);
+        drift.extend(report.drift);
+    }
+    out["corrected"] = serde_json::json!(intent.mode == Mode::Correct && !drift.is_empty());
+    out["drift"] = serde_json::to_value(&drift).unwrap_or_default();
     Ok(out.to_string())
 }
 

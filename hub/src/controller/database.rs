@@ -215,12 +215,9 @@ pub async fn patch_ready_status<K>(
     extra: serde_json::Value,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: super::Scoped,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api = K::api_for(&ctx.client, obj);
     let previous = previous.and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     let status_str = if ready { "True" } else { "False" };
     let condition = Condition {
@@ -547,10 +544,7 @@ pub async fn drop_through_agent<K>(
     what: &str,
 ) -> Result<Action, Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: super::Scoped,
 {
     match ctx.hub.send(cluster, request).await {
         Ok(_) => {

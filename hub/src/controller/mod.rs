@@ -2,7 +2,10 @@
 //! of each resource's cluster, and write what came back into status.
 
 pub mod database;
+pub mod ensure;
+pub mod grant;
 pub mod instance;
+pub mod role;
 pub mod user;
 
 use std::time::Duration;
@@ -98,7 +101,54 @@ pub type Step<K> =
     )
         -> futures::future::BoxFuture<'static, Result<kube::runtime::controller::Action, Error>>;
 
-/// Runs a controller for a namespaced kind whose objects carry the cleanup finalizer:
+/// A kind the controllers write to: how to reach an object of it (namespaced or not).
+pub trait Scoped:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The API for `obj`'s collection.
+    fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self>;
+}
+
+macro_rules! namespaced_kinds {
+    ($($k:ty),*) => {$(
+        impl Scoped for $k {
+            fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self> {
+                use kube::ResourceExt;
+                kube::Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
+            }
+        }
+    )*};
+}
+macro_rules! cluster_kinds {
+    ($($k:ty),*) => {$(
+        impl Scoped for $k {
+            fn api_for(client: &kube::Client, _: &Self) -> kube::Api<Self> {
+                kube::Api::all(client.clone())
+            }
+        }
+    )*};
+}
+namespaced_kinds!(
+    crate::api::Database,
+    crate::api::DatabaseUser,
+    crate::api::DatabaseRole,
+    crate::api::DatabaseGrant,
+    crate::api::DatabaseInstance
+);
+cluster_kinds!(
+    crate::api::ClusterDatabaseRole,
+    crate::api::ClusterDatabaseGrant,
+    crate::api::ClusterDatabaseInstance
+);
+
+/// Runs a controller for a kind whose objects carry the cleanup finalizer:
 /// `apply` while the object lives, `cleanup` once it is being deleted (the finalizer is removed
 /// when `cleanup` succeeds). Reacts to spec/finalizer changes and to agent resyncs.
 pub async fn run_finalized<K>(
@@ -108,23 +158,13 @@ pub async fn run_finalized<K>(
     apply: Step<K>,
     cleanup: Step<K>,
 ) where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Scoped,
 {
     use futures::StreamExt;
-    use kube::{
-        ResourceExt,
-        runtime::{
-            Controller,
-            controller::Action,
-            finalizer::{Error as FinalizerError, Event, finalizer},
-        },
+    use kube::runtime::{
+        Controller,
+        controller::Action,
+        finalizer::{Error as FinalizerError, Event, finalizer},
     };
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
     let resync =
@@ -135,8 +175,7 @@ pub async fn run_finalized<K>(
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj: std::sync::Arc<K>, ctx: std::sync::Arc<Context>| async move {
-                let api: kube::Api<K> =
-                    kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+                let api = K::api_for(&ctx.client, &obj);
                 finalizer(&api, database::FINALIZER, obj, |event| match event {
                     Event::Apply(o) => apply(o, ctx.clone()),
                     Event::Cleanup(o) => cleanup(o, ctx.clone()),
@@ -173,6 +212,10 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
         instance::run_namespaced(ctx.clone(), shutdown.clone()),
         instance::run_cluster_scoped(ctx.clone(), shutdown.clone()),
         database::run(ctx.clone(), shutdown.clone()),
+        role::run_namespaced(ctx.clone(), shutdown.clone()),
+        grant::run_namespaced(ctx.clone(), shutdown.clone()),
+        grant::run_cluster_scoped(ctx.clone(), shutdown.clone()),
+        role::run_cluster_scoped(ctx.clone(), shutdown.clone()),
         user::run(ctx, shutdown),
     );
 }

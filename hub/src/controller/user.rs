@@ -10,11 +10,13 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
+use super::ensure::{EnsureCall, ensure_through_agent};
+
 use super::{
     Context, Error,
     database::{
-        ResolvedInstance, cluster_of, dispatch_reason, drop_through_agent, parse_interval,
-        patch_ready_status, publish_event, resolve_instance_refs,
+        ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status, publish_event,
+        resolve_instance_refs,
     },
     instance::probe_desired,
 };
@@ -107,85 +109,60 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     let request = user_intent(&user, &instance, Operation::EnsureUser, ctx.intent_timeout);
-    match ctx.hub.send(&cluster_of(ctx, &instance), request).await {
-        Ok(json) => {
-            let observed: serde_json::Value = serde_json::from_str(&json)?;
-            let secret = &observed["secret"];
-            let message = format!(
-                "user {} {} on {}; credentials in Secret {}/{} (in the instance's cluster)",
-                user.spec.username,
-                if observed["created"] == true {
-                    "created"
-                } else {
-                    "in sync"
-                },
-                instance.display,
-                secret["namespace"].as_str().unwrap_or("-"),
-                secret["name"].as_str().unwrap_or("-"),
-            );
-            let mut extra = serde_json::json!({
-                "user": {"username": observed["username"]},
-                "secret": {"name": secret["name"], "namespace": secret["namespace"]},
-            });
-            if observed["created"] == true {
-                extra["user"]["createdAt"] =
-                    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                        k8s_openapi::jiff::Timestamp::now(),
-                    ))?;
-                publish_event(
-                    ctx,
-                    &user.object_ref(&()),
-                    EventType::Normal,
-                    "Created",
-                    message.clone(),
-                )
-                .await;
-            }
-            status(
-                ctx,
-                &user,
-                ProvisioningPhase::Ready,
-                true,
-                "Synced",
-                &message,
-                extra,
-            )
-            .await?;
-            let every = user
-                .spec
-                .drift_policy
-                .as_ref()
-                .and_then(|p| parse_interval(&p.interval))
-                .unwrap_or(Duration::from_secs(600));
-            Ok(Action::requeue(every))
+    let display = instance.display.clone();
+    let username = user.spec.username.clone();
+    let describe = move |observed: &serde_json::Value| {
+        let secret = &observed["secret"];
+        let created = observed["created"] == true;
+        let message = format!(
+            "user {username} {} on {display}; credentials in Secret {}/{} (in the instance's cluster)",
+            if created { "created" } else { "in sync" },
+            secret["namespace"].as_str().unwrap_or("-"),
+            secret["name"].as_str().unwrap_or("-"),
+        );
+        let mut extra = serde_json::json!({ "user": {"username": observed["username"]} });
+        if secret.is_object() {
+            extra["secret"] =
+                serde_json::json!({"name": secret["name"], "namespace": secret["namespace"]});
         }
-        Err(e) => {
-            let (phase, reason) = dispatch_reason(&e);
-            status(
-                ctx,
-                &user,
-                phase,
-                false,
-                reason,
-                &e.to_string(),
-                serde_json::json!({}),
-            )
-            .await?;
-            publish_event(
-                ctx,
-                &user.object_ref(&()),
-                EventType::Warning,
-                reason,
-                e.to_string(),
-            )
-            .await;
-            Ok(Action::requeue(Duration::from_secs(if e.retryable() {
-                15
-            } else {
-                120
-            })))
+        if created {
+            extra["user"]["createdAt"] =
+                serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ))
+                .unwrap_or_default();
         }
-    }
+        (message, extra, created)
+    };
+    ensure_through_agent(
+        ctx,
+        EnsureCall {
+            obj: &*user,
+            status: user.status.as_ref().map(|s| &s.common),
+            drift_policy: user.spec.drift_policy.as_ref(),
+            instance: &instance,
+            request,
+            applied: Some(memberships(&user)),
+        },
+        &describe,
+    )
+    .await
+}
+
+/// The roles the user is made a member of, as recorded in [`super::ensure::APPLIED_ANNOTATION`].
+pub fn memberships(user: &DatabaseUser) -> serde_json::Value {
+    let roles = user.spec.roles.clone().unwrap_or_default();
+    let mut pg = roles.clone();
+    pg.extend(
+        user.spec
+            .postgres
+            .as_ref()
+            .and_then(|p| p.in_roles.clone())
+            .unwrap_or_default(),
+    );
+    pg.sort();
+    pg.dedup();
+    serde_json::json!({"postgres": {"roles": pg}, "mysql": {"roles": roles}})
 }
 
 async fn cleanup(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> {

@@ -1,0 +1,232 @@
+//! One provisioning scenario for end-to-end tests: a management and a workload control plane,
+//! PostgreSQL and MariaDB, the hub and one agent (the hub's default cluster), the admin
+//! Secrets in the workload cluster and a DatabaseInstance per engine, Ready.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, DynamicObject};
+use serde_json::{Value, json};
+
+use crate::{
+    EnvError, KubeEnv, MariaDb, Postgres,
+    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki},
+    manifests::{self, Catalog},
+};
+
+/// Polls `check` every 200 ms until it returns Some, panicking with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The reason of an object's first (Ready) condition.
+pub fn ready_reason(v: &Value) -> String {
+    v["status"]["conditions"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Everything a provisioning test talks to.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Management control plane (the hub's).
+    pub mgmt: KubeEnv,
+    /// Workload control plane (the agent's).
+    pub workload: KubeEnv,
+    /// PostgreSQL.
+    pub pg: Postgres,
+    /// MariaDB.
+    pub maria: MariaDb,
+    /// Kinds of our CRDs.
+    pub catalog: Catalog,
+    /// Hub process.
+    pub hub: HubProcess,
+    /// Agent process.
+    pub agent: AgentProcess,
+    /// Certificates.
+    pub pki: Pki,
+    /// Namespace the scenario's resources live in.
+    pub ns: String,
+}
+
+impl Scenario {
+    /// Starts everything and makes DatabaseInstances `pg` and `maria` Ready in `ns`.
+    pub async fn start(ns: &str) -> Result<Self, EnvError> {
+        let (mgmt, workload, pg, maria) = tokio::join!(
+            KubeEnv::start(),
+            KubeEnv::start(),
+            Postgres::start(),
+            MariaDb::start()
+        );
+        let (mgmt, workload, pg, maria) = (mgmt?, workload?, pg?, maria?);
+        let crds = dbprov_hub::crdgen::all();
+        let fail = |message: String| EnvError::Client {
+            component: "scenario setup".into(),
+            message,
+        };
+        manifests::install_crds(&mgmt.client(), &crds)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        for env in [&mgmt, &workload] {
+            manifests::create_namespaces(&env.client(), &[ns])
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let catalog = Catalog::new(&crds);
+        let pki = Pki::new()?;
+        let hub = HubProcess::start(&mgmt, &pki, 0, 2).await?;
+        let agent = AgentProcess::start(
+            &workload,
+            &pki,
+            &hub.addr,
+            &AgentOptions {
+                cluster_name: "default".into(),
+                cert: pki.cluster("default")?,
+                admin_port: false,
+            },
+        )?;
+        let s = Self {
+            mgmt,
+            workload,
+            pg,
+            maria,
+            catalog,
+            hub,
+            agent,
+            pki,
+            ns: ns.to_owned(),
+        };
+        s.apply(
+            json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+                       "metadata": {"name": "default"}, "spec": {}}),
+        )
+        .await;
+        let secrets =
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.workload.client(), ns);
+        for (name, user, password) in [
+            ("pg-admin", s.pg.user(), s.pg.password()),
+            ("maria-admin", s.maria.user(), s.maria.password()),
+        ] {
+            let secret = serde_json::from_value(json!({"metadata": {"name": name},
+                "stringData": {"username": user, "password": password}}))
+            .map_err(|e| fail(e.to_string()))?;
+            secrets
+                .create(&Default::default(), &secret)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        s.apply(json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+            "metadata": {"name": "pg", "namespace": ns},
+            "spec": {"engine": "postgres",
+                     "connection": {"host": "127.0.0.1", "port": s.pg.port(), "database": "postgres", "secretRef": {"name": "pg-admin"}},
+                     "postgres": {"sslMode": "disable"}}}))
+        .await;
+        s.apply(json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
+            "metadata": {"name": "maria", "namespace": ns},
+            "spec": {"engine": "mariadb",
+                     "connection": {"host": "127.0.0.1", "port": s.maria.port(), "database": "mysql", "secretRef": {"name": "maria-admin"}},
+                     "mysql": {"tls": "disabled"}}}))
+        .await;
+        for name in ["pg", "maria"] {
+            s.wait_ready("DatabaseInstance", name).await;
+        }
+        Ok(s)
+    }
+
+    /// Server-side applies `doc` to the management cluster (panics on refusal).
+    pub async fn apply(&self, doc: Value) {
+        if let Err(e) = manifests::apply(&self.mgmt.client(), &self.catalog, &doc).await {
+            panic!("applying {doc}: {e}");
+        }
+    }
+
+    fn api(&self, kind: &str) -> kube::Api<DynamicObject> {
+        let scoped = json!({"kind": kind, "metadata": {"namespace": self.ns}});
+        match self.catalog.api_for(&self.mgmt.client(), &scoped) {
+            Some(api) => api,
+            None => panic!("unknown kind {kind}"),
+        }
+    }
+
+    /// The object, as JSON, if it exists.
+    pub async fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        match self.api(kind).get_opt(name).await {
+            Ok(o) => o.and_then(|o| serde_json::to_value(o).ok()),
+            Err(e) => panic!("reading {kind} {name}: {e}"),
+        }
+    }
+
+    /// Deletes the object (its finalizer may hold it).
+    pub async fn delete(&self, kind: &str, name: &str) {
+        if let Err(e) = self.api(kind).delete(name, &DeleteParams::default()).await {
+            panic!("deleting {kind} {name}: {e}");
+        }
+    }
+
+    /// Waits until the object's phase is Ready and returns it (60 s; prints the status while
+    /// waiting so a failure shows why).
+    pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
+        self.wait_for(kind, name, "Ready", |v| v["status"]["phase"] == "Ready")
+            .await
+    }
+
+    /// Waits until `check` holds for the object (60 s).
+    pub async fn wait_for(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = String::new();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = self.get(kind, name).await {
+                if check(&v) {
+                    return v;
+                }
+                last = v["status"].to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {kind} {name} to be {what}; last status: {last}\nhub log:\n{}",
+                self.hub.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The data of a Secret in the workload cluster.
+    pub async fn workload_secret(
+        &self,
+        name: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+            self.workload.client(),
+            &self.ns,
+        );
+        let secret = api.get_opt(name).await.ok()??;
+        Some(
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect(),
+        )
+    }
+}
