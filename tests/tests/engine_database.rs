@@ -40,7 +40,9 @@ async fn postgres_databases_are_created_adopted_altered_and_dropped() {
     }))
     .unwrap();
     let mut conn = engine::connect(&ctx, &inst, None).await.unwrap();
-    let created = engine::database::ensure(&mut conn, &spec).await.unwrap();
+    let created = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+        .await
+        .unwrap();
     assert!(created.created && !created.adopted, "{created:?}");
     let row: (String, String, i32, String) = sqlx::query_as(
         "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, datconnlimit, datcollate::text \
@@ -53,14 +55,18 @@ async fn postgres_databases_are_created_adopted_altered_and_dropped() {
     assert_eq!(row, ("orders_owner".into(), "UTF8".into(), 7, "C".into()));
 
     // Second run: adopted, nothing to change.
-    let again = engine::database::ensure(&mut conn, &spec).await.unwrap();
+    let again = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+        .await
+        .unwrap();
     assert!(again.adopted && again.changes.is_empty(), "{again:?}");
 
     // Changed spec: altered in place; an encoding change is reported as immutable.
     let mut changed = spec.clone();
     changed.postgres.as_mut().unwrap().connection_limit = 3;
     changed.postgres.as_mut().unwrap().encoding = Some("SQL_ASCII".into());
-    let altered = engine::database::ensure(&mut conn, &changed).await.unwrap();
+    let altered = engine::database::ensure(&mut conn, &changed, engine::Mode::Apply)
+        .await
+        .unwrap();
     assert_eq!(altered.connection_limit, Some(3));
     assert_eq!(altered.immutable_diffs.len(), 1, "{altered:?}");
 
@@ -97,7 +103,9 @@ async fn mariadb_databases_are_created_adopted_altered_and_dropped() {
     }))
     .unwrap();
     let mut conn = engine::connect(&ctx, &inst, None).await.unwrap();
-    let created = engine::database::ensure(&mut conn, &spec).await.unwrap();
+    let created = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+        .await
+        .unwrap();
     assert!(created.created);
     let row: (String, String) = sqlx::query_as(
         "SELECT CAST(DEFAULT_CHARACTER_SET_NAME AS CHAR), CAST(DEFAULT_COLLATION_NAME AS CHAR) \
@@ -111,7 +119,9 @@ async fn mariadb_databases_are_created_adopted_altered_and_dropped() {
 
     let mut changed = spec.clone();
     changed.mysql.as_mut().unwrap().collation = Some("utf8mb4_bin".into());
-    let altered = engine::database::ensure(&mut conn, &changed).await.unwrap();
+    let altered = engine::database::ensure(&mut conn, &changed, engine::Mode::Apply)
+        .await
+        .unwrap();
     assert!(altered.adopted);
     assert_eq!(altered.collation, "utf8mb4_bin");
 

@@ -11,35 +11,11 @@ use dbprov_tests::{
     dbprov::{AgentOptions, AgentProcess, HubProcess, Pki},
     manifests::{self, Catalog},
     require,
+    scenario::{eventually, ready_reason},
 };
 use kube::api::{DeleteParams, DynamicObject};
 use serde_json::{Value, json};
 use sqlx::Connection;
-
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn ready_reason(v: &Value) -> String {
-    v["status"]["conditions"][0]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn databases_and_users_are_provisioned_changed_protected_and_dropped() {

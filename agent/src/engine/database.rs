@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{
-    Conn,
+    Conn, Mode,
     quote::{mysql_ident, mysql_literal, pg_ident, pg_literal},
     quote_error, sql_error,
 };
@@ -52,6 +52,37 @@ pub struct PgDatabase {
     /// ALLOW_CONNECTIONS.
     #[serde(default = "yes")]
     pub allow_connections: bool,
+    /// Extensions to install.
+    #[serde(default)]
+    pub extensions: Vec<PgExtension>,
+    /// Schemas to create.
+    #[serde(default)]
+    pub schemas: Vec<PgSchema>,
+}
+
+/// An extension in a database.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgExtension {
+    /// Name.
+    pub name: String,
+    /// Schema to install into.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Version (default: the extension's default).
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// A schema in a database.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgSchema {
+    /// Name.
+    pub name: String,
+    /// Owner role.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn minus_one() -> i32 {
@@ -97,6 +128,25 @@ pub struct ObservedDatabase {
     pub changes: Vec<String>,
     /// Differences that cannot be changed in place (e.g. encoding).
     pub immutable_diffs: Vec<String>,
+    /// Differences found before changing anything (drift checks).
+    pub drift: Vec<Drift>,
+    /// Whether the differences were repaired.
+    pub corrected: bool,
+}
+
+/// A difference between the server and the spec, and the statement that repairs it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Drift {
+    /// What differs.
+    pub field: String,
+    /// What the spec asks for.
+    pub expected: String,
+    /// What the server has.
+    pub actual: String,
+    /// The repair.
+    #[serde(skip)]
+    pub statement: String,
 }
 
 /// `CREATE DATABASE` for PostgreSQL.
@@ -223,80 +273,123 @@ async fn my_observe(
     }))
 }
 
-/// Creates the database or adopts and alters an existing one; returns what is there now.
-pub async fn ensure(conn: &mut Conn, spec: &DatabaseSpec) -> Result<ObservedDatabase, OpError> {
-    let mut changes = Vec::new();
+fn drift(field: &str, expected: impl ToString, actual: impl ToString, statement: String) -> Drift {
+    Drift {
+        field: field.into(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+        statement,
+    }
+}
+
+/// The differences between the existing database `cur` and `spec`, each with its repair.
+fn plan(
+    spec: &DatabaseSpec,
+    cur: &ObservedDatabase,
+    pg: bool,
+) -> Result<(Vec<Drift>, Vec<String>), OpError> {
+    let mut diffs = Vec::new();
     let mut immutable = Vec::new();
-    let (existed, observed) = match conn {
-        Conn::Pg(c) => {
-            let before = pg_observe(c, &spec.name).await?;
-            let existed = before.is_some();
-            match &before {
-                None => changes.push(pg_create(spec)?),
-                Some(cur) => {
-                    let ident = pg_ident(&spec.name).map_err(quote_error)?;
-                    if let Some(owner) = &spec.owner
-                        && cur.owner.as_deref() != Some(owner.as_str())
-                    {
-                        changes.push(format!(
-                            "ALTER DATABASE {ident} OWNER TO {}",
-                            pg_ident(owner).map_err(quote_error)?
-                        ));
-                    }
-                    if let Some(pg) = &spec.postgres {
-                        if cur.connection_limit != Some(pg.connection_limit) {
-                            changes.push(format!(
-                                "ALTER DATABASE {ident} CONNECTION LIMIT {}",
-                                pg.connection_limit
-                            ));
-                        }
-                        if let Some(e) = &pg.encoding
-                            && !e.eq_ignore_ascii_case(&cur.encoding)
-                        {
-                            immutable.push(format!(
-                                "encoding is {} (spec: {e}); recreate the database to change it",
-                                cur.encoding
-                            ));
-                        }
-                    }
-                }
-            }
-            (existed, before)
+    if pg {
+        let ident = pg_ident(&spec.name).map_err(quote_error)?;
+        if let Some(owner) = &spec.owner
+            && cur.owner.as_deref() != Some(owner.as_str())
+        {
+            diffs.push(drift(
+                "owner",
+                owner,
+                cur.owner.clone().unwrap_or_default(),
+                format!(
+                    "ALTER DATABASE {ident} OWNER TO {}",
+                    pg_ident(owner).map_err(quote_error)?
+                ),
+            ));
         }
-        Conn::My(c) => {
-            let before = my_observe(c, &spec.name).await?;
-            let existed = before.is_some();
-            match &before {
-                None => changes.push(mysql_create(spec)?),
-                Some(cur) => {
-                    if let Some(my) = &spec.mysql {
-                        let cs = my.charset.as_deref().unwrap_or(&cur.encoding);
-                        let co = my.collation.as_deref().unwrap_or(&cur.collation);
-                        if !cs.eq_ignore_ascii_case(&cur.encoding)
-                            || !co.eq_ignore_ascii_case(&cur.collation)
-                        {
-                            changes.push(format!(
-                                "ALTER DATABASE {} CHARACTER SET {} COLLATE {}",
-                                mysql_ident(&spec.name).map_err(quote_error)?,
-                                mysql_literal(cs).map_err(quote_error)?,
-                                mysql_literal(co).map_err(quote_error)?
-                            ));
-                        }
-                    }
-                }
+        if let Some(p) = &spec.postgres {
+            if cur.connection_limit != Some(p.connection_limit) {
+                diffs.push(drift(
+                    "connectionLimit",
+                    p.connection_limit,
+                    cur.connection_limit.unwrap_or_default(),
+                    format!(
+                        "ALTER DATABASE {ident} CONNECTION LIMIT {}",
+                        p.connection_limit
+                    ),
+                ));
             }
-            (existed, before)
+            if let Some(e) = &p.encoding
+                && !e.eq_ignore_ascii_case(&cur.encoding)
+            {
+                immutable.push(format!(
+                    "encoding is {} (spec: {e}); recreate the database to change it",
+                    cur.encoding
+                ));
+            }
         }
+    } else if let Some(my) = &spec.mysql {
+        let cs = my.charset.as_deref().unwrap_or(&cur.encoding);
+        let co = my.collation.as_deref().unwrap_or(&cur.collation);
+        if !cs.eq_ignore_ascii_case(&cur.encoding) || !co.eq_ignore_ascii_case(&cur.collation) {
+            diffs.push(drift(
+                "charset/collation",
+                format!("{cs}/{co}"),
+                format!("{}/{}", cur.encoding, cur.collation),
+                format!(
+                    "ALTER DATABASE {} CHARACTER SET {} COLLATE {}",
+                    mysql_ident(&spec.name).map_err(quote_error)?,
+                    mysql_literal(cs).map_err(quote_error)?,
+                    mysql_literal(co).map_err(quote_error)?
+                ),
+            ));
+        }
+    }
+    Ok((diffs, immutable))
+}
+
+async fn observe(conn: &mut Conn, name: &str) -> Result<Option<ObservedDatabase>, OpError> {
+    match conn {
+        Conn::Pg(c) => pg_observe(c, name).await,
+        Conn::My(c) => my_observe(c, name).await,
+    }
+}
+
+/// Creates the database or adopts and alters an existing one (`mode` apply or correct); with
+/// `detect`, only reports how it differs. Returns what is there now.
+pub async fn ensure(
+    conn: &mut Conn,
+    spec: &DatabaseSpec,
+    mode: Mode,
+) -> Result<ObservedDatabase, OpError> {
+    let pg = matches!(conn, Conn::Pg(_));
+    let before = observe(conn, &spec.name).await?;
+    let existed = before.is_some();
+    let (diffs, immutable) = match &before {
+        None => {
+            let create = if pg {
+                pg_create(spec)?
+            } else {
+                mysql_create(spec)?
+            };
+            (
+                vec![drift("database", &spec.name, "missing", create)],
+                vec![],
+            )
+        }
+        Some(cur) => plan(spec, cur, pg)?,
     };
-    let _ = observed;
-    for sql in &changes {
-        conn.execute(sql).await?;
+    if mode == Mode::Detect {
+        let mut now = before.unwrap_or_else(|| ObservedDatabase {
+            name: spec.name.clone(),
+            ..Default::default()
+        });
+        now.immutable_diffs = immutable;
+        now.drift = diffs;
+        return Ok(now);
     }
-    let mut now = match conn {
-        Conn::Pg(c) => pg_observe(c, &spec.name).await?,
-        Conn::My(c) => my_observe(c, &spec.name).await?,
+    for d in &diffs {
+        conn.execute(&d.statement).await?;
     }
-    .ok_or_else(|| {
+    let mut now = observe(conn, &spec.name).await?.ok_or_else(|| {
         OpError::new(
             dbprov_proto::agent::v1::ErrorCode::Sql,
             format!("database {} missing right after it was created", spec.name),
@@ -305,9 +398,115 @@ pub async fn ensure(conn: &mut Conn, spec: &DatabaseSpec) -> Result<ObservedData
     })?;
     now.created = !existed;
     now.adopted = existed;
-    now.changes = changes;
+    now.changes = diffs.iter().map(|d| d.statement.clone()).collect();
     now.immutable_diffs = immutable;
+    if mode == Mode::Correct {
+        now.corrected = !diffs.is_empty();
+        now.drift = diffs;
+    }
     Ok(now)
+}
+
+/// Schemas and extensions inside a PostgreSQL database (`conn` is connected to it): the
+/// differences from `pg`, repaired unless `mode` is detect.
+pub async fn ensure_contents(
+    conn: &mut Conn,
+    pg: &PgDatabase,
+    mode: Mode,
+) -> Result<Vec<Drift>, OpError> {
+    let Conn::Pg(c) = conn else { return Ok(vec![]) };
+    let q = |s: &str| pg_ident(s).map_err(quote_error);
+    let mut diffs = Vec::new();
+    for schema in &pg.schemas {
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(&schema.name)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading pg_namespace", &e))?;
+        match (owner, &schema.owner) {
+            (None, want) => diffs.push(drift(
+                "schema",
+                &schema.name,
+                "missing",
+                match want {
+                    Some(o) => format!(
+                        "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
+                        q(&schema.name)?,
+                        q(o)?
+                    ),
+                    None => format!("CREATE SCHEMA IF NOT EXISTS {}", q(&schema.name)?),
+                },
+            )),
+            (Some(have), Some(want)) if &have != want => diffs.push(drift(
+                &format!("schema {} owner", schema.name),
+                want,
+                have,
+                format!("ALTER SCHEMA {} OWNER TO {}", q(&schema.name)?, q(want)?),
+            )),
+            _ => {}
+        }
+    }
+    for ext in &pg.extensions {
+        let installed: Option<(String, String)> = sqlx::query_as(
+            "SELECT e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1",
+        )
+        .bind(&ext.name)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading pg_extension", &e))?;
+        let version = match &ext.version {
+            Some(v) => format!(" VERSION {}", pg_literal(v).map_err(quote_error)?),
+            None => String::new(),
+        };
+        match installed {
+            None => {
+                let schema = match &ext.schema {
+                    Some(s) => format!(" SCHEMA {}", q(s)?),
+                    None => String::new(),
+                };
+                diffs.push(drift(
+                    "extension",
+                    &ext.name,
+                    "missing",
+                    format!(
+                        "CREATE EXTENSION IF NOT EXISTS {}{schema}{version}",
+                        q(&ext.name)?
+                    ),
+                ));
+            }
+            Some((have, _)) if ext.version.as_ref().is_some_and(|v| v != &have) => {
+                diffs.push(drift(
+                    &format!("extension {} version", ext.name),
+                    ext.version.clone().unwrap_or_default(),
+                    have,
+                    format!(
+                        "ALTER EXTENSION {} UPDATE TO {}",
+                        q(&ext.name)?,
+                        pg_literal(ext.version.as_deref().unwrap_or_default())
+                            .map_err(quote_error)?
+                    ),
+                ));
+            }
+            Some((_, in_schema)) if ext.schema.as_ref().is_some_and(|s| s != &in_schema) => {
+                let want = ext.schema.clone().unwrap_or_default();
+                diffs.push(drift(
+                    &format!("extension {} schema", ext.name),
+                    &want,
+                    in_schema,
+                    format!("ALTER EXTENSION {} SET SCHEMA {}", q(&ext.name)?, q(&want)?),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if mode != Mode::Detect {
+        for d in &diffs {
+            conn.execute(&d.statement).await?;
+        }
+    }
+    Ok(diffs)
 }
 
 /// Drops the database if it exists; returns whether it existed.
@@ -349,6 +548,8 @@ mod tests {
                 connection_limit: 10,
                 is_template: false,
                 allow_connections: true,
+                extensions: vec![],
+                schemas: vec![],
             }),
             mysql: Some(MyDatabase {
                 charset: Some("utf8mb4".into()),

@@ -10,6 +10,7 @@ pub mod user;
 use std::time::Duration;
 
 use dbprov_proto::agent::v1::ErrorCode;
+use serde::{Deserialize, Serialize};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::{
@@ -20,6 +21,19 @@ use crate::{
         secrets,
     },
 };
+
+/// How the agent treats the server's current state.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The spec changed: make the server match it (and report what differed).
+    #[default]
+    Apply,
+    /// Periodic check: report differences, change nothing.
+    Detect,
+    /// Periodic check: report differences and repair them.
+    Correct,
+}
 
 /// An admin connection to an instance.
 #[derive(Debug)]

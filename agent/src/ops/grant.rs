@@ -36,18 +36,7 @@ pub struct Grantee {
     pub hosts: Vec<String>,
 }
 
-/// How the agent treats the server's current state.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The spec changed: make the server match it (and report what differed).
-    #[default]
-    Apply,
-    /// Periodic check: report differences, change nothing.
-    Detect,
-    /// Periodic check: report differences and repair them.
-    Correct,
-}
+pub use crate::engine::Mode;
 
 /// Desired state of ENSURE_GRANT / REVOKE_GRANT (see docs/protocol.md).
 #[derive(Debug, Clone, Deserialize)]

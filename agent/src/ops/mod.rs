@@ -47,6 +47,44 @@ pub struct DatabaseIntent {
     pub instance: probe::ProbeSpec,
     /// The database.
     pub database: crate::engine::database::DatabaseSpec,
+    /// Apply, detect or correct.
+    #[serde(default)]
+    pub mode: crate::engine::Mode,
+}
+
+/// ENSURE_DATABASE: the database, then (PostgreSQL) its schemas and extensions.
+async fn ensure_database(ctx: &OpContext, d: DatabaseIntent) -> Result<String, OpError> {
+    use crate::engine::{Mode, database};
+    let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
+    let observed = database::ensure(&mut conn, &d.database, d.mode).await;
+    conn.close().await;
+    let mut observed = observed?;
+    let contents = d
+        .database
+        .postgres
+        .as_ref()
+        .filter(|p| !p.schemas.is_empty() || !p.extensions.is_empty());
+    // In detect mode a missing database has no contents to compare.
+    let exists = !(d.mode == Mode::Detect && observed.drift.iter().any(|x| x.field == "database"));
+    if let Some(pg) = contents
+        && exists
+    {
+        let mut conn = crate::engine::connect(ctx, &d.instance, Some(&d.database.name)).await?;
+        let diffs = database::ensure_contents(&mut conn, pg, d.mode).await;
+        conn.close().await;
+        let diffs = diffs?;
+        observed.changes.extend(
+            diffs
+                .iter()
+                .filter(|_| d.mode != Mode::Detect)
+                .map(|x| x.statement.clone()),
+        );
+        if d.mode != Mode::Apply {
+            observed.corrected |= d.mode == Mode::Correct && !diffs.is_empty();
+            observed.drift.extend(diffs);
+        }
+    }
+    Ok(serde_json::to_string(&observed).unwrap_or_default())
 }
 
 /// Parses an intent's desired state.
@@ -66,13 +104,7 @@ impl Runner for Operations {
         Box::pin(async move {
             match Operation::try_from(intent.operation) {
                 Ok(Operation::ProbeInstance) => probe::run(&ctx, desired(&intent)?).await,
-                Ok(Operation::EnsureDatabase) => {
-                    let d: DatabaseIntent = desired(&intent)?;
-                    let mut conn = crate::engine::connect(&ctx, &d.instance, None).await?;
-                    let observed = crate::engine::database::ensure(&mut conn, &d.database).await;
-                    conn.close().await;
-                    Ok(serde_json::to_string(&observed?).unwrap_or_default())
-                }
+                Ok(Operation::EnsureDatabase) => ensure_database(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureUser) => user::ensure(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropUser) => user::drop(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureRole) => role::ensure(&ctx, desired(&intent)?).await,

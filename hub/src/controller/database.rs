@@ -15,7 +15,11 @@ use kube::{
     },
 };
 
-use super::{Context, Error, instance::probe_desired};
+use super::{
+    Context, Error,
+    ensure::{Described, EnsureCall, ensure_through_agent},
+    instance::probe_desired,
+};
 use crate::{
     api::{
         ClusterDatabaseInstance, Database, DatabaseInstance,
@@ -286,7 +290,14 @@ pub async fn publish_event(
 }
 
 async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
-    let instance = match resolve_instance(ctx, &db).await? {
+    let instance = match super::role::ready_instance(
+        ctx,
+        &db.namespace().unwrap_or_default(),
+        db.spec.instance_ref.as_ref(),
+        db.spec.cluster_instance_ref.as_ref(),
+    )
+    .await?
+    {
         Ok(i) => i,
         Err(b) => {
             write_status(
@@ -299,135 +310,78 @@ async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
                 serde_json::json!({}),
             )
             .await?;
-            return Ok(Action::requeue(Duration::from_secs(15)));
+            return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
-    if !instance.ready {
-        let message = format!("waiting for {} to be Ready", instance.display);
-        write_status(
-            ctx,
-            &db,
-            ProvisioningPhase::Pending,
-            false,
-            "InstanceNotReady",
-            &message,
-            serde_json::json!({}),
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    }
-    let cluster = cluster_of(ctx, &instance);
     let request = database_intent(
         &db,
         &instance,
         Operation::EnsureDatabase,
         ctx.intent_timeout,
     );
-    match ctx.hub.send(&cluster, request).await {
-        Ok(json) => {
-            let observed: serde_json::Value = serde_json::from_str(&json)?;
-            let created = observed["created"] == true;
-            let immutable = observed["immutableDiffs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let message = if immutable.is_empty() {
-                format!(
-                    "database {} {} on {}",
-                    db.spec.name,
-                    if created { "created" } else { "in sync" },
-                    instance.display
-                )
-            } else {
-                format!(
-                    "database {} exists but differs where it cannot be changed: {}",
-                    db.spec.name,
-                    immutable
-                        .iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            };
-            let mut extra = serde_json::json!({
-                "database": {
-                    "name": observed["name"],
-                    "owner": observed["owner"],
-                    "sizeBytes": observed["sizeBytes"],
-                }
-            });
-            if created {
-                extra["database"]["createdAt"] = serde_json::to_value(now())?;
-                publish(ctx, &db, EventType::Normal, "Created", message.clone()).await;
-            } else if observed["adopted"] == true
-                && db
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.database.as_ref())
-                    .is_none()
-            {
-                publish(
-                    ctx,
-                    &db,
-                    EventType::Normal,
-                    "Adopted",
-                    format!("existing database {} adopted", db.spec.name),
-                )
-                .await;
-            }
-            if db.spec.instance_ref.is_some() || db.spec.cluster_instance_ref.is_some() {
-                let key = if instance.spec.engine == crate::api::instance::Engine::Postgres {
-                    "postgres"
-                } else {
-                    "mysql"
-                };
-                extra[key] = serde_json::json!({ "encoding": observed["encoding"], "collation": observed["collation"] });
-                if key == "mysql" {
-                    extra[key] = serde_json::json!({ "charset": observed["encoding"], "collation": observed["collation"] });
-                }
-            }
-            write_status(
-                ctx,
-                &db,
-                ProvisioningPhase::Ready,
-                immutable.is_empty(),
-                if immutable.is_empty() {
-                    "Synced"
-                } else {
-                    "ImmutableFieldDiffers"
-                },
-                &message,
-                extra,
+    let name = db.spec.name.clone();
+    let display = instance.display.clone();
+    let postgres = instance.spec.engine == crate::api::instance::Engine::Postgres;
+    let known = db
+        .status
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .is_some();
+    let describe = move |observed: &serde_json::Value| {
+        let created = observed["created"] == true;
+        let immutable: Vec<&str> = observed["immutableDiffs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let message = if !immutable.is_empty() {
+            format!(
+                "database {name} exists but differs where it cannot be changed: {}",
+                immutable.join("; ")
             )
-            .await?;
-            let every = db
-                .spec
-                .drift_policy
-                .as_ref()
-                .and_then(|p| parse_interval(&p.interval))
-                .unwrap_or(Duration::from_secs(600));
-            Ok(Action::requeue(every))
+        } else if created {
+            format!("database {name} created on {display}")
+        } else if observed["adopted"] == true && !known {
+            format!("existing database {name} adopted on {display}")
+        } else {
+            format!("database {name} in sync on {display}")
+        };
+        let mut extra = serde_json::json!({
+            "database": {
+                "name": observed["name"],
+                "owner": observed["owner"],
+                "sizeBytes": observed["sizeBytes"],
+            }
+        });
+        if created {
+            extra["database"]["createdAt"] = serde_json::to_value(now()).unwrap_or_default();
         }
-        Err(e) => {
-            let (phase, reason) = dispatch_reason(&e);
-            write_status(
-                ctx,
-                &db,
-                phase,
-                false,
-                reason,
-                &e.to_string(),
-                serde_json::json!({}),
-            )
-            .await?;
-            publish(ctx, &db, EventType::Warning, reason, e.to_string()).await;
-            Ok(Action::requeue(Duration::from_secs(if e.retryable() {
-                15
-            } else {
-                120
-            })))
+        if postgres {
+            extra["postgres"] = serde_json::json!({ "encoding": observed["encoding"], "collation": observed["collation"] });
+        } else {
+            extra["mysql"] = serde_json::json!({ "charset": observed["encoding"], "collation": observed["collation"] });
         }
-    }
+        Described {
+            message,
+            extra,
+            created,
+            problem: (!immutable.is_empty()).then_some("ImmutableFieldDiffers"),
+        }
+    };
+    ensure_through_agent(
+        ctx,
+        EnsureCall {
+            obj: &*db,
+            status: db.status.as_ref().map(|s| &s.common),
+            drift_policy: db.spec.drift_policy.as_ref(),
+            instance: &instance,
+            request,
+            applied: None,
+        },
+        &describe,
+    )
+    .await
 }
 
 /// Parses `30s`, `10m`, `8h`, `7d` (the CRD pattern allows compound forms; those fall back).

@@ -117,10 +117,22 @@ pub struct EnsureCall<'a, K> {
     pub applied: Option<serde_json::Value>,
 }
 
-/// What the controller makes of a successful answer: (message, extra status fields, whether
-/// it created the object).
-pub type Describe<'a> =
-    &'a (dyn Fn(&serde_json::Value) -> (String, serde_json::Value, bool) + Sync);
+/// What the controller makes of a successful answer.
+#[derive(Debug, Default)]
+pub struct Described {
+    /// Status message.
+    pub message: String,
+    /// Extra status fields, merged into `status`.
+    pub extra: serde_json::Value,
+    /// The agent created the object (a `Created` Event is published).
+    pub created: bool,
+    /// The object exists but is not as asked and cannot be made so: Ready=False with this
+    /// reason and the message.
+    pub problem: Option<&'static str>,
+}
+
+/// Turns an agent's answer into [`Described`].
+pub type Describe<'a> = &'a (dyn Fn(&serde_json::Value) -> Described + Sync);
 
 /// Sends the ensure intent (in the right mode) and writes status from the answer.
 pub async fn ensure_through_agent<K: Scoped>(
@@ -152,7 +164,12 @@ pub async fn ensure_through_agent<K: Scoped>(
     match ctx.hub.send(&cluster_of(ctx, instance), request).await {
         Ok(json) => {
             let observed: serde_json::Value = serde_json::from_str(&json)?;
-            let (mut message, mut extra, created) = describe(&observed);
+            let Described {
+                mut message,
+                mut extra,
+                created,
+                problem,
+            } = describe(&observed);
             let diffs: Vec<String> = observed["drift"]
                 .as_array()
                 .into_iter()
@@ -166,11 +183,11 @@ pub async fn ensure_through_agent<K: Scoped>(
                     )
                 })
                 .collect();
-            let mut reason = "Synced";
+            let mut reason = problem.unwrap_or("Synced");
             if mode != "apply" {
                 extra["drift"] = drift_status(&observed);
             }
-            if !diffs.is_empty() {
+            if problem.is_none() && !diffs.is_empty() {
                 let corrected = observed["corrected"] == true;
                 reason = if corrected {
                     "DriftCorrected"
@@ -208,7 +225,7 @@ pub async fn ensure_through_agent<K: Scoped>(
                 obj,
                 previous_conditions,
                 ProvisioningPhase::Ready,
-                true,
+                problem.is_none(),
                 reason,
                 &message,
                 extra,

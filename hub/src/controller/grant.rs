@@ -17,7 +17,7 @@ use super::{
         Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
         publish_event,
     },
-    ensure::{EnsureCall, ensure_through_agent, intent, last_applied},
+    ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
     role::ready_instance,
 };
@@ -347,7 +347,11 @@ async fn apply<K: Scoped>(
                 "type": g.kind, "name": g.resource, "namespace": g.namespace, "resolvedUsername": g.name,
             });
         }
-        (message, extra, false)
+        Described {
+            message,
+            extra,
+            ..Described::default()
+        }
     };
     ensure_through_agent(
         ctx,

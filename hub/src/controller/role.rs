@@ -13,7 +13,7 @@ use super::{
         Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
         publish_event, resolve_instance_refs,
     },
-    ensure::{EnsureCall, ensure_through_agent, intent, last_applied},
+    ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
 };
 use crate::api::{
@@ -169,7 +169,12 @@ async fn apply<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<
                 ))
                 .unwrap_or_default();
         }
-        (message, extra, created)
+        Described {
+            message,
+            extra,
+            created,
+            problem: None,
+        }
     };
     ensure_through_agent(
         ctx,

@@ -10,7 +10,7 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::ensure::{EnsureCall, ensure_through_agent};
+use super::ensure::{Described, EnsureCall, ensure_through_agent};
 
 use super::{
     Context, Error,
@@ -132,7 +132,12 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
                 ))
                 .unwrap_or_default();
         }
-        (message, extra, created)
+        Described {
+            message,
+            extra,
+            created,
+            problem: None,
+        }
     };
     ensure_through_agent(
         ctx,
