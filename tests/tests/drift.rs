@@ -210,6 +210,42 @@ async fn failures_name_the_fix_and_recover_by_themselves() {
     s.wait_ready("DatabaseInstance", "fragile").await;
     s.wait_ready("Database", "fragile-db").await;
 
+    // An instance is not deleted while protected, nor while something lives on it.
+    s.delete("DatabaseInstance", "fragile").await;
+    s.wait_for("DatabaseInstance", "fragile", "DeletionProtected", |v| {
+        ready_reason(v) == "DeletionProtected"
+    })
+    .await;
+    let mut unprotected = instance("fragile", s.pg.port(), "fragile-admin", None);
+    unprotected["spec"]["deletionProtection"] = json!(false);
+    s.apply(unprotected).await;
+    let v = s
+        .wait_for("DatabaseInstance", "fragile", "DependentsExist", |v| {
+            ready_reason(v) == "DependentsExist"
+        })
+        .await;
+    assert_eq!(
+        v["status"]["deletionConfirmation"]["children"],
+        json!(["Database shop/fragile-db"]),
+        "{v}"
+    );
+    s.apply(json!({"apiVersion": API, "kind": "Database",
+                   "metadata": {"name": "fragile-db", "namespace": "shop"},
+                   "spec": {"instanceRef": {"name": "fragile"}, "name": "fragile_db", "deletionProtection": false}}))
+        .await;
+    s.delete("Database", "fragile-db").await;
+    dbprov_tests::scenario::eventually(
+        std::time::Duration::from_secs(60),
+        "the instance goes after its last dependent",
+        || async {
+            s.get("DatabaseInstance", "fragile")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
     // Nothing listening.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();

@@ -10,7 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action},
+    runtime::{
+        Controller,
+        controller::Action,
+        finalizer::{Error as FinalizerError, Event, finalizer},
+    },
 };
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -213,6 +217,180 @@ where
     }))
 }
 
+/// Runs `step` under the cleanup finalizer.
+async fn finalized<K, F, Fut>(api: &Api<K>, obj: Arc<K>, step: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    F: FnOnce(Event<K>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    finalizer(api, super::database::FINALIZER, obj, step)
+        .await
+        .map_err(|e| match e {
+            FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+}
+
+/// The resources that live on an instance (`Kind namespace/name`): a namespaced instance's
+/// `instanceRef` users, a cluster instance's `clusterInstanceRef` users and cluster kinds.
+pub async fn dependents(
+    ctx: &Context,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Vec<String>, Error> {
+    use crate::api::{
+        ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseRole, DatabaseUser,
+        common::{ClusterRef, NamespacedRef},
+    };
+    let on =
+        |own_ns: Option<String>, i: Option<&NamespacedRef>, c: Option<&ClusterRef>| match namespace
+        {
+            Some(ns) => i.is_some_and(|r| {
+                r.name == name && r.namespace.clone().or(own_ns.clone()).as_deref() == Some(ns)
+            }),
+            None => c.is_some_and(|r| r.name == name),
+        };
+    let lp = kube::api::ListParams::default();
+    let mut out = Vec::new();
+    for d in Api::<Database>::all(ctx.client.clone()).list(&lp).await? {
+        if on(
+            d.namespace(),
+            d.spec.instance_ref.as_ref(),
+            d.spec.cluster_instance_ref.as_ref(),
+        ) {
+            out.push(format!(
+                "Database {}/{}",
+                d.namespace().unwrap_or_default(),
+                d.name_any()
+            ));
+        }
+    }
+    for u in Api::<DatabaseUser>::all(ctx.client.clone())
+        .list(&lp)
+        .await?
+    {
+        if on(
+            u.namespace(),
+            u.spec.instance_ref.as_ref(),
+            u.spec.cluster_instance_ref.as_ref(),
+        ) {
+            out.push(format!(
+                "DatabaseUser {}/{}",
+                u.namespace().unwrap_or_default(),
+                u.name_any()
+            ));
+        }
+    }
+    for r in Api::<DatabaseRole>::all(ctx.client.clone())
+        .list(&lp)
+        .await?
+    {
+        if on(
+            r.namespace(),
+            r.spec.instance_ref.as_ref(),
+            r.spec.cluster_instance_ref.as_ref(),
+        ) {
+            out.push(format!(
+                "DatabaseRole {}/{}",
+                r.namespace().unwrap_or_default(),
+                r.name_any()
+            ));
+        }
+    }
+    if namespace.is_none() {
+        for r in Api::<ClusterDatabaseRole>::all(ctx.client.clone())
+            .list(&lp)
+            .await?
+        {
+            if r.spec.cluster_instance_ref.name == name {
+                out.push(format!("ClusterDatabaseRole {}", r.name_any()));
+            }
+        }
+        for g in Api::<ClusterDatabaseGrant>::all(ctx.client.clone())
+            .list(&lp)
+            .await?
+        {
+            if g.spec.cluster_instance_ref.name == name {
+                out.push(format!("ClusterDatabaseGrant {}", g.name_any()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What deleting an instance waits for, if anything: (reason, message).
+pub fn deletion_blocker(protected: bool, dependents: &[String]) -> Option<(&'static str, String)> {
+    if protected {
+        return Some((
+            "DeletionProtected",
+            "deletion is blocked: spec.deletionProtection is true (set it to false to let the resource go; the server itself is never touched)".into(),
+        ));
+    }
+    if dependents.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = dependents.iter().take(10).map(String::as_str).collect();
+    Some((
+        "DependentsExist",
+        format!(
+            "deletion waits for {} resource(s) on this instance to be deleted first: {}{}",
+            dependents.len(),
+            shown.join(", "),
+            if dependents.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// Lets an instance go once nothing depends on it (and it is not protected); until then the
+/// Ready condition and `status.deletionConfirmation` say what it waits for.
+async fn cleanup<K>(
+    obj: &K,
+    api: &Api<K>,
+    protected: bool,
+    dependents: Vec<String>,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some((reason, message)) = deletion_blocker(protected, &dependents) else {
+        return Ok(Action::await_change());
+    };
+    let patch = serde_json::json!({"status": {
+        "conditions": [Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: message.clone(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            observed_generation: obj.meta().generation,
+        }],
+        "message": message,
+        "deletionConfirmation": {
+            "required": !dependents.is_empty(),
+            "children": dependents,
+            "remainingCount": dependents.len(),
+            "hash": "",
+            "message": "delete the resources listed in children; the instance goes once none is left",
+        },
+    }});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Err(Error::Blocked(message))
+}
+
 fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(error = %error, label = error.metric_label(), "instance reconcile failed");
     Action::requeue(Duration::from_secs(15))
@@ -230,8 +408,18 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
             |obj, ctx: Arc<Context>| async move {
                 let spec = obj.spec.clone();
                 let ns = obj.namespace().unwrap_or_default();
-                let api = Api::namespaced(ctx.client.clone(), &ns);
-                reconcile_spec(obj, api, &spec, &ctx).await
+                let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &ns);
+                let name = obj.name_any();
+                finalized(&api.clone(), obj, |event| async move {
+                    match event {
+                        Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
+                        Event::Cleanup(o) => {
+                            let deps = dependents(&ctx, Some(&ns), &name).await?;
+                            cleanup(&*o, &api, spec.deletion_protection, deps).await
+                        }
+                    }
+                })
+                .await
             },
             error_policy,
             Arc::new(ctx),
@@ -255,8 +443,18 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
         .run(
             |obj, ctx: Arc<Context>| async move {
                 let spec = obj.spec.0.clone();
-                let api = Api::all(ctx.client.clone());
-                reconcile_spec(obj, api, &spec, &ctx).await
+                let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
+                let name = obj.name_any();
+                finalized(&api.clone(), obj, |event| async move {
+                    match event {
+                        Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
+                        Event::Cleanup(o) => {
+                            let deps = dependents(&ctx, None, &name).await?;
+                            cleanup(&*o, &api, spec.deletion_protection, deps).await
+                        }
+                    }
+                })
+                .await
             },
             error_policy,
             Arc::new(ctx),
@@ -280,6 +478,22 @@ mod tests {
             "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn deletion_waits_for_protection_and_dependents_and_says_which() {
+        assert_eq!(deletion_blocker(false, &[]), None);
+        let (reason, message) = deletion_blocker(true, &[]).unwrap();
+        assert_eq!(reason, "DeletionProtected");
+        assert!(message.contains("spec.deletionProtection"));
+        let deps: Vec<String> = (0..12).map(|i| format!("Database team/db{i}")).collect();
+        let (reason, message) = deletion_blocker(false, &deps).unwrap();
+        assert_eq!(reason, "DependentsExist");
+        assert!(
+            message.starts_with("deletion waits for 12 resource(s)"),
+            "{message}"
+        );
+        assert!(message.contains("Database team/db0") && message.ends_with(", ..."));
     }
 
     #[test]
