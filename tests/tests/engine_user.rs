@@ -60,7 +60,8 @@ async fn postgres_users_get_working_generated_credentials() {
     let spec = json!({
         "username": "app\"user",
         "passwordSecret": {"secretName": "app-credentials", "length": 24, "excludeChars": "'\"\\"},
-        "postgres": {"connectionLimit": 4, "createDB": false}
+        "postgres": {"connectionLimit": 4, "createDB": false,
+                     "configParameters": {"search_path": "app, public", "statement_timeout": "5s"}}
     });
     let out: Value = serde_json::from_str(
         &user::ensure(&ctx, intent(&inst, spec.clone()))
@@ -100,6 +101,20 @@ async fn postgres_users_get_working_generated_credentials() {
     assert_eq!(out["passwordSource"], "credentialsSecret");
     assert_eq!(out["connectionLimit"], 9);
     assert_eq!(credentials(&kube, "app-credentials").await.1, password);
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let mut config: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(rolconfig) FROM pg_roles WHERE rolname = 'app\"user'")
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    config.sort();
+    assert_eq!(
+        config,
+        ["search_path=app, public", "statement_timeout=5s"],
+        "session parameters set on the role"
+    );
 
     // Dropped with its Secret.
     let out: Value =
@@ -113,9 +128,6 @@ async fn postgres_users_get_working_generated_credentials() {
             .unwrap()
             .is_none()
     );
-    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
-        .await
-        .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'app\"user'")
         .fetch_one(&mut admin)
         .await
@@ -137,7 +149,8 @@ async fn mariadb_users_get_one_account_per_host_and_working_credentials() {
     let spec = json!({
         "username": "shop_app",
         "passwordSecret": {"secretName": "shop-credentials"},
-        "mysql": {"allowedHosts": ["127.0.0.1", "10.0.%"], "maxUserConnections": 3}
+        "mysql": {"allowedHosts": ["127.0.0.1", "10.0.%"], "maxUserConnections": 3,
+                  "maxQueriesPerHour": 1000, "maxConnectionsPerHour": 50, "authPlugin": "caching_sha2_password"}
     });
     user::ensure(&ctx, intent(&inst, spec.clone()))
         .await
@@ -166,6 +179,17 @@ async fn mariadb_users_get_one_account_per_host_and_working_credentials() {
     .await
     .unwrap();
     assert_eq!(hosts, vec!["10.0.%", "127.0.0.1"]);
+    let limits: (i64, i64, i64, String) = sqlx::query_as(
+        "SELECT CAST(max_questions AS SIGNED), CAST(max_connections AS SIGNED), CAST(max_user_connections AS SIGNED), CAST(plugin AS CHAR) FROM mysql.user WHERE User = 'shop_app' AND Host = '127.0.0.1'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        limits,
+        (1000, 50, 3, "mysql_native_password".into()),
+        "limits set; caching_sha2_password maps to MariaDB's native plugin"
+    );
 
     // Narrowing allowedHosts removes the other account.
     let mut narrowed = spec.clone();

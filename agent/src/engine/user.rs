@@ -59,6 +59,12 @@ pub struct PgUser {
     /// Memberships (applied by `ops::grant`, not part of the attributes).
     #[serde(default)]
     pub in_roles: Vec<String>,
+    /// Role set at login (`ALTER ROLE ... SET role`).
+    #[serde(default)]
+    pub default_role: Option<String>,
+    /// Session parameters (`ALTER ROLE ... SET name = value`).
+    #[serde(default)]
+    pub config_parameters: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PgUser {
@@ -74,8 +80,67 @@ impl Default for PgUser {
             connection_limit: -1,
             valid_until: None,
             in_roles: vec![],
+            default_role: None,
+            config_parameters: Default::default(),
         }
     }
+}
+
+/// `ALTER ROLE ... SET` statements for the default role and session parameters. Parameter
+/// names are configuration identifiers (letters, digits, `_`, `.`), checked here; values are
+/// quoted literals.
+pub fn pg_settings(username: &str, pg: &PgUser) -> Result<Vec<String>, OpError> {
+    let role = pg_ident(username).map_err(quote_error)?;
+    let mut out = Vec::new();
+    let mut settings: Vec<(&str, &str)> = pg
+        .config_parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(r) = &pg.default_role {
+        settings.push(("role", r));
+    }
+    for (name, value) in settings {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid {
+            return Err(OpError::new(
+                dbprov_proto::agent::v1::ErrorCode::Invalid,
+                format!(
+                    "spec.postgres.configParameters key {name:?} is not a configuration parameter name (letters, digits, _ and .)"
+                ),
+                false,
+            ));
+        }
+        // List parameters take one literal per element ('a', 'b'); one literal 'a, b' would
+        // be a single (quoted) schema name.
+        let list = matches!(
+            name,
+            "search_path"
+                | "temp_tablespaces"
+                | "local_preload_libraries"
+                | "session_preload_libraries"
+        );
+        let values: Vec<&str> = if list {
+            value.split(',').map(str::trim).collect()
+        } else {
+            vec![value]
+        };
+        let literals = values
+            .into_iter()
+            .map(|v| pg_literal(v).map_err(quote_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(format!(
+            "ALTER ROLE {role} SET {name} = {}",
+            literals.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 /// MySQL account settings of a user.
@@ -94,6 +159,118 @@ pub struct MyUser {
     /// ACCOUNT LOCK.
     #[serde(default)]
     pub account_locked: Option<bool>,
+    /// Authentication plugin (`caching_sha2_password` by default).
+    #[serde(default)]
+    pub auth_plugin: Option<String>,
+    /// REQUIRE X509.
+    #[serde(default, rename = "requireX509")]
+    pub require_x509: Option<bool>,
+    /// FAILED_LOGIN_ATTEMPTS (MySQL 8.0.19+).
+    #[serde(default)]
+    pub failed_login_attempts: i32,
+    /// PASSWORD_LOCK_TIME in days (MySQL 8.0.19+).
+    #[serde(default)]
+    pub password_lock_time: i32,
+    /// MAX_CONNECTIONS_PER_HOUR.
+    #[serde(default)]
+    pub max_connections_per_hour: i32,
+    /// MAX_QUERIES_PER_HOUR.
+    #[serde(default)]
+    pub max_queries_per_hour: i32,
+    /// MAX_UPDATES_PER_HOUR.
+    #[serde(default)]
+    pub max_updates_per_hour: i32,
+}
+
+impl Default for MyUser {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: any_host(),
+            max_user_connections: 0,
+            require_ssl: None,
+            account_locked: None,
+            auth_plugin: None,
+            require_x509: None,
+            failed_login_attempts: 0,
+            password_lock_time: 0,
+            max_connections_per_hour: 0,
+            max_queries_per_hour: 0,
+            max_updates_per_hour: 0,
+        }
+    }
+}
+
+/// `CREATE USER` / `ALTER USER` (`verb`) for one account, in the server's dialect.
+/// MariaDB has no `caching_sha2_password` / `sha256_password`: those use its native password
+/// plugin (documented); it has `ed25519`, which MySQL lacks. Account lockout after failed
+/// logins exists only on MySQL 8.0.19+.
+pub fn mysql_user_statement(
+    verb: &str,
+    account: &str,
+    password: &str,
+    my: &MyUser,
+    mariadb: bool,
+) -> Result<String, OpError> {
+    let unsupported = |what: &str| {
+        OpError::new(
+            dbprov_proto::agent::v1::ErrorCode::Unsupported,
+            what.to_owned(),
+            false,
+        )
+    };
+    let pw = mysql_literal(password).map_err(quote_error)?;
+    let plugin = my.auth_plugin.as_deref().unwrap_or("caching_sha2_password");
+    let identified = match (mariadb, plugin) {
+        (true, "ed25519") => format!("IDENTIFIED VIA ed25519 USING PASSWORD({pw})"),
+        (true, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
+            format!("IDENTIFIED BY {pw}")
+        }
+        (false, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
+            format!("IDENTIFIED WITH {plugin} BY {pw}")
+        }
+        (false, "ed25519") => {
+            return Err(unsupported(
+                "spec.mysql.authPlugin ed25519 exists only on MariaDB; use caching_sha2_password on MySQL",
+            ));
+        }
+        (_, other) => {
+            return Err(unsupported(&format!(
+                "spec.mysql.authPlugin {other:?} is not one of mysql_native_password, caching_sha2_password, sha256_password, ed25519"
+            )));
+        }
+    };
+    if mariadb && (my.failed_login_attempts > 0 || my.password_lock_time > 0) {
+        return Err(unsupported(
+            "spec.mysql.failedLoginAttempts and passwordLockTime need MySQL 8.0.19+; MariaDB has no per-account lockout: set them to 0 or remove them",
+        ));
+    }
+    let mut sql = format!("{verb} {account} {identified}");
+    sql.push_str(if my.require_x509 == Some(true) {
+        " REQUIRE X509"
+    } else if my.require_ssl == Some(true) {
+        " REQUIRE SSL"
+    } else {
+        " REQUIRE NONE"
+    });
+    sql.push_str(&format!(
+        " WITH MAX_QUERIES_PER_HOUR {} MAX_UPDATES_PER_HOUR {} MAX_CONNECTIONS_PER_HOUR {} MAX_USER_CONNECTIONS {}",
+        my.max_queries_per_hour.max(0),
+        my.max_updates_per_hour.max(0),
+        my.max_connections_per_hour.max(0),
+        my.max_user_connections.max(0)
+    ));
+    if !mariadb && (my.failed_login_attempts > 0 || my.password_lock_time > 0) {
+        sql.push_str(&format!(
+            " FAILED_LOGIN_ATTEMPTS {} PASSWORD_LOCK_TIME {}",
+            my.failed_login_attempts, my.password_lock_time
+        ));
+    }
+    sql.push_str(if my.account_locked == Some(true) {
+        " ACCOUNT LOCK"
+    } else {
+        " ACCOUNT UNLOCK"
+    });
+    Ok(sql)
 }
 
 fn yes() -> bool {
@@ -240,12 +417,7 @@ pub async fn observe(
             }
         }
         Conn::My(c) => {
-            let want = spec.mysql.clone().unwrap_or(MyUser {
-                allowed_hosts: any_host(),
-                max_user_connections: 0,
-                require_ssl: None,
-                account_locked: None,
-            });
+            let want = spec.mysql.clone().unwrap_or_default();
             let rows: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT CAST(Host AS CHAR), CAST(max_user_connections AS SIGNED) FROM mysql.user WHERE User = ?",
             )
@@ -298,6 +470,9 @@ pub async fn ensure(
             pg_literal(password).map_err(quote_error)?
         );
         conn.execute(&sql).await?;
+        for setting in pg_settings(&spec.username, &pg)? {
+            conn.execute(&setting).await?;
+        }
         return Ok(ObservedUser {
             username: spec.username.clone(),
             created: !existed,
@@ -306,12 +481,8 @@ pub async fn ensure(
             accounts: vec![],
         });
     }
-    let my = spec.mysql.clone().unwrap_or(MyUser {
-        allowed_hosts: any_host(),
-        max_user_connections: 0,
-        require_ssl: None,
-        account_locked: None,
-    });
+    let my = spec.mysql.clone().unwrap_or_default();
+    let mariadb = conn.server_version().await?.contains("MariaDB");
     let existing = my_hosts(conn, &spec.username).await?;
     let mut accounts = Vec::new();
     for host in &my.allowed_hosts {
@@ -321,24 +492,7 @@ pub async fn ensure(
         } else {
             "CREATE USER"
         };
-        let mut sql = format!(
-            "{verb} {account} IDENTIFIED BY {}",
-            mysql_literal(password).map_err(quote_error)?
-        );
-        sql.push_str(if my.require_ssl == Some(true) {
-            " REQUIRE SSL"
-        } else {
-            " REQUIRE NONE"
-        });
-        sql.push_str(&format!(
-            " WITH MAX_USER_CONNECTIONS {}",
-            my.max_user_connections.max(0)
-        ));
-        sql.push_str(if my.account_locked == Some(true) {
-            " ACCOUNT LOCK"
-        } else {
-            " ACCOUNT UNLOCK"
-        });
+        let sql = mysql_user_statement(verb, &account, password, &my, mariadb)?;
         conn.execute(&sql).await?;
         accounts.push(format!("{}@{host}", spec.username));
     }
@@ -400,6 +554,74 @@ mod tests {
             pg_attributes(&pg).unwrap(),
             "LOGIN INHERIT CREATEDB NOSUPERUSER CONNECTION LIMIT 5 VALID UNTIL '2030-01-01T00:00:00Z''; DROP ROLE x; --'"
         );
+    }
+
+    #[test]
+    fn postgres_settings_check_names_and_quote_values() {
+        let pg = PgUser {
+            default_role: Some("owner\"x".into()),
+            config_parameters: [("search_path".to_owned(), "app, public'".to_owned())].into(),
+            ..PgUser::default()
+        };
+        assert_eq!(
+            pg_settings("app", &pg).unwrap(),
+            [
+                "ALTER ROLE \"app\" SET search_path = 'app', 'public'''",
+                "ALTER ROLE \"app\" SET role = 'owner\"x'",
+            ]
+        );
+        let bad = PgUser {
+            config_parameters: [("x = 1; DROP".to_owned(), "v".to_owned())].into(),
+            ..PgUser::default()
+        };
+        let e = pg_settings("app", &bad).unwrap_err();
+        assert!(e.message.contains("configParameters key"), "{}", e.message);
+    }
+
+    #[test]
+    fn mysql_user_statements_follow_the_dialect() {
+        let my = MyUser {
+            auth_plugin: Some("caching_sha2_password".into()),
+            max_queries_per_hour: 100,
+            require_x509: Some(true),
+            ..MyUser::default()
+        };
+        assert_eq!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "p'w", &my, false).unwrap(),
+            "CREATE USER 'a'@'%' IDENTIFIED WITH caching_sha2_password BY 'p''w' REQUIRE X509 WITH MAX_QUERIES_PER_HOUR 100 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK"
+        );
+        assert!(
+            mysql_user_statement("ALTER USER", "'a'@'%'", "pw", &my, true)
+                .unwrap()
+                .starts_with("ALTER USER 'a'@'%' IDENTIFIED BY 'pw' REQUIRE X509")
+        );
+        let ed = MyUser {
+            auth_plugin: Some("ed25519".into()),
+            ..MyUser::default()
+        };
+        assert!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, true)
+                .unwrap()
+                .contains("IDENTIFIED VIA ed25519 USING PASSWORD('pw')")
+        );
+        let e = mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, false).unwrap_err();
+        assert!(
+            e.message.contains("ed25519 exists only on MariaDB"),
+            "{}",
+            e.message
+        );
+        let lockout = MyUser {
+            failed_login_attempts: 3,
+            password_lock_time: 1,
+            ..MyUser::default()
+        };
+        assert!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &lockout, false)
+                .unwrap()
+                .contains("FAILED_LOGIN_ATTEMPTS 3 PASSWORD_LOCK_TIME 1")
+        );
+        let e = mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &lockout, true).unwrap_err();
+        assert!(e.message.contains("set them to 0"), "{}", e.message);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl RoleSpec {
             bypass_rls: p.bypass_rls,
             connection_limit: -1,
             valid_until: None,
-            in_roles: vec![],
+            ..PgUser::default()
         }
     }
 }
