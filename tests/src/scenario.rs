@@ -203,8 +203,9 @@ impl Scenario {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {kind} {name} to be {what}; last status: {last}\nhub log:\n{}",
-                self.hub.log()
+                "timed out waiting for {kind} {name} to be {what}; last status: {last}\nhub log:\n{}\nagent log:\n{}",
+                self.hub.log(),
+                self.agent.log()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

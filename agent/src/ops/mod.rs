@@ -4,6 +4,7 @@
 pub mod grant;
 pub mod probe;
 pub mod role;
+pub mod rotation;
 pub mod secrets;
 pub mod user;
 
@@ -107,6 +108,7 @@ impl Runner for Operations {
                 Ok(Operation::EnsureDatabase) => ensure_database(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureUser) => user::ensure(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropUser) => user::drop(&ctx, desired(&intent)?).await,
+                Ok(Operation::RotatePassword) => rotation::run(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureRole) => role::ensure(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropRole) => role::drop(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureGrant) => {

@@ -55,6 +55,37 @@ pub struct UserIntent {
     /// Apply, detect or correct.
     #[serde(default)]
     pub mode: Mode,
+    /// The login currently handed out, when rotation replaced `username` (role-inheritance).
+    #[serde(default)]
+    pub active_user: Option<String>,
+    /// The service role logins inherit under role-inheritance rotation (PostgreSQL).
+    #[serde(default)]
+    pub service_role: Option<ServiceRoleSpec>,
+    /// Logins replaced by rotation, dropped along with the user.
+    #[serde(default)]
+    pub retired_users: Vec<String>,
+}
+
+/// The service role of role-inheritance rotation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRoleSpec {
+    /// Role name.
+    pub name: String,
+    /// Create it when missing.
+    #[serde(default = "yes")]
+    pub auto_create: bool,
+}
+
+impl UserIntent {
+    /// This intent with the login rotation put in place of `username`.
+    pub fn for_active_login(&self) -> UserIntent {
+        let mut intent = self.clone();
+        if let Some(active) = &self.active_user {
+            intent.user.spec.username = active.clone();
+        }
+        intent
+    }
 }
 
 /// The parts of a DatabaseUser spec the agent needs.
@@ -192,7 +223,7 @@ fn secret_location(intent: &UserIntent) -> Option<(String, String)> {
 
 /// The password to set: from `existingPasswordSecret`, else the one already in the
 /// credentials Secret, else a new one. Returns it and where it came from.
-async fn password_for(
+pub(crate) async fn password_for(
     ctx: &OpContext,
     intent: &UserIntent,
 ) -> Result<(String, &'static str), OpError> {
@@ -236,7 +267,7 @@ async fn password_for(
 }
 
 /// Writes the credentials Secret (server-side apply, so other fields people add stay).
-async fn write_secret(
+pub(crate) async fn write_secret(
     ctx: &OpContext,
     intent: &UserIntent,
     password: &str,
@@ -319,6 +350,7 @@ async fn write_secret(
 
 /// ENSURE_USER.
 pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
+    let intent = intent.for_active_login();
     let mut drift: Vec<Diff> = Vec::new();
     if intent.mode != Mode::Apply {
         let mut conn = engine::connect(ctx, &intent.instance, None).await?;
@@ -387,15 +419,88 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpErr
         out["memberOf"] = serde_json::json!(report.roles);
         drift.extend(report.drift);
     }
+    if let Some(service) = &intent.service_role
+        && intent.instance.engine == "postgres"
+        && intent.mode != Mode::Detect
+    {
+        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+        let r = join_service_role(&mut conn, &intent.user.spec.username, service).await;
+        conn.close().await;
+        r?;
+        out["serviceRole"] = serde_json::json!(service.name);
+    }
     out["corrected"] = serde_json::json!(intent.mode == Mode::Correct && !drift.is_empty());
     out["drift"] = serde_json::to_value(&drift).unwrap_or_default();
     Ok(out.to_string())
 }
 
+/// Makes `login` a member of the service role (created NOLOGIN when missing and allowed) and
+/// sets it as the login's role, so objects it creates belong to the service role and survive
+/// rotations.
+pub async fn join_service_role(
+    conn: &mut engine::Conn,
+    login: &str,
+    service: &ServiceRoleSpec,
+) -> Result<(), OpError> {
+    let engine::Conn::Pg(c) = conn else {
+        return Ok(());
+    };
+    let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&service.name)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| engine::sql_error("reading pg_roles", &e))?;
+    let q = |s: &str| engine::quote::pg_ident(s).map_err(engine::quote_error);
+    if exists == 0 {
+        if !service.auto_create {
+            return Err(invalid(format!(
+                "service role {} does not exist and passwordRotation.serviceRole.autoCreate is false: create it (e.g. with a DatabaseRole) or allow autoCreate",
+                service.name
+            )));
+        }
+        conn.execute(&format!("CREATE ROLE {} NOLOGIN", q(&service.name)?))
+            .await?;
+    }
+    let member: i64 = match conn {
+        engine::Conn::Pg(c) => sqlx::query_scalar(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles l ON l.oid = m.member WHERE r.rolname = $1 AND l.rolname = $2",
+        )
+        .bind(&service.name)
+        .bind(login)
+        .fetch_one(c)
+        .await
+        .map_err(|e| engine::sql_error("reading pg_auth_members", &e))?,
+        engine::Conn::My(_) => 1,
+    };
+    if member == 0 {
+        conn.execute(&format!("GRANT {} TO {}", q(&service.name)?, q(login)?))
+            .await?;
+    }
+    conn.execute(&format!(
+        "ALTER ROLE {} SET role = {}",
+        q(login)?,
+        engine::quote::pg_literal(&service.name).map_err(engine::quote_error)?
+    ))
+    .await
+}
+
 /// DROP_USER: drops the user and deletes the credentials Secret this agent wrote for it.
 pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
+    let mut logins = vec![intent.user.spec.username.clone()];
+    logins.extend(intent.active_user.iter().cloned());
+    logins.extend(intent.retired_users.iter().cloned());
+    logins.dedup();
     let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-    let existed = engine::user::drop(&mut conn, &intent.user.spec.username).await;
+    let mut existed = Ok(false);
+    for login in &logins {
+        match engine::user::drop(&mut conn, login).await {
+            Ok(e) => existed = existed.map(|any| any || e),
+            Err(e) => {
+                existed = Err(e);
+                break;
+            }
+        }
+    }
     conn.close().await;
     let existed = existed?;
     let mut secret_deleted = false;

@@ -508,3 +508,38 @@ pub struct OwnershipBlock {
     /// When this was checked.
     pub last_checked_at: Option<Time>,
 }
+
+// Defaults equal to what the API server fills in for an empty block.
+impl Default for PasswordRotation {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            schedule: None,
+            max_age: None,
+            strategy: RotationStrategy::default(),
+            user_naming: default_user_naming(),
+            service_role: None,
+            old_user_policy: None,
+            mysql: None,
+        }
+    }
+}
+
+impl Default for ServiceRole {
+    fn default() -> Self {
+        Self {
+            name: None,
+            auto_create: true,
+        }
+    }
+}
+
+impl Default for OldUserPolicy {
+    fn default() -> Self {
+        Self {
+            action: OldUserAction::default(),
+            grace_period_days: default_grace_days(),
+            ownership_check: true,
+        }
+    }
+}

@@ -378,6 +378,7 @@ async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
             instance: &instance,
             request,
             applied: None,
+            at_most: None,
         },
         &describe,
     )
@@ -539,6 +540,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         "Database",
         |o, ctx| Box::pin(async move { apply(o, &ctx).await }),
         |o, ctx| Box::pin(async move { cleanup(o, &ctx).await }),
+        None,
     )
     .await;
 }

@@ -115,6 +115,8 @@ pub struct EnsureCall<'a, K> {
     /// Memberships/privileges this intent applies, recorded after success (None: nothing to
     /// record).
     pub applied: Option<serde_json::Value>,
+    /// Come back no later than this (e.g. for a scheduled rotation).
+    pub at_most: Option<Duration>,
 }
 
 /// What the controller makes of a successful answer.
@@ -147,12 +149,14 @@ pub async fn ensure_through_agent<K: Scoped>(
         instance,
         mut request,
         applied,
+        at_most,
     } = call;
     let previous_conditions = status.and_then(|s| s.conditions.as_ref());
     let policy = effective_policy(drift_policy, instance);
     let every = parse_interval(&policy.interval).unwrap_or(Duration::from_secs(8 * 3600));
+    let every = at_most.map_or(every, |cap| every.min(cap));
     let Some(mode) = mode_for(status, obj.meta().generation, &policy) else {
-        return Ok(Action::await_change());
+        return Ok(at_most.map_or_else(Action::await_change, Action::requeue));
     };
     let mut desired: serde_json::Value = serde_json::from_str(&request.desired_json)?;
     desired["mode"] = serde_json::json!(mode);
@@ -231,8 +235,9 @@ pub async fn ensure_through_agent<K: Scoped>(
                 extra,
             )
             .await?;
-            Ok(match policy.mode {
-                DriftMode::Ignore => Action::await_change(),
+            Ok(match (policy.mode, at_most) {
+                (DriftMode::Ignore, None) => Action::await_change(),
+                (DriftMode::Ignore, Some(cap)) => Action::requeue(cap),
                 _ => Action::requeue(every),
             })
         }

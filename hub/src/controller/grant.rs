@@ -92,6 +92,24 @@ pub async fn user_grantee(
         Ok(i) => i,
         Err(b) => return Ok(Err(b)),
     };
+    // Under role-inheritance rotation the privileges belong to the service role, which every
+    // login the rotation creates inherits.
+    if let Some(service) = user
+        .status
+        .as_ref()
+        .and_then(|s| s.rotation.as_ref())
+        .and_then(|r| r.service_role.clone())
+    {
+        return Ok(Ok(ResolvedGrantee {
+            kind: "role",
+            name: service,
+            hosts: vec![],
+            display,
+            namespace: ns.to_owned(),
+            resource: name.to_owned(),
+            instance,
+        }));
+    }
     Ok(Ok(ResolvedGrantee {
         kind: "user",
         name: user.spec.username.clone(),
@@ -362,6 +380,7 @@ async fn apply<K: Scoped>(
             instance: &grantee.instance,
             request,
             applied: Some(view.grants()),
+            at_most: None,
         },
         &describe,
     )
@@ -489,6 +508,7 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
                 cleanup(&*o, view_of(&o), grantee, &ctx).await
             })
         },
+        None,
     )
     .await;
 }
@@ -511,6 +531,7 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
                 cleanup(&*o, cluster_view_of(&o), grantee, &ctx).await
             })
         },
+        None,
     )
     .await;
 }

@@ -400,7 +400,7 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
 pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
     let api: Api<DatabaseInstance> = Api::all(ctx.client.clone());
     let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    let (changes, store) = super::spec_changes(api);
+    let (changes, store) = super::spec_changes(api, None);
     Controller::for_stream(changes, store)
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
@@ -436,7 +436,7 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
 pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
     let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
     let resync = BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    let (changes, store) = super::spec_changes(api);
+    let (changes, store) = super::spec_changes(api, None);
     Controller::for_stream(changes, store)
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)

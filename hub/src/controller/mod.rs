@@ -6,6 +6,7 @@ pub mod ensure;
 pub mod grant;
 pub mod instance;
 pub mod role;
+pub mod rotation;
 pub mod user;
 
 use std::time::Duration;
@@ -62,11 +63,13 @@ impl Error {
     }
 }
 
-/// The objects of `api`, emitted when their spec (generation) or finalizers change — not on
+/// The objects of `api`, emitted when their spec (generation), finalizers or (if given) the
+/// `annotation` change — not on
 /// status updates, which every reconcile writes (reacting to those would loop). Deletion
 /// bumps the generation of custom resources, so deletions get through too.
 pub fn spec_changes<K>(
     api: kube::Api<K>,
+    annotation: Option<&'static str>,
 ) -> (
     impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
     kube::runtime::reflector::Store<K>,
@@ -80,14 +83,27 @@ where
         + Sync
         + 'static,
 {
-    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+    use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            move |o: &K| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                predicates::generation(o).hash(&mut h);
+                predicates::finalizers(o).hash(&mut h);
+                if let Some(key) = annotation {
+                    o.meta()
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(key))
+                        .hash(&mut h);
+                }
+                Some(h.finish())
+            },
             Default::default(),
         );
     (stream, reader)
@@ -157,6 +173,7 @@ pub async fn run_finalized<K>(
     kind: &'static str,
     apply: Step<K>,
     cleanup: Step<K>,
+    annotation: Option<&'static str>,
 ) where
     K: Scoped,
 {
@@ -169,7 +186,7 @@ pub async fn run_finalized<K>(
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
     let resync =
         tokio_stream::wrappers::BroadcastStream::new(ctx.hub.subscribe_resync()).map(|_| ());
-    let (changes, store) = spec_changes(api);
+    let (changes, store) = spec_changes(api, annotation);
     Controller::for_stream(changes, store)
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)

@@ -185,6 +185,7 @@ async fn apply<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<
             instance: &instance,
             request,
             applied: Some(view.applied()),
+            at_most: None,
         },
         &describe,
     )
@@ -237,6 +238,7 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
         "DatabaseRole",
         |o, ctx| Box::pin(async move { apply(&*o, view_of(&o), &ctx).await }),
         |o, ctx| Box::pin(async move { cleanup(&*o, view_of(&o), &ctx).await }),
+        None,
     )
     .await;
 }
@@ -249,6 +251,7 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
         "ClusterDatabaseRole",
         |o, ctx| Box::pin(async move { apply(&*o, cluster_view_of(&o), &ctx).await }),
         |o, ctx| Box::pin(async move { cleanup(&*o, cluster_view_of(&o), &ctx).await }),
+        None,
     )
     .await;
 }

@@ -10,18 +10,31 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::ensure::{Described, EnsureCall, ensure_through_agent};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+
+use super::{
+    ensure::{Described, EnsureCall, ensure_through_agent},
+    rotation,
+};
 
 use super::{
     Context, Error,
     database::{
-        ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status, publish_event,
-        resolve_instance_refs,
+        ResolvedInstance, cluster_of, dispatch_reason, drop_through_agent, patch_ready_status,
+        publish_event, resolve_instance_refs,
     },
     instance::probe_desired,
 };
 use crate::{
-    api::{DatabaseUser, common::ProvisioningPhase},
+    api::{
+        DatabaseUser,
+        common::ProvisioningPhase,
+        user::{PendingDeletionState, PendingUserDeletion, RotationStrategy},
+    },
     session::IntentRequest,
 };
 
@@ -38,6 +51,9 @@ pub fn user_intent(
         "user": user.spec,
         "namespace": ns,
         "owner": format!("DatabaseUser/{ns}/{}", user.name_any()),
+        "activeUser": rotation::active_user(user),
+        "serviceRole": rotation::service_role(user),
+        "retiredUsers": rotation::retired_users(user),
     });
     IntentRequest {
         resource: ResourceRef {
@@ -108,14 +124,46 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
         .await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
+    let now = Timestamp::now();
+    let plan = match rotation::plan(&user, now) {
+        Ok(p) => p,
+        Err(message) => {
+            status(
+                ctx,
+                &user,
+                ProvisioningPhase::Failed,
+                false,
+                "InvalidSpec",
+                &message,
+                serde_json::json!({}),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(120)));
+        }
+    };
+    let exists = user.status.as_ref().and_then(|s| s.user.as_ref()).is_some();
+    if let Some(why) = plan.due.clone().filter(|_| exists) {
+        return rotate(&user, &instance, ctx, &why, now).await;
+    }
+    if !plan.retire.is_empty() {
+        retire(&user, &instance, ctx, &plan.retire).await?;
+    }
     let request = user_intent(&user, &instance, Operation::EnsureUser, ctx.intent_timeout);
+    let rotation_status = user.spec.password_rotation.as_ref().map(|r| {
+        serde_json::json!({
+            "enabled": rotation::scheduled(&user),
+            "strategy": r.strategy,
+            "nextRotationAt": plan.next_at.map(Time),
+        })
+    });
     let display = instance.display.clone();
     let username = user.spec.username.clone();
     let describe = move |observed: &serde_json::Value| {
         let secret = &observed["secret"];
         let created = observed["created"] == true;
         let message = format!(
-            "user {username} {} on {display}; credentials in Secret {}/{} (in the instance's cluster)",
+            "user {} {} on {display}; credentials in Secret {}/{} (in the instance's cluster)",
+            observed["username"].as_str().unwrap_or(&username),
             if created { "created" } else { "in sync" },
             secret["namespace"].as_str().unwrap_or("-"),
             secret["name"].as_str().unwrap_or("-"),
@@ -124,6 +172,12 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
         if secret.is_object() {
             extra["secret"] =
                 serde_json::json!({"name": secret["name"], "namespace": secret["namespace"]});
+        }
+        if let Some(r) = &rotation_status {
+            extra["rotation"] = r.clone();
+        }
+        if let Some(service) = observed["serviceRole"].as_str() {
+            extra["rotation"]["serviceRole"] = serde_json::json!(service);
         }
         if created {
             extra["user"]["createdAt"] =
@@ -148,10 +202,226 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
             instance: &instance,
             request,
             applied: Some(memberships(&user)),
+            at_most: plan.wait(now),
         },
         &describe,
     )
     .await
+}
+
+/// Sends ROTATE_PASSWORD (`rotate`) and records the outcome: the new active login, the
+/// replaced one in `status.rotation.pendingDeletion`, the on-demand request as done.
+async fn rotate(
+    user: &DatabaseUser,
+    instance: &ResolvedInstance,
+    ctx: &Context,
+    why: &str,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let mut request = user_intent(
+        user,
+        instance,
+        Operation::RotatePassword,
+        ctx.intent_timeout,
+    );
+    let mut desired: serde_json::Value = serde_json::from_str(&request.desired_json)?;
+    desired["rotation"] = rotation::rotation_desired(user);
+    desired["action"] = serde_json::json!("rotate");
+    desired["date"] = serde_json::json!(now.strftime("%Y%m%d").to_string());
+    desired["timestamp"] = serde_json::json!(now.as_second().to_string());
+    request.desired_json = desired.to_string();
+    let reference = user.object_ref(&());
+    match ctx.hub.send(&cluster_of(ctx, instance), request).await {
+        Ok(json) => {
+            let observed: serde_json::Value = serde_json::from_str(&json)?;
+            let active = observed["activeUser"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let dual = user
+                .spec
+                .password_rotation
+                .as_ref()
+                .is_some_and(|r| r.strategy == RotationStrategy::DualPassword);
+            let mut pending = user
+                .status
+                .as_ref()
+                .and_then(|s| s.rotation.as_ref())
+                .and_then(|r| r.pending_deletion.clone())
+                .unwrap_or_default();
+            let replaced = if dual {
+                Some(format!("{} (old password)", user.spec.username))
+            } else {
+                observed["previousUser"].as_str().map(str::to_owned)
+            };
+            if let Some(old) = replaced {
+                pending.push(PendingUserDeletion {
+                    user: old,
+                    status: Some(PendingDeletionState::Pending),
+                    deprecated_at: Some(Time(now)),
+                    delete_after: Some(rotation::days_after(now, rotation::grace_days(user))),
+                    ..PendingUserDeletion::default()
+                });
+            }
+            let secret = &observed["secret"];
+            let message = format!(
+                "password rotated ({why}); Secret {}/{} now holds the credentials of {active}{}",
+                secret["namespace"].as_str().unwrap_or("-"),
+                secret["name"].as_str().unwrap_or("-"),
+                if observed["inPlace"] == true {
+                    " (same login, new password)"
+                } else {
+                    ""
+                }
+            );
+            let extra = serde_json::json!({
+                "user": {"username": active},
+                "secret": {"name": secret["name"], "namespace": secret["namespace"], "lastRotatedAt": Time(now)},
+                "rotation": {
+                    "enabled": rotation::scheduled(user),
+                    "strategy": observed["strategy"],
+                    "activeUser": active,
+                    "serviceRole": observed["serviceRole"],
+                    "lastRotatedAt": Time(now),
+                    "pendingDeletion": pending,
+                },
+            });
+            if let Some(token) = rotation::requested(user) {
+                let patch = serde_json::json!({"metadata": {"annotations": {rotation::ROTATED_ANNOTATION: token}}});
+                Api::<DatabaseUser>::namespaced(
+                    ctx.client.clone(),
+                    &user.namespace().unwrap_or_default(),
+                )
+                .patch(
+                    &user.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
+            publish_event(
+                ctx,
+                &reference,
+                EventType::Normal,
+                "PasswordRotated",
+                message.clone(),
+            )
+            .await;
+            status(
+                ctx,
+                user,
+                ProvisioningPhase::Ready,
+                true,
+                "PasswordRotated",
+                &message,
+                extra,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Err(e) => {
+            let (phase, reason) = dispatch_reason(&e);
+            let message = format!("password rotation failed: {e}");
+            status(
+                ctx,
+                user,
+                phase,
+                false,
+                reason,
+                &message,
+                serde_json::json!({}),
+            )
+            .await?;
+            publish_event(ctx, &reference, EventType::Warning, reason, message).await;
+            Ok(Action::requeue(Duration::from_secs(if e.retryable() {
+                15
+            } else {
+                120
+            })))
+        }
+    }
+}
+
+/// Retires replaced logins (or discards old MySQL passwords) whose grace period is over, and
+/// records what happened in `status.rotation.pendingDeletion`.
+async fn retire(
+    user: &DatabaseUser,
+    instance: &ResolvedInstance,
+    ctx: &Context,
+    due: &[String],
+) -> Result<(), Error> {
+    let dual = user
+        .spec
+        .password_rotation
+        .as_ref()
+        .is_some_and(|r| r.strategy == RotationStrategy::DualPassword);
+    let mut request = user_intent(
+        user,
+        instance,
+        Operation::RotatePassword,
+        ctx.intent_timeout,
+    );
+    let mut desired: serde_json::Value = serde_json::from_str(&request.desired_json)?;
+    desired["rotation"] = rotation::rotation_desired(user);
+    desired["action"] = serde_json::json!(if dual { "discard" } else { "retire" });
+    desired["retire"] = serde_json::json!(due);
+    request.desired_json = desired.to_string();
+    let reference = user.object_ref(&());
+    let observed: serde_json::Value = match ctx.hub.send(&cluster_of(ctx, instance), request).await
+    {
+        Ok(json) => serde_json::from_str(&json)?,
+        Err(e) => {
+            publish_event(
+                ctx,
+                &reference,
+                EventType::Warning,
+                "RetirementFailed",
+                format!("retiring {}: {e}", due.join(", ")),
+            )
+            .await;
+            return Ok(());
+        }
+    };
+    let outcomes: Vec<serde_json::Value> =
+        observed["retired"].as_array().cloned().unwrap_or_default();
+    let mut pending = user
+        .status
+        .as_ref()
+        .and_then(|s| s.rotation.as_ref())
+        .and_then(|r| r.pending_deletion.clone())
+        .unwrap_or_default();
+    pending.retain_mut(|p| {
+        if !due.contains(&p.user) {
+            return true;
+        }
+        match outcomes.iter().find(|o| o["user"] == p.user.as_str()) {
+            Some(o) if o["status"] == "Blocked" => {
+                p.status = Some(PendingDeletionState::Blocked);
+                p.blocked_reason = o["reason"].as_str().map(str::to_owned);
+                p.resolution = o["resolution"].as_str().map(str::to_owned);
+                true
+            }
+            // Dropped, disabled, retained or (dual-password) discarded: done.
+            _ => false,
+        }
+    });
+    let patch = serde_json::json!({"status": {"rotation": {"pendingDeletion": pending}}});
+    Api::<DatabaseUser>::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default())
+        .patch_status(
+            &user.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    publish_event(
+        ctx,
+        &reference,
+        EventType::Normal,
+        "LoginsRetired",
+        format!("retired after their grace period: {}", due.join(", ")),
+    )
+    .await;
+    Ok(())
 }
 
 /// The roles the user is made a member of, as recorded in [`super::ensure::APPLIED_ANNOTATION`].
@@ -217,6 +487,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         "DatabaseUser",
         |o, ctx| Box::pin(async move { apply(o, &ctx).await }),
         |o, ctx| Box::pin(async move { cleanup(o, &ctx).await }),
+        Some(rotation::ROTATE_ANNOTATION),
     )
     .await;
 }
