@@ -147,6 +147,42 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Starts another workload control plane with an agent for ManagedCluster `cluster`
+    /// (created here), the scenario's namespace and a copy of the `pg-admin` Secret.
+    pub async fn add_workload(&self, cluster: &str) -> Result<(KubeEnv, AgentProcess), EnvError> {
+        let fail = |message: String| EnvError::Client {
+            component: format!("workload {cluster}"),
+            message,
+        };
+        let env = KubeEnv::start().await?;
+        manifests::create_namespaces(&env.client(), &[&self.ns])
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let secret = serde_json::from_value(json!({"metadata": {"name": "pg-admin"},
+            "stringData": {"username": self.pg.user(), "password": self.pg.password()}}))
+        .map_err(|e| fail(e.to_string()))?;
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client(), &self.ns)
+            .create(&Default::default(), &secret)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        self.apply(
+            json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+                          "metadata": {"name": cluster}, "spec": {}}),
+        )
+        .await;
+        let agent = AgentProcess::start(
+            &env,
+            &self.pki,
+            &self.hub.addr,
+            &AgentOptions {
+                cluster_name: cluster.into(),
+                cert: self.pki.cluster(cluster)?,
+                admin_port: false,
+            },
+        )?;
+        Ok((env, agent))
+    }
+
     /// Server-side applies `doc` to the management cluster (panics on refusal).
     pub async fn apply(&self, doc: Value) {
         if let Err(e) = manifests::apply(&self.mgmt.client(), &self.catalog, &doc).await {
@@ -216,10 +252,17 @@ impl Scenario {
         &self,
         name: &str,
     ) -> Option<std::collections::BTreeMap<String, String>> {
-        let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-            self.workload.client(),
-            &self.ns,
-        );
+        self.secret_in(&self.workload, name).await
+    }
+
+    /// The data of a Secret in the scenario's namespace of `env`.
+    pub async fn secret_in(
+        &self,
+        env: &KubeEnv,
+        name: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let api =
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client(), &self.ns);
         let secret = api.get_opt(name).await.ok()??;
         Some(
             secret
