@@ -165,11 +165,15 @@ pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
             std::io::stderr(),
             "building {name} (missing or older than its sources)"
         );
-        crate::process::run_setup(
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--workspace", "--bins"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
-        )?;
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .args(["build", "--workspace", "--bins"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        // Benchmarks run from target/release and measure release binaries.
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        crate::process::run_setup(&mut cargo)?;
     }
     Ok(path)
 }
@@ -389,5 +393,6 @@ pub fn local_instance(
         },
         ssl_mode: Some("disable".into()),
         connect_timeout_seconds: 10,
+        tls: None,
     }
 }

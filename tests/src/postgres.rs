@@ -19,6 +19,9 @@ pub struct Postgres {
     port: u16,
     password: String,
     version: String,
+    /// PEM of the CA that signed the server's certificate (TLS is on; clients may still
+    /// connect without it).
+    ca_pem: String,
     dir: WorkDir,
 }
 
@@ -75,6 +78,23 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display())),
         )?;
         let _ = std::fs::remove_file(&pwfile);
+        // TLS with a certificate for localhost/127.0.0.1 from a throw-away CA, so clients can
+        // verify the server (verify-ca, verify-full).
+        let pki = crate::dbprov::Pki::new()?;
+        let leaf = pki.issue(&crate::dbprov::server_leaf("postgres"))?;
+        let ca_pem =
+            std::fs::read_to_string(pki.ca_cert()).map_err(EnvError::io("reading the test CA"))?;
+        for (from, to) in [(&leaf.cert, "server.crt"), (&leaf.key, "server.key")] {
+            let target = data.join(to);
+            std::fs::copy(from, &target)
+                .map_err(EnvError::io("installing the server certificate"))?;
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(EnvError::io("restricting the server key"))?;
+            if let Some((uid, gid)) = user {
+                std::os::unix::fs::chown(&target, Some(uid), Some(gid))
+                    .map_err(EnvError::io("handing the certificate to postgres"))?;
+            }
+        }
 
         let (server, port) =
             retry_port_clash(|| start_server(&postgres, &dir, &data, user, &password)).await?;
@@ -83,6 +103,7 @@ impl Postgres {
             port,
             password,
             version: String::new(),
+            ca_pem,
             dir,
         };
         let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
@@ -119,6 +140,11 @@ impl Postgres {
     /// `SHOW server_version`, e.g. `15.20 (Debian 15.20-0+deb12u1)`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// PEM of the CA that signed the server certificate (for `localhost` and `127.0.0.1`).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// Directory holding the Unix socket (for `psql -h`).
@@ -159,7 +185,15 @@ async fn start_server(
         .args(["-c", "listen_addresses=127.0.0.1"])
         // Throw-away data: durability settings off for speed.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+        .args([
+            "-c",
+            "ssl=on",
+            "-c",
+            "ssl_cert_file=server.crt",
+            "-c",
+            "ssl_key_file=server.key",
+        ]);
     // SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
     let mut guard = ChildGuard::spawn("postgres", &mut cmd, &dir.join("postgres.log"))?
         .with_stop_signal(nix::sys::signal::Signal::SIGINT);

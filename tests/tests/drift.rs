@@ -246,6 +246,35 @@ async fn failures_name_the_fix_and_recover_by_themselves() {
     )
     .await;
 
+    // TLS: verify-full with the CA from a Secret works; a different CA fails with TLSFailed.
+    let other_ca = dbprov_tests::dbprov::Pki::new().unwrap();
+    for (name, pem) in [
+        ("pg-ca", s.pg.ca_pem().to_owned()),
+        (
+            "wrong-ca",
+            std::fs::read_to_string(other_ca.ca_cert()).unwrap(),
+        ),
+    ] {
+        let secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {"ca.crt": pem}}),
+        )
+        .unwrap();
+        secrets.create(&Default::default(), &secret).await.unwrap();
+    }
+    for (name, ca) in [("verified", "pg-ca"), ("mistrusted", "wrong-ca")] {
+        let mut doc = instance(name, s.pg.port(), "pg-admin", None);
+        doc["spec"]["connection"]["host"] = json!("localhost");
+        doc["spec"]["tls"] =
+            json!({"enabled": true, "mode": "verify-full", "secretRef": {"name": ca}});
+        s.apply(doc).await;
+    }
+    let v = s.wait_ready("DatabaseInstance", "verified").await;
+    assert_eq!(v["status"]["conditions"][0]["reason"], "Connected", "{v}");
+    s.wait_for("DatabaseInstance", "mistrusted", "TLSFailed", |v| {
+        ready_reason(v) == "TLSFailed"
+    })
+    .await;
+
     // Nothing listening.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();

@@ -348,8 +348,8 @@ fn plan(
 
 async fn observe(conn: &mut Conn, name: &str) -> Result<Option<ObservedDatabase>, OpError> {
     match conn {
-        Conn::Pg(c) => pg_observe(c, name).await,
-        Conn::My(c) => my_observe(c, name).await,
+        Conn::Pg(c, _) => pg_observe(c, name).await,
+        Conn::My(c, _) => my_observe(c, name).await,
     }
 }
 
@@ -360,7 +360,7 @@ pub async fn ensure(
     spec: &DatabaseSpec,
     mode: Mode,
 ) -> Result<ObservedDatabase, OpError> {
-    let pg = matches!(conn, Conn::Pg(_));
+    let pg = matches!(conn, Conn::Pg(..));
     let before = observe(conn, &spec.name).await?;
     let existed = before.is_some();
     let (diffs, immutable) = match &before {
@@ -414,7 +414,9 @@ pub async fn ensure_contents(
     pg: &PgDatabase,
     mode: Mode,
 ) -> Result<Vec<Drift>, OpError> {
-    let Conn::Pg(c) = conn else { return Ok(vec![]) };
+    let Conn::Pg(c, _) = conn else {
+        return Ok(vec![]);
+    };
     let q = |s: &str| pg_ident(s).map_err(quote_error);
     let mut diffs = Vec::new();
     for schema in &pg.schemas {
@@ -512,16 +514,16 @@ pub async fn ensure_contents(
 /// Drops the database if it exists; returns whether it existed.
 pub async fn drop(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
     let existed = match conn {
-        Conn::Pg(c) => pg_observe(c, name).await?.is_some(),
-        Conn::My(c) => my_observe(c, name).await?.is_some(),
+        Conn::Pg(c, _) => pg_observe(c, name).await?.is_some(),
+        Conn::My(c, _) => my_observe(c, name).await?.is_some(),
     };
     if existed {
         let sql = match conn {
-            Conn::Pg(_) => format!(
+            Conn::Pg(..) => format!(
                 "DROP DATABASE IF EXISTS {}",
                 pg_ident(name).map_err(quote_error)?
             ),
-            Conn::My(_) => format!(
+            Conn::My(..) => format!(
                 "DROP DATABASE IF EXISTS {}",
                 mysql_ident(name).map_err(quote_error)?
             ),

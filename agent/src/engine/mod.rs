@@ -35,13 +35,95 @@ pub enum Mode {
     Correct,
 }
 
-/// An admin connection to an instance.
+/// An admin connection to an instance, holding one of the instance's connection slots.
 #[derive(Debug)]
 pub enum Conn {
     /// PostgreSQL.
-    Pg(sqlx::PgConnection),
+    Pg(sqlx::PgConnection, ConnectionSlot),
     /// MySQL or MariaDB.
-    My(sqlx::MySqlConnection),
+    My(sqlx::MySqlConnection, ConnectionSlot),
+}
+
+/// How many connections the agent opens to one server at a time. Operations on many
+/// resources run concurrently; without a bound, a burst (a thousand users applied at once)
+/// would exceed the server's `max_connections` and fail there instead of waiting here.
+pub const MAX_CONNECTIONS_PER_SERVER: usize = 16;
+
+/// A held connection slot of one server (released on drop).
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// `host:port`.
+    server: String,
+}
+
+type Table<T> =
+    std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<T>>>>;
+
+/// The entry of `server` in a process-wide table: every operation, whatever the resource,
+/// shares the same servers.
+fn per_server<T>(
+    table: &'static Table<T>,
+    server: &str,
+    new: impl FnOnce() -> T,
+) -> std::sync::Arc<T> {
+    let mut table = table
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    table
+        .entry(server.to_owned())
+        .or_insert_with(|| std::sync::Arc::new(new()))
+        .clone()
+}
+
+/// Waits for a free connection slot to `server`.
+async fn connection_slot(server: &str) -> Result<ConnectionSlot, OpError> {
+    static SLOTS: Table<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permit = per_server(&SLOTS, server, || {
+        tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_SERVER)
+    })
+    .acquire_owned()
+    .await
+    .map_err(|_| OpError::new(ErrorCode::Internal, "connection slots closed", true))?;
+    Ok(ConnectionSlot {
+        _permit: permit,
+        server: server.to_owned(),
+    })
+}
+
+/// Privilege statements on one server run one at a time: PostgreSQL rewrites an object's ACL
+/// without waiting for a concurrent GRANT on the same object and fails the second with "tuple
+/// concurrently updated", which a burst of grants on one table would hit constantly.
+async fn privilege_lock(server: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: Table<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    per_server(&LOCKS, server, || tokio::sync::Mutex::new(()))
+        .lock_owned()
+        .await
+}
+
+fn is_privilege_statement(sql: &str) -> bool {
+    let head: String = sql
+        .trim_start()
+        .chars()
+        .take(24)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    head.starts_with("GRANT ")
+        || head.starts_with("REVOKE ")
+        || head.starts_with("ALTER DEFAULT PRIVILEGES")
+}
+
+/// Whether `e` is a conflict with a concurrent statement that succeeds when repeated:
+/// PostgreSQL's "tuple concurrently updated" (XX000), serialization failures and deadlocks
+/// (40001, 40P01); MySQL deadlocks and lock wait timeouts (1213, 1205).
+fn concurrent_update(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    matches!(code.as_str(), "40001" | "40P01" | "1213" | "1205")
+        || (code == "XX000" && db.message().contains("concurrently updated"))
 }
 
 /// Where a connection goes, for error messages.
@@ -70,8 +152,10 @@ pub async fn connect(
     .await?;
     let user = values.get(&creds.username_key).cloned().unwrap_or_default();
     let password = values.get(&creds.password_key).cloned().unwrap_or_default();
+    let tls = tls_material(ctx, spec).await?;
     let database = database.unwrap_or(&spec.database);
     let target = target(spec);
+    let slot = connection_slot(&target).await?;
     let timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
     match spec.engine.as_str() {
         "postgres" => {
@@ -93,11 +177,23 @@ pub async fn connect(
                 .application_name("dbprov-agent")
                 // Literals are quoted for standard strings (see engine::quote).
                 .options([("standard_conforming_strings", "on")]);
+            let opts = match &tls {
+                Some(t) => {
+                    let mut o = opts.ssl_root_cert_from_pem(t.ca.clone());
+                    if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+                        o = o
+                            .ssl_client_cert_from_pem(cert)
+                            .ssl_client_key_from_pem(key);
+                    }
+                    o
+                }
+                None => opts,
+            };
             let conn = tokio::time::timeout(timeout, opts.connect())
                 .await
                 .map_err(|_| timeout_error("postgres", &target, timeout))?
                 .map_err(|e| classify("postgres", &target, &e))?;
-            Ok(Conn::Pg(conn))
+            Ok(Conn::Pg(conn, slot))
         }
         "mysql" | "mariadb" => {
             let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
@@ -118,11 +214,23 @@ pub async fn connect(
                 // Backslash escapes stay on: engine::quote::mysql_literal relies on it.
                 .pipes_as_concat(false)
                 .no_engine_substitution(true);
+            let opts = match &tls {
+                Some(t) => {
+                    let mut o = opts.ssl_ca_from_pem(t.ca.clone());
+                    if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+                        o = o
+                            .ssl_client_cert_from_pem(cert)
+                            .ssl_client_key_from_pem(key);
+                    }
+                    o
+                }
+                None => opts,
+            };
             let conn = tokio::time::timeout(timeout, opts.connect())
                 .await
                 .map_err(|_| timeout_error(&spec.engine, &target, timeout))?
                 .map_err(|e| classify(&spec.engine, &target, &e))?;
-            Ok(Conn::My(conn))
+            Ok(Conn::My(conn, slot))
         }
         other => Err(OpError::new(
             ErrorCode::Unsupported,
@@ -130,6 +238,42 @@ pub async fn connect(
             false,
         )),
     }
+}
+
+/// TLS material read from the workload cluster.
+struct TlsMaterial {
+    ca: Vec<u8>,
+    cert: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+}
+
+/// Reads the instance's TLS Secret, if it names one.
+async fn tls_material(ctx: &OpContext, spec: &ProbeSpec) -> Result<Option<TlsMaterial>, OpError> {
+    let Some(t) = &spec.tls else {
+        return Ok(None);
+    };
+    let namespace = t
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.kube.default_namespace().to_owned());
+    let mut keys = vec![t.ca_key.as_str()];
+    keys.extend(t.cert_key.as_deref());
+    keys.extend(t.key_key.as_deref());
+    let values = secrets::read_keys(&ctx.kube, &namespace, &t.secret_name, &keys).await?;
+    let get = |k: &Option<String>| {
+        k.as_ref()
+            .and_then(|k| values.get(k))
+            .map(|v| v.clone().into_bytes())
+    };
+    Ok(Some(TlsMaterial {
+        ca: values
+            .get(&t.ca_key)
+            .cloned()
+            .unwrap_or_default()
+            .into_bytes(),
+        cert: get(&t.cert_key),
+        key: get(&t.key_key),
+    }))
 }
 
 /// An SQL failure, classified.
@@ -147,11 +291,11 @@ impl Conn {
     /// The server's version string.
     pub async fn server_version(&mut self) -> Result<String, OpError> {
         match self {
-            Conn::Pg(c) => sqlx::query_scalar("SHOW server_version")
+            Conn::Pg(c, _) => sqlx::query_scalar("SHOW server_version")
                 .fetch_one(c)
                 .await
                 .map_err(|e| sql_error("reading the server version", &e)),
-            Conn::My(c) => sqlx::query_scalar("SELECT VERSION()")
+            Conn::My(c, _) => sqlx::query_scalar("SELECT VERSION()")
                 .fetch_one(c)
                 .await
                 .map_err(|e| sql_error("reading the server version", &e)),
@@ -164,18 +308,37 @@ impl Conn {
         tracing::debug!(statement = %first_words(sql), "executing");
         // Every identifier and literal in `sql` went through engine::quote.
         let statement = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
-        let r = match self {
-            Conn::Pg(c) => statement().execute(c).await.map(|_| ()),
-            Conn::My(c) => statement().execute(c).await.map(|_| ()),
+        let _serialized = if is_privilege_statement(sql) {
+            let server = match self {
+                Conn::Pg(_, slot) | Conn::My(_, slot) => slot.server.clone(),
+            };
+            Some(privilege_lock(&server).await)
+        } else {
+            None
         };
-        r.map_err(|e| sql_error(&format!("`{}`", first_words(sql)), &e))
+        let mut attempt = 0u32;
+        loop {
+            let r = match self {
+                Conn::Pg(c, _) => statement().execute(&mut *c).await.map(|_| ()),
+                Conn::My(c, _) => statement().execute(&mut *c).await.map(|_| ()),
+            };
+            match r {
+                Err(e) if attempt < 8 && concurrent_update(&e) => {
+                    attempt += 1;
+                    // Jittered, growing pause: the other writer finishes in milliseconds.
+                    let pause = 5 * u64::from(attempt) + fastrand::u64(0..20);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                r => return r.map_err(|e| sql_error(&format!("`{}`", first_words(sql)), &e)),
+            }
+        }
     }
 
     /// Closes the connection politely.
     pub async fn close(self) {
         let _ = match self {
-            Conn::Pg(c) => c.close().await,
-            Conn::My(c) => c.close().await,
+            Conn::Pg(c, _) => c.close().await,
+            Conn::My(c, _) => c.close().await,
         };
     }
 }

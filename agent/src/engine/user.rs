@@ -352,7 +352,7 @@ fn wrong_engine() -> OpError {
 
 /// The PostgreSQL role's connection limit, if the role exists.
 async fn pg_role(conn: &mut Conn, name: &str) -> Result<Option<i32>, OpError> {
-    let Conn::Pg(c) = conn else {
+    let Conn::Pg(c, _) = conn else {
         return Err(wrong_engine());
     };
     sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
@@ -364,7 +364,7 @@ async fn pg_role(conn: &mut Conn, name: &str) -> Result<Option<i32>, OpError> {
 
 /// The hosts of the MySQL accounts named `name`.
 async fn my_hosts(conn: &mut Conn, name: &str) -> Result<Vec<String>, OpError> {
-    let Conn::My(c) = conn else {
+    let Conn::My(c, _) = conn else {
         return Err(wrong_engine());
     };
     sqlx::query_scalar("SELECT CAST(Host AS CHAR) FROM mysql.user WHERE User = ?")
@@ -382,7 +382,7 @@ pub async fn observe(
 ) -> Result<Vec<(String, String, String)>, OpError> {
     let mut diffs = Vec::new();
     match conn {
-        Conn::Pg(c) => {
+        Conn::Pg(c, _) => {
             let row: Option<(bool, i32, bool, bool, bool)> = sqlx::query_as(
                 "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolcreaterole, rolsuper FROM pg_roles WHERE rolname = $1",
             )
@@ -416,7 +416,7 @@ pub async fn observe(
                 cmp("superuser", v.to_string(), superuser.to_string());
             }
         }
-        Conn::My(c) => {
+        Conn::My(c, _) => {
             let want = spec.mysql.clone().unwrap_or_default();
             let rows: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT CAST(Host AS CHAR), CAST(max_user_connections AS SIGNED) FROM mysql.user WHERE User = ?",
@@ -459,7 +459,7 @@ pub async fn ensure(
     spec: &UserSpec,
     password: &str,
 ) -> Result<ObservedUser, OpError> {
-    if matches!(conn, Conn::Pg(_)) {
+    if matches!(conn, Conn::Pg(..)) {
         let existed = pg_role(conn, &spec.username).await?.is_some();
         let pg = spec.postgres.clone().unwrap_or_default();
         let verb = if existed { "ALTER" } else { "CREATE" };
@@ -515,7 +515,7 @@ pub async fn ensure(
 
 /// Drops the user (every MySQL account of that name); returns whether it existed.
 pub async fn drop(conn: &mut Conn, username: &str) -> Result<bool, OpError> {
-    if matches!(conn, Conn::Pg(_)) {
+    if matches!(conn, Conn::Pg(..)) {
         let existed = pg_role(conn, username).await?.is_some();
         if existed {
             conn.execute(&format!(

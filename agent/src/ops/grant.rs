@@ -140,7 +140,7 @@ fn merge(into: &mut GrantSet, other: Option<&GrantSet>) {
 
 async fn grantee_exists(conn: &mut Conn, grantee: &Grantee) -> Result<bool, OpError> {
     match conn {
-        Conn::Pg(c) => {
+        Conn::Pg(c, _) => {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
                 .bind(&grantee.name)
                 .fetch_one(c)
@@ -148,7 +148,7 @@ async fn grantee_exists(conn: &mut Conn, grantee: &Grantee) -> Result<bool, OpEr
                 .map(|n| n > 0)
                 .map_err(|e| sql_error("reading pg_roles", &e))
         }
-        Conn::My(c) => {
+        Conn::My(c, _) => {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE User = ?")
                 .bind(&grantee.name)
                 .fetch_one(c)
@@ -175,7 +175,7 @@ fn pg_parts(set: Option<&GrantSet>) -> Result<(BTreeSet<PgUnit>, BTreeSet<String
 }
 
 async fn pg_members_of(conn: &mut Conn, grantee: &str) -> Result<BTreeSet<String>, OpError> {
-    let Conn::Pg(c) = conn else {
+    let Conn::Pg(c, _) = conn else {
         return Ok(BTreeSet::new());
     };
     let rows: Vec<String> = sqlx::query_scalar(
@@ -195,7 +195,7 @@ async fn pg_acl(
     grantee: &str,
     schemas: &[String],
 ) -> Result<(Vec<PgAclEntry>, Vec<(String, String, String)>), OpError> {
-    let Conn::Pg(c) = conn else {
+    let Conn::Pg(c, _) = conn else {
         return Ok((vec![], vec![]));
     };
     let rows: Vec<(String, String, String, String, bool)> =
@@ -370,7 +370,7 @@ async fn my_held(
     user: &str,
     host: &str,
 ) -> Result<Vec<MyHeld>, OpError> {
-    let Conn::My(c) = conn else {
+    let Conn::My(c, _) = conn else {
         return Ok(vec![]);
     };
     let rows: Vec<(String, String, String, String, String, String)> =
@@ -422,7 +422,7 @@ async fn my_members_of(
     user: &str,
     host: &str,
 ) -> Result<BTreeSet<String>, OpError> {
-    let Conn::My(c) = conn else {
+    let Conn::My(c, _) = conn else {
         return Ok(BTreeSet::new());
     };
     let sql = if mariadb {

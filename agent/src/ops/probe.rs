@@ -32,6 +32,33 @@ pub struct ProbeSpec {
     /// Connect timeout.
     #[serde(default = "default_timeout")]
     pub connect_timeout_seconds: u64,
+    /// CA certificate and client certificate/key for the admin connection.
+    #[serde(default)]
+    pub tls: Option<TlsMaterialRef>,
+}
+
+/// A Secret in the workload cluster holding TLS material (PEM).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMaterialRef {
+    /// Secret name.
+    pub secret_name: String,
+    /// Secret namespace (absent: the agent's own namespace).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Key of the CA certificate.
+    #[serde(default = "default_ca_key")]
+    pub ca_key: String,
+    /// Key of the client certificate (mutual TLS).
+    #[serde(default)]
+    pub cert_key: Option<String>,
+    /// Key of the client key (mutual TLS).
+    #[serde(default)]
+    pub key_key: Option<String>,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 fn default_timeout() -> u64 {
@@ -65,7 +92,21 @@ fn default_password_key() -> String {
 /// Classifies a connection error.
 pub fn classify(engine: &str, target: &str, e: &sqlx::Error) -> OpError {
     let msg = e.to_string();
+    // rustls reports certificate problems through an I/O error; they are TLS failures.
+    let tls_problem = [
+        "certificate",
+        "handshake",
+        "UnknownIssuer",
+        "BadSignature",
+        "NotValidForName",
+    ]
+    .iter()
+    .any(|m| msg.contains(m));
     let (code, hint) = match e {
+        _ if tls_problem => (
+            ErrorCode::TlsFailed,
+            "check spec.tls (mode, the CA in its Secret) and the server's certificate",
+        ),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => (
             ErrorCode::Unreachable,
             "check spec.connection.host/port and that the agent's cluster can reach it",

@@ -125,7 +125,7 @@ impl RoleSpec {
 
 async fn exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
     match conn {
-        Conn::Pg(c) => {
+        Conn::Pg(c, _) => {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
                 .bind(name)
                 .fetch_one(c)
@@ -133,7 +133,7 @@ async fn exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
                 .map(|n| n > 0)
                 .map_err(|e| sql_error("reading pg_roles", &e))
         }
-        Conn::My(c) => {
+        Conn::My(c, _) => {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE User = ?")
                 .bind(name)
                 .fetch_one(c)
@@ -146,7 +146,9 @@ async fn exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
 
 /// PostgreSQL attributes that differ from the spec: `(attribute, expected, actual)`.
 async fn pg_attribute_diffs(conn: &mut Conn, role: &RoleSpec) -> Result<Vec<Diff>, OpError> {
-    let Conn::Pg(c) = conn else { return Ok(vec![]) };
+    let Conn::Pg(c, _) = conn else {
+        return Ok(vec![]);
+    };
     let row: Option<(bool, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
         "SELECT rolcanlogin, rolinherit, rolcreatedb, rolcreaterole, rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1",
     )

@@ -225,7 +225,7 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
 
 /// `base`, or `base_2`, `base_3`, ... if taken (two rotations on one day).
 async fn free_name(conn: &mut Conn, base: &str) -> Result<String, OpError> {
-    let Conn::Pg(c) = conn else {
+    let Conn::Pg(c, _) = conn else {
         return Ok(base.to_owned());
     };
     for n in 1..100 {
@@ -269,9 +269,10 @@ fn accounts(intent: &UserIntent) -> Result<Vec<String>, OpError> {
 async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpError> {
     let mut conn = engine::connect(ctx, &intent.user.instance, None).await?;
     let mut results = Vec::new();
+    let mut drops: Vec<(String, String, Vec<String>)> = Vec::new();
     let outcome: Result<(), OpError> = async {
         for login in &intent.retire {
-            let Conn::Pg(c) = &mut conn else { break };
+            let Conn::Pg(c, _) = &mut conn else { break };
             // Objects owned anywhere in the cluster (pg_shdepend spans databases), and the
             // databases where the login holds privileges.
             let deps: Vec<(String, String, i64)> = sqlx::query_as(
@@ -315,14 +316,7 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
                         .filter(|d| d.1 == "a" && !d.0.is_empty())
                         .map(|d| d.0.clone())
                         .collect();
-                    for db in databases {
-                        let mut other = engine::connect(ctx, &intent.user.instance, Some(&db)).await?;
-                        let r = other.execute(&format!("DROP OWNED BY {q}")).await;
-                        other.close().await;
-                        r?;
-                    }
-                    conn.execute(&format!("DROP ROLE IF EXISTS {q}")).await?;
-                    results.push(serde_json::json!({"user": login, "status": "Deleted"}));
+                    drops.push((login.clone(), q, databases));
                 }
             }
         }
@@ -331,6 +325,21 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
     .await;
     conn.close().await;
     outcome?;
+    // Done with the admin connection first: one operation never holds two of the server's
+    // connection slots at once.
+    for (login, q, databases) in drops {
+        for db in databases {
+            let mut other = engine::connect(ctx, &intent.user.instance, Some(&db)).await?;
+            let r = other.execute(&format!("DROP OWNED BY {q}")).await;
+            other.close().await;
+            r?;
+        }
+        let mut admin = engine::connect(ctx, &intent.user.instance, None).await?;
+        let r = admin.execute(&format!("DROP ROLE IF EXISTS {q}")).await;
+        admin.close().await;
+        r?;
+        results.push(serde_json::json!({"user": login, "status": "Deleted"}));
+    }
     Ok(serde_json::json!({ "retired": results }).to_string())
 }
 

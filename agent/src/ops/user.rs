@@ -442,7 +442,7 @@ pub async fn join_service_role(
     login: &str,
     service: &ServiceRoleSpec,
 ) -> Result<(), OpError> {
-    let engine::Conn::Pg(c) = conn else {
+    let engine::Conn::Pg(c, _) = conn else {
         return Ok(());
     };
     let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
@@ -462,7 +462,7 @@ pub async fn join_service_role(
             .await?;
     }
     let member: i64 = match conn {
-        engine::Conn::Pg(c) => sqlx::query_scalar(
+        engine::Conn::Pg(c, _) => sqlx::query_scalar(
             "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles l ON l.oid = m.member WHERE r.rolname = $1 AND l.rolname = $2",
         )
         .bind(&service.name)
@@ -470,7 +470,7 @@ pub async fn join_service_role(
         .fetch_one(c)
         .await
         .map_err(|e| engine::sql_error("reading pg_auth_members", &e))?,
-        engine::Conn::My(_) => 1,
+        engine::Conn::My(..) => 1,
     };
     if member == 0 {
         conn.execute(&format!("GRANT {} TO {}", q(&service.name)?, q(login)?))

@@ -324,7 +324,7 @@ async fn blocked<K: Scoped>(
         serde_json::json!({}),
     )
     .await?;
-    Ok(Action::requeue(Duration::from_secs(10)))
+    Ok(Action::requeue(Duration::from_secs(3)))
 }
 
 async fn apply<K: Scoped>(

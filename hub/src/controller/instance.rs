@@ -37,6 +37,23 @@ pub fn probe_desired(spec: &DatabaseInstanceSpec, namespace: Option<&str>) -> se
         (_, Some(my)) => serde_json::to_value(my.tls).ok(),
         _ => serde_json::to_value(PostgresSslMode::default()).ok(),
     };
+    // An explicit, enabled `tls` block decides the mode; its Secret (CA, client certificate
+    // and key) is read by the agent in the workload cluster.
+    let tls = spec.tls.as_ref();
+    let ssl_mode = match tls {
+        Some(t) if t.enabled == Some(true) => serde_json::to_value(t.mode).ok(),
+        _ => ssl_mode,
+    };
+    let tls_ref = tls.and_then(|t| t.secret_ref.as_ref()).map(|r| {
+        let keys = r.keys.clone();
+        serde_json::json!({
+            "secretName": r.name,
+            "namespace": namespace,
+            "caKey": keys.as_ref().map_or_else(|| "ca.crt".to_owned(), |k| k.ca.clone()),
+            "certKey": keys.as_ref().and_then(|k| k.cert.clone()),
+            "keyKey": keys.as_ref().and_then(|k| k.key.clone()),
+        })
+    });
     serde_json::json!({
         "engine": spec.engine,
         "host": conn.host,
@@ -51,6 +68,7 @@ pub fn probe_desired(spec: &DatabaseInstanceSpec, namespace: Option<&str>) -> se
             "passwordKey": keys.as_ref().map(|k| k.password.clone()).unwrap_or_else(|| "password".into()),
         },
         "sslMode": ssl_mode,
+        "tls": tls_ref,
         "connectTimeoutSeconds": spec.postgres.as_ref().map(|p| p.connect_timeout).unwrap_or(10),
     })
 }

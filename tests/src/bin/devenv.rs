@@ -27,18 +27,25 @@ struct Cli {
     check: bool,
 }
 
-async fn apply_samples(
+/// The examples directory (`docs/examples`), applied in file order.
+fn examples_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples"))
+}
+
+/// Installs the CRDs, the admin Secrets (workload cluster) and `docs/examples` (management
+/// cluster), with the instances pointed at the local servers. Returns the examples applied as
+/// `(kind, name)`.
+async fn apply_examples(
     mgmt: &KubeEnv,
     workload: &KubeEnv,
     pg: &Postgres,
     maria: &MariaDb,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, String)>> {
     let crds = dbprov_hub::crdgen::all();
     manifests::install_crds(&mgmt.client(), &crds).await?;
     manifests::create_namespaces(&mgmt.client(), &["demo"]).await?;
     manifests::create_namespaces(&workload.client(), &["demo"]).await?;
     let catalog = Catalog::new(&crds);
-    // Admin credentials exist only in the workload cluster, where the agents read them.
     let secrets =
         kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(workload.client(), "demo");
     for (name, user, password) in [
@@ -58,72 +65,90 @@ async fn apply_samples(
             )
             .await?;
     }
-    let samples = [
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
-               "metadata": {"name": "workload-a", "labels": {"env": "dev"}}, "spec": {"description": "local agent A"}}),
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
-               "metadata": {"name": "workload-b", "labels": {"env": "dev"}}, "spec": {"description": "local agent B"}}),
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
-               "metadata": {"name": "postgres", "namespace": "demo"},
-               "spec": {"engine": "postgres", "clusterRef": {"name": "workload-a"},
-                        "connection": {"host": "127.0.0.1", "port": pg.port(), "database": "postgres",
-                                       "secretRef": {"name": "pg-admin"}},
-                        "postgres": {"sslMode": "disable"}, "healthCheck": {"intervalSeconds": 30}}}),
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseInstance",
-               "metadata": {"name": "mariadb", "namespace": "demo"},
-               "spec": {"engine": "mariadb", "clusterRef": {"name": "workload-b"},
-                        "connection": {"host": "127.0.0.1", "port": maria.port(), "database": "mysql",
-                                       "secretRef": {"name": "mariadb-admin"}},
-                        "mysql": {"tls": "disabled"}, "healthCheck": {"intervalSeconds": 30}}}),
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "Database",
-               "metadata": {"name": "shop", "namespace": "demo"},
-               "spec": {"instanceRef": {"name": "postgres"}, "name": "shop", "deletionPolicy": "Delete",
-                        "deletionProtection": false, "postgres": {"connectionLimit": 20}}}),
-        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseUser",
-               "metadata": {"name": "shop-app", "namespace": "demo"},
-               "spec": {"instanceRef": {"name": "postgres"}, "username": "shop_app",
-                        "passwordSecret": {"secretName": "shop-app-credentials"}}}),
-    ];
-    for doc in &samples {
-        manifests::apply(&mgmt.client(), &catalog, doc).await?;
+    // The hub's default cluster, served by the one local agent.
+    manifests::apply(
+        &mgmt.client(),
+        &catalog,
+        &json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+                "metadata": {"name": "default", "labels": {"env": "dev"}},
+                "spec": {"description": "the local workload cluster"}}),
+    )
+    .await?;
+    let docs = manifests::load_dir(&examples_dir())
+        .with_context(|| format!("reading {}", examples_dir().display()))?;
+    let mut applied = Vec::new();
+    for doc in docs {
+        let mut value = doc.value.clone();
+        if value["kind"] == "DatabaseInstance" {
+            let port = if value["spec"]["engine"] == "postgres" {
+                pg.port()
+            } else {
+                maria.port()
+            };
+            value["spec"]["connection"]["host"] = json!("127.0.0.1");
+            value["spec"]["connection"]["port"] = json!(port);
+        }
+        manifests::apply(&mgmt.client(), &catalog, &value)
+            .await
+            .with_context(|| format!("applying {}", doc.id()))?;
+        applied.push((
+            value["kind"].as_str().unwrap_or_default().to_owned(),
+            value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ));
     }
-    Ok(())
+    Ok(applied)
 }
 
-async fn wait_samples_ready(mgmt: &KubeEnv) -> anyhow::Result<()> {
+async fn wait_examples_ready(mgmt: &KubeEnv, examples: &[(String, String)]) -> anyhow::Result<()> {
     let catalog = Catalog::new(&dbprov_hub::crdgen::all());
-    let samples = [
-        ("DatabaseInstance", "postgres"),
-        ("DatabaseInstance", "mariadb"),
-        ("Database", "shop"),
-        ("DatabaseUser", "shop-app"),
-    ];
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let mut ready = 0;
-        for (kind, name) in samples {
+        let mut waiting = Vec::new();
+        for (kind, name) in examples {
             let api = catalog
                 .api_for(
                     &mgmt.client(),
                     &json!({"kind": kind, "metadata": {"namespace": "demo"}}),
                 )
-                .context("sample API")?;
-            if api.get(name).await?.data["status"]["phase"] == "Ready" {
-                ready += 1;
+                .context("example API")?;
+            let status = &api.get(name).await?.data["status"];
+            if status["phase"] != "Ready" {
+                waiting.push(format!(
+                    "{kind}/{name}: {}",
+                    status["message"].as_str().unwrap_or("no status yet")
+                ));
             }
         }
-        if ready == samples.len() {
+        if waiting.is_empty() {
             return Ok(());
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "samples not Ready within 90s; see `kubectl get dbprov -n demo -o yaml`"
+            "examples not Ready within 180s:\n  {}\nsee `kubectl get dbprov -n demo -o yaml`",
+            waiting.join("\n  ")
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Logs in with what the agent wrote to the workload cluster: the sample user really works.
+/// `kubectl get dbprov -n demo` against the management cluster, as text.
+fn kubectl_get(mgmt: &KubeEnv) -> String {
+    let Ok(kubectl) = dbprov_tests::tools::find("kubectl") else {
+        return "(kubectl not installed: scripts/install-tools.sh installs it)".into();
+    };
+    match std::process::Command::new(kubectl)
+        .env("KUBECONFIG", mgmt.kubeconfig())
+        .args(["get", "dbprov", "-n", "demo"])
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => format!("(kubectl failed: {e})"),
+    }
+}
+
 async fn verify_generated_credentials(workload: &KubeEnv, pg: &Postgres) -> anyhow::Result<()> {
     use sqlx::Connection;
     let secret =
@@ -167,24 +192,22 @@ async fn main() -> anyhow::Result<()> {
     )
     .context("starting the local environment (scripts/install-tools.sh installs the tools)")?;
     let pki = Pki::new()?;
-    apply_samples(&mgmt, &workload, &pg, &maria).await?;
+    let examples = apply_examples(&mgmt, &workload, &pg, &maria).await?;
     let hub = HubProcess::start(&mgmt, &pki, 0, 5).await?;
-    let mut agents = Vec::new();
-    for cluster in ["workload-a", "workload-b"] {
-        agents.push(AgentProcess::start(
-            &workload,
-            &pki,
-            &hub.addr,
-            &AgentOptions {
-                cluster_name: cluster.into(),
-                cert: pki.cluster(cluster)?,
-                admin_port: true,
-            },
-        )?);
-    }
+    let agent = AgentProcess::start(
+        &workload,
+        &pki,
+        &hub.addr,
+        &AgentOptions {
+            cluster_name: "default".into(),
+            cert: pki.cluster("default")?,
+            admin_port: true,
+        },
+    )?;
     let admin = pki.admin("dev")?;
-    wait_samples_ready(&mgmt).await?;
+    wait_examples_ready(&mgmt, &examples).await?;
     verify_generated_credentials(&workload, &pg).await?;
+    println!("\n$ kubectl get dbprov -n demo\n{}", kubectl_get(&mgmt));
 
     let grpcurl = format!(
         "grpcurl -cacert {} -cert {} -key {} -servername localhost",
@@ -215,26 +238,25 @@ async fn main() -> anyhow::Result<()> {
          \n  workload cluster    KUBECONFIG={wkc} kubectl get secrets -n demo\
          \n  hub gRPC            {hub}\
          \n                      {grpcurl} {hub} dbprov.admin.v1.HubAdmin/ListClusters\
-         \n  agents              workload-a (admin port {a}), workload-b (admin port {b})\
+         \n  agent               cluster default (the hub's default cluster), admin port {a}\
          \n  PostgreSQL          {pgv}: psql '{pgurl}'\
          \n  MariaDB             {mv}: mariadb -h 127.0.0.1 -P {mport} -u root -p'{mpw}'\
          \n  S3 (MinIO)          {s3}  access key {ak}, secret key {sk}, region {region}\
          \n  GCS                 {gcsep}  (fake-gcs-server, no credentials)\
          \n  Azure Blob          {az}  (Azurite, account {acct}, emulator key)\
          \n\
-         \n  samples (namespace demo): DatabaseInstances postgres (via workload-a) and mariadb (via workload-b),\
-         \n  Database shop and DatabaseUser shop-app are Ready. Log in with the generated credentials:\
+         \n  examples (docs/examples, namespace demo): instances, databases, roles, users and grants\
+         \n  are Ready. Log in with the generated credentials (they exist only in the workload cluster):\
          \n    export KUBECONFIG={wkc}\
-         \n    PGPASSWORD=\"$(kubectl get secret -n demo shop-app-credentials -o jsonpath='{{.data.password}}' | base64 -d)\" \\\
-         \n      psql -h 127.0.0.1 -p {pgport} -U shop_app shop\n",
+         \n    psql \"$(kubectl get secret -n demo shop-app-credentials -o jsonpath='{{.data.DATABASE_URL}}' | base64 -d)\"\
+         \n    mariadb -h 127.0.0.1 -P {mport} -u catalog_app \\\
+         \n      -p\"$(kubectl get secret -n demo catalog-app-credentials -o jsonpath='{{.data.password}}' | base64 -d)\" catalog\n",
         kc = mgmt.kubeconfig().display(),
         wkc = workload.kubeconfig().display(),
         hub = hub.addr,
-        a = agents[0].admin_addr.clone().unwrap_or_default(),
-        b = agents[1].admin_addr.clone().unwrap_or_default(),
+        a = agent.admin_addr.clone().unwrap_or_default(),
         pgv = pg.version(),
         pgurl = pg.url("postgres"),
-        pgport = pg.port(),
         mv = maria.version(),
         mport = maria.port(),
         mpw = maria.password(),
@@ -261,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  connection details written to {}", path.display());
     }
     if cli.check {
-        println!("--check: everything started and the samples are Ready; stopping.");
+        println!("--check: everything started and the examples are Ready; stopping.");
         return Ok(());
     }
     tokio::signal::ctrl_c()
