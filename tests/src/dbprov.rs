@@ -394,5 +394,6 @@ pub fn local_instance(
         ssl_mode: Some("disable".into()),
         connect_timeout_seconds: 10,
         tls: None,
+        discover: false,
     }
 }

@@ -142,6 +142,63 @@ async fn out_of_band_changes_are_detected_or_corrected() {
         })
         .await;
     assert!(diffs(&v).contains("maxUserConnections"), "{v}");
+
+    // Discovery lists what no resource manages; creating the resource adopts it in place.
+    admin.execute("CREATE DATABASE legacy").await.unwrap();
+    let mut legacy = sqlx::PgConnection::connect(&s.pg.url("legacy"))
+        .await
+        .unwrap();
+    legacy
+        .execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)")
+        .await
+        .unwrap();
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseInstance",
+        "metadata": {"name": "pg", "namespace": "shop"},
+        "spec": {"engine": "postgres",
+                 "connection": {"host": "127.0.0.1", "port": s.pg.port(), "database": "postgres", "secretRef": {"name": "pg-admin"}},
+                 "postgres": {"sslMode": "disable"}, "healthCheck": {"intervalSeconds": 5},
+                 "discovery": {"enabled": true, "interval": "1s"}}}))
+        .await;
+    let found = |v: &Value, key: &str, name: &str| {
+        v["status"]["discoveredResources"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+    };
+    let v = s
+        .wait_for("DatabaseInstance", "pg", "legacy discovered", |v| {
+            found(v, "databases", "legacy").is_some()
+        })
+        .await;
+    assert_eq!(found(&v, "databases", "legacy").unwrap()["adopted"], false);
+    assert!(
+        found(&v, "databases", "shop").is_none(),
+        "managed databases are not listed: {v}"
+    );
+    assert!(found(&v, "users", "shop_app").is_none(), "{v}");
+    s.apply(json!({"apiVersion": API, "kind": "Database",
+                   "metadata": {"name": "legacy", "namespace": "shop"},
+                   "spec": {"instanceRef": {"name": "pg"}, "name": "legacy"}}))
+        .await;
+    let db = s.wait_ready("Database", "legacy").await;
+    assert!(
+        db["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("adopted"),
+        "{db}"
+    );
+    s.wait_for("DatabaseInstance", "pg", "legacy adopted", |v| {
+        found(v, "databases", "legacy").is_some_and(|e| e["adopted"] == true)
+    })
+    .await;
+    let kept: i32 = sqlx::query_scalar("SELECT id FROM kept")
+        .fetch_one(&mut legacy)
+        .await
+        .unwrap();
+    assert_eq!(kept, 42, "adopted, not recreated");
 }
 
 #[tokio::test]

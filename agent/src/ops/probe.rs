@@ -35,6 +35,9 @@ pub struct ProbeSpec {
     /// CA certificate and client certificate/key for the admin connection.
     #[serde(default)]
     pub tls: Option<TlsMaterialRef>,
+    /// Also list the server's databases, users and roles (instance discovery).
+    #[serde(default)]
+    pub discover: bool,
 }
 
 /// A Secret in the workload cluster holding TLS material (PEM).
@@ -142,9 +145,74 @@ pub fn classify(engine: &str, target: &str, e: &sqlx::Error) -> OpError {
 /// Runs the probe.
 pub async fn run(ctx: &OpContext, spec: ProbeSpec) -> Result<String, OpError> {
     let mut conn = crate::engine::connect(ctx, &spec, None).await?;
-    let version = conn.server_version().await?;
+    let version = conn.server_version().await;
+    let found = match (&version, spec.discover) {
+        (Ok(v), true) => Some(discover(&mut conn, v.contains("MariaDB")).await),
+        _ => None,
+    };
     conn.close().await;
-    Ok(serde_json::json!({ "engine": spec.engine, "version": version }).to_string())
+    let mut out = serde_json::json!({ "engine": spec.engine, "version": version? });
+    if let Some(found) = found {
+        out["discovered"] = found?;
+    }
+    Ok(out.to_string())
+}
+
+/// The server's databases, login users and roles, without system objects and without the
+/// admin user itself.
+async fn discover(
+    conn: &mut crate::engine::Conn,
+    mariadb: bool,
+) -> Result<serde_json::Value, OpError> {
+    use crate::engine::{Conn, sql_error};
+    let list = |what: &'static str| move |e: sqlx::Error| sql_error(&format!("listing {what}"), &e);
+    let (databases, users, roles): (Vec<String>, Vec<String>, Vec<String>) = match conn {
+        Conn::Pg(c, _) => (
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY 1")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(list("databases"))?,
+            sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname !~ '^pg_' AND rolname <> current_user ORDER BY 1")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(list("users"))?,
+            sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE NOT rolcanlogin AND rolname !~ '^pg_' ORDER BY 1")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(list("roles"))?,
+        ),
+        Conn::My(c, _) => {
+            let databases = sqlx::query_scalar(
+                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1",
+            )
+            .fetch_all(&mut *c)
+            .await
+            .map_err(list("databases"))?;
+            let system = "('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema')";
+            let (users_sql, roles_sql) = if mariadb {
+                (
+                    format!("SELECT DISTINCT CAST(User AS CHAR) FROM mysql.user WHERE is_role = 'N' AND User NOT IN {system} AND User <> CURRENT_USER() ORDER BY 1"),
+                    "SELECT DISTINCT CAST(User AS CHAR) FROM mysql.user WHERE is_role = 'Y' ORDER BY 1".to_owned(),
+                )
+            } else {
+                // MySQL 8 keeps roles as locked accounts without a password.
+                (
+                    format!("SELECT DISTINCT CAST(User AS CHAR) FROM mysql.user WHERE NOT (account_locked = 'Y' AND authentication_string = '') AND User NOT IN {system} ORDER BY 1"),
+                    "SELECT DISTINCT CAST(User AS CHAR) FROM mysql.user WHERE account_locked = 'Y' AND authentication_string = '' ORDER BY 1".to_owned(),
+                )
+            };
+            let users = sqlx::query_scalar(sqlx::AssertSqlSafe(users_sql))
+                .fetch_all(&mut *c)
+                .await
+                .map_err(list("users"))?;
+            let roles = sqlx::query_scalar(sqlx::AssertSqlSafe(roles_sql))
+                .fetch_all(&mut *c)
+                .await
+                .map_err(list("roles"))?;
+            (databases, users, roles)
+        }
+    };
+    Ok(serde_json::json!({"databases": databases, "users": users, "roles": roles}))
 }
 
 pub(crate) fn timeout_error(engine: &str, target: &str, after: Duration) -> OpError {

@@ -137,6 +137,95 @@ pub fn probe_status(cluster: &str, result: Result<String, DispatchError>) -> Pro
     }
 }
 
+/// The `status.discoveredResources` of an instance, as JSON.
+fn previous_discovered<K: serde::Serialize>(obj: &K) -> serde_json::Value {
+    serde_json::to_value(obj)
+        .map(|v| v["status"]["discoveredResources"].clone())
+        .unwrap_or_default()
+}
+
+/// Whether discovery is on and its interval has passed since the last scan.
+pub fn discovery_due(spec: &DatabaseInstanceSpec, previous: &serde_json::Value) -> bool {
+    let Some(d) = spec.discovery.as_ref().filter(|d| d.enabled) else {
+        return false;
+    };
+    let every = super::database::parse_interval(&d.interval).unwrap_or(Duration::from_secs(1800));
+    let last: Option<k8s_openapi::jiff::Timestamp> =
+        previous["lastScan"].as_str().and_then(|t| t.parse().ok());
+    last.is_none_or(|t| {
+        k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second()
+            >= i64::try_from(every.as_secs()).unwrap_or(i64::MAX)
+    })
+}
+
+/// `status.discoveredResources`: what the server has that no resource on this instance
+/// manages (`adopted: false`), and what was discovered earlier and has a resource now
+/// (`adopted: true` — adopting is creating the resource; the object is taken over, never
+/// recreated). First-seen times are kept across scans.
+async fn discovered_resources(
+    ctx: &Context,
+    namespace: Option<&str>,
+    name: &str,
+    found: &serde_json::Value,
+    previous: &serde_json::Value,
+) -> Result<serde_json::Value, Error> {
+    let managed = managed_names(ctx, namespace, name).await?;
+    let now = now();
+    let mut out = serde_json::json!({"lastScan": now});
+    for (key, kind) in [
+        ("databases", "database"),
+        ("users", "user"),
+        ("roles", "role"),
+    ] {
+        let seen: Vec<&str> = found[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let earlier = |n: &str| {
+            previous[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == n)
+                .map(|e| e["discovered"].clone())
+        };
+        let items: Vec<serde_json::Value> = seen
+            .iter()
+            .filter_map(|n| {
+                let adopted = managed.contains(&(kind, (*n).to_owned()));
+                let first = earlier(n);
+                // Objects managed from the start were never "discovered".
+                if adopted && first.is_none() {
+                    return None;
+                }
+                Some(serde_json::json!({
+                    "name": n,
+                    "discovered": first.unwrap_or_else(|| serde_json::json!(now)),
+                    "adopted": adopted,
+                }))
+            })
+            .collect();
+        out[key] = serde_json::json!(items);
+    }
+    Ok(out)
+}
+
+/// Names in the server of the databases, users and roles that resources on this instance
+/// manage: `(kind, name)` with kind `database`, `user` or `role`.
+async fn managed_names(
+    ctx: &Context,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Vec<(&'static str, String)>, Error> {
+    Ok(on_instance(ctx, namespace, name)
+        .await?
+        .into_iter()
+        .filter_map(|(kind, _, server_name)| server_name.map(|n| (kind, n)))
+        .collect())
+}
+
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -162,6 +251,7 @@ where
         .map(|c| c.name.clone())
         .unwrap_or_else(|| ctx.default_cluster.clone());
     let generation = obj.meta().generation;
+    let mut discovered = None;
     let status = if !spec.engine.is_served() {
         ProbeStatus {
             phase: InstancePhase::Failed,
@@ -174,6 +264,10 @@ where
             version: None,
         }
     } else {
+        let previous = api.get_status(&name).await?;
+        let discover = discovery_due(spec, &previous_discovered(&previous));
+        let mut desired = probe_desired(spec, namespace.as_deref());
+        desired["discover"] = serde_json::json!(discover);
         let request = IntentRequest {
             resource: ResourceRef {
                 kind: K::kind(&()).into_owned(),
@@ -183,10 +277,23 @@ where
                 generation: generation.unwrap_or_default(),
             },
             operation: Operation::ProbeInstance,
-            desired_json: probe_desired(spec, namespace.as_deref()).to_string(),
+            desired_json: desired.to_string(),
             timeout: ctx.intent_timeout,
         };
-        probe_status(&cluster, ctx.hub.send(&cluster, request).await)
+        let answer = ctx.hub.send(&cluster, request).await;
+        if discover && let Ok(json) = &answer {
+            discovered = Some(
+                discovered_resources(
+                    ctx,
+                    namespace.as_deref(),
+                    &name,
+                    &serde_json::from_str::<serde_json::Value>(json)?["discovered"],
+                    &previous_discovered(&previous),
+                )
+                .await?,
+            );
+        }
+        probe_status(&cluster, answer)
     };
     let condition = Condition {
         type_: "Ready".into(),
@@ -208,6 +315,9 @@ where
     });
     if let Some(v) = &status.version {
         patch["status"]["version"] = serde_json::json!(v);
+    }
+    if let Some(d) = discovered {
+        patch["status"]["discoveredResources"] = d;
     }
     // Keep the condition's transition time when its status did not change.
     let previous = api.get_status(&name).await?;
@@ -254,13 +364,14 @@ where
         })
 }
 
-/// The resources that live on an instance (`Kind namespace/name`): a namespaced instance's
-/// `instanceRef` users, a cluster instance's `clusterInstanceRef` users and cluster kinds.
-pub async fn dependents(
+/// The resources that live on an instance: `(kind in the server, "Kind namespace/name",
+/// name in the server)` — a namespaced instance's `instanceRef` users, a cluster instance's
+/// `clusterInstanceRef` users and cluster kinds (grants have no server name).
+async fn on_instance(
     ctx: &Context,
     namespace: Option<&str>,
     name: &str,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<(&'static str, String, Option<String>)>, Error> {
     use crate::api::{
         ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseRole, DatabaseUser,
         common::{ClusterRef, NamespacedRef},
@@ -281,11 +392,12 @@ pub async fn dependents(
             d.spec.instance_ref.as_ref(),
             d.spec.cluster_instance_ref.as_ref(),
         ) {
-            out.push(format!(
+            let display = format!(
                 "Database {}/{}",
                 d.namespace().unwrap_or_default(),
                 d.name_any()
-            ));
+            );
+            out.push(("database", display, Some(d.spec.name)));
         }
     }
     for u in Api::<DatabaseUser>::all(ctx.client.clone())
@@ -297,11 +409,20 @@ pub async fn dependents(
             u.spec.instance_ref.as_ref(),
             u.spec.cluster_instance_ref.as_ref(),
         ) {
-            out.push(format!(
+            let display = format!(
                 "DatabaseUser {}/{}",
                 u.namespace().unwrap_or_default(),
                 u.name_any()
-            ));
+            );
+            let active = u
+                .status
+                .as_ref()
+                .and_then(|s| s.rotation.as_ref())
+                .and_then(|r| r.active_user.clone());
+            if let Some(a) = active.filter(|a| a != &u.spec.username) {
+                out.push(("user", display.clone(), Some(a)));
+            }
+            out.push(("user", display, Some(u.spec.username)));
         }
     }
     for r in Api::<DatabaseRole>::all(ctx.client.clone())
@@ -313,11 +434,12 @@ pub async fn dependents(
             r.spec.instance_ref.as_ref(),
             r.spec.cluster_instance_ref.as_ref(),
         ) {
-            out.push(format!(
+            let display = format!(
                 "DatabaseRole {}/{}",
                 r.namespace().unwrap_or_default(),
                 r.name_any()
-            ));
+            );
+            out.push(("role", display, Some(r.spec.role_name)));
         }
     }
     if namespace.is_none() {
@@ -326,7 +448,11 @@ pub async fn dependents(
             .await?
         {
             if r.spec.cluster_instance_ref.name == name {
-                out.push(format!("ClusterDatabaseRole {}", r.name_any()));
+                out.push((
+                    "role",
+                    format!("ClusterDatabaseRole {}", r.name_any()),
+                    Some(r.spec.role_name),
+                ));
             }
         }
         for g in Api::<ClusterDatabaseGrant>::all(ctx.client.clone())
@@ -334,10 +460,29 @@ pub async fn dependents(
             .await?
         {
             if g.spec.cluster_instance_ref.name == name {
-                out.push(format!("ClusterDatabaseGrant {}", g.name_any()));
+                out.push((
+                    "grant",
+                    format!("ClusterDatabaseGrant {}", g.name_any()),
+                    None,
+                ));
             }
         }
     }
+    Ok(out)
+}
+
+/// The resources that live on an instance, as `Kind namespace/name`.
+pub async fn dependents(
+    ctx: &Context,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = on_instance(ctx, namespace, name)
+        .await?
+        .into_iter()
+        .map(|(_, display, _)| display)
+        .collect();
+    out.dedup();
     Ok(out)
 }
 
