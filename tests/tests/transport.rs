@@ -10,7 +10,9 @@ use dbprov_tests::{
     KubeEnv, Postgres,
     dbprov::{AgentOptions, AgentProcess, CertFiles, HubProcess, Pki},
     manifests::{self, Catalog},
-    require, tools,
+    require,
+    scenario::eventually,
+    tools,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
@@ -74,25 +76,6 @@ fn connected(mc: &Value) -> Option<bool> {
         .iter()
         .find(|c| c["type"] == "Connected")
         .map(|c| c["status"] == "True")
-}
-
-/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with `what`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_connected(w: &World, name: &str, want: bool, timeout: Duration) -> Value {

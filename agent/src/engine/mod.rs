@@ -276,6 +276,28 @@ async fn tls_material(ctx: &OpContext, spec: &ProbeSpec) -> Result<Option<TlsMat
     }))
 }
 
+/// Whether a role (PostgreSQL) or an account or role of that name (MySQL/MariaDB) exists.
+pub async fn account_exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
+    match conn {
+        Conn::Pg(c, _) => {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+                .bind(name)
+                .fetch_one(c)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| sql_error("reading pg_roles", &e))
+        }
+        Conn::My(c, _) => {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE User = ?")
+                .bind(name)
+                .fetch_one(c)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| sql_error("reading mysql.user", &e))
+        }
+    }
+}
+
 /// An SQL failure, classified.
 pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
     let retryable = !matches!(e, sqlx::Error::Database(_));

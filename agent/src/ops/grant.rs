@@ -113,7 +113,7 @@ pub async fn revoke(ctx: &OpContext, intent: GrantIntent) -> Result<String, OpEr
         ..intent
     };
     let mut conn = engine::connect(ctx, &revoke_all.instance, None).await?;
-    let exists = grantee_exists(&mut conn, &revoke_all.grantee).await;
+    let exists = engine::account_exists(&mut conn, &revoke_all.grantee.name).await;
     conn.close().await;
     if !exists? {
         return Ok(serde_json::json!({ "revoked": 0, "granteeExists": false }).to_string());
@@ -135,27 +135,6 @@ fn merge(into: &mut GrantSet, other: Option<&GrantSet>) {
         let mine = into.mysql.get_or_insert_with(Default::default);
         mine.roles.extend(m.roles.iter().cloned());
         mine.grants.extend(m.grants.iter().cloned());
-    }
-}
-
-async fn grantee_exists(conn: &mut Conn, grantee: &Grantee) -> Result<bool, OpError> {
-    match conn {
-        Conn::Pg(c, _) => {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
-                .bind(&grantee.name)
-                .fetch_one(c)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| sql_error("reading pg_roles", &e))
-        }
-        Conn::My(c, _) => {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE User = ?")
-                .bind(&grantee.name)
-                .fetch_one(c)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| sql_error("reading mysql.user", &e))
-        }
     }
 }
 

@@ -123,27 +123,6 @@ impl RoleSpec {
     }
 }
 
-async fn exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
-    match conn {
-        Conn::Pg(c, _) => {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
-                .bind(name)
-                .fetch_one(c)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| sql_error("reading pg_roles", &e))
-        }
-        Conn::My(c, _) => {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mysql.user WHERE User = ?")
-                .bind(name)
-                .fetch_one(c)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| sql_error("reading mysql.user", &e))
-        }
-    }
-}
-
 /// PostgreSQL attributes that differ from the spec: `(attribute, expected, actual)`.
 async fn pg_attribute_diffs(conn: &mut Conn, role: &RoleSpec) -> Result<Vec<Diff>, OpError> {
     let Conn::Pg(c, _) = conn else {
@@ -188,7 +167,7 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpErr
     let pg = intent.instance.engine == "postgres";
     let mut conn = engine::connect(ctx, &intent.instance, None).await?;
     let result: Result<(bool, Vec<Diff>), OpError> = async {
-        let existed = exists(&mut conn, &role.role_name).await?;
+        let existed = engine::account_exists(&mut conn, &role.role_name).await?;
         let mut drift = Vec::new();
         if intent.mode != Mode::Apply {
             if existed {
@@ -264,7 +243,7 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpErr
 pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpError> {
     let role = &intent.role;
     let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-    let existed = exists(&mut conn, &role.role_name).await;
+    let existed = engine::account_exists(&mut conn, &role.role_name).await;
     conn.close().await;
     if !existed? {
         return Ok(serde_json::json!({"roleName": role.role_name, "existed": false}).to_string());

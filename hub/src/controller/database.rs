@@ -56,6 +56,28 @@ pub struct Blocked {
     pub message: String,
 }
 
+/// Shows why `obj` cannot proceed (Ready=False with the reason) and comes back soon: what
+/// it waits for (an instance, a grantee, a database) usually changes within seconds.
+pub async fn report_blocked<K: super::Scoped>(
+    ctx: &Context,
+    obj: &K,
+    status: Option<&crate::api::common::CommonStatus>,
+    b: Blocked,
+) -> Result<Action, Error> {
+    patch_ready_status(
+        ctx,
+        obj,
+        status.and_then(|s| s.conditions.as_ref()),
+        b.phase,
+        false,
+        b.reason,
+        &b.message,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
 async fn resolve_instance(
     ctx: &Context,
     db: &Database,

@@ -3,8 +3,6 @@
 //! (and its Database, when referenced) to be Ready; privileges a newer spec no longer lists
 //! are revoked; deleting the resource revokes everything it granted.
 
-use std::time::Duration;
-
 use dbprov_proto::agent::v1::Operation;
 use kube::{
     Api,
@@ -15,7 +13,7 @@ use super::{
     Context, Error, Scoped,
     database::{
         Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
-        publish_event,
+        publish_event, report_blocked,
     },
     ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
@@ -307,26 +305,6 @@ async fn database_ready(
     )
 }
 
-async fn blocked<K: Scoped>(
-    ctx: &Context,
-    obj: &K,
-    status: Option<&CommonStatus>,
-    b: Blocked,
-) -> Result<Action, Error> {
-    patch_ready_status(
-        ctx,
-        obj,
-        status.and_then(|s| s.conditions.as_ref()),
-        b.phase,
-        false,
-        b.reason,
-        &b.message,
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(3)))
-}
-
 async fn apply<K: Scoped>(
     obj: &K,
     view: GrantView<'_>,
@@ -335,7 +313,7 @@ async fn apply<K: Scoped>(
 ) -> Result<Action, Error> {
     let grantee = match grantee {
         Ok(g) => g,
-        Err(b) => return blocked(ctx, obj, view.status, b).await,
+        Err(b) => return report_blocked(ctx, obj, view.status, b).await,
     };
     let request = intent(ctx, obj, Operation::EnsureGrant, view.desired(&grantee));
     let cluster_scoped = view.cluster_scoped;
@@ -496,7 +474,7 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
                 let ns = kube::ResourceExt::namespace(&*o).unwrap_or_default();
                 if let Some(b) = database_ready(&ctx, &ns, o.spec.database_ref.as_ref()).await? {
                     let status = o.status.as_ref().map(|s| &s.common);
-                    return blocked(&ctx, &*o, status, b).await;
+                    return report_blocked(&ctx, &*o, status, b).await;
                 }
                 let grantee = grantee_of_namespaced(&ctx, &o).await?;
                 apply(&*o, view_of(&o), grantee, &ctx).await

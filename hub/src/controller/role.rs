@@ -2,16 +2,14 @@
 //! privileges, through the instance's agent. Deleting the resource revokes what dbprov
 //! granted the role and drops it.
 
-use std::time::Duration;
-
 use dbprov_proto::agent::v1::Operation;
 use kube::runtime::{controller::Action, events::EventType};
 
 use super::{
     Context, Error, Scoped,
     database::{
-        Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
-        publish_event, resolve_instance_refs,
+        Blocked, ResolvedInstance, cluster_of, drop_through_agent, publish_event, report_blocked,
+        resolve_instance_refs,
     },
     ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
@@ -86,32 +84,6 @@ fn cluster_view_of(role: &ClusterDatabaseRole) -> RoleView<'_> {
     }
 }
 
-async fn blocked<K: Scoped>(
-    ctx: &Context,
-    obj: &K,
-    status: Option<&CommonStatus>,
-    b: Blocked,
-) -> Result<Action, Error> {
-    patch_ready_status(
-        ctx,
-        obj,
-        status.and_then(|s| s.conditions.as_ref()),
-        b.phase,
-        false,
-        b.reason,
-        &b.message,
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(
-        if b.reason == "InstanceNotReady" {
-            10
-        } else {
-            15
-        },
-    )))
-}
-
 /// Resolves the instance, or says why not (also when it is not Ready yet).
 pub async fn ready_instance(
     ctx: &Context,
@@ -141,7 +113,7 @@ async fn apply<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<
     .await?
     {
         Ok(i) => i,
-        Err(b) => return blocked(ctx, obj, view.status, b).await,
+        Err(b) => return report_blocked(ctx, obj, view.status, b).await,
     };
     let request = intent(ctx, obj, Operation::EnsureRole, view.desired(&instance));
     let display = instance.display.clone();
