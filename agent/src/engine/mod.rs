@@ -300,8 +300,32 @@ pub async fn account_exists(conn: &mut Conn, name: &str) -> Result<bool, OpError
 
 /// An SQL failure, classified.
 pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
-    let retryable = !matches!(e, sqlx::Error::Database(_));
+    let retryable = match e {
+        // An object the statement needs is not there yet (a database, schema, table or role
+        // another resource is still creating): worth trying again soon.
+        sqlx::Error::Database(db) => missing_object(&db.code().unwrap_or_default()),
+        _ => true,
+    };
     OpError::new(ErrorCode::Sql, format!("{what}: {e}"), retryable)
+}
+
+/// PostgreSQL: invalid_catalog_name, invalid_schema_name, undefined_table, undefined_object,
+/// undefined_function; MySQL/MariaDB: unknown database, table doesn't exist, unknown
+/// procedure/function, no such role.
+fn missing_object(code: &str) -> bool {
+    matches!(
+        code,
+        "3D000"
+            | "3F000"
+            | "42P01"
+            | "42704"
+            | "42883"
+            | "1049"
+            | "1146"
+            | "1305"
+            | "3523"
+            | "1959"
+    )
 }
 
 /// A name refused by the quoting layer (the CRD schema normally refuses it first).
@@ -384,6 +408,16 @@ fn first_words(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::first_words;
+
+    #[test]
+    fn missing_objects_are_retried_other_sql_errors_are_not() {
+        assert!(super::missing_object("3F000"), "schema not created yet");
+        assert!(super::missing_object("1146"), "table not created yet");
+        assert!(
+            !super::missing_object("42601"),
+            "a syntax error stays an error"
+        );
+    }
 
     #[test]
     fn logged_statements_stop_before_passwords() {
