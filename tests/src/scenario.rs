@@ -220,6 +220,37 @@ impl Scenario {
             .await
     }
 
+    /// Waits for an Event with `reason` about the object and returns its note (60 s). For
+    /// states that last only until the next check (e.g. `DriftCorrected`), the Event is the
+    /// durable record.
+    pub async fn wait_event(&self, kind: &str, name: &str, reason: &str) -> String {
+        let api = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+            self.mgmt.client(),
+            &self.ns,
+        );
+        let start = std::time::Instant::now();
+        loop {
+            let events = match api.list(&Default::default()).await {
+                Ok(l) => l.items,
+                Err(e) => panic!("listing events: {e}"),
+            };
+            if let Some(e) = events.iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                    })
+            }) {
+                return e.note.clone().unwrap_or_default();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {reason} event for {kind} {name}; hub log:\n{}",
+                self.hub.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until `check` holds for the object (60 s).
     pub async fn wait_for(
         &self,
