@@ -23,7 +23,7 @@ use super::{
 use crate::{
     api::{
         ClusterDatabaseInstance, Database, DatabaseInstance,
-        common::{DeletionPolicy, ProvisioningPhase},
+        common::{ClusterRef, DeletionPolicy, NamespacedRef, ProvisioningPhase},
         instance::{DatabaseInstanceSpec, InstancePhase},
     },
     session::{DispatchError, IntentRequest},
@@ -54,6 +54,25 @@ pub struct Blocked {
     pub reason: &'static str,
     /// Condition message.
     pub message: String,
+}
+
+/// Resolves the instance, or says why not (also when it is not Ready yet).
+pub async fn ready_instance(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&NamespacedRef>,
+    cluster_instance_ref: Option<&ClusterRef>,
+) -> Result<Result<ResolvedInstance, Blocked>, Error> {
+    Ok(
+        match resolve_instance_refs(ctx, ns, instance_ref, cluster_instance_ref).await? {
+            Ok(i) if !i.ready => Err(Blocked {
+                phase: crate::api::common::ProvisioningPhase::Pending,
+                reason: "InstanceNotReady",
+                message: format!("waiting for {} to be Ready", i.display),
+            }),
+            other => other,
+        },
+    )
 }
 
 /// Shows why `obj` cannot proceed (Ready=False with the reason) and comes back soon: what
@@ -312,7 +331,7 @@ pub async fn publish_event(
 }
 
 async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
-    let instance = match super::role::ready_instance(
+    let instance = match ready_instance(
         ctx,
         &db.namespace().unwrap_or_default(),
         db.spec.instance_ref.as_ref(),
@@ -322,17 +341,7 @@ async fn apply(db: Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     {
         Ok(i) => i,
         Err(b) => {
-            write_status(
-                ctx,
-                &db,
-                b.phase,
-                false,
-                b.reason,
-                &b.message,
-                serde_json::json!({}),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return report_blocked(ctx, &*db, db.status.as_ref().map(|s| &s.common), b).await;
         }
     };
     let request = database_intent(

@@ -13,11 +13,10 @@ use super::{
     Context, Error, Scoped,
     database::{
         Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
-        publish_event, report_blocked,
+        publish_event, ready_instance, report_blocked,
     },
     ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
-    role::ready_instance,
 };
 use crate::api::{
     ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseGrant, DatabaseRole, DatabaseUser,

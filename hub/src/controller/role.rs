@@ -8,8 +8,8 @@ use kube::runtime::{controller::Action, events::EventType};
 use super::{
     Context, Error, Scoped,
     database::{
-        Blocked, ResolvedInstance, cluster_of, drop_through_agent, publish_event, report_blocked,
-        resolve_instance_refs,
+        ResolvedInstance, cluster_of, drop_through_agent, publish_event, ready_instance,
+        report_blocked, resolve_instance_refs,
     },
     ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
     instance::probe_desired,
@@ -82,25 +82,6 @@ fn cluster_view_of(role: &ClusterDatabaseRole) -> RoleView<'_> {
         mysql: role.spec.mysql.as_ref(),
         status: role.status.as_ref().map(|s| &s.common),
     }
-}
-
-/// Resolves the instance, or says why not (also when it is not Ready yet).
-pub async fn ready_instance(
-    ctx: &Context,
-    ns: &str,
-    instance_ref: Option<&NamespacedRef>,
-    cluster_instance_ref: Option<&ClusterRef>,
-) -> Result<Result<ResolvedInstance, Blocked>, Error> {
-    Ok(
-        match resolve_instance_refs(ctx, ns, instance_ref, cluster_instance_ref).await? {
-            Ok(i) if !i.ready => Err(Blocked {
-                phase: crate::api::common::ProvisioningPhase::Pending,
-                reason: "InstanceNotReady",
-                message: format!("waiting for {} to be Ready", i.display),
-            }),
-            other => other,
-        },
-    )
 }
 
 async fn apply<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<Action, Error> {

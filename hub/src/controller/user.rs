@@ -25,7 +25,7 @@ use super::{
     Context, Error,
     database::{
         ResolvedInstance, cluster_of, dispatch_reason, drop_through_agent, patch_ready_status,
-        publish_event, resolve_instance_refs,
+        publish_event, ready_instance, report_blocked, resolve_instance_refs,
     },
     instance::probe_desired,
 };
@@ -86,10 +86,9 @@ async fn status(
 }
 
 async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> {
-    let ns = user.namespace().unwrap_or_default();
-    let instance = match resolve_instance_refs(
+    let instance = match ready_instance(
         ctx,
-        &ns,
+        &user.namespace().unwrap_or_default(),
         user.spec.instance_ref.as_ref(),
         user.spec.cluster_instance_ref.as_ref(),
     )
@@ -97,33 +96,9 @@ async fn apply(user: Arc<DatabaseUser>, ctx: &Context) -> Result<Action, Error> 
     {
         Ok(i) => i,
         Err(b) => {
-            status(
-                ctx,
-                &user,
-                b.phase,
-                false,
-                b.reason,
-                &b.message,
-                serde_json::json!({}),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(15)));
+            return report_blocked(ctx, &*user, user.status.as_ref().map(|s| &s.common), b).await;
         }
     };
-    if !instance.ready {
-        let message = format!("waiting for {} to be Ready", instance.display);
-        status(
-            ctx,
-            &user,
-            ProvisioningPhase::Pending,
-            false,
-            "InstanceNotReady",
-            &message,
-            serde_json::json!({}),
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    }
     let now = Timestamp::now();
     let plan = match rotation::plan(&user, now) {
         Ok(p) => p,
