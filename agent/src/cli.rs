@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Connect to the hub and run its intents against databases in this cluster.
     Run(Box<RunArgs>),
+    /// Inspect, verify or decrypt a downloaded backup artifact (no cluster needed).
+    #[command(subcommand)]
+    Artifact(crate::artifact::cli::ArtifactCommand),
     /// List the database client tools this agent would use, with their versions.
     Tools(ToolsArgs),
 }

@@ -1,6 +1,7 @@
 //! dbprov agent: the workload-cluster side of dbprov.
 
 pub mod admin;
+pub mod artifact;
 pub mod cli;
 pub mod connection;
 pub mod engine;
@@ -20,6 +21,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         cli::Command::Run(args) => run_agent(*args).await,
+        cli::Command::Artifact(cmd) => artifact::cli::run(cmd),
         cli::Command::Tools(args) => {
             let found = tools::detect(&args.search_path()).await;
             let caps = tools::capabilities(&found);

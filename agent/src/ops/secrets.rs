@@ -16,6 +16,28 @@ pub async fn read_keys(
     name: &str,
     keys: &[&str],
 ) -> Result<BTreeMap<String, String>, OpError> {
+    let raw = read_raw(client, namespace, name, keys).await?;
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let text = String::from_utf8(value).map_err(|_| {
+            OpError::new(
+                ErrorCode::Invalid,
+                format!("Secret {namespace}/{name} key {key:?} is not UTF-8 text"),
+                false,
+            )
+        })?;
+        out.insert(key, text);
+    }
+    Ok(out)
+}
+
+/// Reads `keys` of Secret `namespace/name` as bytes (key material need not be text).
+pub async fn read_raw(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    keys: &[&str],
+) -> Result<BTreeMap<String, Vec<u8>>, OpError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api
         .get_opt(name)
@@ -48,14 +70,7 @@ pub async fn read_keys(
                 true,
             )
         })?;
-        let text = String::from_utf8(value.0.clone()).map_err(|_| {
-            OpError::new(
-                ErrorCode::Invalid,
-                format!("Secret {namespace}/{name} key {key:?} is not UTF-8 text"),
-                false,
-            )
-        })?;
-        out.insert((*key).to_owned(), text);
+        out.insert((*key).to_owned(), value.0.clone());
     }
     Ok(out)
 }
