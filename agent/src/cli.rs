@@ -63,6 +63,14 @@ pub struct RunArgs {
     /// Directories searched for client tools before PATH (colon-separated).
     #[arg(long, env = "DBPROV_TOOL_PATH", value_delimiter = ':')]
     pub tool_path: Vec<PathBuf>,
+    /// Where PersistentVolumeClaims used as backup storage are mounted: claim `x` at
+    /// `<DIR>/x`.
+    #[arg(
+        long,
+        env = "DBPROV_PVC_ROOT",
+        default_value = "/var/lib/dbprov/volumes"
+    )]
+    pub pvc_root: PathBuf,
 }
 
 /// Options of `dbprov-agent tools`.

@@ -46,13 +46,24 @@ impl OpError {
 #[derive(Debug, Clone)]
 pub struct ProgressSink {
     intent_id: String,
-    executor: Executor,
+    executor: Option<Executor>,
 }
 
 impl ProgressSink {
+    /// A sink that reports nowhere (operations run outside an executor, e.g. in tests).
+    pub fn discard() -> Self {
+        Self {
+            intent_id: String::new(),
+            executor: None,
+        }
+    }
+
     /// Sends a progress update (dropped while disconnected: progress is advisory).
     pub fn report(&self, percent: u32, step: &str, bytes_done: u64) {
-        self.executor.emit_now(AgentMessage {
+        let Some(executor) = &self.executor else {
+            return;
+        };
+        executor.emit_now(AgentMessage {
             kind: Some(agent_message::Kind::Progress(pb::Progress {
                 intent_id: self.intent_id.clone(),
                 percent,
@@ -275,7 +286,7 @@ impl Executor {
         let is_unspecified = intent.operation == Operation::Unspecified as i32;
         let progress = ProgressSink {
             intent_id: id.clone(),
-            executor: self.clone(),
+            executor: Some(self.clone()),
         };
         let outcome = if is_unspecified {
             Err(OpError::new(

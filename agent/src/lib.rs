@@ -7,6 +7,7 @@ pub mod connection;
 pub mod engine;
 pub mod executor;
 pub mod ops;
+pub mod storage;
 pub mod tools;
 
 use std::sync::Arc;
@@ -49,7 +50,7 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
     let capabilities = pb::Capabilities {
         // Probing and provisioning need no client tools; backups do (reported in `tools`).
         engines: vec!["postgres".into(), "mysql".into(), "mariadb".into()],
-        storage_backends: vec![],
+        storage_backends: ["s3", "gcs", "azure", "pvc"].map(String::from).to_vec(),
         tools: found.tools.into_iter().collect(),
     };
     let hello = pb::Hello {
@@ -58,7 +59,11 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
         capabilities: Some(capabilities.clone()),
         running_operations: vec![],
     };
-    let executor = executor::Executor::new(Arc::new(ops::Operations::new(ops::OpContext { kube })));
+    let executor = executor::Executor::new(Arc::new(ops::Operations::new(ops::OpContext {
+        kube,
+        pvc_root: args.pvc_root.clone(),
+        tool_dirs: dirs.clone(),
+    })));
     let status = connection::SharedStatus::default();
     let conn = connection::HubConnection {
         address: args.hub_address.clone(),

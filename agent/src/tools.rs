@@ -88,6 +88,11 @@ async fn version_of(path: &Path) -> Result<String, ToolError> {
     parse_version(&stdout).ok_or_else(|| ToolError::Unparseable(stdout.trim().to_owned()))
 }
 
+/// The version of one tool found in `dirs`, if it runs.
+pub async fn detect_one(name: &str, dirs: &[PathBuf]) -> Option<String> {
+    version_of(&find(name, dirs)?).await.ok()
+}
+
 /// Looks up every tool in [`TOOLS`] in `dirs` and asks each for its version.
 pub async fn detect(dirs: &[PathBuf]) -> Vec<FoundTool> {
     let mut found = Vec::with_capacity(TOOLS.len());

@@ -281,6 +281,8 @@ pub struct AgentProcess {
     guard: ChildGuard,
     /// Admin port address, when enabled.
     pub admin_addr: Option<String>,
+    /// `--pvc-root`: claim `x` of `storage.pvc` is the directory `volumes/x`.
+    pub volumes: PathBuf,
     _dir: WorkDir,
 }
 
@@ -322,6 +324,11 @@ impl AgentProcess {
             .args(["--trust-domain", TRUST_DOMAIN])
             .arg("--tool-path")
             .arg(tools::pg_bin_dir());
+        // Claims of `storage.pvc` are directories here (what a mounted volume is to the agent).
+        let volumes = dir.join("volumes");
+        std::fs::create_dir_all(&volumes)
+            .map_err(EnvError::io("creating the agent's volumes dir"))?;
+        cmd.arg("--pvc-root").arg(&volumes);
         let mut admin_addr = None;
         if opts.admin_port {
             let addr = format!("127.0.0.1:{}", tools::free_port()?);
@@ -337,6 +344,7 @@ impl AgentProcess {
         Ok(Self {
             guard,
             admin_addr,
+            volumes,
             _dir: dir,
         })
     }
@@ -371,6 +379,8 @@ pub async fn agent_context(
         .await?;
     Ok(dbprov_agent::ops::OpContext {
         kube: workload.client(),
+        pvc_root: dbprov_agent::storage::default_pvc_root(),
+        tool_dirs: crate::tools::search_dirs(),
     })
 }
 

@@ -27,7 +27,8 @@ pub fn pg_bin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
-fn search_dirs() -> Vec<PathBuf> {
+/// Where the harness looks for executables, in order (also the agent's tool path in tests).
+pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![tools_dir(), pg_bin_dir()];
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));

@@ -299,7 +299,7 @@ impl<R: Read> Read for CountingReader<R> {
 enum Encrypting<W: Write> {
     Plain(W),
     Age(age::stream::StreamWriter<W>),
-    Aes(aead::AeadWriter<W>),
+    Aes(Box<aead::AeadWriter<W>>),
 }
 
 impl<W: Write> Write for Encrypting<W> {
@@ -323,7 +323,7 @@ impl<W: Write> Encrypting<W> {
     fn new(inner: W, key: Option<&EncryptKey>) -> io::Result<Self> {
         Ok(match key {
             None => Encrypting::Plain(inner),
-            Some(EncryptKey::Aes(k)) => Encrypting::Aes(aead::AeadWriter::new(inner, k)?),
+            Some(EncryptKey::Aes(k)) => Encrypting::Aes(Box::new(aead::AeadWriter::new(inner, k)?)),
             Some(EncryptKey::Age(recipients)) => {
                 let encryptor = age::Encryptor::with_recipients(
                     recipients.iter().map(|r| r as &dyn age::Recipient),

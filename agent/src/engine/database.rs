@@ -511,6 +511,14 @@ pub async fn ensure_contents(
     Ok(diffs)
 }
 
+/// Whether the database exists.
+pub async fn exists(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
+    Ok(match conn {
+        Conn::Pg(c, _) => pg_observe(c, name).await?.is_some(),
+        Conn::My(c, _) => my_observe(c, name).await?.is_some(),
+    })
+}
+
 /// Drops the database if it exists; returns whether it existed.
 pub async fn drop(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
     let existed = match conn {

@@ -131,13 +131,11 @@ fn target(spec: &ProbeSpec) -> String {
     format!("{}:{}", spec.host, spec.port)
 }
 
-/// Connects with the admin credentials from the workload cluster, to `database` (default:
-/// the instance's admin database).
-pub async fn connect(
+/// The instance's admin username and password, from its Secret.
+pub async fn admin_credentials(
     ctx: &OpContext,
     spec: &ProbeSpec,
-    database: Option<&str>,
-) -> Result<Conn, OpError> {
+) -> Result<(String, String), OpError> {
     let creds = &spec.credentials;
     let namespace = creds
         .namespace
@@ -152,6 +150,17 @@ pub async fn connect(
     .await?;
     let user = values.get(&creds.username_key).cloned().unwrap_or_default();
     let password = values.get(&creds.password_key).cloned().unwrap_or_default();
+    Ok((user, password))
+}
+
+/// Connects with the admin credentials from the workload cluster, to `database` (default:
+/// the instance's admin database).
+pub async fn connect(
+    ctx: &OpContext,
+    spec: &ProbeSpec,
+    database: Option<&str>,
+) -> Result<Conn, OpError> {
+    let (user, password) = admin_credentials(ctx, spec).await?;
     let tls = tls_material(ctx, spec).await?;
     let database = database.unwrap_or(&spec.database);
     let target = target(spec);
@@ -240,15 +249,27 @@ pub async fn connect(
     }
 }
 
-/// TLS material read from the workload cluster.
-struct TlsMaterial {
-    ca: Vec<u8>,
-    cert: Option<Vec<u8>>,
-    key: Option<Vec<u8>>,
+/// TLS material read from the workload cluster: PEM of a TLS Secret.
+pub struct TlsMaterial {
+    /// CA certificate(s).
+    pub ca: Vec<u8>,
+    /// Client certificate.
+    pub cert: Option<Vec<u8>>,
+    /// Client key.
+    pub key: Option<Vec<u8>>,
 }
 
-/// Reads the instance's TLS Secret, if it names one.
-async fn tls_material(ctx: &OpContext, spec: &ProbeSpec) -> Result<Option<TlsMaterial>, OpError> {
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").finish_non_exhaustive()
+    }
+}
+
+/// The instance's TLS material (CA, client certificate and key), when it names a Secret.
+pub async fn tls_material(
+    ctx: &OpContext,
+    spec: &ProbeSpec,
+) -> Result<Option<TlsMaterial>, OpError> {
     let Some(t) = &spec.tls else {
         return Ok(None);
     };

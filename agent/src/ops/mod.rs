@@ -1,8 +1,11 @@
 //! Operations the agent runs for intents. Each reads its desired state from the intent's
 //! JSON, secrets from the workload cluster, and reports the observed state as JSON.
 
+pub mod backup;
+pub mod client_tool;
 pub mod grant;
 pub mod probe;
+pub mod restore;
 pub mod role;
 pub mod rotation;
 pub mod secrets;
@@ -19,6 +22,10 @@ use crate::executor::{OpError, OpFuture, ProgressSink, Runner};
 pub struct OpContext {
     /// Client of the workload cluster the agent runs in.
     pub kube: kube::Client,
+    /// Where PVCs are mounted (`<root>/<claimName>`).
+    pub pvc_root: std::path::PathBuf,
+    /// Directories searched for client tools (then PATH).
+    pub tool_dirs: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for OpContext {
@@ -100,11 +107,14 @@ pub fn desired<T: serde::de::DeserializeOwned>(intent: &Intent) -> Result<T, OpE
 }
 
 impl Runner for Operations {
-    fn run(&self, intent: Intent, _progress: ProgressSink) -> OpFuture {
+    fn run(&self, intent: Intent, progress: ProgressSink) -> OpFuture {
         let ctx = self.ctx.clone();
         Box::pin(async move {
             match Operation::try_from(intent.operation) {
                 Ok(Operation::ProbeInstance) => probe::run(&ctx, desired(&intent)?).await,
+                Ok(Operation::RunBackup) => backup::run(&ctx, desired(&intent)?, progress).await,
+                Ok(Operation::DeleteBackup) => backup::delete(&ctx, desired(&intent)?).await,
+                Ok(Operation::Restore) => restore::run(&ctx, desired(&intent)?, progress).await,
                 Ok(Operation::EnsureDatabase) => ensure_database(&ctx, desired(&intent)?).await,
                 Ok(Operation::EnsureUser) => user::ensure(&ctx, desired(&intent)?).await,
                 Ok(Operation::DropUser) => user::drop(&ctx, desired(&intent)?).await,

@@ -1,0 +1,607 @@
+//! RUN_BACKUP and DELETE_BACKUP: the dump tool's stdout → compression → encryption →
+//! upload, streamed through bounded buffers; the upload is completed, and the metadata object
+//! written, only when the tool exited cleanly and every byte went through.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use dbprov_proto::agent::v1::ErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{OpContext, client_tool::ToolEnv, probe::ProbeSpec, secrets};
+use crate::{
+    artifact::{self, Codec, Compression, EncryptionAlgorithm, EncryptionInfo, Metadata},
+    executor::{OpError, ProgressSink},
+    storage::{self, ChannelWriter, StorageSpec},
+};
+
+/// Chunks between the pipeline thread and the uploader, and how many may wait: the memory
+/// bound of the pipeline (plus one part buffer in the uploader).
+const CHUNK: usize = 1024 * 1024;
+const CHANNEL_DEPTH: usize = 4;
+
+/// A key in a Secret of the workload cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+}
+
+/// Encryption of a backup or restore.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// `age` or `aes-256-gcm`; absent: chosen by the key's form.
+    #[serde(default)]
+    pub algorithm: Option<EncryptionAlgorithm>,
+    /// Where the key is.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// Compression of a backup.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressionSpec {
+    /// Algorithm.
+    pub algorithm: Compression,
+    /// Level; absent: the algorithm's default.
+    #[serde(default)]
+    pub level: Option<i32>,
+}
+
+/// pg_dump options (the CRD's `postgres` block).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgDumpOptions {
+    /// `custom`, `plain`, `tar` (`directory` is refused: it writes files on the agent).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// `--data-only`.
+    #[serde(default)]
+    pub data_only: Option<bool>,
+    /// `--schema-only`.
+    #[serde(default)]
+    pub schema_only: Option<bool>,
+    /// Large objects.
+    #[serde(default)]
+    pub blobs: Option<bool>,
+    /// `--no-owner`.
+    #[serde(default)]
+    pub no_owner: Option<bool>,
+    /// `--no-privileges`.
+    #[serde(default)]
+    pub no_privileges: Option<bool>,
+    /// `--schema`.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// `--exclude-schema`.
+    #[serde(default)]
+    pub exclude_schemas: Vec<String>,
+    /// `--table`.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// `--exclude-table`.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// `--lock-wait-timeout`.
+    #[serde(default)]
+    pub lock_wait_timeout: Option<String>,
+    /// Parallel jobs (needs the directory format: refused when above 1).
+    #[serde(default)]
+    pub jobs: Option<i32>,
+}
+
+/// mysqldump options (the CRD's `mysql` block).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MysqlDumpOptions {
+    /// Tables to include.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Tables to exclude.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// `--single-transaction`.
+    #[serde(default)]
+    pub single_transaction: Option<bool>,
+    /// `--quick`.
+    #[serde(default)]
+    pub quick: Option<bool>,
+    /// `--lock-tables`.
+    #[serde(default)]
+    pub lock_tables: Option<bool>,
+    /// `--routines`.
+    #[serde(default)]
+    pub routines: Option<bool>,
+    /// `--triggers`.
+    #[serde(default)]
+    pub triggers: Option<bool>,
+    /// `--events`.
+    #[serde(default)]
+    pub events: Option<bool>,
+    /// `--extended-insert`.
+    #[serde(default)]
+    pub extended_insert: Option<bool>,
+    /// `--set-gtid-purged` (MySQL only).
+    #[serde(default)]
+    pub set_gtid_purged: Option<String>,
+}
+
+/// Desired state of RUN_BACKUP (see docs/protocol.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupIntent {
+    /// How to reach the instance.
+    pub instance: ProbeSpec,
+    /// Database to dump.
+    pub database: String,
+    /// Where to write.
+    pub storage: StorageSpec,
+    /// Namespace of the credentials and key Secrets in the workload cluster.
+    pub secret_namespace: String,
+    /// Object key without extension and without the storage prefix, e.g. `ns/db/name`.
+    pub object_base: String,
+    /// Compression; absent: zstd level 3.
+    #[serde(default)]
+    pub compression: Option<CompressionSpec>,
+    /// Encryption; absent: none.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSpec>,
+    /// pg_dump options.
+    #[serde(default)]
+    pub postgres: Option<PgDumpOptions>,
+    /// mysqldump options.
+    #[serde(default)]
+    pub mysql: Option<MysqlDumpOptions>,
+    /// `namespace/name uid` of the DatabaseBackup, recorded in the metadata.
+    #[serde(default)]
+    pub backup: Option<String>,
+}
+
+/// What RUN_BACKUP reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupObserved {
+    /// Full key of the data object.
+    pub object: String,
+    /// Full key of the metadata object.
+    pub metadata_object: String,
+    /// Where, for people (`s3://bucket/key`).
+    pub location: String,
+    /// Dump bytes.
+    pub plaintext_bytes: u64,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+    /// SHA-256 of the dump.
+    pub sha256: String,
+    /// Dump format.
+    pub dump_format: String,
+    /// Server version.
+    pub server_version: String,
+    /// Tool and version.
+    pub tool: String,
+    /// Seconds.
+    pub duration_seconds: f64,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub completed_at: String,
+    /// Compression.
+    pub compression: Compression,
+    /// Encryption algorithm, if any.
+    pub encryption: Option<EncryptionAlgorithm>,
+    /// Incomplete uploads of an earlier, interrupted run that were discarded.
+    pub discarded_incomplete_uploads: usize,
+}
+
+fn invalid(msg: impl Into<String>) -> OpError {
+    OpError::new(ErrorCode::Invalid, msg, false)
+}
+
+/// Reads the encryption key for writing.
+pub async fn encrypt_key(
+    ctx: &OpContext,
+    spec: &EncryptionSpec,
+    namespace: &str,
+) -> Result<artifact::EncryptKey, OpError> {
+    let r = &spec.secret_ref;
+    let v = secrets::read_raw(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
+    let material = v.get(&r.key).cloned().unwrap_or_default();
+    artifact::encrypt_key(spec.algorithm, &material).map_err(|e| {
+        invalid(format!(
+            "encryption key in Secret {namespace}/{} key {:?}: {e}",
+            r.name, r.key
+        ))
+    })
+}
+
+/// Reads the encryption key for reading an artifact written with `algorithm`.
+pub async fn decrypt_key(
+    ctx: &OpContext,
+    spec: &EncryptionSpec,
+    algorithm: EncryptionAlgorithm,
+    namespace: &str,
+) -> Result<artifact::DecryptKey, OpError> {
+    let r = &spec.secret_ref;
+    let v = secrets::read_raw(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
+    let material = v.get(&r.key).cloned().unwrap_or_default();
+    artifact::decrypt_key(algorithm, &material).map_err(|e| {
+        invalid(format!(
+            "decryption key in Secret {namespace}/{} key {:?}: {e}",
+            r.name, r.key
+        ))
+    })
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// The dump command and the artifact's dump format.
+fn dump_command(
+    env: &ToolEnv,
+    d: &BackupIntent,
+) -> Result<
+    (
+        tokio::process::Command,
+        &'static str,
+        &'static str,
+        &'static str,
+    ),
+    OpError,
+> {
+    if env.is_postgres() {
+        let o = d.postgres.clone().unwrap_or_default();
+        let (flag, format, ext) = match o.format.as_deref().unwrap_or("custom") {
+            "custom" => ("--format=custom", "custom", ".dump"),
+            "plain" => ("--format=plain", "plain", ".sql"),
+            "tar" => ("--format=tar", "tar", ".tar"),
+            "directory" => {
+                return Err(invalid(
+                    "postgres.format directory writes a directory of files on the agent's disk, \
+                     which dbprov does not do (it streams every backup): use custom (the default), \
+                     plain or tar",
+                ));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "postgres.format {other:?} is not a pg_dump format: use custom, plain or tar"
+                )));
+            }
+        };
+        if o.jobs.unwrap_or(1) > 1 {
+            return Err(invalid(
+                "postgres.jobs above 1 needs pg_dump's directory format, which is not streamed: \
+                 set jobs to 1",
+            ));
+        }
+        let mut cmd = env.command("pg_dump")?;
+        cmd.arg(flag).arg(format!("--dbname={}", d.database));
+        if format == "custom" {
+            // dbprov compresses the stream itself; pg_dump's own gzip would be done twice.
+            cmd.arg("--compress=0");
+        }
+        if o.data_only == Some(true) {
+            cmd.arg("--data-only");
+        }
+        if o.schema_only == Some(true) {
+            cmd.arg("--schema-only");
+        }
+        if o.blobs == Some(false) {
+            cmd.arg("--no-blobs");
+        }
+        if o.no_owner == Some(true) {
+            cmd.arg("--no-owner");
+        }
+        if o.no_privileges == Some(true) {
+            cmd.arg("--no-privileges");
+        }
+        for s in &o.schemas {
+            cmd.arg(format!("--schema={s}"));
+        }
+        for s in &o.exclude_schemas {
+            cmd.arg(format!("--exclude-schema={s}"));
+        }
+        for t in &o.tables {
+            cmd.arg(format!("--table={t}"));
+        }
+        for t in &o.exclude_tables {
+            cmd.arg(format!("--exclude-table={t}"));
+        }
+        if let Some(w) = &o.lock_wait_timeout {
+            cmd.arg(format!("--lock-wait-timeout={}", lock_wait_ms(w)?));
+        }
+        Ok((cmd, "pg_dump", format, ext))
+    } else {
+        let o = d.mysql.clone().unwrap_or_default();
+        let mut cmd = env.command("mysqldump")?;
+        let flag =
+            |cmd: &mut tokio::process::Command, on: Option<bool>, default: bool, name: &str| {
+                if on.unwrap_or(default) {
+                    cmd.arg(format!("--{name}"));
+                } else {
+                    cmd.arg(format!("--skip-{name}"));
+                }
+            };
+        flag(&mut cmd, o.single_transaction, true, "single-transaction");
+        flag(&mut cmd, o.quick, true, "quick");
+        flag(&mut cmd, o.routines, true, "routines");
+        flag(&mut cmd, o.triggers, true, "triggers");
+        flag(&mut cmd, o.events, true, "events");
+        flag(&mut cmd, o.extended_insert, true, "extended-insert");
+        if o.lock_tables == Some(true) {
+            cmd.arg("--lock-tables");
+        }
+        if d.instance.engine == "mysql"
+            && let Some(g) = o.set_gtid_purged.as_deref().filter(|g| *g != "AUTO")
+        {
+            cmd.arg(format!("--set-gtid-purged={g}"));
+        }
+        for t in &o.exclude_tables {
+            let qualified = if t.contains('.') {
+                t.clone()
+            } else {
+                format!("{}.{t}", d.database)
+            };
+            cmd.arg(format!("--ignore-table={qualified}"));
+        }
+        // The database as a plain argument (not --databases): no CREATE DATABASE / USE in the
+        // dump, so it restores into any database name.
+        cmd.arg("--").arg(&d.database);
+        for t in &o.tables {
+            cmd.arg(t.rsplit('.').next().unwrap_or(t));
+        }
+        Ok((cmd, "mysqldump", "sql", ".sql"))
+    }
+}
+
+/// `60s`, `2m`, `500ms` → milliseconds for `--lock-wait-timeout`.
+fn lock_wait_ms(text: &str) -> Result<u64, OpError> {
+    let bad = || {
+        invalid(format!(
+            "postgres.lockWaitTimeout {text:?} is not a duration: use e.g. 60s, 2m or 500ms"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(bad()),
+    })
+}
+
+/// Throttles progress reports to one per second.
+fn throttled(progress: ProgressSink, step: &'static str) -> impl FnMut(u64) + Send {
+    let mut last = Instant::now() - Duration::from_secs(2);
+    move |bytes| {
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            progress.report(0, step, bytes);
+        }
+    }
+}
+
+/// Runs a backup.
+pub async fn run(
+    ctx: &OpContext,
+    d: BackupIntent,
+    progress: ProgressSink,
+) -> Result<String, OpError> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let compression = d.compression.unwrap_or(CompressionSpec {
+        algorithm: Compression::Zstd,
+        level: None,
+    });
+    let level = compression
+        .level
+        .unwrap_or_else(|| compression.algorithm.default_level());
+    compression
+        .algorithm
+        .check_level(level)
+        .map_err(|e| invalid(format!("compression.level: {e}")))?;
+    // Everything that can be wrong with the request fails here, before any dump starts.
+    let key = match &d.encryption {
+        Some(e) => Some(encrypt_key(ctx, e, &d.secret_namespace).await?),
+        None => None,
+    };
+    let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
+    let env = ToolEnv::new(ctx, &d.instance).await?;
+    let (mut cmd, tool, dump_format, ext) = dump_command(&env, &d)?;
+    let server_version = {
+        let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
+        let v = conn.server_version().await;
+        conn.close().await;
+        v?
+    };
+    let tool_version = crate::tools::detect_one(tool, &ctx.tool_dirs)
+        .await
+        .unwrap_or_else(|| "unknown".into());
+
+    let mut rel = format!(
+        "{}{ext}{}",
+        d.object_base,
+        compression.algorithm.extension()
+    );
+    if let Some(k) = &key {
+        rel.push_str(k.algorithm().extension());
+    }
+    let object = storage::join_key(d.storage.prefix(), &rel);
+    let location = store.describe(&object);
+    let discarded = store.abort_incomplete(&object).await?;
+    let upload = store.start_upload(&object).await?;
+
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        OpError::new(
+            ErrorCode::Internal,
+            format!("cannot start {tool}: {e}"),
+            true,
+        )
+    })?;
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(super::client_tool::read_stderr(s)));
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| OpError::new(ErrorCode::Internal, "dump stdout not captured", true))?
+        .into_owned_fd()
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("dump stdout: {e}"), true))?;
+
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let codec = Codec {
+        compression: compression.algorithm,
+        level,
+        encryption: key.clone(),
+    };
+    let report = throttled(progress.clone(), "dumping");
+    let pipeline = tokio::task::spawn_blocking(move || {
+        let input = std::fs::File::from(stdout);
+        let out = ChannelWriter::new(tx, CHUNK);
+        artifact::encode(input, out, &codec, report).map(|(summary, _)| summary)
+    });
+    // Joined in this future: if it is dropped (cancel, deadline), the child is killed
+    // (kill_on_drop) and the unfinished upload aborted (its Drop).
+    let (uploaded, encoded, status) =
+        tokio::join!(storage::upload_from(upload, rx), pipeline, child.wait());
+    let stderr = match stderr {
+        Some(h) => h.await.unwrap_or_default(),
+        None => String::new(),
+    };
+    let status =
+        status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true));
+    let encoded = encoded
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("pipeline thread: {e}"), true))
+        .and_then(|r| {
+            r.map_err(|e| OpError::new(ErrorCode::Internal, format!("compress/encrypt: {e}"), true))
+        });
+    let upload = match uploaded {
+        Ok(u) => u,
+        Err((e, u)) => {
+            let _ = u.abort().await;
+            return Err(e.into());
+        }
+    };
+    let failure = match (&status, &encoded) {
+        (Ok(s), _) if !s.success() => Some(super::client_tool::tool_failed(tool, *s, &stderr)),
+        (Err(e), _) | (_, Err(e)) => Some(e.clone()),
+        _ => None,
+    };
+    if let Some(e) = failure {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    let summary = encoded?;
+    upload.complete().await?;
+    let completed_at = now_rfc3339();
+    let duration = started.elapsed().as_secs_f64();
+    let meta = Metadata {
+        format: artifact::FORMAT.into(),
+        format_version: artifact::FORMAT_VERSION,
+        object: object.clone(),
+        engine: d.instance.engine.clone(),
+        server_version: server_version.clone(),
+        tool: format!("{tool} {tool_version}"),
+        database: d.database.clone(),
+        dump_format: dump_format.into(),
+        compression: compression.algorithm,
+        compression_level: level,
+        encryption: key.as_ref().map(|k| EncryptionInfo {
+            algorithm: k.algorithm(),
+            recipients: match k {
+                artifact::EncryptKey::Age(r) => r.iter().map(ToString::to_string).collect(),
+                artifact::EncryptKey::Aes(_) => vec![],
+            },
+        }),
+        plaintext_bytes: summary.plaintext_bytes,
+        plaintext_sha256: summary.plaintext_sha256.clone(),
+        stored_bytes: summary.stored_bytes,
+        started_at: started_at.clone(),
+        completed_at: completed_at.clone(),
+        duration_seconds: duration,
+        backup: d.backup.clone(),
+    };
+    let metadata_object = format!("{object}{}", artifact::METADATA_SUFFIX);
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("metadata: {e}"), false))?;
+    store.put_small(&metadata_object, Bytes::from(json)).await?;
+    progress.report(100, "completed", summary.stored_bytes);
+    let observed = BackupObserved {
+        object,
+        metadata_object,
+        location,
+        plaintext_bytes: summary.plaintext_bytes,
+        stored_bytes: summary.stored_bytes,
+        sha256: summary.plaintext_sha256,
+        dump_format: dump_format.into(),
+        server_version,
+        tool: meta.tool,
+        duration_seconds: duration,
+        started_at,
+        completed_at,
+        compression: compression.algorithm,
+        encryption: key.as_ref().map(artifact::EncryptKey::algorithm),
+        discarded_incomplete_uploads: discarded,
+    };
+    serde_json::to_string(&observed)
+        .map_err(|e| OpError::new(ErrorCode::Internal, e.to_string(), false))
+}
+
+/// Desired state of DELETE_BACKUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteIntent {
+    /// Where the artifact is.
+    pub storage: StorageSpec,
+    /// Namespace of the credentials Secret.
+    pub secret_namespace: String,
+    /// Full key of the data object, when the backup completed.
+    #[serde(default)]
+    pub object: Option<String>,
+}
+
+/// Deletes an artifact and its metadata object (missing objects are fine).
+pub async fn delete(ctx: &OpContext, d: DeleteIntent) -> Result<String, OpError> {
+    let Some(object) = d.object.filter(|o| !o.is_empty()) else {
+        return Ok(serde_json::json!({ "deleted": [] }).to_string());
+    };
+    let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
+    let metadata = format!("{object}{}", artifact::METADATA_SUFFIX);
+    // Metadata first: an artifact without metadata is never mistaken for a complete backup.
+    store.delete(&metadata).await?;
+    store.delete(&object).await?;
+    let aborted = store.abort_incomplete(&object).await?;
+    Ok(serde_json::json!({ "deleted": [metadata, object], "abortedUploads": aborted }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn lock_wait_durations_parse_and_bad_ones_say_how() {
+        assert_eq!(lock_wait_ms("60s").unwrap(), 60_000);
+        assert_eq!(lock_wait_ms("2m").unwrap(), 120_000);
+        assert_eq!(lock_wait_ms("500ms").unwrap(), 500);
+        let e = lock_wait_ms("soon").unwrap_err();
+        assert!(
+            e.message.contains("lockWaitTimeout") && e.message.contains("60s"),
+            "{}",
+            e.message
+        );
+    }
+}

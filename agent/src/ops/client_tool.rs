@@ -1,0 +1,206 @@
+//! Running the engines' client tools (pg_dump, pg_restore, psql, mysqldump, mysql) as child
+//! processes: connection settings through the environment (passwords never on the command
+//! line, where `ps` shows them), TLS files in a private temp dir, stderr kept for errors.
+
+use std::{path::PathBuf, process::Stdio};
+
+use dbprov_proto::agent::v1::ErrorCode;
+use tokio::{io::AsyncReadExt, process::Command};
+
+use super::{OpContext, probe::ProbeSpec};
+use crate::{executor::OpError, tools};
+
+/// How much of a tool's stderr is kept for the error message.
+const STDERR_KEEP: usize = 8 * 1024;
+
+/// A configured client-tool invocation for one instance.
+#[derive(Debug)]
+pub struct ToolEnv {
+    engine: String,
+    user: String,
+    password: String,
+    host: String,
+    port: u16,
+    ssl_mode: String,
+    // Holds the TLS files for the lifetime of the child.
+    tls_dir: Option<tempfile::TempDir>,
+    has_client_cert: bool,
+    tool_dirs: Vec<PathBuf>,
+}
+
+impl ToolEnv {
+    /// Reads the credentials and TLS material of `instance`.
+    pub async fn new(ctx: &OpContext, instance: &ProbeSpec) -> Result<Self, OpError> {
+        let (user, password) = crate::engine::admin_credentials(ctx, instance).await?;
+        let tls = crate::engine::tls_material(ctx, instance).await?;
+        let mut has_client_cert = false;
+        let tls_dir = match tls {
+            Some(t) => {
+                let dir = tempfile::tempdir().map_err(|e| {
+                    OpError::new(
+                        ErrorCode::Internal,
+                        format!("temp dir for TLS files: {e}"),
+                        true,
+                    )
+                })?;
+                let write = |name: &str, data: &[u8]| {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(dir.path().join(name))?;
+                    std::io::Write::write_all(&mut f, data)
+                };
+                let io = |e: std::io::Error| {
+                    OpError::new(ErrorCode::Internal, format!("writing TLS files: {e}"), true)
+                };
+                write("ca.pem", &t.ca).map_err(io)?;
+                if let (Some(c), Some(k)) = (&t.cert, &t.key) {
+                    write("cert.pem", c).map_err(io)?;
+                    write("key.pem", k).map_err(io)?;
+                    has_client_cert = true;
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        Ok(Self {
+            engine: instance.engine.clone(),
+            user,
+            password,
+            host: instance.host.clone(),
+            port: instance.port,
+            ssl_mode: instance.ssl_mode.clone().unwrap_or_else(|| "prefer".into()),
+            tls_dir,
+            has_client_cert,
+            tool_dirs: ctx.tool_dirs.clone(),
+        })
+    }
+
+    /// Whether the instance is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.engine == "postgres"
+    }
+
+    /// A command for `tool` with connection settings; `database` is the one to connect to.
+    pub fn command(&self, tool: &str) -> Result<Command, OpError> {
+        let path = tools::find(tool, &self.tool_dirs).ok_or_else(|| {
+            OpError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{tool} is not installed on the agent (searched the tool path and PATH); \
+                     use the dbprov agent image, which carries it, or set --tool-path"
+                ),
+                false,
+            )
+        })?;
+        let mut cmd = Command::new(path);
+        cmd.kill_on_drop(true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LC_ALL", "C.UTF-8");
+        if self.is_postgres() {
+            cmd.env("PGHOST", &self.host)
+                .env("PGPORT", self.port.to_string())
+                .env("PGUSER", &self.user)
+                .env("PGPASSWORD", &self.password)
+                .env("PGSSLMODE", &self.ssl_mode)
+                .env("PGAPPNAME", "dbprov-agent")
+                .env("PGCONNECT_TIMEOUT", "30");
+            if let Some(dir) = &self.tls_dir {
+                cmd.env("PGSSLROOTCERT", dir.path().join("ca.pem"));
+                if self.has_client_cert {
+                    cmd.env("PGSSLCERT", dir.path().join("cert.pem"))
+                        .env("PGSSLKEY", dir.path().join("key.pem"));
+                }
+            }
+        } else {
+            cmd.arg(format!("--host={}", self.host))
+                .arg(format!("--port={}", self.port))
+                .arg(format!("--user={}", self.user))
+                .arg("--protocol=TCP")
+                // Read by both the MySQL and MariaDB clients; never on the command line.
+                .env("MYSQL_PWD", &self.password);
+            match self.ssl_mode.as_str() {
+                "disable" => {
+                    cmd.arg("--skip-ssl");
+                }
+                "require" | "verify-ca" | "verify-full" => {
+                    cmd.arg("--ssl");
+                }
+                _ => {}
+            }
+            if let Some(dir) = &self.tls_dir {
+                cmd.arg(format!("--ssl-ca={}", dir.path().join("ca.pem").display()));
+                if self.has_client_cert {
+                    cmd.arg(format!(
+                        "--ssl-cert={}",
+                        dir.path().join("cert.pem").display()
+                    ))
+                    .arg(format!(
+                        "--ssl-key={}",
+                        dir.path().join("key.pem").display()
+                    ));
+                }
+                if self.ssl_mode == "verify-full" {
+                    cmd.arg("--ssl-verify-server-cert");
+                }
+            }
+        }
+        Ok(cmd)
+    }
+}
+
+/// Collects the tail of a child's stderr.
+pub async fn read_stderr(mut stderr: tokio::process::ChildStderr) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+        }
+    }
+    if kept.len() > STDERR_KEEP {
+        kept.drain(..kept.len() - STDERR_KEEP);
+    }
+    String::from_utf8_lossy(&kept).trim().to_owned()
+}
+
+/// The error for a tool that exited unsuccessfully.
+pub fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> OpError {
+    let lower = stderr.to_ascii_lowercase();
+    let (code, retryable) =
+        if lower.contains("password authentication failed") || lower.contains("access denied") {
+            (ErrorCode::AuthFailed, true)
+        } else if lower.contains("could not connect")
+            || lower.contains("can't connect")
+            || lower.contains("connection refused")
+            || lower.contains("could not translate host")
+        {
+            (ErrorCode::Unreachable, true)
+        } else if lower.contains("server version mismatch")
+            || lower.contains("aborting because of server version")
+        {
+            (ErrorCode::Unsupported, false)
+        } else {
+            (ErrorCode::Sql, true)
+        };
+    let detail = if stderr.is_empty() {
+        "no output on stderr"
+    } else {
+        stderr
+    };
+    OpError::new(
+        code,
+        format!("{tool} failed ({status}): {detail}"),
+        retryable,
+    )
+}

@@ -1,0 +1,564 @@
+//! RESTORE: download → decrypt → decompress → verify, all the way through, *before* the
+//! target database is touched; then a second streamed pass into pg_restore / psql / mysql.
+//! A database the restore created is dropped again when the restore fails.
+
+use std::{process::Stdio, time::Instant};
+
+use bytes::Bytes;
+use dbprov_proto::agent::v1::ErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{
+    OpContext,
+    backup::{EncryptionSpec, decrypt_key},
+    client_tool::{ToolEnv, read_stderr, tool_failed},
+    probe::ProbeSpec,
+};
+use crate::{
+    artifact::{self, Compression, DecryptKey, EncryptionAlgorithm, Metadata, Summary},
+    engine::{Conn, quote},
+    executor::{OpError, ProgressSink},
+    storage::{self, ChannelReader, ObjectStore, StorageError, StorageSpec},
+};
+
+/// pg_restore options (the CRD's `postgres` block of a restore).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgRestoreOptions {
+    /// `--data-only`.
+    #[serde(default)]
+    pub data_only: Option<bool>,
+    /// `--schema-only`.
+    #[serde(default)]
+    pub schema_only: Option<bool>,
+    /// `--no-owner` (default true).
+    #[serde(default)]
+    pub no_owner: Option<bool>,
+    /// `--no-privileges`.
+    #[serde(default)]
+    pub no_privileges: Option<bool>,
+    /// `--disable-triggers`.
+    #[serde(default)]
+    pub disable_triggers: Option<bool>,
+    /// ANALYZE afterwards (default true).
+    #[serde(default)]
+    pub analyze: Option<bool>,
+    /// `--schema`.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// `--table`.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Parallel jobs (not possible from a stream: reported as a warning).
+    #[serde(default)]
+    pub jobs: Option<i32>,
+}
+
+/// mysql restore options.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MysqlRestoreOptions {
+    /// `SET FOREIGN_KEY_CHECKS=0` during the load (default true).
+    #[serde(default)]
+    pub disable_foreign_key_checks: Option<bool>,
+    /// `SET sql_log_bin=0` during the load (default true).
+    #[serde(default)]
+    pub disable_binlog: Option<bool>,
+}
+
+/// Desired state of RESTORE (see docs/protocol.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreIntent {
+    /// Target instance.
+    pub instance: ProbeSpec,
+    /// Target database name.
+    pub database: String,
+    /// Where the artifact is.
+    pub storage: StorageSpec,
+    /// Namespace of the credentials and key Secrets.
+    pub secret_namespace: String,
+    /// Full key of the data object.
+    pub object: String,
+    /// Key to decrypt with.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSpec>,
+    /// Compression, used only when the artifact has no metadata object.
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// Drop and re-create an existing target.
+    #[serde(default)]
+    pub drop_existing: bool,
+    /// Restore over an existing target (pg_restore --clean).
+    #[serde(default)]
+    pub in_place: bool,
+    /// Create the target when missing (default true).
+    #[serde(default = "yes")]
+    pub create_database: bool,
+    /// pg_restore options.
+    #[serde(default)]
+    pub postgres: Option<PgRestoreOptions>,
+    /// mysql options.
+    #[serde(default)]
+    pub mysql: Option<MysqlRestoreOptions>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What RESTORE reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreObserved {
+    /// Target database.
+    pub target_database: String,
+    /// Whether the restore created it.
+    pub created: bool,
+    /// Dump bytes restored.
+    pub plaintext_bytes: u64,
+    /// SHA-256 of the dump.
+    pub sha256: String,
+    /// Whether size and SHA-256 were checked against the metadata.
+    pub verified: bool,
+    /// Seconds.
+    pub duration_seconds: f64,
+    /// Things people should know.
+    pub warnings: Vec<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> OpError {
+    OpError::new(ErrorCode::Invalid, msg, false)
+}
+
+/// Storage read failures travel through the pipeline thread as this kind, so they are told
+/// apart from a corrupt artifact.
+const STORAGE_KIND: std::io::ErrorKind = std::io::ErrorKind::ConnectionAborted;
+
+async fn read_metadata(store: &dyn ObjectStore, object: &str) -> Result<Option<Metadata>, OpError> {
+    let key = format!("{object}{}", artifact::METADATA_SUFFIX);
+    let stream = match store.get(&key).await {
+        Ok(s) => s,
+        Err(e) if e.kind == storage::StorageErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = stream.try_collect().await?;
+    let data = chunks.concat();
+    let meta: Metadata = serde_json::from_slice(&data).map_err(|e| {
+        invalid(format!(
+            "{} is not dbprov backup metadata: {e}",
+            store.describe(&key)
+        ))
+    })?;
+    if meta.format_version > artifact::FORMAT_VERSION {
+        return Err(invalid(format!(
+            "{} has format version {}; this agent reads up to {}: upgrade the agent",
+            store.describe(&key),
+            meta.format_version,
+            artifact::FORMAT_VERSION
+        )));
+    }
+    Ok(Some(meta))
+}
+
+/// Streams the object through decryption and decompression into `sink` on a blocking thread.
+async fn decode_into<W: std::io::Write + Send + 'static>(
+    store: &dyn ObjectStore,
+    object: &str,
+    compression: Compression,
+    key: Option<DecryptKey>,
+    sink: W,
+    progress: ProgressSink,
+    step: &'static str,
+) -> Result<Summary, OpError> {
+    let location = store.describe(object);
+    let stream = store.get(object).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(4);
+    let reader = ReaderWithKind(ChannelReader::new(rx));
+    let mut last = Instant::now();
+    let decode = tokio::task::spawn_blocking(move || {
+        artifact::decode(
+            std::io::BufReader::with_capacity(256 * 1024, reader),
+            sink,
+            compression,
+            key.as_ref(),
+            |bytes| {
+                if last.elapsed().as_secs() >= 1 {
+                    last = Instant::now();
+                    progress.report(0, step, bytes);
+                }
+            },
+        )
+    });
+    let (_, decoded) = tokio::join!(storage::pump(stream, tx), decode);
+    let decoded = decoded
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("pipeline thread: {e}"), true))?;
+    decoded.map_err(|e| {
+        if e.kind() == STORAGE_KIND {
+            OpError::new(ErrorCode::Storage, e.to_string(), true)
+        } else if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The restore tool stopped reading; its own error is reported instead.
+            OpError::new(ErrorCode::Sql, "the restore tool stopped reading", true)
+        } else {
+            invalid(format!(
+                "artifact {location} failed verification: {e}; the target database was not \
+                 touched"
+            ))
+        }
+    })
+}
+
+/// Marks storage errors from a [`ChannelReader`] with [`STORAGE_KIND`].
+struct ReaderWithKind(ChannelReader);
+
+impl std::io::Read for ReaderWithKind {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| std::io::Error::new(STORAGE_KIND, e.to_string()))
+    }
+}
+
+async fn target_is_empty(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
+    let mut conn = crate::engine::connect(ctx, &d.instance, Some(&d.database)).await?;
+    let n: Result<i64, sqlx::Error> = match &mut conn {
+        Conn::Pg(c, _) => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r','p','v','m','S','f') \
+                 AND n.nspname NOT IN ('pg_catalog','information_schema') \
+                 AND n.nspname NOT LIKE 'pg_toast%'",
+            )
+            .fetch_one(&mut *c)
+            .await
+        }
+        Conn::My(c, _) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ?",
+            )
+            .bind(&d.database)
+            .fetch_one(&mut *c)
+            .await
+        }
+    };
+    conn.close().await;
+    Ok(n.map_err(|e| crate::engine::sql_error("counting tables of the target", &e))? == 0)
+}
+
+/// Makes the target ready; returns whether it was created.
+async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
+    let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
+    let result = async {
+        let exists = crate::engine::database::exists(&mut conn, &d.database).await?;
+        let create = |conn: &Conn| -> Result<String, OpError> {
+            Ok(match conn {
+                Conn::Pg(..) => format!(
+                    "CREATE DATABASE {}",
+                    quote::pg_ident(&d.database).map_err(crate::engine::quote_error)?
+                ),
+                Conn::My(..) => format!(
+                    "CREATE DATABASE {}",
+                    quote::mysql_ident(&d.database).map_err(crate::engine::quote_error)?
+                ),
+            })
+        };
+        if exists && d.drop_existing {
+            crate::engine::database::drop(&mut conn, &d.database).await?;
+            let sql = create(&conn)?;
+            conn.execute(&sql).await?;
+            return Ok(false);
+        }
+        if exists {
+            return Ok(false);
+        }
+        if !d.create_database {
+            return Err(invalid(format!(
+                "target database {:?} does not exist and createDatabase is false: create it \
+                 (a Database resource) or set createDatabase: true",
+                d.database
+            )));
+        }
+        let sql = create(&conn)?;
+        conn.execute(&sql).await?;
+        Ok(true)
+    }
+    .await;
+    conn.close().await;
+    let created = result?;
+    if !created && !d.drop_existing && !d.in_place && !target_is_empty(ctx, d).await? {
+        return Err(invalid(format!(
+            "target database {:?} exists and has tables: restore into a new database \
+             (target.databaseName), or overwrite it with target.inPlace or dropExisting \
+             (both need confirmation.acknowledgeDataLoss)",
+            d.database
+        )));
+    }
+    Ok(created)
+}
+
+fn restore_command(
+    env: &ToolEnv,
+    d: &RestoreIntent,
+    dump_format: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(tokio::process::Command, &'static str), OpError> {
+    if env.is_postgres() {
+        let o = d.postgres.clone().unwrap_or_default();
+        if o.jobs.unwrap_or(1) > 1 {
+            warnings.push(
+                "postgres.jobs ignored: pg_restore restores in parallel only from a seekable \
+                 file, and dbprov streams the artifact"
+                    .into(),
+            );
+        }
+        if dump_format == "plain" {
+            let mut cmd = env.command("psql")?;
+            cmd.arg(format!("--dbname={}", d.database)).args([
+                "--no-psqlrc",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--single-transaction",
+            ]);
+            return Ok((cmd, "psql"));
+        }
+        let mut cmd = env.command("pg_restore")?;
+        cmd.arg(format!("--dbname={}", d.database))
+            .arg(format!(
+                "--format={}",
+                if dump_format == "tar" {
+                    "tar"
+                } else {
+                    "custom"
+                }
+            ))
+            .arg("--exit-on-error");
+        if o.no_owner.unwrap_or(true) {
+            cmd.arg("--no-owner");
+        }
+        if o.no_privileges == Some(true) {
+            cmd.arg("--no-privileges");
+        }
+        if o.data_only == Some(true) {
+            cmd.arg("--data-only");
+        }
+        if o.schema_only == Some(true) {
+            cmd.arg("--schema-only");
+        }
+        if o.disable_triggers == Some(true) {
+            cmd.arg("--disable-triggers");
+        }
+        if d.in_place && !d.drop_existing {
+            cmd.args(["--clean", "--if-exists"]);
+        }
+        for s in &o.schemas {
+            cmd.arg(format!("--schema={s}"));
+        }
+        for t in &o.tables {
+            cmd.arg(format!("--table={t}"));
+        }
+        Ok((cmd, "pg_restore"))
+    } else {
+        let o = d.mysql.clone().unwrap_or_default();
+        let mut init = Vec::new();
+        if o.disable_foreign_key_checks.unwrap_or(true) {
+            init.push("SET FOREIGN_KEY_CHECKS=0");
+        }
+        if o.disable_binlog.unwrap_or(true) {
+            init.push("SET SESSION sql_log_bin=0");
+        }
+        let mut cmd = env.command("mysql")?;
+        if !init.is_empty() {
+            cmd.arg(format!("--init-command={}", init.join("; ")));
+        }
+        cmd.arg("--batch").arg("--").arg(&d.database);
+        Ok((cmd, "mysql"))
+    }
+}
+
+/// Runs a restore.
+pub async fn run(
+    ctx: &OpContext,
+    d: RestoreIntent,
+    progress: ProgressSink,
+) -> Result<String, OpError> {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
+    let meta = read_metadata(store.as_ref(), &d.object).await?;
+    let (compression, algorithm, dump_format) = match &meta {
+        Some(m) => {
+            let expected = if d.instance.engine == "postgres" {
+                "postgres"
+            } else {
+                "mysql"
+            };
+            let actual = if m.engine == "postgres" {
+                "postgres"
+            } else {
+                "mysql"
+            };
+            if expected != actual {
+                return Err(invalid(format!(
+                    "the backup is a {} dump and cannot be restored into a {} instance",
+                    m.engine, d.instance.engine
+                )));
+            }
+            (
+                m.compression,
+                m.encryption.as_ref().map(|e| e.algorithm),
+                m.dump_format.clone(),
+            )
+        }
+        None => {
+            warnings.push(format!(
+                "no metadata object beside {}: size and SHA-256 could not be checked",
+                store.describe(&d.object)
+            ));
+            let algorithm = d.encryption.as_ref().map(|e| {
+                e.algorithm.unwrap_or(if d.object.ends_with(".age") {
+                    EncryptionAlgorithm::Age
+                } else {
+                    EncryptionAlgorithm::Aes256Gcm
+                })
+            });
+            let format = if d.instance.engine == "postgres" && !d.object.contains(".sql") {
+                "custom"
+            } else {
+                "plain"
+            };
+            (
+                d.compression.unwrap_or(Compression::Zstd),
+                algorithm,
+                format.to_owned(),
+            )
+        }
+    };
+    let key = match (algorithm, &d.encryption) {
+        (None, _) => None,
+        (Some(a), Some(spec)) => Some(decrypt_key(ctx, spec, a, &d.secret_namespace).await?),
+        (Some(a), None) => {
+            return Err(invalid(format!(
+                "the artifact is encrypted ({a:?}) but the restore names no key: set \
+                 encryption.secretRef"
+            )));
+        }
+    };
+
+    // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked.
+    let verified = decode_into(
+        store.as_ref(),
+        &d.object,
+        compression,
+        key.clone(),
+        std::io::sink(),
+        progress.clone(),
+        "verifying",
+    )
+    .await?;
+    if let Some(m) = &meta {
+        artifact::check(&verified, m).map_err(|e| {
+            invalid(format!(
+                "artifact {} failed verification: {e}; the target database was not touched",
+                store.describe(&d.object)
+            ))
+        })?;
+    }
+
+    // Pass 2: into the database.
+    let env = ToolEnv::new(ctx, &d.instance).await?;
+    let (mut cmd, tool) = restore_command(&env, &d, &dump_format, &mut warnings)?;
+    let created = prepare_target(ctx, &d).await?;
+    let loaded = load(
+        store.as_ref(),
+        &d,
+        compression,
+        key,
+        &mut cmd,
+        tool,
+        progress.clone(),
+    )
+    .await;
+    let summary = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            if created && let Ok(mut conn) = crate::engine::connect(ctx, &d.instance, None).await {
+                let _ = crate::engine::database::drop(&mut conn, &d.database).await;
+                conn.close().await;
+            }
+            return Err(e);
+        }
+    };
+    if d.instance.engine == "postgres"
+        && d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true)
+    {
+        let mut conn = crate::engine::connect(ctx, &d.instance, Some(&d.database)).await?;
+        let r = conn.execute("ANALYZE").await;
+        conn.close().await;
+        if let Err(e) = r {
+            warnings.push(format!("ANALYZE after the restore failed: {}", e.message));
+        }
+    }
+    progress.report(100, "completed", summary.plaintext_bytes);
+    let observed = RestoreObserved {
+        target_database: d.database.clone(),
+        created,
+        plaintext_bytes: summary.plaintext_bytes,
+        sha256: summary.plaintext_sha256,
+        verified: meta.is_some(),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    };
+    serde_json::to_string(&observed)
+        .map_err(|e| OpError::new(ErrorCode::Internal, e.to_string(), false))
+}
+
+async fn load(
+    store: &dyn ObjectStore,
+    d: &RestoreIntent,
+    compression: Compression,
+    key: Option<DecryptKey>,
+    cmd: &mut tokio::process::Command,
+    tool: &str,
+    progress: ProgressSink,
+) -> Result<Summary, OpError> {
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        OpError::new(
+            ErrorCode::Internal,
+            format!("cannot start {tool}: {e}"),
+            true,
+        )
+    })?;
+    let stderr = child.stderr.take().map(|s| tokio::spawn(read_stderr(s)));
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| OpError::new(ErrorCode::Internal, "restore stdin not captured", true))?
+        .into_owned_fd()
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("restore stdin: {e}"), true))?;
+    let sink = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::from(stdin));
+    let (decoded, status) = tokio::join!(
+        decode_into(
+            store,
+            &d.object,
+            compression,
+            key,
+            sink,
+            progress,
+            "restoring"
+        ),
+        child.wait()
+    );
+    let stderr = match stderr {
+        Some(h) => h.await.unwrap_or_default(),
+        None => String::new(),
+    };
+    let status =
+        status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true))?;
+    if !status.success() {
+        return Err(tool_failed(tool, status, &stderr));
+    }
+    decoded
+}

@@ -1,0 +1,302 @@
+//! Azure Blob Storage: block blobs, uploaded as staged blocks and committed with one block
+//! list, so the blob appears only when the list is committed.
+
+use azure_storage::{CloudLocation, StorageCredentials};
+use azure_storage_blobs::{
+    blob::{BlobBlockType, BlockList},
+    prelude::{BlobClient, ClientBuilder, ContainerClient},
+};
+use bytes::Bytes;
+use dbprov_proto::agent::v1::ErrorCode;
+use futures::{StreamExt, future::BoxFuture};
+use serde::Deserialize;
+
+use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
+use crate::{
+    executor::OpError,
+    ops::{OpContext, secrets},
+};
+
+/// Size of a staged block.
+pub const BLOCK: usize = 8 * 1024 * 1024;
+
+/// `storage.azure`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSpec {
+    /// Storage account.
+    pub storage_account: String,
+    /// Container.
+    pub container: String,
+    /// Blob name prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Secret with `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN`.
+    pub secret_ref: AzureSecretRef,
+    /// Blob service URL including the account, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1` (default: the public cloud).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// Secret with Azure credentials.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Secret namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Account key entry of the credentials Secret.
+pub const KEY_ENTRY: &str = "AZURE_STORAGE_KEY";
+/// SAS token entry of the credentials Secret.
+pub const SAS_ENTRY: &str = "AZURE_STORAGE_SAS_TOKEN";
+
+/// An Azure container.
+pub struct AzureStore {
+    container: ContainerClient,
+    account: String,
+    name: String,
+}
+
+impl std::fmt::Debug for AzureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureStore")
+            .field("container", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn classify(location: &str, e: azure_core::Error) -> StorageError {
+    use azure_core::error::ErrorKind;
+    let kind = match e.kind() {
+        ErrorKind::HttpResponse { status, .. } => match u16::from(*status) {
+            404 => StorageErrorKind::NotFound,
+            401 | 403 => StorageErrorKind::Denied,
+            _ => StorageErrorKind::Other,
+        },
+        ErrorKind::Io => StorageErrorKind::Unreachable,
+        _ => StorageErrorKind::Other,
+    };
+    let message = match kind {
+        StorageErrorKind::Unreachable => {
+            format!("endpoint unreachable ({e}); check storage.azure.endpoint and the network")
+        }
+        _ => e.to_string(),
+    };
+    StorageError::new(kind, location, message)
+}
+
+impl AzureStore {
+    /// Builds the client from the account key or SAS token in the Secret.
+    pub async fn open(ctx: &OpContext, spec: &AzureSpec, namespace: &str) -> Result<Self, OpError> {
+        let ns = spec.secret_ref.namespace.as_deref().unwrap_or(namespace);
+        let name = &spec.secret_ref.name;
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(ctx.kube.clone(), ns);
+        let present: Vec<String> = api
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .map(|d| d.into_keys().collect())
+            .unwrap_or_default();
+        let credentials = if present.iter().any(|k| k == KEY_ENTRY) {
+            let v = secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
+            StorageCredentials::access_key(
+                spec.storage_account.clone(),
+                v.get(KEY_ENTRY)
+                    .cloned()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            )
+        } else if present.iter().any(|k| k == SAS_ENTRY) {
+            let v = secrets::read_keys(&ctx.kube, ns, name, &[SAS_ENTRY]).await?;
+            let token = v.get(SAS_ENTRY).cloned().unwrap_or_default();
+            StorageCredentials::sas_token(token.trim().trim_start_matches('?')).map_err(|_| {
+                OpError::new(
+                    ErrorCode::Invalid,
+                    format!("Secret {ns}/{name} key {SAS_ENTRY} is not a SAS token"),
+                    false,
+                )
+            })?
+        } else {
+            // Reuse the standard missing-Secret/missing-key message.
+            secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
+            return Err(OpError::new(ErrorCode::SecretMissing, "unreachable", true));
+        };
+        let location = match &spec.endpoint {
+            Some(uri) => CloudLocation::Custom {
+                account: spec.storage_account.clone(),
+                uri: uri.trim_end_matches('/').to_owned(),
+            },
+            None => CloudLocation::Public {
+                account: spec.storage_account.clone(),
+            },
+        };
+        let container =
+            ClientBuilder::with_location(location, credentials).container_client(&spec.container);
+        Ok(Self {
+            container,
+            account: spec.storage_account.clone(),
+            name: spec.container.clone(),
+        })
+    }
+
+    fn blob(&self, key: &str) -> BlobClient {
+        self.container.blob_client(key)
+    }
+}
+
+struct AzureUpload {
+    blob: BlobClient,
+    blocks: Vec<BlobBlockType>,
+    location: String,
+}
+
+impl Upload for AzureUpload {
+    fn part_size(&self) -> usize {
+        BLOCK
+    }
+
+    fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            // Block ids must all have the same length within a blob.
+            let id = Bytes::from(format!("dbprov-{:08}", self.blocks.len()));
+            self.blob
+                .put_block(id.clone(), data)
+                .await
+                .map_err(|e| classify(&self.location, e))?;
+            self.blocks.push(BlobBlockType::new_uncommitted(id));
+            Ok(())
+        })
+    }
+
+    fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.blob
+                .put_block_list(BlockList {
+                    blocks: self.blocks.clone(),
+                })
+                .await
+                .map_err(|e| classify(&self.location, e))?;
+            Ok(())
+        })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+        // Uncommitted blocks are never visible and the service discards them (after a week
+        // at the latest); there is nothing to delete.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl ObjectStore for AzureStore {
+    fn describe(&self, key: &str) -> String {
+        format!("azure://{}/{}/{}", self.account, self.name, key)
+    }
+
+    fn start_upload<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, StorageError>> {
+        Box::pin(async move {
+            Ok(Box::new(AzureUpload {
+                blob: self.blob(key),
+                blocks: Vec::new(),
+                location: self.describe(key),
+            }) as Box<dyn Upload>)
+        })
+    }
+
+    fn put_small<'a>(
+        &'a self,
+        key: &'a str,
+        data: Bytes,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.blob(key)
+                .put_block_blob(data)
+                .await
+                .map_err(|e| classify(&self.describe(key), e))?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ByteStream, StorageError>> {
+        Box::pin(async move {
+            let location = self.describe(key);
+            let mut pages = self.blob(key).get().into_stream();
+            // Fetch the first range now so a missing blob fails here, not mid-restore.
+            let first = match pages.next().await {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(classify(&location, e)),
+                None => {
+                    return Err(StorageError::new(
+                        StorageErrorKind::NotFound,
+                        &location,
+                        "no data",
+                    ));
+                }
+            };
+            let loc = location.clone();
+            let rest = pages.map(move |r| r.map_err(|e| classify(&loc, e)));
+            let bodies = futures::stream::once(async move { Ok(first) }).chain(rest);
+            let loc = location.clone();
+            let stream = bodies
+                .map(move |r| {
+                    let loc = loc.clone();
+                    match r {
+                        Ok(resp) => resp
+                            .data
+                            .map(move |b| b.map_err(|e| classify(&loc, e)))
+                            .boxed(),
+                        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                    }
+                })
+                .flatten();
+            Ok(Box::pin(stream) as ByteStream)
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectInfo>, StorageError>> {
+        Box::pin(async move {
+            let mut pages = self
+                .container
+                .list_blobs()
+                .prefix(prefix.to_owned())
+                .into_stream();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| classify(&self.describe(prefix), e))?;
+                out.extend(page.blobs.blobs().map(|b| ObjectInfo {
+                    key: b.name.clone(),
+                    size: b.properties.content_length,
+                }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            match self.blob(key).delete().await {
+                Ok(_) => Ok(()),
+                Err(e) => match classify(&self.describe(key), e) {
+                    e if e.kind == StorageErrorKind::NotFound => Ok(()),
+                    e => Err(e),
+                },
+            }
+        })
+    }
+
+    fn abort_incomplete<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<usize, StorageError>> {
+        // Uncommitted blocks are replaced by the next commit and expire on their own.
+        Box::pin(async { Ok(0) })
+    }
+}
