@@ -421,6 +421,7 @@ impl Hub {
         cluster: &str,
         request: IntentRequest,
         long: bool,
+        intent_id: Option<String>,
     ) -> Result<
         (
             String,
@@ -429,7 +430,7 @@ impl Hub {
         ),
         DispatchError,
     > {
-        let intent_id = uuid::Uuid::new_v4().to_string();
+        let intent_id = intent_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let deadline = SystemTime::now() + request.timeout;
         let intent = pb::Intent {
             intent_id: intent_id.clone(),
@@ -482,7 +483,7 @@ impl Hub {
         request: IntentRequest,
     ) -> Result<String, DispatchError> {
         let timeout = request.timeout;
-        let (intent_id, _progress, result) = self.enqueue(cluster, request, false)?;
+        let (intent_id, _progress, result) = self.enqueue(cluster, request, false, None)?;
         let outcome = tokio::time::timeout(timeout, result).await;
         self.forget(&intent_id);
         match outcome {
@@ -504,8 +505,20 @@ impl Hub {
         cluster: &str,
         request: IntentRequest,
     ) -> Result<OperationHandle, DispatchError> {
+        self.start_as(cluster, request, None)
+    }
+
+    /// Starts a long operation under a known intent id: after a hub restart, the resource's
+    /// status still names the operation its agent may be running; sending the same id makes
+    /// the agent re-attach (it acknowledges `already_running`) instead of starting it again.
+    pub fn start_as(
+        &self,
+        cluster: &str,
+        request: IntentRequest,
+        intent_id: Option<String>,
+    ) -> Result<OperationHandle, DispatchError> {
         let timeout = request.timeout;
-        let (intent_id, progress, result) = self.enqueue(cluster, request, true)?;
+        let (intent_id, progress, result) = self.enqueue(cluster, request, true, intent_id)?;
         Ok(OperationHandle {
             intent_id,
             progress,

@@ -32,6 +32,9 @@ pub struct SecretKeyRef {
     pub name: String,
     /// Key.
     pub key: String,
+    /// Namespace (absent: the resource's).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// Encryption of a backup or restore.
@@ -212,6 +215,7 @@ pub async fn encrypt_key(
     namespace: &str,
 ) -> Result<artifact::EncryptKey, OpError> {
     let r = &spec.secret_ref;
+    let namespace = r.namespace.as_deref().unwrap_or(namespace);
     let v = secrets::read_raw(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
     let material = v.get(&r.key).cloned().unwrap_or_default();
     artifact::encrypt_key(spec.algorithm, &material).map_err(|e| {
@@ -230,6 +234,7 @@ pub async fn decrypt_key(
     namespace: &str,
 ) -> Result<artifact::DecryptKey, OpError> {
     let r = &spec.secret_ref;
+    let namespace = r.namespace.as_deref().unwrap_or(namespace);
     let v = secrets::read_raw(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
     let material = v.get(&r.key).cloned().unwrap_or_default();
     artifact::decrypt_key(algorithm, &material).map_err(|e| {

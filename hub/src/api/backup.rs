@@ -74,9 +74,13 @@ pub struct S3Storage {
     pub prefix: Option<String>,
     /// Path-style addressing (most S3-compatible stores need it).
     pub force_path_style: Option<bool>,
-    /// Secret with static credentials (read by the agent). Without it the agent uses its
-    /// environment (`AWS_*` variables, IRSA web identity).
+    /// Secret with static credentials (read by the agent). Without it the agent uses
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from its environment.
     pub secret_ref: Option<S3SecretRef>,
+    /// Multipart part size in MiB (5-5120, default 8): the agent buffers one part.
+    #[serde(rename = "partSizeMiB")]
+    #[schemars(range(min = 5, max = 5120))]
+    pub part_size_mib: Option<u32>,
 }
 
 /// Secret with S3 credentials.
@@ -127,6 +131,10 @@ pub struct GcsStorage {
     /// Secret key holding a service-account JSON key. Without it the agent uses workload
     /// identity / application default credentials.
     pub secret_ref: Option<SecretKeyRef>,
+    /// JSON API endpoint, for emulators such as fake-gcs-server (anonymous unless
+    /// `secretRef` is set).
+    #[schemars(length(max = 2048), pattern("^https?://[^\\s]+$"))]
+    pub endpoint: Option<String>,
 }
 
 /// Azure Blob Storage.
@@ -147,6 +155,10 @@ pub struct AzureStorage {
     /// Secret with the account key (`AZURE_STORAGE_KEY`) or a SAS token
     /// (`AZURE_STORAGE_SAS_TOKEN`), read by the agent.
     pub secret_ref: AzureSecretRef,
+    /// Blob service URL including the account, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1` (default: the public cloud).
+    #[schemars(length(max = 2048), pattern("^https?://[^\\s]+$"))]
+    pub endpoint: Option<String>,
 }
 
 /// Secret with Azure credentials.
@@ -180,44 +192,44 @@ pub struct PvcStorage {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionAlgorithm {
-    /// gzip (levels 1-9).
+    /// gzip (levels 1-9); the default inside a `compression` block, as in the Go operator.
     #[default]
     Gzip,
     /// LZ4 (level ignored).
     Lz4,
-    /// Zstandard (levels 1-22).
+    /// Zstandard (levels 1-22); used when the `compression` block is absent.
     Zstd,
     /// No compression.
     None,
 }
 
 /// Compression of the dump stream.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.algorithm == 'zstd' || self.level <= 9").message("compression.level above 9 is only valid with algorithm zstd (1-22)").field_path(".level"))]
+#[x_kube(validation = Rule::new("self.algorithm == 'zstd' || !has(self.level) || self.level <= 9").message("compression.level above 9 is only valid with algorithm zstd (1-22)").field_path(".level"))]
 #[serde(rename_all = "camelCase")]
 pub struct CompressionConfig {
     /// Compress the dump.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// `gzip` (default), `lz4`, `zstd` or `none`.
+    /// `gzip` (default here, for manifests written for the Go operator), `zstd`, `lz4` or
+    /// `none`. Without a `compression` block at all, backups use zstd level 3.
     #[serde(default)]
     pub algorithm: CompressionAlgorithm,
-    /// Level: 1-9 for gzip, 1-22 for zstd.
-    #[serde(default = "default_compression_level")]
+    /// Level: 1-9 for gzip (default 6), 1-22 for zstd (default 3).
     #[schemars(range(min = 1, max = 22))]
-    pub level: i32,
-}
-
-fn default_compression_level() -> i32 {
-    6
+    pub level: Option<i32>,
 }
 
 /// Encryption algorithm.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EncryptionAlgorithm {
+    /// age (X25519 recipients, ChaCha20-Poly1305 in 64 KiB chunks): readable with the
+    /// standard `age` tool; the Secret may hold only the public recipient.
+    #[serde(rename = "age")]
+    Age,
     /// AES-256-GCM, chunked authenticated encryption with a 32-byte key.
-    #[default]
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     /// AES-256-CBC (accepted for compatibility; refused at reconcile time because it is not
@@ -234,9 +246,10 @@ pub enum EncryptionAlgorithm {
 pub struct EncryptionConfig {
     /// Encrypt the backup.
     pub enabled: Option<bool>,
-    /// `aes-256-gcm` (default) or `aes-256-cbc`.
-    #[serde(default)]
-    pub algorithm: EncryptionAlgorithm,
+    /// `age` or `aes-256-gcm` (`aes-256-cbc` is refused). Absent: chosen by the key —
+    /// age keys (`age1...` recipients, `AGE-SECRET-KEY-1...` identities) mean age, anything
+    /// else must be a 32-byte AES-256-GCM key.
+    pub algorithm: Option<EncryptionAlgorithm>,
     /// Secret key holding the key material (read by the agent).
     pub secret_ref: Option<SecretKeyRef>,
 }
@@ -441,7 +454,7 @@ pub struct DatabaseBackupSpec {
     pub database_ref: NamespacedRef,
     /// Where the artifact goes.
     pub storage: StorageConfig,
-    /// Compression of the dump stream.
+    /// Compression of the dump stream (absent: zstd level 3).
     pub compression: Option<CompressionConfig>,
     /// Encryption of the (compressed) stream.
     pub encryption: Option<EncryptionConfig>,
@@ -477,6 +490,31 @@ pub struct BackupArtifact {
     pub checksum: Option<String>,
     /// Dump format.
     pub format: Option<String>,
+    /// Full location, e.g. `s3://bucket/key`.
+    pub location: Option<String>,
+    /// Key of the metadata object beside it.
+    pub metadata_path: Option<String>,
+    /// Compression algorithm used.
+    pub compression: Option<String>,
+    /// Encryption algorithm used (absent: not encrypted).
+    pub encryption: Option<String>,
+    /// Dump tool and version.
+    pub tool: Option<String>,
+    /// Wall time of the backup.
+    pub duration_seconds: Option<f64>,
+}
+
+/// Progress of a running backup or restore.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationProgress {
+    /// Current step, e.g. `dumping`, `verifying`, `restoring`.
+    pub step: Option<String>,
+    /// Bytes processed so far.
+    pub bytes_done: Option<i64>,
+    /// When this was reported.
+    pub updated_at: Option<Time>,
 }
 
 /// What was backed up.
@@ -494,6 +532,8 @@ pub struct BackupSource {
     pub version: Option<String>,
     /// Consistency point of the dump.
     pub timestamp: Option<Time>,
+    /// ManagedCluster whose agent wrote the artifact (and deletes it).
+    pub cluster: Option<String>,
 }
 
 /// Observed state of a backup.
@@ -515,4 +555,9 @@ pub struct DatabaseBackupStatus {
     pub completed_at: Option<Time>,
     /// When `ttl` expires.
     pub expires_at: Option<Time>,
+    /// Progress while running.
+    pub progress: Option<OperationProgress>,
+    /// Id of the agent operation running this backup: a restarted hub re-attaches to it
+    /// instead of starting a second dump.
+    pub operation_id: Option<String>,
 }

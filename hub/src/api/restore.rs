@@ -67,6 +67,9 @@ pub struct DatabaseRestoreSpec {
     pub postgres: Option<PostgresRestoreConfig>,
     /// mysql client options.
     pub mysql: Option<MysqlRestoreConfig>,
+    /// The key to decrypt with, when it differs from what the backup was written with — an
+    /// age backup written to a recipient (public key) needs the identity here.
+    pub encryption: Option<EncryptionConfig>,
     /// Fail the restore after this many seconds.
     #[serde(default = "default_restore_deadline")]
     #[schemars(range(min = 1))]
@@ -235,4 +238,6 @@ pub struct DatabaseRestoreStatus {
     pub completed_at: Option<Time>,
     /// Non-fatal problems (e.g. missing roles skipped).
     pub warnings: Option<Vec<String>>,
+    /// Id of the agent operation running this restore (a restarted hub re-attaches to it).
+    pub operation_id: Option<String>,
 }

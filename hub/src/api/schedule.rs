@@ -93,6 +93,10 @@ pub struct DatabaseBackupScheduleSpec {
     /// While true, deleting this resource is refused.
     #[serde(default = "default_true")]
     pub deletion_protection: bool,
+    /// A run missed by more than this many seconds (the hub was down) is skipped and
+    /// reported; absent: the most recent missed run is taken as soon as the hub is back.
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
     /// The DatabaseBackup to create each time.
     pub template: BackupTemplate,
 }
@@ -230,4 +234,6 @@ pub struct DatabaseBackupScheduleStatus {
     pub recent_backups: Option<Vec<RecentBackup>>,
     /// Totals.
     pub statistics: Option<BackupStatistics>,
+    /// The last time a run was due (taken or skipped).
+    pub last_schedule_time: Option<Time>,
 }

@@ -253,7 +253,7 @@ pub async fn patch_ready_status<K>(
     ctx: &Context,
     obj: &K,
     previous: Option<&Vec<Condition>>,
-    phase: ProvisioningPhase,
+    phase: impl serde::Serialize,
     ready: bool,
     reason: &str,
     message: &str,

@@ -1,12 +1,16 @@
 //! Controllers: watch custom resources in the management cluster, send intents to the agent
 //! of each resource's cluster, and write what came back into status.
 
+pub mod backup;
 pub mod database;
 pub mod ensure;
 pub mod grant;
 pub mod instance;
+pub mod restore;
+pub mod retention;
 pub mod role;
 pub mod rotation;
+pub mod schedule;
 pub mod user;
 
 use std::time::Duration;
@@ -156,7 +160,10 @@ namespaced_kinds!(
     crate::api::DatabaseUser,
     crate::api::DatabaseRole,
     crate::api::DatabaseGrant,
-    crate::api::DatabaseInstance
+    crate::api::DatabaseInstance,
+    crate::api::DatabaseBackup,
+    crate::api::DatabaseRestore,
+    crate::api::DatabaseBackupSchedule
 );
 cluster_kinds!(
     crate::api::ClusterDatabaseRole,
@@ -233,6 +240,9 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
         grant::run_namespaced(ctx.clone(), shutdown.clone()),
         grant::run_cluster_scoped(ctx.clone(), shutdown.clone()),
         role::run_cluster_scoped(ctx.clone(), shutdown.clone()),
-        user::run(ctx, shutdown),
+        user::run(ctx.clone(), shutdown.clone()),
+        backup::run(ctx.clone(), shutdown.clone()),
+        restore::run(ctx.clone(), shutdown.clone()),
+        schedule::run(ctx, shutdown),
     );
 }
