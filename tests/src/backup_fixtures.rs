@@ -250,10 +250,10 @@ impl Stores {
         }
     }
 
-    /// Keys of MinIO objects under `prefix`, and multipart uploads still open there.
-    pub async fn s3_state(&self, prefix: &str) -> (Vec<String>, usize) {
-        let s3 = self.minio.s3_client();
-        let objects = s3
+    /// Keys of MinIO objects under `prefix`.
+    pub async fn s3_objects(&self, prefix: &str) -> Vec<String> {
+        self.minio
+            .s3_client()
             .list_objects_v2()
             .bucket(BUCKET)
             .prefix(prefix)
@@ -265,16 +265,21 @@ impl Stores {
                     .filter_map(|c| c.key().map(str::to_owned))
                     .collect()
             })
-            .unwrap_or_default();
-        let uploads = s3
+            .unwrap_or_default()
+    }
+
+    /// Multipart uploads open for exactly `key` (MinIO lists uploads only for a full object
+    /// name, not for a directory prefix).
+    pub async fn s3_open_uploads(&self, key: &str) -> usize {
+        self.minio
+            .s3_client()
             .list_multipart_uploads()
             .bucket(BUCKET)
-            .prefix(prefix)
+            .prefix(key)
             .send()
             .await
-            .map(|u| u.uploads().len())
-            .unwrap_or(0);
-        (objects, uploads)
+            .map(|u| u.uploads().iter().filter(|u| u.key() == Some(key)).count())
+            .unwrap_or(0)
     }
 }
 

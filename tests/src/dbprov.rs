@@ -358,6 +358,12 @@ impl AgentProcess {
     pub fn ensure_running(&mut self) -> Result<(), EnvError> {
         self.guard.ensure_running()
     }
+
+    /// Kills the agent with SIGKILL: no cleanup runs, as when a node dies.
+    pub fn kill(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// An agent operation context on `workload` with an admin-credentials Secret `admin` in
