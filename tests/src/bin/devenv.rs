@@ -40,6 +40,7 @@ async fn apply_examples(
     workload: &KubeEnv,
     pg: &Postgres,
     maria: &MariaDb,
+    minio: &Minio,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let crds = dbprov_hub::crdgen::all();
     manifests::install_crds(&mgmt.client(), &crds).await?;
@@ -65,6 +66,41 @@ async fn apply_examples(
             )
             .await?;
     }
+    // What the backup examples need: a bucket, its credentials, an age key pair (the
+    // recipient to write, the identity to restore).
+    let (identity, recipient) = dbprov_tests::backup_fixtures::age_keypair()?;
+    for (name, data) in [
+        (
+            "backup-s3",
+            json!({"AWS_ACCESS_KEY_ID": minio.access_key(), "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
+        ),
+        ("backup-age", json!({"recipient": recipient})),
+        ("backup-age-identity", json!({"identity": identity})),
+    ] {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": name, "namespace": "demo"}, "stringData": data});
+        secrets
+            .patch(
+                name,
+                &kube::api::PatchParams::apply(manifests::FIELD_MANAGER),
+                &kube::api::Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    let s3 = minio.s3_client();
+    if s3
+        .head_bucket()
+        .bucket("dbprov-backups")
+        .send()
+        .await
+        .is_err()
+    {
+        s3.create_bucket()
+            .bucket("dbprov-backups")
+            .send()
+            .await
+            .context("creating the dbprov-backups bucket in MinIO")?;
+    }
     // The hub's default cluster, served by the one local agent.
     manifests::apply(
         &mgmt.client(),
@@ -87,6 +123,11 @@ async fn apply_examples(
             };
             value["spec"]["connection"]["host"] = json!("127.0.0.1");
             value["spec"]["connection"]["port"] = json!(port);
+        }
+        for storage in ["/spec/storage/s3", "/spec/template/spec/storage/s3"] {
+            if let Some(s3) = value.pointer_mut(storage) {
+                s3["endpoint"] = json!(minio.endpoint());
+            }
         }
         manifests::apply(&mgmt.client(), &catalog, &value)
             .await
@@ -115,7 +156,11 @@ async fn wait_examples_ready(mgmt: &KubeEnv, examples: &[(String, String)]) -> a
                 )
                 .context("example API")?;
             let status = &api.get(name).await?.data["status"];
-            if status["phase"] != "Ready" {
+            // Provisioning kinds end Ready, backups and restores Completed, schedules Active.
+            let done = ["Ready", "Completed", "Active"]
+                .iter()
+                .any(|p| status["phase"] == *p);
+            if !done {
                 waiting.push(format!(
                     "{kind}/{name}: {}",
                     status["message"].as_str().unwrap_or("no status yet")
@@ -192,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .context("starting the local environment (scripts/install-tools.sh installs the tools)")?;
     let pki = Pki::new()?;
-    let examples = apply_examples(&mgmt, &workload, &pg, &maria).await?;
+    let examples = apply_examples(&mgmt, &workload, &pg, &maria, &minio).await?;
     let hub = HubProcess::start(&mgmt, &pki, 0, 5).await?;
     let agent = AgentProcess::start(
         &workload,
@@ -246,7 +291,9 @@ async fn main() -> anyhow::Result<()> {
          \n  Azure Blob          {az}  (Azurite, account {acct}, emulator key)\
          \n\
          \n  examples (docs/examples, namespace demo): instances, databases, roles, users and grants\
-         \n  are Ready. Log in with the generated credentials (they exist only in the workload cluster):\
+         \n  are Ready; backup shop-now is in MinIO (age-encrypted), restored into shop_restore_check,\
+         \n  and schedule shop-nightly runs at 03:00 Europe/Berlin.\
+         \n  Log in with the generated credentials (they exist only in the workload cluster):\
          \n    export KUBECONFIG={wkc}\
          \n    psql \"$(kubectl get secret -n demo shop-app-credentials -o jsonpath='{{.data.DATABASE_URL}}' | base64 -d)\"\
          \n    mariadb -h 127.0.0.1 -P {mport} -u catalog_app \\\
