@@ -71,6 +71,9 @@ pub struct RunArgs {
         default_value = "/var/lib/dbprov/volumes"
     )]
     pub pvc_root: PathBuf,
+    /// Serve Prometheus metrics on this address (`/metrics`); off when not set.
+    #[arg(long, env = "DBPROV_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Options of `dbprov-agent tools`.

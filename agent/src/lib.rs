@@ -39,6 +39,9 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_listen {
+        dbprov_common::metrics::install(addr)?;
+    }
     let kube = kube::Client::try_default().await.context(
         "cannot build a Kubernetes client for this cluster (set KUBECONFIG or run in a pod)",
     )?;

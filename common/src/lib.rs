@@ -1,5 +1,6 @@
 //! Code both dbprov binaries need.
 
 pub mod grpc;
+pub mod metrics;
 pub mod telemetry;
 pub mod tls;

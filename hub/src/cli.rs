@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Seconds between agent heartbeats; a stream silent for three intervals is closed.
     #[arg(long, env = "DBPROV_HEARTBEAT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat_seconds: u64,
+    /// Serve Prometheus metrics on this address (`/metrics`); off when not set.
+    #[arg(long, env = "DBPROV_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `dbprov-hub certs`: a development PKI.

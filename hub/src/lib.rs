@@ -7,6 +7,7 @@ pub mod clusters;
 pub mod controller;
 pub mod crdgen;
 pub mod grpc;
+pub mod metrics;
 pub mod session;
 
 use anyhow::Context;
@@ -34,6 +35,9 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_listen {
+        dbprov_common::metrics::install(addr)?;
+    }
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (set KUBECONFIG or run in a pod)")?;

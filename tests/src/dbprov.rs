@@ -219,6 +219,8 @@ pub struct HubProcess {
     guard: ChildGuard,
     /// `127.0.0.1:<port>`.
     pub addr: String,
+    /// `127.0.0.1:<port>` of `/metrics`.
+    pub metrics_addr: String,
     _dir: WorkDir,
 }
 
@@ -248,6 +250,8 @@ impl HubProcess {
             .arg(pki.ca_cert())
             .args(["--trust-domain", TRUST_DOMAIN])
             .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()]);
+        let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
+        cmd.args(["--metrics-listen", &metrics_addr]);
         let mut guard = ChildGuard::spawn("dbprov-hub", &mut cmd, &dir.join("hub.log"))?;
         let admin = pki.admin("hub-ready-check")?;
         guard
@@ -256,6 +260,7 @@ impl HubProcess {
         Ok(Self {
             guard,
             addr,
+            metrics_addr,
             _dir: dir,
         })
     }
@@ -283,6 +288,8 @@ pub struct AgentProcess {
     pub admin_addr: Option<String>,
     /// `--pvc-root`: claim `x` of `storage.pvc` is the directory `volumes/x`.
     pub volumes: PathBuf,
+    /// `127.0.0.1:<port>` of `/metrics`.
+    pub metrics_addr: String,
     _dir: WorkDir,
 }
 
@@ -329,6 +336,8 @@ impl AgentProcess {
         std::fs::create_dir_all(&volumes)
             .map_err(EnvError::io("creating the agent's volumes dir"))?;
         cmd.arg("--pvc-root").arg(&volumes);
+        let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
+        cmd.args(["--metrics-listen", &metrics_addr]);
         let mut admin_addr = None;
         if opts.admin_port {
             let addr = format!("127.0.0.1:{}", tools::free_port()?);
@@ -345,6 +354,7 @@ impl AgentProcess {
             guard,
             admin_addr,
             volumes,
+            metrics_addr,
             _dir: dir,
         })
     }
@@ -363,6 +373,14 @@ impl AgentProcess {
     pub fn kill(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.pid()).unwrap_or(0));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// The text of `http://<addr>/metrics` (empty when it cannot be read).
+pub async fn scrape(addr: &str) -> String {
+    match reqwest::get(format!("http://{addr}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 

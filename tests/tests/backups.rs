@@ -267,6 +267,39 @@ async fn backups_restore_exactly_on_every_backend_and_offline_with_standard_tool
         .unwrap();
     assert!(!out.status.success());
 
+    // Metrics of what just happened, on both binaries.
+    let hub_metrics = dbprov_tests::dbprov::scrape(&s.hub.metrics_addr).await;
+    for name in [
+        "dbprov_backup_bytes_total{direction=\"dumped\",engine=\"postgres\",storage=\"s3\"}",
+        "dbprov_backup_bytes_total{direction=\"stored\"",
+        "dbprov_backup_duration_seconds_bucket",
+        "dbprov_backups_total{result=\"completed\"}",
+        "dbprov_backup_last_success_timestamp_seconds{namespace=\"shop\",database=\"orders\"}",
+        "dbprov_backup_last_success_timestamp_seconds{namespace=\"shop\",database=\"ledger\"}",
+        "dbprov_restore_bytes_total",
+        "dbprov_restore_duration_seconds_bucket",
+        "dbprov_restores_total{result=\"completed\"}",
+        "dbprov_restore_last_success_timestamp_seconds",
+    ] {
+        assert!(
+            hub_metrics.contains(name),
+            "hub /metrics lacks {name}:\n{hub_metrics}"
+        );
+    }
+    let agent_metrics = dbprov_tests::dbprov::scrape(&s.agent.metrics_addr).await;
+    for name in [
+        "dbprov_agent_backup_bytes_total{direction=\"in\"}",
+        "dbprov_agent_backup_bytes_total{direction=\"out\"}",
+        "dbprov_agent_restore_bytes_total",
+        "dbprov_agent_operation_duration_seconds_bucket{operation=\"run_backup\",result=\"ok\"",
+        "dbprov_agent_operations_total{operation=\"restore\",result=\"ok\"}",
+    ] {
+        assert!(
+            agent_metrics.contains(name),
+            "agent /metrics lacks {name}:\n{agent_metrics}"
+        );
+    }
+
     // Deleting a backup deletes its artifact and metadata.
     let deleted = s.get("DatabaseBackup", "orders-s3").await.unwrap()["status"]["backup"]["path"]
         .as_str()
@@ -436,6 +469,30 @@ async fn bad_input_gives_conditions_that_name_the_fix() {
         assert!(message.contains(text), "{name}: {message}");
         assert!(!message.contains(stores.minio.secret_key()));
     }
+    let metrics = dbprov_tests::dbprov::scrape(&s.hub.metrics_addr).await;
+    for reason in ["InvalidSpec"] {
+        assert!(
+            metrics.contains(&format!(
+                "dbprov_backup_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    for reason in ["SecretMissing", "StorageError"] {
+        assert!(
+            metrics.contains(&format!(
+                "dbprov_backup_attempt_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    let agent_metrics = dbprov_tests::dbprov::scrape(&s.agent.metrics_addr).await;
+    assert!(
+        agent_metrics
+            .contains("dbprov_agent_storage_errors_total{backend=\"s3\",kind=\"unreachable\"}"),
+        "{agent_metrics}"
+    );
+
     // A restore of a backup that does not exist waits and says which.
     s.apply(restore("r-none", "nope", "x", json!({}))).await;
     let v = s

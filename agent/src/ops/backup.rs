@@ -511,6 +511,10 @@ pub async fn run(
     }
     let summary = encoded?;
     upload.complete().await?;
+    metrics::counter!("dbprov_agent_backup_bytes_total", "direction" => "in")
+        .increment(summary.plaintext_bytes);
+    metrics::counter!("dbprov_agent_backup_bytes_total", "direction" => "out")
+        .increment(summary.stored_bytes);
     let completed_at = now_rfc3339();
     let duration = started.elapsed().as_secs_f64();
     let meta = Metadata {

@@ -109,7 +109,15 @@ pub fn desired<T: serde::de::DeserializeOwned>(intent: &Intent) -> Result<T, OpE
 impl Runner for Operations {
     fn run(&self, intent: Intent, progress: ProgressSink) -> OpFuture {
         let ctx = self.ctx.clone();
-        Box::pin(async move {
+        let operation = Operation::try_from(intent.operation)
+            .map(|o| {
+                o.as_str_name()
+                    .trim_start_matches("OPERATION_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| "unknown".into());
+        let started = std::time::Instant::now();
+        let run = Box::pin(async move {
             match Operation::try_from(intent.operation) {
                 Ok(Operation::ProbeInstance) => probe::run(&ctx, desired(&intent)?).await,
                 Ok(Operation::RunBackup) => backup::run(&ctx, desired(&intent)?, progress).await,
@@ -156,6 +164,22 @@ impl Runner for Operations {
                     false,
                 )),
             }
+        });
+        Box::pin(async move {
+            let result = run.await;
+            let outcome = match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e
+                    .code
+                    .as_str_name()
+                    .trim_start_matches("ERROR_CODE_")
+                    .to_ascii_lowercase(),
+            };
+            metrics::histogram!("dbprov_agent_operation_duration_seconds", "operation" => operation.clone(), "result" => outcome.clone())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("dbprov_agent_operations_total", "operation" => operation, "result" => outcome)
+                .increment(1);
+            result
         })
     }
 }

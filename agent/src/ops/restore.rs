@@ -501,6 +501,10 @@ pub async fn run(
         }
     }
     progress.report(100, "completed", summary.plaintext_bytes);
+    metrics::counter!("dbprov_agent_restore_bytes_total", "direction" => "in")
+        .increment(summary.stored_bytes);
+    metrics::counter!("dbprov_agent_restore_bytes_total", "direction" => "out")
+        .increment(summary.plaintext_bytes);
     let observed = RestoreObserved {
         target_database: d.database.clone(),
         created,

@@ -60,6 +60,20 @@ impl StorageError {
 
 impl From<StorageError> for OpError {
     fn from(e: StorageError) -> Self {
+        let backend = e
+            .location
+            .split("://")
+            .next()
+            .unwrap_or("unknown")
+            .to_owned();
+        let kind = match e.kind {
+            StorageErrorKind::Unreachable => "unreachable",
+            StorageErrorKind::Denied => "denied",
+            StorageErrorKind::NotFound => "not_found",
+            StorageErrorKind::Other => "other",
+        };
+        metrics::counter!("dbprov_agent_storage_errors_total", "backend" => backend, "kind" => kind)
+            .increment(1);
         let retryable = e.kind != StorageErrorKind::NotFound;
         OpError::new(ErrorCode::Storage, e.to_string(), retryable)
     }

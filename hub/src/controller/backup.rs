@@ -219,6 +219,7 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         _ => {}
     }
     if let Err(message) = validate(&b) {
+        crate::metrics::backup_failed("InvalidSpec");
         status(
             ctx,
             &b,
@@ -244,6 +245,7 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
             b.spec.active_deadline_seconds,
             st.common.message.as_deref().unwrap_or("none")
         );
+        crate::metrics::backup_failed("DeadlineExceeded");
         status(
             ctx,
             &b,
@@ -354,12 +356,13 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
     )
     .await;
     match result {
-        Ok(observed) => completed(ctx, &b, &instance, &cluster, &observed).await,
+        Ok(observed) => completed(ctx, &b, &db, &instance, &cluster, &observed).await,
         Err(e)
             if e.retryable()
                 && !deadline_passed(Some(&started_at), b.spec.active_deadline_seconds) =>
         {
             let (_, reason) = dispatch_reason(&e);
+            crate::metrics::backup_retried(reason);
             let message = format!("backup attempt failed, retrying: {e}");
             status(
                 ctx,
@@ -376,6 +379,7 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         }
         Err(e) => {
             let (_, reason) = dispatch_reason(&e);
+            crate::metrics::backup_failed(reason);
             let message = format!("backup failed: {e}");
             status(
                 ctx,
@@ -393,9 +397,17 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
     }
 }
 
+fn label(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 async fn completed(
     ctx: &Context,
     b: &DatabaseBackup,
+    db: &Database,
     instance: &ResolvedInstance,
     cluster: &str,
     observed: &str,
@@ -447,6 +459,16 @@ async fn completed(
     )
     .await?;
     event(ctx, b, EventType::Normal, "BackupCompleted", message).await;
+    crate::metrics::backup_completed(crate::metrics::Finished {
+        namespace: &db.namespace().unwrap_or_default(),
+        database: &db.name_any(),
+        engine: &label(instance.spec.engine),
+        storage: &label(b.spec.storage.type_),
+        plaintext_bytes: o["plaintextBytes"].as_u64().unwrap_or(0),
+        stored_bytes: o["storedBytes"].as_u64().unwrap_or(0),
+        duration_seconds: o["durationSeconds"].as_f64().unwrap_or(0.0),
+        completed_at: completed_at.0.as_millisecond() as f64 / 1000.0,
+    });
     Ok(match expires_at {
         Some(t) => Action::requeue(until(&t)),
         None => Action::await_change(),
@@ -460,6 +482,19 @@ fn until(t: &Time) -> Duration {
 }
 
 async fn expire(ctx: &Context, b: &DatabaseBackup) -> Result<Action, Error> {
+    if let Some(done) = b.status.as_ref().and_then(|s| s.completed_at.as_ref()) {
+        let ns = b
+            .spec
+            .database_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| b.namespace().unwrap_or_default());
+        crate::metrics::backup_seen(
+            &ns,
+            &b.spec.database_ref.name,
+            done.0.as_millisecond() as f64 / 1000.0,
+        );
+    }
     let Some(expires) = b.status.as_ref().and_then(|s| s.expires_at.clone()) else {
         return Ok(Action::await_change());
     };

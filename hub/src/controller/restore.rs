@@ -309,6 +309,7 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
     let (src, tgt) = match resolved {
         Ok(x) => x,
         Err(b) if b.phase == ProvisioningPhase::Failed => {
+            crate::metrics::restore_failed(b.reason);
             status(
                 ctx,
                 &r,
@@ -465,10 +466,25 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
             )
             .await?;
             event(ctx, &r, EventType::Normal, "RestoreCompleted", message).await;
+            let label = |v: Value| v.as_str().map(str::to_owned).unwrap_or_default();
+            crate::metrics::restore_completed(crate::metrics::Finished {
+                namespace: &ns,
+                database: &tgt.database,
+                engine: &label(serde_json::to_value(tgt.instance.spec.engine)?),
+                storage: &label(serde_json::to_value(src.storage.type_)?),
+                plaintext_bytes: o["plaintextBytes"].as_u64().unwrap_or(0),
+                stored_bytes: src
+                    .stored_bytes
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+                duration_seconds: o["durationSeconds"].as_f64().unwrap_or(0.0),
+                completed_at: Timestamp::now().as_millisecond() as f64 / 1000.0,
+            });
             Ok(Action::await_change())
         }
         Err(e) => {
             let (_, reason) = dispatch_reason(&e);
+            crate::metrics::restore_failed(reason);
             let message = format!("restore failed: {e}");
             status(
                 ctx,
