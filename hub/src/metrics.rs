@@ -8,8 +8,10 @@ use std::{
 
 /// Per-database gauges only move forward: reconciles after a restart see old backups in any
 /// order, and the newest completion must win.
-fn latest() -> &'static Mutex<HashMap<(&'static str, String, String), f64>> {
-    static LATEST: OnceLock<Mutex<HashMap<(&'static str, String, String), f64>>> = OnceLock::new();
+type Latest = Mutex<HashMap<(&'static str, String, String), f64>>;
+
+fn latest() -> &'static Latest {
+    static LATEST: OnceLock<Latest> = OnceLock::new();
     LATEST.get_or_init(Default::default)
 }
 
