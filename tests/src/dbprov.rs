@@ -369,6 +369,11 @@ impl AgentProcess {
         self.guard.ensure_running()
     }
 
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// Kills the agent with SIGKILL: no cleanup runs, as when a node dies.
     pub fn kill(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.pid()).unwrap_or(0));
