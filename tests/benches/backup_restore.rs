@@ -177,11 +177,13 @@ async fn main() {
             .fetch_one(&mut admin)
             .await
             .unwrap();
+        // Resource names are DNS labels; the database name keeps its underscore.
+        let resource = db.replace('_', "-");
         s.apply(json!({"apiVersion": API, "kind": "Database",
-                       "metadata": {"name": db, "namespace": NS},
+                       "metadata": {"name": resource, "namespace": NS},
                        "spec": {"instanceRef": {"name": "pg"}, "name": db}}))
             .await;
-        s.wait_ready("Database", &db).await;
+        s.wait_ready("Database", &resource).await;
         // Warm the cache the same way for everyone.
         sh(&format!("'{pg_dump}' -Fc -Z0 {db} > /dev/null"), &env);
 
@@ -200,7 +202,7 @@ async fn main() {
         let start = Instant::now();
         s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"databaseRef": {"name": db}, "storage": stores.storage("s3", "bench"),
+            "spec": {"databaseRef": {"name": resource}, "storage": stores.storage("s3", "bench"),
                      "compression": {"algorithm": "zstd", "level": 3},
                      "encryption": {"enabled": true, "algorithm": "age",
                                     "secretRef": {"name": "age-recipient", "key": "key"}}}}))

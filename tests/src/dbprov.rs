@@ -270,6 +270,14 @@ impl HubProcess {
         self.guard.log_tail(400)
     }
 
+    /// Kills the hub with SIGKILL (a crash: nothing is cleaned up); its port is free after.
+    pub fn kill(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // The kernel closes a killed process' sockets at once (a zombie holds no port).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.addr

@@ -260,6 +260,22 @@ async fn every_engine_backend_compression_and_encryption_round_trips_exactly() {
                 );
                 assert_eq!(restored.sha256, done.sha256, "{what}");
                 assert_eq!(&env.digest(engine, &target).await, expected, "{what}");
+                // The backend lists both objects under their directory.
+                let spec: dbprov_agent::storage::StorageSpec =
+                    serde_json::from_value(env.stores.storage(backend, "matrix")).unwrap();
+                let store = dbprov_agent::storage::open(&env.ctx, &spec, NS)
+                    .await
+                    .unwrap();
+                let dir = done.object.rsplit_once('/').unwrap().0;
+                let listed: Vec<String> = store
+                    .list(dir)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.key)
+                    .collect();
+                assert!(listed.contains(&done.object), "{what}: {listed:?}");
+                assert!(listed.contains(&done.metadata_object), "{what}: {listed:?}");
                 if *backend == "s3" {
                     assert_eq!(env.stores.s3_open_uploads(&done.object).await, 0, "{what}");
                 }

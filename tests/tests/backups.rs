@@ -152,6 +152,55 @@ async fn backups_restore_exactly_on_every_backend_and_offline_with_standard_tool
         );
     }
 
+    // The same GCS artifact by explicit location (as if copied from elsewhere), onto an
+    // explicitly named instance.
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore",
+        "metadata": {"name": "r-frompath", "namespace": NS},
+        "spec": {"fromPath": {"backupPath": format!("{NS}/orders/orders-gcs.dump.zst.age"),
+                              "storage": stores.storage("gcs", "e2e")},
+                 "target": {"instanceRef": {"name": "pg"}, "databaseName": "orders_frompath"},
+                 "encryption": age_dec()["encryption"]}}))
+        .await;
+    wait_phase(&s, "DatabaseRestore", "r-frompath", "Completed").await;
+    assert_eq!(
+        fx::digest_postgres(&s.pg.url("orders_frompath"))
+            .await
+            .unwrap(),
+        orders
+    );
+
+    // ttl: the backup and its artifact go by themselves.
+    s.apply(backup(
+        "short-lived",
+        "orders",
+        stores.storage("pvc", "ttl"),
+        json!({"ttl": "3s"}),
+    ))
+    .await;
+    let v = wait_phase(&s, "DatabaseBackup", "short-lived", "Completed").await;
+    assert!(v["status"]["expiresAt"].is_string(), "{}", v["status"]);
+    let ttl_file = s
+        .agent
+        .volumes
+        .join("backup-vol/ttl")
+        .join(v["status"]["backup"]["path"].as_str().unwrap());
+    assert!(ttl_file.exists());
+    eventually(
+        Duration::from_secs(60),
+        "expired backup deleted",
+        || async {
+            s.get("DatabaseBackup", "short-lived")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !ttl_file.exists(),
+        "the artifact goes with the expired backup"
+    );
+
     // MariaDB, AES-256-GCM, gzip.
     let ledger = fx::digest_mariadb(&s.maria.url(""), "ledger")
         .await
@@ -403,6 +452,107 @@ async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_afte
             .await
             .unwrap(),
         fx::digest_postgres(&s.pg.url("orders")).await.unwrap()
+    );
+
+    // A hub crash while a backup runs: the new hub re-attaches to the agent's operation by the
+    // id in status; the dump runs once.
+    let runs = |m: String| {
+        m.lines()
+            .find(|l| {
+                l.starts_with(
+                    "dbprov_agent_operations_total{operation=\"run_backup\",result=\"ok\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = runs(dbprov_tests::dbprov::scrape(&s.agent.metrics_addr).await);
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    s.apply(backup(
+        "reattach",
+        "orders",
+        stores.storage("s3", "kill"),
+        json!({}),
+    ))
+    .await;
+    let running = wait_phase(&s, "DatabaseBackup", "reattach", "Running").await;
+    let operation = running["status"]["operationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = s.hub.port();
+    s.hub.kill();
+    s.hub = dbprov_tests::dbprov::HubProcess::start(&s.mgmt, &s.pki, port, 2)
+        .await
+        .unwrap();
+    s.wait_for("DatabaseBackup", "reattach", "re-attached", |v| {
+        v["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("re-attached")
+    })
+    .await;
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    let done = wait_phase(&s, "DatabaseBackup", "reattach", "Completed").await;
+    assert_eq!(done["status"]["operationId"], operation);
+    let after = runs(dbprov_tests::dbprov::scrape(&s.agent.metrics_addr).await);
+    assert_eq!(
+        after - before,
+        1.0,
+        "the dump ran once across the hub restart"
+    );
+
+    // Deleting a running backup cancels it: the tool is killed, the upload aborted, the
+    // resource goes without waiting for the dump.
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    s.apply(backup(
+        "doomed",
+        "orders",
+        stores.storage("s3", "kill"),
+        json!({}),
+    ))
+    .await;
+    wait_phase(&s, "DatabaseBackup", "doomed", "Running").await;
+    let doomed = format!("kill/{NS}/orders/doomed.dump.zst");
+    eventually(
+        Duration::from_secs(30),
+        "the doomed upload open",
+        || async { (stores.s3_open_uploads(&doomed).await == 1).then_some(()) },
+    )
+    .await;
+    s.delete("DatabaseBackup", "doomed").await;
+    eventually(
+        Duration::from_secs(30),
+        "the running backup deleted",
+        || async {
+            s.get("DatabaseBackup", "doomed")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the cancelled upload aborted",
+        || async { (stores.s3_open_uploads(&doomed).await == 0).then_some(()) },
+    )
+    .await;
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    assert!(
+        !stores
+            .s3_objects("kill/")
+            .await
+            .iter()
+            .any(|o| o.contains("doomed"))
     );
 }
 

@@ -20,7 +20,7 @@ use super::{
     Context, Error,
     database::{
         Blocked, ResolvedInstance, cluster_of, dispatch_reason, parse_interval, patch_ready_status,
-        publish_event, ready_instance,
+        publish_event, resolve_instance_refs,
     },
     instance::probe_desired,
 };
@@ -146,6 +146,7 @@ async fn event(ctx: &Context, b: &DatabaseBackup, type_: EventType, reason: &str
 async fn source(
     ctx: &Context,
     b: &DatabaseBackup,
+    running: bool,
 ) -> Result<Result<(Database, ResolvedInstance), Blocked>, Error> {
     let ns = b.namespace().unwrap_or_default();
     let db_ns = b.spec.database_ref.namespace.clone().unwrap_or(ns);
@@ -160,13 +161,22 @@ async fn source(
             ),
         }));
     };
-    let instance = ready_instance(
+    let instance = resolve_instance_refs(
         ctx,
         &db_ns,
         db.spec.instance_ref.as_ref(),
         db.spec.cluster_instance_ref.as_ref(),
     )
     .await?;
+    let instance = match instance {
+        // Re-attaching needs the instance's connection, not its health.
+        Ok(i) if !i.ready && !running => Err(Blocked {
+            phase: ProvisioningPhase::Pending,
+            reason: "InstanceNotReady",
+            message: format!("waiting for {} to be Ready", i.display),
+        }),
+        other => other,
+    };
     Ok(instance.map(|i| (db, i)))
 }
 
@@ -174,7 +184,10 @@ fn deadline_passed(created: Option<&Time>, seconds: i64) -> bool {
     created.is_some_and(|c| c.0.as_second().saturating_add(seconds) < Timestamp::now().as_second())
 }
 
-/// Waits for a long operation, writing its progress into status under `field` via `render`.
+/// Waits for a long operation, writing its progress into status with `render`. The
+/// resource is checked every few seconds: once it is being deleted, the operation is
+/// cancelled (the agent kills the tool and aborts the upload), so the finalizer can run
+/// instead of waiting for a dump nobody wants any more.
 pub async fn follow<K: super::Scoped>(
     ctx: &Context,
     obj: &K,
@@ -182,28 +195,40 @@ pub async fn follow<K: super::Scoped>(
     render: impl Fn(&ProgressInfo) -> Value,
 ) -> Result<String, DispatchError> {
     let mut progress = handle.progress.clone();
+    let intent_id = handle.intent_id.clone();
     let wait = handle.wait();
     tokio::pin!(wait);
     let api = K::api_for(&ctx.client, obj);
+    let name = obj.name_any();
     let mut last = tokio::time::Instant::now() - PROGRESS_EVERY;
+    let mut progress_open = true;
+    let mut check = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
             result = &mut wait => return result,
-            changed = progress.changed() => {
-                if changed.is_err() {
-                    // The sender is gone: only the result is left to wait for.
-                    return wait.await;
-                }
-                if last.elapsed() >= PROGRESS_EVERY {
+            changed = progress.changed(), if progress_open => {
+                // A closed sender means only the result is left to wait for.
+                progress_open = changed.is_ok();
+                if progress_open && last.elapsed() >= PROGRESS_EVERY {
                     last = tokio::time::Instant::now();
                     let p = progress.borrow().clone();
                     let patch = json!({"status": render(&p)});
                     if let Err(e) = api
-                        .patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                     {
                         tracing::debug!(error = %e, "cannot write progress");
                     }
+                }
+            }
+            _ = check.tick() => {
+                let deleting = match api.get_opt(&name).await {
+                    Ok(Some(o)) => o.meta().deletion_timestamp.is_some(),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if deleting {
+                    ctx.hub.cancel(&intent_id, "the resource is being deleted");
                 }
             }
         }
@@ -259,13 +284,20 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         event(ctx, &b, EventType::Warning, "BackupFailed", message).await;
         return Ok(Action::await_change());
     }
-    let (db, instance) = match source(ctx, &b).await? {
+    let (db, instance) = match source(ctx, &b, running).await? {
         Ok(x) => x,
         Err(blocked) => {
+            // A running operation keeps its phase and id whatever blocks the hub for now
+            // (e.g. the instance shows not Ready while its agent reconnects after a hub
+            // restart): it is re-attached once the block clears, never started again.
             status(
                 ctx,
                 &b,
-                OperationPhase::Pending,
+                if running {
+                    OperationPhase::Running
+                } else {
+                    OperationPhase::Pending
+                },
                 false,
                 blocked.reason,
                 &blocked.message,
@@ -307,18 +339,33 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
     {
         Ok(h) => h,
         Err(e) => {
-            let message = format!("cannot start the backup on cluster {cluster}: {e}");
+            // A running operation stays Running under its id: the agent may still be
+            // running it (e.g. the hub restarted and the agent has not reconnected yet), and
+            // the next attempt must re-attach rather than start a second one.
+            let (phase, message) = if running {
+                (
+                    OperationPhase::Running,
+                    format!(
+                        "waiting for cluster {cluster} to re-attach to the running backup: {e}"
+                    ),
+                )
+            } else {
+                (
+                    OperationPhase::Pending,
+                    format!("cannot start the backup on cluster {cluster}: {e}"),
+                )
+            };
             status(
                 ctx,
                 &b,
-                OperationPhase::Pending,
+                phase,
                 false,
                 "ClusterNotConnected",
                 &message,
                 json!({}),
             )
             .await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
     let started_at = st.started_at.clone().unwrap_or_else(now);

@@ -324,16 +324,14 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(Action::await_change());
         }
         Err(b) => {
-            status(
-                ctx,
-                &r,
-                OperationPhase::Pending,
-                false,
-                b.reason,
-                &b.message,
-                json!({}),
-            )
-            .await?;
+            // A running restore keeps its phase and operation id while something blocks the
+            // hub for now (see the DatabaseBackup controller): it is re-attached, not rerun.
+            let phase = if st.phase == Some(OperationPhase::Running) {
+                OperationPhase::Running
+            } else {
+                OperationPhase::Pending
+            };
+            status(ctx, &r, phase, false, b.reason, &b.message, json!({})).await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
@@ -403,18 +401,33 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
     {
         Ok(h) => h,
         Err(e) => {
-            let message = format!("cannot start the restore on cluster {cluster}: {e}");
+            // A running operation stays Running under its id: the agent may still be
+            // running it (e.g. the hub restarted and the agent has not reconnected yet), and
+            // the next attempt must re-attach rather than start a second one.
+            let (phase, message) = if running {
+                (
+                    OperationPhase::Running,
+                    format!(
+                        "waiting for cluster {cluster} to re-attach to the running restore: {e}"
+                    ),
+                )
+            } else {
+                (
+                    OperationPhase::Pending,
+                    format!("cannot start the restore on cluster {cluster}: {e}"),
+                )
+            };
             status(
                 ctx,
                 &r,
-                OperationPhase::Pending,
+                phase,
                 false,
                 "ClusterNotConnected",
                 &message,
                 json!({}),
             )
             .await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
     let info = json!({"sourceBackup": src.display, "targetInstance": tgt.instance.display,
