@@ -9,7 +9,9 @@
 //! - the agent's peak RSS while each backup and restore runs (sampled every 50 ms), for both
 //!   sizes: the pipeline's memory must not grow with the database.
 //!
-//! `BENCH_SCALES=7,70` sets the pgbench scale factors (70 ≈ 1.05 GiB on disk).
+//! `BENCH_SCALES=7,70,70r` sets the pgbench scale factors (70 ≈ 1.05 GiB on disk); an `r`
+//! suffix overwrites `pgbench_accounts.filler` with random text, because pgbench's blank
+//! filler compresses about 100:1 and would let compression look free.
 //! Run: `cargo bench -p dbprov-tests --bench backup_restore`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code: a panic is the report
@@ -102,7 +104,7 @@ async fn wait_phase(s: &Scenario, kind: &str, name: &str) -> Value {
 }
 
 struct Row {
-    scale: u32,
+    scale: String,
     db_mib: f64,
     dump_mib: f64,
     stored_mib: f64,
@@ -119,10 +121,14 @@ struct Row {
 #[tokio::main]
 async fn main() {
     dbprov_tests::init_crypto();
-    let scales: Vec<u32> = std::env::var("BENCH_SCALES")
-        .unwrap_or_else(|_| "7,70".into())
+    let scales: Vec<(u32, bool)> = std::env::var("BENCH_SCALES")
+        .unwrap_or_else(|_| "7,70,70r".into())
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .filter_map(|s| {
+            let s = s.trim();
+            let random = s.ends_with('r');
+            Some((s.trim_end_matches('r').parse().ok()?, random))
+        })
         .collect();
     let s = Scenario::start(NS).await.expect("start the scenario");
     let stores = Stores::start().await.expect("start the object stores");
@@ -144,7 +150,8 @@ async fn main() {
         rss_kib(agent_pid, "VmRSS:") as f64 / 1024.0
     );
     let bin = |t: &str| tools::find(t).unwrap().display().to_string();
-    let (pgbench, pg_dump, pg_restore, zstd, age) = (
+    let (psql, pgbench, pg_dump, pg_restore, zstd, age) = (
+        bin("psql"),
         bin("pgbench"),
         bin("pg_dump"),
         bin("pg_restore"),
@@ -161,8 +168,8 @@ async fn main() {
     ];
     let work = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
-    for scale in scales {
-        let db = format!("pgbench_s{scale}");
+    for (scale, random) in scales {
+        let db = format!("pgbench_s{scale}{}", if random { "r" } else { "" });
         let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
             .await
             .unwrap();
@@ -172,6 +179,15 @@ async fn main() {
             .unwrap();
         eprintln!("generating {db} (pgbench -i -s {scale}) ...");
         sh(&format!("'{pgbench}' -i -q -s {scale} -I dtGvp {db}"), &env);
+        if random {
+            eprintln!("filling pgbench_accounts.filler with random text ...");
+            sh(
+                &format!(
+                    "'{psql}' -q -d {db} -c \"UPDATE pgbench_accounts SET filler = md5(random()::text) || md5(random()::text)\" -c 'VACUUM FULL pgbench_accounts'"
+                ),
+                &env,
+            );
+        }
         let db_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size($1)")
             .bind(&db)
             .fetch_one(&mut admin)
@@ -197,7 +213,7 @@ async fn main() {
         );
 
         eprintln!("dbprov backup ...");
-        let name = format!("b-s{scale}");
+        let name = format!("b-{}", db.replace('_', "-"));
         let sampler = RssSampler::start(agent_pid);
         let start = Instant::now();
         s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup",
@@ -235,17 +251,22 @@ async fn main() {
         let sampler = RssSampler::start(agent_pid);
         let start = Instant::now();
         s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore",
-            "metadata": {"name": format!("r-s{scale}"), "namespace": NS},
+            "metadata": {"name": format!("r-{}", db.replace('_', "-")), "namespace": NS},
             "spec": {"backupRef": {"name": name}, "target": {"databaseName": format!("{db}_dbprov")},
                      "postgres": {"analyze": false},
                      "encryption": {"enabled": true, "secretRef": {"name": "age-identity", "key": "key"}}}}))
             .await;
-        wait_phase(&s, "DatabaseRestore", &format!("r-s{scale}")).await;
+        wait_phase(
+            &s,
+            "DatabaseRestore",
+            &format!("r-{}", db.replace('_', "-")),
+        )
+        .await;
         let restore = start.elapsed();
         let restore_rss = sampler.finish();
 
         rows.push(Row {
-            scale,
+            scale: format!("{scale}{}", if random { " (random filler)" } else { "" }),
             db_mib: db_bytes as f64 / 1048576.0,
             dump_mib: st["sizeBytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             stored_mib: st["compressedSizeBytes"].as_f64().unwrap_or(0.0) / 1048576.0,

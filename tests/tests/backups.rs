@@ -370,6 +370,38 @@ async fn backups_restore_exactly_on_every_backend_and_offline_with_standard_tool
     assert_eq!(stores.s3_open_uploads(&deleted).await, 0);
 }
 
+/// Starts backup `name` of `orders` to S3 while `locker` holds a lock pg_dump waits for, and
+/// returns its object key once the backup is Running and its multipart upload open (the
+/// agent starts the upload before the dump): a backup surely mid-flight.
+async fn start_blocked_backup(
+    s: &Scenario,
+    stores: &Stores,
+    locker: &mut sqlx::PgConnection,
+    name: &str,
+) -> String {
+    sqlx::query("BEGIN").execute(&mut *locker).await.unwrap();
+    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    s.apply(backup(
+        name,
+        "orders",
+        stores.storage("s3", "kill"),
+        json!({}),
+    ))
+    .await;
+    wait_phase(s, "DatabaseBackup", name, "Running").await;
+    let key = format!("kill/{NS}/orders/{name}.dump.zst");
+    eventually(
+        Duration::from_secs(30),
+        "an open multipart upload",
+        || async { (stores.s3_open_uploads(&key).await == 1).then_some(()) },
+    )
+    .await;
+    key
+}
+
 #[tokio::test]
 async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_after_reconnect() {
     let Some((mut s, stores, _)) = setup().await else {
@@ -379,27 +411,7 @@ async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_afte
     let mut locker = sqlx::PgConnection::connect(&s.pg.url("orders"))
         .await
         .unwrap();
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    s.apply(backup(
-        "killed",
-        "orders",
-        stores.storage("s3", "kill"),
-        json!({}),
-    ))
-    .await;
-    wait_phase(&s, "DatabaseBackup", "killed", "Running").await;
-    // The multipart upload is open: the agent starts it before the dump.
-    let key = format!("kill/{NS}/orders/killed.dump.zst");
-    eventually(
-        Duration::from_secs(30),
-        "an open multipart upload",
-        || async { (stores.s3_open_uploads(&key).await == 1).then_some(()) },
-    )
-    .await;
+    let key = start_blocked_backup(&s, &stores, &mut locker, "killed").await;
     s.agent.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = s.get("DatabaseBackup", "killed").await.unwrap();
@@ -467,18 +479,7 @@ async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_afte
             .unwrap_or(0.0)
     };
     let before = runs(dbprov_tests::dbprov::scrape(&s.agent.metrics_addr).await);
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    s.apply(backup(
-        "reattach",
-        "orders",
-        stores.storage("s3", "kill"),
-        json!({}),
-    ))
-    .await;
+    start_blocked_backup(&s, &stores, &mut locker, "reattach").await;
     let running = wait_phase(&s, "DatabaseBackup", "reattach", "Running").await;
     let operation = running["status"]["operationId"]
         .as_str()
@@ -508,26 +509,7 @@ async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_afte
 
     // Deleting a running backup cancels it: the tool is killed, the upload aborted, the
     // resource goes without waiting for the dump.
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE kinds IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    s.apply(backup(
-        "doomed",
-        "orders",
-        stores.storage("s3", "kill"),
-        json!({}),
-    ))
-    .await;
-    wait_phase(&s, "DatabaseBackup", "doomed", "Running").await;
-    let doomed = format!("kill/{NS}/orders/doomed.dump.zst");
-    eventually(
-        Duration::from_secs(30),
-        "the doomed upload open",
-        || async { (stores.s3_open_uploads(&doomed).await == 1).then_some(()) },
-    )
-    .await;
+    let doomed = start_blocked_backup(&s, &stores, &mut locker, "doomed").await;
     s.delete("DatabaseBackup", "doomed").await;
     eventually(
         Duration::from_secs(30),

@@ -2,10 +2,7 @@
 //! upload, streamed through bounded buffers; the upload is completed, and the metadata object
 //! written, only when the tool exited cleanly and every byte went through.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
@@ -423,7 +420,7 @@ pub async fn run(
     };
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
     let env = ToolEnv::new(ctx, &d.instance).await?;
-    let (mut cmd, tool, dump_format, ext) = dump_command(&env, &d)?;
+    let (cmd, tool, dump_format, ext) = dump_command(&env, &d)?;
     let server_version = {
         let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
         let v = conn.server_version().await;
@@ -447,24 +444,8 @@ pub async fn run(
     let discarded = store.abort_incomplete(&object).await?;
     let upload = store.start_upload(&object).await?;
 
-    cmd.stdout(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        OpError::new(
-            ErrorCode::Internal,
-            format!("cannot start {tool}: {e}"),
-            true,
-        )
-    })?;
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(super::client_tool::read_stderr(s)));
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| OpError::new(ErrorCode::Internal, "dump stdout not captured", true))?
-        .into_owned_fd()
-        .map_err(|e| OpError::new(ErrorCode::Internal, format!("dump stdout: {e}"), true))?;
+    let (mut child, stdout, stderr) =
+        super::client_tool::spawn(cmd, tool, super::client_tool::Pipe::Stdout)?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let codec = Codec {
@@ -474,18 +455,14 @@ pub async fn run(
     };
     let report = throttled(progress.clone(), "dumping");
     let pipeline = tokio::task::spawn_blocking(move || {
-        let input = std::fs::File::from(stdout);
         let out = ChannelWriter::new(tx, CHUNK);
-        artifact::encode(input, out, &codec, report).map(|(summary, _)| summary)
+        artifact::encode(stdout, out, &codec, report).map(|(summary, _)| summary)
     });
     // Joined in this future: if it is dropped (cancel, deadline), the child is killed
     // (kill_on_drop) and the unfinished upload aborted (its Drop).
     let (uploaded, encoded, status) =
         tokio::join!(storage::upload_from(upload, rx), pipeline, child.wait());
-    let stderr = match stderr {
-        Some(h) => h.await.unwrap_or_default(),
-        None => String::new(),
-    };
+    let stderr = stderr.text().await;
     let status =
         status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true));
     let encoded = encoded

@@ -155,6 +155,54 @@ impl ToolEnv {
     }
 }
 
+/// Which of the child's standard streams the pipeline drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    /// The pipeline reads the tool's stdout (dumps).
+    Stdout,
+    /// The pipeline writes the tool's stdin (restores).
+    Stdin,
+}
+
+/// The tail of a running tool's stderr, ready once the tool exited.
+#[derive(Debug)]
+pub struct StderrTail(Option<tokio::task::JoinHandle<String>>);
+
+impl StderrTail {
+    /// The collected text.
+    pub async fn text(self) -> String {
+        match self.0 {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+}
+
+/// Starts `cmd` with `pipe` connected; returns the child (killed when dropped), that pipe as
+/// a blocking file for the pipeline thread, and the stderr collector.
+pub fn spawn(
+    mut cmd: tokio::process::Command,
+    tool: &str,
+    pipe: Pipe,
+) -> Result<(tokio::process::Child, std::fs::File, StderrTail), OpError> {
+    let internal = |what: String| OpError::new(ErrorCode::Internal, what, true);
+    match pipe {
+        Pipe::Stdout => cmd.stdout(Stdio::piped()),
+        Pipe::Stdin => cmd.stdin(Stdio::piped()),
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| internal(format!("cannot start {tool}: {e}")))?;
+    let stderr = StderrTail(child.stderr.take().map(|s| tokio::spawn(read_stderr(s))));
+    let fd = match pipe {
+        Pipe::Stdout => child.stdout.take().map(|p| p.into_owned_fd()),
+        Pipe::Stdin => child.stdin.take().map(|p| p.into_owned_fd()),
+    }
+    .ok_or_else(|| internal(format!("{tool}: {pipe:?} not captured")))?
+    .map_err(|e| internal(format!("{tool} {pipe:?}: {e}")))?;
+    Ok((child, std::fs::File::from(fd), stderr))
+}
+
 /// Collects the tail of a child's stderr.
 pub async fn read_stderr(mut stderr: tokio::process::ChildStderr) -> String {
     let mut kept: Vec<u8> = Vec::new();

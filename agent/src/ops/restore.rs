@@ -2,7 +2,7 @@
 //! target database is touched; then a second streamed pass into pg_restore / psql / mysql.
 //! A database the restore created is dropped again when the restore fails.
 
-use std::{process::Stdio, time::Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{
     OpContext,
     backup::{EncryptionSpec, decrypt_key},
-    client_tool::{ToolEnv, read_stderr, tool_failed},
+    client_tool::{Pipe, ToolEnv, spawn, tool_failed},
     probe::ProbeSpec,
 };
 use crate::{
@@ -468,14 +468,14 @@ pub async fn run(
 
     // Pass 2: into the database.
     let env = ToolEnv::new(ctx, &d.instance).await?;
-    let (mut cmd, tool) = restore_command(&env, &d, &dump_format, &mut warnings)?;
+    let (cmd, tool) = restore_command(&env, &d, &dump_format, &mut warnings)?;
     let created = prepare_target(ctx, &d).await?;
     let loaded = load(
         store.as_ref(),
         &d,
         compression,
         key,
-        &mut cmd,
+        cmd,
         tool,
         progress.clone(),
     )
@@ -523,26 +523,12 @@ async fn load(
     d: &RestoreIntent,
     compression: Compression,
     key: Option<DecryptKey>,
-    cmd: &mut tokio::process::Command,
+    cmd: tokio::process::Command,
     tool: &str,
     progress: ProgressSink,
 ) -> Result<Summary, OpError> {
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        OpError::new(
-            ErrorCode::Internal,
-            format!("cannot start {tool}: {e}"),
-            true,
-        )
-    })?;
-    let stderr = child.stderr.take().map(|s| tokio::spawn(read_stderr(s)));
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| OpError::new(ErrorCode::Internal, "restore stdin not captured", true))?
-        .into_owned_fd()
-        .map_err(|e| OpError::new(ErrorCode::Internal, format!("restore stdin: {e}"), true))?;
-    let sink = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::from(stdin));
+    let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
+    let sink = std::io::BufWriter::with_capacity(256 * 1024, stdin);
     let (decoded, status) = tokio::join!(
         decode_into(
             store,
@@ -555,10 +541,7 @@ async fn load(
         ),
         child.wait()
     );
-    let stderr = match stderr {
-        Some(h) => h.await.unwrap_or_default(),
-        None => String::new(),
-    };
+    let stderr = stderr.text().await;
     let status =
         status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true))?;
     if !status.success() {

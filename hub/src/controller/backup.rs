@@ -184,6 +184,55 @@ fn deadline_passed(created: Option<&Time>, seconds: i64) -> bool {
     created.is_some_and(|c| c.0.as_second().saturating_add(seconds) < Timestamp::now().as_second())
 }
 
+/// Starts a long operation, or re-attaches to `running_id` — the operation a previous hub
+/// started (the agent acknowledges the same id as already running instead of starting it
+/// again). When the cluster cannot take it now, the status says why — a running operation
+/// stays Running under its id, so the next attempt re-attaches rather than starts a second
+/// one — and the Action to come back with is returned instead.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_or_reattach<K: super::Scoped>(
+    ctx: &Context,
+    obj: &K,
+    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    running_id: Option<String>,
+    cluster: &str,
+    request: IntentRequest,
+    what: &str,
+) -> Result<Result<(OperationHandle, String), Action>, Error> {
+    let running = running_id.is_some();
+    let id = running_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match ctx.hub.start_as(cluster, request, Some(id.clone())) {
+        Ok(handle) => Ok(Ok((handle, id))),
+        Err(e) => {
+            let (phase, message) = if running {
+                (
+                    OperationPhase::Running,
+                    format!(
+                        "waiting for cluster {cluster} to re-attach to the running {what}: {e}"
+                    ),
+                )
+            } else {
+                (
+                    OperationPhase::Pending,
+                    format!("cannot start the {what} on cluster {cluster}: {e}"),
+                )
+            };
+            patch_ready_status(
+                ctx,
+                obj,
+                conditions,
+                phase,
+                false,
+                "ClusterNotConnected",
+                &message,
+                json!({}),
+            )
+            .await?;
+            Ok(Err(Action::requeue(Duration::from_secs(5))))
+        }
+    }
+}
+
 /// Waits for a long operation, writing its progress into status with `render`. The
 /// resource is checked every few seconds: once it is being deleted, the operation is
 /// cancelled (the agent kills the tool and aborts the upload), so the finalizer can run
@@ -327,46 +376,19 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         desired_json: desired.to_string(),
         timeout: Duration::from_secs(u64::try_from(b.spec.active_deadline_seconds).unwrap_or(3600)),
     };
-    // Re-attach to the operation a previous hub started, or start a new one.
-    let operation_id = st
-        .operation_id
-        .clone()
-        .filter(|_| running)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let handle = match ctx
-        .hub
-        .start_as(&cluster, request, Some(operation_id.clone()))
+    let (handle, operation_id) = match start_or_reattach(
+        ctx,
+        &*b,
+        st.common.conditions.as_ref(),
+        st.operation_id.clone().filter(|_| running),
+        &cluster,
+        request,
+        "backup",
+    )
+    .await?
     {
-        Ok(h) => h,
-        Err(e) => {
-            // A running operation stays Running under its id: the agent may still be
-            // running it (e.g. the hub restarted and the agent has not reconnected yet), and
-            // the next attempt must re-attach rather than start a second one.
-            let (phase, message) = if running {
-                (
-                    OperationPhase::Running,
-                    format!(
-                        "waiting for cluster {cluster} to re-attach to the running backup: {e}"
-                    ),
-                )
-            } else {
-                (
-                    OperationPhase::Pending,
-                    format!("cannot start the backup on cluster {cluster}: {e}"),
-                )
-            };
-            status(
-                ctx,
-                &b,
-                phase,
-                false,
-                "ClusterNotConnected",
-                &message,
-                json!({}),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
+        Ok(started) => started,
+        Err(action) => return Ok(action),
     };
     let started_at = st.started_at.clone().unwrap_or_else(now);
     let message = format!(

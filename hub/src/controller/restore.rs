@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     Context, Error,
-    backup::{encryption_desired, follow},
+    backup::{encryption_desired, follow, start_or_reattach},
     database::{
         Blocked, ResolvedInstance, cluster_of, dispatch_reason, patch_ready_status, publish_event,
         ready_instance, resolve_instance_refs,
@@ -390,45 +390,19 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
         timeout: Duration::from_secs(u64::try_from(r.spec.active_deadline_seconds).unwrap_or(7200)),
     };
     let running = st.phase == Some(OperationPhase::Running);
-    let operation_id = st
-        .operation_id
-        .clone()
-        .filter(|_| running)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let handle = match ctx
-        .hub
-        .start_as(&cluster, request, Some(operation_id.clone()))
+    let (handle, operation_id) = match start_or_reattach(
+        ctx,
+        &*r,
+        st.common.conditions.as_ref(),
+        st.operation_id.clone().filter(|_| running),
+        &cluster,
+        request,
+        "restore",
+    )
+    .await?
     {
-        Ok(h) => h,
-        Err(e) => {
-            // A running operation stays Running under its id: the agent may still be
-            // running it (e.g. the hub restarted and the agent has not reconnected yet), and
-            // the next attempt must re-attach rather than start a second one.
-            let (phase, message) = if running {
-                (
-                    OperationPhase::Running,
-                    format!(
-                        "waiting for cluster {cluster} to re-attach to the running restore: {e}"
-                    ),
-                )
-            } else {
-                (
-                    OperationPhase::Pending,
-                    format!("cannot start the restore on cluster {cluster}: {e}"),
-                )
-            };
-            status(
-                ctx,
-                &r,
-                phase,
-                false,
-                "ClusterNotConnected",
-                &message,
-                json!({}),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
+        Ok(started) => started,
+        Err(action) => return Ok(action),
     };
     let info = json!({"sourceBackup": src.display, "targetInstance": tgt.instance.display,
                       "targetDatabase": tgt.database});
