@@ -14,7 +14,6 @@ use crate::{executor::OpError, tools};
 const STDERR_KEEP: usize = 8 * 1024;
 
 /// A configured client-tool invocation for one instance.
-#[derive(Debug)]
 pub struct ToolEnv {
     engine: String,
     user: String,
@@ -26,6 +25,19 @@ pub struct ToolEnv {
     tls_dir: Option<tempfile::TempDir>,
     has_client_cert: bool,
     tool_dirs: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for ToolEnv {
+    // By hand: the password must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolEnv")
+            .field("engine", &self.engine)
+            .field("user", &self.user)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("ssl_mode", &self.ssl_mode)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ToolEnv {
