@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// Name of the ManagedCluster this agent serves (must match its certificate).
     #[arg(long, env = "DBPROV_CLUSTER_NAME")]
     pub cluster_name: String,
-    /// The hub's gRPC address, e.g. `https://dbprov-hub.example.com:9443`.
+    /// The hub's gRPC address, e.g. `https://dbprov-hub.example.com:9443`; several
+    /// (comma-separated, one per hub replica) are tried in turn until the leader accepts.
     #[arg(long, env = "DBPROV_HUB_ADDRESS")]
     pub hub_address: String,
     /// TLS name to verify on the hub's certificate (default: the address' host).

@@ -217,8 +217,22 @@ pub async fn session(
 /// Keeps a session to the hub open forever, reconnecting with backoff.
 pub async fn run(conn: HubConnection, hello: pb::Hello, executor: Executor, status: SharedStatus) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    // Several addresses (hub replicas) are tried in turn: a standby answers UNAVAILABLE and
+    // the next one may be the leader.
+    let addresses: Vec<String> = conn
+        .address
+        .split(',')
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut next = 0usize;
     loop {
         let started = Instant::now();
+        let mut conn = conn.clone();
+        if let Some(address) = addresses.get(next % addresses.len().max(1)) {
+            conn.address = address.clone();
+        }
+        next = next.wrapping_add(1);
         let result = session(&conn, hello.clone(), &executor, &status).await;
         let reason = match &result {
             Ok(()) => "the hub closed the stream".to_owned(),
@@ -229,7 +243,15 @@ pub async fn run(conn: HubConnection, hello: pb::Hello, executor: Executor, stat
         if started.elapsed() > Duration::from_secs(30) {
             backoff.reset();
         }
-        let delay = backoff.next_delay();
+        let mut delay = backoff.next_delay();
+        // A standby replica answered: another address (or this one, once it leads) takes the
+        // stream within a lease duration, so keep trying promptly instead of backing off.
+        if let Err(SessionError::Status(st)) = &result
+            && st.code() == tonic::Code::Unavailable
+            && addresses.len() > 1
+        {
+            delay = delay.min(Duration::from_millis(500));
+        }
         tracing::warn!(%reason, retry_in = ?delay, hub = %conn.address, "hub session ended");
         tokio::time::sleep(delay).await;
     }

@@ -66,6 +66,19 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (`/metrics`); off when not set.
     #[arg(long, env = "DBPROV_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Elect one leader among hub replicas with a coordination.k8s.io Lease; only the leader
+    /// reconciles and accepts agents.
+    #[arg(long, env = "DBPROV_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "DBPROV_LEASE_NAME", default_value = "dbprov-hub-leader")]
+    pub lease_name: String,
+    /// Namespace of the leader Lease (default: the pod's namespace, else the client's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader's Lease holds without renewal: the failover time after a crash.
+    #[arg(long, env = "DBPROV_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub lease_duration_seconds: u64,
 }
 
 /// `dbprov-hub certs`: a development PKI.

@@ -55,6 +55,8 @@ pub struct HubService<D> {
     hub: Hub,
     directory: Arc<D>,
     trust_domain: String,
+    // False while this replica stands by (leader election): agent streams are refused.
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<D> std::fmt::Debug for HubService<D> {
@@ -71,6 +73,7 @@ impl<D> Clone for HubService<D> {
             hub: self.hub.clone(),
             directory: self.directory.clone(),
             trust_domain: self.trust_domain.clone(),
+            leading: self.leading.clone(),
         }
     }
 }
@@ -78,11 +81,20 @@ impl<D> Clone for HubService<D> {
 impl<D: ClusterDirectory> HubService<D> {
     /// Serves `hub` with admission and status by `directory`.
     pub fn new(hub: Hub, directory: Arc<D>, trust_domain: String) -> Self {
+        // Without leader election the one hub always leads.
+        let (_, leading) = tokio::sync::watch::channel(true);
         Self {
             hub,
             directory,
             trust_domain,
+            leading,
         }
+    }
+
+    /// Accepts agent streams only while `leading` is true (the others get `UNAVAILABLE`).
+    pub fn with_leadership(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = leading;
+        self
     }
 }
 
@@ -96,6 +108,12 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ConnectStream>, Status> {
+        if !*self.leading.borrow() {
+            return Err(Status::unavailable(
+                "this hub replica is on standby (another one holds the leader Lease); \
+                 connect to the leader",
+            ));
+        }
         let cluster = match caller(&request, &self.trust_domain)? {
             Identity::Cluster { name, .. } => name,
             id => {

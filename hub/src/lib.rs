@@ -7,6 +7,7 @@ pub mod clusters;
 pub mod controller;
 pub mod crdgen;
 pub mod grpc;
+pub mod leader;
 pub mod metrics;
 pub mod session;
 
@@ -53,18 +54,50 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         &args.client_ca,
     )
     .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
+    let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
+    let election = {
+        let client = client.clone();
+        let cfg = leader::LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned()),
+            identity: format!(
+                "{}-{:08x}",
+                std::env::var("POD_NAME")
+                    .or_else(|_| std::env::var("HOSTNAME"))
+                    .unwrap_or_else(|_| "dbprov-hub".into()),
+                fastrand::u32(..)
+            ),
+            duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+        };
+        let enabled = args.leader_election;
+        async move {
+            if enabled {
+                leader::run(client, cfg, leading_tx).await
+            } else {
+                std::future::pending().await
+            }
+        }
+    };
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
-    let controllers = controller::run(
-        controller::Context {
-            client,
-            hub: hub.clone(),
-            default_cluster: args.default_cluster.clone(),
-            intent_timeout: std::time::Duration::from_secs(30),
-        },
-        shutdown_signal(),
-    );
-    let service = grpc::HubService::new(hub, directory, args.trust_domain.clone());
+    let context = controller::Context {
+        client,
+        hub: hub.clone(),
+        default_cluster: args.default_cluster.clone(),
+        intent_timeout: std::time::Duration::from_secs(30),
+    };
+    let mut became_leader = leading.clone();
+    let controllers = async move {
+        // A standby replica reconciles nothing until it leads.
+        if became_leader.wait_for(|l| *l).await.is_ok() {
+            controller::run(context, shutdown_signal()).await;
+        }
+    };
+    let service =
+        grpc::HubService::new(hub, directory, args.trust_domain.clone()).with_leadership(leading);
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .with_context(|| format!("listening on {}", args.grpc_listen))?;
@@ -81,8 +114,12 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         service,
         shutdown_signal(),
     );
-    let (served, ()) = tokio::join!(server, controllers);
-    served?;
+    tokio::select! {
+        (served, ()) = async { tokio::join!(server, controllers) } => served?,
+        // Two leaders would send every intent twice: a replica that lost the Lease stops
+        // and is restarted as a standby.
+        lost = election => return Err(anyhow::anyhow!("leadership ended: {lost}")),
+    }
     tracing::info!("shut down");
     Ok(())
 }

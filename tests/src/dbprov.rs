@@ -249,7 +249,9 @@ impl HubProcess {
             .arg("--client-ca")
             .arg(pki.ca_cert())
             .args(["--trust-domain", TRUST_DOMAIN])
-            .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()]);
+            .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()])
+            // A short Lease: a restarted or killed hub's successor leads within seconds.
+            .args(["--lease-duration-seconds", "3"]);
         let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
         cmd.args(["--metrics-listen", &metrics_addr]);
         let mut guard = ChildGuard::spawn("dbprov-hub", &mut cmd, &dir.join("hub.log"))?;
@@ -328,7 +330,15 @@ impl AgentProcess {
             .env("KUBECONFIG", workload.kubeconfig())
             .env("DBPROV_LOG", "info,dbprov_agent=debug")
             .args(["--cluster-name", &opts.cluster_name])
-            .args(["--hub-address", &format!("https://{hub_addr}")])
+            // `hub_addr` may list several replicas, comma-separated.
+            .args([
+                "--hub-address",
+                &hub_addr
+                    .split(',')
+                    .map(|a| format!("https://{a}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ])
             .args(["--hub-server-name", "localhost"])
             .arg("--tls-cert")
             .arg(&opts.cert.cert)
