@@ -39,9 +39,6 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
-    if let Some(addr) = args.metrics_listen {
-        dbprov_common::metrics::install(addr)?;
-    }
     let kube = kube::Client::try_default().await.context(
         "cannot build a Kubernetes client for this cluster (set KUBECONFIG or run in a pod)",
     )?;
@@ -68,6 +65,21 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
         tool_dirs: dirs.clone(),
     })));
     let status = connection::SharedStatus::default();
+    if let Some(addr) = args.metrics_listen {
+        // Ready while the stream to the hub is up.
+        let status = status.clone();
+        let ready: dbprov_common::metrics::Check = Arc::new(move || {
+            let s = status.lock().map(|s| s.clone()).unwrap_or_default();
+            Box::pin(async move {
+                if s.connected {
+                    Ok(format!("connected to the hub, session {}", s.session_id))
+                } else {
+                    Err(format!("no stream to the hub: {}", s.last_error))
+                }
+            })
+        });
+        dbprov_common::metrics::serve(addr, ready).await?;
+    }
     let conn = connection::HubConnection {
         address: args.hub_address.clone(),
         server_name: args.hub_server_name.clone(),

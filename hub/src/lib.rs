@@ -36,9 +36,6 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
-    if let Some(addr) = args.metrics_listen {
-        dbprov_common::metrics::install(addr)?;
-    }
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (set KUBECONFIG or run in a pod)")?;
@@ -81,6 +78,33 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             }
         }
     };
+    if let Some(addr) = args.metrics_listen {
+        // Ready while the apiserver answers; the detail says leader or standby.
+        let (client, leading) = (client.clone(), leading.clone());
+        let ready: dbprov_common::metrics::Check = std::sync::Arc::new(move || {
+            let (client, role) = (
+                client.clone(),
+                if *leading.borrow() {
+                    "leader"
+                } else {
+                    "standby"
+                },
+            );
+            Box::pin(async move {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    client.apiserver_version(),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Ok(format!("{role}, apiserver reachable")),
+                    Ok(Err(e)) => Err(format!("{role}, apiserver error: {e}")),
+                    Err(_) => Err(format!("{role}, apiserver did not answer within 3s")),
+                }
+            })
+        });
+        dbprov_common::metrics::serve(addr, ready).await?;
+    }
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
     let context = controller::Context {

@@ -399,6 +399,14 @@ impl AgentProcess {
     }
 }
 
+/// `GET http://<addr><path>`: status code and body (0 and the error when unreachable).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}{path}")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 /// The text of `http://<addr>/metrics` (empty when it cannot be read).
 pub async fn scrape(addr: &str) -> String {
     match reqwest::get(format!("http://{addr}/metrics")).await {

@@ -12,7 +12,7 @@ use dbprov_proto::agent::v1::{
 };
 use dbprov_tests::{
     KubeEnv,
-    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki, channel},
+    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki, channel, http_get},
     manifests::{self, Catalog},
     scenario::eventually,
 };
@@ -85,6 +85,13 @@ async fn the_standby_takes_over_when_the_leader_dies_and_the_agent_follows() {
         second.log()
     );
 
+    // Both are ready (the apiserver answers) and say which role they have.
+    let (code, body) = http_get(&first.metrics_addr, "/readyz").await;
+    assert_eq!((code, body.contains("leader")), (200, true), "{body}");
+    let (code, body) = http_get(&second.metrics_addr, "/readyz").await;
+    assert_eq!((code, body.contains("standby")), (200, true), "{body}");
+    assert_eq!(http_get(&second.metrics_addr, "/healthz").await.0, 200);
+
     // The standby refuses agent streams with UNAVAILABLE (so agents move on).
     let cert = pki.cluster("default").unwrap();
     let ch = channel(&pki, &cert, &second.addr).await.unwrap();
@@ -118,6 +125,12 @@ async fn the_standby_takes_over_when_the_leader_dies_and_the_agent_follows() {
     })
     .await;
     assert!(first.log().contains("agent connected"));
+    let (code, body) = http_get(&agent.metrics_addr, "/readyz").await;
+    assert_eq!(
+        (code, body.contains("connected to the hub")),
+        (200, true),
+        "{body}"
+    );
 
     // The leader dies without releasing the Lease.
     first.kill();
@@ -140,6 +153,8 @@ async fn the_standby_takes_over_when_the_leader_dies_and_the_agent_follows() {
     .await;
     let reconnected = killed.elapsed();
     assert!(second.log().contains("agent connected"), "{}", second.log());
+    let (code, body) = http_get(&second.metrics_addr, "/readyz").await;
+    assert_eq!((code, body.contains("leader")), (200, true), "{body}");
     eprintln!(
         "leader {leader} killed; {new_leader} took the Lease after {took_over:?}, the agent's \
          new session {after} after {reconnected:?}"
