@@ -551,6 +551,20 @@ impl Hub {
         }
     }
 
+    /// Tells `cluster`'s agent to stop `intent_id` whether or not this hub sent it: after a
+    /// hub restart the agent may still run an operation the new hub never dispatched.
+    pub fn cancel_on(&self, cluster: &str, intent_id: &str, reason: &str) {
+        self.cancel(intent_id, reason);
+        if let Some(session) = self.lock().sessions.get(cluster) {
+            let _ = session.tx.try_send(HubMessage {
+                kind: Some(hub_message::Kind::Cancel(pb::Cancel {
+                    intent_id: intent_id.to_owned(),
+                    reason: reason.to_owned(),
+                })),
+            });
+        }
+    }
+
     fn forget(&self, intent_id: &str) {
         self.lock().pending.remove(intent_id);
     }

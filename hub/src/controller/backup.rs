@@ -592,7 +592,11 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
     if st.phase == Some(OperationPhase::Running)
         && let Some(id) = &st.operation_id
     {
-        ctx.hub.cancel(id, "the DatabaseBackup is being deleted");
+        let reason = "the DatabaseBackup is being deleted";
+        match st.source.as_ref().and_then(|s| s.cluster.as_deref()) {
+            Some(cluster) => ctx.hub.cancel_on(cluster, id, reason),
+            None => ctx.hub.cancel(id, reason),
+        }
     }
     let object = st.backup.as_ref().and_then(|a| a.path.clone());
     let cluster = st.source.as_ref().and_then(|s| s.cluster.clone());
