@@ -303,42 +303,33 @@ async fn bad_artifacts_fail_before_the_target_is_touched() {
     let keep = env.digest("postgres", "keep").await;
     let overwrite = json!({"dropExisting": true});
 
+    // Each damaged artifact fails with its own reason, before the kept database is touched.
+    let mut extra = encryption("aes", true);
+    merge(&mut extra, overwrite.clone());
     let mut tampered = original.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x01;
-    std::fs::write(&path, &tampered).unwrap();
-    let mut extra = encryption("aes", true);
-    merge(&mut extra, overwrite.clone());
-    let err = env
-        .restore(
-            "postgres",
-            storage.clone(),
-            &done.object,
-            "keep",
-            extra.clone(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("authentication failed") && err.contains("not touched"),
-        "{err}"
-    );
-
-    std::fs::write(&path, &original[..original.len() - 1000]).unwrap();
-    let err = env
-        .restore(
-            "postgres",
-            storage.clone(),
-            &done.object,
-            "keep",
-            extra.clone(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("truncated") && err.contains("not touched"),
-        "{err}"
-    );
+    let truncated = original[..original.len() - 1000].to_vec();
+    for (what, bytes, expect) in [
+        ("tampered", tampered, "authentication failed"),
+        ("truncated", truncated, "truncated"),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = env
+            .restore(
+                "postgres",
+                storage.clone(),
+                &done.object,
+                "keep",
+                extra.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains(expect) && err.contains("not touched"),
+            "{what}: {err}"
+        );
+    }
 
     std::fs::write(&path, &original).unwrap();
     let mut wrong = json!({"encryption": {"algorithm": "aes-256-gcm", "secretRef": {"name": "aes-other", "key": "key"}}});

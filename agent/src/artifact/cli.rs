@@ -204,3 +204,107 @@ pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn keyed(file: PathBuf, key_file: Option<PathBuf>, compression: Option<&str>) -> Keyed {
+        Keyed {
+            target: Target {
+                file,
+                metadata: None,
+            },
+            key_file,
+            compression: compression.map(str::to_owned),
+        }
+    }
+
+    /// An AES-256-GCM artifact of `data` without a metadata object beside it.
+    fn sealed(dir: &Path, data: &[u8]) -> PathBuf {
+        let codec = super::super::Codec {
+            compression: Compression::Zstd,
+            level: 3,
+            encryption: Some(super::super::EncryptKey::Aes(
+                super::super::AesKey::parse(&[5u8; 32]).unwrap(),
+            )),
+        };
+        let (_, bytes) = super::super::encode(data, Vec::new(), &codec, |_| {}).unwrap();
+        let path = dir.join("a.sql.zst.aead");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn offline_misuse_says_what_to_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = sealed(dir.path(), b"select 1;");
+        // Encrypted, no metadata: the compression cannot be seen.
+        let err = plan(&keyed(file.clone(), None, None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--metadata or --compression"), "{err}");
+        // Compression given but no key.
+        let k = keyed(file.clone(), None, Some("zstd"));
+        let err = run_decode(&k, &mut io::sink()).unwrap_err().to_string();
+        assert!(err.contains("pass --key-file"), "{err}");
+        // An unknown compression name.
+        let err = plan(&keyed(file.clone(), None, Some("brotli")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use zstd, gzip, lz4 or none"), "{err}");
+        // A key of the wrong size, named by its file, not shown.
+        let key = dir.path().join("key");
+        std::fs::write(&key, b"not-a-key").unwrap();
+        let k = keyed(file.clone(), Some(key.clone()), Some("zstd"));
+        let err = run_decode(&k, &mut io::sink()).unwrap_err().to_string();
+        assert!(
+            err.contains("32-byte key") && !err.contains("not-a-key"),
+            "{err}"
+        );
+        // The right key decodes (with a warning that nothing could be checked).
+        std::fs::write(&key, [5u8; 32]).unwrap();
+        let mut out = Vec::new();
+        run_decode(&keyed(file, Some(key), Some("zstd")), &mut out).unwrap();
+        assert_eq!(out, b"select 1;");
+    }
+
+    #[test]
+    fn a_newer_format_version_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = sealed(dir.path(), b"x");
+        let meta = dir.path().join("a.sql.zst.aead.meta.json");
+        let newer = Metadata {
+            format: super::super::FORMAT.into(),
+            format_version: 99,
+            object: "a.sql.zst.aead".into(),
+            engine: "mariadb".into(),
+            server_version: "10.11".into(),
+            tool: "mysqldump 10.11".into(),
+            database: "shop".into(),
+            dump_format: "sql".into(),
+            compression: Compression::Zstd,
+            compression_level: 3,
+            encryption: None,
+            plaintext_bytes: 1,
+            plaintext_sha256: String::new(),
+            stored_bytes: 1,
+            started_at: String::new(),
+            completed_at: String::new(),
+            duration_seconds: 0.0,
+            backup: None,
+        };
+        std::fs::write(&meta, serde_json::to_vec(&newer).unwrap()).unwrap();
+        let err = read_metadata(&Target {
+            file,
+            metadata: Some(meta),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("format version 99") && err.contains("newer dbprov-agent"),
+            "{err}"
+        );
+    }
+}
