@@ -108,9 +108,19 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, SessionError> {
 }
 
 async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
+    let cert = read(&conn.cert)?;
+    // Read on every dial, so a rotated certificate's expiry shows up without a restart.
+    if let Some(Ok(leaf)) =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &cert,
+        )
+        .next()
+    {
+        dbprov_common::tls::record_expiry("client", &leaf);
+    }
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&conn.ca)?))
-        .identity(Identity::from_pem(read(&conn.cert)?, read(&conn.key)?));
+        .identity(Identity::from_pem(cert, read(&conn.key)?));
     if let Some(name) = &conn.server_name {
         tls = tls.domain_name(name.clone());
     }
@@ -171,6 +181,7 @@ pub async fn session(
     {
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         s.connected = true;
+        metrics::gauge!("dbprov_agent_hub_connected").set(1.0);
         s.session_id = welcome.session_id.clone();
         s.last_error.clear();
     }
@@ -211,6 +222,7 @@ pub async fn session(
     heartbeat.abort();
     executor.detach();
     status.lock().unwrap_or_else(|e| e.into_inner()).connected = false;
+    metrics::gauge!("dbprov_agent_hub_connected").set(0.0);
     outcome
 }
 

@@ -149,6 +149,18 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// Publishes when a certificate in use expires, as
+/// `dbprov_certificate_expiry_timestamp_seconds{certificate=role}` (alerted on before it
+/// happens). `role` is one of a few fixed names: `serving`, `client`.
+pub fn record_expiry(role: &'static str, cert: &CertificateDer<'_>) {
+    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) {
+        let not_after = parsed.validity().not_after.timestamp();
+        #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit an f64 exactly
+        metrics::gauge!("dbprov_certificate_expiry_timestamp_seconds", "certificate" => role)
+            .set(not_after as f64);
+    }
+}
+
 /// The private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
@@ -174,6 +186,9 @@ pub struct KeyPairFiles {
 impl KeyPairFiles {
     fn load(&self) -> Result<CertifiedKey, TlsError> {
         let certs = load_certs(&self.cert)?;
+        if let Some(leaf) = certs.first() {
+            record_expiry("serving", leaf);
+        }
         let key = load_key(&self.key)?;
         CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
             TlsError::Config(format!(

@@ -31,9 +31,15 @@ pub enum Command {
 /// Options of `dbprov-hub crdgen`.
 #[derive(Debug, clap::Args)]
 pub struct CrdgenArgs {
-    /// Directory to write into; `*.yaml` files no type generates are removed.
-    #[arg(long, env = "DBPROV_CRDS_DIR", default_value = "crds")]
-    pub out: PathBuf,
+    /// Directories to write into (comma-separated); `*.yaml` files no type generates are
+    /// removed. The Helm chart carries its own copy, so both are generated and checked.
+    #[arg(
+        long,
+        env = "DBPROV_CRDS_DIR",
+        value_delimiter = ',',
+        default_value = "crds,charts/dbprov-hub/crds"
+    )]
+    pub out: Vec<PathBuf>,
     /// Do not write: fail if the directory differs from the generated output.
     #[arg(long)]
     pub check: bool,

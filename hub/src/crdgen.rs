@@ -147,6 +147,14 @@ mod tests {
     }
 
     #[test]
+    fn the_hub_chart_ships_the_same_crds() {
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/dbprov-hub/crds");
+        if let Err(e) = check(&chart) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
     fn every_kind_is_in_the_dbprov_category_with_status_subresource() {
         for crd in all() {
             let name = crd.metadata.name.clone().unwrap_or_default();

@@ -22,12 +22,14 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Run(args) => serve(args).await,
         cli::Command::Certs(cmd) => certs_command(cmd),
         cli::Command::Crdgen(args) => {
-            if args.check {
-                crdgen::check(&args.out)?;
-                println!("{} is up to date", args.out.display());
-            } else {
-                for path in crdgen::write(&args.out)? {
-                    println!("wrote {}", path.display());
+            for dir in &args.out {
+                if args.check {
+                    crdgen::check(dir)?;
+                    println!("{} is up to date", dir.display());
+                } else {
+                    for path in crdgen::write(dir)? {
+                        println!("wrote {}", path.display());
+                    }
                 }
             }
             Ok(())

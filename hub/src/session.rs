@@ -175,6 +175,65 @@ struct Session {
 struct State {
     sessions: HashMap<String, Session>,
     pending: BTreeMap<String, Pending>,
+    /// Clusters that have had a session or an intent: their gauges keep a series (at 0) after
+    /// they go away, which is what the "agent disconnected" alert watches.
+    seen_clusters: std::collections::BTreeSet<String>,
+}
+
+impl State {
+    /// `dbprov_connected_agents`, `dbprov_agent_connected{cluster}` and
+    /// `dbprov_intents_in_flight{cluster}`, recomputed from the state (small: one entry per
+    /// cluster and per in-flight intent).
+    fn publish_gauges(&mut self) {
+        let mut in_flight: BTreeMap<&str, f64> = BTreeMap::new();
+        for p in self.pending.values() {
+            *in_flight.entry(p.info.cluster.as_str()).or_default() += 1.0;
+        }
+        for cluster in self.sessions.keys() {
+            if !self.seen_clusters.contains(cluster) {
+                self.seen_clusters.insert(cluster.clone());
+            }
+        }
+        for cluster in in_flight.keys() {
+            if !self.seen_clusters.contains(*cluster) {
+                self.seen_clusters.insert((*cluster).to_owned());
+            }
+        }
+        for cluster in &self.seen_clusters {
+            let connected = if self.sessions.contains_key(cluster) {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("dbprov_agent_connected", "cluster" => cluster.clone()).set(connected);
+            metrics::gauge!("dbprov_intents_in_flight", "cluster" => cluster.clone())
+                .set(in_flight.get(cluster.as_str()).copied().unwrap_or(0.0));
+        }
+        #[allow(clippy::cast_precision_loss)] // a count of sessions
+        metrics::gauge!("dbprov_connected_agents").set(self.sessions.len() as f64);
+    }
+}
+
+/// The locked state; publishes the session gauges when released, so every change is seen.
+struct Locked<'a>(std::sync::MutexGuard<'a, State>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.publish_gauges();
+    }
 }
 
 /// The hub's registry of agent sessions and in-flight intents. Cheap to clone.
@@ -220,9 +279,9 @@ impl Hub {
         self.heartbeat_interval
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // State is only mutated in small, panic-free sections.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Locked(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Clusters to re-reconcile: sent on every (re)connect and on HubAdmin.TriggerResync.
@@ -386,6 +445,19 @@ impl Hub {
                 if let Some(mut p) = state.pending.remove(&result.intent_id)
                     && let Some(tx) = p.result.take()
                 {
+                    let operation = Operation::try_from(p.info.intent.operation)
+                        .map(|o| {
+                            o.as_str_name()
+                                .trim_start_matches("OPERATION_")
+                                .to_ascii_lowercase()
+                        })
+                        .unwrap_or_else(|_| "unknown".into());
+                    metrics::histogram!(
+                        "dbprov_intent_round_trip_seconds",
+                        "cluster" => cluster.to_owned(),
+                        "operation" => operation
+                    )
+                    .record(p.info.sent_at.elapsed().unwrap_or_default().as_secs_f64());
                     let outcome = match result.outcome {
                         Some(Outcome::ObservedJson(json)) => Ok(json),
                         Some(Outcome::Error(e)) => Err(DispatchError::Agent {

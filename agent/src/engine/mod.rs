@@ -321,6 +321,8 @@ pub async fn account_exists(conn: &mut Conn, name: &str) -> Result<bool, OpError
 
 /// An SQL failure, classified.
 pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => sql_error_reason(e))
+        .increment(1);
     let retryable = match e {
         // An object the statement needs is not there yet (a database, schema, table or role
         // another resource is still creating): worth trying again soon.
@@ -328,6 +330,33 @@ pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
         _ => true,
     };
     OpError::new(ErrorCode::Sql, format!("{what}: {e}"), retryable)
+}
+
+/// A bounded reason for `dbprov_agent_sql_errors_total`, from the SQLSTATE (PostgreSQL) or
+/// error number (MySQL/MariaDB).
+pub fn sql_error_reason(e: &sqlx::Error) -> &'static str {
+    let sqlx::Error::Database(db) = e else {
+        return match e {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => "connection",
+            _ => "other",
+        };
+    };
+    let code = db.code().unwrap_or_default();
+    if missing_object(&code) {
+        return "missing_object";
+    }
+    match code.as_ref() {
+        "42501" | "1044" | "1045" | "1142" | "1143" | "1227" | "1370" => "permission",
+        "28000" | "28P01" => "authentication",
+        "42601" | "1064" | "1149" => "syntax",
+        "40001" | "40P01" | "1205" | "1213" => "conflict",
+        "42710" | "42P04" | "1007" | "1396" => "already_exists",
+        c if c.starts_with("23") || c == "1062" || c == "1451" => "constraint",
+        c if c.starts_with("53") || c.starts_with("57") || c == "1040" || c == "1203" => {
+            "server_resources"
+        }
+        _ => "other",
+    }
 }
 
 /// PostgreSQL: invalid_catalog_name, invalid_schema_name, undefined_table, undefined_object,

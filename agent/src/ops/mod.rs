@@ -106,6 +106,22 @@ pub fn desired<T: serde::de::DeserializeOwned>(intent: &Intent) -> Result<T, OpE
     })
 }
 
+/// The engine an intent works on, as a bounded metric label: `postgres`, `mysql`, `mariadb`,
+/// or `none` (e.g. deleting an artifact). Intents carry it as `engine` at the top (probes) or
+/// in `instance`.
+fn engine_label(desired_json: &str) -> &'static str {
+    let v: serde_json::Value = serde_json::from_str(desired_json).unwrap_or_default();
+    let engine = v["engine"]
+        .as_str()
+        .or_else(|| v["instance"]["engine"].as_str());
+    match engine {
+        Some("postgres" | "postgresql") => "postgres",
+        Some("mysql") => "mysql",
+        Some("mariadb") => "mariadb",
+        _ => "none",
+    }
+}
+
 impl Runner for Operations {
     fn run(&self, intent: Intent, progress: ProgressSink) -> OpFuture {
         let ctx = self.ctx.clone();
@@ -116,6 +132,7 @@ impl Runner for Operations {
                     .to_ascii_lowercase()
             })
             .unwrap_or_else(|_| "unknown".into());
+        let engine = engine_label(&intent.desired_json);
         let started = std::time::Instant::now();
         let run = Box::pin(async move {
             match Operation::try_from(intent.operation) {
@@ -175,11 +192,33 @@ impl Runner for Operations {
                     .trim_start_matches("ERROR_CODE_")
                     .to_ascii_lowercase(),
             };
-            metrics::histogram!("dbprov_agent_operation_duration_seconds", "operation" => operation.clone(), "result" => outcome.clone())
+            metrics::histogram!("dbprov_agent_operation_duration_seconds", "operation" => operation.clone(), "engine" => engine, "result" => outcome.clone())
                 .record(started.elapsed().as_secs_f64());
-            metrics::counter!("dbprov_agent_operations_total", "operation" => operation, "result" => outcome)
+            metrics::counter!("dbprov_agent_operations_total", "operation" => operation, "engine" => engine, "result" => outcome)
                 .increment(1);
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::engine_label;
+
+    #[test]
+    fn operations_are_labelled_with_a_bounded_engine() {
+        for (json, want) in [
+            (r#"{"engine":"postgres","host":"db"}"#, "postgres"),
+            (
+                r#"{"instance":{"engine":"mariadb"},"database":{}}"#,
+                "mariadb",
+            ),
+            (r#"{"instance":{"engine":"mysql"}}"#, "mysql"),
+            (r#"{"instance":{"engine":"cockroachdb"}}"#, "none"),
+            (r#"{"storage":{"type":"s3"},"path":"a/b"}"#, "none"),
+            ("not json", "none"),
+        ] {
+            assert_eq!(engine_label(json), want, "{json}");
+        }
     }
 }

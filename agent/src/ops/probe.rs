@@ -139,6 +139,13 @@ pub fn classify(engine: &str, target: &str, e: &sqlx::Error) -> OpError {
         ),
         _ => (ErrorCode::Unreachable, "the connection failed"),
     };
+    let reason = match code {
+        ErrorCode::TlsFailed => "tls",
+        ErrorCode::AuthFailed => "authentication",
+        ErrorCode::Unreachable => "connection",
+        _ => crate::engine::sql_error_reason(e),
+    };
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => reason).increment(1);
     OpError::new(code, format!("{engine} at {target}: {msg} ({hint})"), true)
 }
 
@@ -216,6 +223,7 @@ async fn discover(
 }
 
 pub(crate) fn timeout_error(engine: &str, target: &str, after: Duration) -> OpError {
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => "connection").increment(1);
     OpError::new(
         ErrorCode::Unreachable,
         format!(

@@ -331,6 +331,11 @@ where
     }
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    instance_ready_gauge(&K::kind(&()), namespace.as_deref(), &name).set(if status.ready {
+        1.0
+    } else {
+        0.0
+    });
     tracing::debug!(kind = %K::kind(&()), ?namespace, %name, %cluster, reason = status.reason, "instance probed");
     let every = spec
         .health_check
@@ -343,6 +348,16 @@ where
     } else {
         every.min(Duration::from_secs(30))
     }))
+}
+
+/// `dbprov_instance_ready{kind,namespace,name}`: 1 when the last probe succeeded, 0 when not.
+fn instance_ready_gauge(kind: &str, namespace: Option<&str>, name: &str) -> metrics::Gauge {
+    metrics::gauge!(
+        "dbprov_instance_ready",
+        "kind" => kind.to_owned(),
+        "namespace" => namespace.unwrap_or_default().to_owned(),
+        "name" => name.to_owned()
+    )
 }
 
 /// Runs `step` under the cleanup finalizer.
@@ -525,6 +540,10 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let Some((reason, message)) = deletion_blocker(protected, &dependents) else {
+        // The metrics crate cannot remove a series; NaN matches no alert comparison, so a
+        // deleted instance stops alerting (the series disappears at the next hub restart).
+        instance_ready_gauge(&K::kind(&()), obj.namespace().as_deref(), &obj.name_any())
+            .set(f64::NAN);
         return Ok(Action::await_change());
     };
     let patch = serde_json::json!({"status": {
@@ -568,21 +587,23 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
-            |obj, ctx: Arc<Context>| async move {
-                let spec = obj.spec.clone();
-                let ns = obj.namespace().unwrap_or_default();
-                let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &ns);
-                let name = obj.name_any();
-                finalized(&api.clone(), obj, |event| async move {
-                    match event {
-                        Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
-                        Event::Cleanup(o) => {
-                            let deps = dependents(&ctx, Some(&ns), &name).await?;
-                            cleanup(&*o, &api, spec.deletion_protection, deps).await
+            |obj, ctx: Arc<Context>| {
+                super::observed("DatabaseInstance", async move {
+                    let spec = obj.spec.clone();
+                    let ns = obj.namespace().unwrap_or_default();
+                    let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &ns);
+                    let name = obj.name_any();
+                    finalized(&api.clone(), obj, |event| async move {
+                        match event {
+                            Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
+                            Event::Cleanup(o) => {
+                                let deps = dependents(&ctx, Some(&ns), &name).await?;
+                                cleanup(&*o, &api, spec.deletion_protection, deps).await
+                            }
                         }
-                    }
+                    })
+                    .await
                 })
-                .await
             },
             error_policy,
             Arc::new(ctx),
@@ -604,20 +625,22 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
-            |obj, ctx: Arc<Context>| async move {
-                let spec = obj.spec.0.clone();
-                let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
-                let name = obj.name_any();
-                finalized(&api.clone(), obj, |event| async move {
-                    match event {
-                        Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
-                        Event::Cleanup(o) => {
-                            let deps = dependents(&ctx, None, &name).await?;
-                            cleanup(&*o, &api, spec.deletion_protection, deps).await
+            |obj, ctx: Arc<Context>| {
+                super::observed("ClusterDatabaseInstance", async move {
+                    let spec = obj.spec.0.clone();
+                    let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
+                    let name = obj.name_any();
+                    finalized(&api.clone(), obj, |event| async move {
+                        match event {
+                            Event::Apply(o) => reconcile_spec(o, api, &spec, &ctx).await,
+                            Event::Cleanup(o) => {
+                                let deps = dependents(&ctx, None, &name).await?;
+                                cleanup(&*o, &api, spec.deletion_protection, deps).await
+                            }
                         }
-                    }
+                    })
+                    .await
                 })
-                .await
             },
             error_policy,
             Arc::new(ctx),

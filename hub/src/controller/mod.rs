@@ -67,6 +67,37 @@ impl Error {
     }
 }
 
+/// Counts and times one reconcile of `kind`: `dbprov_reconciles_total{kind,result}` (result
+/// `success` or the error's [`Error::metric_label`]), `dbprov_reconcile_duration_seconds{kind}`
+/// and `dbprov_reconciles_in_flight{kind}`. kube-rs starts every due object at once (no
+/// bounded worker pool), so the in-flight gauge is the controller's queue depth.
+pub async fn observed<F>(
+    kind: &'static str,
+    reconcile: F,
+) -> Result<kube::runtime::controller::Action, Error>
+where
+    F: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
+{
+    struct InFlight(&'static str);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            metrics::gauge!("dbprov_reconciles_in_flight", "kind" => self.0).decrement(1.0);
+        }
+    }
+    metrics::gauge!("dbprov_reconciles_in_flight", "kind" => kind).increment(1.0);
+    let _in_flight = InFlight(kind);
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let label = match &result {
+        Ok(_) => "success",
+        Err(e) => e.metric_label(),
+    };
+    metrics::counter!("dbprov_reconciles_total", "kind" => kind, "result" => label).increment(1);
+    metrics::histogram!("dbprov_reconcile_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
 /// The objects of `api`, emitted when their spec (generation), finalizers or (if given) the
 /// `annotation` change — not on
 /// status updates, which every reconcile writes (reacting to those would loop). Deletion
@@ -198,16 +229,18 @@ pub async fn run_finalized<K>(
         .reconcile_all_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
-            move |obj: std::sync::Arc<K>, ctx: std::sync::Arc<Context>| async move {
-                let api = K::api_for(&ctx.client, &obj);
-                finalizer(&api, database::FINALIZER, obj, |event| match event {
-                    Event::Apply(o) => apply(o, ctx.clone()),
-                    Event::Cleanup(o) => cleanup(o, ctx.clone()),
-                })
-                .await
-                .map_err(|e| match e {
-                    FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
-                    other => Error::Finalizer(other.to_string()),
+            move |obj: std::sync::Arc<K>, ctx: std::sync::Arc<Context>| {
+                observed(kind, async move {
+                    let api = K::api_for(&ctx.client, &obj);
+                    finalizer(&api, database::FINALIZER, obj, |event| match event {
+                        Event::Apply(o) => apply(o, ctx.clone()),
+                        Event::Cleanup(o) => cleanup(o, ctx.clone()),
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+                        other => Error::Finalizer(other.to_string()),
+                    })
                 })
             },
             move |_: std::sync::Arc<K>, error: &Error, _| {

@@ -150,6 +150,28 @@ fn phase_of(b: &DatabaseBackup) -> OperationPhase {
     b.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
 }
 
+/// `dbprov_schedule_last_success_timestamp_seconds` and `dbprov_schedule_interval_seconds`
+/// (the gap between the next two runs), so an alert can say "no successful backup within two
+/// intervals" for any cron expression. A paused schedule's interval is NaN: no alert.
+fn publish_schedule_gauges(
+    ns: &str,
+    name: &str,
+    done: &[&DatabaseBackup],
+    next: Option<Timestamp>,
+    after: impl Fn(Timestamp) -> Option<Timestamp>,
+) {
+    let labels = [("namespace", ns.to_owned()), ("schedule", name.to_owned())];
+    if let Some(last) = done.iter().map(|b| finished_at(b)).max() {
+        #[allow(clippy::cast_precision_loss)] // Unix seconds fit an f64 exactly
+        metrics::gauge!("dbprov_schedule_last_success_timestamp_seconds", &labels)
+            .set(last.as_second() as f64);
+    }
+    let interval = next
+        .and_then(|n| Some((n, after(n)?)))
+        .map(|(a, b)| (b.as_second() - a.as_second()) as f64);
+    metrics::gauge!("dbprov_schedule_interval_seconds", &labels).set(interval.unwrap_or(f64::NAN));
+}
+
 fn finished_at(b: &DatabaseBackup) -> Timestamp {
     b.status
         .as_ref()
@@ -388,6 +410,9 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
         message.push_str("; ");
         message.push_str(&notes.join("; "));
     }
+    publish_schedule_gauges(&ns, &name, &done, if paused { None } else { next }, |n| {
+        schedule.next_after(n, &tz)
+    });
     let extra = json!({
         "nextBackupTime": next.filter(|_| !paused).map(time),
         "lastScheduleTime": last_schedule_time,
