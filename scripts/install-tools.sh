@@ -5,7 +5,7 @@
 # proxy (no release-page downloads exist on these machines).
 #
 # Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
-#   NAMES: apt kubernetes etcd grpcurl helm minio fake-gcs-server azurite
+#   NAMES: apt kubernetes etcd grpcurl helm promtool thirdparty-crds minio fake-gcs-server azurite
 #
 # After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
 # scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
@@ -197,6 +197,35 @@ GO
   note etcd "v$v" built
 }
 
+# CRD manifests of the Prometheus Operator and cert-manager, from their Go modules' source
+# (the proxy serves whole repositories), into $cache/thirdparty-crds-.../ linked as
+# $bin/thirdparty-crds.
+install_thirdparty_crds() {
+  local dir="$cache/thirdparty-crds-po$PROMETHEUS_OPERATOR_VERSION-cm$CERT_MANAGER_VERSION"
+  if [[ -f "$dir/.complete" ]]; then
+    link thirdparty-crds "$dir"
+    note thirdparty-crds "po $PROMETHEUS_OPERATOR_VERSION, cm $CERT_MANAGER_VERSION" cached
+    return
+  fi
+  log "fetching Prometheus Operator and cert-manager CRDs from the Go module proxy"
+  go_env
+  local po cm
+  po=$(cd /tmp && go mod download -json "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  cm=$(cd /tmp && go mod download -json "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [[ -d "$po" && -d "$cm" ]] || { log "module download failed (po=$po cm=$cm)"; exit 1; }
+  rm -rf "$dir" && mkdir -p "$dir"
+  for f in servicemonitors prometheusrules; do
+    cp "$po/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$dir/"
+  done
+  for f in certificates issuers clusterissuers; do
+    cp "$cm/deploy/crds/cert-manager.io_$f.yaml" "$dir/"
+  done
+  chmod u+w "$dir"/*.yaml
+  touch "$dir/.complete"
+  link thirdparty-crds "$dir"
+  note thirdparty-crds "po $PROMETHEUS_OPERATOR_VERSION, cm $CERT_MANAGER_VERSION" fetched
+}
+
 install_azurite() {
   local v=$AZURITE_VERSION dir="$cache/azurite-$AZURITE_VERSION"
   if [[ -x "$dir/node_modules/.bin/azurite-blob" ]]; then
@@ -217,6 +246,9 @@ wanted grpcurl && go_install grpcurl "v$GRPCURL_VERSION" grpcurl \
   "github.com/fullstorydev/grpcurl/cmd/grpcurl@v$GRPCURL_VERSION" "-X main.version=v$GRPCURL_VERSION"
 wanted helm && go_install helm "v$HELM_VERSION" helm "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+wanted promtool && go_install promtool "v$PROMETHEUS_VERSION" promtool \
+  "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
+wanted thirdparty-crds && install_thirdparty_crds
 wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION" fake-gcs-server "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_SERVER_VERSION"
 wanted azurite && install_azurite
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"

@@ -1,8 +1,8 @@
 //! The operations port of both binaries: `/metrics` (Prometheus), `/healthz` (the process
 //! runs) and `/readyz` (what the binary needs works: for the hub the apiserver, for the
 //! agent its hub stream). Metric names follow Prometheus conventions (`_total`, `_seconds`,
-//! `_bytes`) and labels are bounded (engines, operations, reasons, storage types — never
-//! object names, except the per-database last-success gauges).
+//! `_bytes`) and labels are bounded: fixed sets (engines, operations, reasons, storage
+//! types) or names of resources and clusters, never messages or secrets (docs/operations.md).
 //!
 //! The HTTP side is deliberately tiny — one GET per connection, `Connection: close` — which
 //! is all Prometheus scrapes and kubelet probes need.

@@ -232,6 +232,17 @@ impl HubProcess {
         port: u16,
         heartbeat_seconds: u64,
     ) -> Result<Self, EnvError> {
+        Self::start_as(mgmt.kubeconfig(), pki, port, heartbeat_seconds).await
+    }
+
+    /// Like [`HubProcess::start`], with the apiserver credentials of `kubeconfig` (e.g. a
+    /// ServiceAccount token, to run under the Helm chart's RBAC).
+    pub async fn start_as(
+        kubeconfig: &Path,
+        pki: &Pki,
+        port: u16,
+        heartbeat_seconds: u64,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-hub")?;
         let port = if port == 0 { tools::free_port()? } else { port };
         let addr = format!("127.0.0.1:{port}");
@@ -239,7 +250,7 @@ impl HubProcess {
         let cert = pki.hub_cert();
         let mut cmd = Command::new(bin);
         cmd.arg("run")
-            .env("KUBECONFIG", mgmt.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("DBPROV_LOG", "info,dbprov_hub=debug")
             .args(["--grpc-listen", &addr])
             .arg("--tls-cert")
@@ -323,11 +334,21 @@ impl AgentProcess {
         hub_addr: &str,
         opts: &AgentOptions,
     ) -> Result<Self, EnvError> {
+        Self::start_as(workload.kubeconfig(), pki, hub_addr, opts)
+    }
+
+    /// Like [`AgentProcess::start`], with the apiserver credentials of `kubeconfig`.
+    pub fn start_as(
+        kubeconfig: &Path,
+        pki: &Pki,
+        hub_addr: &str,
+        opts: &AgentOptions,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-agent")?;
         let dir = WorkDir::new("agent")?;
         let mut cmd = Command::new(bin);
         cmd.arg("run")
-            .env("KUBECONFIG", workload.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("DBPROV_LOG", "info,dbprov_agent=debug")
             .args(["--cluster-name", &opts.cluster_name])
             // `hub_addr` may list several replicas, comma-separated.

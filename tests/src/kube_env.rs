@@ -109,6 +109,17 @@ impl KubeEnv {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready and has created
     /// its default namespaces.
     pub async fn start() -> Result<Self, EnvError> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`KubeEnv::start`], with the apiserver writing an audit log (metadata of every
+    /// request: who, verb, resource) to [`KubeEnv::audit_log`]; RBAC tests read it to see
+    /// what a ServiceAccount really used.
+    pub async fn start_with_audit() -> Result<Self, EnvError> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(audit: bool) -> Result<Self, EnvError> {
         crate::init_crypto();
         let etcd_bin = tools::find("etcd")?;
         let apiserver_bin = tools::find("kube-apiserver")?;
@@ -125,7 +136,18 @@ impl KubeEnv {
         let mut etcd = retry_port_clash(|| start_etcd(&etcd_bin, &dir)).await?;
         let etcd_url = etcd.1.clone();
 
+        let audit = if audit {
+            let policy = write(
+                &dir,
+                "audit-policy.yaml",
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+            )?;
+            Some((policy, dir.join("audit.log")))
+        } else {
+            None
+        };
         let files = ApiserverFiles {
+            audit,
             ca,
             serving_cert,
             serving_key,
@@ -185,6 +207,71 @@ impl KubeEnv {
         Ok(cmd)
     }
 
+    /// The audit log (JSON lines), when started with [`KubeEnv::start_with_audit`].
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a fresh token
+    /// from the TokenRequest API (what a pod's projected token is), default namespace
+    /// `namespace`. The ServiceAccount must exist.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, EnvError> {
+        use k8s_openapi::api::{
+            authentication::v1::{TokenRequest, TokenRequestSpec},
+            core::v1::ServiceAccount,
+        };
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec!["https://kubernetes.default.svc".into()],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = kube::Api::<ServiceAccount>::namespaced(self.client(), namespace)
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .map_err(|e| EnvError::Client {
+                component: "kube-apiserver".into(),
+                message: format!("token for ServiceAccount {namespace}/{name}: {e}"),
+            })?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let ca = self.dir.join("ca.crt");
+        write(
+            &self.dir,
+            &format!("kubeconfig-{namespace}-{name}"),
+            &format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: dbprov-test
+  cluster:
+    server: {url}
+    certificate-authority: {ca}
+users:
+- name: {name}
+  user:
+    token: {token}
+contexts:
+- name: {name}
+  context:
+    cluster: dbprov-test
+    user: {name}
+    namespace: {namespace}
+current-context: {name}
+",
+                url = self.url,
+                ca = ca.display(),
+            ),
+        )
+    }
+
     /// etcd's pid (to show in the local-run summary).
     pub fn etcd_pid(&self) -> u32 {
         self.etcd.pid()
@@ -192,6 +279,8 @@ impl KubeEnv {
 }
 
 struct ApiserverFiles {
+    /// Audit policy and log file, when auditing.
+    audit: Option<(PathBuf, PathBuf)>,
     ca: PathBuf,
     serving_cert: PathBuf,
     serving_key: PathBuf,
@@ -239,6 +328,13 @@ async fn start_apiserver(
         // Loopback cannot be published as the `kubernetes` service endpoint.
         .arg("--endpoint-reconciler-type=none")
         .arg("--v=1");
+    if let Some((policy, log)) = &files.audit {
+        cmd.arg(format!("--audit-policy-file={}", policy.display()))
+            .arg(format!("--audit-log-path={}", log.display()))
+            // Written as requests finish, so a test reads everything that happened so far.
+            .arg("--audit-log-mode=blocking")
+            .arg("--audit-log-format=json");
+    }
     let mut guard = ChildGuard::spawn("kube-apiserver", &mut cmd, &dir.join("kube-apiserver.log"))?;
     let kubeconfig = write(
         dir,

@@ -63,15 +63,35 @@ pub struct Scenario {
     pub ns: String,
 }
 
+/// How a [`Scenario`] runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScenarioOptions {
+    /// Run the hub and the agent as the ServiceAccounts of the Helm charts (namespace
+    /// [`CHART_NAMESPACE`]), with exactly the RBAC the charts render, and keep an apiserver
+    /// audit log on both clusters.
+    pub chart_rbac: bool,
+}
+
+/// Where the charts' ServiceAccounts live in [`ScenarioOptions::chart_rbac`] scenarios.
+pub const CHART_NAMESPACE: &str = "dbprov-system";
+
 impl Scenario {
     /// Starts everything and makes DatabaseInstances `pg` and `maria` Ready in `ns`.
     pub async fn start(ns: &str) -> Result<Self, EnvError> {
-        let (mgmt, workload, pg, maria) = tokio::join!(
-            KubeEnv::start(),
-            KubeEnv::start(),
-            Postgres::start(),
-            MariaDb::start()
-        );
+        Self::start_with(ns, ScenarioOptions::default()).await
+    }
+
+    /// [`Scenario::start`] with options.
+    pub async fn start_with(ns: &str, opts: ScenarioOptions) -> Result<Self, EnvError> {
+        let kube = || async {
+            if opts.chart_rbac {
+                KubeEnv::start_with_audit().await
+            } else {
+                KubeEnv::start().await
+            }
+        };
+        let (mgmt, workload, pg, maria) =
+            tokio::join!(kube(), kube(), Postgres::start(), MariaDb::start());
         let (mgmt, workload, pg, maria) = (mgmt?, workload?, pg?, maria?);
         let crds = dbprov_hub::crdgen::all();
         let fail = |message: String| EnvError::Client {
@@ -88,9 +108,39 @@ impl Scenario {
         }
         let catalog = Catalog::new(&crds);
         let pki = Pki::new()?;
-        let hub = HubProcess::start(&mgmt, &pki, 0, 2).await?;
-        let agent = AgentProcess::start(
-            &workload,
+        let (hub_kubeconfig, agent_kubeconfig) = if opts.chart_rbac {
+            for env in [&mgmt, &workload] {
+                manifests::create_namespaces(&env.client(), &[CHART_NAMESPACE])
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let namespaces = format!("rbac.namespaces={{{ns}}}");
+            (
+                crate::helm::install_identity(&mgmt, "dbprov-hub", CHART_NAMESPACE, &[]).await?,
+                crate::helm::install_identity(
+                    &workload,
+                    "dbprov-agent",
+                    CHART_NAMESPACE,
+                    &[
+                        "--set",
+                        "clusterName=default",
+                        "--set",
+                        "hub.address=https://127.0.0.1:9443",
+                        "--set",
+                        &namespaces,
+                    ],
+                )
+                .await?,
+            )
+        } else {
+            (
+                mgmt.kubeconfig().to_owned(),
+                workload.kubeconfig().to_owned(),
+            )
+        };
+        let hub = HubProcess::start_as(&hub_kubeconfig, &pki, 0, 2).await?;
+        let agent = AgentProcess::start_as(
+            &agent_kubeconfig,
             &pki,
             &hub.addr,
             &AgentOptions {

@@ -1,0 +1,609 @@
+//! The Helm charts, checked with the real tools: `helm lint`; `helm template` with default and
+//! with full-featured values, piped to `kubectl apply --dry-run=server` against a real
+//! apiserver that has our CRDs and the ServiceMonitor, PrometheusRule, Certificate and Issuer
+//! CRDs (from the Prometheus Operator and cert-manager modules); `values.schema.json`
+//! refusing bad values with messages that name the value; the pods' hardening and image tag;
+//! `promtool check rules` / `promtool test rules` on the rendered alerts and the dashboards'
+//! queries; every metric the rules and dashboards use is documented.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::{collections::BTreeSet, path::Path};
+
+use dbprov_tests::{
+    KubeEnv,
+    helm::{self, Output},
+    manifests,
+    process::WorkDir,
+    require, tools,
+};
+use serde_json::Value;
+
+const NS: &str = "dbprov-system";
+const AGENT_REQUIRED: &[&str] = &[
+    "--set",
+    "clusterName=workload-a",
+    "--set",
+    "hub.address=https://hub.example.com:9443",
+];
+
+const HUB_FULL: &str = r#"
+replicaCount: 3
+image: {repository: registry.example.com/dbprov/dbprov-hub, tag: "0.1.0-rc1", pullPolicy: Always}
+imagePullSecrets: [{name: regcred}]
+leaderElection: {enabled: true, leaseName: hub-lease, leaseDurationSeconds: 20}
+hub: {defaultCluster: workload-a, trustDomain: example.org, heartbeatSeconds: 15, logLevel: debug, logFormat: text}
+service:
+  type: LoadBalancer
+  port: 443
+  annotations: {service.beta.kubernetes.io/aws-load-balancer-type: nlb}
+  loadBalancerSourceRanges: [10.0.0.0/8]
+tls:
+  certManager:
+    enabled: true
+    dnsNames: [hub.example.com]
+    ipAddresses: [10.1.2.3]
+serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1:role/x"}}
+podDisruptionBudget: {enabled: true, maxUnavailable: 1}
+networkPolicy:
+  enabled: true
+  grpcFrom: [{ipBlock: {cidr: 10.0.0.0/8}}]
+  metricsFrom: [{namespaceSelector: {matchLabels: {team: observability}}}]
+podAnnotations: {example.com/a: b}
+podLabels: {team: platform}
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app.kubernetes.io/name: dbprov-hub}}}
+priorityClassName: system-cluster-critical
+serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
+prometheusRule: {enabled: true, labels: {release: prometheus}, backupMaxAgeHours: 30, certificateExpiryDays: 21}
+grafanaDashboards: {enabled: true}
+"#;
+
+const HUB_ISSUER: &str = r#"
+tls:
+  certManager:
+    enabled: true
+    issuerRef: {name: corporate-ca, kind: ClusterIssuer}
+"#;
+
+const AGENT_FULL: &str = r#"
+clusterName: workload-b
+hub: {address: "https://hub-a.example.com:443,https://hub-b.example.com:443", serverName: hub.example.com}
+trustDomain: example.org
+logLevel: debug
+logFormat: text
+tls:
+  certManager: {enabled: true, issuerRef: {name: dbprov-ca, kind: ClusterIssuer}}
+rbac: {namespaces: [team-a, team-b]}
+backupVolumes: [{claimName: db-backups}]
+tmpSizeLimit: 1Gi
+networkPolicy: {metricsFrom: [{podSelector: {matchLabels: {app: prometheus}}}]}
+serviceMonitor: {enabled: true, labels: {release: prometheus}}
+prometheusRule: {enabled: true}
+grafanaDashboards: {enabled: true}
+"#;
+
+fn ok(what: &str, out: &Output) {
+    assert!(out.ok, "{what} failed:\n{}\n{}", out.stdout, out.stderr);
+}
+
+fn write(dir: &WorkDir, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn render(dir: &WorkDir, chart: &str, args: &[&str]) -> (String, Vec<Value>) {
+    let out = helm::template(dir, chart, chart, NS, args).unwrap();
+    ok(&format!("helm template {chart} {args:?}"), &out);
+    let docs = helm::documents(&out.stdout).unwrap();
+    (out.stdout, docs)
+}
+
+fn kinds(docs: &[Value]) -> BTreeSet<String> {
+    docs.iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn chart_app_version(chart: &str) -> String {
+    let text = std::fs::read_to_string(helm::chart(chart).join("Chart.yaml")).unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    v["appVersion"].as_str().unwrap().to_owned()
+}
+
+/// Every container runs hardened, with the image tag of the chart's appVersion by default.
+fn check_pod(docs: &[Value], chart: &str, image_tag: &str) {
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{chart}");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{chart}"
+    );
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{chart}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{chart}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{chart}"
+        );
+        let image = c["image"].as_str().unwrap();
+        assert!(
+            image.ends_with(&format!(":{image_tag}")),
+            "{chart}: image {image} should be tagged {image_tag}"
+        );
+        assert!(c["resources"]["requests"]["memory"].is_string(), "{chart}");
+    }
+}
+
+async fn install_thirdparty_crds(env: &KubeEnv) {
+    let dir = tools::tools_dir().join("thirdparty-crds");
+    let docs = manifests::load_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/install-tools.sh --only thirdparty-crds)",
+            dir.display()
+        )
+    });
+    let crds: Vec<_> = docs
+        .iter()
+        .map(|d| serde_json::from_value(d.value.clone()).unwrap())
+        .collect();
+    manifests::install_crds(&env.client(), &crds).await.unwrap();
+}
+
+#[tokio::test]
+async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
+    let env = require!(KubeEnv::start().await);
+    if let Err(e) = tools::find("helm") {
+        panic!("{e}");
+    }
+    let dir = WorkDir::new("charts").unwrap();
+
+    // helm lint, strictly (warnings fail), with the values each chart requires.
+    for (chart, args) in [("dbprov-hub", &[][..]), ("dbprov-agent", AGENT_REQUIRED)] {
+        let mut cmd = helm::helm(&dir).unwrap();
+        cmd.args(["lint", "--strict"])
+            .arg(helm::chart(chart))
+            .args(args);
+        ok(
+            &format!("helm lint {chart}"),
+            &helm::run(cmd, None).unwrap(),
+        );
+    }
+
+    // The target cluster: our CRDs come from the hub chart (--include-crds below); the
+    // third-party ones are installed for real so the optional objects are validated.
+    install_thirdparty_crds(&env).await;
+    manifests::create_namespaces(&env.client(), &[NS, "team-a", "team-b"])
+        .await
+        .unwrap();
+
+    let hub_full = write(&dir, "hub-full.yaml", HUB_FULL);
+    let hub_issuer = write(&dir, "hub-issuer.yaml", HUB_ISSUER);
+    let agent_full = write(&dir, "agent-full.yaml", AGENT_FULL);
+    let app_version = chart_app_version("dbprov-hub");
+    // (case, chart, helm arguments, kinds it must render, image tag)
+    type Case<'a> = (&'a str, &'a str, Vec<&'a str>, &'a [&'a str], &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "hub defaults",
+            "dbprov-hub",
+            vec!["--include-crds"],
+            &[
+                "CustomResourceDefinition",
+                "Deployment",
+                "Service",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+            ],
+            &app_version,
+        ),
+        (
+            "hub full",
+            "dbprov-hub",
+            vec!["-f", &hub_full],
+            &[
+                "Certificate",
+                "Issuer",
+                "ServiceMonitor",
+                "PrometheusRule",
+                "ConfigMap",
+                "PodDisruptionBudget",
+            ],
+            "0.1.0-rc1",
+        ),
+        (
+            "hub with a ClusterIssuer",
+            "dbprov-hub",
+            vec!["-f", &hub_issuer],
+            &["Certificate"],
+            &app_version,
+        ),
+        (
+            "agent defaults",
+            "dbprov-agent",
+            AGENT_REQUIRED.to_vec(),
+            &[
+                "Deployment",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Service",
+                "NetworkPolicy",
+            ],
+            &app_version,
+        ),
+        (
+            "agent full",
+            "dbprov-agent",
+            vec!["-f", &agent_full],
+            &[
+                "Certificate",
+                "ServiceMonitor",
+                "PrometheusRule",
+                "ConfigMap",
+                "Role",
+            ],
+            &app_version,
+        ),
+        (
+            "agent cluster-wide",
+            "dbprov-agent",
+            [AGENT_REQUIRED, &["--set", "rbac.clusterWide=true"]].concat(),
+            &["ClusterRole", "ClusterRoleBinding"],
+            &app_version,
+        ),
+    ];
+    for (name, chart, args, want, tag) in &cases {
+        let (yaml, docs) = render(&dir, chart, args);
+        let got = kinds(&docs);
+        for k in *want {
+            assert!(got.contains(*k), "{name}: no {k} rendered (got {got:?})");
+        }
+        check_pod(&docs, name, tag);
+        let applied = helm::kubectl_apply(&env, &yaml, true).unwrap();
+        ok(
+            &format!("kubectl apply --dry-run=server ({name})"),
+            &applied,
+        );
+        eprintln!(
+            "{name}: {} objects accepted by the apiserver ({})",
+            docs.len(),
+            got.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    // Per-namespace RBAC: one Role and RoleBinding in each listed namespace, none elsewhere,
+    // and only Secrets.
+    let (_, docs) = render(&dir, "dbprov-agent", &["-f", &agent_full]);
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role").collect();
+    let namespaces: BTreeSet<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["team-a", "team-b"]));
+    for r in roles {
+        assert_eq!(
+            r["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch", "delete"]}])
+        );
+    }
+    assert!(!kinds(&docs).contains("ClusterRole"));
+}
+
+#[test]
+fn values_schema_refuses_bad_values_with_a_message_naming_them() {
+    if tools::find("helm").is_err() && !tools::in_ci() {
+        eprintln!("SKIPPED: helm missing (run scripts/install-tools.sh)");
+        return;
+    }
+    let dir = WorkDir::new("charts-schema").unwrap();
+    // (chart, args, what the error must say)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "dbprov-hub",
+            &["--set", "replicas=2"],
+            &["additional properties 'replicas' not allowed"],
+        ),
+        (
+            "dbprov-hub",
+            &["--set-string", "replicaCount=two"],
+            &["/replicaCount", "got string, want integer"],
+        ),
+        (
+            "dbprov-hub",
+            &["--set", "service.type=Ingress"],
+            &["/service/type", "value must be one of"],
+        ),
+        (
+            "dbprov-hub",
+            &["--set", "tls.certManager.issuerRef.kind=Vault"],
+            &["/tls/certManager/issuerRef/kind"],
+        ),
+        (
+            "dbprov-hub",
+            &[
+                "--set",
+                "tls.existingSecret=",
+                "--set",
+                "tls.certManager.enabled=false",
+            ],
+            &["set tls.existingSecret"],
+        ),
+        (
+            "dbprov-agent",
+            &["--set", "hub.address=https://hub:9443"],
+            &["clusterName is required"],
+        ),
+        (
+            "dbprov-agent",
+            &[
+                "--set",
+                "clusterName=Workload_A",
+                "--set",
+                "hub.address=https://hub:9443",
+            ],
+            &["/clusterName", "does not match pattern"],
+        ),
+        (
+            "dbprov-agent",
+            &["--set", "clusterName=a", "--set", "hub.address=hub:9443"],
+            &["/hub/address", "does not match pattern"],
+        ),
+        (
+            "dbprov-agent",
+            &[
+                "--set",
+                "clusterName=a",
+                "--set",
+                "hub.address=https://hub:9443",
+                "--set",
+                "rbac.namespaces=team-a",
+            ],
+            &["/rbac/namespaces", "got string, want array"],
+        ),
+        (
+            "dbprov-agent",
+            &[
+                "--set",
+                "clusterName=a",
+                "--set",
+                "hub.address=https://hub:9443",
+                "--set",
+                "backupVolumes[0].name=x",
+            ],
+            &["/backupVolumes/0", "claimName"],
+        ),
+        (
+            "dbprov-agent",
+            &[
+                "--set",
+                "clusterName=a",
+                "--set",
+                "hub.address=https://hub:9443",
+                "--set",
+                "tls.certManager.enabled=true",
+            ],
+            &["tls.certManager.issuerRef.name is required"],
+        ),
+    ];
+    for (chart, args, want) in cases {
+        let out = helm::template(&dir, chart, chart, NS, args).unwrap();
+        assert!(!out.ok, "{chart} {args:?} was accepted");
+        for w in *want {
+            assert!(
+                out.stderr.contains(w),
+                "{chart} {args:?}: error does not say {w:?}:\n{}",
+                out.stderr
+            );
+        }
+        eprintln!("{chart} {args:?} -> {}", out.stderr.trim());
+    }
+}
+
+/// The rule groups of a rendered PrometheusRule, as a Prometheus rules file.
+fn rules_file(docs: &[Value]) -> String {
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    serde_yaml::to_string(&serde_json::json!({"groups": rule["spec"]["groups"]})).unwrap()
+}
+
+/// Every `dbprov_*` metric name in `text`, without histogram suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("dbprov_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| b.ends_with("_seconds")))
+            .unwrap_or(name);
+        names.insert(base.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+fn documented_metrics() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    doc.lines()
+        .filter(|l| l.starts_with("| `dbprov_"))
+        .flat_map(|l| metric_names(l.split('|').nth(1).unwrap_or_default()))
+        .collect()
+}
+
+/// Unit tests of the alerts with `promtool test rules`: each fires after its `for` on the
+/// series that should trigger it, and not on healthy ones.
+const HUB_RULE_TESTS: &str = r#"
+rule_files: [hub-rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'dbprov_agent_connected{cluster="a"}'
+        values: '1 1 0 0 0 0 0 0 0 0'
+      - series: 'dbprov_agent_connected{cluster="b"}'
+        values: '1x10'
+      - series: 'dbprov_instance_ready{kind="DatabaseInstance",namespace="ns",name="pg"}'
+        values: '0x15'
+      - series: 'dbprov_schedule_last_success_timestamp_seconds{namespace="ns",schedule="nightly"}'
+        values: '0x70'
+      - series: 'dbprov_schedule_interval_seconds{namespace="ns",schedule="nightly"}'
+        values: '300x70'
+      - series: 'dbprov_schedule_last_success_timestamp_seconds{namespace="ns",schedule="paused"}'
+        values: '0x40'
+      - series: 'dbprov_schedule_interval_seconds{namespace="ns",schedule="paused"}'
+        values: 'NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN'
+      - series: 'dbprov_backup_failures_total{reason="StorageError"}'
+        values: '0 0 1 1 1'
+      - series: 'dbprov_certificate_expiry_timestamp_seconds{certificate="serving",pod="hub-0"}'
+        values: '864000x5'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: DbprovAgentDisconnected
+      - eval_time: 8m
+        alertname: DbprovAgentDisconnected
+        exp_alerts:
+          - exp_labels: {severity: critical, cluster: a}
+            exp_annotations:
+              summary: dbprov agent of cluster a is not connected
+              description: "No agent stream from cluster a for 5 minutes: nothing in it is provisioned, probed or backed up."
+              runbook_url: https://example.com/ops#dbprovagentdisconnected
+      - eval_time: 12m
+        alertname: DbprovInstanceUnreachable
+        exp_alerts:
+          - exp_labels: {severity: critical, kind: DatabaseInstance, namespace: ns, name: pg}
+            exp_annotations:
+              summary: DatabaseInstance ns/pg is not reachable
+              description: "Its agent could not connect to the database server for 10 minutes; see the resource's Ready condition."
+              runbook_url: https://example.com/ops#dbprovinstanceunreachable
+      - eval_time: 45m
+        alertname: DbprovScheduledBackupMissing
+      - eval_time: 60m
+        alertname: DbprovScheduledBackupMissing
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: ns, schedule: nightly}
+            exp_annotations:
+              summary: No successful backup of schedule ns/nightly within two intervals
+              description: The last successful backup of ns/nightly finished 1h 0m 0s ago.
+              runbook_url: https://example.com/ops#dbprovscheduledbackupmissing
+      - eval_time: 4m
+        alertname: DbprovBackupFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, reason: StorageError}
+            exp_annotations:
+              summary: dbprov backups failed (StorageError)
+              description: 1 backups failed with reason StorageError in the last 30 minutes.
+              runbook_url: https://example.com/ops#dbprovbackupfailed
+      - eval_time: 1m
+        alertname: DbprovCertificateExpiring
+        exp_alerts:
+          - exp_labels: {severity: warning, certificate: serving, pod: hub-0}
+            exp_annotations:
+              summary: dbprov serving certificate of hub-0 expires soon
+              description: It expires in 9d 23h 59m 0s.
+              runbook_url: https://example.com/ops#dbprovcertificateexpiring
+"#;
+
+#[test]
+fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() {
+    let promtool = match tools::find("promtool") {
+        Ok(p) => p,
+        Err(e) if !tools::in_ci() => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let dir = WorkDir::new("charts-rules").unwrap();
+    let documented = documented_metrics();
+    assert!(documented.len() > 20, "metrics table not found");
+    let mut used = BTreeSet::new();
+    for (chart, extra) in [("dbprov-hub", &[][..]), ("dbprov-agent", AGENT_REQUIRED)] {
+        let args = [
+            extra,
+            &[
+                "--set",
+                "prometheusRule.enabled=true",
+                "--set",
+                "prometheusRule.runbookBaseUrl=https://example.com/ops",
+            ],
+        ]
+        .concat();
+        let (_, docs) = render(&dir, chart, &args);
+        let rules = rules_file(&docs);
+        used.extend(metric_names(&rules));
+        let path = write(&dir, &format!("{chart}-rules.yaml"), &rules);
+        let mut cmd = std::process::Command::new(&promtool);
+        cmd.args(["check", "rules", "--lint-fatal", &path]);
+        let out = helm::run(cmd, None).unwrap();
+        ok(&format!("promtool check rules ({chart})"), &out);
+        eprintln!("{}", out.stdout.trim());
+        if chart == "dbprov-hub" {
+            write(&dir, "hub-rules.yaml", &rules);
+        }
+
+        // Dashboard queries, as recording rules: promtool parses each one.
+        let board = std::fs::read_to_string(
+            helm::chart(chart)
+                .join("dashboards")
+                .join(format!("{chart}.json")),
+        )
+        .unwrap();
+        let board: Value = serde_json::from_str(&board).unwrap();
+        let mut records = Vec::new();
+        for panel in board["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                used.extend(metric_names(expr));
+                records.push(serde_json::json!({
+                    "record": format!("dashboard:panel_{}_{}", panel["id"], target["refId"].as_str().unwrap()),
+                    "expr": expr,
+                }));
+            }
+        }
+        let path = write(
+            &dir,
+            &format!("{chart}-dashboard-queries.yaml"),
+            &serde_yaml::to_string(
+                &serde_json::json!({"groups": [{"name": "dashboard", "rules": records}]}),
+            )
+            .unwrap(),
+        );
+        let mut cmd = std::process::Command::new(&promtool);
+        cmd.args(["check", "rules", &path]);
+        ok(
+            &format!("promtool check rules (dashboard of {chart})"),
+            &helm::run(cmd, None).unwrap(),
+        );
+    }
+    let undocumented: Vec<_> = used.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "rules or dashboards use metrics docs/operations.md does not list: {undocumented:?}"
+    );
+
+    let tests = write(&dir, "hub-rule-tests.yaml", HUB_RULE_TESTS);
+    let mut cmd = std::process::Command::new(&promtool);
+    cmd.current_dir(dir.path()).args(["test", "rules", &tests]);
+    ok("promtool test rules", &helm::run(cmd, None).unwrap());
+}
