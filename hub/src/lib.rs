@@ -54,6 +54,14 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     )
     .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
+    // Unique per process: the Lease holder and the Events' reporting instance.
+    let identity = format!(
+        "{}-{:08x}",
+        std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "dbprov-hub".into()),
+        fastrand::u32(..)
+    );
     let election = {
         let client = client.clone();
         let cfg = leader::LeaseConfig {
@@ -62,13 +70,7 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
                 .lease_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned()),
-            identity: format!(
-                "{}-{:08x}",
-                std::env::var("POD_NAME")
-                    .or_else(|_| std::env::var("HOSTNAME"))
-                    .unwrap_or_else(|_| "dbprov-hub".into()),
-                fastrand::u32(..)
-            ),
+            identity: identity.clone(),
             duration: std::time::Duration::from_secs(args.lease_duration_seconds),
         };
         let enabled = args.leader_election;
@@ -106,10 +108,13 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             })
         });
         dbprov_common::metrics::serve(addr, ready).await?;
+        // Loaded before the recorder existed; renewals are recorded when they are reloaded.
+        dbprov_common::tls::record_file_expiry("serving", &args.tls_cert);
     }
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
     let context = controller::Context {
+        recorder: controller::Context::recorder(client.clone(), &identity),
         client,
         hub: hub.clone(),
         default_cluster: args.default_cluster.clone(),

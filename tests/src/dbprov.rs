@@ -291,6 +291,11 @@ impl HubProcess {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.addr
@@ -482,4 +487,14 @@ pub fn local_instance(
         tls: None,
         discover: false,
     }
+}
+
+/// Peak resident memory of a process so far (VmHWM), in KiB; 0 when unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

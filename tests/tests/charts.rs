@@ -295,7 +295,7 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
     for r in roles {
         assert_eq!(
             r["rules"],
-            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch", "delete"]}])
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}])
         );
     }
     assert!(!kinds(&docs).contains("ClusterRole"));

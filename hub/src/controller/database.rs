@@ -11,7 +11,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
     },
 };
 
@@ -314,13 +314,6 @@ pub async fn publish_event(
     reason: &str,
     note: String,
 ) {
-    let recorder = Recorder::new(
-        ctx.client.clone(),
-        Reporter {
-            controller: "dbprov-hub".into(),
-            instance: None,
-        },
-    );
     let event = Event {
         type_,
         reason: reason.into(),
@@ -328,7 +321,10 @@ pub async fn publish_event(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, object).await {
+    // One recorder for the whole hub: it remembers recent events, so a repeated one (same
+    // object, type and reason within minutes) becomes a series on one Event object instead
+    // of a new object each time.
+    if let Err(e) = ctx.recorder.publish(&event, object).await {
         tracing::debug!(error = %e, "cannot publish event");
     }
 }

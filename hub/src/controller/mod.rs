@@ -28,6 +28,21 @@ pub struct Context {
     pub default_cluster: String,
     /// How long to wait for a short intent.
     pub intent_timeout: Duration,
+    /// Publishes Kubernetes Events (shared, so repeats aggregate into series).
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+impl Context {
+    /// The event recorder of a hub replica named `instance`.
+    pub fn recorder(client: kube::Client, instance: &str) -> kube::runtime::events::Recorder {
+        kube::runtime::events::Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "dbprov-hub".into(),
+                instance: Some(instance.to_owned()),
+            },
+        )
+    }
 }
 
 impl std::fmt::Debug for Context {

@@ -1,0 +1,421 @@
+//! The binaries under the RBAC their Helm charts ship: the hub runs with a token of the hub
+//! chart's ServiceAccount in the management cluster, the agent with a token of the agent
+//! chart's ServiceAccount in the workload cluster (TokenRequest API, as a pod's projected
+//! token), each bound to exactly the roles `helm template` renders. A provisioning scenario
+//! runs through (instances, database, role, user with a generated Secret, grant, backup,
+//! restore, a schedule with retention, failures, deletions), then the apiservers' audit logs
+//! show that nothing was forbidden and that every verb the charts grant was used.
+//! The same run checks that every metric docs/operations.md lists is on the `/metrics` of the
+//! binary it names, and prints the processes' peak memory (the charts' requests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use dbprov_tests::{
+    KubeEnv,
+    dbprov::{peak_rss_kib, scrape},
+    helm,
+    process::WorkDir,
+    scenario::{CHART_NAMESPACE, Scenario, ScenarioOptions, eventually, ready_reason},
+    tools,
+};
+use serde_json::{Value, json};
+
+const API: &str = "dbops.dbprovision.io/v1alpha1";
+const NS: &str = "shop";
+
+/// (apiGroup, resource or resource/subresource, verb) → how many requests, and the
+/// forbidden ones, of `user` in an audit log.
+struct Usage {
+    used: BTreeMap<(String, String, String), usize>,
+    forbidden: Vec<String>,
+}
+
+fn usage(log: &Path, user: &str) -> Usage {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut used = BTreeMap::new();
+    let mut forbidden = Vec::new();
+    for line in text.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["user"]["username"] != user {
+            continue;
+        }
+        let Some(obj) = e.get("objectRef") else {
+            continue;
+        };
+        let mut resource = obj["resource"].as_str().unwrap_or_default().to_owned();
+        if let Some(sub) = obj["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let key = (
+            obj["apiGroup"].as_str().unwrap_or_default().to_owned(),
+            resource,
+            e["verb"].as_str().unwrap_or_default().to_owned(),
+        );
+        if e["responseStatus"]["code"] == 403 {
+            forbidden.push(format!(
+                "{key:?} {}/{}: {}",
+                obj["namespace"].as_str().unwrap_or_default(),
+                obj["name"].as_str().unwrap_or_default(),
+                e["responseStatus"]["message"]
+            ));
+        }
+        // A server-side apply that creates the object is audited as `patch` (201 Created)
+        // but also authorized as `create` — which the agent needed for new user Secrets.
+        if key.2 == "patch" && e["responseStatus"]["code"] == 201 {
+            *used
+                .entry((key.0.clone(), key.1.clone(), "create".to_owned()))
+                .or_insert(0) += 1;
+        }
+        *used.entry(key).or_insert(0) += 1;
+    }
+    Usage { used, forbidden }
+}
+
+/// The rules the chart renders (ClusterRoles and Roles).
+fn granted_rules(chart: &str, args: &[&str]) -> Vec<Value> {
+    let dir = WorkDir::new("rbac-render").unwrap();
+    let out = helm::template(&dir, chart, chart, CHART_NAMESPACE, args).unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    helm::documents(&out.stdout)
+        .unwrap()
+        .into_iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Each verb of each rule was used on at least one of the rule's resources; `list` and
+/// `watch` (which the controllers start for every kind at once) on every resource.
+fn unused_grants(rules: &[Value], usage: &Usage) -> Vec<String> {
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut unused = Vec::new();
+    for rule in rules {
+        let groups = strs(&rule["apiGroups"]);
+        let resources = strs(&rule["resources"]);
+        for verb in strs(&rule["verbs"]) {
+            let used_on: Vec<&String> = resources
+                .iter()
+                .filter(|r| {
+                    groups.iter().any(|g| {
+                        usage
+                            .used
+                            .contains_key(&(g.clone(), (*r).clone(), verb.clone()))
+                    })
+                })
+                .collect();
+            if verb == "list" || verb == "watch" {
+                for r in &resources {
+                    if !used_on.contains(&r) {
+                        unused.push(format!("{verb} {r}"));
+                    }
+                }
+            } else if used_on.is_empty() {
+                unused.push(format!("{verb} on any of {resources:?}"));
+            }
+        }
+    }
+    unused
+}
+
+async fn wait_gone(s: &Scenario, kind: &str, name: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{kind} {name} deleted"),
+        || async { s.get(kind, name).await.is_none().then_some(()) },
+    )
+    .await;
+}
+
+async fn wait_phase(s: &Scenario, kind: &str, name: &str, phase: &str) -> Value {
+    s.wait_for(kind, name, phase, |v| v["status"]["phase"] == phase)
+        .await
+}
+
+#[tokio::test]
+async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
+    dbprov_tests::init_crypto();
+    if tools::find("helm").is_err() && !tools::in_ci() {
+        eprintln!("SKIPPED: helm missing (run scripts/install-tools.sh)");
+        return;
+    }
+    let s = match Scenario::start_with(NS, ScenarioOptions { chart_rbac: true }).await {
+        Ok(s) => s,
+        Err(e) if e.is_missing_tool() && !tools::in_ci() => return,
+        Err(e) => panic!("{e}"),
+    };
+    // The instances became Ready already: the hub watched and patched them, the agent read
+    // their credential Secrets, both with the charts' tokens.
+    let secrets =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.workload.client(), NS);
+    for (name, data) in [
+        ("aes-key", json!({"key": "cd".repeat(32)})),
+        ("other-key", json!({"key": "ef".repeat(32)})),
+        (
+            "bad-admin",
+            json!({"username": "postgres", "password": "wrong"}),
+        ),
+        (
+            "s3-creds",
+            json!({"AWS_ACCESS_KEY_ID": "dbprov", "AWS_SECRET_ACCESS_KEY": "not-a-real-key"}),
+        ),
+    ] {
+        let secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        secrets.create(&Default::default(), &secret).await.unwrap();
+    }
+    std::fs::create_dir_all(s.agent.volumes.join("backup-vol")).unwrap();
+
+    // Provisioning: database, role, user with a generated Secret, grant.
+    s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "shop", "namespace": NS},
+                   "spec": {"instanceRef": {"name": "pg"}, "name": "shop", "deletionProtection": false}}))
+        .await;
+    s.wait_ready("Database", "shop").await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseRole",
+                   "metadata": {"name": "shop-readers", "namespace": NS},
+                   "spec": {"instanceRef": {"name": "pg"}, "roleName": "shop_readers",
+                            "postgres": {"grants": [{"database": "shop", "schema": "public", "privileges": ["USAGE"]}]}}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseUser",
+                   "metadata": {"name": "app", "namespace": NS},
+                   "spec": {"instanceRef": {"name": "pg"}, "username": "shop_app",
+                            "passwordSecret": {"secretName": "app-credentials"}}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseGrant",
+                   "metadata": {"name": "app-shop", "namespace": NS},
+                   "spec": {"userRef": {"name": "app"}, "databaseRef": {"name": "shop"}, "deletionProtection": false,
+                            "postgres": {"roles": ["shop_readers"],
+                                         "grants": [{"database": "shop", "privileges": ["CONNECT"]}]}}}))
+        .await;
+    s.wait_ready("DatabaseRole", "shop-readers").await;
+    s.wait_ready("DatabaseUser", "app").await;
+    s.wait_ready("DatabaseGrant", "app-shop").await;
+    let creds = s.workload_secret("app-credentials").await.unwrap();
+    assert_eq!(creds["username"], "shop_app");
+
+    // Backup (AES key from a Secret) to a volume, and a restore of it.
+    let pvc = json!({"type": "pvc", "pvc": {"claimName": "backup-vol", "subPath": "rbac"}});
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup", "metadata": {"name": "shop-1", "namespace": NS},
+                   "spec": {"databaseRef": {"name": "shop"}, "storage": pvc,
+                            "encryption": {"enabled": true, "algorithm": "aes-256-gcm", "secretRef": {"name": "aes-key", "key": "key"}}}}))
+        .await;
+    wait_phase(&s, "DatabaseBackup", "shop-1", "Completed").await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore", "metadata": {"name": "shop-copy", "namespace": NS},
+                   "spec": {"backupRef": {"name": "shop-1"}, "target": {"databaseName": "shop_copy"},
+                            "encryption": {"enabled": true, "algorithm": "aes-256-gcm", "secretRef": {"name": "aes-key", "key": "key"}}}}))
+        .await;
+    wait_phase(&s, "DatabaseRestore", "shop-copy", "Completed").await;
+
+    // A schedule: it creates its backups and retention (keepLast 1) deletes the older ones.
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackupSchedule",
+        "metadata": {"name": "often", "namespace": NS},
+        "spec": {"schedule": "@every 10s", "timezone": "UTC", "deletionProtection": false,
+                 "retention": {"keepLast": 1},
+                 "template": {"spec": {"databaseRef": {"name": "shop"}, "storage": pvc}}}}))
+        .await;
+    eventually(
+        Duration::from_secs(90),
+        "the schedule's retention deleted a run",
+        || async {
+            let v = s.get("DatabaseBackupSchedule", "often").await?;
+            v["status"]["message"]
+                .as_str()?
+                .contains("retention deleted")
+                .then_some(())
+        },
+    )
+    .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackupSchedule",
+        "metadata": {"name": "often", "namespace": NS},
+        "spec": {"schedule": "@every 10s", "timezone": "UTC", "deletionProtection": false, "paused": true,
+                 "retention": {"keepLast": 1},
+                 "template": {"spec": {"databaseRef": {"name": "shop"}, "storage": pvc}}}}))
+        .await;
+
+    // Failures, so their metrics exist: a refused spec, a restore with the wrong key, an object store
+    // that is not there (retried), an instance with a wrong password.
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup", "metadata": {"name": "bad-cbc", "namespace": NS},
+                   "spec": {"databaseRef": {"name": "shop"}, "storage": pvc,
+                            "encryption": {"enabled": true, "algorithm": "aes-256-cbc", "secretRef": {"name": "aes-key", "key": "key"}}}}))
+        .await;
+    wait_phase(&s, "DatabaseBackup", "bad-cbc", "Failed").await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore", "metadata": {"name": "wrong-key", "namespace": NS},
+                   "spec": {"backupRef": {"name": "shop-1"}, "target": {"databaseName": "never_created"},
+                            "encryption": {"enabled": true, "algorithm": "aes-256-gcm", "secretRef": {"name": "other-key", "key": "key"}}}}))
+        .await;
+    wait_phase(&s, "DatabaseRestore", "wrong-key", "Failed").await;
+    let closed = tools::free_port().unwrap();
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup", "metadata": {"name": "no-store", "namespace": NS},
+                   "spec": {"databaseRef": {"name": "shop"},
+                            "storage": {"type": "s3", "s3": {"bucket": "backups", "region": "us-east-1",
+                                        "endpoint": format!("http://127.0.0.1:{closed}"), "forcePathStyle": true,
+                                        "secretRef": {"name": "s3-creds"}}}}}))
+        .await;
+    s.wait_for("DatabaseBackup", "no-store", "StorageError", |v| {
+        ready_reason(v) == "StorageError"
+    })
+    .await;
+    // The hub keeps one event recorder: the retried attempts of the same backup become a
+    // series on one Event (patched), not a new object per attempt.
+    eventually(
+        Duration::from_secs(60),
+        "the retried backup's events aggregated into a series",
+        || async {
+            let events =
+                kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.mgmt.client(), NS)
+                    .list(&Default::default())
+                    .await
+                    .ok()?;
+            let storage: Vec<_> = events
+                .items
+                .iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("no-store")
+                        && e.reason.as_deref() == Some("StorageError")
+                })
+                .collect();
+            (storage.len() == 1 && storage[0].series.as_ref().is_some_and(|s| s.count >= 2))
+                .then_some(())
+        },
+    )
+    .await;
+    // What a platform engineer runs to see the clusters (HubAdmin/ListClusters, which the
+    // hub answers from the ManagedCluster list).
+    let admin = s.pki.admin("rbac-test").unwrap();
+    let out = std::process::Command::new(tools::find("grpcurl").unwrap())
+        .arg("-cacert")
+        .arg(s.pki.ca_cert())
+        .arg("-cert")
+        .arg(&admin.cert)
+        .arg("-key")
+        .arg(&admin.key)
+        .args(["-servername", "localhost", &s.hub.addr])
+        .arg("dbprov.admin.v1.HubAdmin/ListClusters")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("\"default\""),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseInstance",
+        "metadata": {"name": "pg-bad", "namespace": NS},
+        "spec": {"engine": "postgres", "deletionProtection": false,
+                 "connection": {"host": "127.0.0.1", "port": s.pg.port(), "database": "postgres", "secretRef": {"name": "bad-admin"}},
+                 "postgres": {"sslMode": "disable"}}}))
+        .await;
+    s.wait_for("DatabaseInstance", "pg-bad", "AuthenticationFailed", |v| {
+        ready_reason(v) == "AuthenticationFailed"
+    })
+    .await;
+
+    // Deletions: the grant is revoked, the user dropped with its Secret (the agent deletes
+    // what it wrote), the instance with a wrong password goes.
+    s.delete("DatabaseGrant", "app-shop").await;
+    wait_gone(&s, "DatabaseGrant", "app-shop").await;
+    s.delete("DatabaseUser", "app").await;
+    wait_gone(&s, "DatabaseUser", "app").await;
+    eventually(
+        Duration::from_secs(30),
+        "the user's Secret deleted",
+        || async {
+            s.workload_secret("app-credentials")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    s.delete("DatabaseInstance", "pg-bad").await;
+    wait_gone(&s, "DatabaseInstance", "pg-bad").await;
+
+    // Every documented metric is on its binary's /metrics.
+    let hub_metrics = scrape(&s.hub.metrics_addr).await;
+    let agent_metrics = scrape(&s.agent.metrics_addr).await;
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `dbprov_")) {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cols[1].trim_matches('`');
+        for binary in cols[2].split(',').map(str::trim) {
+            let text = if binary == "hub" {
+                &hub_metrics
+            } else {
+                &agent_metrics
+            };
+            checked += 1;
+            let present = text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name));
+            if !present {
+                missing.push(format!("{name} ({binary})"));
+            }
+        }
+    }
+    assert!(checked > 25, "the metrics table was not found");
+    assert!(
+        missing.is_empty(),
+        "documented metrics missing from /metrics: {missing:?}\nhub:\n{hub_metrics}\nagent:\n{agent_metrics}"
+    );
+    eprintln!("all {checked} documented metric/binary pairs present");
+
+    // RBAC: nothing forbidden, everything granted used.
+    let cases: [(&str, &KubeEnv, &str, Vec<&str>); 2] = [
+        ("dbprov-hub", &s.mgmt, "dbprov-hub", vec![]),
+        (
+            "dbprov-agent",
+            &s.workload,
+            "dbprov-agent",
+            vec![
+                "--set",
+                "clusterName=default",
+                "--set",
+                "hub.address=https://127.0.0.1:9443",
+                "--set",
+                "rbac.namespaces={shop}",
+            ],
+        ),
+    ];
+    for (chart, env, account, args) in cases {
+        let user = format!("system:serviceaccount:{CHART_NAMESPACE}:{account}");
+        let u = usage(&env.audit_log(), &user);
+        assert!(!u.used.is_empty(), "{user} made no requests");
+        assert!(
+            u.forbidden.is_empty(),
+            "{chart}: the chart's RBAC is not enough:\n{}",
+            u.forbidden.join("\n")
+        );
+        let unused = unused_grants(&granted_rules(chart, &args), &u);
+        assert!(
+            unused.is_empty(),
+            "{chart} grants what the scenario never used: {unused:?}\nused: {:?}",
+            u.used.keys().collect::<Vec<_>>()
+        );
+        eprintln!(
+            "{chart}: {} kinds of request, all allowed; every granted verb used:",
+            u.used.len()
+        );
+        for ((group, resource, verb), n) in &u.used {
+            eprintln!("  {n:>5}  {verb:<7} {group}/{resource}");
+        }
+    }
+    eprintln!(
+        "peak RSS: hub {} KiB, agent {} KiB",
+        peak_rss_kib(s.hub.pid()),
+        peak_rss_kib(s.agent.pid())
+    );
+}
