@@ -607,3 +607,264 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
     cmd.current_dir(dir.path()).args(["test", "rules", &tests]);
     ok("promtool test rules", &helm::run(cmd, None).unwrap());
 }
+
+/// Runs `program args` (KUBECONFIG of `env`, helm state in `dir`) and fails with its output.
+fn sh(env: &KubeEnv, dir: &WorkDir, program: &str, args: &[&str]) -> String {
+    let mut cmd = if program == "helm" {
+        helm::helm(dir).unwrap()
+    } else if program == "kubectl" {
+        env.kubectl().unwrap()
+    } else {
+        std::process::Command::new(dbprov_tests::dbprov::binary(program).unwrap())
+    };
+    cmd.env("KUBECONFIG", env.kubeconfig())
+        .current_dir(dir.path())
+        .args(args);
+    let out = helm::run(cmd, None).unwrap();
+    ok(&format!("{program} {args:?}"), &out);
+    out.stdout
+}
+
+/// docs/install.md, step by step, against a real apiserver (no kubelet runs here, so pods are
+/// created but never start): certificates from `dbprov-hub certs`, the Secrets, `helm
+/// install` of both charts, a ManagedCluster, `helm upgrade`, `helm uninstall` — which keeps
+/// the CRDs and the resources.
+#[tokio::test]
+async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_resources() {
+    let env = require!(KubeEnv::start().await);
+    let dir = WorkDir::new("install-guide").unwrap();
+    let hub = helm::chart("dbprov-hub").display().to_string();
+    let agent = helm::chart("dbprov-agent").display().to_string();
+
+    sh(
+        &env,
+        &dir,
+        "dbprov-hub",
+        &[
+            "certs",
+            "init",
+            "--dir",
+            "certs",
+            "--trust-domain",
+            "dbprov.local",
+        ],
+    );
+    sh(
+        &env,
+        &dir,
+        "dbprov-hub",
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "certs",
+            "--server",
+            "hub",
+            "--dns",
+            "dbprov-hub,dbprov-hub.dbprov-system.svc,hub.example.com",
+        ],
+    );
+    sh(
+        &env,
+        &dir,
+        "kubectl",
+        &["create", "namespace", "dbprov-system"],
+    );
+    sh(
+        &env,
+        &dir,
+        "kubectl",
+        &[
+            "-n",
+            "dbprov-system",
+            "create",
+            "secret",
+            "generic",
+            "dbprov-hub-tls",
+            "--from-file=tls.crt=certs/hub.crt",
+            "--from-file=tls.key=certs/hub.key",
+            "--from-file=ca.crt=certs/ca.crt",
+        ],
+    );
+    let notes = sh(
+        &env,
+        &dir,
+        "helm",
+        &["install", "dbprov-hub", &hub, "-n", "dbprov-system"],
+    );
+    assert!(notes.contains("Register a workload cluster"), "{notes}");
+
+    let crds = sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"]);
+    assert_eq!(
+        crds.lines()
+            .filter(|l| l.contains("dbops.dbprovision.io"))
+            .count(),
+        14,
+        "{crds}"
+    );
+    let replicas = sh(
+        &env,
+        &dir,
+        "kubectl",
+        &[
+            "-n",
+            "dbprov-system",
+            "get",
+            "deploy",
+            "dbprov-hub",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas, "2");
+
+    let mc = dir.join("mc.yaml");
+    std::fs::write(&mc, "apiVersion: dbops.dbprovision.io/v1alpha1\nkind: ManagedCluster\nmetadata:\n  name: workload-a\nspec: {}\n").unwrap();
+    sh(&env, &dir, "kubectl", &["apply", "-f", "mc.yaml"]);
+
+    // The agent, here in the same apiserver (its own namespace) for brevity.
+    sh(
+        &env,
+        &dir,
+        "dbprov-hub",
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "certs",
+            "--cluster",
+            "workload-a",
+        ],
+    );
+    sh(
+        &env,
+        &dir,
+        "kubectl",
+        &["create", "namespace", "dbprov-agent"],
+    );
+    for ns in ["team-a", "team-b"] {
+        sh(&env, &dir, "kubectl", &["create", "namespace", ns]);
+    }
+    sh(
+        &env,
+        &dir,
+        "kubectl",
+        &[
+            "-n",
+            "dbprov-agent",
+            "create",
+            "secret",
+            "generic",
+            "dbprov-agent-tls",
+            "--from-file=tls.crt=certs/cluster-workload-a.crt",
+            "--from-file=tls.key=certs/cluster-workload-a.key",
+            "--from-file=ca.crt=certs/ca.crt",
+        ],
+    );
+    let notes = sh(
+        &env,
+        &dir,
+        "helm",
+        &[
+            "install",
+            "dbprov-agent",
+            &agent,
+            "-n",
+            "dbprov-agent",
+            "--set",
+            "clusterName=workload-a",
+            "--set",
+            "hub.address=https://hub.example.com:9443",
+            "--set",
+            "rbac.namespaces={team-a,team-b}",
+        ],
+    );
+    assert!(notes.contains("team-a,team-b"), "{notes}");
+    let roles = sh(
+        &env,
+        &dir,
+        "kubectl",
+        &[
+            "get",
+            "roles",
+            "-A",
+            "-l",
+            "app.kubernetes.io/name=dbprov-agent",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.namespace} {end}",
+        ],
+    );
+    assert_eq!(roles.trim(), "team-a team-b");
+
+    sh(
+        &env,
+        &dir,
+        "helm",
+        &[
+            "upgrade",
+            "dbprov-hub",
+            &hub,
+            "-n",
+            "dbprov-system",
+            "--reuse-values",
+            "--set",
+            "replicaCount=3",
+        ],
+    );
+    let replicas = sh(
+        &env,
+        &dir,
+        "kubectl",
+        &[
+            "-n",
+            "dbprov-system",
+            "get",
+            "deploy",
+            "dbprov-hub",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas, "3");
+    sh(
+        &env,
+        &dir,
+        "kubectl",
+        &["apply", "--server-side", "-f", &format!("{hub}/crds/")],
+    );
+
+    sh(
+        &env,
+        &dir,
+        "helm",
+        &["uninstall", "dbprov-agent", "-n", "dbprov-agent"],
+    );
+    sh(
+        &env,
+        &dir,
+        "helm",
+        &["uninstall", "dbprov-hub", "-n", "dbprov-system"],
+    );
+    let left = sh(
+        &env,
+        &dir,
+        "kubectl",
+        &["-n", "dbprov-system", "get", "deploy,svc,sa", "-o", "name"],
+    );
+    assert!(!left.contains("dbprov-hub"), "{left}");
+    let crds = sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"]);
+    assert_eq!(
+        crds.lines()
+            .filter(|l| l.contains("dbops.dbprovision.io"))
+            .count(),
+        14,
+        "CRDs are kept"
+    );
+    let mcs = sh(
+        &env,
+        &dir,
+        "kubectl",
+        &["get", "managedclusters", "-o", "name"],
+    );
+    assert!(mcs.contains("workload-a"), "resources are kept: {mcs}");
+}
