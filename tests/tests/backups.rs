@@ -340,8 +340,8 @@ async fn backups_restore_exactly_on_every_backend_and_offline_with_standard_tool
         "dbprov_agent_backup_bytes_total{direction=\"in\"}",
         "dbprov_agent_backup_bytes_total{direction=\"out\"}",
         "dbprov_agent_restore_bytes_total",
-        "dbprov_agent_operation_duration_seconds_bucket{operation=\"run_backup\",result=\"ok\"",
-        "dbprov_agent_operations_total{operation=\"restore\",result=\"ok\"}",
+        "dbprov_agent_operation_duration_seconds_bucket{operation=\"run_backup\",engine=\"postgres\",result=\"ok\"",
+        "dbprov_agent_operations_total{operation=\"restore\",engine=\"postgres\",result=\"ok\"}",
     ] {
         assert!(
             agent_metrics.contains(name),
@@ -472,7 +472,7 @@ async fn a_killed_agent_leaves_no_partial_artifact_and_the_backup_completes_afte
         m.lines()
             .find(|l| {
                 l.starts_with(
-                    "dbprov_agent_operations_total{operation=\"run_backup\",result=\"ok\"}",
+                    "dbprov_agent_operations_total{operation=\"run_backup\",engine=\"postgres\",result=\"ok\"}",
                 )
             })
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -141,6 +141,39 @@ fn check_pod(docs: &[Value], chart: &str, image_tag: &str) {
     }
 }
 
+/// Every `DBPROV_*` variable the Deployment sets is one the binary reads (`--help` lists them
+/// as `[env: NAME=...]`), so a renamed flag cannot leave the chart silently behind.
+fn check_env_is_read(docs: &[Value], chart: &str) {
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let binary = dbprov_tests::dbprov::binary(chart).unwrap();
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    // The subcommand's own flags, and the global ones (logging) of the top level.
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(&binary)
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let help = help(&args) + &help(&[]);
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name.starts_with("DBPROV_") || name == "POD_NAMESPACE" && chart == "dbprov-hub" {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "{chart} sets {name}, which `{chart} {args:?}` does not read:\n{help}"
+            );
+        }
+    }
+}
+
 async fn install_thirdparty_crds(env: &KubeEnv) {
     let dir = tools::tools_dir().join("thirdparty-crds");
     let docs = manifests::load_dir(&dir).unwrap_or_else(|e| {
@@ -271,6 +304,7 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
             assert!(got.contains(*k), "{name}: no {k} rendered (got {got:?})");
         }
         check_pod(&docs, name, tag);
+        check_env_is_read(&docs, chart);
         let applied = helm::kubectl_apply(&env, &yaml, true).unwrap();
         ok(
             &format!("kubectl apply --dry-run=server ({name})"),
@@ -339,6 +373,11 @@ fn values_schema_refuses_bad_values_with_a_message_naming_them() {
                 "tls.certManager.enabled=false",
             ],
             &["set tls.existingSecret"],
+        ),
+        (
+            "dbprov-hub",
+            &["--set", "leaderElection.enabled=false"],
+            &["replicaCount 2 needs leaderElection.enabled"],
         ),
         (
             "dbprov-agent",
