@@ -242,32 +242,15 @@ impl KubeEnv {
             .status
             .map(|s| s.token)
             .unwrap_or_default();
-        let ca = self.dir.join("ca.crt");
         write(
             &self.dir,
             &format!("kubeconfig-{namespace}-{name}"),
-            &format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-- name: dbprov-test
-  cluster:
-    server: {url}
-    certificate-authority: {ca}
-users:
-- name: {name}
-  user:
-    token: {token}
-contexts:
-- name: {name}
-  context:
-    cluster: dbprov-test
-    user: {name}
-    namespace: {namespace}
-current-context: {name}
-",
-                url = self.url,
-                ca = ca.display(),
+            &kubeconfig_yaml(
+                &self.url,
+                &self.dir.join("ca.crt"),
+                name,
+                Credentials::Token(&token),
+                Some(namespace),
             ),
         )
     }
@@ -339,7 +322,13 @@ async fn start_apiserver(
     let kubeconfig = write(
         dir,
         "kubeconfig",
-        &kubeconfig_yaml(&url, &files.ca, &files.admin_cert, &files.admin_key),
+        &kubeconfig_yaml(
+            &url,
+            &files.ca,
+            "dbprov-test-admin",
+            Credentials::Certificate(&files.admin_cert, &files.admin_key),
+            None,
+        ),
     )?;
     let client = client_from_kubeconfig(&kubeconfig).await?;
     guard
@@ -391,13 +380,33 @@ async fn start_etcd(
     Ok((guard, client_url))
 }
 
+/// Who a kubeconfig authenticates as.
+enum Credentials<'a> {
+    /// Client certificate and key files (paths, not inline data, so a person can reuse them
+    /// with curl or grpcurl).
+    Certificate(&'a std::path::Path, &'a std::path::Path),
+    /// A bearer token.
+    Token(&'a str),
+}
+
 fn kubeconfig_yaml(
     url: &str,
     ca: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
+    user: &str,
+    credentials: Credentials<'_>,
+    namespace: Option<&str>,
 ) -> String {
-    // Paths (not inline data) so a person can reuse the certificates with curl or grpcurl.
+    let auth = match credentials {
+        Credentials::Certificate(cert, key) => format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        Credentials::Token(token) => format!("    token: {token}\n"),
+    };
+    let namespace = namespace
+        .map(|n| format!("    namespace: {n}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
@@ -407,20 +416,16 @@ clusters:
     server: {url}
     certificate-authority: {ca}
 users:
-- name: dbprov-test-admin
+- name: {user}
   user:
-    client-certificate: {cert}
-    client-key: {key}
-contexts:
+{auth}contexts:
 - name: dbprov-test
   context:
     cluster: dbprov-test
-    user: dbprov-test-admin
-current-context: dbprov-test
+    user: {user}
+{namespace}current-context: dbprov-test
 ",
         ca = ca.display(),
-        cert = cert.display(),
-        key = key.display()
     )
 }
 

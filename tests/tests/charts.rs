@@ -674,6 +674,28 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
     let dir = WorkDir::new("install-guide").unwrap();
     let hub = helm::chart("dbprov-hub").display().to_string();
     let agent = helm::chart("dbprov-agent").display().to_string();
+    let hub_replicas = || {
+        sh(
+            &env,
+            &dir,
+            "kubectl",
+            &[
+                "-n",
+                "dbprov-system",
+                "get",
+                "deploy",
+                "dbprov-hub",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )
+    };
+    let dbprov_crds = || {
+        sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"])
+            .lines()
+            .filter(|l| l.contains("dbops.dbprovision.io"))
+            .count()
+    };
 
     sh(
         &env,
@@ -733,28 +755,8 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
     );
     assert!(notes.contains("Register a workload cluster"), "{notes}");
 
-    let crds = sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"]);
-    assert_eq!(
-        crds.lines()
-            .filter(|l| l.contains("dbops.dbprovision.io"))
-            .count(),
-        14,
-        "{crds}"
-    );
-    let replicas = sh(
-        &env,
-        &dir,
-        "kubectl",
-        &[
-            "-n",
-            "dbprov-system",
-            "get",
-            "deploy",
-            "dbprov-hub",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    );
+    assert_eq!(dbprov_crds(), 14);
+    let replicas = hub_replicas();
     assert_eq!(replicas, "2");
 
     let mc = dir.join("mc.yaml");
@@ -850,20 +852,7 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
             "replicaCount=3",
         ],
     );
-    let replicas = sh(
-        &env,
-        &dir,
-        "kubectl",
-        &[
-            "-n",
-            "dbprov-system",
-            "get",
-            "deploy",
-            "dbprov-hub",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    );
+    let replicas = hub_replicas();
     assert_eq!(replicas, "3");
     sh(
         &env,
@@ -891,14 +880,7 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
         &["-n", "dbprov-system", "get", "deploy,svc,sa", "-o", "name"],
     );
     assert!(!left.contains("dbprov-hub"), "{left}");
-    let crds = sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"]);
-    assert_eq!(
-        crds.lines()
-            .filter(|l| l.contains("dbops.dbprovision.io"))
-            .count(),
-        14,
-        "CRDs are kept"
-    );
+    assert_eq!(dbprov_crds(), 14, "CRDs are kept");
     let mcs = sh(
         &env,
         &dir,
