@@ -647,20 +647,25 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
     ok("promtool test rules", &helm::run(cmd, None).unwrap());
 }
 
-/// Runs `program args` (KUBECONFIG of `env`, helm state in `dir`) and fails with its output.
-fn sh(env: &KubeEnv, dir: &WorkDir, program: &str, args: &[&str]) -> String {
-    let mut cmd = if program == "helm" {
-        helm::helm(dir).unwrap()
-    } else if program == "kubectl" {
-        env.kubectl().unwrap()
-    } else {
-        std::process::Command::new(dbprov_tests::dbprov::binary(program).unwrap())
+/// Runs one command line of the install guide (`dbprov-hub`, `kubectl` or `helm`, words
+/// separated by spaces; `$HUB` / `$AGENT` are the charts' directories) with the KUBECONFIG of
+/// `env` and helm's state in `dir`; fails with its output.
+fn sh(env: &KubeEnv, dir: &WorkDir, line: &str) -> String {
+    let (hub, agent) = (helm::chart("dbprov-hub"), helm::chart("dbprov-agent"));
+    let line = line
+        .replace("$HUB", &hub.display().to_string())
+        .replace("$AGENT", &agent.display().to_string());
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut cmd = match words[0] {
+        "helm" => helm::helm(dir).unwrap(),
+        "kubectl" => env.kubectl().unwrap(),
+        program => std::process::Command::new(dbprov_tests::dbprov::binary(program).unwrap()),
     };
     cmd.env("KUBECONFIG", env.kubeconfig())
         .current_dir(dir.path())
-        .args(args);
+        .args(&words[1..]);
     let out = helm::run(cmd, None).unwrap();
-    ok(&format!("{program} {args:?}"), &out);
+    ok(&line, &out);
     out.stdout
 }
 
@@ -672,220 +677,68 @@ fn sh(env: &KubeEnv, dir: &WorkDir, program: &str, args: &[&str]) -> String {
 async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_resources() {
     let env = require!(KubeEnv::start().await);
     let dir = WorkDir::new("install-guide").unwrap();
-    let hub = helm::chart("dbprov-hub").display().to_string();
-    let agent = helm::chart("dbprov-agent").display().to_string();
-    let hub_replicas = || {
-        sh(
-            &env,
-            &dir,
-            "kubectl",
-            &[
-                "-n",
-                "dbprov-system",
-                "get",
-                "deploy",
-                "dbprov-hub",
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ],
-        )
-    };
+    let run = |line: &str| sh(&env, &dir, line);
+    let hub_replicas =
+        || run("kubectl -n dbprov-system get deploy dbprov-hub -o jsonpath={.spec.replicas}");
     let dbprov_crds = || {
-        sh(&env, &dir, "kubectl", &["get", "crd", "-o", "name"])
+        run("kubectl get crd -o name")
             .lines()
             .filter(|l| l.contains("dbops.dbprovision.io"))
             .count()
     };
 
-    sh(
-        &env,
-        &dir,
-        "dbprov-hub",
-        &[
-            "certs",
-            "init",
-            "--dir",
-            "certs",
-            "--trust-domain",
-            "dbprov.local",
-        ],
-    );
-    sh(
-        &env,
-        &dir,
-        "dbprov-hub",
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "certs",
-            "--server",
-            "hub",
-            "--dns",
-            "dbprov-hub,dbprov-hub.dbprov-system.svc,hub.example.com",
-        ],
-    );
-    sh(
-        &env,
-        &dir,
-        "kubectl",
-        &["create", "namespace", "dbprov-system"],
-    );
-    sh(
-        &env,
-        &dir,
-        "kubectl",
-        &[
-            "-n",
-            "dbprov-system",
-            "create",
-            "secret",
-            "generic",
-            "dbprov-hub-tls",
-            "--from-file=tls.crt=certs/hub.crt",
-            "--from-file=tls.key=certs/hub.key",
-            "--from-file=ca.crt=certs/ca.crt",
-        ],
-    );
-    let notes = sh(
-        &env,
-        &dir,
-        "helm",
-        &["install", "dbprov-hub", &hub, "-n", "dbprov-system"],
-    );
-    assert!(notes.contains("Register a workload cluster"), "{notes}");
-
-    assert_eq!(dbprov_crds(), 14);
-    let replicas = hub_replicas();
-    assert_eq!(replicas, "2");
-
-    let mc = dir.join("mc.yaml");
-    std::fs::write(&mc, "apiVersion: dbops.dbprovision.io/v1alpha1\nkind: ManagedCluster\nmetadata:\n  name: workload-a\nspec: {}\n").unwrap();
-    sh(&env, &dir, "kubectl", &["apply", "-f", "mc.yaml"]);
-
-    // The agent, here in the same apiserver (its own namespace) for brevity.
-    sh(
-        &env,
-        &dir,
-        "dbprov-hub",
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "certs",
-            "--cluster",
-            "workload-a",
-        ],
-    );
-    sh(
-        &env,
-        &dir,
-        "kubectl",
-        &["create", "namespace", "dbprov-agent"],
-    );
-    for ns in ["team-a", "team-b"] {
-        sh(&env, &dir, "kubectl", &["create", "namespace", ns]);
+    // 1. The hub.
+    for line in [
+        "dbprov-hub certs init --dir certs --trust-domain dbprov.local",
+        "dbprov-hub certs issue --dir certs --server hub --dns dbprov-hub,dbprov-hub.dbprov-system.svc,hub.example.com",
+        "kubectl create namespace dbprov-system",
+        "kubectl -n dbprov-system create secret generic dbprov-hub-tls --from-file=tls.crt=certs/hub.crt --from-file=tls.key=certs/hub.key --from-file=ca.crt=certs/ca.crt",
+    ] {
+        run(line);
     }
-    sh(
-        &env,
-        &dir,
-        "kubectl",
-        &[
-            "-n",
-            "dbprov-agent",
-            "create",
-            "secret",
-            "generic",
-            "dbprov-agent-tls",
-            "--from-file=tls.crt=certs/cluster-workload-a.crt",
-            "--from-file=tls.key=certs/cluster-workload-a.key",
-            "--from-file=ca.crt=certs/ca.crt",
-        ],
-    );
-    let notes = sh(
-        &env,
-        &dir,
-        "helm",
-        &[
-            "install",
-            "dbprov-agent",
-            &agent,
-            "-n",
-            "dbprov-agent",
-            "--set",
-            "clusterName=workload-a",
-            "--set",
-            "hub.address=https://hub.example.com:9443",
-            "--set",
-            "rbac.namespaces={team-a,team-b}",
-        ],
+    let notes = run("helm install dbprov-hub $HUB -n dbprov-system");
+    assert!(notes.contains("Register a workload cluster"), "{notes}");
+    assert_eq!(dbprov_crds(), 14);
+    assert_eq!(hub_replicas(), "2");
+
+    // 2. A workload cluster.
+    std::fs::write(
+        dir.join("mc.yaml"),
+        "apiVersion: dbops.dbprovision.io/v1alpha1\nkind: ManagedCluster\nmetadata:\n  name: workload-a\nspec: {}\n",
+    )
+    .unwrap();
+    run("kubectl apply -f mc.yaml");
+
+    // 3. Its agent, here in the same apiserver (its own namespace) for brevity.
+    for line in [
+        "dbprov-hub certs issue --dir certs --cluster workload-a",
+        "kubectl create namespace dbprov-agent",
+        "kubectl create namespace team-a",
+        "kubectl create namespace team-b",
+        "kubectl -n dbprov-agent create secret generic dbprov-agent-tls --from-file=tls.crt=certs/cluster-workload-a.crt --from-file=tls.key=certs/cluster-workload-a.key --from-file=ca.crt=certs/ca.crt",
+    ] {
+        run(line);
+    }
+    let notes = run(
+        "helm install dbprov-agent $AGENT -n dbprov-agent --set clusterName=workload-a --set hub.address=https://hub.example.com:9443 --set rbac.namespaces={team-a,team-b}",
     );
     assert!(notes.contains("team-a,team-b"), "{notes}");
-    let roles = sh(
-        &env,
-        &dir,
-        "kubectl",
-        &[
-            "get",
-            "roles",
-            "-A",
-            "-l",
-            "app.kubernetes.io/name=dbprov-agent",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.namespace} {end}",
-        ],
+    let roles = run(
+        "kubectl get roles -A -l app.kubernetes.io/name=dbprov-agent -o jsonpath={range.items[*]}{.metadata.namespace}{\",\"}{end}",
     );
-    assert_eq!(roles.trim(), "team-a team-b");
+    assert_eq!(roles, "team-a,team-b,");
 
-    sh(
-        &env,
-        &dir,
-        "helm",
-        &[
-            "upgrade",
-            "dbprov-hub",
-            &hub,
-            "-n",
-            "dbprov-system",
-            "--reuse-values",
-            "--set",
-            "replicaCount=3",
-        ],
-    );
-    let replicas = hub_replicas();
-    assert_eq!(replicas, "3");
-    sh(
-        &env,
-        &dir,
-        "kubectl",
-        &["apply", "--server-side", "-f", &format!("{hub}/crds/")],
-    );
+    // Upgrade (and the CRDs, which helm does not upgrade).
+    run("helm upgrade dbprov-hub $HUB -n dbprov-system --reuse-values --set replicaCount=3");
+    assert_eq!(hub_replicas(), "3");
+    run("kubectl apply --server-side -f $HUB/crds/");
 
-    sh(
-        &env,
-        &dir,
-        "helm",
-        &["uninstall", "dbprov-agent", "-n", "dbprov-agent"],
-    );
-    sh(
-        &env,
-        &dir,
-        "helm",
-        &["uninstall", "dbprov-hub", "-n", "dbprov-system"],
-    );
-    let left = sh(
-        &env,
-        &dir,
-        "kubectl",
-        &["-n", "dbprov-system", "get", "deploy,svc,sa", "-o", "name"],
-    );
+    // Uninstall keeps the CRDs and the resources.
+    run("helm uninstall dbprov-agent -n dbprov-agent");
+    run("helm uninstall dbprov-hub -n dbprov-system");
+    let left = run("kubectl -n dbprov-system get deploy,svc,sa -o name");
     assert!(!left.contains("dbprov-hub"), "{left}");
     assert_eq!(dbprov_crds(), 14, "CRDs are kept");
-    let mcs = sh(
-        &env,
-        &dir,
-        "kubectl",
-        &["get", "managedclusters", "-o", "name"],
-    );
+    let mcs = run("kubectl get managedclusters -o name");
     assert!(mcs.contains("workload-a"), "resources are kept: {mcs}");
 }
