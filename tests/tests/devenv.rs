@@ -33,6 +33,8 @@ fn the_local_environment_starts_and_the_samples_become_ready() {
         "KUBECONFIG",
         "DBPROV_HUB_ADDR",
         "DBPROV_GRPCURL",
+        "DBPROV_HUB_METRICS",
+        "DBPROV_AGENT_METRICS",
         "DBPROV_PG_URL",
     ] {
         assert!(

@@ -267,6 +267,14 @@ async fn main() -> anyhow::Result<()> {
             workload.kubeconfig().display().to_string(),
         ),
         ("DBPROV_HUB_ADDR", hub.addr.clone()),
+        (
+            "DBPROV_HUB_METRICS",
+            format!("http://{}/metrics", hub.metrics_addr),
+        ),
+        (
+            "DBPROV_AGENT_METRICS",
+            format!("http://{}/metrics", agent.metrics_addr),
+        ),
         ("DBPROV_GRPCURL", grpcurl.clone()),
         ("DBPROV_PG_URL", pg.url("postgres")),
         ("DBPROV_MARIADB_URL", maria.url("")),
@@ -284,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
          \n  hub gRPC            {hub}\
          \n                      {grpcurl} {hub} dbprov.admin.v1.HubAdmin/ListClusters\
          \n  agent               cluster default (the hub's default cluster), admin port {a}\
+         \n  metrics, health     curl http://{hm}/metrics (hub), http://{am}/metrics (agent); also /readyz, /healthz\
          \n  PostgreSQL          {pgv}: psql '{pgurl}'\
          \n  MariaDB             {mv}: mariadb -h 127.0.0.1 -P {mport} -u root -p'{mpw}'\
          \n  S3 (MinIO)          {s3}  access key {ak}, secret key {sk}, region {region}\
@@ -302,6 +311,8 @@ async fn main() -> anyhow::Result<()> {
         wkc = workload.kubeconfig().display(),
         hub = hub.addr,
         a = agent.admin_addr.clone().unwrap_or_default(),
+        hm = hub.metrics_addr,
+        am = agent.metrics_addr,
         pgv = pg.version(),
         pgurl = pg.url("postgres"),
         mv = maria.version(),
