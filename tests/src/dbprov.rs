@@ -243,13 +243,28 @@ impl HubProcess {
         port: u16,
         heartbeat_seconds: u64,
     ) -> Result<Self, EnvError> {
+        Self::start_configured(kubeconfig, &[], pki, port, heartbeat_seconds).await
+    }
+
+    /// Like [`HubProcess::start_as`], with `env` (e.g. a Helm chart's container environment)
+    /// set first: the harness' own flags (addresses, certificate paths, trust domain, Lease
+    /// duration) and log filter override it; the rest (leader election, Lease name, log
+    /// format, default cluster) takes effect.
+    pub async fn start_configured(
+        kubeconfig: &Path,
+        env: &[(String, String)],
+        pki: &Pki,
+        port: u16,
+        heartbeat_seconds: u64,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-hub")?;
         let port = if port == 0 { tools::free_port()? } else { port };
         let addr = format!("127.0.0.1:{port}");
         let dir = WorkDir::new("hub")?;
         let cert = pki.hub_cert();
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("run")
             .env("KUBECONFIG", kubeconfig)
             .env("DBPROV_LOG", "info,dbprov_hub=debug")
             .args(["--grpc-listen", &addr])
@@ -349,10 +364,23 @@ impl AgentProcess {
         hub_addr: &str,
         opts: &AgentOptions,
     ) -> Result<Self, EnvError> {
+        Self::start_configured(kubeconfig, &[], pki, hub_addr, opts)
+    }
+
+    /// Like [`AgentProcess::start_as`], with `env` set first (see
+    /// [`HubProcess::start_configured`]).
+    pub fn start_configured(
+        kubeconfig: &Path,
+        env: &[(String, String)],
+        pki: &Pki,
+        hub_addr: &str,
+        opts: &AgentOptions,
+    ) -> Result<Self, EnvError> {
         let bin = binary("dbprov-agent")?;
         let dir = WorkDir::new("agent")?;
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("run")
             .env("KUBECONFIG", kubeconfig)
             .env("DBPROV_LOG", "info,dbprov_agent=debug")
             .args(["--cluster-name", &opts.cluster_name])

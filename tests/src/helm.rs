@@ -150,14 +150,23 @@ pub fn kubectl_apply(env: &KubeEnv, yaml: &str, dry_run: bool) -> Result<Output,
     run(cmd, Some(yaml))
 }
 
-/// Renders a chart and applies its ServiceAccount and RBAC objects to `env`; returns a
-/// kubeconfig authenticating as the chart's ServiceAccount.
+/// What a chart gives its binary: a kubeconfig authenticating as the chart's ServiceAccount
+/// and the literal environment of its Deployment's container.
+#[derive(Debug)]
+pub struct Installed {
+    /// Kubeconfig with a token of the chart's ServiceAccount.
+    pub kubeconfig: PathBuf,
+    /// `env` entries with a `value` (downward-API ones are left out).
+    pub env: Vec<(String, String)>,
+}
+
+/// Renders a chart and applies its ServiceAccount and RBAC objects to `env`.
 pub async fn install_identity(
     env: &KubeEnv,
     chart_name: &str,
     namespace: &str,
     args: &[&str],
-) -> Result<PathBuf, EnvError> {
+) -> Result<Installed, EnvError> {
     let fail = |message: String| EnvError::Client {
         component: format!("chart {chart_name}"),
         message,
@@ -178,5 +187,21 @@ pub async fn install_identity(
         .and_then(|d| d["metadata"]["name"].as_str())
         .ok_or_else(|| fail("renders no ServiceAccount".into()))?
         .to_owned();
-    env.service_account_kubeconfig(namespace, &account).await
+    let container_env = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].as_array())
+        .ok_or_else(|| fail("renders no Deployment".into()))?
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    Ok(Installed {
+        kubeconfig: env.service_account_kubeconfig(namespace, &account).await?,
+        env: container_env,
+    })
 }

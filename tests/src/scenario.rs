@@ -67,7 +67,8 @@ pub struct Scenario {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScenarioOptions {
     /// Run the hub and the agent as the ServiceAccounts of the Helm charts (namespace
-    /// [`CHART_NAMESPACE`]), with exactly the RBAC the charts render, and keep an apiserver
+    /// [`CHART_NAMESPACE`]), with exactly the RBAC the charts render and their Deployments'
+    /// environment (under the harness' addresses and certificates), and keep an apiserver
     /// audit log on both clusters.
     pub chart_rbac: bool,
 }
@@ -108,7 +109,7 @@ impl Scenario {
         }
         let catalog = Catalog::new(&crds);
         let pki = Pki::new()?;
-        let (hub_kubeconfig, agent_kubeconfig) = if opts.chart_rbac {
+        let (hub_config, agent_config) = if opts.chart_rbac {
             for env in [&mgmt, &workload] {
                 manifests::create_namespaces(&env.client(), &[CHART_NAMESPACE])
                     .await
@@ -133,14 +134,17 @@ impl Scenario {
                 .await?,
             )
         } else {
-            (
-                mgmt.kubeconfig().to_owned(),
-                workload.kubeconfig().to_owned(),
-            )
+            let plain = |env: &KubeEnv| crate::helm::Installed {
+                kubeconfig: env.kubeconfig().to_owned(),
+                env: Vec::new(),
+            };
+            (plain(&mgmt), plain(&workload))
         };
-        let hub = HubProcess::start_as(&hub_kubeconfig, &pki, 0, 2).await?;
-        let agent = AgentProcess::start_as(
-            &agent_kubeconfig,
+        let hub = HubProcess::start_configured(&hub_config.kubeconfig, &hub_config.env, &pki, 0, 2)
+            .await?;
+        let agent = AgentProcess::start_configured(
+            &agent_config.kubeconfig,
+            &agent_config.env,
             &pki,
             &hub.addr,
             &AgentOptions {

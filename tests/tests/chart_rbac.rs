@@ -152,7 +152,22 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
         Err(e) => panic!("{e}"),
     };
     // The instances became Ready already: the hub watched and patched them, the agent read
-    // their credential Secrets, both with the charts' tokens.
+    // their credential Secrets, both with the charts' tokens. The charts' environment took
+    // effect: JSON logs, the Lease of leaderElection.leaseName in the release namespace.
+    for (who, log) in [("hub", s.hub.log()), ("agent", s.agent.log())] {
+        let line = log.lines().next().unwrap_or_default();
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "{who} does not log JSON (logFormat: json): {line}"
+        );
+    }
+    kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        s.mgmt.client(),
+        CHART_NAMESPACE,
+    )
+    .get("dbprov-hub-leader")
+    .await
+    .unwrap();
     let secrets =
         kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.workload.client(), NS);
     for (name, data) in [
