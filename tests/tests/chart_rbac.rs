@@ -387,6 +387,22 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
         "documented metrics missing from /metrics: {missing:?}\nhub:\n{hub_metrics}\nagent:\n{agent_metrics}"
     );
     eprintln!("all {checked} documented metric/binary pairs present");
+    // Prometheus naming: counters end in _total, histograms carry their unit.
+    for text in [&hub_metrics, &agent_metrics] {
+        for line in text.lines().filter(|l| l.starts_with("# TYPE dbprov_")) {
+            let mut words = line.split_whitespace().skip(2);
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            match kind {
+                "counter" => assert!(name.ends_with("_total"), "{line}"),
+                "histogram" => assert!(
+                    name.ends_with("_seconds") || name.ends_with("_bytes"),
+                    "{line}"
+                ),
+                "gauge" => assert!(!name.ends_with("_total"), "{line}"),
+                other => panic!("unexpected metric type {other}: {line}"),
+            }
+        }
+    }
 
     // RBAC: nothing forbidden, everything granted used.
     let cases: [(&str, &KubeEnv, &str, Vec<&str>); 2] = [
