@@ -214,25 +214,32 @@ impl State {
     }
 }
 
-/// The locked state; publishes the session gauges when released, so every change is seen.
-struct Locked<'a>(std::sync::MutexGuard<'a, State>);
+/// The locked state. Unless `changes` is false (readers, and messages that add or remove
+/// no session or intent: heartbeats, acks, progress), the session gauges are republished
+/// when it is released, so every change is seen without recomputing on the hot path.
+struct Locked<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    changes: bool,
+}
 
 impl std::ops::Deref for Locked<'_> {
     type Target = State;
     fn deref(&self) -> &State {
-        &self.0
+        &self.state
     }
 }
 
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut State {
-        &mut self.0
+        &mut self.state
     }
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.0.publish_gauges();
+        if self.changes {
+            self.state.publish_gauges();
+        }
     }
 }
 
@@ -281,7 +288,17 @@ impl Hub {
 
     fn lock(&self) -> Locked<'_> {
         // State is only mutated in small, panic-free sections.
-        Locked(self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        Locked {
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            changes: true,
+        }
+    }
+
+    /// The state for reading (or for changes that add or remove no session or intent).
+    fn read(&self) -> Locked<'_> {
+        let mut locked = self.lock();
+        locked.changes = false;
+        locked
     }
 
     /// Clusters to re-reconcile: sent on every (re)connect and on HubAdmin.TriggerResync.
@@ -405,6 +422,8 @@ impl Hub {
     /// and logged (an agent can only answer for its own cluster).
     pub fn on_message(&self, cluster: &str, session_id: &str, msg: AgentMessage) {
         let mut state = self.lock();
+        // Only a result removes an intent; everything else leaves the gauges as they are.
+        state.changes = matches!(msg.kind, Some(agent_message::Kind::Result(_)));
         if let Some(s) = state.sessions.get_mut(cluster)
             && s.info.session_id == session_id
         {
@@ -627,7 +646,7 @@ impl Hub {
     /// hub restart the agent may still run an operation the new hub never dispatched.
     pub fn cancel_on(&self, cluster: &str, intent_id: &str, reason: &str) {
         self.cancel(intent_id, reason);
-        if let Some(session) = self.lock().sessions.get(cluster) {
+        if let Some(session) = self.read().sessions.get(cluster) {
             let _ = session.tx.try_send(HubMessage {
                 kind: Some(hub_message::Kind::Cancel(pb::Cancel {
                     intent_id: intent_id.to_owned(),
@@ -644,7 +663,7 @@ impl Hub {
     /// Live sessions, sorted by cluster.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         let mut v: Vec<_> = self
-            .lock()
+            .read()
             .sessions
             .values()
             .map(|s| s.info.clone())
@@ -655,13 +674,13 @@ impl Hub {
 
     /// The live session of a cluster.
     pub fn session(&self, cluster: &str) -> Option<SessionInfo> {
-        self.lock().sessions.get(cluster).map(|s| s.info.clone())
+        self.read().sessions.get(cluster).map(|s| s.info.clone())
     }
 
     /// In-flight intents, oldest first, optionally of one cluster.
     pub fn pending(&self, cluster: Option<&str>) -> Vec<PendingInfo> {
         let mut v: Vec<_> = self
-            .lock()
+            .read()
             .pending
             .values()
             .filter(|p| cluster.is_none_or(|c| p.info.cluster == c))
@@ -928,5 +947,33 @@ mod tests {
         let mut resync = hub.subscribe_resync();
         let _s = hub.open_session(hello("east", &[]), "p".into());
         assert_eq!(resync.recv().await.unwrap(), "east");
+    }
+
+    #[test]
+    fn session_gauges_follow_connects_intents_and_disconnects() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let value = |name: &str| {
+            handle
+                .render()
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let hub = Hub::new(Duration::from_secs(5));
+            let opened = hub.open_session(hello("a", &[]), "peer".into());
+            assert_eq!(value("dbprov_connected_agents"), Some(1.0));
+            assert_eq!(value("dbprov_agent_connected{cluster=\"a\"}"), Some(1.0));
+            let op = hub.start("a", request(Duration::from_secs(60))).unwrap();
+            assert_eq!(value("dbprov_intents_in_flight{cluster=\"a\"}"), Some(1.0));
+            hub.on_message("a", &opened.session_id, result_ok(&op.intent_id, "{}"));
+            assert_eq!(value("dbprov_intents_in_flight{cluster=\"a\"}"), Some(0.0));
+            assert!(value("dbprov_intent_round_trip_seconds_count{cluster=\"a\"").is_some());
+            assert!(hub.close_session("a", &opened.session_id));
+            // The cluster keeps a series at 0: that is what the disconnect alert watches.
+            assert_eq!(value("dbprov_agent_connected{cluster=\"a\"}"), Some(0.0));
+            assert_eq!(value("dbprov_connected_agents"), Some(0.0));
+        });
     }
 }
