@@ -161,14 +161,6 @@ pub fn record_expiry(role: &'static str, cert: &CertificateDer<'_>) {
     }
 }
 
-/// [`record_expiry`] for the first certificate of a PEM file (ignored when unreadable: the
-/// TLS setup reports that).
-pub fn record_file_expiry(role: &'static str, path: &Path) {
-    if let Some(leaf) = load_certs(path).ok().and_then(|c| c.into_iter().next()) {
-        record_expiry(role, &leaf);
-    }
-}
-
 /// The private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;

@@ -45,14 +45,6 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         .apiserver_version()
         .await
         .context("the Kubernetes apiserver is not reachable")?;
-    let tls = dbprov_common::tls::server_config(
-        dbprov_common::tls::KeyPairFiles {
-            cert: args.tls_cert.clone(),
-            key: args.tls_key.clone(),
-        },
-        &args.client_ca,
-    )
-    .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
     // Unique per process: the Lease holder and the Events' reporting instance.
     let identity = format!(
@@ -108,9 +100,16 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             })
         });
         dbprov_common::metrics::serve(addr, ready).await?;
-        // Loaded before the recorder existed; renewals are recorded when they are reloaded.
-        dbprov_common::tls::record_file_expiry("serving", &args.tls_cert);
     }
+    // After the metrics recorder exists: loading the certificate records its expiry.
+    let tls = dbprov_common::tls::server_config(
+        dbprov_common::tls::KeyPairFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+        },
+        &args.client_ca,
+    )
+    .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
     let context = controller::Context {

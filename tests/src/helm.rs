@@ -3,14 +3,17 @@
 //! the charts grant.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use serde_json::Value;
 
-use crate::{EnvError, KubeEnv, process::WorkDir, tools};
+use crate::{
+    EnvError, KubeEnv,
+    process::{Output, WorkDir, run},
+    tools,
+};
 
 /// Kinds that make up a chart's identity and permissions.
 pub const RBAC_KINDS: &[&str] = &[
@@ -53,44 +56,6 @@ pub fn helm(dir: &WorkDir) -> Result<Command, EnvError> {
         cmd.env(var, dir.join(sub));
     }
     Ok(cmd)
-}
-
-/// Output of a finished command.
-#[derive(Debug)]
-pub struct Output {
-    /// Exit status was success.
-    pub ok: bool,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Runs `cmd`, feeding `stdin`.
-pub fn run(mut cmd: Command, stdin: Option<&str>) -> Result<Output, EnvError> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .map_err(EnvError::io(format!("starting {what}")))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(EnvError::io(format!("writing to {what}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(EnvError::io(format!("waiting for {what}")))?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 /// `helm template <release> charts/<chart> -n <namespace> <args>`.

@@ -141,6 +141,45 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Output of a finished command.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status was success.
+    pub ok: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion, feeding `stdin`, and returns what it printed (for commands
+/// whose failure a test inspects; [`run_setup`] fails on any error instead).
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Result<Output, EnvError> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .map_err(EnvError::io(format!("starting {what}")))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        std::io::Write::write_all(&mut pipe, text.as_bytes())
+            .map_err(EnvError::io(format!("writing to {what}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(EnvError::io(format!("waiting for {what}")))?;
+    Ok(Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// Runs a setup command to completion, failing with its output when it fails.
 pub fn run_setup(cmd: &mut Command) -> Result<(), EnvError> {
     let out = cmd

@@ -17,6 +17,7 @@ use dbprov_tests::{
     dbprov::{peak_rss_kib, scrape},
     helm,
     process::WorkDir,
+    require,
     scenario::{CHART_NAMESPACE, Scenario, ScenarioOptions, eventually, ready_reason},
     tools,
 };
@@ -142,10 +143,7 @@ async fn wait_phase(s: &Scenario, kind: &str, name: &str, phase: &str) -> Value 
 #[tokio::test]
 async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
     dbprov_tests::init_crypto();
-    if tools::find("helm").is_err() && !tools::in_ci() {
-        eprintln!("SKIPPED: helm missing (run scripts/install-tools.sh)");
-        return;
-    }
+    require!(tools::find("helm"));
     let s = match Scenario::start_with(NS, ScenarioOptions { chart_rbac: true }).await {
         Ok(s) => s,
         Err(e) if e.is_missing_tool() && !tools::in_ci() => return,

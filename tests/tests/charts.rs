@@ -11,10 +11,8 @@
 use std::{collections::BTreeSet, path::Path};
 
 use dbprov_tests::{
-    KubeEnv,
-    helm::{self, Output},
-    manifests,
-    process::WorkDir,
+    KubeEnv, helm, manifests,
+    process::{self, Output, WorkDir},
     require, tools,
 };
 use serde_json::Value;
@@ -192,9 +190,7 @@ async fn install_thirdparty_crds(env: &KubeEnv) {
 #[tokio::test]
 async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
     let env = require!(KubeEnv::start().await);
-    if let Err(e) = tools::find("helm") {
-        panic!("{e}");
-    }
+    require!(tools::find("helm"));
     let dir = WorkDir::new("charts").unwrap();
 
     // helm lint, strictly (warnings fail), with the values each chart requires.
@@ -205,7 +201,7 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
             .args(args);
         ok(
             &format!("helm lint {chart}"),
-            &helm::run(cmd, None).unwrap(),
+            &process::run(cmd, None).unwrap(),
         );
     }
 
@@ -337,10 +333,7 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
 
 #[test]
 fn values_schema_refuses_bad_values_with_a_message_naming_them() {
-    if tools::find("helm").is_err() && !tools::in_ci() {
-        eprintln!("SKIPPED: helm missing (run scripts/install-tools.sh)");
-        return;
-    }
+    require!(tools::find("helm"));
     let dir = WorkDir::new("charts-schema").unwrap();
     // (chart, helm arguments, what the error must say); `AGENT` stands for the agent's
     // required values.
@@ -538,14 +531,7 @@ tests:
 
 #[test]
 fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() {
-    let promtool = match tools::find("promtool") {
-        Ok(p) => p,
-        Err(e) if !tools::in_ci() => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let promtool = require!(tools::find("promtool"));
     let dir = WorkDir::new("charts-rules").unwrap();
     let documented = documented_metrics();
     assert!(documented.len() > 20, "metrics table not found");
@@ -567,7 +553,7 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
         let path = write(&dir, &format!("{chart}-rules.yaml"), &rules);
         let mut cmd = std::process::Command::new(&promtool);
         cmd.args(["check", "rules", "--lint-fatal", &path]);
-        let out = helm::run(cmd, None).unwrap();
+        let out = process::run(cmd, None).unwrap();
         ok(&format!("promtool check rules ({chart})"), &out);
         eprintln!("{}", out.stdout.trim());
         if chart == "dbprov-hub" {
@@ -605,7 +591,7 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
         cmd.args(["check", "rules", &path]);
         ok(
             &format!("promtool check rules (dashboard of {chart})"),
-            &helm::run(cmd, None).unwrap(),
+            &process::run(cmd, None).unwrap(),
         );
     }
     let undocumented: Vec<_> = used.difference(&documented).collect();
@@ -617,7 +603,7 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
     let tests = write(&dir, "hub-rule-tests.yaml", HUB_RULE_TESTS);
     let mut cmd = std::process::Command::new(&promtool);
     cmd.current_dir(dir.path()).args(["test", "rules", &tests]);
-    ok("promtool test rules", &helm::run(cmd, None).unwrap());
+    ok("promtool test rules", &process::run(cmd, None).unwrap());
 }
 
 /// Runs one command line of the install guide (`dbprov-hub`, `kubectl` or `helm`, words
@@ -637,7 +623,7 @@ fn sh(env: &KubeEnv, dir: &WorkDir, line: &str) -> String {
     cmd.env("KUBECONFIG", env.kubeconfig())
         .current_dir(dir.path())
         .args(&words[1..]);
-    let out = helm::run(cmd, None).unwrap();
+    let out = process::run(cmd, None).unwrap();
     ok(&line, &out);
     out.stdout
 }
