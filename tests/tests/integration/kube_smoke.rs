@@ -30,7 +30,7 @@ async fn a_crd_is_applied_served_and_validated() {
     let env = require!(KubeEnv::start().await);
     let client = env.client();
     let crd: CustomResourceDefinition =
-        serde_yaml::from_str(include_str!("../fixtures/smoke-widget-crd.yaml")).unwrap();
+        serde_yaml::from_str(include_str!("../../fixtures/smoke-widget-crd.yaml")).unwrap();
     dbprov_tests::manifests::install_crds(&client, &[crd])
         .await
         .unwrap();

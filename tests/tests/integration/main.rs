@@ -1,0 +1,26 @@
+//! dbprov's integration tests, one binary: every module starts the real components it needs
+//! (kube-apiserver + etcd, PostgreSQL, MariaDB, object stores, the hub and agent binaries).
+//! One binary instead of one per file: each test binary links the whole dependency graph
+//! (~110 MB), so twenty of them cost minutes of linking and gigabytes of disk in CI.
+
+mod api;
+mod api_compat;
+mod backup_pipeline;
+mod backups;
+mod chart_rbac;
+mod charts;
+mod cluster_scoped;
+mod databases;
+mod devenv;
+mod drift;
+mod engine_database;
+mod engine_user;
+mod failover;
+mod grants;
+mod kube_smoke;
+mod multicluster;
+mod object_stores;
+mod provisioning;
+mod rotation;
+mod tools;
+mod transport;
