@@ -16,15 +16,15 @@ done
 
 step() { echo "== $*"; }
 
-# A cold debug build of the workspace and its tests fills about 9 GiB of target/ (3 GiB more
-# with incremental caches; measured in docs/development.md#disk). Say so before the build
-# runs out of space half-way with a less helpful "No space left on device".
+# A cold debug build of the workspace and its tests fills about 2.7 GiB of target/, 1.6 GiB
+# more with incremental caches (docs/development.md#disk). Say so before the build runs out of
+# space half-way with a less helpful "No space left on device".
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 free_gib=$(df -Pk "$target_dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
 echo "== ${free_gib} GiB free for $target_dir"
-if (( free_gib < 12 )); then
-  echo "warning: a cold build needs about 12 GiB in $target_dir and only ${free_gib} GiB are free;" \
+if (( free_gib < 6 )); then
+  echo "warning: a cold build needs about 5 GiB in $target_dir and only ${free_gib} GiB are free;" \
     "free some (cargo clean) or point CARGO_TARGET_DIR at a larger disk" >&2
 fi
 
