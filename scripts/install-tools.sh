@@ -82,8 +82,15 @@ install_apt() {
 # ---------------------------------------------------------------------------------------------
 # Go builds. Each tool gets its own wrapper module under $cache/<tool>-<version>/src so the
 # exact dependency graph is recorded, and its binaries under $cache/<tool>-<version>/bin.
+#
+# Go's module and build caches for these builds live under $cache/go, not in the user's own
+# GOMODCACHE/GOCACHE, and are removed at the end of a run that built something: the binaries
+# are what is kept, and a cold run's caches take about 10 GiB (4.6 GiB of modules, 5.8 GiB of
+# build cache). DBPROV_KEEP_GO_CACHE=1 keeps them for faster rebuilds after a version bump.
+go_scratch="$cache/go"
 go_env() {
   export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+  export GOMODCACHE="$go_scratch/mod" GOCACHE="$go_scratch/build"
 }
 
 # go_install TOOL VERSION BINARY PACKAGE@VERSION [EXTRA_LDFLAGS]
@@ -253,6 +260,12 @@ wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION"
 wanted azurite && install_azurite
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"
 wanted kubernetes && install_kubernetes
+
+if [[ -d "$go_scratch" && "${DBPROV_KEEP_GO_CACHE:-0}" != 1 ]]; then
+  log "removing the Go caches of this run ($(du -sh "$go_scratch" | cut -f1)); DBPROV_KEEP_GO_CACHE=1 keeps them"
+  # The module cache is read-only by design.
+  chmod -R u+w "$go_scratch" && rm -rf "$go_scratch"
+fi
 
 echo "dbprov tools (cache: $cache, links: $bin):"
 for line in "${summary[@]}"; do echo "  $line"; done
