@@ -41,5 +41,5 @@ step "cargo test (unit + integration, real components)"
 # Not --all-targets: that would also run the benchmarks, unoptimised (clippy checks them).
 cargo test --workspace --lib --bins --tests --locked --no-fail-fast "$@"
 
-echo "== target/ holds $(du -sh "$target_dir" | cut -f1)"
+echo "== $target_dir holds $(du -sh "$target_dir" | cut -f1)"
 echo "== all checks passed in $((SECONDS - start))s"
