@@ -1,0 +1,168 @@
+//! ENSURE_DATABASE / DROP_DATABASE.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Diff, Mode, defaults, instance::Instance};
+
+/// Desired state of ENSURE_DATABASE and DROP_DATABASE.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseIntent {
+    /// How to reach the instance.
+    pub instance: Instance,
+    /// The database.
+    pub database: DatabaseSpec,
+    /// Apply, detect or correct.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// A database (from the Database spec).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// Name in the server.
+    pub name: String,
+    /// Owner role (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// PostgreSQL settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgDatabase>,
+    /// MySQL/MariaDB settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MyDatabase>,
+}
+
+/// PostgreSQL settings of a database.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgDatabase {
+    /// ENCODING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// LC_COLLATE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lc_collate: Option<String>,
+    /// LC_CTYPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lc_ctype: Option<String>,
+    /// TEMPLATE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// TABLESPACE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace: Option<String>,
+    /// CONNECTION LIMIT (-1: none).
+    #[serde(default = "defaults::minus_one")]
+    pub connection_limit: i32,
+    /// IS_TEMPLATE.
+    #[serde(default)]
+    pub is_template: bool,
+    /// ALLOW_CONNECTIONS.
+    #[serde(default = "defaults::yes")]
+    pub allow_connections: bool,
+    /// Extensions to install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<PgExtension>,
+    /// Schemas to create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<PgSchema>,
+}
+
+impl Default for PgDatabase {
+    fn default() -> Self {
+        Self {
+            encoding: None,
+            lc_collate: None,
+            lc_ctype: None,
+            template: None,
+            tablespace: None,
+            connection_limit: defaults::minus_one(),
+            is_template: false,
+            allow_connections: defaults::yes(),
+            extensions: vec![],
+            schemas: vec![],
+        }
+    }
+}
+
+/// An extension in a database.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgExtension {
+    /// Name.
+    pub name: String,
+    /// Schema to install into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Version (absent: the extension's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A schema in a database.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgSchema {
+    /// Name.
+    pub name: String,
+    /// Owner role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// MySQL/MariaDB settings of a database.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MyDatabase {
+    /// CHARACTER SET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    /// COLLATE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+}
+
+/// What ENSURE_DATABASE answers: the database as found in the server.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DatabaseObserved {
+    /// Name.
+    pub name: String,
+    /// Owner (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Encoding / character set.
+    pub encoding: String,
+    /// Collation.
+    pub collation: String,
+    /// Connection limit (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<i32>,
+    /// Size on disk.
+    pub size_bytes: i64,
+    /// Created by this intent.
+    pub created: bool,
+    /// Existed before and was adopted.
+    pub adopted: bool,
+    /// Statements run to bring it in line.
+    pub changes: Vec<String>,
+    /// Differences that cannot be changed in place (e.g. encoding).
+    pub immutable_diffs: Vec<String>,
+    /// Differences found before changing anything (detect, correct).
+    pub drift: Vec<Diff>,
+    /// Whether the differences were repaired.
+    pub corrected: bool,
+}
+
+/// What DROP_DATABASE answers.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DropDatabaseObserved {
+    /// Name.
+    pub name: String,
+    /// Whether it existed (and was dropped).
+    pub existed: bool,
+}

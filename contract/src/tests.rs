@@ -1,0 +1,580 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    ContractError, Diff, Engine, Mode,
+    backup::{
+        BackupIntent, BackupObserved, Compression, CompressionSpec, DeleteBackupIntent,
+        EncryptionAlgorithm, EncryptionSpec, MysqlDumpOptions, PgDumpOptions,
+    },
+    database::{DatabaseIntent, DatabaseObserved, DatabaseSpec, MyDatabase, PgDatabase, PgSchema},
+    from_json,
+    grant::{
+        GrantIntent, GrantObserved, GrantSet, Grantee, GranteeKind, MyGrant, MyGrants,
+        PgDefaultPrivilege, PgGrant, PgGrants,
+    },
+    instance::{CredentialsRef, Discovered, Instance, ProbeObserved, TlsRef},
+    restore::{MysqlRestoreOptions, PgRestoreOptions, RestoreIntent, RestoreObserved},
+    role::{PgRole, RoleIntent, RoleObserved, RoleSpec},
+    rotation::{
+        OldUserAction, RetireObserved, RetireStatus, RetiredLogin, RotateIntent, RotateObserved,
+        RotationAction, RotationSpec, RotationStrategy,
+    },
+    storage::{PvcSpec, S3Keys, S3SecretRef, S3Spec, StorageSpec, StorageType},
+    to_json,
+    user::{
+        MyUser, PasswordSecret, PgUser, SecretKeyRef, SecretLocation, SecretTemplate, ServiceRole,
+        UserIntent, UserObserved, UserSpec,
+    },
+};
+
+fn instance() -> Instance {
+    Instance {
+        engine: Engine::Postgres,
+        host: "pg.databases.svc".into(),
+        port: 5432,
+        database: "postgres".into(),
+        credentials: CredentialsRef {
+            secret_name: "pg-admin".into(),
+            namespace: Some("team-a".into()),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        },
+        ssl_mode: Some("verify-full".into()),
+        connect_timeout_seconds: 10,
+        tls: Some(TlsRef {
+            secret_name: "pg-tls".into(),
+            namespace: None,
+            ca_key: "ca.crt".into(),
+            cert_key: Some("tls.crt".into()),
+            key_key: Some("tls.key".into()),
+        }),
+        discover: false,
+    }
+}
+
+fn storage() -> StorageSpec {
+    StorageSpec {
+        type_: StorageType::S3,
+        s3: Some(S3Spec {
+            bucket: "backups".into(),
+            region: "us-east-1".into(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            prefix: Some("prod".into()),
+            force_path_style: Some(true),
+            secret_ref: Some(S3SecretRef {
+                name: "s3".into(),
+                keys: Some(S3Keys {
+                    access_key: "id".into(),
+                    secret_key: "secret".into(),
+                }),
+            }),
+            part_size_mib: Some(8),
+        }),
+        gcs: None,
+        azure: None,
+        pvc: None,
+    }
+}
+
+fn grants() -> GrantSet {
+    GrantSet {
+        postgres: Some(PgGrants {
+            roles: vec!["readers".into()],
+            grants: vec![PgGrant {
+                database: "shop".into(),
+                schema: Some("public".into()),
+                tables: Some(vec!["*".into()]),
+                privileges: vec!["SELECT".into()],
+                ..PgGrant::default()
+            }],
+            default_privileges: vec![PgDefaultPrivilege {
+                database: "shop".into(),
+                schema: "public".into(),
+                granted_by: "owner".into(),
+                object_type: "tables".into(),
+                privileges: vec!["SELECT".into()],
+            }],
+        }),
+        mysql: Some(MyGrants {
+            roles: vec![],
+            grants: vec![MyGrant {
+                level: "database".into(),
+                database: Some("shop".into()),
+                privileges: vec!["SELECT".into()],
+                ..MyGrant::default()
+            }],
+        }),
+    }
+}
+
+fn user() -> UserSpec {
+    UserSpec {
+        username: "app".into(),
+        postgres: Some(PgUser {
+            create_db: Some(false),
+            in_roles: vec!["readers".into()],
+            config_parameters: [("search_path".to_owned(), "app".to_owned())].into(),
+            ..PgUser::default()
+        }),
+        mysql: Some(MyUser::default()),
+        password_secret: Some(PasswordSecret {
+            secret_name: "app-credentials".into(),
+            secret_namespace: None,
+            generate: true,
+            length: 24,
+            include_special_chars: false,
+            exclude_chars: Some("'\"".into()),
+            secret_template: Some(SecretTemplate {
+                type_: Some("Opaque".into()),
+                labels: [("team".to_owned(), "a".to_owned())].into(),
+                ..SecretTemplate::default()
+            }),
+        }),
+        existing_password_secret: None,
+        roles: vec!["writers".into()],
+    }
+}
+
+/// Serialises, parses back, and checks nothing was lost.
+fn round_trip<T>(value: &T)
+where
+    T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+{
+    let json = to_json(value);
+    let back: T = from_json(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(&back, value, "{json}");
+}
+
+#[test]
+fn every_payload_survives_a_round_trip() {
+    round_trip(&Instance {
+        discover: true,
+        ..instance()
+    });
+    round_trip(&DatabaseIntent {
+        instance: instance(),
+        database: DatabaseSpec {
+            name: "orders".into(),
+            owner: Some("orders_owner".into()),
+            postgres: Some(PgDatabase {
+                encoding: Some("UTF8".into()),
+                connection_limit: 20,
+                schemas: vec![PgSchema {
+                    name: "app".into(),
+                    owner: None,
+                }],
+                ..PgDatabase::default()
+            }),
+            mysql: Some(MyDatabase {
+                charset: Some("utf8mb4".into()),
+                collation: None,
+            }),
+        },
+        mode: Mode::Correct,
+    });
+    round_trip(&UserIntent {
+        instance: instance(),
+        user: user(),
+        namespace: "team-a".into(),
+        owner: "DatabaseUser/team-a/app".into(),
+        previous: Some(grants()),
+        mode: Mode::Detect,
+        active_user: Some("app_20260101".into()),
+        service_role: Some(ServiceRole {
+            name: "app_service".into(),
+            auto_create: true,
+        }),
+        retired_users: vec!["app_20251201".into()],
+    });
+    round_trip(&RoleIntent {
+        instance: instance(),
+        role: RoleSpec {
+            role_name: "readers".into(),
+            postgres: Some(PgRole {
+                login: Some(false),
+                grants: grants().postgres.unwrap().grants,
+                ..PgRole::default()
+            }),
+            mysql: None,
+        },
+        previous: Some(grants()),
+        mode: Mode::Apply,
+    });
+    round_trip(&GrantIntent {
+        instance: instance(),
+        grantee: Grantee {
+            name: "app".into(),
+            kind: GranteeKind::User,
+            hosts: vec!["10.0.%".into()],
+        },
+        grants: grants(),
+        previous: None,
+        mode: Mode::Detect,
+    });
+    round_trip(&RotateIntent {
+        instance: instance(),
+        user: user(),
+        namespace: "team-a".into(),
+        owner: "DatabaseUser/team-a/app".into(),
+        active_user: None,
+        service_role: None,
+        retired_users: vec![],
+        rotation: RotationSpec {
+            strategy: RotationStrategy::RoleInheritance,
+            user_naming: "{{.Username}}_{{.Date}}".into(),
+            service_role: None,
+            old_user_action: OldUserAction::Disable,
+            ownership_check: true,
+        },
+        action: RotationAction::Retire,
+        date: "20260101".into(),
+        timestamp: "1767225600".into(),
+        retire: vec!["app_20251201".into()],
+    });
+    round_trip(&BackupIntent {
+        instance: instance(),
+        database: "orders".into(),
+        storage: storage(),
+        secret_namespace: "team-a".into(),
+        object_base: "team-a/orders/nightly".into(),
+        compression: Some(CompressionSpec {
+            algorithm: Compression::Gzip,
+            level: Some(9),
+        }),
+        encryption: Some(EncryptionSpec {
+            algorithm: Some(EncryptionAlgorithm::Age),
+            secret_ref: SecretKeyRef {
+                name: "backup-key".into(),
+                key: "recipients".into(),
+                namespace: None,
+            },
+        }),
+        postgres: Some(PgDumpOptions {
+            format: Some("plain".into()),
+            exclude_tables: vec!["audit".into()],
+            ..PgDumpOptions::default()
+        }),
+        mysql: Some(MysqlDumpOptions {
+            single_transaction: Some(false),
+            ..MysqlDumpOptions::default()
+        }),
+        backup: Some("team-a/nightly 1234".into()),
+    });
+    round_trip(&DeleteBackupIntent {
+        storage: StorageSpec {
+            type_: StorageType::Pvc,
+            s3: None,
+            gcs: None,
+            azure: None,
+            pvc: Some(PvcSpec {
+                claim_name: "backups".into(),
+                sub_path: Some("db".into()),
+            }),
+        },
+        secret_namespace: "team-a".into(),
+        object: Some("team-a/orders/nightly.dump.zst".into()),
+    });
+    round_trip(&RestoreIntent {
+        instance: instance(),
+        database: "orders_copy".into(),
+        storage: storage(),
+        secret_namespace: "team-a".into(),
+        object: "prod/team-a/orders/nightly.dump.zst".into(),
+        encryption: None,
+        compression: Some(Compression::Lz4),
+        drop_existing: false,
+        in_place: true,
+        create_database: false,
+        postgres: Some(PgRestoreOptions {
+            analyze: Some(false),
+            ..PgRestoreOptions::default()
+        }),
+        mysql: Some(MysqlRestoreOptions::default()),
+    });
+}
+
+#[test]
+fn every_answer_survives_a_round_trip() {
+    let drift = vec![Diff {
+        immutable: Some(true),
+        ..Diff::new("encoding", "UTF8", "LATIN1")
+    }];
+    round_trip(&ProbeObserved {
+        engine: Some(Engine::Mariadb),
+        version: "10.11.6-MariaDB".into(),
+        discovered: Some(Discovered {
+            databases: vec!["shop".into()],
+            users: vec!["app".into()],
+            roles: vec![],
+        }),
+    });
+    round_trip(&DatabaseObserved {
+        name: "orders".into(),
+        owner: Some("o".into()),
+        connection_limit: Some(3),
+        drift: drift.clone(),
+        changes: vec!["ALTER DATABASE".into()],
+        ..DatabaseObserved::default()
+    });
+    round_trip(&UserObserved {
+        username: "app".into(),
+        password_source: Some("generated".into()),
+        secret: Some(SecretLocation {
+            name: "s".into(),
+            namespace: "n".into(),
+        }),
+        member_of: Some(vec!["readers".into()]),
+        drift: drift.clone(),
+        ..UserObserved::default()
+    });
+    round_trip(&RoleObserved {
+        role_name: "readers".into(),
+        member_of: vec!["x".into()],
+        direct_grants: 3,
+        ..RoleObserved::default()
+    });
+    round_trip(&GrantObserved {
+        roles: vec!["r".into()],
+        revoked: 2,
+        drift,
+        corrected: true,
+        ..GrantObserved::default()
+    });
+    round_trip(&RotateObserved {
+        active_user: "app_2".into(),
+        previous_user: Some("app".into()),
+        strategy: "role-inheritance".into(),
+        ..RotateObserved::default()
+    });
+    round_trip(&RetireObserved {
+        retired: vec![RetiredLogin {
+            user: "app_1".into(),
+            status: RetireStatus::Blocked,
+            owned_objects: Some(2),
+            reason: Some("owns".into()),
+            resolution: Some("REASSIGN".into()),
+        }],
+    });
+    round_trip(&BackupObserved {
+        object: "a.dump.zst".into(),
+        encryption: Some(EncryptionAlgorithm::Aes256Gcm),
+        plaintext_bytes: 10,
+        ..BackupObserved::default()
+    });
+    round_trip(&RestoreObserved {
+        target_database: "orders".into(),
+        warnings: vec!["w".into()],
+        ..RestoreObserved::default()
+    });
+}
+
+#[test]
+fn the_documented_wire_format_parses() {
+    // docs/protocol.md's examples, as the hub sends them.
+    let probe: Instance = from_json(
+        &json!({
+            "engine": "postgres",
+            "host": "postgres.databases.svc", "port": 5432, "database": "postgres",
+            "credentials": {"secretName": "pg-admin", "namespace": "team-a",
+                            "usernameKey": "username", "passwordKey": "password"},
+            "sslMode": "verify-full",
+            "connectTimeoutSeconds": 10
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(probe.credentials.secret_name, "pg-admin");
+    let db: DatabaseIntent = from_json(
+        &json!({
+            "instance": {"engine": "postgresql", "host": "h", "port": 5432, "database": "postgres",
+                         "credentials": {"secretName": "pg-admin", "namespace": "team-a"}},
+            "database": {"name": "orders", "owner": "orders_owner",
+                         "postgres": {"encoding": "UTF8", "connectionLimit": 20, "template": "template0"},
+                         "mysql": {"charset": "utf8mb4", "collation": "utf8mb4_unicode_ci"}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // Defaults are filled in by the contract.
+    assert_eq!(db.instance.engine, Engine::Postgres);
+    assert_eq!(db.instance.connect_timeout_seconds, 10);
+    assert_eq!(db.instance.credentials.username_key, "username");
+    assert_eq!(db.mode, Mode::Apply);
+    let pg = db.database.postgres.unwrap();
+    assert!(pg.allow_connections);
+    assert_eq!(pg.connection_limit, 20);
+}
+
+#[test]
+fn an_unknown_field_is_refused_with_its_path() {
+    let mut v = serde_json::to_value(DatabaseIntent {
+        instance: instance(),
+        database: DatabaseSpec {
+            name: "orders".into(),
+            ..DatabaseSpec::default()
+        },
+        mode: Mode::Apply,
+    })
+    .unwrap();
+    v["database"]["deletionPolicy"] = json!("Delete");
+    let err = from_json::<DatabaseIntent>(&v.to_string()).unwrap_err();
+    assert_eq!(
+        err,
+        ContractError::UnknownField {
+            field: "deletionPolicy".into(),
+            path: "database.deletionPolicy".into()
+        }
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("does not know field `database.deletionPolicy`")
+            && message.contains("upgrade the agent"),
+        "{message}"
+    );
+    // Inside a list, too.
+    let mut g = serde_json::to_value(GrantIntent {
+        instance: instance(),
+        grantee: Grantee {
+            name: "app".into(),
+            kind: GranteeKind::Role,
+            hosts: vec![],
+        },
+        grants: grants(),
+        previous: None,
+        mode: Mode::Apply,
+    })
+    .unwrap();
+    g["grants"]["postgres"]["grants"][0]["columns"] = json!(["a"]);
+    let err = from_json::<GrantIntent>(&g.to_string()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`grants.postgres.grants[0].columns`"),
+        "{err}"
+    );
+    // Other mismatches are not blamed on a version.
+    let err = from_json::<DatabaseIntent>(r#"{"instance": 1}"#).unwrap_err();
+    assert!(matches!(err, ContractError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn answers_tolerate_fields_they_do_not_know_and_default_the_rest() {
+    let o: GrantObserved = from_json(r#"{"roles": ["r"], "somethingNewer": {"x": 1}}"#).unwrap();
+    assert_eq!(o.roles, ["r"]);
+    assert_eq!(o.revoked, 0);
+    let o: UserObserved = from_json("{}").unwrap();
+    assert!(o.drift.is_empty() && o.secret.is_none());
+}
+
+/// A payload as a newer hub might have it: the current one plus an optional field.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewerDatabaseSpec {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    postgres: Option<PgDatabase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mysql: Option<MyDatabase>,
+    /// The field this version does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_days: Option<u32>,
+}
+
+#[test]
+fn a_newer_hub_talks_to_this_agent_while_it_leaves_new_fields_unset() {
+    let newer = NewerDatabaseSpec {
+        name: "orders".into(),
+        owner: Some("o".into()),
+        postgres: None,
+        mysql: None,
+        retention_days: None,
+    };
+    let json = to_json(&newer);
+    assert!(!json.contains("retentionDays"), "{json}");
+    let current: DatabaseSpec = from_json(&json).unwrap();
+    assert_eq!(current.name, "orders");
+    assert_eq!(current.owner.as_deref(), Some("o"));
+
+    let set = NewerDatabaseSpec {
+        retention_days: Some(7),
+        ..newer
+    };
+    let err = from_json::<DatabaseSpec>(&to_json(&set)).unwrap_err();
+    assert_eq!(
+        err,
+        ContractError::UnknownField {
+            field: "retentionDays".into(),
+            path: "retentionDays".into()
+        }
+    );
+    assert!(err.to_string().contains("upgrade the agent"), "{err}");
+}
+
+#[test]
+fn unset_optional_fields_are_not_sent() {
+    let json = to_json(&UserIntent {
+        instance: Instance {
+            ssl_mode: None,
+            tls: None,
+            ..instance()
+        },
+        user: UserSpec {
+            username: "app".into(),
+            ..UserSpec::default()
+        },
+        namespace: "n".into(),
+        owner: "o".into(),
+        previous: None,
+        mode: Mode::Apply,
+        active_user: None,
+        service_role: None,
+        retired_users: vec![],
+    });
+    for absent in [
+        "sslMode",
+        "tls",
+        "discover",
+        "previous",
+        "activeUser",
+        "serviceRole",
+        "retiredUsers",
+        "roles",
+        "postgres",
+    ] {
+        assert!(
+            !json.contains(&format!("\"{absent}\":")),
+            "{absent} in {json}"
+        );
+    }
+    assert!(!json.contains("null"), "{json}");
+}
+
+#[test]
+fn engines_keep_their_wire_spellings() {
+    for (wire, engine, served) in [
+        ("postgres", Engine::Postgres, true),
+        ("mysql", Engine::Mysql, true),
+        ("mariadb", Engine::Mariadb, true),
+        ("cockroachdb", Engine::Cockroachdb, false),
+        ("clickhouse", Engine::Clickhouse, false),
+    ] {
+        let parsed: Engine = serde_json::from_value(json!(wire)).unwrap();
+        assert_eq!(parsed, engine);
+        assert_eq!(engine.is_served(), served);
+        assert_eq!(serde_json::to_value(engine).unwrap(), json!(wire));
+    }
+    let alias: Engine = serde_json::from_value(json!("postgresql")).unwrap();
+    assert_eq!(alias, Engine::Postgres);
+    assert_eq!(
+        serde_json::to_value(Mode::Correct).unwrap(),
+        json!("correct")
+    );
+    assert_eq!(
+        serde_json::to_value(RotationStrategy::DualPassword).unwrap(),
+        json!("dual-password")
+    );
+}
