@@ -178,6 +178,20 @@ struct State {
     /// Clusters that have had a session or an intent: their gauges keep a series (at 0) after
     /// they go away, which is what the "agent disconnected" alert watches.
     seen_clusters: std::collections::BTreeSet<String>,
+    /// The resources that have sent an intent to each cluster: what a resync of that
+    /// cluster re-reconciles (and nothing of the other clusters).
+    targets: HashMap<String, std::collections::BTreeSet<Target>>,
+}
+
+/// A resource that sent an intent to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Its kind, e.g. `Database`.
+    pub kind: String,
+    /// Its namespace; empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
 }
 
 impl State {
@@ -304,6 +318,19 @@ impl Hub {
     /// Clusters to re-reconcile: sent on every (re)connect and on HubAdmin.TriggerResync.
     pub fn subscribe_resync(&self) -> broadcast::Receiver<String> {
         self.resync.subscribe()
+    }
+
+    /// The resources of `kind` that have sent intents to `cluster` (what its resync
+    /// re-reconciles).
+    pub fn targets(&self, cluster: &str, kind: &str) -> Vec<Target> {
+        self.read()
+            .targets
+            .get(cluster)
+            .into_iter()
+            .flatten()
+            .filter(|t| t.kind == kind)
+            .cloned()
+            .collect()
     }
 
     /// Asks for a resync of everything targeting `cluster`.
@@ -533,6 +560,19 @@ impl Hub {
         let (progress_tx, progress_rx) = watch::channel(ProgressInfo::default());
         let (result_tx, result_rx) = oneshot::channel();
         let mut state = self.lock();
+        // Recorded before the session check: a resource that found its cluster disconnected
+        // is exactly what the cluster's resync must retry.
+        if let Some(r) = &intent.resource {
+            let target = Target {
+                kind: r.kind.clone(),
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+            };
+            let known = state.targets.entry(cluster.to_owned()).or_default();
+            if !known.contains(&target) {
+                known.insert(target);
+            }
+        }
         let Some(session) = state.sessions.get(cluster) else {
             return Err(DispatchError::NotConnected {
                 cluster: cluster.to_owned(),
@@ -939,6 +979,28 @@ mod tests {
         let mut s2 = hub.open_session(hello("east", &[]), "p".into());
         let resent = next_intent(&mut s2.outbound);
         assert_eq!(resent.intent_id, hub.pending(None)[0].intent.intent_id);
+    }
+
+    #[test]
+    fn a_resync_covers_only_the_resources_that_sent_intents_to_that_cluster() {
+        let hub = Hub::new(Duration::from_secs(10));
+        // Recorded even when the cluster is not connected: those are what its resync retries.
+        assert!(hub.start("east", request(Duration::from_secs(5))).is_err());
+        let _s = hub.open_session(hello("west", &[]), "p".into());
+        let mut other = request(Duration::from_secs(5));
+        other.resource.name = "b".into();
+        let _op = hub.start("west", other).unwrap();
+        let names = |cluster: &str, kind: &str| -> Vec<String> {
+            hub.targets(cluster, kind)
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        let kind = request(Duration::from_secs(1)).resource.kind;
+        assert_eq!(names("east", &kind), vec!["pg".to_owned()]);
+        assert_eq!(names("west", &kind), vec!["b".to_owned()]);
+        assert!(names("west", "SomethingElse").is_empty());
+        assert!(names("north", &kind).is_empty());
     }
 
     #[tokio::test]

@@ -7,76 +7,35 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dbprov_proto::agent::v1::{Operation, ResourceRef};
+use dbprov_contract::backup::{BackupIntent, BackupObserved, DeleteBackupIntent};
+use dbprov_proto::agent::v1::Operation;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::controller::Action};
 use serde_json::{Value, json};
 
 use super::{
     Context, Error,
-    database::{
-        Blocked, ResolvedInstance, cluster_of, dispatch_reason, parse_interval, patch_ready_status,
-        publish_event, resolve_instance_refs,
+    kit::{
+        dispatch,
+        drift::parse_interval,
+        events,
+        instance::{self, Blocked, Resolved, ResolvedInstance},
+        now,
+        operation::{follow, start_or_reattach},
+        runner,
+        status::StatusUpdate,
     },
-    instance::probe_desired,
+    payload,
+    reason::Reason,
 };
 use crate::{
     api::{
         Database, DatabaseBackup,
-        backup::{
-            CompressionAlgorithm, EncryptionAlgorithm, EncryptionConfig, MysqlBackupMethod,
-            PostgresBackupMethod, StorageConfig,
-        },
-        common::{OperationPhase, ProvisioningPhase},
+        backup::{MysqlBackupMethod, PostgresBackupMethod},
+        common::OperationPhase,
     },
-    session::{DispatchError, IntentRequest, OperationHandle, ProgressInfo},
+    session::DispatchError,
 };
-
-/// How often a running operation's progress is written to status at most.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// The `compression` block of an intent (absent in the spec: zstd at its default level).
-pub fn compression_desired(c: Option<&crate::api::backup::CompressionConfig>) -> Value {
-    match c {
-        None => json!({"algorithm": "zstd"}),
-        Some(c) if !c.enabled || c.algorithm == CompressionAlgorithm::None => {
-            json!({"algorithm": "none"})
-        }
-        Some(c) => json!({"algorithm": c.algorithm, "level": c.level}),
-    }
-}
-
-/// The `encryption` block of an intent, or why the spec's is unusable.
-pub fn encryption_desired(e: Option<&EncryptionConfig>) -> Result<Value, String> {
-    let Some(e) = e.filter(|e| e.enabled.unwrap_or(false) || e.secret_ref.is_some()) else {
-        return Ok(Value::Null);
-    };
-    if e.enabled == Some(false) {
-        return Ok(Value::Null);
-    }
-    if e.algorithm == Some(EncryptionAlgorithm::Aes256Cbc) {
-        return Err(
-            "encryption.algorithm aes-256-cbc is not authenticated (a modified backup \
-                    would restore silently): use age or aes-256-gcm"
-                .into(),
-        );
-    }
-    let Some(r) = &e.secret_ref else {
-        return Err("encryption.secretRef is required when encryption is enabled".into());
-    };
-    Ok(json!({
-        "algorithm": e.algorithm,
-        "secretRef": {"name": r.name, "key": r.key, "namespace": r.namespace},
-    }))
-}
 
 /// Checks what the reconcile can check before anything runs; the error names the field.
 fn validate(b: &DatabaseBackup) -> Result<(), String> {
@@ -102,7 +61,7 @@ fn validate(b: &DatabaseBackup) -> Result<(), String> {
     {
         return Err(format!("ttl {ttl:?} is not a duration like 168h or 7d"));
     }
-    encryption_desired(b.spec.encryption.as_ref()).map(|_| ())
+    payload::encryption(b.spec.encryption.as_ref()).map(|_| ())
 }
 
 /// The relative object key of a backup: `<namespace>/<database>/<backup name>`; the agent
@@ -111,35 +70,22 @@ pub fn object_base(namespace: &str, database: &str, name: &str) -> String {
     format!("{namespace}/{database}/{name}")
 }
 
-fn resource_ref(b: &DatabaseBackup) -> ResourceRef {
-    ResourceRef {
-        kind: "DatabaseBackup".into(),
-        namespace: b.namespace().unwrap_or_default(),
-        name: b.name_any(),
-        uid: b.uid().unwrap_or_default(),
-        generation: b.meta().generation.unwrap_or_default(),
-    }
+fn conditions(
+    b: &DatabaseBackup,
+) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]> {
+    b.status
+        .as_ref()
+        .and_then(|s| s.common.conditions.as_deref())
 }
 
-fn storage_json(s: &StorageConfig) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
-}
-
+/// Writes a status in `phase` with `reason`.
 async fn status(
     ctx: &Context,
     b: &DatabaseBackup,
     phase: OperationPhase,
-    ready: bool,
-    reason: &str,
-    message: &str,
-    extra: Value,
+    update: StatusUpdate,
 ) -> Result<(), Error> {
-    let previous = b.status.as_ref().and_then(|s| s.common.conditions.as_ref());
-    patch_ready_status(ctx, b, previous, phase, ready, reason, message, extra).await
-}
-
-async fn event(ctx: &Context, b: &DatabaseBackup, type_: EventType, reason: &str, note: String) {
-    publish_event(ctx, &b.object_ref(&()), type_, reason, note).await;
+    update.phase(phase).apply(ctx, b, conditions(b)).await
 }
 
 /// Resolves the Database and its instance, or says why not yet.
@@ -147,21 +93,20 @@ async fn source(
     ctx: &Context,
     b: &DatabaseBackup,
     running: bool,
-) -> Result<Result<(Database, ResolvedInstance), Blocked>, Error> {
+) -> Resolved<(Database, ResolvedInstance)> {
     let ns = b.namespace().unwrap_or_default();
     let db_ns = b.spec.database_ref.namespace.clone().unwrap_or(ns);
     let api: Api<Database> = Api::namespaced(ctx.client.clone(), &db_ns);
     let Some(db) = api.get_opt(&b.spec.database_ref.name).await? else {
-        return Ok(Err(Blocked {
-            phase: ProvisioningPhase::Pending,
-            reason: "DatabaseNotFound",
-            message: format!(
+        return Ok(Err(Blocked::new(
+            Reason::DatabaseNotFound,
+            format!(
                 "Database {db_ns}/{} does not exist (spec.databaseRef)",
                 b.spec.database_ref.name
             ),
-        }));
+        )));
     };
-    let instance = resolve_instance_refs(
+    let instance = instance::resolve(
         ctx,
         &db_ns,
         db.spec.instance_ref.as_ref(),
@@ -170,11 +115,7 @@ async fn source(
     .await?;
     let instance = match instance {
         // Re-attaching needs the instance's connection, not its health.
-        Ok(i) if !i.ready && !running => Err(Blocked {
-            phase: ProvisioningPhase::Pending,
-            reason: "InstanceNotReady",
-            message: format!("waiting for {} to be Ready", i.display),
-        }),
+        Ok(i) if !running => instance::require_ready(i),
         other => other,
     };
     Ok(instance.map(|i| (db, i)))
@@ -184,103 +125,49 @@ fn deadline_passed(created: Option<&Time>, seconds: i64) -> bool {
     created.is_some_and(|c| c.0.as_second().saturating_add(seconds) < Timestamp::now().as_second())
 }
 
-/// Starts a long operation, or re-attaches to `running_id` — the operation a previous hub
-/// started (the agent acknowledges the same id as already running instead of starting it
-/// again). When the cluster cannot take it now, the status says why — a running operation
-/// stays Running under its id, so the next attempt re-attaches rather than starts a second
-/// one — and the Action to come back with is returned instead.
-#[allow(clippy::too_many_arguments)]
-pub async fn start_or_reattach<K: super::Scoped>(
-    ctx: &Context,
-    obj: &K,
-    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
-    running_id: Option<String>,
-    cluster: &str,
-    request: IntentRequest,
-    what: &str,
-) -> Result<Result<(OperationHandle, String), Action>, Error> {
-    let running = running_id.is_some();
-    let id = running_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    match ctx.hub.start_as(cluster, request, Some(id.clone())) {
-        Ok(handle) => Ok(Ok((handle, id))),
-        Err(e) => {
-            let (phase, message) = if running {
-                (
-                    OperationPhase::Running,
-                    format!(
-                        "waiting for cluster {cluster} to re-attach to the running {what}: {e}"
-                    ),
-                )
-            } else {
-                (
-                    OperationPhase::Pending,
-                    format!("cannot start the {what} on cluster {cluster}: {e}"),
-                )
-            };
-            patch_ready_status(
-                ctx,
-                obj,
-                conditions,
-                phase,
-                false,
-                "ClusterNotConnected",
-                &message,
-                json!({}),
-            )
-            .await?;
-            Ok(Err(Action::requeue(Duration::from_secs(5))))
-        }
+/// Why a backup cannot run at all, checked before anything starts: the spec, or a start
+/// deadline that passed. The backup is Failed for good with the reason.
+fn refusal(b: &DatabaseBackup, running: bool) -> Option<(Reason, String, Reason)> {
+    if let Err(message) = validate(b) {
+        return Some((Reason::InvalidSpec, message, Reason::InvalidSpec));
     }
+    let deadline = b.spec.active_deadline_seconds;
+    if !running && deadline_passed(b.meta().creation_timestamp.as_ref(), deadline) {
+        let last = b
+            .status
+            .as_ref()
+            .and_then(|s| s.common.message.clone())
+            .unwrap_or_else(|| "none".into());
+        return Some((
+            Reason::DeadlineExceeded,
+            format!("not started within activeDeadlineSeconds ({deadline}s); last state: {last}"),
+            Reason::BackupFailed,
+        ));
+    }
+    None
 }
 
-/// Waits for a long operation, writing its progress into status with `render`. The
-/// resource is checked every few seconds: once it is being deleted, the operation is
-/// cancelled (the agent kills the tool and aborts the upload), so the finalizer can run
-/// instead of waiting for a dump nobody wants any more.
-pub async fn follow<K: super::Scoped>(
-    ctx: &Context,
-    obj: &K,
-    handle: OperationHandle,
-    render: impl Fn(&ProgressInfo) -> Value,
-) -> Result<String, DispatchError> {
-    let mut progress = handle.progress.clone();
-    let intent_id = handle.intent_id.clone();
-    let wait = handle.wait();
-    tokio::pin!(wait);
-    let api = K::api_for(&ctx.client, obj);
-    let name = obj.name_any();
-    let mut last = tokio::time::Instant::now() - PROGRESS_EVERY;
-    let mut progress_open = true;
-    let mut check = tokio::time::interval(PROGRESS_EVERY);
-    loop {
-        tokio::select! {
-            result = &mut wait => return result,
-            changed = progress.changed(), if progress_open => {
-                // A closed sender means only the result is left to wait for.
-                progress_open = changed.is_ok();
-                if progress_open && last.elapsed() >= PROGRESS_EVERY {
-                    last = tokio::time::Instant::now();
-                    let p = progress.borrow().clone();
-                    let patch = json!({"status": render(&p)});
-                    if let Err(e) = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        tracing::debug!(error = %e, "cannot write progress");
-                    }
-                }
-            }
-            _ = check.tick() => {
-                let deleting = match api.get_opt(&name).await {
-                    Ok(Some(o)) => o.meta().deletion_timestamp.is_some(),
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
-                if deleting {
-                    ctx.hub.cancel(&intent_id, "the resource is being deleted");
-                }
-            }
-        }
+/// The RUN_BACKUP payload.
+fn backup_payload(b: &DatabaseBackup, db: &Database, instance: &ResolvedInstance) -> BackupIntent {
+    let ns = b.namespace().unwrap_or_default();
+    BackupIntent {
+        instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
+        database: db.spec.name.clone(),
+        storage: payload::storage(&b.spec.storage),
+        secret_namespace: ns.clone(),
+        object_base: object_base(&ns, &db.spec.name, &b.name_any()),
+        compression: payload::compression(b.spec.compression.as_ref()),
+        // A refused encryption never gets here (`refusal`).
+        encryption: payload::encryption(b.spec.encryption.as_ref())
+            .ok()
+            .flatten(),
+        postgres: b.spec.postgres.as_ref().map(payload::pg_dump_options),
+        mysql: b.spec.mysql.as_ref().map(payload::mysql_dump_options),
+        backup: Some(format!(
+            "{ns}/{} {}",
+            b.name_any(),
+            b.uid().unwrap_or_default()
+        )),
     }
 }
 
@@ -292,45 +179,17 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         Some(OperationPhase::Failed) => return Ok(Action::await_change()),
         _ => {}
     }
-    if let Err(message) = validate(&b) {
-        crate::metrics::backup_failed("InvalidSpec");
-        status(
-            ctx,
-            &b,
-            OperationPhase::Failed,
-            false,
-            "InvalidSpec",
-            &message,
-            json!({}),
-        )
-        .await?;
-        event(ctx, &b, EventType::Warning, "InvalidSpec", message).await;
-        return Ok(Action::await_change());
-    }
     let running = st.phase == Some(OperationPhase::Running);
-    if !running
-        && deadline_passed(
-            b.meta().creation_timestamp.as_ref(),
-            b.spec.active_deadline_seconds,
-        )
-    {
-        let message = format!(
-            "not started within activeDeadlineSeconds ({}s); last state: {}",
-            b.spec.active_deadline_seconds,
-            st.common.message.as_deref().unwrap_or("none")
-        );
-        crate::metrics::backup_failed("DeadlineExceeded");
+    if let Some((reason, message, event)) = refusal(&b, running) {
+        crate::metrics::backup_failed(reason.as_str());
         status(
             ctx,
             &b,
             OperationPhase::Failed,
-            false,
-            "DeadlineExceeded",
-            &message,
-            json!({}),
+            StatusUpdate::not_ready(reason, message.clone()),
         )
         .await?;
-        event(ctx, &b, EventType::Warning, "BackupFailed", message).await;
+        events::publish(ctx, &*b, event, message).await;
         return Ok(Action::await_change());
     }
     let (db, instance) = match source(ctx, &b, running).await? {
@@ -339,57 +198,33 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
             // A running operation keeps its phase and id whatever blocks the hub for now
             // (e.g. the instance shows not Ready while its agent reconnects after a hub
             // restart): it is re-attached once the block clears, never started again.
-            status(
-                ctx,
-                &b,
-                if running {
-                    OperationPhase::Running
-                } else {
-                    OperationPhase::Pending
-                },
-                false,
-                blocked.reason,
-                &blocked.message,
-                json!({}),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            let phase = if running {
+                OperationPhase::Running
+            } else {
+                OperationPhase::Pending
+            };
+            let update = StatusUpdate::not_ready(blocked.reason, blocked.message);
+            status(ctx, &b, phase, update.clone()).await?;
+            return Err(Error::blocked(update.reason(), update.message()));
         }
     };
-    let cluster = cluster_of(ctx, &instance);
-    let ns = b.namespace().unwrap_or_default();
-    let desired = json!({
-        "instance": probe_desired(&instance.spec, instance.namespace.as_deref()),
-        "database": db.spec.name,
-        "storage": storage_json(&b.spec.storage),
-        "secretNamespace": ns,
-        "objectBase": object_base(&ns, &db.spec.name, &b.name_any()),
-        "compression": compression_desired(b.spec.compression.as_ref()),
-        "encryption": encryption_desired(b.spec.encryption.as_ref()).unwrap_or(Value::Null),
-        "postgres": b.spec.postgres,
-        "mysql": b.spec.mysql,
-        "backup": format!("{ns}/{} {}", b.name_any(), b.uid().unwrap_or_default()),
-    });
-    let request = IntentRequest {
-        resource: resource_ref(&b),
-        operation: Operation::RunBackup,
-        desired_json: desired.to_string(),
-        timeout: Duration::from_secs(u64::try_from(b.spec.active_deadline_seconds).unwrap_or(3600)),
-    };
-    let (handle, operation_id) = match start_or_reattach(
+    let cluster = instance.cluster(ctx).to_owned();
+    let request = dispatch::intent(
+        &*b,
+        Operation::RunBackup,
+        &backup_payload(&b, &db, &instance),
+        Duration::from_secs(u64::try_from(b.spec.active_deadline_seconds).unwrap_or(3600)),
+    );
+    let (handle, operation_id) = start_or_reattach(
         ctx,
         &*b,
-        st.common.conditions.as_ref(),
+        conditions(&b),
         st.operation_id.clone().filter(|_| running),
         &cluster,
         request,
         "backup",
     )
-    .await?
-    {
-        Ok(started) => started,
-        Err(action) => return Ok(action),
-    };
+    .await?;
     let started_at = st.started_at.clone().unwrap_or_else(now);
     let message = format!(
         "{} database {} on {} to {:?} storage",
@@ -402,20 +237,13 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         instance.display,
         b.spec.storage.type_
     );
-    status(
-        ctx,
-        &b,
-        OperationPhase::Running,
-        false,
-        "Running",
-        &message,
-        json!({"startedAt": started_at, "operationId": operation_id,
-               "source": {"instance": instance.display, "database": db.spec.name,
-                          "engine": instance.spec.engine, "cluster": cluster}}),
-    )
-    .await?;
+    let update = StatusUpdate::not_ready(Reason::Running, message.clone()).with_all(json!({
+        "startedAt": started_at, "operationId": operation_id,
+        "source": {"instance": instance.display, "database": db.spec.name,
+                   "engine": instance.spec.engine, "cluster": cluster}}));
+    status(ctx, &b, OperationPhase::Running, update).await?;
     if !running {
-        event(ctx, &b, EventType::Normal, "BackupStarted", message).await;
+        events::publish(ctx, &*b, Reason::BackupStarted, message).await;
     }
     let result = follow(
         ctx,
@@ -423,47 +251,43 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
         handle,
         |p| json!({"progress": {"step": p.step, "bytesDone": p.bytes_done, "updatedAt": now()}}),
     )
-    .await;
+    .await
+    .and_then(|json| dispatch::parse_answer::<BackupObserved>(&json));
     match result {
         Ok(observed) => completed(ctx, &b, &db, &instance, &cluster, &observed).await,
-        Err(e)
-            if e.retryable()
-                && !deadline_passed(Some(&started_at), b.spec.active_deadline_seconds) =>
-        {
-            let (_, reason) = dispatch_reason(&e);
-            crate::metrics::backup_retried(reason);
-            let message = format!("backup attempt failed, retrying: {e}");
-            status(
-                ctx,
-                &b,
-                OperationPhase::Pending,
-                false,
-                reason,
-                &message,
-                json!({"operationId": Value::Null, "progress": Value::Null}),
-            )
-            .await?;
-            event(ctx, &b, EventType::Warning, reason, message).await;
-            Ok(Action::requeue(Duration::from_secs(15)))
-        }
-        Err(e) => {
-            let (_, reason) = dispatch_reason(&e);
-            crate::metrics::backup_failed(reason);
-            let message = format!("backup failed: {e}");
-            status(
-                ctx,
-                &b,
-                OperationPhase::Failed,
-                false,
-                reason,
-                &message,
-                json!({"completedAt": now(), "progress": Value::Null}),
-            )
-            .await?;
-            event(ctx, &b, EventType::Warning, "BackupFailed", message).await;
-            Ok(Action::await_change())
-        }
+        Err(e) => failed(ctx, &b, &started_at, &e).await,
     }
+}
+
+/// A failed attempt: tried again while the failure is retryable and the deadline allows,
+/// else the backup is Failed for good.
+async fn failed(
+    ctx: &Context,
+    b: &DatabaseBackup,
+    started_at: &Time,
+    e: &DispatchError,
+) -> Result<Action, Error> {
+    let reason = Reason::of_dispatch(e);
+    if e.retryable() && !deadline_passed(Some(started_at), b.spec.active_deadline_seconds) {
+        crate::metrics::backup_retried(reason.as_str());
+        let message = format!("backup attempt failed, retrying: {e}");
+        let update = StatusUpdate::not_ready(reason, message.clone())
+            .with_all(json!({"operationId": Value::Null, "progress": Value::Null}));
+        status(ctx, b, OperationPhase::Pending, update).await?;
+        events::publish(ctx, b, reason, message.clone()).await;
+        return Err(Error::Failed {
+            reason,
+            message,
+            retry: Reason::retry_after(e),
+        });
+    }
+    crate::metrics::backup_failed(reason.as_str());
+    let message = format!("backup failed: {e}");
+    let update = StatusUpdate::not_ready(reason, message.clone())
+        .with_all(json!({"completedAt": now(), "progress": Value::Null}));
+    status(ctx, b, OperationPhase::Failed, update).await?;
+    events::publish(ctx, b, Reason::BackupFailed, message).await;
+    Ok(Action::await_change())
 }
 
 fn label(v: impl serde::Serialize) -> String {
@@ -479,9 +303,8 @@ async fn completed(
     db: &Database,
     instance: &ResolvedInstance,
     cluster: &str,
-    observed: &str,
+    o: &BackupObserved,
 ) -> Result<Action, Error> {
-    let o: Value = serde_json::from_str(observed)?;
     let completed_at = now();
     let expires_at = b
         .spec
@@ -498,44 +321,33 @@ async fn completed(
         .map(Time);
     let message = format!(
         "backup completed: {} ({} bytes dumped, {} stored, {:.1}s)",
-        o["location"].as_str().unwrap_or_default(),
-        o["plaintextBytes"],
-        o["storedBytes"],
-        o["durationSeconds"].as_f64().unwrap_or_default()
+        o.location, o.plaintext_bytes, o.stored_bytes, o.duration_seconds
     );
     let extra = json!({
         "completedAt": completed_at,
         "expiresAt": expires_at,
         "progress": Value::Null,
         "backup": {
-            "path": o["object"], "metadataPath": o["metadataObject"], "location": o["location"],
-            "sizeBytes": o["plaintextBytes"], "compressedSizeBytes": o["storedBytes"],
-            "checksum": format!("sha256:{}", o["sha256"].as_str().unwrap_or_default()),
-            "format": o["dumpFormat"], "compression": o["compression"], "encryption": o["encryption"],
-            "tool": o["tool"], "durationSeconds": o["durationSeconds"],
+            "path": o.object, "metadataPath": o.metadata_object, "location": o.location,
+            "sizeBytes": o.plaintext_bytes, "compressedSizeBytes": o.stored_bytes,
+            "checksum": format!("sha256:{}", o.sha256),
+            "format": o.dump_format, "compression": o.compression, "encryption": o.encryption,
+            "tool": o.tool, "durationSeconds": o.duration_seconds,
         },
         "source": {"instance": instance.display, "engine": instance.spec.engine, "cluster": cluster,
-                   "version": o["serverVersion"], "timestamp": o["startedAt"]},
+                   "version": o.server_version, "timestamp": o.started_at},
     });
-    status(
-        ctx,
-        b,
-        OperationPhase::Completed,
-        true,
-        "BackupCompleted",
-        &message,
-        extra,
-    )
-    .await?;
-    event(ctx, b, EventType::Normal, "BackupCompleted", message).await;
+    let update = StatusUpdate::ready(Reason::BackupCompleted, message.clone()).with_all(extra);
+    status(ctx, b, OperationPhase::Completed, update).await?;
+    events::publish(ctx, b, Reason::BackupCompleted, message).await;
     crate::metrics::backup_completed(crate::metrics::Finished {
         namespace: &db.namespace().unwrap_or_default(),
         database: &db.name_any(),
         engine: &label(instance.spec.engine),
         storage: &label(b.spec.storage.type_),
-        plaintext_bytes: o["plaintextBytes"].as_u64().unwrap_or(0),
-        stored_bytes: o["storedBytes"].as_u64().unwrap_or(0),
-        duration_seconds: o["durationSeconds"].as_f64().unwrap_or(0.0),
+        plaintext_bytes: o.plaintext_bytes,
+        stored_bytes: o.stored_bytes,
+        duration_seconds: o.duration_seconds,
         completed_at: completed_at.0.as_millisecond() as f64 / 1000.0,
     });
     Ok(match expires_at {
@@ -572,11 +384,10 @@ async fn expire(ctx: &Context, b: &DatabaseBackup) -> Result<Action, Error> {
     }
     let api: Api<DatabaseBackup> =
         Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
-    event(
+    events::publish(
         ctx,
         b,
-        EventType::Normal,
-        "Expired",
+        Reason::Expired,
         format!("ttl reached at {}; deleting", expires.0),
     )
     .await;
@@ -604,24 +415,18 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
         // Nothing was ever completed: no artifact to remove (an aborted upload leaves none).
         return Ok(Action::await_change());
     };
-    let request = IntentRequest {
-        resource: resource_ref(&b),
-        operation: Operation::DeleteBackup,
-        desired_json: json!({
-            "storage": storage_json(&b.spec.storage),
-            "secretNamespace": b.namespace().unwrap_or_default(),
-            "object": object,
-        })
-        .to_string(),
-        timeout: ctx.intent_timeout,
+    let payload = DeleteBackupIntent {
+        storage: payload::storage(&b.spec.storage),
+        secret_namespace: b.namespace().unwrap_or_default(),
+        object: Some(object.clone()),
     };
+    let request = dispatch::intent(&*b, Operation::DeleteBackup, &payload, ctx.intent_timeout);
     match ctx.hub.send(&cluster, request).await {
         Ok(_) => {
-            event(
+            events::publish(
                 ctx,
-                &b,
-                EventType::Normal,
-                "ArtifactDeleted",
+                &*b,
+                Reason::ArtifactDeleted,
                 format!("deleted {object}"),
             )
             .await;
@@ -631,24 +436,20 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
             let message = format!(
                 "deleting artifact {object} through cluster {cluster} failed, will retry: {e}"
             );
-            status(
-                ctx,
-                &b,
-                OperationPhase::Completed,
-                true,
-                "ArtifactDeletePending",
-                &message,
-                json!({}),
-            )
-            .await?;
-            Err(Error::Blocked(message))
+            let update = StatusUpdate::ready(Reason::ArtifactDeletePending, message.clone());
+            status(ctx, &b, OperationPhase::Completed, update).await?;
+            Err(Error::Failed {
+                reason: Reason::ArtifactDeletePending,
+                message,
+                retry: Reason::retry_after(&e),
+            })
         }
     }
 }
 
 /// Runs the DatabaseBackup controller until `shutdown`.
 pub async fn run(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<DatabaseBackup>(
+    runner::run_finalized::<DatabaseBackup>(
         ctx,
         shutdown,
         "DatabaseBackup",
@@ -663,42 +464,6 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn compression_defaults_to_zstd_and_disabled_means_none() {
-        assert_eq!(compression_desired(None), json!({"algorithm": "zstd"}));
-        let off: crate::api::backup::CompressionConfig =
-            serde_json::from_value(json!({"enabled": false})).unwrap();
-        assert_eq!(
-            compression_desired(Some(&off)),
-            json!({"algorithm": "none"})
-        );
-        let gz: crate::api::backup::CompressionConfig =
-            serde_json::from_value(json!({"algorithm": "gzip", "level": 9})).unwrap();
-        assert_eq!(
-            compression_desired(Some(&gz)),
-            json!({"algorithm": "gzip", "level": 9})
-        );
-    }
-
-    #[test]
-    fn unauthenticated_encryption_is_refused_with_the_fix() {
-        let cbc: EncryptionConfig = serde_json::from_value(json!({
-            "enabled": true, "algorithm": "aes-256-cbc", "secretRef": {"name": "k", "key": "key"}
-        }))
-        .unwrap();
-        let err = encryption_desired(Some(&cbc)).unwrap_err();
-        assert!(err.contains("use age or aes-256-gcm"), "{err}");
-        let off: EncryptionConfig = serde_json::from_value(json!({"enabled": false})).unwrap();
-        assert_eq!(encryption_desired(Some(&off)).unwrap(), Value::Null);
-        let auto: EncryptionConfig = serde_json::from_value(json!({
-            "enabled": true, "secretRef": {"name": "k", "key": "key"}
-        }))
-        .unwrap();
-        let v = encryption_desired(Some(&auto)).unwrap();
-        assert_eq!(v["algorithm"], Value::Null);
-        assert_eq!(v["secretRef"]["name"], "k");
-    }
 
     #[test]
     fn go_operator_manifests_still_parse() {

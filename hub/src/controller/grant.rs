@@ -3,32 +3,39 @@
 //! (and its Database, when referenced) to be Ready; privileges a newer spec no longer lists
 //! are revoked; deleting the resource revokes everything it granted.
 
-use dbprov_proto::agent::v1::Operation;
-use kube::{
-    Api,
-    runtime::{controller::Action, events::EventType},
+use dbprov_contract::{
+    Diff, Mode,
+    grant::{GrantIntent, GrantObserved, GranteeKind},
 };
+use dbprov_proto::agent::v1::Operation;
+use kube::Api;
 
 use super::{
-    Context, Error, Scoped,
-    database::{
-        Blocked, ResolvedInstance, cluster_of, drop_through_agent, patch_ready_status,
-        publish_event, ready_instance, report_blocked,
+    Context, Error,
+    kit::{
+        dispatch,
+        drift::last_applied,
+        instance::{self, Blocked, Resolved, ResolvedInstance},
     },
-    ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
-    instance::probe_desired,
+    payload,
+    provisioned::{self, Described, Provisioned, Purpose},
+    reason::Reason,
 };
-use crate::api::{
-    ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseGrant, DatabaseRole, DatabaseUser,
-    common::{CommonStatus, DriftPolicy, NamespacedRef, ProvisioningPhase},
-    grant::{MysqlGrantConfig, PostgresGrantConfig},
+use crate::{
+    api::{
+        ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseGrant, DatabaseRole,
+        DatabaseUser,
+        common::{CommonStatus, DriftPolicy, NamespacedRef, ProvisioningPhase},
+        grant::{MysqlGrantConfig, PostgresGrantConfig},
+    },
+    session::IntentRequest,
 };
 
 /// The grantee of a grant, resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedGrantee {
-    /// `user` or `role`.
-    pub kind: &'static str,
+    /// A user or a role.
+    pub kind: GranteeKind,
     /// Name in the server.
     pub name: String,
     /// MySQL hosts of a user.
@@ -43,12 +50,8 @@ pub struct ResolvedGrantee {
     pub instance: ResolvedInstance,
 }
 
-fn pending(reason: &'static str, message: String) -> Blocked {
-    Blocked {
-        phase: ProvisioningPhase::Pending,
-        reason,
-        message,
-    }
+fn pending(reason: Reason, message: String) -> Blocked {
+    Blocked::new(reason, message)
 }
 
 fn is_ready(phase: Option<ProvisioningPhase>) -> bool {
@@ -61,24 +64,24 @@ pub async fn user_grantee(
     ns: &str,
     name: &str,
     field: &str,
-) -> Result<Result<ResolvedGrantee, Blocked>, Error> {
+) -> Resolved<ResolvedGrantee> {
     let display = format!("DatabaseUser {ns}/{name}");
     let Some(user) = Api::<DatabaseUser>::namespaced(ctx.client.clone(), ns)
         .get_opt(name)
         .await?
     else {
         return Ok(Err(pending(
-            "GranteeNotFound",
+            Reason::GranteeNotFound,
             format!("{display} does not exist ({field})"),
         )));
     };
     if !is_ready(user.status.as_ref().and_then(|s| s.phase)) {
         return Ok(Err(pending(
-            "GranteeNotReady",
+            Reason::GranteeNotReady,
             format!("waiting for {display} to be Ready"),
         )));
     }
-    let instance = match ready_instance(
+    let instance = match instance::resolve_ready(
         ctx,
         ns,
         user.spec.instance_ref.as_ref(),
@@ -98,7 +101,7 @@ pub async fn user_grantee(
         .and_then(|r| r.service_role.clone())
     {
         return Ok(Ok(ResolvedGrantee {
-            kind: "role",
+            kind: GranteeKind::Role,
             name: service,
             hosts: vec![],
             display,
@@ -108,7 +111,7 @@ pub async fn user_grantee(
         }));
     }
     Ok(Ok(ResolvedGrantee {
-        kind: "user",
+        kind: GranteeKind::User,
         name: user.spec.username.clone(),
         hosts: user
             .spec
@@ -129,7 +132,7 @@ pub async fn role_grantee(
     ns: Option<&str>,
     name: &str,
     field: &str,
-) -> Result<Result<ResolvedGrantee, Blocked>, Error> {
+) -> Resolved<ResolvedGrantee> {
     let (display, role_name, phase, instance) = match ns {
         Some(ns) => {
             let display = format!("DatabaseRole {ns}/{name}");
@@ -138,11 +141,11 @@ pub async fn role_grantee(
                 .await?
             else {
                 return Ok(Err(pending(
-                    "GranteeNotFound",
+                    Reason::GranteeNotFound,
                     format!("{display} does not exist ({field})"),
                 )));
             };
-            let instance = ready_instance(
+            let instance = instance::resolve_ready(
                 ctx,
                 ns,
                 role.spec.instance_ref.as_ref(),
@@ -163,12 +166,13 @@ pub async fn role_grantee(
                 .await?
             else {
                 return Ok(Err(pending(
-                    "GranteeNotFound",
+                    Reason::GranteeNotFound,
                     format!("{display} does not exist ({field})"),
                 )));
             };
             let instance =
-                ready_instance(ctx, "", None, Some(&role.spec.cluster_instance_ref)).await?;
+                instance::resolve_ready(ctx, "", None, Some(&role.spec.cluster_instance_ref))
+                    .await?;
             (
                 display,
                 role.spec.role_name.clone(),
@@ -179,7 +183,7 @@ pub async fn role_grantee(
     };
     if !is_ready(phase) {
         return Ok(Err(pending(
-            "GranteeNotReady",
+            Reason::GranteeNotReady,
             format!("waiting for {display} to be Ready"),
         )));
     }
@@ -188,7 +192,7 @@ pub async fn role_grantee(
         Err(b) => return Ok(Err(b)),
     };
     Ok(Ok(ResolvedGrantee {
-        kind: "role",
+        kind: GranteeKind::Role,
         name: role_name,
         hosts: vec![],
         display,
@@ -202,30 +206,26 @@ pub async fn role_grantee(
 struct GrantView<'a> {
     postgres: Option<&'a PostgresGrantConfig>,
     mysql: Option<&'a MysqlGrantConfig>,
-    drift_policy: Option<&'a DriftPolicy>,
-    deletion_protection: bool,
-    status: Option<&'a CommonStatus>,
-    cluster_scoped: bool,
 }
 
 impl GrantView<'_> {
-    fn grants(&self) -> serde_json::Value {
-        serde_json::json!({ "postgres": self.postgres, "mysql": self.mysql })
-    }
-
-    fn desired(&self, g: &ResolvedGrantee) -> serde_json::Value {
-        serde_json::json!({
-            "instance": probe_desired(&g.instance.spec, g.instance.namespace.as_deref()),
-            "grantee": {"name": g.name, "kind": g.kind, "hosts": g.hosts},
-            "grants": self.grants(),
-        })
+    fn payload(
+        &self,
+        g: &ResolvedGrantee,
+        previous: Option<dbprov_contract::grant::GrantSet>,
+        mode: Mode,
+    ) -> GrantIntent {
+        GrantIntent {
+            instance: payload::instance(&g.instance.spec, g.instance.namespace.as_deref()),
+            grantee: payload::grantee(g.kind, &g.name, &g.hosts),
+            grants: payload::grants(self.postgres, self.mysql),
+            previous,
+            mode,
+        }
     }
 }
 
-async fn grantee_of_namespaced(
-    ctx: &Context,
-    grant: &DatabaseGrant,
-) -> Result<Result<ResolvedGrantee, Blocked>, Error> {
+async fn grantee_of_namespaced(ctx: &Context, grant: &DatabaseGrant) -> Resolved<ResolvedGrantee> {
     let ns = kube::ResourceExt::namespace(grant).unwrap_or_default();
     let at = |r: &NamespacedRef| r.namespace.clone().unwrap_or_else(|| ns.clone());
     if let Some(r) = &grant.spec.user_ref {
@@ -234,27 +234,25 @@ async fn grantee_of_namespaced(
     if let Some(r) = &grant.spec.role_ref {
         return role_grantee(ctx, Some(&at(r)), &r.name, "spec.roleRef").await;
     }
-    Ok(Err(Blocked {
-        phase: ProvisioningPhase::Failed,
-        reason: "InvalidSpec",
-        message: "set spec.userRef or spec.roleRef".into(),
-    }))
+    Ok(Err(Blocked::new(
+        Reason::InvalidSpec,
+        "set spec.userRef or spec.roleRef",
+    )))
 }
 
 async fn grantee_of_cluster(
     ctx: &Context,
     grant: &ClusterDatabaseGrant,
-) -> Result<Result<ResolvedGrantee, Blocked>, Error> {
+) -> Resolved<ResolvedGrantee> {
     let resolved = if let Some(r) = &grant.spec.user_ref {
         user_grantee(ctx, &r.namespace, &r.name, "spec.userRef").await?
     } else if let Some(r) = &grant.spec.role_ref {
         role_grantee(ctx, r.namespace.as_deref(), &r.name, "spec.roleRef").await?
     } else {
-        return Ok(Err(Blocked {
-            phase: ProvisioningPhase::Failed,
-            reason: "InvalidSpec",
-            message: "set spec.userRef or spec.roleRef".into(),
-        }));
+        return Ok(Err(Blocked::new(
+            Reason::InvalidSpec,
+            "set spec.userRef or spec.roleRef",
+        )));
     };
     // The grantee must live on the instance this cluster grant is about.
     Ok(resolved.and_then(|g| {
@@ -265,14 +263,13 @@ async fn grantee_of_cluster(
         if g.instance.display == want {
             Ok(g)
         } else {
-            Err(Blocked {
-                phase: ProvisioningPhase::Failed,
-                reason: "InstanceMismatch",
-                message: format!(
+            Err(Blocked::new(
+                Reason::InstanceMismatch,
+                format!(
                     "{} lives on {}, not on {want} (spec.clusterInstanceRef)",
                     g.display, g.instance.display
                 ),
-            })
+            ))
         }
     }))
 }
@@ -292,11 +289,11 @@ async fn database_ready(
             .await?
         {
             None => Some(pending(
-                "DatabaseNotFound",
+                Reason::DatabaseNotFound,
                 format!("{display} does not exist (spec.databaseRef)"),
             )),
             Some(db) if !is_ready(db.status.as_ref().and_then(|s| s.phase)) => Some(pending(
-                "DatabaseNotReady",
+                Reason::DatabaseNotReady,
                 format!("waiting for {display} to be Ready"),
             )),
             Some(_) => None,
@@ -304,211 +301,177 @@ async fn database_ready(
     )
 }
 
-async fn apply<K: Scoped>(
-    obj: &K,
-    view: GrantView<'_>,
-    grantee: Result<ResolvedGrantee, Blocked>,
-    ctx: &Context,
-) -> Result<Action, Error> {
-    let grantee = match grantee {
-        Ok(g) => g,
-        Err(b) => return report_blocked(ctx, obj, view.status, b).await,
-    };
-    let request = intent(ctx, obj, Operation::EnsureGrant, view.desired(&grantee));
-    let cluster_scoped = view.cluster_scoped;
-    let g = grantee.clone();
-    let describe = move |observed: &serde_json::Value| {
-        let direct = observed["directGrants"].as_i64().unwrap_or(0);
-        let defaults = observed["defaultPrivileges"].as_i64().unwrap_or(0);
-        let roles = observed["roles"].clone();
-        let message = format!(
-            "{direct} privilege(s), {defaults} default privilege(s) and {} membership(s) in effect for {} {} on {}{}",
-            roles.as_array().map_or(0, Vec::len),
-            g.kind,
-            g.name,
-            g.instance.display,
-            match observed["revoked"].as_u64() {
-                Some(n) if n > 0 => format!("; {n} no longer listed revoked"),
-                _ => String::new(),
-            }
-        );
-        let mut extra = serde_json::json!({
-            "appliedGrants": {"roles": roles, "directGrants": direct, "defaultPrivileges": defaults}
+/// Status and message from the agent's answer.
+fn describe(g: &ResolvedGrantee, observed: &GrantObserved, cluster_scoped: bool) -> Described {
+    let direct = observed.direct_grants;
+    let defaults = observed.default_privileges;
+    let message = format!(
+        "{direct} privilege(s), {defaults} default privilege(s) and {} membership(s) in effect for {} {} on {}{}",
+        observed.roles.len(),
+        g.kind.as_str(),
+        g.name,
+        g.instance.display,
+        match observed.revoked {
+            0 => String::new(),
+            n => format!("; {n} no longer listed revoked"),
+        }
+    );
+    let mut extra = serde_json::json!({
+        "appliedGrants": {"roles": observed.roles, "directGrants": direct, "defaultPrivileges": defaults}
+    });
+    if cluster_scoped {
+        extra["appliedGrants"]["applied"] = serde_json::json!(direct + defaults);
+        extra["appliedGrants"]["failed"] = serde_json::json!(0);
+        extra["targetInfo"] = serde_json::json!({
+            "type": g.kind.as_str(), "name": g.resource, "namespace": g.namespace, "resolvedUsername": g.name,
         });
-        if cluster_scoped {
-            extra["appliedGrants"]["applied"] = serde_json::json!(direct + defaults);
-            extra["appliedGrants"]["failed"] = serde_json::json!(0);
-            extra["targetInfo"] = serde_json::json!({
-                "type": g.kind, "name": g.resource, "namespace": g.namespace, "resolvedUsername": g.name,
-            });
-        }
-        Described {
-            message,
-            extra,
-            ..Described::default()
-        }
-    };
-    ensure_through_agent(
-        ctx,
-        EnsureCall {
-            obj,
-            status: view.status,
-            drift_policy: view.drift_policy,
-            instance: &grantee.instance,
-            request,
-            applied: Some(view.grants()),
-            at_most: None,
-        },
-        &describe,
-    )
-    .await
+    }
+    Described {
+        message,
+        extra,
+        ..Described::default()
+    }
 }
 
-async fn cleanup<K: Scoped>(
-    obj: &K,
-    view: GrantView<'_>,
-    grantee: Result<ResolvedGrantee, Blocked>,
+macro_rules! grant_kind {
+    ($kind:ty, $name:literal, $cluster_scoped:literal, $resolve:expr) => {
+        impl Provisioned for $kind {
+            const KIND: &'static str = $name;
+            type Target = ResolvedGrantee;
+            type Observed = GrantObserved;
+
+            fn common_status(&self) -> Option<&CommonStatus> {
+                self.status.as_ref().map(|s| &s.common)
+            }
+
+            fn drift_policy(&self) -> Option<&DriftPolicy> {
+                self.spec.drift_policy.as_ref()
+            }
+
+            fn describe_self(&self) -> String {
+                format!("grant {}", kube::ResourceExt::name_any(self))
+            }
+
+            async fn resolve(&self, ctx: &Context, purpose: Purpose) -> Resolved<ResolvedGrantee> {
+                $resolve(self, ctx, purpose).await
+            }
+
+            fn instance(target: &ResolvedGrantee) -> &ResolvedInstance {
+                &target.instance
+            }
+
+            fn ensure_intent(
+                &self,
+                ctx: &Context,
+                target: &ResolvedGrantee,
+                mode: Mode,
+            ) -> Result<IntentRequest, Error> {
+                // What was applied last lets the agent revoke what this spec no longer lists.
+                let payload = self.view().payload(target, last_applied(self), mode);
+                Ok(dispatch::intent(
+                    self,
+                    Operation::EnsureGrant,
+                    &payload,
+                    ctx.intent_timeout,
+                ))
+            }
+
+            fn describe(&self, target: &ResolvedGrantee, observed: &GrantObserved) -> Described {
+                describe(target, observed, $cluster_scoped)
+            }
+
+            fn drift(observed: &GrantObserved) -> (&[Diff], bool) {
+                (&observed.drift, observed.corrected)
+            }
+
+            fn applied(&self) -> Option<serde_json::Value> {
+                serde_json::to_value(payload::grants(
+                    self.spec.postgres.as_ref(),
+                    self.spec.mysql.as_ref(),
+                ))
+                .ok()
+            }
+
+            fn dropped(&self, target: &ResolvedGrantee) -> String {
+                format!("privileges of {} {}", target.kind.as_str(), target.name)
+            }
+
+            fn drop_intent(
+                &self,
+                ctx: &Context,
+                target: &ResolvedGrantee,
+            ) -> Result<IntentRequest, Error> {
+                let payload = self.view().payload(target, last_applied(self), Mode::Apply);
+                Ok(dispatch::intent(
+                    self,
+                    Operation::RevokeGrant,
+                    &payload,
+                    ctx.intent_timeout,
+                ))
+            }
+
+            fn deletion_protected(&self) -> bool {
+                self.spec.deletion_protection
+            }
+
+            fn gone(&self, b: &Blocked) -> Option<(Reason, String)> {
+                // The user or role resource is gone; dropping it took its privileges along.
+                (b.reason == Reason::GranteeNotFound).then(|| {
+                    (
+                        Reason::GranteeGone,
+                        format!("{}; nothing left to revoke", b.message),
+                    )
+                })
+            }
+        }
+
+        impl $kind {
+            fn view(&self) -> GrantView<'_> {
+                GrantView {
+                    postgres: self.spec.postgres.as_ref(),
+                    mysql: self.spec.mysql.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+async fn resolve_namespaced(
+    grant: &DatabaseGrant,
     ctx: &Context,
-) -> Result<Action, Error> {
-    let reference = obj.object_ref(&());
-    if view.deletion_protection {
-        let message = "deletion is blocked: spec.deletionProtection is true (set it to false to revoke these privileges and let the resource go)";
-        patch_ready_status(
-            ctx,
-            obj,
-            view.status.and_then(|s| s.conditions.as_ref()),
-            ProvisioningPhase::Ready,
-            false,
-            "DeletionProtected",
-            message,
-            serde_json::json!({}),
-        )
-        .await?;
-        publish_event(
-            ctx,
-            &reference,
-            EventType::Warning,
-            "DeletionProtected",
-            message.into(),
-        )
-        .await;
-        return Err(Error::Blocked(message.into()));
-    }
-    let grantee = match grantee {
-        Ok(g) => g,
-        Err(b) if b.reason == "GranteeNotFound" => {
-            // The user or role resource is gone; dropping it took its privileges along.
-            publish_event(
-                ctx,
-                &reference,
-                EventType::Normal,
-                "GranteeGone",
-                format!("{}; nothing left to revoke", b.message),
-            )
-            .await;
-            return Ok(Action::await_change());
+    purpose: Purpose,
+) -> Resolved<ResolvedGrantee> {
+    if purpose == Purpose::Apply {
+        let ns = kube::ResourceExt::namespace(grant).unwrap_or_default();
+        if let Some(b) = database_ready(ctx, &ns, grant.spec.database_ref.as_ref()).await? {
+            return Ok(Err(b));
         }
-        Err(b) => {
-            let message = format!("cannot revoke yet: {}", b.message);
-            patch_ready_status(
-                ctx,
-                obj,
-                view.status.and_then(|s| s.conditions.as_ref()),
-                ProvisioningPhase::Deleting,
-                false,
-                b.reason,
-                &message,
-                serde_json::json!({}),
-            )
-            .await?;
-            return Err(Error::Blocked(message));
-        }
-    };
-    let mut desired = view.desired(&grantee);
-    if let Some(previous) = last_applied(obj) {
-        desired["previous"] = previous;
     }
-    let request = intent(ctx, obj, Operation::RevokeGrant, desired);
-    drop_through_agent(
-        ctx,
-        obj,
-        view.status.and_then(|s| s.conditions.as_ref()),
-        &cluster_of(ctx, &grantee.instance),
-        request,
-        &format!("privileges of {} {}", grantee.kind, grantee.name),
-    )
-    .await
+    grantee_of_namespaced(ctx, grant).await
 }
 
-fn view_of(g: &DatabaseGrant) -> GrantView<'_> {
-    GrantView {
-        postgres: g.spec.postgres.as_ref(),
-        mysql: g.spec.mysql.as_ref(),
-        drift_policy: g.spec.drift_policy.as_ref(),
-        deletion_protection: g.spec.deletion_protection,
-        status: g.status.as_ref().map(|s| &s.common),
-        cluster_scoped: false,
-    }
+async fn resolve_cluster(
+    grant: &ClusterDatabaseGrant,
+    ctx: &Context,
+    _: Purpose,
+) -> Resolved<ResolvedGrantee> {
+    grantee_of_cluster(ctx, grant).await
 }
 
-fn cluster_view_of(g: &ClusterDatabaseGrant) -> GrantView<'_> {
-    GrantView {
-        postgres: g.spec.postgres.as_ref(),
-        mysql: g.spec.mysql.as_ref(),
-        drift_policy: g.spec.drift_policy.as_ref(),
-        deletion_protection: g.spec.deletion_protection,
-        status: g.status.as_ref().map(|s| &s.common),
-        cluster_scoped: true,
-    }
-}
+grant_kind!(DatabaseGrant, "DatabaseGrant", false, resolve_namespaced);
+grant_kind!(
+    ClusterDatabaseGrant,
+    "ClusterDatabaseGrant",
+    true,
+    resolve_cluster
+);
 
 /// Runs the DatabaseGrant controller.
 pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<DatabaseGrant>(
-        ctx,
-        shutdown,
-        "DatabaseGrant",
-        |o, ctx| {
-            Box::pin(async move {
-                let ns = kube::ResourceExt::namespace(&*o).unwrap_or_default();
-                if let Some(b) = database_ready(&ctx, &ns, o.spec.database_ref.as_ref()).await? {
-                    let status = o.status.as_ref().map(|s| &s.common);
-                    return report_blocked(&ctx, &*o, status, b).await;
-                }
-                let grantee = grantee_of_namespaced(&ctx, &o).await?;
-                apply(&*o, view_of(&o), grantee, &ctx).await
-            })
-        },
-        |o, ctx| {
-            Box::pin(async move {
-                let grantee = grantee_of_namespaced(&ctx, &o).await?;
-                cleanup(&*o, view_of(&o), grantee, &ctx).await
-            })
-        },
-        None,
-    )
-    .await;
+    provisioned::run::<DatabaseGrant>(ctx, shutdown).await;
 }
 
 /// Runs the ClusterDatabaseGrant controller.
 pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<ClusterDatabaseGrant>(
-        ctx,
-        shutdown,
-        "ClusterDatabaseGrant",
-        |o, ctx| {
-            Box::pin(async move {
-                let grantee = grantee_of_cluster(&ctx, &o).await?;
-                apply(&*o, cluster_view_of(&o), grantee, &ctx).await
-            })
-        },
-        |o, ctx| {
-            Box::pin(async move {
-                let grantee = grantee_of_cluster(&ctx, &o).await?;
-                cleanup(&*o, cluster_view_of(&o), grantee, &ctx).await
-            })
-        },
-        None,
-    )
-    .await;
+    provisioned::run::<ClusterDatabaseGrant>(ctx, shutdown).await;
 }

@@ -4,35 +4,33 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dbprov_proto::agent::v1::{Operation, ResourceRef};
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{controller::Action, events::EventType},
+use dbprov_contract::{
+    backup::Compression,
+    restore::{RestoreIntent, RestoreObserved},
 };
+use dbprov_proto::agent::v1::Operation;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, ResourceExt, runtime::controller::Action};
 use serde_json::{Value, json};
 
 use super::{
     Context, Error,
-    backup::{encryption_desired, follow, start_or_reattach},
-    database::{
-        Blocked, ResolvedInstance, cluster_of, dispatch_reason, patch_ready_status, publish_event,
-        ready_instance, resolve_instance_refs,
+    kit::{
+        dispatch, events,
+        instance::{self, Blocked, ResolvedInstance},
+        now,
+        operation::{follow, start_or_reattach},
+        runner,
+        status::StatusUpdate,
     },
-    instance::probe_desired,
+    payload,
+    reason::Reason,
 };
-use crate::{
-    api::{
-        Database, DatabaseBackup, DatabaseRestore,
-        backup::{EncryptionConfig, StorageConfig},
-        common::{OperationPhase, ProvisioningPhase},
-    },
-    session::IntentRequest,
+use crate::api::{
+    Database, DatabaseBackup, DatabaseRestore,
+    backup::{EncryptionConfig, StorageConfig},
+    common::OperationPhase,
 };
-
-fn now() -> Time {
-    Time(Timestamp::now())
-}
 
 /// What to restore from, resolved.
 #[derive(Debug, Clone)]
@@ -40,7 +38,7 @@ struct Source {
     storage: StorageConfig,
     object: String,
     encryption: Option<EncryptionConfig>,
-    compression: Option<String>,
+    compression: Option<Compression>,
     stored_bytes: Option<i64>,
     display: String,
     /// The backup's database (`namespace`, Database) when restoring a DatabaseBackup.
@@ -54,21 +52,25 @@ struct Target {
     database: String,
 }
 
-fn blocked(reason: &'static str, message: String) -> Blocked {
-    Blocked {
-        phase: ProvisioningPhase::Pending,
-        reason,
-        message,
-    }
+/// Why a restore cannot run now.
+#[derive(Debug)]
+enum Stop {
+    /// Something it needs is not there yet: it waits.
+    Wait(Blocked),
+    /// It can never run as specified: it fails for good.
+    Fail(Blocked),
 }
 
-fn failed(reason: &'static str, message: String) -> Blocked {
-    Blocked {
-        phase: ProvisioningPhase::Failed,
-        reason,
-        message,
-    }
+fn blocked(reason: Reason, message: String) -> Stop {
+    Stop::Wait(Blocked::new(reason, message))
 }
+
+fn failed(reason: Reason, message: String) -> Stop {
+    Stop::Fail(Blocked::new(reason, message))
+}
+
+/// What a resolution finds, or why the restore stops.
+type Found<T> = Result<Result<T, Stop>, Error>;
 
 /// Joins a storage prefix and a relative key (as the agent does).
 fn join_key(prefix: Option<&str>, rel: &str) -> String {
@@ -88,7 +90,7 @@ fn prefix_of(s: &StorageConfig) -> Option<&str> {
         .or(s.azure.as_ref().and_then(|x| x.prefix.as_deref()))
 }
 
-async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blocked>, Error> {
+async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
     let ns = r.namespace().unwrap_or_default();
     if let Some(from) = &r.spec.from_path {
         return Ok(Ok(Source {
@@ -102,8 +104,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
             compression: from
                 .compression
                 .as_ref()
-                .map(|c| serde_json::to_value(c.algorithm).ok())
-                .and_then(|v| v.and_then(|v| v.as_str().map(str::to_owned))),
+                .map(|c| payload::compression_algorithm(c.algorithm)),
             stored_bytes: None,
             display: format!("path {}", from.backup_path),
             database: None,
@@ -111,7 +112,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
     }
     let Some(bref) = &r.spec.backup_ref else {
         return Ok(Err(failed(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             "set spec.backupRef or spec.fromPath".into(),
         )));
     };
@@ -119,7 +120,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
     let api: Api<DatabaseBackup> = Api::namespaced(ctx.client.clone(), &bns);
     let Some(b) = api.get_opt(&bref.name).await? else {
         return Ok(Err(blocked(
-            "BackupNotFound",
+            Reason::BackupNotFound,
             format!(
                 "DatabaseBackup {bns}/{} does not exist (spec.backupRef)",
                 bref.name
@@ -131,7 +132,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
         Some(OperationPhase::Completed) => {}
         Some(OperationPhase::Failed) => {
             return Ok(Err(failed(
-                "BackupFailed",
+                Reason::BackupFailed,
                 format!(
                     "DatabaseBackup {bns}/{} failed; there is nothing to restore",
                     bref.name
@@ -140,14 +141,14 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
         }
         _ => {
             return Ok(Err(blocked(
-                "BackupNotCompleted",
+                Reason::BackupNotCompleted,
                 format!("waiting for DatabaseBackup {bns}/{} to complete", bref.name),
             )));
         }
     }
     let Some(object) = st.backup.as_ref().and_then(|a| a.path.clone()) else {
         return Ok(Err(failed(
-            "BackupNotCompleted",
+            Reason::BackupNotCompleted,
             format!(
                 "DatabaseBackup {bns}/{} records no artifact path",
                 bref.name
@@ -175,11 +176,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Result<Result<Source, Blo
     }))
 }
 
-async fn target(
-    ctx: &Context,
-    r: &DatabaseRestore,
-    src: &Source,
-) -> Result<Result<Target, Blocked>, Error> {
+async fn target(ctx: &Context, r: &DatabaseRestore, src: &Source) -> Found<Target> {
     let ns = r.namespace().unwrap_or_default();
     let t = &r.spec.target;
     if let Some(dref) = &t.database_ref {
@@ -189,45 +186,36 @@ async fn target(
             .await?
         else {
             return Ok(Err(blocked(
-                "DatabaseNotFound",
+                Reason::DatabaseNotFound,
                 format!(
                     "Database {dns}/{} does not exist (spec.target.databaseRef)",
                     dref.name
                 ),
             )));
         };
-        let inst = ready_instance(
+        let inst = instance::resolve_ready(
             ctx,
             &dns,
             db.spec.instance_ref.as_ref(),
             db.spec.cluster_instance_ref.as_ref(),
         )
         .await?;
-        return Ok(inst.map(|instance| Target {
+        return Ok(inst.map_err(Stop::Wait).map(|instance| Target {
             instance,
             database: db.spec.name.clone(),
         }));
     }
     let explicit = t.instance_ref.is_some() || t.cluster_instance_ref.is_some();
     let instance = if explicit {
-        match resolve_instance_refs(
+        instance::resolve_ready(
             ctx,
             &ns,
             t.instance_ref.as_ref(),
             t.cluster_instance_ref.as_ref(),
         )
         .await?
-        {
-            Ok(i) if !i.ready => {
-                return Ok(Err(blocked(
-                    "InstanceNotReady",
-                    format!("waiting for {} to be Ready", i.display),
-                )));
-            }
-            other => other,
-        }
     } else if let Some((dns, db)) = &src.database {
-        ready_instance(
+        instance::resolve_ready(
             ctx,
             dns,
             db.spec.instance_ref.as_ref(),
@@ -236,7 +224,7 @@ async fn target(
         .await?
     } else {
         return Ok(Err(failed(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             "spec.target needs instanceRef, clusterInstanceRef or databaseRef (the source is not a \
              DatabaseBackup whose instance could be used)"
                 .into(),
@@ -244,14 +232,14 @@ async fn target(
     };
     let instance = match instance {
         Ok(i) => i,
-        Err(b) => return Ok(Err(b)),
+        Err(b) => return Ok(Err(Stop::Wait(b))),
     };
     let database = match (&t.database_name, t.in_place, &src.database) {
         (Some(n), _, _) => n.clone(),
         (None, Some(true), Some((_, db))) => db.spec.name.clone(),
         _ => {
             return Ok(Err(failed(
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 "set spec.target.databaseName (a new database to restore into), or \
                  target.inPlace to restore over the backup's own database"
                     .into(),
@@ -261,21 +249,53 @@ async fn target(
     Ok(Ok(Target { instance, database }))
 }
 
+fn conditions(
+    r: &DatabaseRestore,
+) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]> {
+    r.status
+        .as_ref()
+        .and_then(|s| s.common.conditions.as_deref())
+}
+
+/// Writes a status in `phase`.
 async fn status(
     ctx: &Context,
     r: &DatabaseRestore,
     phase: OperationPhase,
-    ready: bool,
-    reason: &str,
-    message: &str,
-    extra: Value,
+    update: StatusUpdate,
 ) -> Result<(), Error> {
-    let previous = r.status.as_ref().and_then(|s| s.common.conditions.as_ref());
-    patch_ready_status(ctx, r, previous, phase, ready, reason, message, extra).await
+    update.phase(phase).apply(ctx, r, conditions(r)).await
 }
 
-async fn event(ctx: &Context, r: &DatabaseRestore, type_: EventType, reason: &str, note: String) {
-    publish_event(ctx, &r.object_ref(&()), type_, reason, note).await;
+/// The RESTORE payload.
+fn restore_payload(
+    r: &DatabaseRestore,
+    src: &Source,
+    tgt: &Target,
+    encryption: Option<dbprov_contract::backup::EncryptionSpec>,
+) -> RestoreIntent {
+    let pg = r.spec.postgres.as_ref();
+    let my = r.spec.mysql.as_ref();
+    RestoreIntent {
+        instance: payload::instance(&tgt.instance.spec, tgt.instance.namespace.as_deref()),
+        database: tgt.database.clone(),
+        storage: payload::storage(&src.storage),
+        secret_namespace: r.namespace().unwrap_or_default(),
+        object: src.object.clone(),
+        encryption,
+        compression: src.compression,
+        drop_existing: pg
+            .and_then(|p| p.drop_existing)
+            .or(my.and_then(|m| m.drop_existing))
+            .unwrap_or(false),
+        in_place: r.spec.target.in_place.unwrap_or(false),
+        create_database: pg
+            .map(|p| p.create_database)
+            .or(my.map(|m| m.create_database))
+            .unwrap_or(true),
+        postgres: pg.map(payload::pg_restore_options),
+        mysql: my.map(payload::mysql_restore_options),
+    }
 }
 
 /// Percent done: the artifact is read twice (verify, then restore), each half the work.
@@ -299,194 +319,134 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
     ) {
         return Ok(Action::await_change());
     }
+    let running = st.phase == Some(OperationPhase::Running);
     let resolved = match source(ctx, &r).await? {
-        Ok(src) => match target(ctx, &r, &src).await? {
-            Ok(t) => Ok((src, t)),
-            Err(b) => Err(b),
-        },
-        Err(b) => Err(b),
+        Ok(src) => target(ctx, &r, &src).await?.map(|t| (src, t)),
+        Err(stop) => Err(stop),
     };
-    let (src, tgt) = match resolved {
-        Ok(x) => x,
-        Err(b) if b.phase == ProvisioningPhase::Failed => {
-            crate::metrics::restore_failed(b.reason);
+    let (src, tgt, encryption) = match resolved {
+        Ok((src, tgt)) => match payload::encryption(src.encryption.as_ref()) {
+            Ok(e) => (src, tgt, e),
+            Err(message) => {
+                let update = StatusUpdate::not_ready(Reason::InvalidSpec, message);
+                status(ctx, &r, OperationPhase::Failed, update).await?;
+                return Ok(Action::await_change());
+            }
+        },
+        Err(Stop::Fail(b)) => {
+            crate::metrics::restore_failed(b.reason.as_str());
             status(
                 ctx,
                 &r,
                 OperationPhase::Failed,
-                false,
-                b.reason,
-                &b.message,
-                json!({}),
+                StatusUpdate::not_ready(b.reason, b.message.clone()),
             )
             .await?;
-            event(ctx, &r, EventType::Warning, b.reason, b.message).await;
+            events::publish(ctx, &*r, b.reason, b.message).await;
             return Ok(Action::await_change());
         }
-        Err(b) => {
+        Err(Stop::Wait(b)) => {
             // A running restore keeps its phase and operation id while something blocks the
             // hub for now (see the DatabaseBackup controller): it is re-attached, not rerun.
-            let phase = if st.phase == Some(OperationPhase::Running) {
+            let phase = if running {
                 OperationPhase::Running
             } else {
                 OperationPhase::Pending
             };
-            status(ctx, &r, phase, false, b.reason, &b.message, json!({})).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            let update = StatusUpdate::not_ready(b.reason, b.message);
+            status(ctx, &r, phase, update.clone()).await?;
+            return Err(Error::blocked(update.reason(), update.message()));
         }
     };
-    let encryption = match encryption_desired(src.encryption.as_ref()) {
-        Ok(v) => v,
-        Err(message) => {
-            status(
-                ctx,
-                &r,
-                OperationPhase::Failed,
-                false,
-                "InvalidSpec",
-                &message,
-                json!({}),
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
-    };
-    let ns = r.namespace().unwrap_or_default();
-    let pg = r.spec.postgres.as_ref();
-    let my = r.spec.mysql.as_ref();
-    let drop_existing = pg
-        .and_then(|p| p.drop_existing)
-        .or(my.and_then(|m| m.drop_existing))
-        .unwrap_or(false);
-    let create_database = pg
-        .map(|p| p.create_database)
-        .or(my.map(|m| m.create_database))
-        .unwrap_or(true);
-    let desired = json!({
-        "instance": probe_desired(&tgt.instance.spec, tgt.instance.namespace.as_deref()),
-        "database": tgt.database,
-        "storage": serde_json::to_value(&src.storage)?,
-        "secretNamespace": ns,
-        "object": src.object,
-        "encryption": encryption,
-        "compression": src.compression,
-        "dropExisting": drop_existing,
-        "inPlace": r.spec.target.in_place.unwrap_or(false),
-        "createDatabase": create_database,
-        "postgres": r.spec.postgres,
-        "mysql": r.spec.mysql,
-    });
-    let cluster = cluster_of(ctx, &tgt.instance);
-    let request = IntentRequest {
-        resource: ResourceRef {
-            kind: "DatabaseRestore".into(),
-            namespace: ns.clone(),
-            name: r.name_any(),
-            uid: r.uid().unwrap_or_default(),
-            generation: r.meta().generation.unwrap_or_default(),
-        },
-        operation: Operation::Restore,
-        desired_json: desired.to_string(),
-        timeout: Duration::from_secs(u64::try_from(r.spec.active_deadline_seconds).unwrap_or(7200)),
-    };
-    let running = st.phase == Some(OperationPhase::Running);
-    let (handle, operation_id) = match start_or_reattach(
+    let cluster = tgt.instance.cluster(ctx).to_owned();
+    let request = dispatch::intent(
+        &*r,
+        Operation::Restore,
+        &restore_payload(&r, &src, &tgt, encryption),
+        Duration::from_secs(u64::try_from(r.spec.active_deadline_seconds).unwrap_or(7200)),
+    );
+    let (handle, operation_id) = start_or_reattach(
         ctx,
         &*r,
-        st.common.conditions.as_ref(),
+        conditions(&r),
         st.operation_id.clone().filter(|_| running),
         &cluster,
         request,
         "restore",
     )
-    .await?
-    {
-        Ok(started) => started,
-        Err(action) => return Ok(action),
-    };
+    .await?;
     let info = json!({"sourceBackup": src.display, "targetInstance": tgt.instance.display,
                       "targetDatabase": tgt.database});
     let message = format!(
         "restoring {} into database {} on {}",
         src.display, tgt.database, tgt.instance.display
     );
-    status(
-        ctx,
-        &r,
-        OperationPhase::Running,
-        false,
-        "Running",
-        &message,
+    let update = StatusUpdate::not_ready(Reason::Running, message.clone()).with_all(
         json!({"startedAt": st.started_at.clone().unwrap_or_else(now), "operationId": operation_id,
                "restore": info, "progress": {"percentage": 0, "currentPhase": "verifying"}}),
-    )
-    .await?;
+    );
+    status(ctx, &r, OperationPhase::Running, update).await?;
     if !running {
-        event(ctx, &r, EventType::Normal, "RestoreStarted", message).await;
+        events::publish(ctx, &*r, Reason::RestoreStarted, message).await;
     }
     let total = src.stored_bytes;
     let result = follow(ctx, &*r, handle, move |p| {
         json!({"progress": {"percentage": percent(&p.step, p.bytes_done, total), "currentPhase": p.step}})
     })
-    .await;
+    .await
+    .and_then(|json| dispatch::parse_answer::<RestoreObserved>(&json));
     match result {
-        Ok(observed) => {
-            let o: Value = serde_json::from_str(&observed)?;
-            let message = format!(
-                "restored {} into database {} on {} ({} bytes, verified: {}, {:.1}s)",
-                src.display,
-                tgt.database,
-                tgt.instance.display,
-                o["plaintextBytes"],
-                o["verified"],
-                o["durationSeconds"].as_f64().unwrap_or_default()
-            );
-            status(
-                ctx,
-                &r,
-                OperationPhase::Completed,
-                true,
-                "RestoreCompleted",
-                &message,
-                json!({"completedAt": now(), "warnings": o["warnings"],
-                       "progress": {"percentage": 100, "currentPhase": "completed"}}),
-            )
-            .await?;
-            event(ctx, &r, EventType::Normal, "RestoreCompleted", message).await;
-            let label = |v: Value| v.as_str().map(str::to_owned).unwrap_or_default();
-            crate::metrics::restore_completed(crate::metrics::Finished {
-                namespace: &ns,
-                database: &tgt.database,
-                engine: &label(serde_json::to_value(tgt.instance.spec.engine)?),
-                storage: &label(serde_json::to_value(src.storage.type_)?),
-                plaintext_bytes: o["plaintextBytes"].as_u64().unwrap_or(0),
-                stored_bytes: src
-                    .stored_bytes
-                    .and_then(|b| u64::try_from(b).ok())
-                    .unwrap_or(0),
-                duration_seconds: o["durationSeconds"].as_f64().unwrap_or(0.0),
-                completed_at: Timestamp::now().as_millisecond() as f64 / 1000.0,
-            });
-            Ok(Action::await_change())
-        }
+        Ok(o) => completed(ctx, &r, &src, &tgt, &o).await,
         Err(e) => {
-            let (_, reason) = dispatch_reason(&e);
-            crate::metrics::restore_failed(reason);
+            let reason = Reason::of_dispatch(&e);
+            crate::metrics::restore_failed(reason.as_str());
             let message = format!("restore failed: {e}");
-            status(
-                ctx,
-                &r,
-                OperationPhase::Failed,
-                false,
-                reason,
-                &message,
-                json!({"completedAt": now()}),
-            )
-            .await?;
-            event(ctx, &r, EventType::Warning, "RestoreFailed", message).await;
+            let update =
+                StatusUpdate::not_ready(reason, message.clone()).with("completedAt", now());
+            status(ctx, &r, OperationPhase::Failed, update).await?;
+            events::publish(ctx, &*r, Reason::RestoreFailed, message).await;
             Ok(Action::await_change())
         }
     }
+}
+
+/// Records a completed restore in status, Events and metrics.
+async fn completed(
+    ctx: &Context,
+    r: &DatabaseRestore,
+    src: &Source,
+    tgt: &Target,
+    o: &RestoreObserved,
+) -> Result<Action, Error> {
+    let message = format!(
+        "restored {} into database {} on {} ({} bytes, verified: {}, {:.1}s)",
+        src.display,
+        tgt.database,
+        tgt.instance.display,
+        o.plaintext_bytes,
+        o.verified,
+        o.duration_seconds
+    );
+    let update = StatusUpdate::ready(Reason::RestoreCompleted, message.clone())
+        .with_all(json!({"completedAt": now(), "warnings": o.warnings,
+               "progress": {"percentage": 100, "currentPhase": "completed"}}));
+    status(ctx, r, OperationPhase::Completed, update).await?;
+    events::publish(ctx, r, Reason::RestoreCompleted, message).await;
+    let label = |v: Value| v.as_str().map(str::to_owned).unwrap_or_default();
+    crate::metrics::restore_completed(crate::metrics::Finished {
+        namespace: &r.namespace().unwrap_or_default(),
+        database: &tgt.database,
+        engine: &label(serde_json::to_value(tgt.instance.spec.engine)?),
+        storage: &label(serde_json::to_value(src.storage.type_)?),
+        plaintext_bytes: o.plaintext_bytes,
+        stored_bytes: src
+            .stored_bytes
+            .and_then(|b| u64::try_from(b).ok())
+            .unwrap_or(0),
+        duration_seconds: o.duration_seconds,
+        completed_at: Timestamp::now().as_millisecond() as f64 / 1000.0,
+    });
+    Ok(Action::await_change())
 }
 
 async fn cleanup(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -501,7 +461,7 @@ async fn cleanup(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Runs the DatabaseRestore controller until `shutdown`.
 pub async fn run(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<DatabaseRestore>(
+    runner::run_finalized::<DatabaseRestore>(
         ctx,
         shutdown,
         "DatabaseRestore",

@@ -2,22 +2,31 @@
 //! privileges, through the instance's agent. Deleting the resource revokes what dbprov
 //! granted the role and drops it.
 
+use dbprov_contract::{
+    Diff, Mode,
+    grant::GrantSet,
+    role::{RoleIntent, RoleObserved},
+};
 use dbprov_proto::agent::v1::Operation;
-use kube::runtime::{controller::Action, events::EventType};
 
 use super::{
-    Context, Error, Scoped,
-    database::{
-        ResolvedInstance, cluster_of, drop_through_agent, publish_event, ready_instance,
-        report_blocked, resolve_instance_refs,
+    Context, Error,
+    kit::{
+        dispatch,
+        drift::last_applied,
+        instance::{self, Resolved, ResolvedInstance},
+        now,
     },
-    ensure::{Described, EnsureCall, ensure_through_agent, intent, last_applied},
-    instance::probe_desired,
+    payload,
+    provisioned::{self, Described, Provisioned, Purpose},
 };
-use crate::api::{
-    ClusterDatabaseRole, DatabaseRole,
-    common::{ClusterRef, CommonStatus, DriftPolicy, NamespacedRef},
-    role::{MysqlRoleConfig, PostgresRoleConfig},
+use crate::{
+    api::{
+        ClusterDatabaseRole, DatabaseRole,
+        common::{ClusterRef, CommonStatus, DriftPolicy, NamespacedRef},
+        role::{MysqlRoleConfig, PostgresRoleConfig},
+    },
+    session::IntentRequest,
 };
 
 /// What both role kinds have in common.
@@ -26,36 +35,136 @@ struct RoleView<'a> {
     instance_ref: Option<&'a NamespacedRef>,
     cluster_instance_ref: Option<&'a ClusterRef>,
     role_name: &'a str,
-    drift_policy: Option<&'a DriftPolicy>,
     postgres: Option<&'a PostgresRoleConfig>,
     mysql: Option<&'a MysqlRoleConfig>,
-    status: Option<&'a CommonStatus>,
 }
 
 impl RoleView<'_> {
-    /// Memberships and privileges, in the agent's grant-set shape.
-    fn applied(&self) -> serde_json::Value {
-        serde_json::json!({
-            "postgres": {
-                "roles": self.postgres.and_then(|p| p.in_roles.clone()).unwrap_or_default(),
-                "grants": self.postgres.and_then(|p| p.grants.clone()).unwrap_or_default(),
-            },
-            "mysql": {
-                "grants": self.mysql.and_then(|m| m.grants.clone()).unwrap_or_default(),
-            },
-        })
+    async fn resolve(&self, ctx: &Context, purpose: Purpose) -> Resolved<ResolvedInstance> {
+        let (ns, i, c) = (
+            &self.namespace,
+            self.instance_ref,
+            self.cluster_instance_ref,
+        );
+        match purpose {
+            Purpose::Apply => instance::resolve_ready(ctx, ns, i, c).await,
+            Purpose::Delete => instance::resolve(ctx, ns, i, c).await,
+        }
     }
 
-    fn desired(&self, instance: &ResolvedInstance) -> serde_json::Value {
-        serde_json::json!({
-            "instance": probe_desired(&instance.spec, instance.namespace.as_deref()),
-            "role": {
-                "roleName": self.role_name,
-                "postgres": self.postgres,
-                "mysql": self.mysql,
-            },
-        })
+    fn applied(&self) -> GrantSet {
+        payload::role_grants(self.postgres, self.mysql)
     }
+
+    fn payload(
+        &self,
+        instance: &ResolvedInstance,
+        previous: Option<GrantSet>,
+        mode: Mode,
+    ) -> RoleIntent {
+        RoleIntent {
+            instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
+            role: payload::role(self.role_name, self.postgres, self.mysql),
+            previous,
+            mode,
+        }
+    }
+}
+
+fn describe(role_name: &str, instance: &ResolvedInstance, observed: &RoleObserved) -> Described {
+    let message = format!(
+        "role {role_name} {} on {}; {} privilege(s), member of [{}]",
+        if observed.created {
+            "created"
+        } else {
+            "in sync"
+        },
+        instance.display,
+        observed.direct_grants,
+        observed.member_of.join(", "),
+    );
+    let mut extra = serde_json::json!({ "role": {"name": role_name} });
+    if observed.created {
+        extra["role"]["createdAt"] = serde_json::to_value(now()).unwrap_or_default();
+    }
+    Described {
+        message,
+        extra,
+        created: observed.created,
+        problem: None,
+    }
+}
+
+macro_rules! role_kind {
+    ($kind:ty, $name:literal, $view:expr) => {
+        impl Provisioned for $kind {
+            const KIND: &'static str = $name;
+            type Target = ResolvedInstance;
+            type Observed = RoleObserved;
+
+            fn common_status(&self) -> Option<&CommonStatus> {
+                self.status.as_ref().map(|s| &s.common)
+            }
+
+            fn drift_policy(&self) -> Option<&DriftPolicy> {
+                self.spec.drift_policy.as_ref()
+            }
+
+            fn describe_self(&self) -> String {
+                format!("role {}", self.spec.role_name)
+            }
+
+            async fn resolve(&self, ctx: &Context, purpose: Purpose) -> Resolved<ResolvedInstance> {
+                $view(self).resolve(ctx, purpose).await
+            }
+
+            fn instance(target: &ResolvedInstance) -> &ResolvedInstance {
+                target
+            }
+
+            fn ensure_intent(
+                &self,
+                ctx: &Context,
+                target: &ResolvedInstance,
+                mode: Mode,
+            ) -> Result<IntentRequest, Error> {
+                // What was applied last lets the agent revoke what this spec no longer lists.
+                let payload = $view(self).payload(target, last_applied(self), mode);
+                Ok(dispatch::intent(
+                    self,
+                    Operation::EnsureRole,
+                    &payload,
+                    ctx.intent_timeout,
+                ))
+            }
+
+            fn describe(&self, target: &ResolvedInstance, observed: &RoleObserved) -> Described {
+                describe(&self.spec.role_name, target, observed)
+            }
+
+            fn drift(observed: &RoleObserved) -> (&[Diff], bool) {
+                (&observed.drift, observed.corrected)
+            }
+
+            fn applied(&self) -> Option<serde_json::Value> {
+                serde_json::to_value($view(self).applied()).ok()
+            }
+
+            fn drop_intent(
+                &self,
+                ctx: &Context,
+                target: &ResolvedInstance,
+            ) -> Result<IntentRequest, Error> {
+                let payload = $view(self).payload(target, last_applied(self), Mode::Apply);
+                Ok(dispatch::intent(
+                    self,
+                    Operation::DropRole,
+                    &payload,
+                    ctx.intent_timeout,
+                ))
+            }
+        }
+    };
 }
 
 fn view_of(role: &DatabaseRole) -> RoleView<'_> {
@@ -64,10 +173,8 @@ fn view_of(role: &DatabaseRole) -> RoleView<'_> {
         instance_ref: role.spec.instance_ref.as_ref(),
         cluster_instance_ref: role.spec.cluster_instance_ref.as_ref(),
         role_name: &role.spec.role_name,
-        drift_policy: role.spec.drift_policy.as_ref(),
         postgres: role.spec.postgres.as_ref(),
         mysql: role.spec.mysql.as_ref(),
-        status: role.status.as_ref().map(|s| &s.common),
     }
 }
 
@@ -77,134 +184,20 @@ fn cluster_view_of(role: &ClusterDatabaseRole) -> RoleView<'_> {
         instance_ref: None,
         cluster_instance_ref: Some(&role.spec.cluster_instance_ref),
         role_name: &role.spec.role_name,
-        drift_policy: role.spec.drift_policy.as_ref(),
         postgres: role.spec.postgres.as_ref(),
         mysql: role.spec.mysql.as_ref(),
-        status: role.status.as_ref().map(|s| &s.common),
     }
 }
 
-async fn apply<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<Action, Error> {
-    let instance = match ready_instance(
-        ctx,
-        &view.namespace,
-        view.instance_ref,
-        view.cluster_instance_ref,
-    )
-    .await?
-    {
-        Ok(i) => i,
-        Err(b) => return report_blocked(ctx, obj, view.status, b).await,
-    };
-    let request = intent(ctx, obj, Operation::EnsureRole, view.desired(&instance));
-    let display = instance.display.clone();
-    let name = view.role_name.to_owned();
-    let describe = move |observed: &serde_json::Value| {
-        let created = observed["created"] == true;
-        let message = format!(
-            "role {name} {} on {display}; {} privilege(s), member of [{}]",
-            if created { "created" } else { "in sync" },
-            observed["directGrants"].as_u64().unwrap_or(0),
-            observed["memberOf"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default(),
-        );
-        let mut extra = serde_json::json!({ "role": {"name": name} });
-        if created {
-            extra["role"]["createdAt"] =
-                serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    k8s_openapi::jiff::Timestamp::now(),
-                ))
-                .unwrap_or_default();
-        }
-        Described {
-            message,
-            extra,
-            created,
-            problem: None,
-        }
-    };
-    ensure_through_agent(
-        ctx,
-        EnsureCall {
-            obj,
-            status: view.status,
-            drift_policy: view.drift_policy,
-            instance: &instance,
-            request,
-            applied: Some(view.applied()),
-            at_most: None,
-        },
-        &describe,
-    )
-    .await
-}
-
-async fn cleanup<K: Scoped>(obj: &K, view: RoleView<'_>, ctx: &Context) -> Result<Action, Error> {
-    let instance = match resolve_instance_refs(
-        ctx,
-        &view.namespace,
-        view.instance_ref,
-        view.cluster_instance_ref,
-    )
-    .await?
-    {
-        Ok(i) => i,
-        Err(b) => {
-            publish_event(
-                ctx,
-                &obj.object_ref(&()),
-                EventType::Warning,
-                "InstanceGone",
-                format!("{}; the role was not dropped", b.message),
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
-    };
-    let mut desired = view.desired(&instance);
-    if let Some(previous) = last_applied(obj) {
-        desired["previous"] = previous;
-    }
-    let request = intent(ctx, obj, Operation::DropRole, desired);
-    drop_through_agent(
-        ctx,
-        obj,
-        view.status.and_then(|s| s.conditions.as_ref()),
-        &cluster_of(ctx, &instance),
-        request,
-        &format!("role {}", view.role_name),
-    )
-    .await
-}
+role_kind!(DatabaseRole, "DatabaseRole", view_of);
+role_kind!(ClusterDatabaseRole, "ClusterDatabaseRole", cluster_view_of);
 
 /// Runs the DatabaseRole controller.
 pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<DatabaseRole>(
-        ctx,
-        shutdown,
-        "DatabaseRole",
-        |o, ctx| Box::pin(async move { apply(&*o, view_of(&o), &ctx).await }),
-        |o, ctx| Box::pin(async move { cleanup(&*o, view_of(&o), &ctx).await }),
-        None,
-    )
-    .await;
+    provisioned::run::<DatabaseRole>(ctx, shutdown).await;
 }
 
 /// Runs the ClusterDatabaseRole controller.
 pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<ClusterDatabaseRole>(
-        ctx,
-        shutdown,
-        "ClusterDatabaseRole",
-        |o, ctx| Box::pin(async move { apply(&*o, cluster_view_of(&o), &ctx).await }),
-        |o, ctx| Box::pin(async move { cleanup(&*o, cluster_view_of(&o), &ctx).await }),
-        None,
-    )
-    .await;
+    provisioned::run::<ClusterDatabaseRole>(ctx, shutdown).await;
 }

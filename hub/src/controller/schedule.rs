@@ -14,13 +14,14 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
-    runtime::{controller::Action, events::EventType},
+    runtime::controller::Action,
 };
 use serde_json::json;
 
 use super::{
     Context, Error,
-    database::{patch_ready_status, publish_event},
+    kit::{events, runner, status::StatusUpdate},
+    reason::Reason,
     retention::{self, Candidate, Rules},
 };
 use crate::api::{
@@ -136,14 +137,12 @@ pub fn backup_name(schedule: &str, t: Timestamp) -> String {
     format!("{base}-{stamp}")
 }
 
-async fn event(
-    ctx: &Context,
+fn conditions(
     s: &DatabaseBackupSchedule,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    publish_event(ctx, &s.object_ref(&()), type_, reason, note).await;
+) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.common.conditions.as_deref())
 }
 
 fn phase_of(b: &DatabaseBackup) -> OperationPhase {
@@ -191,7 +190,7 @@ fn rules(s: &DatabaseBackupSchedule) -> Result<Rules, String> {
     };
     let n = |v: Option<i32>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
     let min_age_seconds = match &r.min_age {
-        Some(m) => super::database::parse_interval(m)
+        Some(m) => super::kit::drift::parse_interval(m)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .ok_or_else(|| {
                 format!("spec.retention.minAge {m:?} is not a duration like 24h or 7d")
@@ -215,22 +214,11 @@ async fn invalid(
     s: &DatabaseBackupSchedule,
     message: String,
 ) -> Result<Action, Error> {
-    let previous = s
-        .status
-        .as_ref()
-        .and_then(|st| st.common.conditions.as_ref());
-    patch_ready_status(
-        ctx,
-        s,
-        previous,
-        SchedulePhase::Active,
-        false,
-        "InvalidSpec",
-        &message,
-        json!({}),
-    )
-    .await?;
-    event(ctx, s, EventType::Warning, "InvalidSpec", message).await;
+    StatusUpdate::not_ready(Reason::InvalidSpec, message.clone())
+        .phase(SchedulePhase::Active)
+        .apply(ctx, s, conditions(s))
+        .await?;
+    events::publish(ctx, s, Reason::InvalidSpec, message).await;
     Ok(Action::await_change())
 }
 
@@ -293,14 +281,14 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
             let note = format!(
                 "run of {t} missed by {late}s (more than startingDeadlineSeconds {limit}): skipped"
             );
-            event(ctx, &s, EventType::Warning, "MissedSchedule", note.clone()).await;
+            events::publish(ctx, &*s, Reason::MissedSchedule, note.clone()).await;
             notes.push(note);
         } else if !active.is_empty() && s.spec.concurrency_policy == ConcurrencyPolicy::Forbid {
             let note = format!(
                 "run of {t} skipped: backup {} is still running (concurrencyPolicy Forbid)",
                 active[0].name_any()
             );
-            event(ctx, &s, EventType::Warning, "RunSkipped", note.clone()).await;
+            events::publish(ctx, &*s, Reason::RunSkipped, note.clone()).await;
             notes.push(note);
         } else {
             if s.spec.concurrency_policy == ConcurrencyPolicy::Replace {
@@ -345,7 +333,7 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
             expired.len(),
             expired.join(", ")
         );
-        event(ctx, &s, EventType::Normal, "RetentionApplied", note.clone()).await;
+        events::publish(ctx, &*s, Reason::RetentionApplied, note.clone()).await;
         notes.push(note);
     }
     backups.retain(|b| !expired.contains(&b.name_any()));
@@ -420,21 +408,16 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
         "recentBackups": backups.iter().take(10).map(|b| json!({"name": b.name_any(), "status": phase_of(b)})).collect::<Vec<_>>(),
         "statistics": statistics,
     });
-    let previous = s
-        .status
-        .as_ref()
-        .and_then(|st| st.common.conditions.as_ref());
-    patch_ready_status(
-        ctx,
-        &*s,
-        previous,
-        phase,
-        true,
-        if paused { "Paused" } else { "Scheduled" },
-        &message,
-        extra,
-    )
-    .await?;
+    let reason = if paused {
+        Reason::Paused
+    } else {
+        Reason::Scheduled
+    };
+    StatusUpdate::ready(reason, message)
+        .phase(phase)
+        .with_all(extra)
+        .apply(ctx, &*s, conditions(&s))
+        .await?;
     // Come back at the next run, and soon while a backup runs (its completion feeds retention).
     let until_next = next
         .map(|n| (n.as_second() - now.as_second()).max(1))
@@ -469,11 +452,10 @@ async fn create_backup(
     }))?;
     match api.create(&PostParams::default(), &backup).await {
         Ok(_) => {
-            event(
+            events::publish(
                 ctx,
                 s,
-                EventType::Normal,
-                "BackupCreated",
+                Reason::BackupCreated,
                 format!("created {name} for the run of {t}"),
             )
             .await;
@@ -489,37 +471,19 @@ async fn cleanup(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Ac
     if s.spec.deletion_protection {
         let message = "deletion is blocked: spec.deletionProtection is true (set it to false to \
                        let the schedule go; its backups are kept either way)";
-        let previous = s
-            .status
-            .as_ref()
-            .and_then(|st| st.common.conditions.as_ref());
-        patch_ready_status(
-            &ctx,
-            &*s,
-            previous,
-            SchedulePhase::Active,
-            false,
-            "DeletionProtected",
-            message,
-            json!({}),
-        )
-        .await?;
-        event(
-            &ctx,
-            &s,
-            EventType::Warning,
-            "DeletionProtected",
-            message.into(),
-        )
-        .await;
-        return Err(Error::Blocked(message.into()));
+        StatusUpdate::not_ready(Reason::DeletionProtected, message)
+            .phase(SchedulePhase::Active)
+            .apply(&ctx, &*s, conditions(&s))
+            .await?;
+        events::publish(&ctx, &*s, Reason::DeletionProtected, message).await;
+        return Err(Error::blocked(Reason::DeletionProtected, message));
     }
     Ok(Action::await_change())
 }
 
 /// Runs the DatabaseBackupSchedule controller until `shutdown`.
 pub async fn run(ctx: Context, shutdown: super::Shutdown) {
-    super::run_finalized::<DatabaseBackupSchedule>(
+    runner::run_finalized::<DatabaseBackupSchedule>(
         ctx,
         shutdown,
         "DatabaseBackupSchedule",

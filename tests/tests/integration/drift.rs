@@ -330,8 +330,8 @@ async fn failures_name_the_fix_and_recover_by_themselves() {
     drop(closed);
     s.apply(instance("far", port, "pg-admin", None)).await;
     let v = s
-        .wait_for("DatabaseInstance", "far", "Unreachable", |v| {
-            ready_reason(v) == "Unreachable"
+        .wait_for("DatabaseInstance", "far", "InstanceUnreachable", |v| {
+            ready_reason(v) == "InstanceUnreachable"
         })
         .await;
     assert!(

@@ -1,0 +1,122 @@
+//! Intents: building them for a resource, sending them to the agent of a cluster and reading
+//! the typed answer, and turning a failure into status, an Event and the reconcile's error.
+
+use std::time::Duration;
+
+use dbprov_proto::agent::v1::{ErrorCode, Operation, ResourceRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{Resource, ResourceExt};
+
+use super::{events, instance::Blocked, runner::Scoped, status::StatusUpdate};
+use crate::{
+    controller::{Context, Error, reason::Reason},
+    session::{DispatchError, IntentRequest},
+};
+
+/// The resource reference of an intent about `obj`.
+pub fn resource_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ResourceRef {
+    ResourceRef {
+        kind: K::kind(&()).into_owned(),
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        generation: obj.meta().generation.unwrap_or_default(),
+    }
+}
+
+/// An intent about `obj` asking for `operation` with the desired state `payload` (one of the
+/// contract's payload types), waiting at most `timeout`.
+pub fn intent<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    operation: Operation,
+    payload: &impl serde::Serialize,
+    timeout: Duration,
+) -> IntentRequest {
+    IntentRequest {
+        resource: resource_ref(obj),
+        operation,
+        // Serialising plain data structs cannot fail (no maps with non-string keys).
+        desired_json: serde_json::to_string(payload).unwrap_or_default(),
+        timeout,
+    }
+}
+
+/// Sends a short intent to `cluster` and reads the agent's answer as `T`. An answer that does
+/// not parse is an agent failure (a version the hub cannot read), not a hub error.
+pub async fn send<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    cluster: &str,
+    request: IntentRequest,
+) -> Result<T, DispatchError> {
+    let json = ctx.hub.send(cluster, request).await?;
+    parse_answer(&json)
+}
+
+/// Reads an agent's answer as `T`.
+pub fn parse_answer<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, DispatchError> {
+    serde_json::from_str(json).map_err(|e| DispatchError::Agent {
+        code: ErrorCode::Internal,
+        message: format!("the agent's answer cannot be read by this hub: {e}"),
+        retryable: false,
+    })
+}
+
+/// Shows why `obj` waits (Ready=False with the reason, in its phase) and ends the reconcile
+/// with [`Error::Blocked`], so it comes back after the reason's interval.
+pub async fn block<K: Scoped>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&[Condition]>,
+    b: Blocked,
+) -> Error {
+    let update = StatusUpdate::not_ready(b.reason, b.message);
+    if let Err(e) = update.apply(ctx, obj, previous).await {
+        return e;
+    }
+    Error::blocked(update.reason(), update.message())
+}
+
+/// Writes a failure into status, publishes it as an Event, and returns the error that ends
+/// the reconcile (counted by reason, retried after `retry`).
+pub async fn fail<K: Scoped>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&[Condition]>,
+    update: StatusUpdate,
+    retry: Duration,
+) -> Error {
+    if let Err(e) = update.apply(ctx, obj, previous).await {
+        return e;
+    }
+    events::publish(ctx, obj, update.reason(), update.message()).await;
+    Error::Failed {
+        reason: update.reason(),
+        message: update.message().to_owned(),
+        retry,
+    }
+}
+
+/// [`fail`] for a failed dispatch: the one reason for the agent's error code, and the retry
+/// interval its `retryable` flag asks for. `context` prefixes the message (e.g. "password
+/// rotation failed").
+pub async fn fail_dispatch<K: Scoped>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&[Condition]>,
+    e: &DispatchError,
+    context: Option<&str>,
+) -> Error {
+    let reason = Reason::of_dispatch(e);
+    let message = match context {
+        Some(c) => format!("{c}: {e}"),
+        None => e.to_string(),
+    };
+    fail(
+        ctx,
+        obj,
+        previous,
+        StatusUpdate::not_ready(reason, message),
+        Reason::retry_after(e),
+    )
+    .await
+}

@@ -1,0 +1,164 @@
+//! What an ensure intent asks the agent for — apply a changed spec, or check for drift per
+//! the drift policy — and the record of what was applied last, so the agent can revoke what a
+//! newer spec no longer lists.
+
+use std::time::Duration;
+
+use dbprov_contract::Mode;
+use kube::{
+    Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+
+use super::{instance::ResolvedInstance, runner::Scoped};
+use crate::{
+    api::common::{CommonStatus, DriftMode, DriftPolicy},
+    controller::{Context, Error},
+};
+
+/// Annotation holding the memberships and privileges last applied for an object (JSON; names
+/// only, never secrets).
+pub const APPLIED_ANNOTATION: &str = "dbops.dbprovision.io/last-applied-grants";
+
+/// The drift policy in force: the object's own, else its instance's, else the default
+/// (`detect` every 8h).
+pub fn effective_policy(own: Option<&DriftPolicy>, instance: &ResolvedInstance) -> DriftPolicy {
+    own.or(instance.spec.drift_policy.as_ref())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// How often the policy checks (8h when its interval cannot be read).
+pub fn check_every(policy: &DriftPolicy) -> Duration {
+    parse_interval(&policy.interval).unwrap_or(Duration::from_secs(8 * 3600))
+}
+
+/// What to ask the agent for: apply when the spec changed since the last successful reconcile
+/// (or that one failed), else the drift mode; None when drift is ignored and nothing changed.
+pub fn mode_for(
+    status: Option<&CommonStatus>,
+    generation: Option<i64>,
+    policy: &DriftPolicy,
+) -> Option<Mode> {
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let current = status.and_then(|s| s.observed_generation) == generation;
+    if !(ready && current) {
+        return Some(Mode::Apply);
+    }
+    match policy.mode {
+        DriftMode::Ignore => None,
+        DriftMode::Detect => Some(Mode::Detect),
+        DriftMode::Correct => Some(Mode::Correct),
+    }
+}
+
+/// The value of [`APPLIED_ANNOTATION`] as `T`, if set and readable.
+pub fn last_applied<K: Resource, T: serde::de::DeserializeOwned>(obj: &K) -> Option<T> {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(APPLIED_ANNOTATION))
+        .and_then(|v| serde_json::from_str(v).ok())
+}
+
+/// Records `applied` in [`APPLIED_ANNOTATION`] (no write when it is already there).
+pub async fn record_applied<K: Scoped, T: serde::Serialize>(
+    ctx: &Context,
+    obj: &K,
+    applied: &T,
+) -> Result<(), Error> {
+    let applied = serde_json::to_value(applied)?;
+    if last_applied::<K, serde_json::Value>(obj).as_ref() == Some(&applied) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {APPLIED_ANNOTATION: applied.to_string()}}
+    });
+    K::api_for(&ctx.client, obj)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Parses `30s`, `10m`, `8h`, `7d`, `2w` (compound forms such as `1h30m` are not read yet).
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 604_800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn status(ready: bool, generation: i64) -> CommonStatus {
+        CommonStatus {
+            conditions: Some(vec![Condition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                reason: "Synced".into(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: Some(generation),
+            }]),
+            observed_generation: Some(generation),
+            ..CommonStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_changed_or_failed_spec_is_applied_and_a_synced_one_checked_per_policy() {
+        let detect = DriftPolicy::default();
+        let ignore = DriftPolicy {
+            mode: DriftMode::Ignore,
+            ..DriftPolicy::default()
+        };
+        let correct = DriftPolicy {
+            mode: DriftMode::Correct,
+            ..DriftPolicy::default()
+        };
+        assert_eq!(mode_for(None, Some(1), &ignore), Some(Mode::Apply));
+        assert_eq!(
+            mode_for(Some(&status(true, 1)), Some(2), &ignore),
+            Some(Mode::Apply)
+        );
+        assert_eq!(
+            mode_for(Some(&status(false, 2)), Some(2), &ignore),
+            Some(Mode::Apply)
+        );
+        assert_eq!(mode_for(Some(&status(true, 2)), Some(2), &ignore), None);
+        assert_eq!(
+            mode_for(Some(&status(true, 2)), Some(2), &detect),
+            Some(Mode::Detect)
+        );
+        assert_eq!(
+            mode_for(Some(&status(true, 2)), Some(2), &correct),
+            Some(Mode::Correct)
+        );
+    }
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("8h"), Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_interval("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_interval("1h30m"), None);
+        assert_eq!(parse_interval("soon"), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! The instance a resource lives on: resolving `instanceRef` (namespace sameness) or
+//! `clusterInstanceRef`, waiting for it to be Ready, and the ManagedCluster serving it.
+
+use kube::Api;
+
+use crate::{
+    api::{
+        ClusterDatabaseInstance, DatabaseInstance,
+        common::{ClusterRef, NamespacedRef},
+        instance::{DatabaseInstanceSpec, InstancePhase},
+    },
+    controller::{Context, Error, reason::Reason},
+};
+
+/// The instance a resource lives on, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedInstance {
+    /// `Kind namespace/name`, for messages.
+    pub display: String,
+    /// Its spec.
+    pub spec: DatabaseInstanceSpec,
+    /// Its namespace (None: cluster-scoped).
+    pub namespace: Option<String>,
+    /// Whether its last probe succeeded.
+    pub ready: bool,
+}
+
+impl ResolvedInstance {
+    /// The ManagedCluster whose agent serves it (`spec.clusterRef`, else the hub's default).
+    pub fn cluster<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        self.spec
+            .cluster_ref
+            .as_ref()
+            .map_or(ctx.default_cluster.as_str(), |c| c.name.as_str())
+    }
+}
+
+/// Why a reconcile cannot proceed yet (shown as the Ready condition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    /// Condition reason (its phase is the reason's).
+    pub reason: Reason,
+    /// Condition message.
+    pub message: String,
+}
+
+impl Blocked {
+    /// Blocked with `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a resolution finds: the thing, or why the reconcile has to wait.
+pub type Resolved<T> = Result<Result<T, Blocked>, Error>;
+
+/// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`.
+pub async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&NamespacedRef>,
+    cluster_instance_ref: Option<&ClusterRef>,
+) -> Resolved<ResolvedInstance> {
+    if let Some(r) = instance_ref {
+        let inst_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
+        let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &inst_ns);
+        return Ok(match api.get_opt(&r.name).await? {
+            Some(i) => Ok(ResolvedInstance {
+                display: format!("DatabaseInstance {inst_ns}/{}", r.name),
+                ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
+                spec: i.spec,
+                namespace: Some(inst_ns),
+            }),
+            None => Err(Blocked::new(
+                Reason::InstanceNotFound,
+                format!(
+                    "DatabaseInstance {inst_ns}/{} does not exist (spec.instanceRef)",
+                    r.name
+                ),
+            )),
+        });
+    }
+    if let Some(r) = cluster_instance_ref {
+        let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
+        return Ok(match api.get_opt(&r.name).await? {
+            Some(i) => Ok(ResolvedInstance {
+                display: format!("ClusterDatabaseInstance {}", r.name),
+                ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
+                spec: i.spec.0,
+                namespace: None,
+            }),
+            None => Err(Blocked::new(
+                Reason::InstanceNotFound,
+                format!(
+                    "ClusterDatabaseInstance {} does not exist (spec.clusterInstanceRef)",
+                    r.name
+                ),
+            )),
+        });
+    }
+    // The schema requires exactly one reference; an object stored before that rule existed
+    // still gets a clear message.
+    Ok(Err(Blocked::new(
+        Reason::InvalidSpec,
+        "set spec.instanceRef or spec.clusterInstanceRef",
+    )))
+}
+
+/// Like [`resolve`], and also waits for the instance to be Ready.
+pub async fn resolve_ready(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&NamespacedRef>,
+    cluster_instance_ref: Option<&ClusterRef>,
+) -> Resolved<ResolvedInstance> {
+    Ok(
+        match resolve(ctx, ns, instance_ref, cluster_instance_ref).await? {
+            Ok(i) => require_ready(i),
+            Err(b) => Err(b),
+        },
+    )
+}
+
+/// The instance if it is Ready, else why the reconcile waits.
+pub fn require_ready(i: ResolvedInstance) -> Result<ResolvedInstance, Blocked> {
+    if i.ready {
+        Ok(i)
+    } else {
+        Err(Blocked::new(
+            Reason::InstanceNotReady,
+            format!("waiting for {} to be Ready", i.display),
+        ))
+    }
+}

@@ -1,0 +1,25 @@
+//! The pieces every controller is made of, kept out of the controllers themselves so that the
+//! code of one kind is only what is specific to it:
+//! - [`runner`]: running a kube-rs controller with the cleanup finalizer, metrics and a
+//!   resync limited to the cluster that reconnected;
+//! - [`status`]: the `Ready` condition and phase, computed then applied as one merge patch;
+//! - [`events`]: Kubernetes Events, typed by [`super::reason::Reason`];
+//! - [`instance`]: resolving the instance a resource lives on, and the cluster serving it;
+//! - [`dispatch`]: building intents and sending them to an agent;
+//! - [`operation`]: starting or re-attaching to a long operation and following it;
+//! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last.
+
+pub mod dispatch;
+pub mod drift;
+pub mod events;
+pub mod instance;
+pub mod operation;
+pub mod runner;
+pub mod status;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// The current time, as Kubernetes writes it.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

@@ -1,0 +1,249 @@
+//! Running one kube-rs controller per kind: the cleanup finalizer, reconcile metrics, one
+//! error policy, and a resync that re-reconciles only the resources of the cluster whose
+//! agent (re)connected.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::runtime::{
+    Controller,
+    controller::Action,
+    finalizer::{Error as FinalizerError, Event, finalizer},
+    reflector::ObjectRef,
+};
+
+use crate::controller::{Context, Error};
+
+/// Finalizer that holds a resource until its cleanup (drop, revoke, artifact deletion, or the
+/// deletion policy's decision to keep it) has been carried out.
+pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
+
+/// How soon a reconcile that failed for a reason of the hub's own (the apiserver refused a
+/// write, a finalizer could not be changed) is retried.
+pub const RETRY_HUB_ERROR: Duration = Duration::from_secs(10);
+
+/// A shutdown signal every controller can wait on.
+pub type Shutdown =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// One step of a finalized controller (apply or cleanup).
+pub type Step<K> =
+    fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>;
+
+/// A kind the controllers write to: how to reach an object of it (namespaced or not).
+pub trait Scoped:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The API for `obj`'s collection.
+    fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self>;
+}
+
+macro_rules! namespaced_kinds {
+    ($($k:ty),*) => {$(
+        impl Scoped for $k {
+            fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self> {
+                use kube::ResourceExt;
+                kube::Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
+            }
+        }
+    )*};
+}
+macro_rules! cluster_kinds {
+    ($($k:ty),*) => {$(
+        impl Scoped for $k {
+            fn api_for(client: &kube::Client, _: &Self) -> kube::Api<Self> {
+                kube::Api::all(client.clone())
+            }
+        }
+    )*};
+}
+namespaced_kinds!(
+    crate::api::Database,
+    crate::api::DatabaseUser,
+    crate::api::DatabaseRole,
+    crate::api::DatabaseGrant,
+    crate::api::DatabaseInstance,
+    crate::api::DatabaseBackup,
+    crate::api::DatabaseRestore,
+    crate::api::DatabaseBackupSchedule
+);
+cluster_kinds!(
+    crate::api::ClusterDatabaseRole,
+    crate::api::ClusterDatabaseGrant,
+    crate::api::ClusterDatabaseInstance
+);
+
+/// Counts and times one reconcile of `kind`: `dbprov_reconciles_total{kind,result,reason}`
+/// (result `success` or the error's [`Error::metric_label`], reason the condition reason a
+/// failure or block ended with), `dbprov_reconcile_duration_seconds{kind}` and
+/// `dbprov_reconciles_in_flight{kind}`. kube-rs starts every due object at once (no bounded
+/// worker pool), so the in-flight gauge is the controller's queue depth.
+pub async fn observed<F>(kind: &'static str, reconcile: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    struct InFlight(&'static str);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            metrics::gauge!("dbprov_reconciles_in_flight", "kind" => self.0).decrement(1.0);
+        }
+    }
+    metrics::gauge!("dbprov_reconciles_in_flight", "kind" => kind).increment(1.0);
+    let _in_flight = InFlight(kind);
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let (label, reason) = match &result {
+        Ok(_) => ("success", ""),
+        Err(e) => (e.metric_label(), e.reason().map_or("", |r| r.as_str())),
+    };
+    metrics::counter!("dbprov_reconciles_total", "kind" => kind, "result" => label, "reason" => reason)
+        .increment(1);
+    metrics::histogram!("dbprov_reconcile_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The objects of `api`, emitted when their spec (generation), finalizers or (if given) the
+/// `annotation` change — not on status updates, which every reconcile writes (reacting to
+/// those would loop). Deletion bumps the generation of custom resources, so deletions get
+/// through too.
+pub fn spec_changes<K>(
+    api: kube::Api<K>,
+    annotation: Option<&'static str>,
+) -> (
+    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+    kube::runtime::reflector::Store<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            move |o: &K| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                predicates::generation(o).hash(&mut h);
+                predicates::finalizers(o).hash(&mut h);
+                if let Some(key) = annotation {
+                    o.meta()
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(key))
+                        .hash(&mut h);
+                }
+                Some(h.finish())
+            },
+            Default::default(),
+        );
+    (stream, reader)
+}
+
+/// The objects of kind `K` to re-reconcile when a cluster's agent (re)connects or a resync is
+/// asked for: those that have sent intents to that cluster, and no others.
+pub fn resync_of<K: Scoped>(
+    ctx: &Context,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    let hub = ctx.hub.clone();
+    tokio_stream::wrappers::BroadcastStream::new(ctx.hub.subscribe_resync()).flat_map(
+        move |cluster| {
+            let refs: Vec<ObjectRef<K>> = match cluster {
+                Ok(cluster) => hub
+                    .targets(&cluster, &K::kind(&()))
+                    .into_iter()
+                    .map(|t| {
+                        let r = ObjectRef::new(&t.name);
+                        if t.namespace.is_empty() {
+                            r
+                        } else {
+                            r.within(&t.namespace)
+                        }
+                    })
+                    .collect(),
+                // Missed resyncs (the channel overflowed): nothing precise to do; the
+                // periodic requeues of every object catch up.
+                Err(_) => Vec::new(),
+            };
+            futures::stream::iter(refs)
+        },
+    )
+}
+
+/// Runs `step` under the cleanup finalizer: the finalizer is added before the first apply
+/// and removed when cleanup succeeds.
+pub async fn finalized<K: Scoped>(
+    ctx: Arc<Context>,
+    obj: Arc<K>,
+    apply: Step<K>,
+    cleanup: Step<K>,
+) -> Result<Action, Error> {
+    let api = K::api_for(&ctx.client, &obj);
+    finalizer(&api, FINALIZER, obj, |event| match event {
+        Event::Apply(o) => apply(o, ctx.clone()),
+        Event::Cleanup(o) => cleanup(o, ctx.clone()),
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// The one error policy: come back after the interval the error asks for.
+fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    Action::requeue(error.requeue())
+}
+
+/// Runs a controller for a kind whose objects carry the cleanup finalizer: `apply` while the
+/// object lives, `cleanup` once it is being deleted. Reacts to spec/finalizer changes (and
+/// `annotation`, if given) and to resyncs of the cluster the object's intents go to.
+pub async fn run_finalized<K: Scoped>(
+    ctx: Context,
+    shutdown: Shutdown,
+    kind: &'static str,
+    apply: Step<K>,
+    cleanup: Step<K>,
+    annotation: Option<&'static str>,
+) {
+    let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
+    let resync = resync_of::<K>(&ctx);
+    let (changes, store) = spec_changes(api, annotation);
+    Controller::for_stream(changes, store)
+        .reconcile_on(resync)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj: Arc<K>, ctx: Arc<Context>| {
+                observed(kind, finalized(ctx, obj, apply, cleanup))
+            },
+            error_policy,
+            Arc::new(ctx),
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok(_) => {}
+                // Already in status, Events and metrics; the log keeps the detail.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                    tracing::info!(kind, object = %obj, error = %e, label = e.metric_label(), "reconcile not finished");
+                }
+                Err(e) => tracing::warn!(kind, error = %e, "controller error"),
+            }
+        })
+        .await;
+}

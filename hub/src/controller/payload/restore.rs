@@ -1,0 +1,366 @@
+//! RESTORE: the restore options of a DatabaseRestore and the intent around the resolved
+//! source (a DatabaseBackup's artifact or `spec.fromPath`) and target.
+//!
+//! Not carried (hub-only, or not honoured by the agent): `spec.backupRef`, `spec.target.*`
+//! (resolved to `instance` and `database`; `target.inPlace` is sent as `inPlace`),
+//! `spec.confirmation` (checked by the apiserver), `spec.activeDeadlineSeconds` (the intent's
+//! timeout), `spec.fromPath.backupPath` (sent joined to the storage prefix as `object`),
+//! `spec.fromPath.compression.enabled` and `spec.fromPath.compression.level` (only the
+//! algorithm is sent), `spec.postgres.dropExisting` / `spec.mysql.dropExisting` and
+//! `spec.postgres.createDatabase` / `spec.mysql.createDatabase` (sent once, as the top-level
+//! `dropExisting` / `createDatabase`), `spec.postgres.roleMapping`, `spec.mysql.routines`,
+//! `spec.mysql.triggers`, `spec.mysql.events`.
+
+use dbprov_contract::{
+    backup::Compression,
+    instance::Instance,
+    restore::{MysqlRestoreOptions, PgRestoreOptions, RestoreIntent},
+};
+
+use super::backup::{compression_algorithm, encryption};
+use crate::api::{
+    backup::{CompressionConfig, EncryptionConfig, StorageConfig},
+    restore::{DatabaseRestoreSpec, MysqlRestoreConfig, PostgresRestoreConfig},
+};
+
+/// pg_restore options (the API's defaults — `noOwner`, one job, `analyze` — are sent
+/// explicitly, as before).
+pub fn pg_restore_options(pg: &PostgresRestoreConfig) -> PgRestoreOptions {
+    PgRestoreOptions {
+        data_only: pg.data_only,
+        schema_only: pg.schema_only,
+        no_owner: Some(pg.no_owner),
+        no_privileges: pg.no_privileges,
+        disable_triggers: pg.disable_triggers,
+        analyze: Some(pg.analyze),
+        schemas: pg.schemas.clone().unwrap_or_default(),
+        tables: pg.tables.clone().unwrap_or_default(),
+        jobs: Some(pg.jobs),
+    }
+}
+
+/// mysql restore options.
+pub fn mysql_restore_options(my: &MysqlRestoreConfig) -> MysqlRestoreOptions {
+    MysqlRestoreOptions {
+        disable_foreign_key_checks: Some(my.disable_foreign_key_checks),
+        disable_binlog: Some(my.disable_binlog),
+    }
+}
+
+/// The compression an artifact without a metadata object was written with: the algorithm of
+/// `fromPath.compression`, whatever its `enabled` (as before).
+pub fn restore_compression(c: Option<&CompressionConfig>) -> Option<Compression> {
+    c.map(|c| compression_algorithm(c.algorithm))
+}
+
+/// The artifact a restore reads, resolved by the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreSource<'a> {
+    /// Where it is.
+    pub storage: &'a StorageConfig,
+    /// Full key of the data object (storage prefix included).
+    pub object: &'a str,
+    /// The key to decrypt with (the restore's own `encryption`, else the source's).
+    pub encryption: Option<&'a EncryptionConfig>,
+    /// `fromPath.compression` (None for a DatabaseBackup: its metadata object says).
+    pub compression: Option<&'a CompressionConfig>,
+}
+
+/// The desired state of RESTORE of `source` into `database` on `instance`, the Secrets
+/// being in `secret_namespace` (the restore's). Errs when the encryption block is unusable.
+pub fn restore_intent(
+    instance: Instance,
+    spec: &DatabaseRestoreSpec,
+    database: &str,
+    secret_namespace: &str,
+    source: RestoreSource<'_>,
+) -> Result<RestoreIntent, String> {
+    let pg = spec.postgres.as_ref();
+    let my = spec.mysql.as_ref();
+    Ok(RestoreIntent {
+        instance,
+        database: database.to_owned(),
+        storage: super::storage::storage(source.storage),
+        secret_namespace: secret_namespace.to_owned(),
+        object: source.object.to_owned(),
+        encryption: encryption(source.encryption)?,
+        compression: restore_compression(source.compression),
+        drop_existing: pg
+            .and_then(|p| p.drop_existing)
+            .or(my.and_then(|m| m.drop_existing))
+            .unwrap_or(false),
+        in_place: spec.target.in_place.unwrap_or(false),
+        create_database: pg
+            .map(|p| p.create_database)
+            .or(my.map(|m| m.create_database))
+            .unwrap_or(true),
+        postgres: pg.map(pg_restore_options),
+        mysql: my.map(mysql_restore_options),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        api::DatabaseRestore,
+        controller::payload::{
+            backup::tests::legacy_encryption, corpus, instance, instance::tests as inst,
+            storage::tests as st,
+        },
+    };
+
+    /// The RESTORE JSON as the hub built it in `apply` (controller/restore.rs).
+    fn legacy_intent(
+        i: &crate::api::instance::DatabaseInstanceSpec,
+        r: &DatabaseRestore,
+        database: &str,
+        source: RestoreSource<'_>,
+    ) -> Value {
+        let ns = r.metadata.namespace.clone().unwrap_or_default();
+        let pg = r.spec.postgres.as_ref();
+        let my = r.spec.mysql.as_ref();
+        let drop_existing = pg
+            .and_then(|p| p.drop_existing)
+            .or(my.and_then(|m| m.drop_existing))
+            .unwrap_or(false);
+        let create_database = pg
+            .map(|p| p.create_database)
+            .or(my.map(|m| m.create_database))
+            .unwrap_or(true);
+        // Source::compression: the algorithm of fromPath.compression, as a string.
+        let compression: Option<String> = source
+            .compression
+            .map(|c| serde_json::to_value(c.algorithm).ok())
+            .and_then(|v| v.and_then(|v| v.as_str().map(str::to_owned)));
+        json!({
+            "instance": inst::legacy(i, None),
+            "database": database,
+            "storage": serde_json::to_value(source.storage).unwrap(),
+            "secretNamespace": ns,
+            "object": source.object,
+            "encryption": legacy_encryption(source.encryption).unwrap(),
+            "compression": compression,
+            "dropExisting": drop_existing,
+            "inPlace": r.spec.target.in_place.unwrap_or(false),
+            "createDatabase": create_database,
+            "postgres": r.spec.postgres,
+            "mysql": r.spec.mysql,
+        })
+    }
+
+    /// What the contract reads of `legacy_intent`.
+    fn carried(mut today: Value) -> Value {
+        today["storage"] = st::carried(today["storage"].take());
+        for (block, fields) in [
+            (
+                "postgres",
+                &["dropExisting", "createDatabase", "roleMapping"][..],
+            ),
+            (
+                "mysql",
+                &[
+                    "dropExisting",
+                    "createDatabase",
+                    "routines",
+                    "triggers",
+                    "events",
+                ][..],
+            ),
+        ] {
+            if let Some(o) = today[block].as_object_mut() {
+                for f in fields {
+                    o.remove(*f);
+                }
+            }
+        }
+        today
+    }
+
+    fn backup_storage() -> StorageConfig {
+        serde_json::from_value(json!({"type": "s3",
+            "s3": {"bucket": "bkt", "region": "eu-west-1", "prefix": "team-a/orders"}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_corpus_restore_converts_to_what_the_hub_sent() {
+        let i = inst::spec(json!({"engine": "mysql",
+            "connection": {"host": "my", "port": 3306, "database": "mysql",
+                "existingSecret": {"name": "admin", "namespace": "platform"}}}));
+        let from_backup = backup_storage();
+        for (label, r) in corpus::objects::<DatabaseRestore>("DatabaseRestore") {
+            let ns = r.metadata.namespace.clone().unwrap_or_default();
+            let source = match &r.spec.from_path {
+                Some(from) => RestoreSource {
+                    storage: &from.storage,
+                    object: &from.backup_path,
+                    encryption: r.spec.encryption.as_ref().or(from.encryption.as_ref()),
+                    compression: from.compression.as_ref(),
+                },
+                None => RestoreSource {
+                    storage: &from_backup,
+                    object: "team-a/orders/orders-s3.dump.zst",
+                    encryption: r.spec.encryption.as_ref(),
+                    compression: None,
+                },
+            };
+            let converted =
+                restore_intent(instance::instance(&i, None), &r.spec, "target", &ns, source)
+                    .unwrap();
+            assert_eq!(
+                converted,
+                corpus::as_contract::<RestoreIntent>(carried(legacy_intent(
+                    &i, &r, "target", source
+                ))),
+                "{label}"
+            );
+            corpus::round_trips(&converted);
+        }
+    }
+
+    #[test]
+    fn a_restore_from_path_is_sent_as_today() {
+        // tests/corpus/valid/dpo/backups.yaml, shop-from-path (trimmed).
+        let r: DatabaseRestore = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseRestore",
+            "metadata": {"name": "shop-from-path", "namespace": "team-b"},
+            "spec": {
+                "fromPath": {"backupPath": "team-a/shop/x.sql.gz",
+                    "storage": {"type": "s3", "s3": {"bucket": "bkt", "region": "eu-west-1"}},
+                    "compression": {"enabled": false, "algorithm": "gzip"},
+                    "encryption": {"enabled": true, "secretRef": {"name": "backup-key", "key": "key"}}},
+                "target": {"clusterInstanceRef": {"name": "shared-mysql"}, "databaseName": "shop_copy"},
+                "mysql": {"dropExisting": false, "events": false, "disableBinlog": false}
+            }
+        }))
+        .unwrap();
+        let i = inst::spec(json!({"engine": "mysql",
+            "connection": {"host": "my", "port": 3306, "database": "mysql", "secretRef": {"name": "admin"}}}));
+        let from = r.spec.from_path.as_ref().unwrap();
+        let source = RestoreSource {
+            storage: &from.storage,
+            object: "team-a/shop/x.sql.gz",
+            encryption: from.encryption.as_ref(),
+            compression: from.compression.as_ref(),
+        };
+        let today = json!({
+            "instance": inst::legacy(&i, None),
+            "database": "shop_copy",
+            "storage": {"type": "s3", "s3": {"bucket": "bkt", "region": "eu-west-1"}},
+            "secretNamespace": "team-b",
+            "object": "team-a/shop/x.sql.gz",
+            "encryption": {"algorithm": null,
+                "secretRef": {"name": "backup-key", "key": "key", "namespace": null}},
+            // The algorithm, even though the block says enabled: false.
+            "compression": "gzip",
+            "dropExisting": false,
+            "inPlace": false,
+            "createDatabase": true,
+            "postgres": null,
+            "mysql": {"dropExisting": false, "createDatabase": true, "routines": true,
+                "triggers": true, "events": false, "disableForeignKeyChecks": true,
+                "disableBinlog": false},
+        });
+        assert_eq!(legacy_intent(&i, &r, "shop_copy", source), today);
+        let converted = restore_intent(
+            instance::instance(&i, None),
+            &r.spec,
+            "shop_copy",
+            "team-b",
+            source,
+        )
+        .unwrap();
+        assert_eq!(
+            converted,
+            corpus::as_contract::<RestoreIntent>(carried(today))
+        );
+        assert_eq!(converted.compression, Some(Compression::Gzip));
+        corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn an_in_place_postgres_restore_is_sent_as_today() {
+        let r: DatabaseRestore = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseRestore",
+            "metadata": {"name": "orders-in-place", "namespace": "team-a"},
+            "spec": {"backupRef": {"name": "orders-s3"},
+                "target": {"databaseRef": {"name": "orders"}, "inPlace": true},
+                "confirmation": {"acknowledgeDataLoss": "I-UNDERSTAND-DATA-LOSS"},
+                "postgres": {"dropExisting": true, "roleMapping": {"a": "b"}}}
+        }))
+        .unwrap();
+        let i = inst::spec(json!({"engine": "postgres",
+            "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}}));
+        let storage = backup_storage();
+        let source = RestoreSource {
+            storage: &storage,
+            object: "team-a/orders/orders-s3.dump.zst",
+            encryption: None,
+            compression: None,
+        };
+        let today = legacy_intent(&i, &r, "orders", source);
+        assert_eq!(
+            today["postgres"],
+            json!({"dropExisting": true, "createDatabase": true, "noOwner": true,
+                "roleMapping": {"a": "b"}, "jobs": 1, "analyze": true})
+        );
+        assert_eq!(today["compression"], Value::Null);
+        assert_eq!(today["encryption"], Value::Null);
+        let converted = restore_intent(
+            instance::instance(&i, None),
+            &r.spec,
+            "orders",
+            "team-a",
+            source,
+        )
+        .unwrap();
+        assert_eq!(
+            converted,
+            corpus::as_contract::<RestoreIntent>(carried(today))
+        );
+        assert!(converted.drop_existing && converted.in_place && converted.create_database);
+        assert_eq!(
+            converted.postgres,
+            Some(PgRestoreOptions {
+                no_owner: Some(true),
+                analyze: Some(true),
+                jobs: Some(1),
+                ..PgRestoreOptions::default()
+            })
+        );
+        corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn unusable_encryption_is_refused() {
+        let r: DatabaseRestore = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseRestore",
+            "metadata": {"name": "r", "namespace": "n"},
+            "spec": {"backupRef": {"name": "b"}, "target": {"databaseName": "x"},
+                "encryption": {"enabled": true, "algorithm": "aes-256-cbc",
+                    "secretRef": {"name": "k", "key": "key"}}}
+        }))
+        .unwrap();
+        let i = inst::spec(json!({"engine": "postgres",
+            "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}}));
+        let storage = backup_storage();
+        let err = restore_intent(
+            instance::instance(&i, None),
+            &r.spec,
+            "x",
+            "n",
+            RestoreSource {
+                storage: &storage,
+                object: "o",
+                encryption: r.spec.encryption.as_ref(),
+                compression: None,
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("use age or aes-256-gcm"), "{err}");
+    }
+}

@@ -1,0 +1,169 @@
+//! The `storage` block of RUN_BACKUP, DELETE_BACKUP and RESTORE, from a `storage` of a
+//! DatabaseBackup (or a schedule's template, or a restore's `fromPath`).
+//!
+//! Not carried: `storage.gcs.secretRef.namespace` (the contract's GCS key reference has no
+//! namespace: the key is read from the resource's namespace, `secretNamespace`).
+
+use dbprov_contract::storage::{
+    AzureSecretRef, AzureSpec, GcsKeyRef, GcsSpec, PvcSpec, S3Keys, S3SecretRef, S3Spec,
+    StorageSpec, StorageType,
+};
+
+use crate::api::backup::{self as api, StorageConfig};
+
+/// The contract's storage type for the API's.
+pub fn storage_type(t: api::StorageType) -> StorageType {
+    match t {
+        api::StorageType::S3 => StorageType::S3,
+        api::StorageType::Gcs => StorageType::Gcs,
+        api::StorageType::Azure => StorageType::Azure,
+        api::StorageType::Pvc => StorageType::Pvc,
+    }
+}
+
+/// Where artifacts are, as the agent reads it.
+pub fn storage(s: &StorageConfig) -> StorageSpec {
+    StorageSpec {
+        type_: storage_type(s.type_),
+        s3: s.s3.as_ref().map(|s3| S3Spec {
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            endpoint: s3.endpoint.clone(),
+            prefix: s3.prefix.clone(),
+            force_path_style: s3.force_path_style,
+            secret_ref: s3.secret_ref.as_ref().map(|r| S3SecretRef {
+                name: r.name.clone(),
+                keys: r.keys.as_ref().map(|k| S3Keys {
+                    access_key: k.access_key.clone(),
+                    secret_key: k.secret_key.clone(),
+                }),
+            }),
+            part_size_mib: s3.part_size_mib,
+        }),
+        gcs: s.gcs.as_ref().map(|gcs| GcsSpec {
+            bucket: gcs.bucket.clone(),
+            prefix: gcs.prefix.clone(),
+            secret_ref: gcs.secret_ref.as_ref().map(|r| GcsKeyRef {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            }),
+            endpoint: gcs.endpoint.clone(),
+        }),
+        azure: s.azure.as_ref().map(|az| AzureSpec {
+            storage_account: az.storage_account.clone(),
+            container: az.container.clone(),
+            prefix: az.prefix.clone(),
+            secret_ref: AzureSecretRef {
+                name: az.secret_ref.name.clone(),
+                namespace: az.secret_ref.namespace.clone(),
+            },
+            endpoint: az.endpoint.clone(),
+        }),
+        pvc: s.pvc.as_ref().map(|p| PvcSpec {
+            claim_name: p.claim_name.clone(),
+            sub_path: p.sub_path.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        api::{DatabaseBackup, DatabaseBackupSchedule, DatabaseRestore},
+        controller::payload::corpus,
+    };
+
+    /// `storage_json` as the hub had it (controller/backup.rs; restore.rs the same).
+    pub(crate) fn legacy(s: &StorageConfig) -> serde_json::Value {
+        serde_json::to_value(s).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// What the contract reads of `legacy`: without `gcs.secretRef.namespace`.
+    pub(crate) fn carried(mut today: serde_json::Value) -> serde_json::Value {
+        // (Not `today["gcs"]`: indexing a JSON object mutably inserts the key.)
+        if let Some(o) = today
+            .get_mut("gcs")
+            .and_then(|g| g.get_mut("secretRef"))
+            .and_then(|r| r.as_object_mut())
+        {
+            o.remove("namespace");
+        }
+        today
+    }
+
+    fn check(label: &str, s: &StorageConfig) {
+        let converted = storage(s);
+        assert_eq!(
+            converted,
+            corpus::as_contract::<StorageSpec>(carried(legacy(s))),
+            "{label}"
+        );
+        corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn every_corpus_storage_converts_to_what_the_hub_sent() {
+        for (label, b) in corpus::objects::<DatabaseBackup>("DatabaseBackup") {
+            check(&label, &b.spec.storage);
+        }
+        for (label, s) in corpus::objects::<DatabaseBackupSchedule>("DatabaseBackupSchedule") {
+            check(&label, &s.spec.template.spec.storage);
+        }
+        for (label, r) in corpus::objects::<DatabaseRestore>("DatabaseRestore") {
+            if let Some(from) = &r.spec.from_path {
+                check(&label, &from.storage);
+            }
+        }
+    }
+
+    #[test]
+    fn s3_with_custom_keys_is_sent_as_today() {
+        // tests/corpus/valid/dpo/backups.yaml, orders-s3.
+        let s: StorageConfig = serde_json::from_value(json!({
+            "type": "s3",
+            "s3": {"bucket": "dbprov-backups", "region": "eu-west-1",
+                "endpoint": "https://minio.storage.svc:9000", "prefix": "team-a/orders",
+                "forcePathStyle": true, "partSizeMiB": 16,
+                "secretRef": {"name": "s3-credentials", "keys": {"accessKey": "ACCESS_KEY"}}}
+        }))
+        .unwrap();
+        let today = json!({
+            "type": "s3",
+            "s3": {"bucket": "dbprov-backups", "region": "eu-west-1",
+                "endpoint": "https://minio.storage.svc:9000", "prefix": "team-a/orders",
+                "forcePathStyle": true, "partSizeMiB": 16,
+                "secretRef": {"name": "s3-credentials",
+                    "keys": {"accessKey": "ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"}}}
+        });
+        assert_eq!(legacy(&s), today);
+        let converted = storage(&s);
+        assert_eq!(converted, corpus::as_contract::<StorageSpec>(today));
+        assert_eq!(converted.prefix(), "team-a/orders");
+        corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn a_gcs_key_namespace_has_no_place_in_the_contract() {
+        let s: StorageConfig = serde_json::from_value(json!({
+            "type": "gcs",
+            "gcs": {"bucket": "bkt", "secretRef": {"name": "sa", "key": "sa.json", "namespace": "other"}}
+        }))
+        .unwrap();
+        // Sent today, refused by the contract's deny_unknown_fields.
+        let today = legacy(&s);
+        assert_eq!(today["gcs"]["secretRef"]["namespace"], "other");
+        let refused = dbprov_contract::from_json::<StorageSpec>(&today.to_string());
+        assert!(refused.is_err());
+        assert_eq!(
+            storage(&s).gcs.unwrap().secret_ref,
+            Some(GcsKeyRef {
+                name: "sa".into(),
+                key: "sa.json".into()
+            })
+        );
+    }
+}
