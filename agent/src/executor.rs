@@ -17,30 +17,10 @@ use dbprov_proto::agent::v1::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::error::OpError;
+
 /// Results kept while disconnected; beyond this the oldest are dropped (the hub resends).
 const OUTBOX_LIMIT: usize = 1000;
-
-/// A failed operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpError {
-    /// Classification.
-    pub code: ErrorCode,
-    /// For people; never contains secret values.
-    pub message: String,
-    /// Whether trying again later may work.
-    pub retryable: bool,
-}
-
-impl OpError {
-    /// A new error.
-    pub fn new(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retryable,
-        }
-    }
-}
 
 /// Reports progress of a long operation.
 #[derive(Debug, Clone)]

@@ -4,9 +4,14 @@ pub mod admin;
 pub mod artifact;
 pub mod cli;
 pub mod connection;
-pub mod engine;
+pub mod context;
+pub mod credentials;
+pub mod db;
+pub mod error;
 pub mod executor;
 pub mod ops;
+pub mod secrets;
+pub mod sql;
 pub mod storage;
 pub mod tools;
 
@@ -59,7 +64,7 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
         capabilities: Some(capabilities.clone()),
         running_operations: vec![],
     };
-    let executor = executor::Executor::new(Arc::new(ops::Operations::new(ops::OpContext {
+    let executor = executor::Executor::new(Arc::new(ops::Operations::new(context::OpContext {
         kube,
         pvc_root: args.pvc_root.clone(),
         tool_dirs: dirs.clone(),

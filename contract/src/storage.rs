@@ -118,6 +118,15 @@ pub struct S3Keys {
     pub secret_key: String,
 }
 
+impl Default for S3Keys {
+    fn default() -> Self {
+        Self {
+            access_key: defaults::s3_access_key(),
+            secret_key: defaults::s3_secret_key(),
+        }
+    }
+}
+
 /// A GCS bucket.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

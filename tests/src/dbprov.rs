@@ -475,7 +475,7 @@ pub async fn agent_context(
     workload: &KubeEnv,
     user: &str,
     password: &str,
-) -> Result<dbprov_agent::ops::OpContext, kube::Error> {
+) -> Result<dbprov_agent::context::OpContext, kube::Error> {
     use k8s_openapi::api::core::v1::Secret;
     crate::manifests::create_namespaces(&workload.client(), &["db"]).await?;
     let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -486,7 +486,7 @@ pub async fn agent_context(
     kube::Api::<Secret>::namespaced(workload.client(), "db")
         .create(&Default::default(), &secret)
         .await?;
-    Ok(dbprov_agent::ops::OpContext {
+    Ok(dbprov_agent::context::OpContext {
         kube: workload.client(),
         pvc_root: dbprov_agent::storage::default_pvc_root(),
         tool_dirs: crate::tools::search_dirs(),
@@ -498,13 +498,14 @@ pub fn local_instance(
     engine: &str,
     port: u16,
     database: &str,
-) -> dbprov_agent::ops::probe::ProbeSpec {
-    dbprov_agent::ops::probe::ProbeSpec {
-        engine: engine.into(),
+) -> dbprov_contract::instance::Instance {
+    dbprov_contract::instance::Instance {
+        engine: serde_json::from_value(serde_json::Value::String(engine.into()))
+            .unwrap_or_else(|e| panic!("engine {engine:?}: {e}")),
         host: "127.0.0.1".into(),
         port,
         database: database.into(),
-        credentials: dbprov_agent::ops::probe::CredentialsRef {
+        credentials: dbprov_contract::instance::CredentialsRef {
             secret_name: "admin".into(),
             namespace: Some("db".into()),
             username_key: "username".into(),

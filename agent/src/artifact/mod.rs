@@ -30,78 +30,8 @@ pub const METADATA_SUFFIX: &str = ".meta.json";
 /// Read/write buffer of the pipeline.
 const BUF: usize = 256 * 1024;
 
-/// Compression algorithm of the data object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Zstandard (default).
-    #[default]
-    Zstd,
-    /// gzip.
-    Gzip,
-    /// LZ4 frame format.
-    Lz4,
-    /// Stored as is.
-    None,
-}
-
-impl Compression {
-    /// File name extension, with the dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::Zstd => ".zst",
-            Compression::Gzip => ".gz",
-            Compression::Lz4 => ".lz4",
-            Compression::None => "",
-        }
-    }
-
-    /// The level used when none is given.
-    pub fn default_level(self) -> i32 {
-        match self {
-            Compression::Zstd => 3,
-            Compression::Gzip => 6,
-            Compression::Lz4 | Compression::None => 0,
-        }
-    }
-
-    /// Checks `level` against the algorithm's range.
-    pub fn check_level(self, level: i32) -> Result<(), String> {
-        let (lo, hi) = match self {
-            Compression::Zstd => (1, 22),
-            Compression::Gzip => (1, 9),
-            Compression::Lz4 | Compression::None => return Ok(()),
-        };
-        if (lo..=hi).contains(&level) {
-            Ok(())
-        } else {
-            Err(format!(
-                "compression level {level} is out of range for {self:?}: use {lo}-{hi}"
-            ))
-        }
-    }
-}
-
-/// Encryption algorithm of the data object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EncryptionAlgorithm {
-    /// age v1 (X25519 recipients, ChaCha20-Poly1305 STREAM).
-    Age,
-    /// DBPROV-AEAD v1 (AES-256-GCM STREAM).
-    #[serde(rename = "aes-256-gcm")]
-    Aes256Gcm,
-}
-
-impl EncryptionAlgorithm {
-    /// File name extension, with the dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            EncryptionAlgorithm::Age => ".age",
-            EncryptionAlgorithm::Aes256Gcm => ".aead",
-        }
-    }
-}
+// The algorithms are part of the intent contract (backup and restore payloads name them).
+pub use dbprov_contract::backup::{Compression, EncryptionAlgorithm};
 
 /// Key material for writing an artifact.
 #[derive(Clone)]

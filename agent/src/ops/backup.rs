@@ -6,200 +6,31 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{OpContext, client_tool::ToolEnv, probe::ProbeSpec, secrets};
+use dbprov_contract::{
+    Engine,
+    backup::{
+        BackupIntent, BackupObserved, Compression, CompressionSpec, DeleteBackupIntent,
+        DeleteBackupObserved, EncryptionAlgorithm, EncryptionSpec,
+    },
+};
+
+use super::client_tool::{self, ToolEnv};
 use crate::{
-    artifact::{self, Codec, Compression, EncryptionAlgorithm, EncryptionInfo, Metadata},
-    executor::{OpError, ProgressSink},
-    storage::{self, ChannelWriter, StorageSpec},
+    artifact::{self, Codec, EncryptionInfo, Metadata},
+    context::OpContext,
+    db,
+    error::OpError,
+    executor::ProgressSink,
+    secrets,
+    storage::{self, ChannelWriter},
 };
 
 /// Chunks between the pipeline thread and the uploader, and how many may wait: the memory
 /// bound of the pipeline (plus one part buffer in the uploader).
 const CHUNK: usize = 1024 * 1024;
 const CHANNEL_DEPTH: usize = 4;
-
-/// A key in a Secret of the workload cluster.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key.
-    pub key: String,
-    /// Namespace (absent: the resource's).
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-/// Encryption of a backup or restore.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EncryptionSpec {
-    /// `age` or `aes-256-gcm`; absent: chosen by the key's form.
-    #[serde(default)]
-    pub algorithm: Option<EncryptionAlgorithm>,
-    /// Where the key is.
-    pub secret_ref: SecretKeyRef,
-}
-
-/// Compression of a backup.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CompressionSpec {
-    /// Algorithm.
-    pub algorithm: Compression,
-    /// Level; absent: the algorithm's default.
-    #[serde(default)]
-    pub level: Option<i32>,
-}
-
-/// pg_dump options (the CRD's `postgres` block).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PgDumpOptions {
-    /// `custom`, `plain`, `tar` (`directory` is refused: it writes files on the agent).
-    #[serde(default)]
-    pub format: Option<String>,
-    /// `--data-only`.
-    #[serde(default)]
-    pub data_only: Option<bool>,
-    /// `--schema-only`.
-    #[serde(default)]
-    pub schema_only: Option<bool>,
-    /// Large objects.
-    #[serde(default)]
-    pub blobs: Option<bool>,
-    /// `--no-owner`.
-    #[serde(default)]
-    pub no_owner: Option<bool>,
-    /// `--no-privileges`.
-    #[serde(default)]
-    pub no_privileges: Option<bool>,
-    /// `--schema`.
-    #[serde(default)]
-    pub schemas: Vec<String>,
-    /// `--exclude-schema`.
-    #[serde(default)]
-    pub exclude_schemas: Vec<String>,
-    /// `--table`.
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// `--exclude-table`.
-    #[serde(default)]
-    pub exclude_tables: Vec<String>,
-    /// `--lock-wait-timeout`.
-    #[serde(default)]
-    pub lock_wait_timeout: Option<String>,
-    /// Parallel jobs (needs the directory format: refused when above 1).
-    #[serde(default)]
-    pub jobs: Option<i32>,
-}
-
-/// mysqldump options (the CRD's `mysql` block).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MysqlDumpOptions {
-    /// Tables to include.
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// Tables to exclude.
-    #[serde(default)]
-    pub exclude_tables: Vec<String>,
-    /// `--single-transaction`.
-    #[serde(default)]
-    pub single_transaction: Option<bool>,
-    /// `--quick`.
-    #[serde(default)]
-    pub quick: Option<bool>,
-    /// `--lock-tables`.
-    #[serde(default)]
-    pub lock_tables: Option<bool>,
-    /// `--routines`.
-    #[serde(default)]
-    pub routines: Option<bool>,
-    /// `--triggers`.
-    #[serde(default)]
-    pub triggers: Option<bool>,
-    /// `--events`.
-    #[serde(default)]
-    pub events: Option<bool>,
-    /// `--extended-insert`.
-    #[serde(default)]
-    pub extended_insert: Option<bool>,
-    /// `--set-gtid-purged` (MySQL only).
-    #[serde(default)]
-    pub set_gtid_purged: Option<String>,
-}
-
-/// Desired state of RUN_BACKUP (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupIntent {
-    /// How to reach the instance.
-    pub instance: ProbeSpec,
-    /// Database to dump.
-    pub database: String,
-    /// Where to write.
-    pub storage: StorageSpec,
-    /// Namespace of the credentials and key Secrets in the workload cluster.
-    pub secret_namespace: String,
-    /// Object key without extension and without the storage prefix, e.g. `ns/db/name`.
-    pub object_base: String,
-    /// Compression; absent: zstd level 3.
-    #[serde(default)]
-    pub compression: Option<CompressionSpec>,
-    /// Encryption; absent: none.
-    #[serde(default)]
-    pub encryption: Option<EncryptionSpec>,
-    /// pg_dump options.
-    #[serde(default)]
-    pub postgres: Option<PgDumpOptions>,
-    /// mysqldump options.
-    #[serde(default)]
-    pub mysql: Option<MysqlDumpOptions>,
-    /// `namespace/name uid` of the DatabaseBackup, recorded in the metadata.
-    #[serde(default)]
-    pub backup: Option<String>,
-}
-
-/// What RUN_BACKUP reports.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupObserved {
-    /// Full key of the data object.
-    pub object: String,
-    /// Full key of the metadata object.
-    pub metadata_object: String,
-    /// Where, for people (`s3://bucket/key`).
-    pub location: String,
-    /// Dump bytes.
-    pub plaintext_bytes: u64,
-    /// Stored bytes.
-    pub stored_bytes: u64,
-    /// SHA-256 of the dump.
-    pub sha256: String,
-    /// Dump format.
-    pub dump_format: String,
-    /// Server version.
-    pub server_version: String,
-    /// Tool and version.
-    pub tool: String,
-    /// Seconds.
-    pub duration_seconds: f64,
-    /// RFC 3339.
-    pub started_at: String,
-    /// RFC 3339.
-    pub completed_at: String,
-    /// Compression.
-    pub compression: Compression,
-    /// Encryption algorithm, if any.
-    pub encryption: Option<EncryptionAlgorithm>,
-    /// Incomplete uploads of an earlier, interrupted run that were discarded.
-    pub discarded_incomplete_uploads: usize,
-}
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::new(ErrorCode::Invalid, msg, false)
@@ -341,7 +172,7 @@ fn dump_command(
         if o.lock_tables == Some(true) {
             cmd.arg("--lock-tables");
         }
-        if d.instance.engine == "mysql"
+        if d.instance.engine == Engine::Mysql
             && let Some(g) = o.set_gtid_purged.as_deref().filter(|g| *g != "AUTO")
         {
             cmd.arg(format!("--set-gtid-purged={g}"));
@@ -399,7 +230,7 @@ pub async fn run(
     ctx: &OpContext,
     d: BackupIntent,
     progress: ProgressSink,
-) -> Result<String, OpError> {
+) -> Result<BackupObserved, OpError> {
     let started = Instant::now();
     let started_at = now_rfc3339();
     let compression = d.compression.unwrap_or(CompressionSpec {
@@ -422,7 +253,7 @@ pub async fn run(
     let env = ToolEnv::new(ctx, &d.instance).await?;
     let (cmd, tool, dump_format, ext) = dump_command(&env, &d)?;
     let server_version = {
-        let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
+        let mut conn = db::connect(ctx, &d.instance, None).await?;
         let v = conn.server_version().await;
         conn.close().await;
         v?
@@ -444,8 +275,7 @@ pub async fn run(
     let discarded = store.abort_incomplete(&object).await?;
     let upload = store.start_upload(&object).await?;
 
-    let (mut child, stdout, stderr) =
-        super::client_tool::spawn(cmd, tool, super::client_tool::Pipe::Stdout)?;
+    let (mut child, stdout, stderr) = client_tool::spawn(cmd, tool, client_tool::Pipe::Stdout)?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let codec = Codec {
@@ -478,7 +308,7 @@ pub async fn run(
         }
     };
     let failure = match (&status, &encoded) {
-        (Ok(s), _) if !s.success() => Some(super::client_tool::tool_failed(tool, *s, &stderr)),
+        (Ok(s), _) if !s.success() => Some(client_tool::tool_failed(tool, *s, &stderr)),
         (Err(e), _) | (_, Err(e)) => Some(e.clone()),
         _ => None,
     };
@@ -498,7 +328,7 @@ pub async fn run(
         format: artifact::FORMAT.into(),
         format_version: artifact::FORMAT_VERSION,
         object: object.clone(),
-        engine: d.instance.engine.clone(),
+        engine: d.instance.engine.as_str().to_owned(),
         server_version: server_version.clone(),
         tool: format!("{tool} {tool_version}"),
         database: d.database.clone(),
@@ -542,27 +372,16 @@ pub async fn run(
         encryption: key.as_ref().map(artifact::EncryptKey::algorithm),
         discarded_incomplete_uploads: discarded,
     };
-    serde_json::to_string(&observed)
-        .map_err(|e| OpError::new(ErrorCode::Internal, e.to_string(), false))
-}
-
-/// Desired state of DELETE_BACKUP.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteIntent {
-    /// Where the artifact is.
-    pub storage: StorageSpec,
-    /// Namespace of the credentials Secret.
-    pub secret_namespace: String,
-    /// Full key of the data object, when the backup completed.
-    #[serde(default)]
-    pub object: Option<String>,
+    Ok(observed)
 }
 
 /// Deletes an artifact and its metadata object (missing objects are fine).
-pub async fn delete(ctx: &OpContext, d: DeleteIntent) -> Result<String, OpError> {
+pub async fn delete(
+    ctx: &OpContext,
+    d: DeleteBackupIntent,
+) -> Result<DeleteBackupObserved, OpError> {
     let Some(object) = d.object.filter(|o| !o.is_empty()) else {
-        return Ok(serde_json::json!({ "deleted": [] }).to_string());
+        return Ok(DeleteBackupObserved::default());
     };
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
     let metadata = format!("{object}{}", artifact::METADATA_SUFFIX);
@@ -570,7 +389,10 @@ pub async fn delete(ctx: &OpContext, d: DeleteIntent) -> Result<String, OpError>
     store.delete(&metadata).await?;
     store.delete(&object).await?;
     let aborted = store.abort_incomplete(&object).await?;
-    Ok(serde_json::json!({ "deleted": [metadata, object], "abortedUploads": aborted }).to_string())
+    Ok(DeleteBackupObserved {
+        deleted: vec![metadata, object],
+        aborted_uploads: aborted,
+    })
 }
 
 #[cfg(test)]

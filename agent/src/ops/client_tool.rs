@@ -7,15 +7,16 @@ use std::{path::PathBuf, process::Stdio};
 use dbprov_proto::agent::v1::ErrorCode;
 use tokio::{io::AsyncReadExt, process::Command};
 
-use super::{OpContext, probe::ProbeSpec};
-use crate::{executor::OpError, tools};
+use dbprov_contract::{Engine, instance::Instance};
+
+use crate::{context::OpContext, db, error::OpError, tools};
 
 /// How much of a tool's stderr is kept for the error message.
 const STDERR_KEEP: usize = 8 * 1024;
 
 /// A configured client-tool invocation for one instance.
 pub struct ToolEnv {
-    engine: String,
+    engine: Engine,
     user: String,
     password: String,
     host: String,
@@ -42,9 +43,9 @@ impl std::fmt::Debug for ToolEnv {
 
 impl ToolEnv {
     /// Reads the credentials and TLS material of `instance`.
-    pub async fn new(ctx: &OpContext, instance: &ProbeSpec) -> Result<Self, OpError> {
-        let (user, password) = crate::engine::admin_credentials(ctx, instance).await?;
-        let tls = crate::engine::tls_material(ctx, instance).await?;
+    pub async fn new(ctx: &OpContext, instance: &Instance) -> Result<Self, OpError> {
+        let (user, password) = db::admin_credentials(ctx, instance).await?;
+        let tls = db::tls_material(ctx, instance).await?;
         let mut has_client_cert = false;
         let tls_dir = match tls {
             Some(t) => {
@@ -78,7 +79,7 @@ impl ToolEnv {
             None => None,
         };
         Ok(Self {
-            engine: instance.engine.clone(),
+            engine: instance.engine,
             user,
             password,
             host: instance.host.clone(),
@@ -92,7 +93,7 @@ impl ToolEnv {
 
     /// Whether the instance is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        self.engine == "postgres"
+        self.engine == Engine::Postgres
     }
 
     /// A command for `tool` with connection settings; `database` is the one to connect to.

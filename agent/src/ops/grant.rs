@@ -4,106 +4,45 @@
 
 use std::collections::BTreeSet;
 
+use dbprov_contract::{
+    Diff, Engine, Mode,
+    grant::{GrantIntent, GrantObserved, GrantSet, Grantee, GranteeKind, RevokeGrantObserved},
+};
 use dbprov_proto::agent::v1::ErrorCode;
-use serde::{Deserialize, Serialize};
 
-use super::{OpContext, probe::ProbeSpec};
 use crate::{
-    engine::{
-        self, Conn,
-        grant::{
-            GrantSet, MyHeld, MyTarget, MyUnit, PgAclEntry, PgTarget, PgUnit, my_describe, my_role,
-            my_statements, my_unit_present, my_units, pg_describe, pg_statements, pg_unit_present,
-            pg_units,
+    context::OpContext,
+    db::{self, Conn, sql_error},
+    error::OpError,
+    sql::{
+        mysql::{
+            grant::{
+                MY_HELD_QUERY, MY_ROUTINE_QUERY, MyHeld, MyTarget, MyUnit, my_describe, my_role,
+                my_statements, my_unit_present, my_units,
+            },
+            user::mysql_account,
+        },
+        postgres::grant::{
+            PG_ACL_QUERY, PG_OBJECTS_QUERY, PgAclEntry, PgTarget, PgUnit, pg_describe,
+            pg_statements, pg_unit_present, pg_units,
         },
         quote::{mysql_literal, pg_ident},
-        quote_error, sql_error,
-        user::mysql_account,
+        quote_error,
     },
-    executor::OpError,
 };
 
-/// Who receives the privileges.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Grantee {
-    /// Role or user name in the server.
-    pub name: String,
-    /// `user` or `role`.
-    pub kind: String,
-    /// MySQL hosts of a user's accounts (default `%`).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-}
-
-pub use crate::engine::Mode;
-
-/// Desired state of ENSURE_GRANT / REVOKE_GRANT (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GrantIntent {
-    /// How to reach the instance.
-    pub instance: ProbeSpec,
-    /// The grantee.
-    pub grantee: Grantee,
-    /// Grants the spec lists now.
-    #[serde(default)]
-    pub grants: GrantSet,
-    /// Grants applied last time (revoked where no longer listed).
-    #[serde(default)]
-    pub previous: Option<GrantSet>,
-    /// Apply, detect or correct.
-    #[serde(default)]
-    pub mode: Mode,
-}
-
-/// One difference between the spec and the server.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Diff {
-    /// What differs, e.g. `grant` or `membership`.
-    pub field: String,
-    /// What the spec asks for.
-    pub expected: String,
-    /// What the server has.
-    pub actual: String,
-}
-
-/// What a grant operation did and found.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GrantReport {
-    /// Role memberships in effect.
-    pub roles: Vec<String>,
-    /// Object privilege units in effect.
-    pub direct_grants: usize,
-    /// Default privilege units in effect.
-    pub default_privileges: usize,
-    /// Units revoked because the spec no longer lists them.
-    pub revoked: usize,
-    /// Differences found before applying (drift).
-    pub drift: Vec<Diff>,
-    /// Whether the differences were repaired.
-    pub corrected: bool,
-}
-
 fn missing(field: &str, expected: String) -> Diff {
-    Diff {
-        field: field.into(),
-        expected,
-        actual: "missing".into(),
-    }
+    Diff::missing(field, expected)
 }
 
 /// Runs ENSURE_GRANT.
-pub async fn ensure(ctx: &OpContext, intent: GrantIntent) -> Result<String, OpError> {
-    let report = apply(ctx, &intent).await?;
-    Ok(serde_json::to_string(&report).unwrap_or_default())
+pub async fn ensure(ctx: &OpContext, intent: GrantIntent) -> Result<GrantObserved, OpError> {
+    apply(ctx, &intent).await
 }
 
 /// Runs REVOKE_GRANT: revokes everything the current and the last applied spec list. A grantee
 /// that no longer exists has nothing left to revoke.
-pub async fn revoke(ctx: &OpContext, intent: GrantIntent) -> Result<String, OpError> {
+pub async fn revoke(ctx: &OpContext, intent: GrantIntent) -> Result<RevokeGrantObserved, OpError> {
     let mut all = intent.grants.clone();
     merge(&mut all, intent.previous.as_ref());
     let revoke_all = GrantIntent {
@@ -112,14 +51,20 @@ pub async fn revoke(ctx: &OpContext, intent: GrantIntent) -> Result<String, OpEr
         mode: Mode::Apply,
         ..intent
     };
-    let mut conn = engine::connect(ctx, &revoke_all.instance, None).await?;
-    let exists = engine::account_exists(&mut conn, &revoke_all.grantee.name).await;
+    let mut conn = db::connect(ctx, &revoke_all.instance, None).await?;
+    let exists = db::account_exists(&mut conn, &revoke_all.grantee.name).await;
     conn.close().await;
     if !exists? {
-        return Ok(serde_json::json!({ "revoked": 0, "granteeExists": false }).to_string());
+        return Ok(RevokeGrantObserved {
+            revoked: 0,
+            grantee_exists: false,
+        });
     }
     let report = apply(ctx, &revoke_all).await?;
-    Ok(serde_json::json!({ "revoked": report.revoked, "granteeExists": true }).to_string())
+    Ok(RevokeGrantObserved {
+        revoked: report.revoked,
+        grantee_exists: true,
+    })
 }
 
 fn merge(into: &mut GrantSet, other: Option<&GrantSet>) {
@@ -139,9 +84,9 @@ fn merge(into: &mut GrantSet, other: Option<&GrantSet>) {
 }
 
 /// Applies `intent` (per its mode) and reports.
-pub async fn apply(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantReport, OpError> {
-    match intent.instance.engine.as_str() {
-        "postgres" => apply_postgres(ctx, intent).await,
+pub async fn apply(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantObserved, OpError> {
+    match intent.instance.engine {
+        Engine::Postgres => apply_postgres(ctx, intent).await,
         _ => apply_mysql(ctx, intent).await,
     }
 }
@@ -177,12 +122,11 @@ async fn pg_acl(
     let Conn::Pg(c, _) = conn else {
         return Ok((vec![], vec![]));
     };
-    let rows: Vec<(String, String, String, String, bool)> =
-        sqlx::query_as(engine::grant::PG_ACL_QUERY)
-            .bind(grantee)
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| sql_error("reading privileges", &e))?;
+    let rows: Vec<(String, String, String, String, bool)> = sqlx::query_as(PG_ACL_QUERY)
+        .bind(grantee)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading privileges", &e))?;
     let acl = rows
         .into_iter()
         .map(|(kind, schema, name, privilege, grantable)| PgAclEntry {
@@ -193,7 +137,7 @@ async fn pg_acl(
             grantable,
         })
         .collect();
-    let objects: Vec<(String, String, String)> = sqlx::query_as(engine::grant::PG_OBJECTS_QUERY)
+    let objects: Vec<(String, String, String)> = sqlx::query_as(PG_OBJECTS_QUERY)
         .bind(schemas)
         .fetch_all(c)
         .await
@@ -218,12 +162,12 @@ fn star_schemas(units: &BTreeSet<PgUnit>, database: &str) -> Vec<String> {
         .collect()
 }
 
-async fn apply_postgres(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantReport, OpError> {
+async fn apply_postgres(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantObserved, OpError> {
     let (units, roles) = pg_parts(Some(&intent.grants))?;
     let (prev_units, prev_roles) = pg_parts(intent.previous.as_ref())?;
     let grantee = &intent.grantee.name;
     let q = |s: &str| pg_ident(s).map_err(quote_error);
-    let mut report = GrantReport {
+    let mut report = GrantObserved {
         roles: roles.iter().cloned().collect(),
         direct_grants: units
             .iter()
@@ -233,13 +177,13 @@ async fn apply_postgres(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantRe
             .iter()
             .filter(|u| matches!(u.target, PgTarget::Default(..)))
             .count(),
-        ..GrantReport::default()
+        ..GrantObserved::default()
     };
     let write = intent.mode != Mode::Detect;
     let check = intent.mode != Mode::Apply;
 
     // Memberships, on the instance's admin database.
-    let mut admin = engine::connect(ctx, &intent.instance, None).await?;
+    let mut admin = db::connect(ctx, &intent.instance, None).await?;
     let result: Result<(), OpError> = async {
         if check {
             let member_of = pg_members_of(&mut admin, grantee).await?;
@@ -275,7 +219,7 @@ async fn apply_postgres(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantRe
         .map(|u| &u.database)
         .collect();
     for database in databases {
-        let mut conn = engine::connect(ctx, &intent.instance, Some(database)).await?;
+        let mut conn = db::connect(ctx, &intent.instance, Some(database)).await?;
         let result: Result<(), OpError> = async {
             let here: BTreeSet<PgUnit> = units
                 .iter()
@@ -315,7 +259,7 @@ async fn apply_postgres(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantRe
 
 /// `'user'@'host'` for each account of a user, or `'role'`.
 fn my_grantees(g: &Grantee) -> Result<Vec<(String, String)>, OpError> {
-    if g.kind == "role" {
+    if g.kind == GranteeKind::Role {
         return Ok(vec![(my_role(&g.name)?, String::new())]);
     }
     let hosts = if g.hosts.is_empty() {
@@ -352,15 +296,14 @@ async fn my_held(
     let Conn::My(c, _) = conn else {
         return Ok(vec![]);
     };
-    let rows: Vec<(String, String, String, String, String, String)> =
-        sqlx::query_as(engine::grant::MY_HELD_QUERY)
-            .bind(account)
-            .bind(account)
-            .bind(account)
-            .bind(account)
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| sql_error("reading privileges", &e))?;
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(MY_HELD_QUERY)
+        .bind(account)
+        .bind(account)
+        .bind(account)
+        .bind(account)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading privileges", &e))?;
     let mut held: Vec<MyHeld> = rows
         .into_iter()
         .map(|(level, db, table, column, privilege, grantable)| {
@@ -373,13 +316,12 @@ async fn my_held(
             (target, privilege, grantable == "YES")
         })
         .collect();
-    let routines: Vec<(String, String, String, String)> =
-        sqlx::query_as(engine::grant::MY_ROUTINE_QUERY)
-            .bind(user)
-            .bind(host)
-            .fetch_all(c)
-            .await
-            .map_err(|e| sql_error("reading mysql.procs_priv", &e))?;
+    let routines: Vec<(String, String, String, String)> = sqlx::query_as(MY_ROUTINE_QUERY)
+        .bind(user)
+        .bind(host)
+        .fetch_all(c)
+        .await
+        .map_err(|e| sql_error("reading mysql.procs_priv", &e))?;
     for (db, name, kind, privs) in routines {
         let grantable = privs.contains("Grant");
         for p in privs.split(',').filter(|p| *p != "Grant") {
@@ -418,21 +360,21 @@ async fn my_members_of(
     Ok(rows.into_iter().collect())
 }
 
-async fn apply_mysql(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantReport, OpError> {
+async fn apply_mysql(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantObserved, OpError> {
     let (units, roles) = my_parts(Some(&intent.grants))?;
     let (prev_units, prev_roles) = my_parts(intent.previous.as_ref())?;
     let grantees = my_grantees(&intent.grantee)?;
-    let mut report = GrantReport {
+    let mut report = GrantObserved {
         roles: roles.iter().cloned().collect(),
         direct_grants: units.len(),
-        ..GrantReport::default()
+        ..GrantObserved::default()
     };
     let write = intent.mode != Mode::Detect;
     let check = intent.mode != Mode::Apply;
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let result: Result<(), OpError> = async {
         let mariadb = conn.server_version().await?.contains("MariaDB");
-        let is_role = intent.grantee.kind == "role";
+        let is_role = intent.grantee.kind == GranteeKind::Role;
         // A role's own row: MariaDB keeps roles with an empty host, MySQL with `%`.
         let role_host = if mariadb { "" } else { "%" };
         if check {

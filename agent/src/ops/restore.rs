@@ -5,128 +5,27 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use dbprov_contract::{
+    Engine,
+    backup::{Compression, EncryptionAlgorithm},
+    restore::{RestoreIntent, RestoreObserved},
+};
 use dbprov_proto::agent::v1::ErrorCode;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{
-    OpContext,
-    backup::{EncryptionSpec, decrypt_key},
+    backup::decrypt_key,
     client_tool::{Pipe, ToolEnv, spawn, tool_failed},
-    probe::ProbeSpec,
+    database,
 };
 use crate::{
-    artifact::{self, Compression, DecryptKey, EncryptionAlgorithm, Metadata, Summary},
-    engine::{Conn, quote},
-    executor::{OpError, ProgressSink},
-    storage::{self, ChannelReader, ObjectStore, StorageError, StorageSpec},
+    artifact::{self, DecryptKey, Metadata, Summary},
+    context::OpContext,
+    db::{self, Conn},
+    error::OpError,
+    executor::ProgressSink,
+    storage::{self, ChannelReader, ObjectStore, StorageError},
 };
-
-/// pg_restore options (the CRD's `postgres` block of a restore).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PgRestoreOptions {
-    /// `--data-only`.
-    #[serde(default)]
-    pub data_only: Option<bool>,
-    /// `--schema-only`.
-    #[serde(default)]
-    pub schema_only: Option<bool>,
-    /// `--no-owner` (default true).
-    #[serde(default)]
-    pub no_owner: Option<bool>,
-    /// `--no-privileges`.
-    #[serde(default)]
-    pub no_privileges: Option<bool>,
-    /// `--disable-triggers`.
-    #[serde(default)]
-    pub disable_triggers: Option<bool>,
-    /// ANALYZE afterwards (default true).
-    #[serde(default)]
-    pub analyze: Option<bool>,
-    /// `--schema`.
-    #[serde(default)]
-    pub schemas: Vec<String>,
-    /// `--table`.
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// Parallel jobs (not possible from a stream: reported as a warning).
-    #[serde(default)]
-    pub jobs: Option<i32>,
-}
-
-/// mysql restore options.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MysqlRestoreOptions {
-    /// `SET FOREIGN_KEY_CHECKS=0` during the load (default true).
-    #[serde(default)]
-    pub disable_foreign_key_checks: Option<bool>,
-    /// `SET sql_log_bin=0` during the load (default true).
-    #[serde(default)]
-    pub disable_binlog: Option<bool>,
-}
-
-/// Desired state of RESTORE (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoreIntent {
-    /// Target instance.
-    pub instance: ProbeSpec,
-    /// Target database name.
-    pub database: String,
-    /// Where the artifact is.
-    pub storage: StorageSpec,
-    /// Namespace of the credentials and key Secrets.
-    pub secret_namespace: String,
-    /// Full key of the data object.
-    pub object: String,
-    /// Key to decrypt with.
-    #[serde(default)]
-    pub encryption: Option<EncryptionSpec>,
-    /// Compression, used only when the artifact has no metadata object.
-    #[serde(default)]
-    pub compression: Option<Compression>,
-    /// Drop and re-create an existing target.
-    #[serde(default)]
-    pub drop_existing: bool,
-    /// Restore over an existing target (pg_restore --clean).
-    #[serde(default)]
-    pub in_place: bool,
-    /// Create the target when missing (default true).
-    #[serde(default = "yes")]
-    pub create_database: bool,
-    /// pg_restore options.
-    #[serde(default)]
-    pub postgres: Option<PgRestoreOptions>,
-    /// mysql options.
-    #[serde(default)]
-    pub mysql: Option<MysqlRestoreOptions>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// What RESTORE reports.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RestoreObserved {
-    /// Target database.
-    pub target_database: String,
-    /// Whether the restore created it.
-    pub created: bool,
-    /// Dump bytes restored.
-    pub plaintext_bytes: u64,
-    /// SHA-256 of the dump.
-    pub sha256: String,
-    /// Whether size and SHA-256 were checked against the metadata.
-    pub verified: bool,
-    /// Seconds.
-    pub duration_seconds: f64,
-    /// Things people should know.
-    pub warnings: Vec<String>,
-}
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::new(ErrorCode::Invalid, msg, false)
@@ -222,7 +121,7 @@ impl std::io::Read for ReaderWithKind {
 }
 
 async fn target_is_empty(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
-    let mut conn = crate::engine::connect(ctx, &d.instance, Some(&d.database)).await?;
+    let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
     let n: Result<i64, sqlx::Error> = match &mut conn {
         Conn::Pg(c, _) => {
             sqlx::query_scalar(
@@ -244,29 +143,17 @@ async fn target_is_empty(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpE
         }
     };
     conn.close().await;
-    Ok(n.map_err(|e| crate::engine::sql_error("counting tables of the target", &e))? == 0)
+    Ok(n.map_err(|e| db::sql_error("counting tables of the target", &e))? == 0)
 }
 
 /// Makes the target ready; returns whether it was created.
 async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
-    let mut conn = crate::engine::connect(ctx, &d.instance, None).await?;
+    let mut conn = db::connect(ctx, &d.instance, None).await?;
     let result = async {
-        let exists = crate::engine::database::exists(&mut conn, &d.database).await?;
-        let create = |conn: &Conn| -> Result<String, OpError> {
-            Ok(match conn {
-                Conn::Pg(..) => format!(
-                    "CREATE DATABASE {}",
-                    quote::pg_ident(&d.database).map_err(crate::engine::quote_error)?
-                ),
-                Conn::My(..) => format!(
-                    "CREATE DATABASE {}",
-                    quote::mysql_ident(&d.database).map_err(crate::engine::quote_error)?
-                ),
-            })
-        };
+        let exists = database::exists(&mut conn, &d.database).await?;
         if exists && d.drop_existing {
-            crate::engine::database::drop(&mut conn, &d.database).await?;
-            let sql = create(&conn)?;
+            database::drop(&mut conn, &d.database).await?;
+            let sql = database::create_bare(&conn, &d.database)?;
             conn.execute(&sql).await?;
             return Ok(false);
         }
@@ -280,7 +167,7 @@ async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpEr
                 d.database
             )));
         }
-        let sql = create(&conn)?;
+        let sql = database::create_bare(&conn, &d.database)?;
         conn.execute(&sql).await?;
         Ok(true)
     }
@@ -382,14 +269,14 @@ pub async fn run(
     ctx: &OpContext,
     d: RestoreIntent,
     progress: ProgressSink,
-) -> Result<String, OpError> {
+) -> Result<RestoreObserved, OpError> {
     let started = Instant::now();
     let mut warnings = Vec::new();
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
     let meta = read_metadata(store.as_ref(), &d.object).await?;
     let (compression, algorithm, dump_format) = match &meta {
         Some(m) => {
-            let expected = if d.instance.engine == "postgres" {
+            let expected = if d.instance.engine == Engine::Postgres {
                 "postgres"
             } else {
                 "mysql"
@@ -402,7 +289,8 @@ pub async fn run(
             if expected != actual {
                 return Err(invalid(format!(
                     "the backup is a {} dump and cannot be restored into a {} instance",
-                    m.engine, d.instance.engine
+                    m.engine,
+                    d.instance.engine.as_str()
                 )));
             }
             (
@@ -423,7 +311,7 @@ pub async fn run(
                     EncryptionAlgorithm::Aes256Gcm
                 })
             });
-            let format = if d.instance.engine == "postgres" && !d.object.contains(".sql") {
+            let format = if d.instance.engine == Engine::Postgres && !d.object.contains(".sql") {
                 "custom"
             } else {
                 "plain"
@@ -483,17 +371,17 @@ pub async fn run(
     let summary = match loaded {
         Ok(s) => s,
         Err(e) => {
-            if created && let Ok(mut conn) = crate::engine::connect(ctx, &d.instance, None).await {
-                let _ = crate::engine::database::drop(&mut conn, &d.database).await;
+            if created && let Ok(mut conn) = db::connect(ctx, &d.instance, None).await {
+                let _ = database::drop(&mut conn, &d.database).await;
                 conn.close().await;
             }
             return Err(e);
         }
     };
-    if d.instance.engine == "postgres"
+    if d.instance.engine == Engine::Postgres
         && d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true)
     {
-        let mut conn = crate::engine::connect(ctx, &d.instance, Some(&d.database)).await?;
+        let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
         let r = conn.execute("ANALYZE").await;
         conn.close().await;
         if let Err(e) = r {
@@ -514,8 +402,7 @@ pub async fn run(
         duration_seconds: started.elapsed().as_secs_f64(),
         warnings,
     };
-    serde_json::to_string(&observed)
-        .map_err(|e| OpError::new(ErrorCode::Internal, e.to_string(), false))
+    Ok(observed)
 }
 
 async fn load(

@@ -1,125 +1,49 @@
 //! ENSURE_ROLE / DROP_ROLE: group roles with their attributes, memberships and privileges.
 
-use serde::Deserialize;
-
-use super::{
-    OpContext,
-    grant::{self, Diff, GrantIntent, Grantee, Mode},
-    probe::ProbeSpec,
+use dbprov_contract::{
+    Diff, Engine, Mode,
+    grant::{GrantIntent, GrantSet, Grantee, GranteeKind, MyGrants, PgGrants},
+    role::{DropRoleObserved, RoleIntent, RoleObserved, RoleSpec},
+    user::PgUser,
 };
+
+use super::grant;
 use crate::{
-    engine::{
-        self, Conn,
-        grant::{GrantSet, MyGrant, MyGrants, PgGrant, PgGrants},
-        quote::pg_ident,
-        quote_error, sql_error,
-        user::{PgUser, pg_attributes},
-    },
-    executor::OpError,
+    context::OpContext,
+    db::{self, Conn, sql_error},
+    error::OpError,
+    sql::{mysql::grant::my_role, postgres::user::pg_attributes, quote::pg_ident, quote_error},
 };
 
-/// The DatabaseRole spec, as far as the agent needs it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoleSpec {
-    /// Name in the server.
-    pub role_name: String,
-    /// PostgreSQL attributes and grants.
-    #[serde(default)]
-    pub postgres: Option<PgRole>,
-    /// MySQL grants.
-    #[serde(default)]
-    pub mysql: Option<MyRole>,
-}
-
-/// PostgreSQL role attributes.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PgRole {
-    /// LOGIN.
-    #[serde(default)]
-    pub login: Option<bool>,
-    /// INHERIT.
-    #[serde(default)]
-    pub inherit: Option<bool>,
-    /// CREATEDB.
-    #[serde(default, rename = "createDB")]
-    pub create_db: Option<bool>,
-    /// CREATEROLE.
-    #[serde(default)]
-    pub create_role: Option<bool>,
-    /// SUPERUSER.
-    #[serde(default)]
-    pub superuser: Option<bool>,
-    /// REPLICATION.
-    #[serde(default)]
-    pub replication: Option<bool>,
-    /// BYPASSRLS.
-    #[serde(default, rename = "bypassRLS")]
-    pub bypass_rls: Option<bool>,
-    /// Memberships.
-    #[serde(default)]
-    pub in_roles: Vec<String>,
-    /// Privileges.
-    #[serde(default)]
-    pub grants: Vec<PgGrant>,
-}
-
-/// MySQL role settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MyRole {
-    /// Privileges.
-    #[serde(default)]
-    pub grants: Vec<MyGrant>,
-}
-
-/// Desired state of ENSURE_ROLE / DROP_ROLE (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoleIntent {
-    /// How to reach the instance.
-    pub instance: ProbeSpec,
-    /// The role.
-    pub role: RoleSpec,
-    /// Grants applied last time.
-    #[serde(default)]
-    pub previous: Option<GrantSet>,
-    /// Apply, detect or correct.
-    #[serde(default)]
-    pub mode: Mode,
-}
-
-impl RoleSpec {
-    /// The role's memberships and privileges as a grant set.
-    pub fn grant_set(&self) -> GrantSet {
-        GrantSet {
-            postgres: self.postgres.as_ref().map(|p| PgGrants {
-                roles: p.in_roles.clone(),
-                grants: p.grants.clone(),
-                default_privileges: vec![],
-            }),
-            mysql: self.mysql.as_ref().map(|m| MyGrants {
-                roles: vec![],
-                grants: m.grants.clone(),
-            }),
-        }
+/// The role's memberships and privileges as a grant set.
+pub fn grant_set(role: &RoleSpec) -> GrantSet {
+    GrantSet {
+        postgres: role.postgres.as_ref().map(|p| PgGrants {
+            roles: p.in_roles.clone(),
+            grants: p.grants.clone(),
+            default_privileges: vec![],
+        }),
+        mysql: role.mysql.as_ref().map(|m| MyGrants {
+            roles: vec![],
+            grants: m.grants.clone(),
+        }),
     }
+}
 
-    fn pg_user(&self) -> PgUser {
-        let p = self.postgres.clone().unwrap_or_default();
-        PgUser {
-            login: p.login.unwrap_or(false),
-            inherit: p.inherit.unwrap_or(true),
-            create_db: p.create_db,
-            create_role: p.create_role,
-            superuser: p.superuser,
-            replication: p.replication,
-            bypass_rls: p.bypass_rls,
-            connection_limit: -1,
-            valid_until: None,
-            ..PgUser::default()
-        }
+/// The role's attributes in the shape of a user's (`NOLOGIN` and `INHERIT` unless asked).
+fn pg_user(role: &RoleSpec) -> PgUser {
+    let p = role.postgres.clone().unwrap_or_default();
+    PgUser {
+        login: p.login.unwrap_or(false),
+        inherit: p.inherit.unwrap_or(true),
+        create_db: p.create_db,
+        create_role: p.create_role,
+        superuser: p.superuser,
+        replication: p.replication,
+        bypass_rls: p.bypass_rls,
+        connection_limit: -1,
+        valid_until: None,
+        ..PgUser::default()
     }
 }
 
@@ -138,17 +62,13 @@ async fn pg_attribute_diffs(conn: &mut Conn, role: &RoleSpec) -> Result<Vec<Diff
     let Some((login, inherit, createdb, createrole, superuser, replication, bypass)) = row else {
         return Ok(vec![]);
     };
-    let want = role.pg_user();
+    let want = pg_user(role);
     let mut diffs = Vec::new();
     let mut cmp = |field: &str, expected: Option<bool>, actual: bool| {
         if let Some(e) = expected
             && e != actual
         {
-            diffs.push(Diff {
-                field: field.into(),
-                expected: e.to_string(),
-                actual: actual.to_string(),
-            });
+            diffs.push(Diff::new(field, e.to_string(), actual.to_string()));
         }
     };
     cmp("login", Some(want.login), login);
@@ -162,22 +82,18 @@ async fn pg_attribute_diffs(conn: &mut Conn, role: &RoleSpec) -> Result<Vec<Diff
 }
 
 /// ENSURE_ROLE.
-pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpError> {
+pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved, OpError> {
     let role = &intent.role;
-    let pg = intent.instance.engine == "postgres";
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+    let pg = intent.instance.engine == Engine::Postgres;
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let result: Result<(bool, Vec<Diff>), OpError> = async {
-        let existed = engine::account_exists(&mut conn, &role.role_name).await?;
+        let existed = db::account_exists(&mut conn, &role.role_name).await?;
         let mut drift = Vec::new();
         if intent.mode != Mode::Apply {
             if existed {
                 drift = pg_attribute_diffs(&mut conn, role).await?;
             } else {
-                drift.push(Diff {
-                    field: "role".into(),
-                    expected: role.role_name.clone(),
-                    actual: "missing".into(),
-                });
+                drift.push(Diff::missing("role", role.role_name.clone()));
             }
         }
         if intent.mode != Mode::Detect {
@@ -186,13 +102,13 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpErr
                 conn.execute(&format!(
                     "{verb} ROLE {} WITH {}",
                     pg_ident(&role.role_name).map_err(quote_error)?,
-                    pg_attributes(&role.pg_user())?
+                    pg_attributes(&pg_user(role))?
                 ))
                 .await?;
             } else if !existed {
                 conn.execute(&format!(
                     "CREATE ROLE IF NOT EXISTS {}",
-                    engine::grant::my_role(&role.role_name)?
+                    my_role(&role.role_name)?
                 ))
                 .await?;
             }
@@ -203,10 +119,12 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpErr
     conn.close().await;
     let (existed, mut drift) = result?;
     if intent.mode == Mode::Detect && !existed {
-        return Ok(serde_json::json!({
-            "roleName": role.role_name, "created": false, "drift": drift,
-        })
-        .to_string());
+        return Ok(RoleObserved {
+            role_name: role.role_name.clone(),
+            created: false,
+            drift,
+            ..RoleObserved::default()
+        });
     }
     let report = grant::apply(
         ctx,
@@ -214,39 +132,41 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpErr
             instance: intent.instance.clone(),
             grantee: Grantee {
                 name: role.role_name.clone(),
-                kind: "role".into(),
+                kind: GranteeKind::Role,
                 hosts: vec![],
             },
-            grants: role.grant_set(),
+            grants: grant_set(role),
             previous: intent.previous.clone(),
             mode: intent.mode,
         },
     )
     .await?;
     drift.extend(report.drift.iter().cloned());
-    Ok(serde_json::json!({
-        "roleName": role.role_name,
-        "created": !existed && intent.mode != Mode::Detect,
-        "adopted": existed && intent.mode == Mode::Apply,
-        "memberOf": report.roles,
-        "directGrants": report.direct_grants,
-        "revoked": report.revoked,
-        "drift": drift,
-        "corrected": intent.mode == Mode::Correct && !drift.is_empty(),
+    Ok(RoleObserved {
+        role_name: role.role_name.clone(),
+        created: !existed && intent.mode != Mode::Detect,
+        adopted: existed && intent.mode == Mode::Apply,
+        member_of: report.roles,
+        direct_grants: report.direct_grants,
+        revoked: report.revoked,
+        corrected: intent.mode == Mode::Correct && !drift.is_empty(),
+        drift,
     })
-    .to_string())
 }
 
 /// DROP_ROLE: revokes what the role was granted by dbprov, then drops it. PostgreSQL refuses
 /// while the role owns objects or holds other privileges; that error is passed on as it is,
 /// with what to do.
-pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpError> {
+pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<DropRoleObserved, OpError> {
     let role = &intent.role;
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-    let existed = engine::account_exists(&mut conn, &role.role_name).await;
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
+    let existed = db::account_exists(&mut conn, &role.role_name).await;
     conn.close().await;
     if !existed? {
-        return Ok(serde_json::json!({"roleName": role.role_name, "existed": false}).to_string());
+        return Ok(DropRoleObserved {
+            role_name: role.role_name.clone(),
+            existed: false,
+        });
     }
     grant::revoke(
         ctx,
@@ -254,26 +174,23 @@ pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpError
             instance: intent.instance.clone(),
             grantee: Grantee {
                 name: role.role_name.clone(),
-                kind: "role".into(),
+                kind: GranteeKind::Role,
                 hosts: vec![],
             },
-            grants: role.grant_set(),
+            grants: grant_set(role),
             previous: intent.previous.clone(),
             mode: Mode::Apply,
         },
     )
     .await?;
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-    let sql = if intent.instance.engine == "postgres" {
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
+    let sql = if intent.instance.engine == Engine::Postgres {
         format!(
             "DROP ROLE IF EXISTS {}",
             pg_ident(&role.role_name).map_err(quote_error)?
         )
     } else {
-        format!(
-            "DROP ROLE IF EXISTS {}",
-            engine::grant::my_role(&role.role_name)?
-        )
+        format!("DROP ROLE IF EXISTS {}", my_role(&role.role_name)?)
     };
     let r = conn.execute(&sql).await;
     conn.close().await;
@@ -286,5 +203,8 @@ pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<String, OpError
         }
         e
     })?;
-    Ok(serde_json::json!({"roleName": role.role_name, "existed": true}).to_string())
+    Ok(DropRoleObserved {
+        role_name: role.role_name.clone(),
+        existed: true,
+    })
 }

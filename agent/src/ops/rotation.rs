@@ -12,74 +12,29 @@
 //! - `in-place` (a user without `passwordRotation`, rotated on demand): same login, new
 //!   password.
 
-use dbprov_proto::agent::v1::ErrorCode;
-use serde::Deserialize;
-
-use super::{
-    OpContext,
-    user::{ServiceRoleSpec, UserIntent, join_service_role, write_secret},
-};
-use crate::{
-    engine::{
-        self, Conn, password,
-        quote::{mysql_literal, pg_ident, pg_literal},
-        quote_error, sql_error,
-        user::{mysql_account, pg_attributes, pg_settings},
+use dbprov_contract::{
+    Engine,
+    rotation::{
+        DiscardObserved, OldUserAction, RetireObserved, RetireStatus, RetiredLogin, RotateIntent,
+        RotateObserved, RotationAction, RotationStrategy,
     },
-    executor::OpError,
+    user::{SecretLocation, ServiceRole, UserIntent},
 };
+use dbprov_proto::agent::v1::ErrorCode;
 
-/// Rotation settings (`spec.passwordRotation`, as the hub resolves them).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RotationSpec {
-    /// `role-inheritance` or `dual-password`.
-    pub strategy: String,
-    /// Name template of new logins.
-    #[serde(default = "default_naming")]
-    pub user_naming: String,
-    /// Service role (role-inheritance, PostgreSQL).
-    #[serde(default)]
-    pub service_role: Option<ServiceRoleSpec>,
-    /// What to do with retired logins: `retain`, `disable`, `delete`.
-    #[serde(default = "default_action")]
-    pub old_user_action: String,
-    /// Refuse to drop a retired login that owns objects.
-    #[serde(default = "yes")]
-    pub ownership_check: bool,
-}
-
-fn default_naming() -> String {
-    "{{.Username}}_{{.Date}}".into()
-}
-fn default_action() -> String {
-    "delete".into()
-}
-fn yes() -> bool {
-    true
-}
-
-/// Desired state of ROTATE_PASSWORD (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RotateIntent {
-    /// The user, as for ENSURE_USER (with `activeUser`).
-    #[serde(flatten)]
-    pub user: UserIntent,
-    /// Rotation settings.
-    pub rotation: RotationSpec,
-    /// `rotate`, `retire` (the `retire` logins) or `discard` (MySQL old passwords).
-    pub action: String,
-    /// `YYYYMMDD` and Unix seconds of the rotation, for `userNaming`.
-    #[serde(default)]
-    pub date: String,
-    /// Unix seconds of the rotation.
-    #[serde(default)]
-    pub timestamp: String,
-    /// Logins to retire.
-    #[serde(default)]
-    pub retire: Vec<String>,
-}
+use super::user::{account, join_service_role, write_secret};
+use crate::{
+    context::OpContext,
+    credentials::password,
+    db::{self, Conn, sql_error},
+    error::OpError,
+    sql::{
+        mysql::user::mysql_account,
+        postgres::user::{pg_attributes, pg_settings},
+        quote::{mysql_literal, pg_ident, pg_literal},
+        quote_error,
+    },
+};
 
 fn unsupported(message: String) -> OpError {
     OpError::new(ErrorCode::Unsupported, message, false)
@@ -103,15 +58,12 @@ pub fn render_name(template: &str, username: &str, date: &str, timestamp: &str) 
 
 /// Runs ROTATE_PASSWORD.
 pub async fn run(ctx: &OpContext, intent: RotateIntent) -> Result<String, OpError> {
-    match intent.action.as_str() {
-        "rotate" => rotate(ctx, &intent).await,
-        "retire" => retire(ctx, &intent).await,
-        "discard" => discard(ctx, &intent).await,
-        other => Err(OpError::new(
-            ErrorCode::Invalid,
-            format!("unknown rotation action {other:?}"),
-            false,
-        )),
+    use dbprov_contract::to_json;
+    // Each action has its own answer type.
+    match intent.action {
+        RotationAction::Rotate => rotate(ctx, &intent).await.map(|o| to_json(&o)),
+        RotationAction::Retire => retire(ctx, &intent).await.map(|o| to_json(&o)),
+        RotationAction::Discard => discard(ctx, &intent).await.map(|o| to_json(&o)),
     }
 }
 
@@ -137,23 +89,23 @@ fn new_password(intent: &UserIntent) -> Result<String, OpError> {
     })
 }
 
-async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpError> {
-    let user = intent.user.for_active_login();
-    let current = user.user.spec.username.clone();
-    let pg = user.instance.engine == "postgres";
-    let strategy = intent.rotation.strategy.as_str();
-    let mut conn = engine::connect(ctx, &user.instance, None).await?;
+async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved, OpError> {
+    let user = intent.user_intent().for_active_login();
+    let current = user.user.username.clone();
+    let pg = user.instance.engine == Engine::Postgres;
+    let strategy = intent.rotation.strategy;
+    let mut conn = db::connect(ctx, &user.instance, None).await?;
     let result = async {
         let version = conn.server_version().await?;
         let mariadb = version.contains("MariaDB");
         match (strategy, pg) {
-            ("dual-password", true) => Err(unsupported(
+            (RotationStrategy::DualPassword, true) => Err(unsupported(
                 "passwordRotation.strategy dual-password exists only on MySQL 8.0.14+; on PostgreSQL use role-inheritance".into(),
             )),
-            ("dual-password", false) if mariadb => Err(unsupported(format!(
+            (RotationStrategy::DualPassword, false) if mariadb => Err(unsupported(format!(
                 "passwordRotation.strategy dual-password needs MySQL 8.0.14+ (RETAIN CURRENT PASSWORD); MariaDB {version} has no dual passwords: use role-inheritance, which rotates the password in place on MariaDB"
             ))),
-            ("dual-password", false) => {
+            (RotationStrategy::DualPassword, false) => {
                 let pw = new_password(&user)?;
                 for account in accounts(&user)? {
                     conn.execute(&format!(
@@ -164,26 +116,26 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
                 }
                 Ok((current.clone(), None, pw, false))
             }
-            ("in-place", _) => {
+            (RotationStrategy::InPlace, _) => {
                 let pw = new_password(&user)?;
-                engine::user::ensure(&mut conn, &user.user.spec, &pw).await?;
+                account::ensure(&mut conn, &user.user, &pw).await?;
                 Ok((current.clone(), None, pw, true))
             }
             (_, true) => {
-                let service = intent.rotation.service_role.clone().unwrap_or(ServiceRoleSpec {
-                    name: format!("{}_service", intent.user.user.spec.username),
+                let service = intent.rotation.service_role.clone().unwrap_or(ServiceRole {
+                    name: format!("{}_service", intent.user.username),
                     auto_create: true,
                 });
                 join_service_role(&mut conn, &current, &service).await?;
                 let base = render_name(
                     &intent.rotation.user_naming,
-                    &intent.user.user.spec.username,
+                    &intent.user.username,
                     &intent.date,
                     &intent.timestamp,
                 );
                 let name = free_name(&mut conn, &base).await?;
                 let pw = new_password(&user)?;
-                let attrs = user.user.spec.postgres.clone().unwrap_or_default();
+                let attrs = user.user.postgres.clone().unwrap_or_default();
                 conn.execute(&format!(
                     "CREATE ROLE {} WITH {} PASSWORD {} IN ROLE {}",
                     pg_ident(&name).map_err(quote_error)?,
@@ -201,7 +153,7 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
             (_, false) => {
                 // role-inheritance on MySQL/MariaDB: the password changes in place.
                 let pw = new_password(&user)?;
-                engine::user::ensure(&mut conn, &user.user.spec, &pw).await?;
+                account::ensure(&mut conn, &user.user, &pw).await?;
                 Ok((current.clone(), None, pw, true))
             }
         }
@@ -210,17 +162,16 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
     conn.close().await;
     let (active, service, pw, in_place) = result?;
     let mut written = user.clone();
-    written.user.spec.username = active.clone();
+    written.user.username = active.clone();
     let secret = write_secret(ctx, &written, &pw).await?;
-    Ok(serde_json::json!({
-        "activeUser": active,
-        "previousUser": (active != current).then_some(current),
-        "serviceRole": service,
-        "inPlace": in_place,
-        "strategy": strategy,
-        "secret": secret.map(|(ns, name)| serde_json::json!({"namespace": ns, "name": name})),
+    Ok(RotateObserved {
+        previous_user: (active != current).then_some(current),
+        active_user: active,
+        service_role: service,
+        in_place,
+        strategy: strategy.as_str().to_owned(),
+        secret: secret.map(|(namespace, name)| SecretLocation { name, namespace }),
     })
-    .to_string())
 }
 
 /// `base`, or `base_2`, `base_3`, ... if taken (two rotations on one day).
@@ -254,20 +205,19 @@ async fn free_name(conn: &mut Conn, base: &str) -> Result<String, OpError> {
 fn accounts(intent: &UserIntent) -> Result<Vec<String>, OpError> {
     let hosts = intent
         .user
-        .spec
         .mysql
         .as_ref()
         .map(|m| m.allowed_hosts.clone())
         .unwrap_or_else(|| vec!["%".into()]);
     hosts
         .iter()
-        .map(|h| mysql_account(&intent.user.spec.username, h))
+        .map(|h| mysql_account(&intent.user.username, h))
         .collect()
 }
 
 /// Retires logins replaced by rotation, per `oldUserPolicy`.
-async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpError> {
-    let mut conn = engine::connect(ctx, &intent.user.instance, None).await?;
+async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<RetireObserved, OpError> {
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let mut results = Vec::new();
     let mut drops: Vec<(String, String, Vec<String>)> = Vec::new();
     let outcome: Result<(), OpError> = async {
@@ -290,23 +240,24 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
                 .await
                 .map_err(|e| sql_error("reading pg_roles", &e))?;
             if exists == 0 {
-                results.push(serde_json::json!({"user": login, "status": "Deleted"}));
+                results.push(retired(login, RetireStatus::Deleted));
                 continue;
             }
             let owned: i64 = deps.iter().filter(|d| d.1 == "o").map(|d| d.2).sum();
             let q = pg_ident(login).map_err(quote_error)?;
-            match intent.rotation.old_user_action.as_str() {
-                "retain" => results.push(serde_json::json!({"user": login, "status": "Retained"})),
-                "disable" => {
+            match intent.rotation.old_user_action {
+                OldUserAction::Retain => results.push(retired(login, RetireStatus::Retained)),
+                OldUserAction::Disable => {
                     conn.execute(&format!("ALTER ROLE {q} NOLOGIN")).await?;
-                    results.push(serde_json::json!({"user": login, "status": "Disabled"}));
+                    results.push(retired(login, RetireStatus::Disabled));
                 }
                 _ if owned > 0 && intent.rotation.ownership_check => {
-                    results.push(serde_json::json!({
-                        "user": login, "status": "Blocked", "ownedObjects": owned,
-                        "reason": format!("{login} owns {owned} object(s)"),
-                        "resolution": format!("REASSIGN OWNED BY {login} TO <service role>; in each database, or set oldUserPolicy.ownershipCheck to false"),
-                    }));
+                    results.push(RetiredLogin {
+                        owned_objects: Some(owned),
+                        reason: Some(format!("{login} owns {owned} object(s)")),
+                        resolution: Some(format!("REASSIGN OWNED BY {login} TO <service role>; in each database, or set oldUserPolicy.ownershipCheck to false")),
+                        ..retired(login, RetireStatus::Blocked)
+                    });
                 }
                 _ => {
                     // Privileges the login holds (not owned objects) would block DROP ROLE:
@@ -329,24 +280,32 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErro
     // connection slots at once.
     for (login, q, databases) in drops {
         for db in databases {
-            let mut other = engine::connect(ctx, &intent.user.instance, Some(&db)).await?;
+            let mut other = db::connect(ctx, &intent.instance, Some(&db)).await?;
             let r = other.execute(&format!("DROP OWNED BY {q}")).await;
             other.close().await;
             r?;
         }
-        let mut admin = engine::connect(ctx, &intent.user.instance, None).await?;
+        let mut admin = db::connect(ctx, &intent.instance, None).await?;
         let r = admin.execute(&format!("DROP ROLE IF EXISTS {q}")).await;
         admin.close().await;
         r?;
-        results.push(serde_json::json!({"user": login, "status": "Deleted"}));
+        results.push(retired(&login, RetireStatus::Deleted));
     }
-    Ok(serde_json::json!({ "retired": results }).to_string())
+    Ok(RetireObserved { retired: results })
+}
+
+fn retired(login: &str, status: RetireStatus) -> RetiredLogin {
+    RetiredLogin {
+        user: login.to_owned(),
+        status,
+        ..RetiredLogin::default()
+    }
 }
 
 /// MySQL dual-password: the old password stops working.
-async fn discard(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpError> {
-    let user = intent.user.for_active_login();
-    let mut conn = engine::connect(ctx, &user.instance, None).await?;
+async fn discard(ctx: &OpContext, intent: &RotateIntent) -> Result<DiscardObserved, OpError> {
+    let user = intent.user_intent().for_active_login();
+    let mut conn = db::connect(ctx, &user.instance, None).await?;
     let result = async {
         for account in accounts(&user)? {
             conn.execute(&format!("ALTER USER {account} DISCARD OLD PASSWORD"))
@@ -357,7 +316,7 @@ async fn discard(ctx: &OpContext, intent: &RotateIntent) -> Result<String, OpErr
     .await;
     conn.close().await;
     result?;
-    Ok(serde_json::json!({"discarded": true}).to_string())
+    Ok(DiscardObserved { discarded: true })
 }
 
 #[cfg(test)]

@@ -9,46 +9,14 @@ use azure_storage_blobs::{
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
 use futures::{StreamExt, future::BoxFuture};
-use serde::Deserialize;
+
+use dbprov_contract::storage::AzureSpec;
 
 use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
-use crate::{
-    executor::OpError,
-    ops::{OpContext, secrets},
-};
+use crate::{context::OpContext, error::OpError, secrets};
 
 /// Size of a staged block.
 pub const BLOCK: usize = 8 * 1024 * 1024;
-
-/// `storage.azure`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AzureSpec {
-    /// Storage account.
-    pub storage_account: String,
-    /// Container.
-    pub container: String,
-    /// Blob name prefix.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Secret with `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN`.
-    pub secret_ref: AzureSecretRef,
-    /// Blob service URL including the account, e.g. Azurite's
-    /// `http://127.0.0.1:10000/devstoreaccount1` (default: the public cloud).
-    #[serde(default)]
-    pub endpoint: Option<String>,
-}
-
-/// Secret with Azure credentials.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AzureSecretRef {
-    /// Secret name.
-    pub name: String,
-    /// Secret namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
 
 /// Account key entry of the credentials Secret.
 pub const KEY_ENTRY: &str = "AZURE_STORAGE_KEY";

@@ -6,25 +6,15 @@ use std::path::{Component, Path, PathBuf};
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
 use futures::future::BoxFuture;
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use dbprov_contract::storage::PvcSpec;
+
 use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
-use crate::executor::OpError;
+use crate::error::OpError;
 
 /// Part of a file name that marks an unfinished upload.
 const PARTIAL: &str = ".partial-";
-
-/// `storage.pvc`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PvcSpec {
-    /// Claim name; mounted at `<pvc root>/<claimName>` in the agent.
-    pub claim_name: String,
-    /// Directory inside the volume.
-    #[serde(default)]
-    pub sub_path: Option<String>,
-}
 
 /// A directory.
 #[derive(Debug, Clone)]

@@ -18,43 +18,14 @@ use gcloud_storage::{
         resumable_upload_client::{ChunkSize, ResumableUploadClient},
     },
 };
-use serde::Deserialize;
+
+use dbprov_contract::storage::GcsSpec;
 
 use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
-use crate::{
-    executor::OpError,
-    ops::{OpContext, secrets},
-};
+use crate::{context::OpContext, error::OpError, secrets};
 
 /// Chunk size of resumable uploads (a multiple of 256 KiB, as GCS requires).
 pub const CHUNK: usize = 8 * 1024 * 1024;
-
-/// `storage.gcs`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GcsSpec {
-    /// Bucket.
-    pub bucket: String,
-    /// Object name prefix.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Service-account JSON key.
-    #[serde(default)]
-    pub secret_ref: Option<KeyRef>,
-    /// API endpoint (an emulator such as fake-gcs-server); anonymous unless a key is given.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-}
-
-/// A key of a Secret.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key.
-    pub key: String,
-}
 
 /// A GCS bucket.
 pub struct GcsStore {

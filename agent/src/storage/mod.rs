@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use dbprov_proto::agent::v1::ErrorCode;
 use futures::{future::BoxFuture, stream::BoxStream};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::{executor::OpError, ops::OpContext};
+use dbprov_contract::storage::{StorageSpec, StorageType};
+
+use crate::{context::OpContext, error::OpError};
 
 /// A storage failure. Messages name the location, never credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,40 +130,6 @@ pub trait ObjectStore: Send + Sync {
     fn abort_incomplete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<usize, StorageError>>;
 }
 
-/// Where artifacts go: the `storage` block of a backup or restore, as the CRD has it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageSpec {
-    /// `s3`, `gcs`, `azure` or `pvc`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// S3 settings.
-    #[serde(default)]
-    pub s3: Option<s3::S3Spec>,
-    /// GCS settings.
-    #[serde(default)]
-    pub gcs: Option<gcs::GcsSpec>,
-    /// Azure settings.
-    #[serde(default)]
-    pub azure: Option<azure::AzureSpec>,
-    /// Volume settings.
-    #[serde(default)]
-    pub pvc: Option<fs::PvcSpec>,
-}
-
-impl StorageSpec {
-    /// The key prefix configured for the backend.
-    pub fn prefix(&self) -> &str {
-        let p = match self.type_.as_str() {
-            "s3" => self.s3.as_ref().and_then(|s| s.prefix.as_deref()),
-            "gcs" => self.gcs.as_ref().and_then(|s| s.prefix.as_deref()),
-            "azure" => self.azure.as_ref().and_then(|s| s.prefix.as_deref()),
-            _ => None,
-        };
-        p.unwrap_or("")
-    }
-}
-
 /// Joins a prefix and a relative key with exactly one `/`.
 pub fn join_key(prefix: &str, rel: &str) -> String {
     let prefix = prefix.trim_matches('/');
@@ -189,30 +156,27 @@ pub async fn open(
             "storage.type is {t} but storage.{t} is not set: add the storage.{t} block"
         ))
     };
-    match spec.type_.as_str() {
-        "s3" => {
+    match spec.type_ {
+        StorageType::S3 => {
             let s = spec.s3.as_ref().ok_or_else(|| missing("s3"))?;
             Ok(Box::new(s3::S3Store::open(ctx, s, secret_namespace).await?))
         }
-        "gcs" => {
+        StorageType::Gcs => {
             let s = spec.gcs.as_ref().ok_or_else(|| missing("gcs"))?;
             Ok(Box::new(
                 gcs::GcsStore::open(ctx, s, secret_namespace).await?,
             ))
         }
-        "azure" => {
+        StorageType::Azure => {
             let s = spec.azure.as_ref().ok_or_else(|| missing("azure"))?;
             Ok(Box::new(
                 azure::AzureStore::open(ctx, s, secret_namespace).await?,
             ))
         }
-        "pvc" => {
+        StorageType::Pvc => {
             let s = spec.pvc.as_ref().ok_or_else(|| missing("pvc"))?;
             Ok(Box::new(fs::FsStore::open(&ctx.pvc_root, s)?))
         }
-        other => Err(invalid(format!(
-            "storage.type {other:?} is not supported: use s3, gcs, azure or pvc"
-        ))),
     }
 }
 

@@ -12,71 +12,14 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use dbprov_proto::agent::v1::ErrorCode;
 use futures::future::BoxFuture;
-use serde::Deserialize;
+
+use dbprov_contract::storage::S3Spec;
 
 use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
-use crate::{
-    executor::OpError,
-    ops::{OpContext, secrets},
-};
+use crate::{context::OpContext, error::OpError, secrets};
 
 /// Default multipart part size.
 pub const DEFAULT_PART_SIZE_MIB: u32 = 8;
-
-/// `storage.s3`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct S3Spec {
-    /// Bucket.
-    pub bucket: String,
-    /// Region.
-    pub region: String,
-    /// Endpoint of an S3-compatible store.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Key prefix.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Path-style addressing.
-    #[serde(default)]
-    pub force_path_style: Option<bool>,
-    /// Credentials Secret.
-    #[serde(default)]
-    pub secret_ref: Option<S3SecretRef>,
-    /// Multipart part size in MiB (5-5120).
-    #[serde(default, rename = "partSizeMiB")]
-    pub part_size_mib: Option<u32>,
-}
-
-/// Credentials Secret of S3.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct S3SecretRef {
-    /// Secret name.
-    pub name: String,
-    /// Key names.
-    #[serde(default)]
-    pub keys: Option<S3Keys>,
-}
-
-/// Key names in the S3 credentials Secret.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct S3Keys {
-    /// Access key id key.
-    #[serde(default = "default_access")]
-    pub access_key: String,
-    /// Secret access key key.
-    #[serde(default = "default_secret")]
-    pub secret_key: String,
-}
-
-fn default_access() -> String {
-    "AWS_ACCESS_KEY_ID".into()
-}
-fn default_secret() -> String {
-    "AWS_SECRET_ACCESS_KEY".into()
-}
 
 /// An S3 bucket.
 #[derive(Debug, Clone)]
@@ -128,10 +71,7 @@ impl S3Store {
     pub async fn open(ctx: &OpContext, spec: &S3Spec, namespace: &str) -> Result<Self, OpError> {
         let credentials = match &spec.secret_ref {
             Some(r) => {
-                let keys = r.keys.clone().unwrap_or(S3Keys {
-                    access_key: default_access(),
-                    secret_key: default_secret(),
-                });
+                let keys = r.keys.clone().unwrap_or_default();
                 let v = secrets::read_keys(
                     &ctx.kube,
                     namespace,

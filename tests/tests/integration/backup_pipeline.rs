@@ -8,8 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use dbprov_agent::{
+    context::OpContext,
     executor::ProgressSink,
-    ops::{OpContext, backup, restore},
+    ops::{backup, restore},
 };
 use dbprov_tests::{
     KubeEnv, MariaDb, Postgres,
@@ -125,16 +126,15 @@ impl Env {
         engine: &str,
         storage: Value,
         extra: Value,
-    ) -> Result<backup::BackupObserved, String> {
+    ) -> Result<dbprov_contract::backup::BackupObserved, String> {
         let mut d = json!({
             "instance": self.instance(engine), "database": "source", "storage": storage,
             "secretNamespace": NS, "objectBase": format!("{engine}/source/b-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         });
         merge(&mut d, extra);
-        let intent: backup::BackupIntent = serde_json::from_value(d).unwrap();
+        let intent: dbprov_contract::backup::BackupIntent = serde_json::from_value(d).unwrap();
         backup::run(&self.ctx, intent, ProgressSink::discard())
             .await
-            .map(|s| serde_json::from_str(&s).unwrap())
             .map_err(|e| format!("{:?}: {}", e.code, e.message))
     }
 
@@ -145,16 +145,15 @@ impl Env {
         object: &str,
         target: &str,
         extra: Value,
-    ) -> Result<restore::RestoreObserved, String> {
+    ) -> Result<dbprov_contract::restore::RestoreObserved, String> {
         let mut d = json!({
             "instance": self.instance(engine), "database": target, "storage": storage,
             "secretNamespace": NS, "object": object,
         });
         merge(&mut d, extra);
-        let intent: restore::RestoreIntent = serde_json::from_value(d).unwrap();
+        let intent: dbprov_contract::restore::RestoreIntent = serde_json::from_value(d).unwrap();
         restore::run(&self.ctx, intent, ProgressSink::discard())
             .await
-            .map(|s| serde_json::from_str(&s).unwrap())
             .map_err(|e| format!("{:?}: {}", e.code, e.message))
     }
 
@@ -261,7 +260,7 @@ async fn every_engine_backend_compression_and_encryption_round_trips_exactly() {
                 assert_eq!(restored.sha256, done.sha256, "{what}");
                 assert_eq!(&env.digest(engine, &target).await, expected, "{what}");
                 // The backend lists both objects under their directory.
-                let spec: dbprov_agent::storage::StorageSpec =
+                let spec: dbprov_contract::storage::StorageSpec =
                     serde_json::from_value(env.stores.storage(backend, "matrix")).unwrap();
                 let store = dbprov_agent::storage::open(&env.ctx, &spec, NS)
                     .await

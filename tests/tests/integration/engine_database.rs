@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use dbprov_agent::engine::{self, database::DatabaseSpec};
+use dbprov_agent::{db, ops::database};
+use dbprov_contract::{Mode, database::DatabaseSpec};
 use dbprov_tests::{
     KubeEnv, MariaDb, Postgres,
     dbprov::{agent_context, local_instance},
@@ -39,8 +40,8 @@ async fn postgres_databases_are_created_adopted_altered_and_dropped() {
                      "connectionLimit": 7, "allowConnections": true, "isTemplate": false}
     }))
     .unwrap();
-    let mut conn = engine::connect(&ctx, &inst, None).await.unwrap();
-    let created = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+    let mut conn = db::connect(&ctx, &inst, None).await.unwrap();
+    let created = database::ensure(&mut conn, &spec, Mode::Apply)
         .await
         .unwrap();
     assert!(created.created && !created.adopted, "{created:?}");
@@ -55,7 +56,7 @@ async fn postgres_databases_are_created_adopted_altered_and_dropped() {
     assert_eq!(row, ("orders_owner".into(), "UTF8".into(), 7, "C".into()));
 
     // Second run: adopted, nothing to change.
-    let again = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+    let again = database::ensure(&mut conn, &spec, Mode::Apply)
         .await
         .unwrap();
     assert!(again.adopted && again.changes.is_empty(), "{again:?}");
@@ -64,15 +65,15 @@ async fn postgres_databases_are_created_adopted_altered_and_dropped() {
     let mut changed = spec.clone();
     changed.postgres.as_mut().unwrap().connection_limit = 3;
     changed.postgres.as_mut().unwrap().encoding = Some("SQL_ASCII".into());
-    let altered = engine::database::ensure(&mut conn, &changed, engine::Mode::Apply)
+    let altered = database::ensure(&mut conn, &changed, Mode::Apply)
         .await
         .unwrap();
     assert_eq!(altered.connection_limit, Some(3));
     assert_eq!(altered.immutable_diffs.len(), 1, "{altered:?}");
 
     // Dropped; dropping again is a no-op.
-    assert!(engine::database::drop(&mut conn, hostile).await.unwrap());
-    assert!(!engine::database::drop(&mut conn, hostile).await.unwrap());
+    assert!(database::drop(&mut conn, hostile).await.unwrap());
+    assert!(!database::drop(&mut conn, hostile).await.unwrap());
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(hostile)
         .fetch_one(&mut admin)
@@ -102,8 +103,8 @@ async fn mariadb_databases_are_created_adopted_altered_and_dropped() {
         "name": hostile, "mysql": {"charset": "utf8mb4", "collation": "utf8mb4_unicode_ci"}
     }))
     .unwrap();
-    let mut conn = engine::connect(&ctx, &inst, None).await.unwrap();
-    let created = engine::database::ensure(&mut conn, &spec, engine::Mode::Apply)
+    let mut conn = db::connect(&ctx, &inst, None).await.unwrap();
+    let created = database::ensure(&mut conn, &spec, Mode::Apply)
         .await
         .unwrap();
     assert!(created.created);
@@ -119,13 +120,13 @@ async fn mariadb_databases_are_created_adopted_altered_and_dropped() {
 
     let mut changed = spec.clone();
     changed.mysql.as_mut().unwrap().collation = Some("utf8mb4_bin".into());
-    let altered = engine::database::ensure(&mut conn, &changed, engine::Mode::Apply)
+    let altered = database::ensure(&mut conn, &changed, Mode::Apply)
         .await
         .unwrap();
     assert!(altered.adopted);
     assert_eq!(altered.collation, "utf8mb4_bin");
 
-    assert!(engine::database::drop(&mut conn, hostile).await.unwrap());
+    assert!(database::drop(&mut conn, hostile).await.unwrap());
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN (?, 'mysql')",
     )
@@ -146,7 +147,7 @@ async fn a_missing_secret_key_is_named_without_values() {
         .unwrap();
     let mut inst = local_instance("postgres", pg.port(), "postgres");
     inst.credentials.password_key = "pass".into();
-    let err = engine::connect(&ctx, &inst, None).await.unwrap_err();
+    let err = db::connect(&ctx, &inst, None).await.unwrap_err();
     assert_eq!(err.code, dbprov_proto::agent::v1::ErrorCode::SecretMissing);
     assert!(
         err.message.contains("has no key \"pass\""),

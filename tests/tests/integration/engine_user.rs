@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use dbprov_agent::ops::user::{self, UserIntent};
+use dbprov_agent::ops::user;
+use dbprov_contract::{instance::Instance, user::UserIntent};
 use dbprov_tests::{
     KubeEnv, MariaDb, Postgres,
     dbprov::{agent_context, local_instance},
@@ -15,7 +16,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-fn intent(instance: &dbprov_agent::ops::probe::ProbeSpec, user: Value) -> UserIntent {
+fn intent(instance: &Instance, user: Value) -> UserIntent {
     serde_json::from_value(json!({
         "instance": serde_json::to_value(instance_json(instance)).unwrap(),
         "user": user,
@@ -25,7 +26,7 @@ fn intent(instance: &dbprov_agent::ops::probe::ProbeSpec, user: Value) -> UserIn
     .unwrap()
 }
 
-fn instance_json(i: &dbprov_agent::ops::probe::ProbeSpec) -> Value {
+fn instance_json(i: &Instance) -> Value {
     json!({
         "engine": i.engine, "host": i.host, "port": i.port, "database": i.database,
         "credentials": {"secretName": "admin", "namespace": "db"}, "sslMode": "disable"
@@ -63,8 +64,8 @@ async fn postgres_users_get_working_generated_credentials() {
         "postgres": {"connectionLimit": 4, "createDB": false,
                      "configParameters": {"search_path": "app, public", "statement_timeout": "5s"}}
     });
-    let out: Value = serde_json::from_str(
-        &user::ensure(&ctx, intent(&inst, spec.clone()))
+    let out: Value = serde_json::to_value(
+        user::ensure(&ctx, intent(&inst, spec.clone()))
             .await
             .unwrap(),
     )
@@ -97,7 +98,7 @@ async fn postgres_users_get_working_generated_credentials() {
     let mut changed = spec.clone();
     changed["postgres"]["connectionLimit"] = json!(9);
     let out: Value =
-        serde_json::from_str(&user::ensure(&ctx, intent(&inst, changed)).await.unwrap()).unwrap();
+        serde_json::to_value(user::ensure(&ctx, intent(&inst, changed)).await.unwrap()).unwrap();
     assert_eq!(out["passwordSource"], "credentialsSecret");
     assert_eq!(out["connectionLimit"], 9);
     assert_eq!(credentials(&kube, "app-credentials").await.1, password);
@@ -118,7 +119,7 @@ async fn postgres_users_get_working_generated_credentials() {
 
     // Dropped with its Secret.
     let out: Value =
-        serde_json::from_str(&user::drop(&ctx, intent(&inst, spec)).await.unwrap()).unwrap();
+        serde_json::to_value(user::drop(&ctx, intent(&inst, spec)).await.unwrap()).unwrap();
     assert_eq!(out["existed"], true);
     assert_eq!(out["secretDeleted"], true);
     assert!(

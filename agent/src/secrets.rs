@@ -7,7 +7,7 @@ use dbprov_proto::agent::v1::ErrorCode;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use crate::executor::OpError;
+use crate::error::OpError;
 
 /// Reads `keys` of Secret `namespace/name` as UTF-8 strings.
 pub async fn read_keys(

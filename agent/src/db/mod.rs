@@ -1,39 +1,14 @@
-//! Database engines: quoting, statement building and connections, per engine.
-
-pub mod database;
-pub mod grant;
-pub mod password;
-pub mod quote;
-pub mod template;
-pub mod user;
+//! The database layer: admin connections to an instance (bounded per server), statement
+//! execution (privilege statements serialized, conflicts retried) and the classification of
+//! connection and SQL errors into the protocol's error codes and metric reasons.
 
 use std::time::Duration;
 
+use dbprov_contract::{Engine, instance::Instance};
 use dbprov_proto::agent::v1::ErrorCode;
-use serde::{Deserialize, Serialize};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{
-    executor::OpError,
-    ops::{
-        OpContext,
-        probe::{ProbeSpec, classify, timeout_error},
-        secrets,
-    },
-};
-
-/// How the agent treats the server's current state.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The spec changed: make the server match it (and report what differed).
-    #[default]
-    Apply,
-    /// Periodic check: report differences, change nothing.
-    Detect,
-    /// Periodic check: report differences and repair them.
-    Correct,
-}
+use crate::{context::OpContext, error::OpError, secrets};
 
 /// An admin connection to an instance, holding one of the instance's connection slots.
 #[derive(Debug)]
@@ -127,14 +102,14 @@ fn concurrent_update(e: &sqlx::Error) -> bool {
 }
 
 /// Where a connection goes, for error messages.
-fn target(spec: &ProbeSpec) -> String {
+fn target(spec: &Instance) -> String {
     format!("{}:{}", spec.host, spec.port)
 }
 
 /// The instance's admin username and password, from its Secret.
 pub async fn admin_credentials(
     ctx: &OpContext,
-    spec: &ProbeSpec,
+    spec: &Instance,
 ) -> Result<(String, String), OpError> {
     let creds = &spec.credentials;
     let namespace = creds
@@ -157,7 +132,7 @@ pub async fn admin_credentials(
 /// the instance's admin database).
 pub async fn connect(
     ctx: &OpContext,
-    spec: &ProbeSpec,
+    spec: &Instance,
     database: Option<&str>,
 ) -> Result<Conn, OpError> {
     let (user, password) = admin_credentials(ctx, spec).await?;
@@ -166,8 +141,8 @@ pub async fn connect(
     let target = target(spec);
     let slot = connection_slot(&target).await?;
     let timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
-    match spec.engine.as_str() {
-        "postgres" => {
+    match spec.engine {
+        Engine::Postgres => {
             let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
                 "disable" => sqlx::postgres::PgSslMode::Disable,
                 "allow" => sqlx::postgres::PgSslMode::Allow,
@@ -184,7 +159,7 @@ pub async fn connect(
                 .database(database)
                 .ssl_mode(ssl)
                 .application_name("dbprov-agent")
-                // Literals are quoted for standard strings (see engine::quote).
+                // Literals are quoted for standard strings (see sql::quote).
                 .options([("standard_conforming_strings", "on")]);
             let opts = match &tls {
                 Some(t) => {
@@ -200,11 +175,11 @@ pub async fn connect(
             };
             let conn = tokio::time::timeout(timeout, opts.connect())
                 .await
-                .map_err(|_| timeout_error("postgres", &target, timeout))?
-                .map_err(|e| classify("postgres", &target, &e))?;
+                .map_err(|_| timeout_error(spec.engine, &target, timeout))?
+                .map_err(|e| classify(spec.engine, &target, &e))?;
             Ok(Conn::Pg(conn, slot))
         }
-        "mysql" | "mariadb" => {
+        Engine::Mysql | Engine::Mariadb => {
             let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
                 "disable" | "disabled" => sqlx::mysql::MySqlSslMode::Disabled,
                 // skip-verify: encrypted, certificate not checked.
@@ -220,7 +195,7 @@ pub async fn connect(
                 .password(&password)
                 .database(database)
                 .ssl_mode(ssl)
-                // Backslash escapes stay on: engine::quote::mysql_literal relies on it.
+                // Backslash escapes stay on: sql::quote::mysql_literal relies on it.
                 .pipes_as_concat(false)
                 .no_engine_substitution(true);
             let opts = match &tls {
@@ -237,13 +212,16 @@ pub async fn connect(
             };
             let conn = tokio::time::timeout(timeout, opts.connect())
                 .await
-                .map_err(|_| timeout_error(&spec.engine, &target, timeout))?
-                .map_err(|e| classify(&spec.engine, &target, &e))?;
+                .map_err(|_| timeout_error(spec.engine, &target, timeout))?
+                .map_err(|e| classify(spec.engine, &target, &e))?;
             Ok(Conn::My(conn, slot))
         }
-        other => Err(OpError::new(
+        other @ (Engine::Cockroachdb | Engine::Clickhouse) => Err(OpError::new(
             ErrorCode::Unsupported,
-            format!("engine {other:?} is not served by this agent (postgres, mysql, mariadb are)"),
+            format!(
+                "engine {:?} is not served by this agent (postgres, mysql, mariadb are)",
+                other.as_str()
+            ),
             false,
         )),
     }
@@ -268,7 +246,7 @@ impl std::fmt::Debug for TlsMaterial {
 /// The instance's TLS material (CA, client certificate and key), when it names a Secret.
 pub async fn tls_material(
     ctx: &OpContext,
-    spec: &ProbeSpec,
+    spec: &Instance,
 ) -> Result<Option<TlsMaterial>, OpError> {
     let Some(t) = &spec.tls else {
         return Ok(None);
@@ -378,11 +356,6 @@ fn missing_object(code: &str) -> bool {
     )
 }
 
-/// A name refused by the quoting layer (the CRD schema normally refuses it first).
-pub fn quote_error(e: quote::QuoteError) -> OpError {
-    OpError::new(ErrorCode::Invalid, e.to_string(), false)
-}
-
 impl Conn {
     /// The server's version string.
     pub async fn server_version(&mut self) -> Result<String, OpError> {
@@ -402,7 +375,7 @@ impl Conn {
     pub async fn execute(&mut self, sql: &str) -> Result<(), OpError> {
         // Only the start of the statement: password clauses never reach the log.
         tracing::debug!(statement = %first_words(sql), "executing");
-        // Every identifier and literal in `sql` went through engine::quote.
+        // Every identifier and literal in `sql` went through sql::quote.
         let statement = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
         let _serialized = if is_privilege_statement(sql) {
             let server = match self {
@@ -453,6 +426,75 @@ fn first_words(sql: &str) -> String {
         cut -= 1;
     }
     sql[..cut].to_owned()
+}
+
+/// Classifies a connection error.
+pub fn classify(engine: Engine, target: &str, e: &sqlx::Error) -> OpError {
+    let msg = e.to_string();
+    // rustls reports certificate problems through an I/O error; they are TLS failures.
+    let tls_problem = [
+        "certificate",
+        "handshake",
+        "UnknownIssuer",
+        "BadSignature",
+        "NotValidForName",
+    ]
+    .iter()
+    .any(|m| msg.contains(m));
+    let (code, hint) = match e {
+        _ if tls_problem => (
+            ErrorCode::TlsFailed,
+            "check spec.tls (mode, the CA in its Secret) and the server's certificate",
+        ),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => (
+            ErrorCode::Unreachable,
+            "check spec.connection.host/port and that the agent's cluster can reach it",
+        ),
+        sqlx::Error::Tls(_) => (
+            ErrorCode::TlsFailed,
+            "check spec.tls and the server's certificate",
+        ),
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            // 28P01/28000: PostgreSQL auth; 1045: MySQL access denied.
+            if matches!(code.as_str(), "28P01" | "28000" | "1045")
+                || msg.contains("Access denied")
+                || msg.contains("password authentication failed")
+            {
+                (
+                    ErrorCode::AuthFailed,
+                    "check the username and password in the credentials Secret",
+                )
+            } else {
+                (ErrorCode::Sql, "the server refused the connection")
+            }
+        }
+        _ if msg.contains("password authentication failed") || msg.contains("Access denied") => (
+            ErrorCode::AuthFailed,
+            "check the username and password in the credentials Secret",
+        ),
+        _ => (ErrorCode::Unreachable, "the connection failed"),
+    };
+    let reason = match code {
+        ErrorCode::TlsFailed => "tls",
+        ErrorCode::AuthFailed => "authentication",
+        ErrorCode::Unreachable => "connection",
+        _ => sql_error_reason(e),
+    };
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => reason).increment(1);
+    OpError::new(code, format!("{engine} at {target}: {msg} ({hint})"), true)
+}
+
+/// No connection within the connect timeout.
+pub(crate) fn timeout_error(engine: Engine, target: &str, after: Duration) -> OpError {
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => "connection").increment(1);
+    OpError::new(
+        ErrorCode::Unreachable,
+        format!(
+            "{engine} at {target}: no connection within {after:?} (check host, port and network policy)"
+        ),
+        true,
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use gtmpl::{Context, Template};
 use gtmpl_value::{FuncError, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::executor::OpError;
+use crate::error::OpError;
 
 /// Characters kept as-is in URL components (RFC 3986 unreserved).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC

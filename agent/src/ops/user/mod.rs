@@ -3,30 +3,33 @@
 //! password is generated once and reused from that Secret afterwards; it never leaves this
 //! cluster.
 
+pub mod account;
+
 use std::collections::BTreeMap;
 
+use dbprov_contract::{
+    Diff, Engine, Mode,
+    grant::{GrantIntent, GrantSet, Grantee, GranteeKind, MyGrants, PgGrants},
+    user::{DropUserObserved, SecretLocation, ServiceRole, UserIntent, UserObserved, UserSpec},
+};
 use dbprov_proto::agent::v1::ErrorCode;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
 };
-use serde::Deserialize;
 
-use super::{
-    OpContext,
-    grant::{self, Diff, GrantIntent, Grantee, Mode},
-    probe::ProbeSpec,
-    secrets,
-};
+use super::grant;
 use crate::{
-    engine::{
-        self,
-        grant::{GrantSet, MyGrants, PgGrants},
-        password,
-        user::UserSpec,
+    context::OpContext,
+    credentials::{password, template},
+    db::{self, Conn, sql_error},
+    error::OpError,
+    secrets,
+    sql::{
+        quote::{pg_ident, pg_literal},
+        quote_error,
     },
-    executor::OpError,
 };
 
 /// Field manager of the Secrets the agent writes.
@@ -37,159 +40,24 @@ pub const OWNER_ANNOTATION: &str = "dbops.dbprovision.io/owner";
 /// Key under which a templated credentials Secret also keeps the password.
 pub const PASSWORD_KEEP_KEY: &str = ".dbprov-password";
 
-/// Desired state of ENSURE_USER / DROP_USER (see docs/protocol.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserIntent {
-    /// How to reach the instance.
-    pub instance: ProbeSpec,
-    /// The DatabaseUser spec.
-    pub user: UserDesired,
-    /// Namespace of the DatabaseUser (default for Secret namespaces).
-    pub namespace: String,
-    /// `Kind/namespace/name` of the DatabaseUser, recorded on the Secret.
-    pub owner: String,
-    /// Memberships applied last time (revoked where no longer listed).
-    #[serde(default)]
-    pub previous: Option<GrantSet>,
-    /// Apply, detect or correct.
-    #[serde(default)]
-    pub mode: Mode,
-    /// The login currently handed out, when rotation replaced `username` (role-inheritance).
-    #[serde(default)]
-    pub active_user: Option<String>,
-    /// The service role logins inherit under role-inheritance rotation (PostgreSQL).
-    #[serde(default)]
-    pub service_role: Option<ServiceRoleSpec>,
-    /// Logins replaced by rotation, dropped along with the user.
-    #[serde(default)]
-    pub retired_users: Vec<String>,
-}
-
-/// The service role of role-inheritance rotation.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceRoleSpec {
-    /// Role name.
-    pub name: String,
-    /// Create it when missing.
-    #[serde(default = "yes")]
-    pub auto_create: bool,
-}
-
-impl UserIntent {
-    /// This intent with the login rotation put in place of `username`.
-    pub fn for_active_login(&self) -> UserIntent {
-        let mut intent = self.clone();
-        if let Some(active) = &self.active_user {
-            intent.user.spec.username = active.clone();
-        }
-        intent
+/// The user's memberships (`roles`, and `postgres.inRoles`) as a grant set.
+pub fn memberships(user: &UserSpec) -> GrantSet {
+    let mut pg: Vec<String> = user.roles.clone();
+    if let Some(p) = &user.postgres {
+        pg.extend(p.in_roles.iter().cloned());
     }
-}
-
-/// The parts of a DatabaseUser spec the agent needs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserDesired {
-    /// Engine attributes.
-    #[serde(flatten)]
-    pub spec: UserSpec,
-    /// The credentials Secret.
-    #[serde(default)]
-    pub password_secret: Option<PasswordSecret>,
-    /// A Secret key holding a password to use instead of generating one.
-    #[serde(default)]
-    pub existing_password_secret: Option<KeyRef>,
-    /// Roles granted to the user.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-impl UserDesired {
-    /// The user's memberships (`roles`, and `postgres.inRoles`) as a grant set.
-    pub fn memberships(&self) -> GrantSet {
-        let mut pg: Vec<String> = self.roles.clone();
-        if let Some(p) = &self.spec.postgres {
-            pg.extend(p.in_roles.iter().cloned());
-        }
-        pg.sort();
-        pg.dedup();
-        GrantSet {
-            postgres: Some(PgGrants {
-                roles: pg,
-                ..PgGrants::default()
-            }),
-            mysql: Some(MyGrants {
-                roles: self.roles.clone(),
-                ..MyGrants::default()
-            }),
-        }
+    pg.sort();
+    pg.dedup();
+    GrantSet {
+        postgres: Some(PgGrants {
+            roles: pg,
+            ..PgGrants::default()
+        }),
+        mysql: Some(MyGrants {
+            roles: user.roles.clone(),
+            ..MyGrants::default()
+        }),
     }
-}
-
-/// Credentials Secret settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PasswordSecret {
-    /// Secret name.
-    pub secret_name: String,
-    /// Secret namespace.
-    #[serde(default)]
-    pub secret_namespace: Option<String>,
-    /// Generate a password.
-    #[serde(default = "yes")]
-    pub generate: bool,
-    /// Length.
-    #[serde(default = "default_length")]
-    pub length: usize,
-    /// Include punctuation.
-    #[serde(default = "yes")]
-    pub include_special_chars: bool,
-    /// Characters never used.
-    #[serde(default)]
-    pub exclude_chars: Option<String>,
-    /// Labels, annotations, type, templated keys.
-    #[serde(default)]
-    pub secret_template: Option<SecretTemplate>,
-}
-
-/// Shape of the credentials Secret.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretTemplate {
-    /// Secret type.
-    #[serde(rename = "type", default)]
-    pub type_: Option<String>,
-    /// Labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    /// Templated keys.
-    #[serde(default)]
-    pub data: BTreeMap<String, String>,
-}
-
-/// A Secret key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key.
-    pub key: String,
-    /// Namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_length() -> usize {
-    32
 }
 
 fn invalid(msg: impl Into<String>) -> OpError {
@@ -284,7 +152,7 @@ pub(crate) async fn write_secret(
     let inst = &intent.instance;
     let plain: BTreeMap<String, String> = if template.data.is_empty() {
         [
-            ("username", intent.user.spec.username.clone()),
+            ("username", intent.user.username.clone()),
             ("password", password.to_owned()),
             ("host", inst.host.clone()),
             ("port", inst.port.to_string()),
@@ -295,8 +163,8 @@ pub(crate) async fn write_secret(
         .collect()
     } else {
         // Templated keys replace the default ones (as in db-provision-operator).
-        let vars = engine::template::Vars {
-            username: intent.user.spec.username.clone(),
+        let vars = template::Vars {
+            username: intent.user.username.clone(),
             password: password.to_owned(),
             host: inst.host.clone(),
             port: inst.port.to_string(),
@@ -310,7 +178,7 @@ pub(crate) async fn write_secret(
                 .unwrap_or_default()
                 .to_owned(),
         };
-        let mut rendered = engine::template::render(&template.data, &vars)?;
+        let mut rendered = template::render(&template.data, &vars)?;
         // Without a `password` key the next reconcile could not find the password again and
         // would rotate it; this key keeps it stable.
         rendered.insert(PASSWORD_KEEP_KEY.into(), password.to_owned());
@@ -349,47 +217,45 @@ pub(crate) async fn write_secret(
 }
 
 /// ENSURE_USER.
-pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
+pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved, OpError> {
     let intent = intent.for_active_login();
     let mut drift: Vec<Diff> = Vec::new();
     if intent.mode != Mode::Apply {
-        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-        let found = engine::user::observe(&mut conn, &intent.user.spec).await;
+        let mut conn = db::connect(ctx, &intent.instance, None).await?;
+        let found = account::observe(&mut conn, &intent.user).await;
         conn.close().await;
         drift = found?
             .into_iter()
-            .map(|(field, expected, actual)| Diff {
-                field,
-                expected,
-                actual,
-            })
+            .map(|(field, expected, actual)| Diff::new(field, expected, actual))
             .collect();
     }
     let user_missing = drift.iter().any(|d| d.field == "user");
     if intent.mode == Mode::Detect && user_missing {
         // Nothing to compare memberships with; report and leave the server alone.
-        return Ok(serde_json::json!({
-            "username": intent.user.spec.username, "drift": drift, "corrected": false,
-        })
-        .to_string());
+        return Ok(UserObserved {
+            username: intent.user.username.clone(),
+            drift,
+            corrected: false,
+            ..UserObserved::default()
+        });
     }
     let mut out = if intent.mode == Mode::Detect {
-        serde_json::json!({ "username": intent.user.spec.username })
+        UserObserved {
+            username: intent.user.username.clone(),
+            ..UserObserved::default()
+        }
     } else {
         let (password, source) = password_for(ctx, &intent).await?;
-        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-        let observed = engine::user::ensure(&mut conn, &intent.user.spec, &password).await;
+        let mut conn = db::connect(ctx, &intent.instance, None).await?;
+        let observed = account::ensure(&mut conn, &intent.user, &password).await;
         conn.close().await;
-        let observed = observed?;
+        let mut out = observed?;
         let secret = write_secret(ctx, &intent, &password).await?;
-        let mut out = serde_json::to_value(&observed).unwrap_or_default();
-        out["passwordSource"] = serde_json::json!(source);
-        if let Some((ns, name)) = secret {
-            out["secret"] = serde_json::json!({"name": name, "namespace": ns});
-        }
+        out.password_source = Some(source.to_owned());
+        out.secret = secret.map(|(namespace, name)| SecretLocation { name, namespace });
         out
     };
-    let memberships = intent.user.memberships();
+    let memberships = memberships(&intent.user);
     let has_roles = |s: &GrantSet| {
         s.postgres.as_ref().is_some_and(|p| !p.roles.is_empty())
             || s.mysql.as_ref().is_some_and(|m| !m.roles.is_empty())
@@ -400,11 +266,10 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpErr
             &GrantIntent {
                 instance: intent.instance.clone(),
                 grantee: Grantee {
-                    name: intent.user.spec.username.clone(),
-                    kind: "user".into(),
+                    name: intent.user.username.clone(),
+                    kind: GranteeKind::User,
                     hosts: intent
                         .user
-                        .spec
                         .mysql
                         .as_ref()
                         .map(|m| m.allowed_hosts.clone())
@@ -416,41 +281,41 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<String, OpErr
             },
         )
         .await?;
-        out["memberOf"] = serde_json::json!(report.roles);
+        out.member_of = Some(report.roles);
         drift.extend(report.drift);
     }
     if let Some(service) = &intent.service_role
-        && intent.instance.engine == "postgres"
+        && intent.instance.engine == Engine::Postgres
         && intent.mode != Mode::Detect
     {
-        let mut conn = engine::connect(ctx, &intent.instance, None).await?;
-        let r = join_service_role(&mut conn, &intent.user.spec.username, service).await;
+        let mut conn = db::connect(ctx, &intent.instance, None).await?;
+        let r = join_service_role(&mut conn, &intent.user.username, service).await;
         conn.close().await;
         r?;
-        out["serviceRole"] = serde_json::json!(service.name);
+        out.service_role = Some(service.name.clone());
     }
-    out["corrected"] = serde_json::json!(intent.mode == Mode::Correct && !drift.is_empty());
-    out["drift"] = serde_json::to_value(&drift).unwrap_or_default();
-    Ok(out.to_string())
+    out.corrected = intent.mode == Mode::Correct && !drift.is_empty();
+    out.drift = drift;
+    Ok(out)
 }
 
 /// Makes `login` a member of the service role (created NOLOGIN when missing and allowed) and
 /// sets it as the login's role, so objects it creates belong to the service role and survive
 /// rotations.
 pub async fn join_service_role(
-    conn: &mut engine::Conn,
+    conn: &mut Conn,
     login: &str,
-    service: &ServiceRoleSpec,
+    service: &ServiceRole,
 ) -> Result<(), OpError> {
-    let engine::Conn::Pg(c, _) = conn else {
+    let Conn::Pg(c, _) = conn else {
         return Ok(());
     };
     let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
         .bind(&service.name)
         .fetch_one(&mut *c)
         .await
-        .map_err(|e| engine::sql_error("reading pg_roles", &e))?;
-    let q = |s: &str| engine::quote::pg_ident(s).map_err(engine::quote_error);
+        .map_err(|e| sql_error("reading pg_roles", &e))?;
+    let q = |s: &str| pg_ident(s).map_err(quote_error);
     if exists == 0 {
         if !service.auto_create {
             return Err(invalid(format!(
@@ -462,15 +327,15 @@ pub async fn join_service_role(
             .await?;
     }
     let member: i64 = match conn {
-        engine::Conn::Pg(c, _) => sqlx::query_scalar(
+        Conn::Pg(c, _) => sqlx::query_scalar(
             "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles l ON l.oid = m.member WHERE r.rolname = $1 AND l.rolname = $2",
         )
         .bind(&service.name)
         .bind(login)
         .fetch_one(c)
         .await
-        .map_err(|e| engine::sql_error("reading pg_auth_members", &e))?,
-        engine::Conn::My(..) => 1,
+        .map_err(|e| sql_error("reading pg_auth_members", &e))?,
+        Conn::My(..) => 1,
     };
     if member == 0 {
         conn.execute(&format!("GRANT {} TO {}", q(&service.name)?, q(login)?))
@@ -479,21 +344,21 @@ pub async fn join_service_role(
     conn.execute(&format!(
         "ALTER ROLE {} SET role = {}",
         q(login)?,
-        engine::quote::pg_literal(&service.name).map_err(engine::quote_error)?
+        pg_literal(&service.name).map_err(quote_error)?
     ))
     .await
 }
 
 /// DROP_USER: drops the user and deletes the credentials Secret this agent wrote for it.
-pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError> {
-    let mut logins = vec![intent.user.spec.username.clone()];
+pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserved, OpError> {
+    let mut logins = vec![intent.user.username.clone()];
     logins.extend(intent.active_user.iter().cloned());
     logins.extend(intent.retired_users.iter().cloned());
     logins.dedup();
-    let mut conn = engine::connect(ctx, &intent.instance, None).await?;
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let mut existed = Ok(false);
     for login in &logins {
-        match engine::user::drop(&mut conn, login).await {
+        match account::drop(&mut conn, login).await {
             Ok(e) => existed = existed.map(|any| any || e),
             Err(e) => {
                 existed = Err(e);
@@ -525,5 +390,9 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<String, OpError
             })?;
         secret_deleted = true;
     }
-    Ok(serde_json::json!({"username": intent.user.spec.username, "existed": existed, "secretDeleted": secret_deleted}).to_string())
+    Ok(DropUserObserved {
+        username: intent.user.username,
+        existed,
+        secret_deleted,
+    })
 }

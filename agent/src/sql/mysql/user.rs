@@ -1,0 +1,153 @@
+//! MySQL/MariaDB accounts: `CREATE USER` / `ALTER USER` in the server's dialect, and account
+//! names.
+
+use dbprov_contract::user::MyUser;
+use dbprov_proto::agent::v1::ErrorCode;
+
+use crate::{
+    error::OpError,
+    sql::{quote::mysql_literal, quote_error},
+};
+
+/// `CREATE USER` / `ALTER USER` (`verb`) for one account, in the server's dialect.
+/// MariaDB has no `caching_sha2_password` / `sha256_password`: those use its native password
+/// plugin (documented); it has `ed25519`, which MySQL lacks. Account lockout after failed
+/// logins exists only on MySQL 8.0.19+.
+pub fn mysql_user_statement(
+    verb: &str,
+    account: &str,
+    password: &str,
+    my: &MyUser,
+    mariadb: bool,
+) -> Result<String, OpError> {
+    let unsupported = |what: &str| OpError::new(ErrorCode::Unsupported, what.to_owned(), false);
+    let pw = mysql_literal(password).map_err(quote_error)?;
+    let plugin = my.auth_plugin.as_deref().unwrap_or("caching_sha2_password");
+    let identified = match (mariadb, plugin) {
+        (true, "ed25519") => format!("IDENTIFIED VIA ed25519 USING PASSWORD({pw})"),
+        (true, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
+            format!("IDENTIFIED BY {pw}")
+        }
+        (false, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
+            format!("IDENTIFIED WITH {plugin} BY {pw}")
+        }
+        (false, "ed25519") => {
+            return Err(unsupported(
+                "spec.mysql.authPlugin ed25519 exists only on MariaDB; use caching_sha2_password on MySQL",
+            ));
+        }
+        (_, other) => {
+            return Err(unsupported(&format!(
+                "spec.mysql.authPlugin {other:?} is not one of mysql_native_password, caching_sha2_password, sha256_password, ed25519"
+            )));
+        }
+    };
+    if mariadb && (my.failed_login_attempts > 0 || my.password_lock_time > 0) {
+        return Err(unsupported(
+            "spec.mysql.failedLoginAttempts and passwordLockTime need MySQL 8.0.19+; MariaDB has no per-account lockout: set them to 0 or remove them",
+        ));
+    }
+    let mut sql = format!("{verb} {account} {identified}");
+    sql.push_str(if my.require_x509 == Some(true) {
+        " REQUIRE X509"
+    } else if my.require_ssl == Some(true) {
+        " REQUIRE SSL"
+    } else {
+        " REQUIRE NONE"
+    });
+    sql.push_str(&format!(
+        " WITH MAX_QUERIES_PER_HOUR {} MAX_UPDATES_PER_HOUR {} MAX_CONNECTIONS_PER_HOUR {} MAX_USER_CONNECTIONS {}",
+        my.max_queries_per_hour.max(0),
+        my.max_updates_per_hour.max(0),
+        my.max_connections_per_hour.max(0),
+        my.max_user_connections.max(0)
+    ));
+    if !mariadb && (my.failed_login_attempts > 0 || my.password_lock_time > 0) {
+        sql.push_str(&format!(
+            " FAILED_LOGIN_ATTEMPTS {} PASSWORD_LOCK_TIME {}",
+            my.failed_login_attempts, my.password_lock_time
+        ));
+    }
+    sql.push_str(if my.account_locked == Some(true) {
+        " ACCOUNT LOCK"
+    } else {
+        " ACCOUNT UNLOCK"
+    });
+    Ok(sql)
+}
+
+/// `'user'@'host'`.
+pub fn mysql_account(user: &str, host: &str) -> Result<String, OpError> {
+    if user.len() > 80 {
+        return Err(OpError::new(
+            ErrorCode::Invalid,
+            format!("MySQL user name {user:?} is longer than 80 characters"),
+            false,
+        ));
+    }
+    Ok(format!(
+        "{}@{}",
+        mysql_literal(user).map_err(quote_error)?,
+        mysql_literal(host).map_err(quote_error)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_user_statements_follow_the_dialect() {
+        let my = MyUser {
+            auth_plugin: Some("caching_sha2_password".into()),
+            max_queries_per_hour: 100,
+            require_x509: Some(true),
+            ..MyUser::default()
+        };
+        assert_eq!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "p'w", &my, false).unwrap(),
+            "CREATE USER 'a'@'%' IDENTIFIED WITH caching_sha2_password BY 'p''w' REQUIRE X509 WITH MAX_QUERIES_PER_HOUR 100 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK"
+        );
+        assert!(
+            mysql_user_statement("ALTER USER", "'a'@'%'", "pw", &my, true)
+                .unwrap()
+                .starts_with("ALTER USER 'a'@'%' IDENTIFIED BY 'pw' REQUIRE X509")
+        );
+        let ed = MyUser {
+            auth_plugin: Some("ed25519".into()),
+            ..MyUser::default()
+        };
+        assert!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, true)
+                .unwrap()
+                .contains("IDENTIFIED VIA ed25519 USING PASSWORD('pw')")
+        );
+        let e = mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, false).unwrap_err();
+        assert!(
+            e.message.contains("ed25519 exists only on MariaDB"),
+            "{}",
+            e.message
+        );
+        let lockout = MyUser {
+            failed_login_attempts: 3,
+            password_lock_time: 1,
+            ..MyUser::default()
+        };
+        assert!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &lockout, false)
+                .unwrap()
+                .contains("FAILED_LOGIN_ATTEMPTS 3 PASSWORD_LOCK_TIME 1")
+        );
+        let e = mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &lockout, true).unwrap_err();
+        assert!(e.message.contains("set them to 0"), "{}", e.message);
+    }
+
+    #[test]
+    fn mysql_accounts_quote_user_and_host() {
+        assert_eq!(
+            mysql_account("app'x", "10.0.%").unwrap(),
+            "'app''x'@'10.0.%'"
+        );
+        assert!(mysql_account(&"u".repeat(81), "%").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! PostgreSQL login roles: the attribute list of `CREATE ROLE` / `ALTER ROLE` and the
+//! `ALTER ROLE ... SET` settings.
+
+use dbprov_contract::user::PgUser;
+use dbprov_proto::agent::v1::ErrorCode;
+
+use crate::{
+    error::OpError,
+    sql::{
+        quote::{pg_ident, pg_literal},
+        quote_error,
+    },
+};
+
+/// `ALTER ROLE ... SET` statements for the default role and session parameters. Parameter
+/// names are configuration identifiers (letters, digits, `_`, `.`), checked here; values are
+/// quoted literals.
+pub fn pg_settings(username: &str, pg: &PgUser) -> Result<Vec<String>, OpError> {
+    let role = pg_ident(username).map_err(quote_error)?;
+    let mut out = Vec::new();
+    let mut settings: Vec<(&str, &str)> = pg
+        .config_parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(r) = &pg.default_role {
+        settings.push(("role", r));
+    }
+    for (name, value) in settings {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid {
+            return Err(OpError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "spec.postgres.configParameters key {name:?} is not a configuration parameter name (letters, digits, _ and .)"
+                ),
+                false,
+            ));
+        }
+        // List parameters take one literal per element ('a', 'b'); one literal 'a, b' would
+        // be a single (quoted) schema name.
+        let list = matches!(
+            name,
+            "search_path"
+                | "temp_tablespaces"
+                | "local_preload_libraries"
+                | "session_preload_libraries"
+        );
+        let values: Vec<&str> = if list {
+            value.split(',').map(str::trim).collect()
+        } else {
+            vec![value]
+        };
+        let literals = values
+            .into_iter()
+            .map(|v| pg_literal(v).map_err(quote_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(format!(
+            "ALTER ROLE {role} SET {name} = {}",
+            literals.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+fn flag(on: Option<bool>, yes: &str, no: &str) -> Option<String> {
+    on.map(|b| if b { yes } else { no }.to_owned())
+}
+
+/// The attribute list of `CREATE ROLE` / `ALTER ROLE` (without the password).
+pub fn pg_attributes(pg: &PgUser) -> Result<String, OpError> {
+    let mut attrs = vec![
+        if pg.login { "LOGIN" } else { "NOLOGIN" }.to_owned(),
+        if pg.inherit { "INHERIT" } else { "NOINHERIT" }.to_owned(),
+    ];
+    attrs.extend(flag(pg.create_db, "CREATEDB", "NOCREATEDB"));
+    attrs.extend(flag(pg.create_role, "CREATEROLE", "NOCREATEROLE"));
+    attrs.extend(flag(pg.superuser, "SUPERUSER", "NOSUPERUSER"));
+    attrs.extend(flag(pg.replication, "REPLICATION", "NOREPLICATION"));
+    attrs.extend(flag(pg.bypass_rls, "BYPASSRLS", "NOBYPASSRLS"));
+    attrs.push(format!("CONNECTION LIMIT {}", pg.connection_limit));
+    if let Some(v) = &pg.valid_until {
+        attrs.push(format!(
+            "VALID UNTIL {}",
+            pg_literal(v).map_err(quote_error)?
+        ));
+    }
+    Ok(attrs.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_attributes_are_spelled_out() {
+        let pg = PgUser {
+            create_db: Some(true),
+            superuser: Some(false),
+            connection_limit: 5,
+            valid_until: Some("2030-01-01T00:00:00Z'; DROP ROLE x; --".into()),
+            ..PgUser::default()
+        };
+        assert_eq!(
+            pg_attributes(&pg).unwrap(),
+            "LOGIN INHERIT CREATEDB NOSUPERUSER CONNECTION LIMIT 5 VALID UNTIL '2030-01-01T00:00:00Z''; DROP ROLE x; --'"
+        );
+    }
+
+    #[test]
+    fn postgres_settings_check_names_and_quote_values() {
+        let pg = PgUser {
+            default_role: Some("owner\"x".into()),
+            config_parameters: [("search_path".to_owned(), "app, public'".to_owned())].into(),
+            ..PgUser::default()
+        };
+        assert_eq!(
+            pg_settings("app", &pg).unwrap(),
+            [
+                "ALTER ROLE \"app\" SET search_path = 'app', 'public'''",
+                "ALTER ROLE \"app\" SET role = 'owner\"x'",
+            ]
+        );
+        let bad = PgUser {
+            config_parameters: [("x = 1; DROP".to_owned(), "v".to_owned())].into(),
+            ..PgUser::default()
+        };
+        let e = pg_settings("app", &bad).unwrap_err();
+        assert!(e.message.contains("configParameters key"), "{}", e.message);
+    }
+}
