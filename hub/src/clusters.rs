@@ -2,6 +2,7 @@
 //! `ManagedCluster.status` says. The gRPC layer talks to the [`ClusterDirectory`] trait; the
 //! kube implementation lives here so the gRPC layer stays free of kube types.
 
+use crate::controller::kit::now;
 use std::{future::Future, time::SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -154,10 +155,6 @@ pub fn in_flight_operations(pending: &[crate::session::PendingInfo]) -> Vec<InFl
             }
         })
         .collect()
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 fn time(t: SystemTime) -> Time {

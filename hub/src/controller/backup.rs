@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dbprov_contract::backup::{BackupIntent, BackupObserved, DeleteBackupIntent};
+use dbprov_contract::backup::{BackupIntent, BackupObserved};
 use dbprov_proto::agent::v1::Operation;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::controller::Action};
@@ -147,28 +147,26 @@ fn refusal(b: &DatabaseBackup, running: bool) -> Option<(Reason, String, Reason)
     None
 }
 
-/// The RUN_BACKUP payload.
-fn backup_payload(b: &DatabaseBackup, db: &Database, instance: &ResolvedInstance) -> BackupIntent {
+/// The RUN_BACKUP payload (the encryption block was validated by `refusal`).
+pub(crate) fn backup_payload(
+    b: &DatabaseBackup,
+    db: &Database,
+    instance: &ResolvedInstance,
+) -> Result<BackupIntent, Error> {
     let ns = b.namespace().unwrap_or_default();
-    BackupIntent {
-        instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
-        database: db.spec.name.clone(),
-        storage: payload::storage(&b.spec.storage),
-        secret_namespace: ns.clone(),
-        object_base: object_base(&ns, &db.spec.name, &b.name_any()),
-        compression: payload::compression(b.spec.compression.as_ref()),
-        // A refused encryption never gets here (`refusal`).
-        encryption: payload::encryption(b.spec.encryption.as_ref())
-            .ok()
-            .flatten(),
-        postgres: b.spec.postgres.as_ref().map(payload::pg_dump_options),
-        mysql: b.spec.mysql.as_ref().map(payload::mysql_dump_options),
-        backup: Some(format!(
-            "{ns}/{} {}",
-            b.name_any(),
-            b.uid().unwrap_or_default()
-        )),
-    }
+    payload::backup_intent(
+        payload::instance(&instance.spec, instance.namespace.as_deref()),
+        &b.spec,
+        &db.spec.name,
+        &ns,
+        &object_base(&ns, &db.spec.name, &b.name_any()),
+        &format!("{ns}/{} {}", b.name_any(), b.uid().unwrap_or_default()),
+    )
+    .map_err(|message| Error::Failed {
+        reason: Reason::InvalidSpec,
+        message,
+        retry: crate::controller::reason::RETRY_SLOW,
+    })
 }
 
 async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -212,7 +210,7 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
     let request = dispatch::intent(
         &*b,
         Operation::RunBackup,
-        &backup_payload(&b, &db, &instance),
+        &backup_payload(&b, &db, &instance)?,
         Duration::from_secs(u64::try_from(b.spec.active_deadline_seconds).unwrap_or(3600)),
     );
     let (handle, operation_id) = start_or_reattach(
@@ -415,11 +413,8 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
         // Nothing was ever completed: no artifact to remove (an aborted upload leaves none).
         return Ok(Action::await_change());
     };
-    let payload = DeleteBackupIntent {
-        storage: payload::storage(&b.spec.storage),
-        secret_namespace: b.namespace().unwrap_or_default(),
-        object: Some(object.clone()),
-    };
+    let payload =
+        payload::delete_backup_intent(&b.spec.storage, &b.namespace().unwrap_or_default(), &object);
     let request = dispatch::intent(&*b, Operation::DeleteBackup, &payload, ctx.intent_timeout);
     match ctx.hub.send(&cluster, request).await {
         Ok(_) => {

@@ -1,10 +1,7 @@
 //! Database: the database on its instance (and, on PostgreSQL, its schemas and extensions),
 //! through the instance's agent; deletion honours `deletionProtection` and `deletionPolicy`.
 
-use dbprov_contract::{
-    Diff, Mode,
-    database::{DatabaseIntent, DatabaseObserved},
-};
+use dbprov_contract::{Diff, Mode, database::DatabaseObserved};
 use dbprov_proto::agent::v1::Operation;
 use kube::ResourceExt;
 
@@ -151,11 +148,11 @@ pub fn database_intent(
     mode: Mode,
     timeout: std::time::Duration,
 ) -> IntentRequest {
-    let payload = DatabaseIntent {
-        instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
-        database: payload::database(&db.spec),
+    let payload = payload::database_intent(
+        payload::instance(&instance.spec, instance.namespace.as_deref()),
+        &db.spec,
         mode,
-    };
+    );
     dispatch::intent(db, operation, &payload, timeout)
 }
 
@@ -167,6 +164,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dbprov_contract::database::DatabaseIntent;
 
     #[test]
     fn the_intent_carries_the_instance_and_the_spec_but_no_secret_values() {

@@ -216,11 +216,14 @@ impl GrantView<'_> {
         mode: Mode,
     ) -> GrantIntent {
         GrantIntent {
-            instance: payload::instance(&g.instance.spec, g.instance.namespace.as_deref()),
-            grantee: payload::grantee(g.kind, &g.name, &g.hosts),
-            grants: payload::grants(self.postgres, self.mysql),
             previous,
             mode,
+            ..payload::grant_intent(
+                payload::instance(&g.instance.spec, g.instance.namespace.as_deref()),
+                payload::grantee(g.kind, &g.name, &g.hosts),
+                self.postgres,
+                self.mysql,
+            )
         }
     }
 }

@@ -154,7 +154,7 @@ async fn managed_names(
 }
 
 /// The spec of either instance kind.
-trait InstanceKind: Scoped {
+pub(crate) trait InstanceKind: Scoped {
     const KIND: &'static str;
     fn spec(&self) -> &DatabaseInstanceSpec;
 }
@@ -175,7 +175,10 @@ impl InstanceKind for ClusterDatabaseInstance {
 
 /// Probes the instance through its cluster's agent (and scans it when discovery is due),
 /// then writes reachability, version and discoveries into status.
-async fn probe<K: InstanceKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn probe<K: InstanceKind>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let (obj, ctx) = (&*obj, &*ctx);
     let spec = obj.spec();
     let namespace = obj.namespace();
@@ -413,7 +416,10 @@ pub fn deletion_blocker(protected: bool, dependents: &[String]) -> Option<(Reaso
 
 /// Lets an instance go once nothing depends on it (and it is not protected); until then the
 /// Ready condition and `status.deletionConfirmation` say what it waits for.
-async fn cleanup<K: InstanceKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn cleanup<K: InstanceKind>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let (obj, ctx) = (&*obj, &*ctx);
     let dependents = dependents(ctx, obj.namespace().as_deref(), &obj.name_any()).await?;
     let Some((reason, message)) = deletion_blocker(obj.spec().deletion_protection, &dependents)

@@ -4,10 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dbprov_contract::{
-    backup::Compression,
-    restore::{RestoreIntent, RestoreObserved},
-};
+use dbprov_contract::restore::{RestoreIntent, RestoreObserved};
 use dbprov_proto::agent::v1::Operation;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt, runtime::controller::Action};
@@ -28,17 +25,17 @@ use super::{
 };
 use crate::api::{
     Database, DatabaseBackup, DatabaseRestore,
-    backup::{EncryptionConfig, StorageConfig},
+    backup::{CompressionConfig, EncryptionConfig, StorageConfig},
     common::OperationPhase,
 };
 
 /// What to restore from, resolved.
 #[derive(Debug, Clone)]
-struct Source {
+pub(crate) struct Source {
     storage: StorageConfig,
     object: String,
     encryption: Option<EncryptionConfig>,
-    compression: Option<Compression>,
+    compression: Option<CompressionConfig>,
     stored_bytes: Option<i64>,
     display: String,
     /// The backup's database (`namespace`, Database) when restoring a DatabaseBackup.
@@ -47,14 +44,14 @@ struct Source {
 
 /// Where to restore to, resolved.
 #[derive(Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     instance: ResolvedInstance,
     database: String,
 }
 
 /// Why a restore cannot run now.
 #[derive(Debug)]
-enum Stop {
+pub(crate) enum Stop {
     /// Something it needs is not there yet: it waits.
     Wait(Blocked),
     /// It can never run as specified: it fails for good.
@@ -90,7 +87,7 @@ fn prefix_of(s: &StorageConfig) -> Option<&str> {
         .or(s.azure.as_ref().and_then(|x| x.prefix.as_deref()))
 }
 
-async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
+pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
     let ns = r.namespace().unwrap_or_default();
     if let Some(from) = &r.spec.from_path {
         return Ok(Ok(Source {
@@ -101,10 +98,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
                 .encryption
                 .clone()
                 .or_else(|| from.encryption.clone()),
-            compression: from
-                .compression
-                .as_ref()
-                .map(|c| payload::compression_algorithm(c.algorithm)),
+            compression: from.compression.clone(),
             stored_bytes: None,
             display: format!("path {}", from.backup_path),
             database: None,
@@ -176,7 +170,7 @@ async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
     }))
 }
 
-async fn target(ctx: &Context, r: &DatabaseRestore, src: &Source) -> Found<Target> {
+pub(crate) async fn target(ctx: &Context, r: &DatabaseRestore, src: &Source) -> Found<Target> {
     let ns = r.namespace().unwrap_or_default();
     let t = &r.spec.target;
     if let Some(dref) = &t.database_ref {
@@ -267,35 +261,24 @@ async fn status(
     update.phase(phase).apply(ctx, r, conditions(r)).await
 }
 
-/// The RESTORE payload.
-fn restore_payload(
+/// The RESTORE payload, or why the encryption block is unusable.
+pub(crate) fn restore_payload(
     r: &DatabaseRestore,
     src: &Source,
     tgt: &Target,
-    encryption: Option<dbprov_contract::backup::EncryptionSpec>,
-) -> RestoreIntent {
-    let pg = r.spec.postgres.as_ref();
-    let my = r.spec.mysql.as_ref();
-    RestoreIntent {
-        instance: payload::instance(&tgt.instance.spec, tgt.instance.namespace.as_deref()),
-        database: tgt.database.clone(),
-        storage: payload::storage(&src.storage),
-        secret_namespace: r.namespace().unwrap_or_default(),
-        object: src.object.clone(),
-        encryption,
-        compression: src.compression,
-        drop_existing: pg
-            .and_then(|p| p.drop_existing)
-            .or(my.and_then(|m| m.drop_existing))
-            .unwrap_or(false),
-        in_place: r.spec.target.in_place.unwrap_or(false),
-        create_database: pg
-            .map(|p| p.create_database)
-            .or(my.map(|m| m.create_database))
-            .unwrap_or(true),
-        postgres: pg.map(payload::pg_restore_options),
-        mysql: my.map(payload::mysql_restore_options),
-    }
+) -> Result<RestoreIntent, String> {
+    payload::restore_intent(
+        payload::instance(&tgt.instance.spec, tgt.instance.namespace.as_deref()),
+        &r.spec,
+        &tgt.database,
+        &r.namespace().unwrap_or_default(),
+        payload::RestoreSource {
+            storage: &src.storage,
+            object: &src.object,
+            encryption: src.encryption.as_ref(),
+            compression: src.compression.as_ref(),
+        },
+    )
 }
 
 /// Percent done: the artifact is read twice (verify, then restore), each half the work.
@@ -324,9 +307,9 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
         Ok(src) => target(ctx, &r, &src).await?.map(|t| (src, t)),
         Err(stop) => Err(stop),
     };
-    let (src, tgt, encryption) = match resolved {
-        Ok((src, tgt)) => match payload::encryption(src.encryption.as_ref()) {
-            Ok(e) => (src, tgt, e),
+    let (src, tgt, payload) = match resolved {
+        Ok((src, tgt)) => match restore_payload(&r, &src, &tgt) {
+            Ok(p) => (src, tgt, p),
             Err(message) => {
                 let update = StatusUpdate::not_ready(Reason::InvalidSpec, message);
                 status(ctx, &r, OperationPhase::Failed, update).await?;
@@ -362,7 +345,7 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
     let request = dispatch::intent(
         &*r,
         Operation::Restore,
-        &restore_payload(&r, &src, &tgt, encryption),
+        &payload,
         Duration::from_secs(u64::try_from(r.spec.active_deadline_seconds).unwrap_or(7200)),
     );
     let (handle, operation_id) = start_or_reattach(

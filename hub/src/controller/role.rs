@@ -63,10 +63,14 @@ impl RoleView<'_> {
         mode: Mode,
     ) -> RoleIntent {
         RoleIntent {
-            instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
-            role: payload::role(self.role_name, self.postgres, self.mysql),
             previous,
             mode,
+            ..payload::role_intent(
+                payload::instance(&instance.spec, instance.namespace.as_deref()),
+                self.role_name,
+                self.postgres,
+                self.mysql,
+            )
         }
     }
 }

@@ -8,13 +8,6 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::Resource;
 
-use dbprov_contract::{
-    rotation::{
-        OldUserAction as WireOldUserAction, RotationSpec, RotationStrategy as WireStrategy,
-    },
-    user::ServiceRole,
-};
-
 use super::kit::drift::parse_interval;
 use crate::api::{
     DatabaseUser,
@@ -157,47 +150,6 @@ pub fn plan(user: &DatabaseUser, now: Timestamp) -> Result<RotationPlan, String>
         plan.next_at = None;
     }
     Ok(plan)
-}
-
-/// The rotation settings as the agent reads them.
-pub fn rotation_desired(user: &DatabaseUser) -> RotationSpec {
-    let r = user.spec.password_rotation.clone().unwrap_or_default();
-    let policy = r.old_user_policy.clone().unwrap_or_default();
-    // Without a passwordRotation block there is no service role: an on-demand rotation
-    // changes the password in place.
-    let strategy = match (&user.spec.password_rotation, r.strategy) {
-        (None, _) => WireStrategy::InPlace,
-        (Some(_), RotationStrategy::RoleInheritance) => WireStrategy::RoleInheritance,
-        (Some(_), RotationStrategy::DualPassword) => WireStrategy::DualPassword,
-    };
-    RotationSpec {
-        strategy,
-        user_naming: r.user_naming,
-        service_role: service_role(user),
-        old_user_action: match policy.action {
-            crate::api::user::OldUserAction::Retain => WireOldUserAction::Retain,
-            crate::api::user::OldUserAction::Disable => WireOldUserAction::Disable,
-            crate::api::user::OldUserAction::Delete => WireOldUserAction::Delete,
-        },
-        ownership_check: policy.ownership_check,
-    }
-}
-
-/// The service role logins inherit from, when role-inheritance rotation is declared.
-pub fn service_role(user: &DatabaseUser) -> Option<ServiceRole> {
-    // Set up as soon as rotation is declared (even disabled), so grants go to the service
-    // role from the start and every later login inherits them.
-    let r = user.spec.password_rotation.as_ref()?;
-    if r.strategy != RotationStrategy::RoleInheritance {
-        return None;
-    }
-    let s = r.service_role.clone().unwrap_or_default();
-    Some(ServiceRole {
-        name: s
-            .name
-            .unwrap_or_else(|| format!("{}_service", user.spec.username)),
-        auto_create: s.auto_create,
-    })
 }
 
 /// The login rotation handed out last, if it replaced `username`.

@@ -432,7 +432,7 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
     )))
 }
 
-async fn create_backup(
+pub(crate) async fn create_backup(
     ctx: &Context,
     s: &DatabaseBackupSchedule,
     api: &Api<DatabaseBackup>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dbprov_contract::{
     Diff, Mode,
-    rotation::{RetireObserved, RetireStatus, RotateIntent, RotateObserved, RotationAction},
+    rotation::{RetireObserved, RetireStatus, RotateObserved},
     user::{UserIntent, UserObserved},
 };
 use dbprov_proto::agent::v1::Operation;
@@ -56,39 +56,17 @@ pub struct UserTarget {
 
 /// The ENSURE_USER / DROP_USER payload for `user` on `instance` (see docs/protocol.md).
 pub fn user_payload(user: &DatabaseUser, instance: &ResolvedInstance, mode: Mode) -> UserIntent {
-    let ns = user.namespace().unwrap_or_default();
     UserIntent {
-        instance: payload::instance(&instance.spec, instance.namespace.as_deref()),
-        user: payload::user_spec(&user.spec),
-        owner: format!("DatabaseUser/{ns}/{}", user.name_any()),
-        namespace: ns,
         previous: last_applied(user),
         mode,
-        active_user: rotation::active_user(user),
-        service_role: rotation::service_role(user),
-        retired_users: rotation::retired_users(user),
-    }
-}
-
-fn rotate_payload(
-    user: &DatabaseUser,
-    instance: &ResolvedInstance,
-    action: RotationAction,
-) -> RotateIntent {
-    let base = user_payload(user, instance, Mode::Apply);
-    RotateIntent {
-        instance: base.instance,
-        user: base.user,
-        namespace: base.namespace,
-        owner: base.owner,
-        active_user: base.active_user,
-        service_role: base.service_role,
-        retired_users: base.retired_users,
-        rotation: rotation::rotation_desired(user),
-        action,
-        date: String::new(),
-        timestamp: String::new(),
-        retire: Vec::new(),
+        ..payload::user_intent(
+            payload::instance(&instance.spec, instance.namespace.as_deref()),
+            &user.spec,
+            &user.namespace().unwrap_or_default(),
+            &user.name_any(),
+            rotation::active_user(user),
+            rotation::retired_users(user),
+        )
     }
 }
 
@@ -259,9 +237,11 @@ async fn rotate(
     why: &str,
 ) -> Result<Action, Error> {
     let now = target.now;
-    let mut payload = rotate_payload(user, &target.instance, RotationAction::Rotate);
-    payload.date = now.strftime("%Y%m%d").to_string();
-    payload.timestamp = now.as_second().to_string();
+    let payload = payload::rotate_intent(
+        user_payload(user, &target.instance, Mode::Apply),
+        &user.spec,
+        now,
+    );
     let request = dispatch::intent(
         user,
         Operation::RotatePassword,
@@ -361,13 +341,8 @@ async fn retire(
     ctx: &Context,
     due: &[String],
 ) -> Result<(), Error> {
-    let action = if is_dual(user) {
-        RotationAction::Discard
-    } else {
-        RotationAction::Retire
-    };
-    let mut payload = rotate_payload(user, instance, action);
-    payload.retire = due.to_vec();
+    let payload =
+        payload::retire_intent(user_payload(user, instance, Mode::Apply), &user.spec, due);
     let request = dispatch::intent(
         user,
         Operation::RotatePassword,
