@@ -20,6 +20,8 @@ pub mod rotation;
 pub mod schedule;
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
 pub mod user;
 
 use std::time::Duration;

@@ -1,0 +1,320 @@
+//! DatabaseInstance and ClusterDatabaseInstance: the probe (connected, agent errors, an
+//! engine this version does not serve, discovery) and deletion (dependents, protection).
+
+use dbprov_contract::instance::Instance;
+use dbprov_proto::agent::v1::Operation;
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::*;
+use crate::{
+    api::{ClusterDatabaseInstance, DatabaseInstance},
+    controller::{
+        instance::{cleanup, probe},
+        testkit::fixtures::{self, NS},
+    },
+};
+
+/// `healthCheck.intervalSeconds` of the instance fixtures.
+const HEALTH_EVERY: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_probe_that_connects_shows_the_instance_ready_with_its_version() {
+    let env = TestEnv::with_agent(|_| Ok(json!({"engine": "postgres", "version": "16.4"})));
+    let pg = env.insert(&fixtures::instance("postgres", "postgres").build());
+
+    let action = probe(pg, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(HEALTH_EVERY));
+
+    let sent = only_intent(&env, Operation::ProbeInstance);
+    let intent: Instance = desired(&sent);
+    assert_eq!(intent.host, "postgres.db.svc");
+    assert_eq!(intent.port, 5432);
+    assert_eq!(intent.credentials.secret_name, "pg-admin");
+    assert_eq!(intent.credentials.namespace.as_deref(), Some(NS));
+    assert!(!intent.discover);
+    assert_eq!(sent.resource().kind, "DatabaseInstance");
+
+    let status =
+        assert_status::<DatabaseInstance>(&env, NS, "postgres", true, Reason::Connected, "Ready");
+    assert_eq!(status["version"], "16.4");
+    assert!(status["lastCheckedAt"].is_string());
+    assert_eq!(
+        status["message"],
+        "reachable from cluster default; server version 16.4"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_the_agent_fails_shows_the_reason() {
+    let cases = [
+        (
+            agent_error(ErrorCode::Unreachable, "connection refused", true),
+            Reason::InstanceUnreachable,
+        ),
+        (
+            agent_error(
+                ErrorCode::AuthFailed,
+                "password authentication failed",
+                false,
+            ),
+            Reason::AuthenticationFailed,
+        ),
+        (
+            agent_error(ErrorCode::TlsFailed, "certificate expired", true),
+            Reason::TLSFailed,
+        ),
+    ];
+    for (error, reason) in cases {
+        let env = TestEnv::new();
+        let message = error.message.clone();
+        env.agent.set_handler(move |_| Err(error.clone()));
+        let pg = env.insert(&fixtures::ready_instance("postgres", "postgres").build());
+        let result = probe(pg, env.ctx.clone()).await;
+        // The issue (item 4) and the commit ("agent failures end reconciles as errors
+        // counted by reason") want agent failures to end the reconcile as an error; the
+        // probe writes the failure into status and returns Ok, so
+        // `dbprov_reconciles_total{kind="DatabaseInstance"}` counts it as a success, and it
+        // publishes no Event. Expected: `Err(Error::Failed { reason, .. })` and a Warning
+        // Event with the reason.
+        assert_eq!(result.unwrap(), Action::requeue(HEALTH_EVERY));
+        let status =
+            assert_status::<DatabaseInstance>(&env, NS, "postgres", false, reason, "Failed");
+        assert!(status["message"].as_str().unwrap().contains(&message));
+        assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
+        only_intent(&env, Operation::ProbeInstance);
+    }
+}
+
+#[tokio::test]
+async fn a_probe_without_a_session_or_an_answer_says_so() {
+    let env = TestEnv::without_agent();
+    let pg = env.insert(&fixtures::ready_instance("postgres", "postgres").build());
+    probe(pg, env.ctx.clone()).await.unwrap();
+    let status = assert_status::<DatabaseInstance>(
+        &env,
+        NS,
+        "postgres",
+        false,
+        Reason::ClusterNotConnected,
+        "Pending",
+    );
+    assert!(status["version"] == "16.4", "the last known version stays");
+
+    let env = TestEnv::new();
+    env.agent.set_silent(true);
+    let pg = env.insert(&fixtures::instance("postgres", "postgres").build());
+    probe(pg, ctx_with_timeout(&env, SHORT)).await.unwrap();
+    assert_status::<DatabaseInstance>(&env, NS, "postgres", false, Reason::AgentTimeout, "Failed");
+}
+
+#[tokio::test]
+async fn an_engine_this_version_does_not_serve_is_refused_without_an_intent() {
+    let env = TestEnv::new();
+    let crdb = env.insert(
+        &fixtures::instance("crdb", "postgres")
+            .set("/spec/engine", json!("cockroachdb"))
+            .build(),
+    );
+    probe(crdb, env.ctx.clone()).await.unwrap();
+    assert!(env.agent.received().is_empty());
+    let status = assert_status::<DatabaseInstance>(
+        &env,
+        NS,
+        "crdb",
+        false,
+        Reason::EngineNotSupported,
+        "Failed",
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("not served by this dbprov version")
+    );
+}
+
+#[tokio::test]
+async fn a_due_discovery_reports_what_no_resource_manages() {
+    let env = TestEnv::with_agent(|_| {
+        Ok(json!({"version": "16.4",
+                  "discovered": {"databases": ["shop", "legacy"], "users": ["old_app"], "roles": []}}))
+    });
+    env.insert(&fixtures::database("shop", "postgres").build());
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set(
+                "/spec/discovery",
+                json!({"enabled": true, "interval": "30m"}),
+            )
+            .build(),
+    );
+    probe(pg, env.ctx.clone()).await.unwrap();
+    let intent: Instance = desired(&only_intent(&env, Operation::ProbeInstance));
+    assert!(intent.discover);
+    let found = &env.status::<DatabaseInstance>(NS, "postgres")["discoveredResources"];
+    assert!(found["lastScan"].is_string());
+    // `shop` is managed by a Database from the start: never "discovered".
+    let names = |key: &str| -> Vec<(String, bool)> {
+        found[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["adopted"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(names("databases"), [("legacy".to_owned(), false)]);
+    assert_eq!(names("users"), [("old_app".to_owned(), false)]);
+}
+
+#[tokio::test]
+async fn a_cluster_instance_is_probed_with_its_secret_namespace() {
+    let env = TestEnv::with_agent(|_| Ok(json!({"version": "8.0.36"})));
+    let shared = env.insert(&fixtures::cluster_instance("shared", "mysql").build());
+    probe(shared, env.ctx.clone()).await.unwrap();
+    let sent = only_intent(&env, Operation::ProbeInstance);
+    let intent: Instance = desired(&sent);
+    assert_eq!(intent.port, 3306);
+    assert_eq!(intent.credentials.namespace.as_deref(), Some("platform"));
+    assert_eq!(sent.resource().kind, "ClusterDatabaseInstance");
+    let status = assert_status::<ClusterDatabaseInstance>(
+        &env,
+        "",
+        "shared",
+        true,
+        Reason::Connected,
+        "Ready",
+    );
+    assert_eq!(status["version"], "8.0.36");
+}
+
+#[tokio::test]
+async fn deletion_waits_for_dependents_and_says_which() {
+    let env = TestEnv::new();
+    env.insert(&fixtures::database("shop", "postgres").build());
+    env.insert(&fixtures::user("shop-app", "postgres").build());
+    // On another instance: not a dependent.
+    env.insert(&fixtures::database("other", "mariadb").build());
+    let pg = env.insert(
+        &fixtures::ready_instance("postgres", "postgres")
+            .set("/spec/deletionProtection", json!(false))
+            .deleting()
+            .build(),
+    );
+    let result = cleanup(pg, env.ctx.clone()).await;
+    assert_eq!(
+        result.as_ref().err().map(Error::requeue),
+        Some(reason::BLOCKED)
+    );
+    let message = match result {
+        Err(Error::Blocked {
+            reason: Reason::DependentsExist,
+            message,
+        }) => message,
+        other => panic!("expected DependentsExist, got {other:?}"),
+    };
+    assert!(
+        message.starts_with("deletion waits for 2 resource(s)"),
+        "{message}"
+    );
+    // The phase stays: the instance itself still works.
+    let status = assert_status::<DatabaseInstance>(
+        &env,
+        NS,
+        "postgres",
+        false,
+        Reason::DependentsExist,
+        "Ready",
+    );
+    let confirmation = &status["deletionConfirmation"];
+    assert_eq!(confirmation["required"], true);
+    assert_eq!(confirmation["remainingCount"], 2);
+    assert_eq!(
+        confirmation["children"],
+        json!(["Database demo/shop", "DatabaseUser demo/shop-app"])
+    );
+    assert!(env.agent.received().is_empty());
+}
+
+#[tokio::test]
+async fn deletion_goes_ahead_without_dependents_and_waits_while_protected() {
+    let env = TestEnv::new();
+    let pg = env.insert(
+        &fixtures::ready_instance("postgres", "postgres")
+            .set("/spec/deletionProtection", json!(false))
+            .deleting()
+            .build(),
+    );
+    assert_eq!(
+        cleanup(pg, env.ctx.clone()).await.unwrap(),
+        Action::await_change()
+    );
+    assert!(
+        env.agent.received().is_empty(),
+        "the server is never touched"
+    );
+
+    let env = TestEnv::new();
+    // deletionProtection defaults to true for instances.
+    let pg = env.insert(
+        &fixtures::ready_instance("postgres", "postgres")
+            .deleting()
+            .build(),
+    );
+    assert!(matches!(
+        cleanup(pg, env.ctx.clone()).await,
+        Err(Error::Blocked {
+            reason: Reason::DeletionProtected,
+            ..
+        })
+    ));
+    assert_status::<DatabaseInstance>(
+        &env,
+        NS,
+        "postgres",
+        false,
+        Reason::DeletionProtected,
+        "Ready",
+    );
+    assert_eq!(
+        env.status::<DatabaseInstance>(NS, "postgres")["deletionConfirmation"]["required"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn cluster_instance_deletion_waits_for_cluster_kinds_on_it() {
+    let env = TestEnv::new();
+    env.insert(&fixtures::cluster_role("readonly", "shared").build());
+    env.insert(&fixtures::cluster_grant("reports", "shared", "reports").build());
+    env.insert(&fixtures::database_on_cluster_instance("analytics", "shared").build());
+    // A namespaced instance of the same name is another instance.
+    env.insert(&fixtures::database("shop", "shared").build());
+    let shared = env.insert(
+        &fixtures::ready_cluster_instance("shared", "postgres")
+            .set("/spec/deletionProtection", json!(false))
+            .deleting()
+            .build(),
+    );
+    assert!(matches!(
+        cleanup(shared, env.ctx.clone()).await,
+        Err(Error::Blocked {
+            reason: Reason::DependentsExist,
+            ..
+        })
+    ));
+    let status = env.status::<ClusterDatabaseInstance>("", "shared");
+    assert_eq!(
+        status["deletionConfirmation"]["children"],
+        json!([
+            "Database demo/analytics",
+            "ClusterDatabaseRole readonly",
+            "ClusterDatabaseGrant reports"
+        ])
+    );
+}

@@ -1,0 +1,405 @@
+//! DatabaseUser: apply, blocked, drift, deletion and agent-error branches, and what is
+//! specific to users: password rotation before the ensure, and the memberships applied last
+//! sent back as `previous` and recorded after a successful apply.
+
+use std::sync::Arc;
+
+use dbprov_contract::{
+    Mode,
+    grant::GrantSet,
+    rotation::{RotateIntent, RotationAction},
+    user::UserIntent,
+};
+use dbprov_proto::agent::v1::Operation;
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::*;
+use crate::{
+    api::DatabaseUser,
+    controller::{
+        kit::drift::APPLIED_ANNOTATION,
+        rotation::{ROTATE_ANNOTATION, ROTATED_ANNOTATION},
+        testkit::fixtures::{self, NS},
+    },
+};
+
+/// A ready PostgreSQL instance `postgres` and the user `shop-app` on it (stored).
+fn shop_app(env: &TestEnv, user: fixtures::Fixture<DatabaseUser>) -> Arc<DatabaseUser> {
+    env.insert(&fixtures::ready_instance("postgres", "postgres").build());
+    env.insert(&user.build())
+}
+
+/// The user's annotations as stored.
+fn annotation(env: &TestEnv, key: &str) -> Option<String> {
+    env.get::<DatabaseUser>(NS, "shop-app")
+        .unwrap()
+        .metadata
+        .annotations
+        .and_then(|a| a.get(key).cloned())
+}
+
+#[tokio::test]
+async fn apply_sends_the_user_and_shows_it_ready_with_its_secret() {
+    let env = TestEnv::with_agent(|_| {
+        Ok(json!({"username": "shop_app", "created": true,
+                  "secret": {"name": "shop-app-credentials", "namespace": "demo"}}))
+    });
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres").set("/spec/roles", json!(["shop_readers"])),
+    );
+
+    let action = provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(EIGHT_HOURS));
+
+    let intent: UserIntent = desired(&only_intent(&env, Operation::EnsureUser));
+    assert_eq!(intent.mode, Mode::Apply);
+    assert_eq!(intent.user.username, "shop_app");
+    assert_eq!(intent.user.roles, ["shop_readers"]);
+    assert_eq!(
+        intent.user.password_secret.unwrap().secret_name,
+        "shop-app-credentials"
+    );
+    assert_eq!(intent.namespace, NS);
+    assert_eq!(intent.owner, "DatabaseUser/demo/shop-app");
+    assert_eq!(intent.previous, None, "nothing was applied before");
+    assert_eq!(intent.instance.host, "postgres.db.svc");
+
+    let status = assert_status::<DatabaseUser>(&env, NS, "shop-app", true, Reason::Synced, "Ready");
+    assert_eq!(status["user"]["username"], "shop_app");
+    assert!(status["user"]["createdAt"].is_string());
+    assert_eq!(
+        status["secret"],
+        json!({"name": "shop-app-credentials", "namespace": "demo"})
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("user shop_app created on DatabaseInstance demo/postgres")
+    );
+    assert_event(&env, Reason::Created);
+
+    // The memberships just applied are recorded, for the next apply's `previous`.
+    let applied: GrantSet =
+        serde_json::from_str(&annotation(&env, APPLIED_ANNOTATION).unwrap()).unwrap();
+    assert_eq!(applied.postgres.unwrap().roles, ["shop_readers"]);
+    assert_eq!(applied.mysql.unwrap().roles, ["shop_readers"]);
+}
+
+#[tokio::test]
+async fn the_memberships_applied_last_are_sent_as_previous() {
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .generation(2)
+            .ready_at(1)
+            .set("/spec/roles", json!(["shop_writers"]))
+            .annotation(
+                APPLIED_ANNOTATION,
+                r#"{"postgres":{"roles":["shop_readers"]},"mysql":{"roles":["shop_readers"]}}"#,
+            ),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    let intent: UserIntent = desired(&only_intent(&env, Operation::EnsureUser));
+    let previous = intent.previous.expect("previous");
+    assert_eq!(previous.postgres.unwrap().roles, ["shop_readers"]);
+    assert_eq!(intent.user.roles, ["shop_writers"]);
+    // After the apply, the annotation holds the new memberships.
+    let applied: GrantSet =
+        serde_json::from_str(&annotation(&env, APPLIED_ANNOTATION).unwrap()).unwrap();
+    assert_eq!(applied.postgres.unwrap().roles, ["shop_writers"]);
+}
+
+#[tokio::test]
+async fn nothing_is_recorded_as_applied_when_the_apply_fails() {
+    let env =
+        TestEnv::with_agent(|_| Err(agent_error(ErrorCode::Sql, "role does not exist", true)));
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres").set("/spec/roles", json!(["shop_readers"])),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap_err();
+    assert_eq!(annotation(&env, APPLIED_ANNOTATION), None);
+}
+
+#[tokio::test]
+async fn a_requested_rotation_runs_before_any_ensure_and_is_recorded() {
+    let env = TestEnv::with_agent(|_| {
+        Ok(
+            json!({"activeUser": "shop_app_20240102", "previousUser": "shop_app",
+                  "serviceRole": "shop_app_service", "strategy": "role-inheritance",
+                  "secret": {"name": "shop-app-credentials", "namespace": "demo"}}),
+        )
+    });
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .set(
+                "/spec/passwordRotation",
+                json!({"strategy": "role-inheritance"}),
+            )
+            .ready_at(1)
+            .set("/status/user", json!({"username": "shop_app"}))
+            .annotation(ROTATE_ANNOTATION, "2024-01-02T00:00:00Z"),
+    );
+
+    let action = provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+
+    // ROTATE_PASSWORD alone: the ensure waits for the next reconcile.
+    let intent: RotateIntent = desired(&only_intent(&env, Operation::RotatePassword));
+    assert_eq!(intent.action, RotationAction::Rotate);
+    assert_eq!(intent.user.username, "shop_app");
+    assert_eq!(
+        intent.service_role.as_ref().map(|s| s.name.as_str()),
+        Some("shop_app_service")
+    );
+    assert_eq!(intent.date.len(), 8, "{intent:?}");
+    assert!(!intent.timestamp.is_empty());
+
+    let status =
+        assert_status::<DatabaseUser>(&env, NS, "shop-app", true, Reason::PasswordRotated, "Ready");
+    let rotation = &status["rotation"];
+    assert_eq!(rotation["activeUser"], "shop_app_20240102");
+    assert_eq!(rotation["serviceRole"], "shop_app_service");
+    assert!(rotation["lastRotatedAt"].is_string());
+    assert_eq!(rotation["pendingDeletion"][0]["user"], "shop_app");
+    assert_eq!(rotation["pendingDeletion"][0]["status"], "pending");
+    assert!(rotation["pendingDeletion"][0]["deleteAfter"].is_string());
+    assert_eq!(status["user"]["username"], "shop_app_20240102");
+    assert!(status["secret"]["lastRotatedAt"].is_string());
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("password rotated (requested")
+    );
+    assert_event(&env, Reason::PasswordRotated);
+    // The request is marked as carried out, so it runs once.
+    assert_eq!(
+        annotation(&env, ROTATED_ANNOTATION).as_deref(),
+        Some("2024-01-02T00:00:00Z")
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_request_already_carried_out_leads_to_the_ensure() {
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .generation(2)
+            .ready_at(1)
+            .set("/status/user", json!({"username": "shop_app"}))
+            .annotation(ROTATE_ANNOTATION, "t1")
+            .annotation(ROTATED_ANNOTATION, "t1"),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::EnsureUser);
+}
+
+#[tokio::test]
+async fn a_user_not_created_yet_is_ensured_before_it_can_be_rotated() {
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres").annotation(ROTATE_ANNOTATION, "t1"),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::EnsureUser);
+}
+
+#[tokio::test]
+async fn a_failed_rotation_is_an_agent_failure() {
+    let env = TestEnv::with_agent(|_| {
+        Err(agent_error(
+            ErrorCode::SecretMissing,
+            "no Secret pg-admin",
+            true,
+        ))
+    });
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .ready_at(1)
+            .set("/status/user", json!({"username": "shop_app"}))
+            .annotation(ROTATE_ANNOTATION, "t1"),
+    );
+    let message = assert_failed(
+        provisioned::apply(user, env.ctx.clone()).await,
+        Reason::SecretMissing,
+        reason::RETRY,
+    );
+    assert!(message.contains("password rotation failed: "), "{message}");
+    assert_status::<DatabaseUser>(&env, NS, "shop-app", false, Reason::SecretMissing, "Failed");
+    assert_event(&env, Reason::SecretMissing);
+    assert_eq!(env.agent.operations(), [Operation::RotatePassword]);
+    assert_eq!(
+        annotation(&env, ROTATED_ANNOTATION),
+        None,
+        "not carried out"
+    );
+}
+
+#[tokio::test]
+async fn replaced_logins_past_their_grace_period_are_retired_before_the_ensure() {
+    let env = TestEnv::with_agent(|intent| {
+        Ok(if intent.operation == Operation::RotatePassword as i32 {
+            json!({"retired": [{"user": "shop_app_old", "status": "Deleted"}]})
+        } else {
+            json!({})
+        })
+    });
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .set(
+                "/spec/passwordRotation",
+                json!({"strategy": "role-inheritance"}),
+            )
+            .generation(2)
+            .ready_at(1)
+            .set("/status/user", json!({"username": "shop_app"}))
+            .set(
+                "/status/rotation",
+                json!({"pendingDeletion": [{"user": "shop_app_old", "status": "pending",
+                                            "deleteAfter": "2024-01-01T00:00:00Z"}]}),
+            ),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    assert_eq!(
+        env.agent.operations(),
+        [Operation::RotatePassword, Operation::EnsureUser]
+    );
+    let retire: RotateIntent = desired(&env.agent.received()[0]);
+    assert_eq!(retire.action, RotationAction::Retire);
+    assert_eq!(retire.retire, ["shop_app_old"]);
+    assert_event(&env, Reason::LoginsRetired);
+    let status = assert_status::<DatabaseUser>(&env, NS, "shop-app", true, Reason::Synced, "Ready");
+    assert_eq!(status["rotation"]["pendingDeletion"], json!([]));
+}
+
+#[tokio::test]
+async fn a_missing_instance_blocks_without_an_intent() {
+    let env = TestEnv::new();
+    let user = env.insert(&fixtures::user("shop-app", "postgres").build());
+    assert_blocked::<DatabaseUser>(
+        &env,
+        provisioned::apply(user, env.ctx.clone()).await,
+        NS,
+        "shop-app",
+        Reason::InstanceNotFound,
+        "Pending",
+    );
+}
+
+#[tokio::test]
+async fn an_instance_not_ready_blocks_without_an_intent() {
+    let env = TestEnv::new();
+    env.insert(&fixtures::instance("postgres", "postgres").build());
+    // Even a requested rotation waits for the instance.
+    let user = env.insert(
+        &fixtures::user("shop-app", "postgres")
+            .ready_at(1)
+            .set("/status/user", json!({"username": "shop_app"}))
+            .annotation(ROTATE_ANNOTATION, "t1")
+            .build(),
+    );
+    assert_blocked::<DatabaseUser>(
+        &env,
+        provisioned::apply(user, env.ctx.clone()).await,
+        NS,
+        "shop-app",
+        Reason::InstanceNotReady,
+        "Pending",
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_schedule_that_cannot_be_read_is_an_invalid_spec() {
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres").set(
+            "/spec/passwordRotation",
+            json!({"enabled": true, "maxAge": "ninety days"}),
+        ),
+    );
+    let result = provisioned::apply(user, env.ctx.clone()).await;
+    assert_eq!(
+        result.as_ref().err().map(Error::requeue),
+        Some(reason::RETRY_SLOW)
+    );
+    let message =
+        assert_blocked::<DatabaseUser>(&env, result, NS, "shop-app", Reason::InvalidSpec, "Failed");
+    assert!(
+        message.contains("spec.passwordRotation.maxAge"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_detected_corrected_or_ignored_per_policy() {
+    drift_branches::<DatabaseUser>(
+        |env, mode| {
+            let user = fixtures::user("shop-app", "postgres").ready_at(1);
+            shop_app(
+                env,
+                match mode {
+                    Some(m) => user.drift_policy(m, "1h"),
+                    None => user,
+                },
+            )
+        },
+        NS,
+        "shop-app",
+        Operation::EnsureUser,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deletion_drops_the_user_or_lets_go_when_the_instance_is_gone() {
+    let sent = deletion_branches::<DatabaseUser>(
+        |env, instance| {
+            if instance {
+                env.insert(&fixtures::ready_instance("postgres", "postgres").build());
+            }
+            env.insert(
+                &fixtures::user("shop-app", "postgres")
+                    .ready_at(1)
+                    .set(
+                        "/status/rotation",
+                        json!({"activeUser": "shop_app_2",
+                               "pendingDeletion": [{"user": "shop_app_1", "status": "pending"}]}),
+                    )
+                    .deleting()
+                    .build(),
+            )
+        },
+        NS,
+        "shop-app",
+        Operation::DropUser,
+        Reason::InstanceGone,
+    )
+    .await;
+    // The drop takes the logins rotation created along.
+    let intent: UserIntent = desired(&sent);
+    assert_eq!(intent.user.username, "shop_app");
+    assert_eq!(intent.active_user.as_deref(), Some("shop_app_2"));
+    assert_eq!(intent.retired_users, ["shop_app_1"]);
+}
+
+#[tokio::test]
+async fn agent_failures_end_the_reconcile_with_their_reason() {
+    agent_failures::<DatabaseUser>(
+        |env| shop_app(env, fixtures::user("shop-app", "postgres")),
+        NS,
+        "shop-app",
+        Operation::EnsureUser,
+    )
+    .await;
+}
