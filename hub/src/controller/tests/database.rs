@@ -304,3 +304,17 @@ async fn agent_failures_end_the_reconcile_with_their_reason() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_answer_this_hub_cannot_read_is_an_agent_failure_not_retried_soon() {
+    let env = TestEnv::with_agent(|_| Ok(json!({"drift": "not a list"})));
+    let db = shop(&env, fixtures::database("shop", "postgres"));
+    let message = assert_failed(
+        provisioned::apply(db, env.ctx.clone()).await,
+        Reason::AgentError,
+        reason::RETRY_SLOW,
+    );
+    assert!(message.contains("cannot be read by this hub"), "{message}");
+    assert_status::<Database>(&env, NS, "shop", false, Reason::AgentError, "Failed");
+    assert_event(&env, Reason::AgentError);
+}
