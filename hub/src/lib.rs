@@ -4,6 +4,8 @@ pub mod api;
 pub mod certs;
 pub mod cli;
 pub mod clusters;
+#[cfg(test)]
+mod contract_coverage;
 pub mod controller;
 pub mod crdgen;
 pub mod grpc;

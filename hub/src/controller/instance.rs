@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error, Scoped,
-    kit::{dispatch, now, runner, status::StatusUpdate},
+    kit::{dispatch, events, now, runner, status::StatusUpdate},
     payload,
     reason::Reason,
 };
@@ -248,11 +248,16 @@ pub(crate) async fn probe<K: InstanceKind>(
         .filter(|h| h.enabled)
         .map(|h| Duration::from_secs(u64::try_from(h.interval_seconds).unwrap_or(30)))
         .unwrap_or(Duration::from_secs(300));
-    Ok(Action::requeue(if status.ready {
-        every
-    } else {
-        every.min(Duration::from_secs(30))
-    }))
+    if status.ready {
+        return Ok(Action::requeue(every));
+    }
+    // A failed probe is a failed reconcile (counted by reason), published like any other.
+    events::publish(ctx, obj, status.reason, status.message.clone()).await;
+    Err(Error::Failed {
+        reason: status.reason,
+        message: status.message,
+        retry: every.min(Duration::from_secs(30)),
+    })
 }
 
 /// `dbprov_instance_ready{kind,namespace,name}`: 1 when the last probe succeeded, 0 when not.

@@ -33,7 +33,9 @@ use crate::{
 pub enum Purpose {
     /// To make the server match the spec: everything it depends on must be Ready.
     Apply,
-    /// To drop or revoke it: what it lives on only has to exist.
+    /// To drop or revoke it: what it lives on only has to exist (a grant still needs its
+    /// grantee resolved as for apply: the name to revoke from may be a rotated user's
+    /// service role, known only once the user is Ready).
     Delete,
 }
 
@@ -323,12 +325,7 @@ pub async fn cleanup<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
                 Reason::of_dispatch(&e),
                 format!("cannot drop {what} yet: {e}"),
             );
-            update.apply(ctx, obj, conditions(obj)).await?;
-            Err(Error::Failed {
-                reason: update.reason(),
-                message: update.message().to_owned(),
-                retry: Reason::retry_after(&e),
-            })
+            Err(dispatch::fail(ctx, obj, conditions(obj), update, Reason::retry_after(&e)).await)
         }
     }
 }

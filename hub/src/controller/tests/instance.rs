@@ -71,17 +71,19 @@ async fn a_probe_the_agent_fails_shows_the_reason() {
         env.agent.set_handler(move |_| Err(error.clone()));
         let pg = env.insert(&fixtures::ready_instance("postgres", "postgres").build());
         let result = probe(pg, env.ctx.clone()).await;
-        // The issue (item 4) and the commit ("agent failures end reconciles as errors
-        // counted by reason") want agent failures to end the reconcile as an error; the
-        // probe writes the failure into status and returns Ok, so
-        // `dbprov_reconciles_total{kind="DatabaseInstance"}` counts it as a success, and it
-        // publishes no Event. Expected: `Err(Error::Failed { reason, .. })` and a Warning
-        // Event with the reason.
-        assert_eq!(result.unwrap(), Action::requeue(HEALTH_EVERY));
+        // A failed probe is a failed reconcile, counted by reason and published.
+        match result {
+            Err(Error::Failed {
+                reason: r, retry, ..
+            }) => {
+                assert_eq!((r, retry), (reason, HEALTH_EVERY));
+            }
+            other => panic!("expected Error::Failed({reason}), got {other:?}"),
+        }
         let status =
             assert_status::<DatabaseInstance>(&env, NS, "postgres", false, reason, "Failed");
         assert!(status["message"].as_str().unwrap().contains(&message));
-        assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
+        assert_eq!(env.event_reasons(), [reason.as_str().to_owned()]);
         only_intent(&env, Operation::ProbeInstance);
     }
 }
@@ -90,7 +92,7 @@ async fn a_probe_the_agent_fails_shows_the_reason() {
 async fn a_probe_without_a_session_or_an_answer_says_so() {
     let env = TestEnv::without_agent();
     let pg = env.insert(&fixtures::ready_instance("postgres", "postgres").build());
-    probe(pg, env.ctx.clone()).await.unwrap();
+    assert!(probe(pg, env.ctx.clone()).await.is_err());
     let status = assert_status::<DatabaseInstance>(
         &env,
         NS,
@@ -104,7 +106,7 @@ async fn a_probe_without_a_session_or_an_answer_says_so() {
     let env = TestEnv::new();
     env.agent.set_silent(true);
     let pg = env.insert(&fixtures::instance("postgres", "postgres").build());
-    probe(pg, ctx_with_timeout(&env, SHORT)).await.unwrap();
+    assert!(probe(pg, ctx_with_timeout(&env, SHORT)).await.is_err());
     assert_status::<DatabaseInstance>(&env, NS, "postgres", false, Reason::AgentTimeout, "Failed");
 }
 
@@ -116,7 +118,7 @@ async fn an_engine_this_version_does_not_serve_is_refused_without_an_intent() {
             .set("/spec/engine", json!("cockroachdb"))
             .build(),
     );
-    probe(crdb, env.ctx.clone()).await.unwrap();
+    assert!(probe(crdb, env.ctx.clone()).await.is_err());
     assert!(env.agent.received().is_empty());
     let status = assert_status::<DatabaseInstance>(
         &env,
