@@ -41,7 +41,7 @@ impl StorageSpec {
 }
 
 /// A storage backend.
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageType {
     /// S3 or an S3-compatible store.
@@ -52,6 +52,22 @@ pub enum StorageType {
     Azure,
     /// A volume mounted into the agent.
     Pvc,
+}
+
+impl<'de> Deserialize<'de> for StorageType {
+    // By hand, so that an unknown type names the ones there are in the words of the CRD field.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "s3" => Ok(StorageType::S3),
+            "gcs" => Ok(StorageType::Gcs),
+            "azure" => Ok(StorageType::Azure),
+            "pvc" => Ok(StorageType::Pvc),
+            other => Err(serde::de::Error::custom(format!(
+                "storage.type {other:?} is not supported: use s3, gcs, azure or pvc"
+            ))),
+        }
+    }
 }
 
 impl StorageType {

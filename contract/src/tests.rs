@@ -567,6 +567,16 @@ fn engines_keep_their_wire_spellings() {
         assert_eq!(engine.is_served(), served);
         assert_eq!(serde_json::to_value(engine).unwrap(), json!(wire));
     }
+    for t in ["s3", "gcs", "azure", "pvc"] {
+        let parsed: StorageType = serde_json::from_value(json!(t)).unwrap();
+        assert_eq!(serde_json::to_value(parsed).unwrap(), json!(t));
+    }
+    let e = serde_json::from_value::<StorageType>(json!("ftp")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("storage.type \"ftp\" is not supported: use s3, gcs, azure or pvc"),
+        "{e}"
+    );
     let alias: Engine = serde_json::from_value(json!("postgresql")).unwrap();
     assert_eq!(alias, Engine::Postgres);
     assert_eq!(

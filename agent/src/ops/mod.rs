@@ -112,8 +112,9 @@ impl Desired {
     }
 }
 
-/// Parses a desired state. A field this agent does not know is refused, never dropped.
-fn desired<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, OpError> {
+/// Parses a desired state as the agent does for an intent. A field this agent does not know
+/// is refused, never dropped.
+pub fn desired<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, OpError> {
     dbprov_contract::from_json(json).map_err(|e| {
         let message = match e {
             ContractError::UnknownField { .. } => {

@@ -132,7 +132,9 @@ impl Env {
             "secretNamespace": NS, "objectBase": format!("{engine}/source/b-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         });
         merge(&mut d, extra);
-        let intent: dbprov_contract::backup::BackupIntent = serde_json::from_value(d).unwrap();
+        let intent: dbprov_contract::backup::BackupIntent =
+            dbprov_agent::ops::desired(&d.to_string())
+                .map_err(|e| format!("{:?}: {}", e.code, e.message))?;
         backup::run(&self.ctx, intent, ProgressSink::discard())
             .await
             .map_err(|e| format!("{:?}: {}", e.code, e.message))
@@ -151,7 +153,9 @@ impl Env {
             "secretNamespace": NS, "object": object,
         });
         merge(&mut d, extra);
-        let intent: dbprov_contract::restore::RestoreIntent = serde_json::from_value(d).unwrap();
+        let intent: dbprov_contract::restore::RestoreIntent =
+            dbprov_agent::ops::desired(&d.to_string())
+                .map_err(|e| format!("{:?}: {}", e.code, e.message))?;
         restore::run(&self.ctx, intent, ProgressSink::discard())
             .await
             .map_err(|e| format!("{:?}: {}", e.code, e.message))
