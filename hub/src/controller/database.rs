@@ -17,7 +17,12 @@ use super::{
     reason::Reason,
 };
 use crate::{
-    api::{Database, common::DeletionPolicy, instance::Engine},
+    api::{
+        Database,
+        common::DeletionPolicy,
+        database::{DatabaseInfo, MysqlDatabaseStatus, PostgresDatabaseStatus},
+        instance::Engine,
+    },
     session::IntentRequest,
 };
 
@@ -90,26 +95,36 @@ impl Provisioned for Database {
         } else {
             format!("database {name} in sync on {display}")
         };
-        let mut extra = serde_json::json!({
-            "database": {
-                "name": observed.name,
-                "owner": observed.owner,
-                "sizeBytes": observed.size_bytes,
-            }
-        });
-        if observed.created {
-            extra["database"]["createdAt"] = serde_json::to_value(now()).unwrap_or_default();
-        }
-        if target.spec.engine == Engine::Postgres {
-            extra["postgres"] = serde_json::json!({ "encoding": observed.encoding, "collation": observed.collation });
-        } else {
-            extra["mysql"] = serde_json::json!({ "charset": observed.encoding, "collation": observed.collation });
-        }
-        Described {
+        let info = DatabaseInfo {
+            name: Some(observed.name.clone()),
+            owner: observed.owner.clone(),
+            size_bytes: Some(observed.size_bytes),
+            created_at: observed.created.then(now),
+        };
+        let described = Described {
             message,
-            extra,
             created: observed.created,
             problem: (!immutable.is_empty()).then_some(Reason::ImmutableFieldDiffers),
+            ..Described::default()
+        }
+        .field("database", info);
+        if target.spec.engine == Engine::Postgres {
+            described.field(
+                "postgres",
+                PostgresDatabaseStatus {
+                    encoding: Some(observed.encoding.clone()),
+                    collation: Some(observed.collation.clone()),
+                    ..PostgresDatabaseStatus::default()
+                },
+            )
+        } else {
+            described.field(
+                "mysql",
+                MysqlDatabaseStatus {
+                    charset: Some(observed.encoding.clone()),
+                    collation: Some(observed.collation.clone()),
+                },
+            )
         }
     }
 

@@ -26,7 +26,9 @@ use crate::{
         ClusterDatabaseGrant, ClusterDatabaseRole, Database, DatabaseGrant, DatabaseRole,
         DatabaseUser,
         common::{CommonStatus, DriftPolicy, NamespacedRef, ProvisioningPhase},
-        grant::{MysqlGrantConfig, PostgresGrantConfig},
+        grant::{
+            AppliedGrants, ClusterAppliedGrants, MysqlGrantConfig, PostgresGrantConfig, TargetInfo,
+        },
     },
     session::IntentRequest,
 };
@@ -319,21 +321,46 @@ fn describe(g: &ResolvedGrantee, observed: &GrantObserved, cluster_scoped: bool)
             n => format!("; {n} no longer listed revoked"),
         }
     );
-    let mut extra = serde_json::json!({
-        "appliedGrants": {"roles": observed.roles, "directGrants": direct, "defaultPrivileges": defaults}
-    });
-    if cluster_scoped {
-        extra["appliedGrants"]["applied"] = serde_json::json!(direct + defaults);
-        extra["appliedGrants"]["failed"] = serde_json::json!(0);
-        extra["targetInfo"] = serde_json::json!({
-            "type": g.kind.as_str(), "name": g.resource, "namespace": g.namespace, "resolvedUsername": g.name,
-        });
-    }
-    Described {
+    let described = Described {
         message,
-        extra,
         ..Described::default()
+    };
+    let roles = Some(observed.roles.clone());
+    let (direct, defaults) = (
+        i32::try_from(direct).unwrap_or(i32::MAX),
+        i32::try_from(defaults).unwrap_or(i32::MAX),
+    );
+    if !cluster_scoped {
+        return described.field(
+            "appliedGrants",
+            AppliedGrants {
+                roles,
+                direct_grants: Some(direct),
+                default_privileges: Some(defaults),
+            },
+        );
     }
+    described
+        .field(
+            "appliedGrants",
+            ClusterAppliedGrants {
+                applied: Some(direct.saturating_add(defaults)),
+                failed: Some(0),
+                roles,
+                direct_grants: Some(direct),
+                default_privileges: Some(defaults),
+                details: None,
+            },
+        )
+        .field(
+            "targetInfo",
+            TargetInfo {
+                type_: Some(g.kind.as_str().to_owned()),
+                name: Some(g.resource.clone()),
+                namespace: Some(g.namespace.clone()),
+                resolved_username: Some(g.name.clone()),
+            },
+        )
 }
 
 macro_rules! grant_kind {

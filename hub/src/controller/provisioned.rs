@@ -44,13 +44,24 @@ pub enum Purpose {
 pub struct Described {
     /// Status message.
     pub message: String,
-    /// Extra status fields (an object), merged into `status`.
-    pub extra: serde_json::Value,
+    /// Extra status fields, merged into `status` (typed status structs, serialised).
+    pub extra: serde_json::Map<String, serde_json::Value>,
     /// The agent created the object (a `Created` Event is published).
     pub created: bool,
     /// The object exists but is not as asked and cannot be made so: Ready=False with this
     /// reason and the message.
     pub problem: Option<Reason>,
+}
+
+impl Described {
+    /// Also writes `status.<key>` (a typed status struct; its unset fields are left as they
+    /// are by the merge patch).
+    pub fn field(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        if let Ok(v) = serde_json::to_value(value) {
+            self.extra.insert(key.to_owned(), v);
+        }
+        self
+    }
 }
 
 /// What a kind does before its ensure intent (e.g. a DatabaseUser's password rotation).
@@ -153,11 +164,23 @@ fn conditions<K: Provisioned>(obj: &K) -> Option<&[Condition]> {
 
 /// `status.drift` from the differences an answer reported.
 pub fn drift_status(diffs: &[Diff]) -> serde_json::Value {
-    serde_json::json!({
-        "detected": !diffs.is_empty(),
-        "diffs": diffs,
-        "lastChecked": super::kit::now(),
-    })
+    let status = crate::api::common::DriftStatus {
+        detected: Some(!diffs.is_empty()),
+        diffs: Some(
+            diffs
+                .iter()
+                .map(|d| crate::api::common::DriftDiff {
+                    field: d.field.clone(),
+                    expected: d.expected.clone(),
+                    actual: d.actual.clone(),
+                    destructive: d.destructive,
+                    immutable: d.immutable,
+                })
+                .collect(),
+        ),
+        last_checked: Some(super::kit::now()),
+    };
+    serde_json::to_value(status).unwrap_or_default()
 }
 
 /// The status a successful answer leads to, and the Event to publish with it (pure).
@@ -173,11 +196,8 @@ pub fn outcome(
         created,
         problem,
     } = described;
-    if !extra.is_object() {
-        extra = serde_json::json!({});
-    }
     if mode != Mode::Apply {
-        extra["drift"] = drift_status(diffs);
+        extra.insert("drift".into(), drift_status(diffs));
     }
     let mut event = created.then_some(Reason::Created);
     let mut reason = problem.unwrap_or(Reason::Synced);
@@ -209,7 +229,9 @@ pub fn outcome(
         StatusUpdate::not_ready(reason, message)
     };
     (
-        update.phase(ProvisioningPhase::Ready).with_all(extra),
+        update
+            .phase(ProvisioningPhase::Ready)
+            .with_all(serde_json::Value::Object(extra)),
         event,
     )
 }

@@ -24,7 +24,7 @@ use crate::{
     api::{
         ClusterDatabaseRole, DatabaseRole,
         common::{ClusterRef, CommonStatus, DriftPolicy, NamespacedRef},
-        role::{MysqlRoleConfig, PostgresRoleConfig},
+        role::{MysqlRoleConfig, PostgresRoleConfig, RoleInfo},
     },
     session::IntentRequest,
 };
@@ -87,16 +87,18 @@ fn describe(role_name: &str, instance: &ResolvedInstance, observed: &RoleObserve
         observed.direct_grants,
         observed.member_of.join(", "),
     );
-    let mut extra = serde_json::json!({ "role": {"name": role_name} });
-    if observed.created {
-        extra["role"]["createdAt"] = serde_json::to_value(now()).unwrap_or_default();
-    }
     Described {
         message,
-        extra,
         created: observed.created,
-        problem: None,
+        ..Described::default()
     }
+    .field(
+        "role",
+        RoleInfo {
+            name: Some(role_name.to_owned()),
+            created_at: observed.created.then(now),
+        },
+    )
 }
 
 macro_rules! role_kind {

@@ -38,7 +38,10 @@ use crate::{
     api::{
         DatabaseUser,
         common::{CommonStatus, DriftPolicy},
-        user::{PendingDeletionState, PendingUserDeletion, RotationStrategy},
+        user::{
+            PendingDeletionState, PendingUserDeletion, RotationStatus, RotationStrategy,
+            SecretInfo, UserInfo,
+        },
     },
     session::IntentRequest,
 };
@@ -184,29 +187,44 @@ impl Provisioned for DatabaseUser {
             secret.map_or("-", |s| s.namespace.as_str()),
             secret.map_or("-", |s| s.name.as_str()),
         );
-        let mut extra = serde_json::json!({ "user": {"username": observed.username} });
-        if let Some(s) = secret {
-            extra["secret"] = serde_json::json!({"name": s.name, "namespace": s.namespace});
-        }
-        if let Some(r) = &self.spec.password_rotation {
-            extra["rotation"] = serde_json::json!({
-                "enabled": rotation::scheduled(self),
-                "strategy": r.strategy,
-                "nextRotationAt": target.plan.next_at.map(Time),
-            });
-        }
-        if let Some(service) = &observed.service_role {
-            extra["rotation"]["serviceRole"] = serde_json::json!(service);
-        }
-        if observed.created {
-            extra["user"]["createdAt"] = serde_json::to_value(now()).unwrap_or_default();
-        }
-        Described {
+        let mut described = Described {
             message,
-            extra,
             created: observed.created,
-            problem: None,
+            ..Described::default()
         }
+        .field(
+            "user",
+            UserInfo {
+                username: Some(observed.username.clone()),
+                created_at: observed.created.then(now),
+            },
+        );
+        if let Some(s) = secret {
+            described = described.field(
+                "secret",
+                SecretInfo {
+                    name: Some(s.name.clone()),
+                    namespace: Some(s.namespace.clone()),
+                    last_rotated_at: None,
+                },
+            );
+        }
+        let rotation = self
+            .spec
+            .password_rotation
+            .as_ref()
+            .map(|r| RotationStatus {
+                enabled: Some(rotation::scheduled(self)),
+                strategy: Some(r.strategy),
+                next_rotation_at: target.plan.next_at.map(Time),
+                ..RotationStatus::default()
+            });
+        if rotation.is_some() || observed.service_role.is_some() {
+            let mut rotation = rotation.unwrap_or_default();
+            rotation.service_role.clone_from(&observed.service_role);
+            described = described.field("rotation", rotation);
+        }
+        described
     }
 
     fn drift(observed: &UserObserved) -> (&[Diff], bool) {
@@ -311,10 +329,20 @@ async fn rotate(
     }
     events::publish(ctx, user, Reason::PasswordRotated, message.clone()).await;
     StatusUpdate::ready(Reason::PasswordRotated, message)
-        .with("user", serde_json::json!({"username": active}))
+        .with(
+            "user",
+            UserInfo {
+                username: Some(active.clone()),
+                created_at: None,
+            },
+        )
         .with(
             "secret",
-            serde_json::json!({"name": secret.name, "namespace": secret.namespace, "lastRotatedAt": Time(now)}),
+            SecretInfo {
+                name: Some(secret.name),
+                namespace: Some(secret.namespace),
+                last_rotated_at: Some(Time(now)),
+            },
         )
         .with(
             "rotation",
