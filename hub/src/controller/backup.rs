@@ -21,7 +21,7 @@ use super::{
         events,
         instance::{self, Blocked, Resolved, ResolvedInstance},
         now,
-        operation::{follow, start_or_reattach},
+        operation::{self, follow, start_or_reattach},
         runner,
         status::StatusUpdate,
     },
@@ -193,17 +193,7 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
     let (db, instance) = match source(ctx, &b, running).await? {
         Ok(x) => x,
         Err(blocked) => {
-            // A running operation keeps its phase and id whatever blocks the hub for now
-            // (e.g. the instance shows not Ready while its agent reconnects after a hub
-            // restart): it is re-attached once the block clears, never started again.
-            let phase = if running {
-                OperationPhase::Running
-            } else {
-                OperationPhase::Pending
-            };
-            let update = StatusUpdate::not_ready(blocked.reason, blocked.message);
-            status(ctx, &b, phase, update.clone()).await?;
-            return Err(Error::blocked(update.reason(), update.message()));
+            return Err(operation::wait(ctx, &*b, conditions(&b), running, blocked).await);
         }
     };
     let cluster = instance.cluster(ctx).to_owned();

@@ -49,10 +49,7 @@ impl Provisioned for Database {
             self.spec.instance_ref.as_ref(),
             self.spec.cluster_instance_ref.as_ref(),
         );
-        match purpose {
-            Purpose::Apply => instance::resolve_ready(ctx, &ns, i, c).await,
-            Purpose::Delete => instance::resolve(ctx, &ns, i, c).await,
-        }
+        instance::resolve_for(ctx, &ns, i, c, purpose.needs_ready()).await
     }
 
     fn instance(target: &ResolvedInstance) -> &ResolvedInstance {

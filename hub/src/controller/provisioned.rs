@@ -39,6 +39,13 @@ pub enum Purpose {
     Delete,
 }
 
+impl Purpose {
+    /// Whether what the object lives on must be Ready.
+    pub fn needs_ready(self) -> bool {
+        self == Purpose::Apply
+    }
+}
+
 /// What a kind makes of the agent's answer to its ensure intent.
 #[derive(Debug, Default)]
 pub struct Described {

@@ -16,7 +16,7 @@ use super::{
         dispatch, events,
         instance::{self, Blocked, ResolvedInstance},
         now,
-        operation::{follow, start_or_reattach},
+        operation::{self, follow, start_or_reattach},
         runner,
         status::StatusUpdate,
     },
@@ -329,16 +329,7 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(Action::await_change());
         }
         Err(Stop::Wait(b)) => {
-            // A running restore keeps its phase and operation id while something blocks the
-            // hub for now (see the DatabaseBackup controller): it is re-attached, not rerun.
-            let phase = if running {
-                OperationPhase::Running
-            } else {
-                OperationPhase::Pending
-            };
-            let update = StatusUpdate::not_ready(b.reason, b.message);
-            status(ctx, &r, phase, update.clone()).await?;
-            return Err(Error::blocked(update.reason(), update.message()));
+            return Err(operation::wait(ctx, &*r, conditions(&r), running, b).await);
         }
     };
     let cluster = tgt.instance.cluster(ctx).to_owned();

@@ -46,10 +46,7 @@ impl RoleView<'_> {
             self.instance_ref,
             self.cluster_instance_ref,
         );
-        match purpose {
-            Purpose::Apply => instance::resolve_ready(ctx, ns, i, c).await,
-            Purpose::Delete => instance::resolve(ctx, ns, i, c).await,
-        }
+        instance::resolve_for(ctx, ns, i, c, purpose.needs_ready()).await
     }
 
     fn applied(&self) -> GrantSet {

@@ -113,11 +113,7 @@ impl Provisioned for DatabaseUser {
             self.spec.cluster_instance_ref.as_ref(),
         );
         let now = Timestamp::now();
-        let instance = match purpose {
-            Purpose::Apply => instance::resolve_ready(ctx, &ns, i, c).await?,
-            Purpose::Delete => instance::resolve(ctx, &ns, i, c).await?,
-        };
-        let instance = match instance {
+        let instance = match instance::resolve_for(ctx, &ns, i, c, purpose.needs_ready()).await? {
             Ok(i) => i,
             Err(b) => return Ok(Err(b)),
         };

@@ -124,6 +124,21 @@ pub async fn resolve_ready(
     )
 }
 
+/// [`resolve_ready`] when `ready` is asked for, else [`resolve`].
+pub async fn resolve_for(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&NamespacedRef>,
+    cluster_instance_ref: Option<&ClusterRef>,
+    ready: bool,
+) -> Resolved<ResolvedInstance> {
+    if ready {
+        resolve_ready(ctx, ns, instance_ref, cluster_instance_ref).await
+    } else {
+        resolve(ctx, ns, instance_ref, cluster_instance_ref).await
+    }
+}
+
 /// The instance if it is Ready, else why the reconcile waits.
 pub fn require_ready(i: ResolvedInstance) -> Result<ResolvedInstance, Blocked> {
     if i.ready {

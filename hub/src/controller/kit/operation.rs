@@ -11,7 +11,7 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::{runner::Scoped, status::StatusUpdate};
+use super::{instance::Blocked, runner::Scoped, status::StatusUpdate};
 use crate::{
     api::common::OperationPhase,
     controller::{Context, Error, reason::Reason},
@@ -58,6 +58,30 @@ pub async fn start_or_reattach<K: Scoped>(
             Err(Error::blocked(update.reason(), update.message()))
         }
     }
+}
+
+/// Shows why a long operation's resource waits and ends the reconcile with
+/// [`Error::Blocked`]. A `running` operation keeps its Running phase (and its operation id)
+/// whatever blocks the hub for now — e.g. its instance shows not Ready while the agent
+/// reconnects after a hub restart — so it is re-attached once the block clears, never
+/// started again.
+pub async fn wait<K: Scoped>(
+    ctx: &Context,
+    obj: &K,
+    conditions: Option<&[Condition]>,
+    running: bool,
+    blocked: Blocked,
+) -> Error {
+    let phase = if running {
+        OperationPhase::Running
+    } else {
+        OperationPhase::Pending
+    };
+    let update = StatusUpdate::not_ready(blocked.reason, blocked.message).phase(phase);
+    if let Err(e) = update.apply(ctx, obj, conditions).await {
+        return e;
+    }
+    Error::blocked(update.reason(), update.message())
 }
 
 /// Waits for a long operation, writing its progress into status with `render`. The
