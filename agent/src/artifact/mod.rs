@@ -507,6 +507,14 @@ pub struct Metadata {
     pub backup: Option<String>,
 }
 
+impl Metadata {
+    /// The engine the dump was taken from, parsed as the contract spells engines (None: a
+    /// spelling this agent does not know).
+    pub fn engine(&self) -> Option<dbprov_contract::Engine> {
+        serde_json::from_value(serde_json::Value::String(self.engine.clone())).ok()
+    }
+}
+
 /// How the data object is encrypted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -681,5 +689,26 @@ mod tests {
             stored_bytes: 5,
         };
         assert!(check(&other, &meta).unwrap_err().contains("modified"));
+    }
+
+    #[test]
+    fn metadata_engine_parses_as_the_contract_spells_it() {
+        let meta = |engine: &str| Metadata {
+            engine: engine.into(),
+            ..serde_json::from_value(serde_json::json!({
+                "format": FORMAT, "formatVersion": FORMAT_VERSION, "object": "a",
+                "engine": "postgres", "serverVersion": "", "tool": "", "database": "",
+                "dumpFormat": "sql", "compression": "none", "compressionLevel": 0,
+                "plaintextBytes": 0, "plaintextSha256": "", "storedBytes": 0,
+                "startedAt": "", "completedAt": "", "durationSeconds": 0.0
+            }))
+            .unwrap()
+        };
+        use dbprov_contract::Engine;
+        assert_eq!(meta("postgres").engine(), Some(Engine::Postgres));
+        assert_eq!(meta("postgresql").engine(), Some(Engine::Postgres));
+        assert_eq!(meta("mariadb").engine(), Some(Engine::Mariadb));
+        assert_eq!(meta("mysql").engine(), Some(Engine::Mysql));
+        assert_eq!(meta("oracle").engine(), None);
     }
 }

@@ -276,17 +276,14 @@ pub async fn run(
     let meta = read_metadata(store.as_ref(), &d.object).await?;
     let (compression, algorithm, dump_format) = match &meta {
         Some(m) => {
-            let expected = if d.instance.engine == Engine::Postgres {
-                "postgres"
-            } else {
-                "mysql"
-            };
-            let actual = if m.engine == "postgres" {
-                "postgres"
-            } else {
-                "mysql"
-            };
-            if expected != actual {
+            let engine = m.engine().ok_or_else(|| {
+                invalid(format!(
+                    "the backup metadata names engine {:?}, which this agent does not know",
+                    m.engine
+                ))
+            })?;
+            // MySQL and MariaDB dumps restore into either: same dialect.
+            if engine.is_postgres() != d.instance.engine.is_postgres() {
                 return Err(invalid(format!(
                     "the backup is a {} dump and cannot be restored into a {} instance",
                     m.engine,

@@ -4,7 +4,6 @@ use dbprov_contract::{
     Diff, Engine, Mode,
     grant::{GrantIntent, GrantSet, Grantee, GranteeKind, MyGrants, PgGrants},
     role::{DropRoleObserved, RoleIntent, RoleObserved, RoleSpec},
-    user::PgUser,
 };
 
 use super::grant;
@@ -12,7 +11,13 @@ use crate::{
     context::OpContext,
     db::{self, Conn, sql_error},
     error::OpError,
-    sql::{mysql::grant::my_role, postgres::user::pg_attributes, quote::pg_ident, quote_error},
+    sql::{
+        mysql,
+        postgres::{
+            self,
+            role::{PgRoleRow, role_drift},
+        },
+    },
 };
 
 /// The role's memberships and privileges as a grant set.
@@ -30,55 +35,29 @@ pub fn grant_set(role: &RoleSpec) -> GrantSet {
     }
 }
 
-/// The role's attributes in the shape of a user's (`NOLOGIN` and `INHERIT` unless asked).
-fn pg_user(role: &RoleSpec) -> PgUser {
-    let p = role.postgres.clone().unwrap_or_default();
-    PgUser {
-        login: p.login.unwrap_or(false),
-        inherit: p.inherit.unwrap_or(true),
-        create_db: p.create_db,
-        create_role: p.create_role,
-        superuser: p.superuser,
-        replication: p.replication,
-        bypass_rls: p.bypass_rls,
-        connection_limit: -1,
-        valid_until: None,
-        ..PgUser::default()
-    }
-}
-
-/// PostgreSQL attributes that differ from the spec: `(attribute, expected, actual)`.
-async fn pg_attribute_diffs(conn: &mut Conn, role: &RoleSpec) -> Result<Vec<Diff>, OpError> {
+/// The role's attributes in pg_roles, if it exists (MySQL roles have none).
+async fn pg_role_row(conn: &mut Conn, name: &str) -> Result<Option<PgRoleRow>, OpError> {
     let Conn::Pg(c, _) = conn else {
-        return Ok(vec![]);
+        return Ok(None);
     };
     let row: Option<(bool, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
         "SELECT rolcanlogin, rolinherit, rolcreatedb, rolcreaterole, rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1",
     )
-    .bind(&role.role_name)
+    .bind(name)
     .fetch_optional(c)
     .await
     .map_err(|e| sql_error("reading pg_roles", &e))?;
-    let Some((login, inherit, createdb, createrole, superuser, replication, bypass)) = row else {
-        return Ok(vec![]);
-    };
-    let want = pg_user(role);
-    let mut diffs = Vec::new();
-    let mut cmp = |field: &str, expected: Option<bool>, actual: bool| {
-        if let Some(e) = expected
-            && e != actual
-        {
-            diffs.push(Diff::new(field, e.to_string(), actual.to_string()));
-        }
-    };
-    cmp("login", Some(want.login), login);
-    cmp("inherit", Some(want.inherit), inherit);
-    cmp("createDB", want.create_db, createdb);
-    cmp("createRole", want.create_role, createrole);
-    cmp("superuser", want.superuser, superuser);
-    cmp("replication", want.replication, replication);
-    cmp("bypassRLS", want.bypass_rls, bypass);
-    Ok(diffs)
+    Ok(row.map(
+        |(login, inherit, create_db, create_role, superuser, replication, bypass_rls)| PgRoleRow {
+            login,
+            inherit,
+            create_db,
+            create_role,
+            superuser,
+            replication,
+            bypass_rls,
+        },
+    ))
 }
 
 /// ENSURE_ROLE.
@@ -91,26 +70,19 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
         let mut drift = Vec::new();
         if intent.mode != Mode::Apply {
             if existed {
-                drift = pg_attribute_diffs(&mut conn, role).await?;
+                if let Some(row) = pg_role_row(&mut conn, &role.role_name).await? {
+                    drift = role_drift(role, &row);
+                }
             } else {
                 drift.push(Diff::missing("role", role.role_name.clone()));
             }
         }
         if intent.mode != Mode::Detect {
             if pg {
-                let verb = if existed { "ALTER" } else { "CREATE" };
-                conn.execute(&format!(
-                    "{verb} ROLE {} WITH {}",
-                    pg_ident(&role.role_name).map_err(quote_error)?,
-                    pg_attributes(&pg_user(role))?
-                ))
-                .await?;
+                conn.execute(&postgres::role::ensure_statement(role, existed)?)
+                    .await?;
             } else if !existed {
-                conn.execute(&format!(
-                    "CREATE ROLE IF NOT EXISTS {}",
-                    my_role(&role.role_name)?
-                ))
-                .await?;
+                conn.execute(&mysql::role::create(&role.role_name)?).await?;
             }
         }
         Ok((existed, drift))
@@ -185,12 +157,9 @@ pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<DropRoleObserve
     .await?;
     let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let sql = if intent.instance.engine == Engine::Postgres {
-        format!(
-            "DROP ROLE IF EXISTS {}",
-            pg_ident(&role.role_name).map_err(quote_error)?
-        )
+        postgres::role::drop(&role.role_name)?
     } else {
-        format!("DROP ROLE IF EXISTS {}", my_role(&role.role_name)?)
+        mysql::role::drop(&role.role_name)?
     };
     let r = conn.execute(&sql).await;
     conn.close().await;

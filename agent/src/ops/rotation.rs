@@ -15,8 +15,8 @@
 use dbprov_contract::{
     Engine,
     rotation::{
-        DiscardObserved, OldUserAction, RetireObserved, RetireStatus, RetiredLogin, RotateIntent,
-        RotateObserved, RotationAction, RotationStrategy,
+        DiscardObserved, RetireObserved, RetireStatus, RotateIntent, RotateObserved,
+        RotationAction, RotationStrategy,
     },
     user::{SecretLocation, ServiceRole, UserIntent},
 };
@@ -30,8 +30,10 @@ use crate::{
     error::OpError,
     sql::{
         mysql::user::mysql_account,
-        postgres::user::{pg_attributes, pg_settings},
-        quote::{mysql_literal, pg_ident, pg_literal},
+        postgres::rotation::{
+            PgLoginDependencies, Retirement, new_login_statements, retired, retirement,
+        },
+        quote::{mysql_literal, pg_ident},
         quote_error,
     },
 };
@@ -136,16 +138,8 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved
                 let name = free_name(&mut conn, &base).await?;
                 let pw = new_password(&user)?;
                 let attrs = user.user.postgres.clone().unwrap_or_default();
-                conn.execute(&format!(
-                    "CREATE ROLE {} WITH {} PASSWORD {} IN ROLE {}",
-                    pg_ident(&name).map_err(quote_error)?,
-                    pg_attributes(&attrs)?,
-                    pg_literal(&pw).map_err(quote_error)?,
-                    pg_ident(&service.name).map_err(quote_error)?
-                ))
-                .await?;
-                for setting in pg_settings(&name, &attrs)? {
-                    conn.execute(&setting).await?;
+                for sql in new_login_statements(&name, &attrs, &pw, &service.name)? {
+                    conn.execute(&sql).await?;
                 }
                 join_service_role(&mut conn, &name, &service).await?;
                 Ok((name, Some(service.name), pw, false))
@@ -222,52 +216,17 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<RetireObserved
     let mut drops: Vec<(String, String, Vec<String>)> = Vec::new();
     let outcome: Result<(), OpError> = async {
         for login in &intent.retire {
-            let Conn::Pg(c, _) = &mut conn else { break };
-            // Objects owned anywhere in the cluster (pg_shdepend spans databases), and the
-            // databases where the login holds privileges.
-            let deps: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT COALESCE(d.datname, ''), s.deptype::text, count(*) FROM pg_shdepend s \
-                 JOIN pg_roles r ON r.oid = s.refobjid LEFT JOIN pg_database d ON d.oid = s.dbid \
-                 WHERE r.rolname = $1 GROUP BY 1, 2",
-            )
-            .bind(login)
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| sql_error("reading pg_shdepend", &e))?;
-            let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
-                .bind(login)
-                .fetch_one(&mut *c)
-                .await
-                .map_err(|e| sql_error("reading pg_roles", &e))?;
-            if exists == 0 {
-                results.push(retired(login, RetireStatus::Deleted));
-                continue;
-            }
-            let owned: i64 = deps.iter().filter(|d| d.1 == "o").map(|d| d.2).sum();
-            let q = pg_ident(login).map_err(quote_error)?;
-            match intent.rotation.old_user_action {
-                OldUserAction::Retain => results.push(retired(login, RetireStatus::Retained)),
-                OldUserAction::Disable => {
-                    conn.execute(&format!("ALTER ROLE {q} NOLOGIN")).await?;
-                    results.push(retired(login, RetireStatus::Disabled));
+            let Some(found) = pg_login_dependencies(&mut conn, login).await? else {
+                break;
+            };
+            match retirement(login, &intent.rotation, &found)? {
+                Retirement::Done(r) => results.push(r),
+                Retirement::Disable { sql, result } => {
+                    conn.execute(&sql).await?;
+                    results.push(result);
                 }
-                _ if owned > 0 && intent.rotation.ownership_check => {
-                    results.push(RetiredLogin {
-                        owned_objects: Some(owned),
-                        reason: Some(format!("{login} owns {owned} object(s)")),
-                        resolution: Some(format!("REASSIGN OWNED BY {login} TO <service role>; in each database, or set oldUserPolicy.ownershipCheck to false")),
-                        ..retired(login, RetireStatus::Blocked)
-                    });
-                }
-                _ => {
-                    // Privileges the login holds (not owned objects) would block DROP ROLE:
-                    // DROP OWNED revokes them, database by database.
-                    let databases: Vec<String> = deps
-                        .iter()
-                        .filter(|d| d.1 == "a" && !d.0.is_empty())
-                        .map(|d| d.0.clone())
-                        .collect();
-                    drops.push((login.clone(), q, databases));
+                Retirement::Drop { role, databases } => {
+                    drops.push((login.clone(), role, databases));
                 }
             }
         }
@@ -278,15 +237,15 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<RetireObserved
     outcome?;
     // Done with the admin connection first: one operation never holds two of the server's
     // connection slots at once.
-    for (login, q, databases) in drops {
+    for (login, role, databases) in drops {
         for db in databases {
             let mut other = db::connect(ctx, &intent.instance, Some(&db)).await?;
-            let r = other.execute(&format!("DROP OWNED BY {q}")).await;
+            let r = other.execute(&Retirement::drop_owned(&role)).await;
             other.close().await;
             r?;
         }
         let mut admin = db::connect(ctx, &intent.instance, None).await?;
-        let r = admin.execute(&format!("DROP ROLE IF EXISTS {q}")).await;
+        let r = admin.execute(&Retirement::drop_role(&role)).await;
         admin.close().await;
         r?;
         results.push(retired(&login, RetireStatus::Deleted));
@@ -294,12 +253,34 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<RetireObserved
     Ok(RetireObserved { retired: results })
 }
 
-fn retired(login: &str, status: RetireStatus) -> RetiredLogin {
-    RetiredLogin {
-        user: login.to_owned(),
-        status,
-        ..RetiredLogin::default()
-    }
+/// What the catalogs hold of a replaced login: objects it owns anywhere in the cluster
+/// (pg_shdepend spans databases), the databases where it holds privileges, and whether it
+/// exists. None on MySQL/MariaDB (their logins are rotated in place).
+async fn pg_login_dependencies(
+    conn: &mut Conn,
+    login: &str,
+) -> Result<Option<PgLoginDependencies>, OpError> {
+    let Conn::Pg(c, _) = conn else {
+        return Ok(None);
+    };
+    let dependencies: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT COALESCE(d.datname, ''), s.deptype::text, count(*) FROM pg_shdepend s \
+         JOIN pg_roles r ON r.oid = s.refobjid LEFT JOIN pg_database d ON d.oid = s.dbid \
+         WHERE r.rolname = $1 GROUP BY 1, 2",
+    )
+    .bind(login)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| sql_error("reading pg_shdepend", &e))?;
+    let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(login)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading pg_roles", &e))?;
+    Ok(Some(PgLoginDependencies {
+        exists: exists > 0,
+        dependencies,
+    }))
 }
 
 /// MySQL dual-password: the old password stops working.

@@ -7,7 +7,7 @@ pub mod postgres;
 pub mod privilege;
 pub mod quote;
 
-use dbprov_contract::Diff;
+use dbprov_contract::{Diff, Mode};
 use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::error::OpError;
@@ -34,6 +34,55 @@ impl Repair {
             diff: Diff::new(field, expected.to_string(), actual.to_string()),
             statement,
         }
+    }
+}
+
+/// Whether `mode` compares the server with the spec (detect, correct).
+pub fn checks(mode: Mode) -> bool {
+    mode != Mode::Apply
+}
+
+/// Whether `mode` changes the server (apply, correct).
+pub fn writes(mode: Mode) -> bool {
+    mode != Mode::Detect
+}
+
+/// One statement of a [`GrantPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The statement.
+    pub sql: String,
+    /// It revokes what an earlier spec granted (MySQL refuses revoking what is already gone;
+    /// the handler lets that pass).
+    pub revoke: bool,
+}
+
+impl Step {
+    fn grant(sql: String) -> Self {
+        Self { sql, revoke: false }
+    }
+
+    fn revoke(sql: String) -> Self {
+        Self { sql, revoke: true }
+    }
+}
+
+/// How a grantee's memberships and privileges differ from the spec, and what to run, in
+/// order, to make the server match it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantPlan {
+    /// What the spec lists and the server lacks (detect and correct).
+    pub drift: Vec<Diff>,
+    /// Statements to run (apply and correct).
+    pub steps: Vec<Step>,
+    /// How many memberships and privileges the steps revoke.
+    pub revoked: usize,
+}
+
+impl GrantPlan {
+    /// The statements, in order.
+    pub fn statements(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.sql.as_str()).collect()
     }
 }
 

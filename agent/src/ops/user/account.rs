@@ -2,15 +2,18 @@
 //! supplies; compare with the spec; drop. PostgreSQL roles with LOGIN, and MySQL/MariaDB
 //! accounts (one per allowed host).
 
-use dbprov_contract::user::{UserObserved, UserSpec};
+use dbprov_contract::{
+    Diff,
+    user::{UserObserved, UserSpec},
+};
 
 use crate::{
     db::{Conn, sql_error},
     error::OpError,
     sql::{
-        mysql::user::{mysql_account, mysql_user_statement},
-        postgres::user::{pg_attributes, pg_settings},
-        quote::{pg_ident, pg_literal},
+        mysql::user::{MyAccountRow, account_drift, account_statements, mysql_account},
+        postgres::user::{PgLoginRow, login_drift, login_statements},
+        quote::pg_ident,
         quote_error,
     },
 };
@@ -47,83 +50,57 @@ async fn my_hosts(conn: &mut Conn, name: &str) -> Result<Vec<String>, OpError> {
         .map_err(|e| sql_error("reading mysql.user", &e))
 }
 
-/// Differences between the server and `spec` (`(field, expected, actual)`), without
-/// changing anything: a missing user or account, and the attributes dbprov sets.
-pub async fn observe(
-    conn: &mut Conn,
-    spec: &UserSpec,
-) -> Result<Vec<(String, String, String)>, OpError> {
-    let mut diffs = Vec::new();
-    match conn {
-        Conn::Pg(c, _) => {
-            let row: Option<(bool, i32, bool, bool, bool)> = sqlx::query_as(
-                "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolcreaterole, rolsuper FROM pg_roles WHERE rolname = $1",
-            )
-            .bind(&spec.username)
-            .fetch_optional(c)
-            .await
-            .map_err(|e| sql_error("reading pg_roles", &e))?;
-            let Some((login, limit, createdb, createrole, superuser)) = row else {
-                diffs.push(("user".into(), spec.username.clone(), "missing".into()));
-                return Ok(diffs);
-            };
-            let want = spec.postgres.clone().unwrap_or_default();
-            let mut cmp = |field: &str, expected: String, actual: String| {
-                if expected != actual {
-                    diffs.push((field.to_owned(), expected, actual));
-                }
-            };
-            cmp("login", want.login.to_string(), login.to_string());
-            cmp(
-                "connectionLimit",
-                want.connection_limit.to_string(),
-                limit.to_string(),
-            );
-            if let Some(v) = want.create_db {
-                cmp("createDB", v.to_string(), createdb.to_string());
-            }
-            if let Some(v) = want.create_role {
-                cmp("createRole", v.to_string(), createrole.to_string());
-            }
-            if let Some(v) = want.superuser {
-                cmp("superuser", v.to_string(), superuser.to_string());
-            }
-        }
-        Conn::My(c, _) => {
-            let want = spec.mysql.clone().unwrap_or_default();
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT CAST(Host AS CHAR), CAST(max_user_connections AS SIGNED) FROM mysql.user WHERE User = ?",
-            )
-            .bind(&spec.username)
-            .fetch_all(c)
-            .await
-            .map_err(|e| sql_error("reading mysql.user", &e))?;
-            for host in &want.allowed_hosts {
-                match rows.iter().find(|(h, _)| h == host) {
-                    None => diffs.push((
-                        "account".into(),
-                        format!("{}@{host}", spec.username),
-                        "missing".into(),
-                    )),
-                    Some((_, max)) if *max != i64::from(want.max_user_connections.max(0)) => diffs
-                        .push((
-                            format!("maxUserConnections ({host})"),
-                            want.max_user_connections.max(0).to_string(),
-                            max.to_string(),
-                        )),
-                    Some(_) => {}
-                }
-            }
-            for (h, _) in rows.iter().filter(|(h, _)| !want.allowed_hosts.contains(h)) {
-                diffs.push((
-                    "account".into(),
-                    "absent".into(),
-                    format!("{}@{h}", spec.username),
-                ));
-            }
-        }
-    }
-    Ok(diffs)
+/// The login's attributes in pg_roles, if the role exists.
+async fn pg_login(conn: &mut Conn, name: &str) -> Result<Option<PgLoginRow>, OpError> {
+    let Conn::Pg(c, _) = conn else {
+        return Err(wrong_engine());
+    };
+    let row: Option<(bool, i32, bool, bool, bool)> = sqlx::query_as(
+        "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolcreaterole, rolsuper FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(name)
+    .fetch_optional(c)
+    .await
+    .map_err(|e| sql_error("reading pg_roles", &e))?;
+    Ok(row.map(
+        |(login, connection_limit, create_db, create_role, superuser)| PgLoginRow {
+            login,
+            connection_limit,
+            create_db,
+            create_role,
+            superuser,
+        },
+    ))
+}
+
+/// The MySQL accounts named `name`, with their connection limits.
+async fn my_accounts(conn: &mut Conn, name: &str) -> Result<Vec<MyAccountRow>, OpError> {
+    let Conn::My(c, _) = conn else {
+        return Err(wrong_engine());
+    };
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CAST(Host AS CHAR), CAST(max_user_connections AS SIGNED) FROM mysql.user WHERE User = ?",
+    )
+    .bind(name)
+    .fetch_all(c)
+    .await
+    .map_err(|e| sql_error("reading mysql.user", &e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(host, max_user_connections)| MyAccountRow {
+            host,
+            max_user_connections,
+        })
+        .collect())
+}
+
+/// Differences between the server and `spec`, without changing anything: a missing user or
+/// account, and the attributes dbprov sets.
+pub async fn observe(conn: &mut Conn, spec: &UserSpec) -> Result<Vec<Diff>, OpError> {
+    Ok(match conn {
+        Conn::Pg(..) => login_drift(spec, pg_login(conn, &spec.username).await?.as_ref()),
+        Conn::My(..) => account_drift(spec, &my_accounts(conn, &spec.username).await?),
+    })
 }
 
 /// Creates or alters the user so that it matches `spec` and logs in with `password`.
@@ -134,17 +111,8 @@ pub async fn ensure(
 ) -> Result<UserObserved, OpError> {
     if matches!(conn, Conn::Pg(..)) {
         let existed = pg_role(conn, &spec.username).await?.is_some();
-        let pg = spec.postgres.clone().unwrap_or_default();
-        let verb = if existed { "ALTER" } else { "CREATE" };
-        let sql = format!(
-            "{verb} ROLE {} WITH {} PASSWORD {}",
-            pg_ident(&spec.username).map_err(quote_error)?,
-            pg_attributes(&pg)?,
-            pg_literal(password).map_err(quote_error)?
-        );
-        conn.execute(&sql).await?;
-        for setting in pg_settings(&spec.username, &pg)? {
-            conn.execute(&setting).await?;
+        for sql in login_statements(spec, existed, password)? {
+            conn.execute(&sql).await?;
         }
         return Ok(UserObserved {
             username: spec.username.clone(),
@@ -154,28 +122,11 @@ pub async fn ensure(
             ..UserObserved::default()
         });
     }
-    let my = spec.mysql.clone().unwrap_or_default();
     let mariadb = conn.server_version().await?.contains("MariaDB");
     let existing = my_hosts(conn, &spec.username).await?;
-    let mut accounts = Vec::new();
-    for host in &my.allowed_hosts {
-        let account = mysql_account(&spec.username, host)?;
-        let verb = if existing.contains(host) {
-            "ALTER USER"
-        } else {
-            "CREATE USER"
-        };
-        let sql = mysql_user_statement(verb, &account, password, &my, mariadb)?;
-        conn.execute(&sql).await?;
-        accounts.push(format!("{}@{host}", spec.username));
-    }
-    // Accounts for hosts no longer listed are removed: the spec is the whole truth.
-    for host in existing.iter().filter(|h| !my.allowed_hosts.contains(h)) {
-        conn.execute(&format!(
-            "DROP USER IF EXISTS {}",
-            mysql_account(&spec.username, host)?
-        ))
-        .await?;
+    let (statements, accounts) = account_statements(spec, &existing, password, mariadb)?;
+    for sql in &statements {
+        conn.execute(sql).await?;
     }
     Ok(UserObserved {
         username: spec.username.clone(),

@@ -26,10 +26,7 @@ use crate::{
     db::{self, Conn, sql_error},
     error::OpError,
     secrets,
-    sql::{
-        quote::{pg_ident, pg_literal},
-        quote_error,
-    },
+    sql::postgres::user::service_role_statements,
 };
 
 /// Field manager of the Secrets the agent writes.
@@ -224,10 +221,7 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         let mut conn = db::connect(ctx, &intent.instance, None).await?;
         let found = account::observe(&mut conn, &intent.user).await;
         conn.close().await;
-        drift = found?
-            .into_iter()
-            .map(|(field, expected, actual)| Diff::new(field, expected, actual))
-            .collect();
+        drift = found?;
     }
     let user_missing = drift.iter().any(|d| d.field == "user");
     if intent.mode == Mode::Detect && user_missing {
@@ -315,38 +309,18 @@ pub async fn join_service_role(
         .fetch_one(&mut *c)
         .await
         .map_err(|e| sql_error("reading pg_roles", &e))?;
-    let q = |s: &str| pg_ident(s).map_err(quote_error);
-    if exists == 0 {
-        if !service.auto_create {
-            return Err(invalid(format!(
-                "service role {} does not exist and passwordRotation.serviceRole.autoCreate is false: create it (e.g. with a DatabaseRole) or allow autoCreate",
-                service.name
-            )));
-        }
-        conn.execute(&format!("CREATE ROLE {} NOLOGIN", q(&service.name)?))
-            .await?;
-    }
-    let member: i64 = match conn {
-        Conn::Pg(c, _) => sqlx::query_scalar(
-            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles l ON l.oid = m.member WHERE r.rolname = $1 AND l.rolname = $2",
-        )
-        .bind(&service.name)
-        .bind(login)
-        .fetch_one(c)
-        .await
-        .map_err(|e| sql_error("reading pg_auth_members", &e))?,
-        Conn::My(..) => 1,
-    };
-    if member == 0 {
-        conn.execute(&format!("GRANT {} TO {}", q(&service.name)?, q(login)?))
-            .await?;
-    }
-    conn.execute(&format!(
-        "ALTER ROLE {} SET role = {}",
-        q(login)?,
-        pg_literal(&service.name).map_err(quote_error)?
-    ))
+    let member: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles l ON l.oid = m.member WHERE r.rolname = $1 AND l.rolname = $2",
+    )
+    .bind(&service.name)
+    .bind(login)
+    .fetch_one(&mut *c)
     .await
+    .map_err(|e| sql_error("reading pg_auth_members", &e))?;
+    for sql in service_role_statements(login, service, exists > 0, member > 0)? {
+        conn.execute(&sql).await?;
+    }
+    Ok(())
 }
 
 /// DROP_USER: drops the user and deletes the credentials Secret this agent wrote for it.

@@ -3,15 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dbprov_contract::grant::MyGrants;
+use dbprov_contract::{
+    Diff, Mode,
+    grant::{GrantSet, Grantee, GranteeKind, MyGrants},
+};
 
 use crate::{
     error::OpError,
     sql::{
-        invalid,
+        GrantPlan, Step, checks, invalid,
+        mysql::user::mysql_account,
         privilege::normalize,
         quote::{mysql_ident, mysql_literal},
-        quote_error as q,
+        quote_error as q, writes,
     },
 };
 
@@ -335,4 +339,181 @@ pub fn my_describe(u: &MyUnit) -> String {
         MyTarget::Function(db, f) => format!("function {db}.{f}"),
     };
     format!("{} on {what}", u.privilege)
+}
+
+/// Builds what an account holds from the rows of [`MY_HELD_QUERY`] (`(level, db, table,
+/// column, privilege, grantable)`) and [`MY_ROUTINE_QUERY`] (`(db, name, type, privs)`).
+pub fn my_held(
+    rows: Vec<(String, String, String, String, String, String)>,
+    routines: Vec<(String, String, String, String)>,
+) -> Vec<MyHeld> {
+    let mut held: Vec<MyHeld> = rows
+        .into_iter()
+        .map(|(level, db, table, column, privilege, grantable)| {
+            let target = match level.as_str() {
+                "global" => MyTarget::Global,
+                "database" => MyTarget::Database(db),
+                "table" => MyTarget::Table(db, table),
+                _ => MyTarget::Column(db, table, column),
+            };
+            (target, privilege, grantable == "YES")
+        })
+        .collect();
+    for (db, name, kind, privs) in routines {
+        let grantable = privs.contains("Grant");
+        for p in privs.split(',').filter(|p| *p != "Grant") {
+            let target = if kind == "PROCEDURE" {
+                MyTarget::Procedure(db.clone(), name.clone())
+            } else {
+                MyTarget::Function(db.clone(), name.clone())
+            };
+            held.push((target, p.to_ascii_uppercase(), grantable));
+        }
+    }
+    held
+}
+
+/// A grant set's MySQL part: privilege units and roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MyParts {
+    /// One privilege on one target each.
+    pub units: BTreeSet<MyUnit>,
+    /// Roles granted.
+    pub roles: BTreeSet<String>,
+}
+
+/// The MySQL part of `set` (empty without one).
+pub fn my_parts(set: Option<&GrantSet>) -> Result<MyParts, OpError> {
+    match set.and_then(|s| s.mysql.as_ref()) {
+        Some(m) => Ok(MyParts {
+            units: my_units(m)?,
+            roles: m.roles.iter().cloned().collect(),
+        }),
+        None => Ok(MyParts::default()),
+    }
+}
+
+/// The accounts a grant applies to, `('user'@'host', host)` for each host of a user (`%`
+/// when none is listed), or `('role', "")`.
+pub fn my_grantees(g: &Grantee) -> Result<Vec<(String, String)>, OpError> {
+    if g.kind == GranteeKind::Role {
+        return Ok(vec![(my_role(&g.name)?, String::new())]);
+    }
+    let hosts = if g.hosts.is_empty() {
+        vec!["%".to_owned()]
+    } else {
+        g.hosts.clone()
+    };
+    hosts
+        .into_iter()
+        .map(|h| Ok((mysql_account(&g.name, &h)?, h)))
+        .collect()
+}
+
+/// Where the catalogs keep what one account of [`my_grantees`] holds: information_schema's
+/// `GRANTEE` and the host of mysql.procs_priv and the role tables. A role's own row has an
+/// empty host on MariaDB (where information_schema names it without a host) and `%` on MySQL.
+pub fn my_catalog_key(
+    g: &Grantee,
+    account: &str,
+    host: &str,
+    mariadb: bool,
+) -> Result<(String, String), OpError> {
+    let is_role = g.kind == GranteeKind::Role;
+    let host = if is_role {
+        if mariadb { "" } else { "%" }
+    } else {
+        host
+    };
+    let info_account = if is_role && mariadb {
+        account.to_owned()
+    } else {
+        format!(
+            "{}@{}",
+            mysql_literal(&g.name).map_err(q)?,
+            mysql_literal(host).map_err(q)?
+        )
+    };
+    Ok((info_account, host.to_owned()))
+}
+
+/// What one account holds, read from the catalogs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MyAccountGrants {
+    /// Privileges ([`my_held`]).
+    pub held: Vec<MyHeld>,
+    /// Roles granted to the account (MariaDB: mysql.roles_mapping; MySQL 8: mysql.role_edges).
+    pub member_of: BTreeSet<String>,
+}
+
+/// How `g`'s accounts differ from the spec and what to run. `catalog` holds, per account of
+/// [`my_grantees`] in order, what the server reports (read for detect and correct only). The
+/// statements: `REVOKE` of privileges only the `previous` spec listed, the spec's `GRANT`s,
+/// `REVOKE` of roles only `previous` listed, `GRANT` of the roles, and for a user the default
+/// roles (granted roles are active at login only as default roles).
+pub fn my_plan(
+    g: &Grantee,
+    spec: &MyParts,
+    previous: &MyParts,
+    catalog: &[MyAccountGrants],
+    mariadb: bool,
+    mode: Mode,
+) -> Result<GrantPlan, OpError> {
+    let mut plan = GrantPlan::default();
+    if checks(mode) {
+        for account in catalog {
+            for u in spec
+                .units
+                .iter()
+                .filter(|u| !my_unit_present(u, &account.held))
+            {
+                plan.drift.push(Diff::missing("grant", my_describe(u)));
+            }
+            for r in spec.roles.difference(&account.member_of) {
+                plan.drift
+                    .push(Diff::missing("membership", format!("member of {r}")));
+            }
+        }
+    }
+    if !writes(mode) {
+        return Ok(plan);
+    }
+    let accounts: Vec<String> = my_grantees(g)?.into_iter().map(|(a, _)| a).collect();
+    let gone: BTreeSet<MyUnit> = previous.units.difference(&spec.units).cloned().collect();
+    plan.revoked += gone.len();
+    plan.steps.extend(
+        my_statements(&gone, &accounts, true)?
+            .into_iter()
+            .map(Step::revoke),
+    );
+    plan.steps.extend(
+        my_statements(&spec.units, &accounts, false)?
+            .into_iter()
+            .map(Step::grant),
+    );
+    for r in previous.roles.difference(&spec.roles) {
+        for a in &accounts {
+            plan.steps
+                .push(Step::revoke(format!("REVOKE {} FROM {a}", my_role(r)?)));
+        }
+        plan.revoked += 1;
+    }
+    for r in &spec.roles {
+        for a in &accounts {
+            plan.steps
+                .push(Step::grant(format!("GRANT {} TO {a}", my_role(r)?)));
+        }
+    }
+    if g.kind != GranteeKind::Role && (!spec.roles.is_empty() || !previous.roles.is_empty()) {
+        for a in &accounts {
+            plan.steps
+                .push(Step::grant(match (mariadb, spec.roles.iter().next()) {
+                    (true, Some(first)) => format!("SET DEFAULT ROLE {} FOR {a}", my_role(first)?),
+                    (true, None) => format!("SET DEFAULT ROLE NONE FOR {a}"),
+                    (false, Some(_)) => format!("SET DEFAULT ROLE ALL TO {a}"),
+                    (false, None) => format!("SET DEFAULT ROLE NONE TO {a}"),
+                }));
+        }
+    }
+    Ok(plan)
 }

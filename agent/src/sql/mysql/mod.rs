@@ -2,4 +2,5 @@
 
 pub mod database;
 pub mod grant;
+pub mod role;
 pub mod user;

@@ -1,7 +1,10 @@
 //! MySQL/MariaDB accounts: `CREATE USER` / `ALTER USER` in the server's dialect, and account
 //! names.
 
-use dbprov_contract::user::MyUser;
+use dbprov_contract::{
+    Diff,
+    user::{MyUser, UserSpec},
+};
 use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::{
@@ -90,6 +93,83 @@ pub fn mysql_account(user: &str, host: &str) -> Result<String, OpError> {
         mysql_literal(user).map_err(quote_error)?,
         mysql_literal(host).map_err(quote_error)?
     ))
+}
+
+/// One account of a user as mysql.user reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyAccountRow {
+    /// Host part.
+    pub host: String,
+    /// max_user_connections.
+    pub max_user_connections: i64,
+}
+
+/// How the user's accounts differ from `spec`: an account missing for an allowed host, or
+/// with another connection limit; an account for a host no longer allowed.
+pub fn account_drift(spec: &UserSpec, rows: &[MyAccountRow]) -> Vec<Diff> {
+    let want = spec.mysql.clone().unwrap_or_default();
+    let limit = want.max_user_connections.max(0);
+    let mut diffs = Vec::new();
+    for host in &want.allowed_hosts {
+        match rows.iter().find(|r| &r.host == host) {
+            None => diffs.push(Diff::new(
+                "account",
+                format!("{}@{host}", spec.username),
+                "missing",
+            )),
+            Some(r) if r.max_user_connections != i64::from(limit) => diffs.push(Diff::new(
+                format!("maxUserConnections ({host})"),
+                limit.to_string(),
+                r.max_user_connections.to_string(),
+            )),
+            Some(_) => {}
+        }
+    }
+    for r in rows
+        .iter()
+        .filter(|r| !want.allowed_hosts.contains(&r.host))
+    {
+        diffs.push(Diff::new(
+            "account",
+            "absent",
+            format!("{}@{}", spec.username, r.host),
+        ));
+    }
+    diffs
+}
+
+/// The statements that make the accounts of `spec` match it with `password`, given the hosts
+/// of the `existing` accounts: `CREATE USER` or `ALTER USER` per allowed host, then `DROP
+/// USER` for each host no longer listed (the spec is the whole truth). Also returns the
+/// accounts (`user@host`).
+pub fn account_statements(
+    spec: &UserSpec,
+    existing: &[String],
+    password: &str,
+    mariadb: bool,
+) -> Result<(Vec<String>, Vec<String>), OpError> {
+    let my = spec.mysql.clone().unwrap_or_default();
+    let mut statements = Vec::new();
+    let mut accounts = Vec::new();
+    for host in &my.allowed_hosts {
+        let account = mysql_account(&spec.username, host)?;
+        let verb = if existing.contains(host) {
+            "ALTER USER"
+        } else {
+            "CREATE USER"
+        };
+        statements.push(mysql_user_statement(
+            verb, &account, password, &my, mariadb,
+        )?);
+        accounts.push(format!("{}@{host}", spec.username));
+    }
+    for host in existing.iter().filter(|h| !my.allowed_hosts.contains(h)) {
+        statements.push(format!(
+            "DROP USER IF EXISTS {}",
+            mysql_account(&spec.username, host)?
+        ));
+    }
+    Ok((statements, accounts))
 }
 
 #[cfg(test)]

@@ -5,11 +5,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dbprov_contract::grant::PgGrants;
+use dbprov_contract::{
+    Diff, Mode,
+    grant::{GrantSet, PgGrants},
+};
 
 use crate::{
     error::OpError,
-    sql::{invalid, privilege::expand, quote::pg_ident, quote_error as q},
+    sql::{
+        GrantPlan, Step, checks, invalid, privilege::expand, quote::pg_ident, quote_error as q,
+        writes,
+    },
 };
 
 /// What a PostgreSQL privilege applies to. `*` names mean every object of that kind in the
@@ -354,6 +360,140 @@ pub fn pg_describe(u: &PgUnit) -> String {
         ),
     };
     format!("{} on {what}", u.privilege)
+}
+
+/// A grant set's PostgreSQL part: privilege units and memberships.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgParts {
+    /// One privilege on one target each.
+    pub units: BTreeSet<PgUnit>,
+    /// Roles the grantee is a member of.
+    pub roles: BTreeSet<String>,
+}
+
+/// The PostgreSQL part of `set` (empty without one).
+pub fn pg_parts(set: Option<&GrantSet>) -> Result<PgParts, OpError> {
+    match set.and_then(|s| s.postgres.as_ref()) {
+        Some(p) => Ok(PgParts {
+            units: pg_units(p)?,
+            roles: p.roles.iter().cloned().collect(),
+        }),
+        None => Ok(PgParts::default()),
+    }
+}
+
+/// What the grantee holds in one database, read from the catalogs: its ACL entries and the
+/// objects of the schemas that `*` grants cover, as `(kind, schema, name)` (see
+/// [`PG_ACL_QUERY`] and [`PG_OBJECTS_QUERY`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgAcl {
+    /// The grantee's ACL entries.
+    pub entries: Vec<PgAclEntry>,
+    /// Objects of the `*` schemas.
+    pub objects: Vec<(String, String, String)>,
+}
+
+/// Whether the grantee's ACL in `database` has to be read — only to check for drift, and
+/// only where the spec grants something there — and if so the schemas whose objects `*`
+/// grants cover.
+pub fn acl_to_read(units: &BTreeSet<PgUnit>, database: &str, mode: Mode) -> Option<Vec<String>> {
+    let here = units.iter().filter(|u| u.database == database);
+    if !checks(mode) || here.clone().next().is_none() {
+        return None;
+    }
+    Some(
+        here.filter_map(|u| match &u.target {
+            PgTarget::Table(s, n) | PgTarget::Sequence(s, n) | PgTarget::Function(s, n)
+                if n == "*" =>
+            {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect(),
+    )
+}
+
+/// Memberships, compared with the roles `member_of` the grantee is a direct member of: drift
+/// for each missing one (detect, correct); then (apply, correct) `REVOKE` of the roles only
+/// the `previous` spec listed and `GRANT` of the missing ones.
+pub fn plan_memberships(
+    grantee: &str,
+    spec: &PgParts,
+    previous: &PgParts,
+    member_of: &BTreeSet<String>,
+    mode: Mode,
+) -> Result<GrantPlan, OpError> {
+    let mut plan = GrantPlan::default();
+    let missing = spec.roles.difference(member_of);
+    if checks(mode) {
+        plan.drift.extend(
+            missing
+                .clone()
+                .map(|r| Diff::missing("membership", format!("member of {r}"))),
+        );
+    }
+    if writes(mode) {
+        let to = pg_ident(grantee).map_err(q)?;
+        for r in previous.roles.difference(&spec.roles) {
+            let r = pg_ident(r).map_err(q)?;
+            plan.steps
+                .push(Step::revoke(format!("REVOKE {r} FROM {to}")));
+            plan.revoked += 1;
+        }
+        for r in missing {
+            let r = pg_ident(r).map_err(q)?;
+            plan.steps.push(Step::grant(format!("GRANT {r} TO {to}")));
+        }
+    }
+    Ok(plan)
+}
+
+/// Privileges in one database: drift for each unit the `acl` (read per [`acl_to_read`]) does
+/// not show; then (apply, correct) `REVOKE` of what only the `previous` spec granted there and
+/// the spec's `GRANT`s (granting again what is held changes nothing).
+pub fn plan_database(
+    grantee: &str,
+    database: &str,
+    spec: &PgParts,
+    previous: &PgParts,
+    acl: Option<&PgAcl>,
+    mode: Mode,
+) -> Result<GrantPlan, OpError> {
+    let mut plan = GrantPlan::default();
+    let here: BTreeSet<PgUnit> = spec
+        .units
+        .iter()
+        .filter(|u| u.database == database)
+        .cloned()
+        .collect();
+    if checks(mode)
+        && let Some(acl) = acl
+    {
+        plan.drift.extend(
+            here.iter()
+                .filter(|u| !pg_unit_present(u, &acl.entries, &acl.objects))
+                .map(|u| Diff::missing("grant", pg_describe(u))),
+        );
+    }
+    if writes(mode) {
+        let gone: BTreeSet<PgUnit> = previous
+            .units
+            .iter()
+            .filter(|u| u.database == database && !spec.units.contains(u))
+            .cloned()
+            .collect();
+        plan.revoked += gone.len();
+        for (_, sql) in pg_statements(&gone, grantee, true)? {
+            plan.steps.push(Step::revoke(sql));
+        }
+        for (_, sql) in pg_statements(&here, grantee, false)? {
+            plan.steps.push(Step::grant(sql));
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

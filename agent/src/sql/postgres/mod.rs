@@ -2,4 +2,6 @@
 
 pub mod database;
 pub mod grant;
+pub mod role;
+pub mod rotation;
 pub mod user;

@@ -1,12 +1,16 @@
 //! PostgreSQL login roles: the attribute list of `CREATE ROLE` / `ALTER ROLE` and the
 //! `ALTER ROLE ... SET` settings.
 
-use dbprov_contract::user::PgUser;
+use dbprov_contract::{
+    Diff,
+    user::{PgUser, ServiceRole, UserSpec},
+};
 use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::{
     error::OpError,
     sql::{
+        invalid,
         quote::{pg_ident, pg_literal},
         quote_error,
     },
@@ -92,6 +96,103 @@ pub fn pg_attributes(pg: &PgUser) -> Result<String, OpError> {
         ));
     }
     Ok(attrs.join(" "))
+}
+
+/// A login role's attributes as pg_roles reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PgLoginRow {
+    /// rolcanlogin.
+    pub login: bool,
+    /// rolconnlimit.
+    pub connection_limit: i32,
+    /// rolcreatedb.
+    pub create_db: bool,
+    /// rolcreaterole.
+    pub create_role: bool,
+    /// rolsuper.
+    pub superuser: bool,
+}
+
+/// How the login differs from `spec`: the user is missing (`row` None), or the attributes
+/// dbprov sets differ (`createDB`, `createRole`, `superuser` only where the spec sets them).
+/// `ALTER ROLE` with every attribute ([`login_statements`]) repairs them.
+pub fn login_drift(spec: &UserSpec, row: Option<&PgLoginRow>) -> Vec<Diff> {
+    let Some(row) = row else {
+        return vec![Diff::new("user", spec.username.clone(), "missing")];
+    };
+    let want = spec.postgres.clone().unwrap_or_default();
+    let mut diffs = Vec::new();
+    let mut cmp = |field: &str, expected: String, actual: String| {
+        if expected != actual {
+            diffs.push(Diff::new(field, expected, actual));
+        }
+    };
+    cmp("login", want.login.to_string(), row.login.to_string());
+    cmp(
+        "connectionLimit",
+        want.connection_limit.to_string(),
+        row.connection_limit.to_string(),
+    );
+    if let Some(v) = want.create_db {
+        cmp("createDB", v.to_string(), row.create_db.to_string());
+    }
+    if let Some(v) = want.create_role {
+        cmp("createRole", v.to_string(), row.create_role.to_string());
+    }
+    if let Some(v) = want.superuser {
+        cmp("superuser", v.to_string(), row.superuser.to_string());
+    }
+    diffs
+}
+
+/// `CREATE ROLE` (or, when the role `existed`, `ALTER ROLE`) with every attribute of `spec`
+/// and `password`, then its settings.
+pub fn login_statements(
+    spec: &UserSpec,
+    existed: bool,
+    password: &str,
+) -> Result<Vec<String>, OpError> {
+    let pg = spec.postgres.clone().unwrap_or_default();
+    let verb = if existed { "ALTER" } else { "CREATE" };
+    let mut out = vec![format!(
+        "{verb} ROLE {} WITH {} PASSWORD {}",
+        pg_ident(&spec.username).map_err(quote_error)?,
+        pg_attributes(&pg)?,
+        pg_literal(password).map_err(quote_error)?
+    )];
+    out.extend(pg_settings(&spec.username, &pg)?);
+    Ok(out)
+}
+
+/// What makes `login` a member of the service role and sets it as the login's role, given
+/// whether the service role `exists` and `login` is already a `member`: `CREATE ROLE ...
+/// NOLOGIN` when missing and `autoCreate` allows it, `GRANT`, and `ALTER ROLE ... SET role`.
+pub fn service_role_statements(
+    login: &str,
+    service: &ServiceRole,
+    exists: bool,
+    member: bool,
+) -> Result<Vec<String>, OpError> {
+    let q = |s: &str| pg_ident(s).map_err(quote_error);
+    let mut out = Vec::new();
+    if !exists {
+        if !service.auto_create {
+            return Err(invalid(format!(
+                "service role {} does not exist and passwordRotation.serviceRole.autoCreate is false: create it (e.g. with a DatabaseRole) or allow autoCreate",
+                service.name
+            )));
+        }
+        out.push(format!("CREATE ROLE {} NOLOGIN", q(&service.name)?));
+    }
+    if !member {
+        out.push(format!("GRANT {} TO {}", q(&service.name)?, q(login)?));
+    }
+    out.push(format!(
+        "ALTER ROLE {} SET role = {}",
+        q(login)?,
+        pg_literal(&service.name).map_err(quote_error)?
+    ));
+    Ok(out)
 }
 
 #[cfg(test)]

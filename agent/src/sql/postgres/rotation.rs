@@ -1,0 +1,132 @@
+//! PostgreSQL role-inheritance rotation: the statements that create the next login, and what
+//! to do with a login an earlier rotation replaced, from what pg_shdepend says it owns.
+
+use dbprov_contract::{
+    rotation::{OldUserAction, RetireStatus, RetiredLogin, RotationSpec},
+    user::PgUser,
+};
+
+use crate::{
+    error::OpError,
+    sql::{
+        postgres::user::{pg_attributes, pg_settings},
+        quote::{pg_ident, pg_literal},
+        quote_error,
+    },
+};
+
+/// `CREATE ROLE name ... IN ROLE service` with the user's attributes and `password`, then its
+/// settings.
+pub fn new_login_statements(
+    name: &str,
+    attrs: &PgUser,
+    password: &str,
+    service: &str,
+) -> Result<Vec<String>, OpError> {
+    let q = |s: &str| pg_ident(s).map_err(quote_error);
+    let mut out = vec![format!(
+        "CREATE ROLE {} WITH {} PASSWORD {} IN ROLE {}",
+        q(name)?,
+        pg_attributes(attrs)?,
+        pg_literal(password).map_err(quote_error)?,
+        q(service)?
+    )];
+    out.extend(pg_settings(name, attrs)?);
+    Ok(out)
+}
+
+/// A replaced login in the catalogs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgLoginDependencies {
+    /// The role exists (pg_roles).
+    pub exists: bool,
+    /// pg_shdepend grouped: `(database, deptype, count)`; database empty for shared objects.
+    /// `o`: owned objects, `a`: privileges held.
+    pub dependencies: Vec<(String, String, i64)>,
+}
+
+/// What to do with a replaced login.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retirement {
+    /// Nothing to run: this is the answer.
+    Done(RetiredLogin),
+    /// Run `sql` (`ALTER ROLE ... NOLOGIN`); then the answer.
+    Disable {
+        /// The statement.
+        sql: String,
+        /// The answer.
+        result: RetiredLogin,
+    },
+    /// `DROP OWNED BY` in each of `databases` (privileges the login holds would block DROP
+    /// ROLE), then `DROP ROLE IF EXISTS`; the login is then deleted.
+    Drop {
+        /// The login, quoted.
+        role: String,
+        /// Databases where it holds privileges.
+        databases: Vec<String>,
+    },
+}
+
+impl Retirement {
+    /// `DROP OWNED BY role` (run in each database).
+    pub fn drop_owned(role: &str) -> String {
+        format!("DROP OWNED BY {role}")
+    }
+
+    /// `DROP ROLE IF EXISTS role`.
+    pub fn drop_role(role: &str) -> String {
+        format!("DROP ROLE IF EXISTS {role}")
+    }
+}
+
+/// The answer for `login` with `status`.
+pub fn retired(login: &str, status: RetireStatus) -> RetiredLogin {
+    RetiredLogin {
+        user: login.to_owned(),
+        status,
+        ..RetiredLogin::default()
+    }
+}
+
+/// What `oldUserPolicy` does with `login`, given what the catalogs say: gone already, kept,
+/// disabled, blocked because it owns objects (with `ownershipCheck`), or dropped.
+pub fn retirement(
+    login: &str,
+    policy: &RotationSpec,
+    found: &PgLoginDependencies,
+) -> Result<Retirement, OpError> {
+    if !found.exists {
+        return Ok(Retirement::Done(retired(login, RetireStatus::Deleted)));
+    }
+    let owned: i64 = found
+        .dependencies
+        .iter()
+        .filter(|d| d.1 == "o")
+        .map(|d| d.2)
+        .sum();
+    let q = pg_ident(login).map_err(quote_error)?;
+    Ok(match policy.old_user_action {
+        OldUserAction::Retain => Retirement::Done(retired(login, RetireStatus::Retained)),
+        OldUserAction::Disable => Retirement::Disable {
+            sql: format!("ALTER ROLE {q} NOLOGIN"),
+            result: retired(login, RetireStatus::Disabled),
+        },
+        _ if owned > 0 && policy.ownership_check => Retirement::Done(RetiredLogin {
+            owned_objects: Some(owned),
+            reason: Some(format!("{login} owns {owned} object(s)")),
+            resolution: Some(format!(
+                "REASSIGN OWNED BY {login} TO <service role>; in each database, or set oldUserPolicy.ownershipCheck to false"
+            )),
+            ..retired(login, RetireStatus::Blocked)
+        }),
+        _ => Retirement::Drop {
+            role: q,
+            databases: found
+                .dependencies
+                .iter()
+                .filter(|d| d.1 == "a" && !d.0.is_empty())
+                .map(|d| d.0.clone())
+                .collect(),
+        },
+    })
+}
