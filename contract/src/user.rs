@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Diff, Mode, defaults, grant::GrantSet, instance::Instance};
+use crate::{
+    Diff, Mode, defaults,
+    grant::{GrantSet, MyGrants, PgGrants},
+    instance::Instance,
+};
 
 /// Desired state of ENSURE_USER and DROP_USER.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -68,6 +72,30 @@ pub struct UserSpec {
     /// Roles granted to the user.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+}
+
+impl UserSpec {
+    /// The memberships ENSURE_USER applies — `roles`, and on PostgreSQL also
+    /// `postgres.inRoles` — as a grant set: what the hub records as applied and sends back as
+    /// `previous`, and what the agent compares against.
+    pub fn memberships(&self) -> GrantSet {
+        let mut pg: Vec<String> = self.roles.clone();
+        if let Some(p) = &self.postgres {
+            pg.extend(p.in_roles.iter().cloned());
+        }
+        pg.sort();
+        pg.dedup();
+        GrantSet {
+            postgres: Some(PgGrants {
+                roles: pg,
+                ..PgGrants::default()
+            }),
+            mysql: Some(MyGrants {
+                roles: self.roles.clone(),
+                ..MyGrants::default()
+            }),
+        }
+    }
 }
 
 /// PostgreSQL role attributes of a user.

@@ -9,7 +9,7 @@
 
 use dbprov_contract::{
     Mode,
-    grant::{GrantSet, MyGrants, PgGrants},
+    grant::GrantSet,
     instance::Instance,
     user::{MyUser, PasswordSecret, PgUser, SecretKeyRef, SecretTemplate, UserIntent, UserSpec},
 };
@@ -132,26 +132,7 @@ pub fn user_intent(
 /// The memberships ENSURE_USER applies (`roles` and, on PostgreSQL, `postgres.inRoles`),
 /// recorded as applied and sent back as `previous`.
 pub fn memberships(spec: &DatabaseUserSpec) -> GrantSet {
-    let roles = spec.roles.clone().unwrap_or_default();
-    let mut pg = roles.clone();
-    pg.extend(
-        spec.postgres
-            .as_ref()
-            .and_then(|p| p.in_roles.clone())
-            .unwrap_or_default(),
-    );
-    pg.sort();
-    pg.dedup();
-    GrantSet {
-        postgres: Some(PgGrants {
-            roles: pg,
-            ..PgGrants::default()
-        }),
-        mysql: Some(MyGrants {
-            roles,
-            ..MyGrants::default()
-        }),
-    }
+    user_spec(spec).memberships()
 }
 
 #[cfg(test)]
