@@ -517,3 +517,249 @@ pub fn my_plan(
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use dbprov_contract::grant::MyGrant;
+
+    use super::*;
+
+    fn user(hosts: &[&str]) -> Grantee {
+        Grantee {
+            name: "app'x".into(),
+            kind: GranteeKind::User,
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    fn parts(roles: &[&str], grants: Vec<MyGrant>) -> MyParts {
+        my_parts(Some(&GrantSet {
+            postgres: None,
+            mysql: Some(MyGrants {
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                grants,
+            }),
+        }))
+        .unwrap()
+    }
+
+    fn on_db(db: &str, privileges: &[&str]) -> MyGrant {
+        MyGrant {
+            level: "database".into(),
+            database: Some(db.into()),
+            privileges: privileges.iter().map(|p| (*p).to_owned()).collect(),
+            ..MyGrant::default()
+        }
+    }
+
+    fn held(db: &str, privileges: &[&str], roles: &[&str]) -> MyAccountGrants {
+        MyAccountGrants {
+            held: privileges
+                .iter()
+                .map(|p| (MyTarget::Database(db.into()), (*p).to_owned(), false))
+                .collect(),
+            member_of: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_host_is_an_account_and_roles_have_their_own_catalog_key() {
+        assert_eq!(
+            my_grantees(&user(&[])).unwrap(),
+            [("'app''x'@'%'".to_owned(), "%".to_owned())]
+        );
+        let g = user(&["10.%", "db'host"]);
+        let accounts = my_grantees(&g).unwrap();
+        assert_eq!(accounts[1].0, "'app''x'@'db''host'");
+        assert_eq!(
+            my_catalog_key(&g, &accounts[1].0, &accounts[1].1, true).unwrap(),
+            ("'app''x'@'db''host'".to_owned(), "db'host".to_owned())
+        );
+        let role = Grantee {
+            name: "r'x".into(),
+            kind: GranteeKind::Role,
+            hosts: vec![],
+        };
+        let (account, host) = my_grantees(&role).unwrap().remove(0);
+        assert_eq!(account, "'r''x'");
+        assert_eq!(
+            my_catalog_key(&role, &account, &host, true).unwrap(),
+            ("'r''x'".to_owned(), String::new())
+        );
+        assert_eq!(
+            my_catalog_key(&role, &account, &host, false).unwrap(),
+            ("'r''x'@'%'".to_owned(), "%".to_owned())
+        );
+    }
+
+    #[test]
+    fn catalog_rows_become_held_privileges() {
+        let held = my_held(
+            vec![
+                (
+                    "global".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    "PROCESS".into(),
+                    "NO".into(),
+                ),
+                (
+                    "column".into(),
+                    "d".into(),
+                    "t".into(),
+                    "c".into(),
+                    "SELECT".into(),
+                    "YES".into(),
+                ),
+            ],
+            vec![(
+                "d".into(),
+                "p".into(),
+                "PROCEDURE".into(),
+                "Execute,Alter Routine,Grant".into(),
+            )],
+        );
+        assert_eq!(
+            held,
+            [
+                (MyTarget::Global, "PROCESS".to_owned(), false),
+                (
+                    MyTarget::Column("d".into(), "t".into(), "c".into()),
+                    "SELECT".to_owned(),
+                    true
+                ),
+                (
+                    MyTarget::Procedure("d".into(), "p".into()),
+                    "EXECUTE".to_owned(),
+                    true
+                ),
+                (
+                    MyTarget::Procedure("d".into(), "p".into()),
+                    "ALTER ROUTINE".to_owned(),
+                    true
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn accounts_holding_the_spec_have_no_drift() {
+        let spec = parts(&["readers"], vec![on_db("shop", &["SELECT", "INSERT"])]);
+        let catalog = vec![
+            held("shop", &["SELECT", "INSERT", "DELETE"], &["readers"]),
+            held("shop", &["INSERT", "SELECT"], &["readers", "x"]),
+        ];
+        let plan = my_plan(
+            &user(&["%", "10.%"]),
+            &spec,
+            &MyParts::default(),
+            &catalog,
+            true,
+            Mode::Detect,
+        )
+        .unwrap();
+        assert_eq!(plan, GrantPlan::default());
+    }
+
+    #[test]
+    fn drift_is_reported_per_host_account() {
+        let spec = parts(&["readers"], vec![on_db("shop", &["SELECT"])]);
+        let catalog = vec![
+            held("shop", &["SELECT"], &["readers"]),
+            held("shop", &[], &[]),
+        ];
+        let plan = my_plan(
+            &user(&["%", "10.%"]),
+            &spec,
+            &MyParts::default(),
+            &catalog,
+            false,
+            Mode::Detect,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.drift,
+            [
+                Diff::missing("grant", "SELECT on shop.*"),
+                Diff::missing("membership", "member of readers"),
+            ]
+        );
+        assert!(plan.steps.is_empty());
+    }
+
+    #[test]
+    fn what_a_newer_spec_dropped_is_revoked_from_every_account_before_granting() {
+        let spec = parts(&["readers"], vec![on_db("sh`op", &["SELECT"])]);
+        let previous = parts(
+            &["old'role", "readers"],
+            vec![on_db("sh`op", &["SELECT", "DELETE"])],
+        );
+        let plan = my_plan(
+            &user(&["%", "10.%"]),
+            &spec,
+            &previous,
+            &[],
+            true,
+            Mode::Apply,
+        )
+        .unwrap();
+        assert!(plan.drift.is_empty());
+        assert_eq!(plan.revoked, 2);
+        assert_eq!(
+            plan.statements(),
+            [
+                "REVOKE DELETE ON `sh``op`.* FROM 'app''x'@'%'",
+                "REVOKE DELETE ON `sh``op`.* FROM 'app''x'@'10.%'",
+                "GRANT SELECT ON `sh``op`.* TO 'app''x'@'%'",
+                "GRANT SELECT ON `sh``op`.* TO 'app''x'@'10.%'",
+                "REVOKE 'old''role' FROM 'app''x'@'%'",
+                "REVOKE 'old''role' FROM 'app''x'@'10.%'",
+                "GRANT 'readers' TO 'app''x'@'%'",
+                "GRANT 'readers' TO 'app''x'@'10.%'",
+                "SET DEFAULT ROLE 'readers' FOR 'app''x'@'%'",
+                "SET DEFAULT ROLE 'readers' FOR 'app''x'@'10.%'",
+            ]
+        );
+        let revokes: Vec<bool> = plan.steps.iter().map(|s| s.revoke).collect();
+        assert_eq!(
+            revokes,
+            [
+                true, true, false, false, true, true, false, false, false, false
+            ]
+        );
+    }
+
+    #[test]
+    fn default_roles_follow_the_dialect_and_roles_get_none() {
+        let none = parts(&[], vec![]);
+        let previous = parts(&["readers"], vec![]);
+        let g = user(&[]);
+        let last = |mariadb, spec: &MyParts, previous: &MyParts| {
+            my_plan(&g, spec, previous, &[], mariadb, Mode::Correct)
+                .unwrap()
+                .steps
+                .last()
+                .map(|s| s.sql.clone())
+        };
+        assert_eq!(
+            last(true, &none, &previous).unwrap(),
+            "SET DEFAULT ROLE NONE FOR 'app''x'@'%'"
+        );
+        assert_eq!(
+            last(false, &none, &previous).unwrap(),
+            "SET DEFAULT ROLE NONE TO 'app''x'@'%'"
+        );
+        assert_eq!(
+            last(false, &previous, &none).unwrap(),
+            "SET DEFAULT ROLE ALL TO 'app''x'@'%'"
+        );
+        let role = Grantee {
+            name: "r".into(),
+            kind: GranteeKind::Role,
+            hosts: vec![],
+        };
+        let plan = my_plan(&role, &previous, &none, &[], true, Mode::Apply).unwrap();
+        assert_eq!(plan.statements(), ["GRANT 'readers' TO 'r'"]);
+    }
+}

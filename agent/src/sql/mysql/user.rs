@@ -230,4 +230,61 @@ mod tests {
         );
         assert!(mysql_account(&"u".repeat(81), "%").is_err());
     }
+
+    fn spec(hosts: &[&str], max: i32) -> UserSpec {
+        UserSpec {
+            username: "app'x".into(),
+            mysql: Some(MyUser {
+                allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+                max_user_connections: max,
+                ..MyUser::default()
+            }),
+            ..UserSpec::default()
+        }
+    }
+
+    fn row(host: &str, max: i64) -> MyAccountRow {
+        MyAccountRow {
+            host: host.into(),
+            max_user_connections: max,
+        }
+    }
+
+    #[test]
+    fn accounts_matching_every_host_have_no_drift() {
+        let s = spec(&["%", "10.0.%"], 5);
+        assert!(account_drift(&s, &[row("10.0.%", 5), row("%", 5)]).is_empty());
+        // A negative limit means none (0).
+        assert!(account_drift(&spec(&["%"], -1), &[row("%", 0)]).is_empty());
+    }
+
+    #[test]
+    fn per_host_accounts_missing_limited_or_stale_are_each_reported() {
+        let s = spec(&["%", "10.0.%", "db.local"], 5);
+        let d = account_drift(&s, &[row("%", 5), row("10.0.%", 2), row("old.host", 5)]);
+        assert_eq!(
+            d,
+            [
+                Diff::new("maxUserConnections (10.0.%)", "5", "2"),
+                Diff::new("account", "app'x@db.local", "missing"),
+                Diff::new("account", "absent", "app'x@old.host"),
+            ]
+        );
+    }
+
+    #[test]
+    fn account_statements_alter_existing_create_new_and_drop_stale_hosts() {
+        let s = spec(&["%", "10.0.'%"], 0);
+        let (sql, accounts) =
+            account_statements(&s, &["%".into(), "gone".into()], "pw", true).unwrap();
+        assert_eq!(
+            sql,
+            [
+                "ALTER USER 'app''x'@'%' IDENTIFIED BY 'pw' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
+                "CREATE USER 'app''x'@'10.0.''%' IDENTIFIED BY 'pw' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
+                "DROP USER IF EXISTS 'app''x'@'gone'",
+            ]
+        );
+        assert_eq!(accounts, ["app'x@%", "app'x@10.0.'%"]);
+    }
 }

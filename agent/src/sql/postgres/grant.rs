@@ -500,6 +500,8 @@ pub fn plan_database(
 mod tests {
     use dbprov_contract::grant::{MyGrant, MyGrants, PgDefaultPrivilege, PgGrant};
 
+    use crate::sql::GrantPlan;
+
     use super::*;
     use crate::sql::mysql::grant::{my_role, my_statements, my_units};
 
@@ -669,5 +671,149 @@ mod tests {
             ..entry("")
         };
         assert!(pg_unit_present(&f, std::slice::from_ref(&fe), &[]));
+    }
+
+    fn roles(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn parts(roles_: &[&str], grants: Vec<PgGrant>) -> PgParts {
+        pg_parts(Some(&GrantSet {
+            postgres: Some(PgGrants {
+                roles: strings(roles_),
+                grants,
+                ..PgGrants::default()
+            }),
+            mysql: None,
+        }))
+        .unwrap()
+    }
+
+    fn select_on(table: &str) -> PgGrant {
+        PgGrant {
+            database: "shop".into(),
+            schema: Some("public".into()),
+            tables: Some(vec![table.into()]),
+            privileges: strings(&["SELECT"]),
+            ..PgGrant::default()
+        }
+    }
+
+    #[test]
+    fn memberships_held_give_no_drift_and_grant_nothing() {
+        let spec = parts(&["readers", "writers"], vec![]);
+        let held = roles(&["readers", "writers", "other"]);
+        for mode in [Mode::Detect, Mode::Correct, Mode::Apply] {
+            let plan = plan_memberships("app", &spec, &PgParts::default(), &held, mode).unwrap();
+            assert_eq!(plan, GrantPlan::default(), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_membership_is_drift_and_granted_and_one_the_newer_spec_dropped_is_revoked() {
+        let spec = parts(&["readers", "writers"], vec![]);
+        let previous = parts(&["admins\"x", "readers"], vec![]);
+        let held = roles(&["readers", "admins\"x"]);
+        let detect = plan_memberships("app", &spec, &previous, &held, Mode::Detect).unwrap();
+        assert_eq!(
+            detect.drift,
+            [Diff::missing("membership", "member of writers")]
+        );
+        assert!(detect.steps.is_empty());
+        assert_eq!(detect.revoked, 0);
+        let correct =
+            plan_memberships("app\"; --", &spec, &previous, &held, Mode::Correct).unwrap();
+        assert_eq!(correct.drift, detect.drift);
+        assert_eq!(
+            correct.statements(),
+            [
+                "REVOKE \"admins\"\"x\" FROM \"app\"\"; --\"",
+                "GRANT \"writers\" TO \"app\"\"; --\"",
+            ]
+        );
+        assert!(correct.steps[0].revoke && !correct.steps[1].revoke);
+        assert_eq!(correct.revoked, 1);
+        let apply = plan_memberships("app", &spec, &previous, &held, Mode::Apply).unwrap();
+        assert!(apply.drift.is_empty());
+        assert_eq!(apply.steps.len(), 2);
+    }
+
+    #[test]
+    fn privileges_compare_with_the_acl_and_what_a_newer_spec_dropped_is_revoked() {
+        let spec = parts(&[], vec![select_on("orders")]);
+        let previous = parts(&[], vec![select_on("orders"), select_on("secret\"s")]);
+        assert_eq!(
+            acl_to_read(&spec.units, "shop", Mode::Correct),
+            Some(Vec::<String>::new())
+        );
+        assert_eq!(acl_to_read(&spec.units, "shop", Mode::Apply), None);
+        assert_eq!(acl_to_read(&spec.units, "other", Mode::Detect), None);
+        let held = PgAcl {
+            entries: vec![PgAclEntry {
+                kind: "table".into(),
+                schema: "public".into(),
+                name: "orders".into(),
+                privilege: "SELECT".into(),
+                grantable: false,
+            }],
+            objects: vec![],
+        };
+        let plan =
+            plan_database("app", "shop", &spec, &previous, Some(&held), Mode::Detect).unwrap();
+        assert_eq!(plan, GrantPlan::default());
+        let plan = plan_database(
+            "app",
+            "shop",
+            &spec,
+            &previous,
+            Some(&PgAcl::default()),
+            Mode::Correct,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.drift,
+            [Diff::missing(
+                "grant",
+                "SELECT on table public.orders in shop"
+            )]
+        );
+        assert_eq!(
+            plan.statements(),
+            [
+                "REVOKE SELECT ON TABLE \"public\".\"secret\"\"s\" FROM \"app\"",
+                "GRANT SELECT ON TABLE \"public\".\"orders\" TO \"app\"",
+            ]
+        );
+        assert_eq!(plan.revoked, 1);
+        // A database only the previous spec used: only the revoke.
+        let moved = parts(&[], vec![]);
+        let plan = plan_database("app", "shop", &moved, &previous, None, Mode::Apply).unwrap();
+        assert_eq!(plan.revoked, 2);
+        assert_eq!(
+            plan.statements(),
+            [
+                "REVOKE SELECT ON TABLE \"public\".\"orders\" FROM \"app\"",
+                "REVOKE SELECT ON TABLE \"public\".\"secret\"\"s\" FROM \"app\"",
+            ]
+        );
+        assert!(plan.steps.iter().all(|s| s.revoke));
+    }
+
+    #[test]
+    fn star_grants_read_the_objects_of_their_schemas() {
+        let spec = parts(
+            &[],
+            vec![PgGrant {
+                database: "shop".into(),
+                schema: Some("s\"1".into()),
+                tables: Some(vec!["*".into()]),
+                privileges: strings(&["SELECT"]),
+                ..PgGrant::default()
+            }],
+        );
+        assert_eq!(
+            acl_to_read(&spec.units, "shop", Mode::Detect),
+            Some(vec!["s\"1".to_owned()])
+        );
     }
 }

@@ -83,3 +83,113 @@ pub fn drop(name: &str) -> Result<String, OpError> {
         pg_ident(name).map_err(quote_error)?
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use dbprov_contract::role::PgRole;
+
+    use super::*;
+
+    fn spec(pg: PgRole) -> RoleSpec {
+        RoleSpec {
+            role_name: "readers\"; DROP ROLE admin; --".into(),
+            postgres: Some(pg),
+            ..RoleSpec::default()
+        }
+    }
+
+    fn row() -> PgRoleRow {
+        PgRoleRow {
+            inherit: true,
+            ..PgRoleRow::default()
+        }
+    }
+
+    #[test]
+    fn role_matching_the_spec_has_no_drift() {
+        assert!(role_drift(&spec(PgRole::default()), &row()).is_empty());
+        // Unset attributes are not compared.
+        let loose = PgRoleRow {
+            create_db: true,
+            bypass_rls: true,
+            ..row()
+        };
+        assert!(role_drift(&spec(PgRole::default()), &loose).is_empty());
+    }
+
+    #[test]
+    fn each_differing_role_attribute_is_one_diff_in_order() {
+        let want = spec(PgRole {
+            create_db: Some(true),
+            create_role: Some(true),
+            superuser: Some(false),
+            replication: Some(true),
+            bypass_rls: Some(false),
+            ..PgRole::default()
+        });
+        let cur = PgRoleRow {
+            login: true,
+            inherit: false,
+            create_db: false,
+            create_role: false,
+            superuser: true,
+            replication: false,
+            bypass_rls: true,
+        };
+        let fields: Vec<(String, String, String)> = role_drift(&want, &cur)
+            .into_iter()
+            .map(|d| (d.field, d.expected, d.actual))
+            .collect();
+        let expect = [
+            ("login", "false", "true"),
+            ("inherit", "true", "false"),
+            ("createDB", "true", "false"),
+            ("createRole", "true", "false"),
+            ("superuser", "false", "true"),
+            ("replication", "true", "false"),
+            ("bypassRLS", "false", "true"),
+        ]
+        .map(|(f, e, a)| (f.to_owned(), e.to_owned(), a.to_owned()));
+        assert_eq!(fields, expect);
+        let one = PgRoleRow {
+            replication: true,
+            bypass_rls: false,
+            create_db: true,
+            create_role: true,
+            ..row()
+        };
+        assert!(role_drift(&want, &one).is_empty());
+    }
+
+    #[test]
+    fn role_statements_spell_every_attribute_and_quote_the_name() {
+        let want = spec(PgRole {
+            login: Some(true),
+            create_db: Some(true),
+            ..PgRole::default()
+        });
+        assert_eq!(
+            ensure_statement(&want, false).unwrap(),
+            "CREATE ROLE \"readers\"\"; DROP ROLE admin; --\" WITH LOGIN INHERIT CREATEDB CONNECTION LIMIT -1"
+        );
+        assert!(
+            ensure_statement(&spec(PgRole::default()), true)
+                .unwrap()
+                .starts_with(
+                    "ALTER ROLE \"readers\"\"; DROP ROLE admin; --\" WITH NOLOGIN INHERIT"
+                )
+        );
+        assert_eq!(
+            drop(&want.role_name).unwrap(),
+            "DROP ROLE IF EXISTS \"readers\"\"; DROP ROLE admin; --\""
+        );
+        assert_eq!(
+            crate::sql::mysql::role::create("r'x").unwrap(),
+            "CREATE ROLE IF NOT EXISTS 'r''x'"
+        );
+        assert_eq!(
+            crate::sql::mysql::role::drop("r'x").unwrap(),
+            "DROP ROLE IF EXISTS 'r''x'"
+        );
+    }
+}

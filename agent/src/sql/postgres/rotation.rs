@@ -130,3 +130,97 @@ pub fn retirement(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(action: OldUserAction, ownership_check: bool) -> RotationSpec {
+        RotationSpec {
+            strategy: dbprov_contract::rotation::RotationStrategy::RoleInheritance,
+            user_naming: String::new(),
+            service_role: None,
+            old_user_action: action,
+            ownership_check,
+        }
+    }
+
+    fn found(deps: &[(&str, &str, i64)]) -> PgLoginDependencies {
+        PgLoginDependencies {
+            exists: true,
+            dependencies: deps
+                .iter()
+                .map(|(d, t, n)| ((*d).to_owned(), (*t).to_owned(), *n))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_login_already_gone_counts_as_deleted() {
+        let r = retirement(
+            "app_1",
+            &policy(OldUserAction::Delete, true),
+            &PgLoginDependencies::default(),
+        )
+        .unwrap();
+        assert_eq!(r, Retirement::Done(retired("app_1", RetireStatus::Deleted)));
+    }
+
+    #[test]
+    fn retain_and_disable_follow_the_policy() {
+        let deps = found(&[("shop", "o", 2)]);
+        assert_eq!(
+            retirement("a", &policy(OldUserAction::Retain, true), &deps).unwrap(),
+            Retirement::Done(retired("a", RetireStatus::Retained))
+        );
+        assert_eq!(
+            retirement("a\"; --", &policy(OldUserAction::Disable, true), &deps).unwrap(),
+            Retirement::Disable {
+                sql: "ALTER ROLE \"a\"\"; --\" NOLOGIN".into(),
+                result: retired("a\"; --", RetireStatus::Disabled),
+            }
+        );
+    }
+
+    #[test]
+    fn owned_objects_block_deletion_unless_the_check_is_off() {
+        let deps = found(&[
+            ("shop", "o", 2),
+            ("", "o", 1),
+            ("shop", "a", 4),
+            ("", "a", 1),
+        ]);
+        let Retirement::Done(blocked) =
+            retirement("a", &policy(OldUserAction::Delete, true), &deps).unwrap()
+        else {
+            panic!("not blocked");
+        };
+        assert_eq!(blocked.status, RetireStatus::Blocked);
+        assert_eq!(blocked.owned_objects, Some(3));
+        assert_eq!(blocked.reason.as_deref(), Some("a owns 3 object(s)"));
+        assert_eq!(
+            retirement("a'b\"", &policy(OldUserAction::Delete, false), &deps).unwrap(),
+            Retirement::Drop {
+                role: "\"a'b\"\"\"".into(),
+                databases: vec!["shop".into()],
+            }
+        );
+        assert_eq!(Retirement::drop_owned("\"x\""), "DROP OWNED BY \"x\"");
+        assert_eq!(Retirement::drop_role("\"x\""), "DROP ROLE IF EXISTS \"x\"");
+    }
+
+    #[test]
+    fn the_next_login_joins_the_service_role() {
+        let attrs = PgUser {
+            default_role: Some("svc".into()),
+            ..PgUser::default()
+        };
+        assert_eq!(
+            new_login_statements("app_2\"", &attrs, "p'w", "svc\"").unwrap(),
+            [
+                "CREATE ROLE \"app_2\"\"\" WITH LOGIN INHERIT CONNECTION LIMIT -1 PASSWORD 'p''w' IN ROLE \"svc\"\"\"",
+                "ALTER ROLE \"app_2\"\"\" SET role = 'svc'",
+            ]
+        );
+    }
+}

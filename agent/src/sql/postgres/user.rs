@@ -235,4 +235,168 @@ mod tests {
         let e = pg_settings("app", &bad).unwrap_err();
         assert!(e.message.contains("configParameters key"), "{}", e.message);
     }
+
+    fn user(name: &str, pg: PgUser) -> UserSpec {
+        UserSpec {
+            username: name.into(),
+            postgres: Some(pg),
+            ..UserSpec::default()
+        }
+    }
+
+    fn row() -> PgLoginRow {
+        PgLoginRow {
+            login: true,
+            connection_limit: -1,
+            create_db: false,
+            create_role: false,
+            superuser: false,
+        }
+    }
+
+    #[test]
+    fn login_matching_the_spec_has_no_drift() {
+        let spec = user("app", PgUser::default());
+        assert!(login_drift(&spec, Some(&row())).is_empty());
+        // Attributes the spec leaves unset are not compared.
+        let loose = PgLoginRow {
+            create_db: true,
+            superuser: true,
+            ..row()
+        };
+        assert!(login_drift(&spec, Some(&loose)).is_empty());
+    }
+
+    #[test]
+    fn each_differing_login_attribute_is_one_diff_in_order() {
+        let spec = user(
+            "app",
+            PgUser {
+                connection_limit: 5,
+                create_db: Some(true),
+                create_role: Some(false),
+                superuser: Some(false),
+                ..PgUser::default()
+            },
+        );
+        let cur = PgLoginRow {
+            login: false,
+            connection_limit: 3,
+            create_db: false,
+            create_role: true,
+            superuser: true,
+        };
+        assert_eq!(
+            login_drift(&spec, Some(&cur)),
+            [
+                Diff::new("login", "true", "false"),
+                Diff::new("connectionLimit", "5", "3"),
+                Diff::new("createDB", "true", "false"),
+                Diff::new("createRole", "false", "true"),
+                Diff::new("superuser", "false", "true"),
+            ]
+        );
+        for (changed, field) in [
+            (
+                PgLoginRow {
+                    login: false,
+                    ..row()
+                },
+                "login",
+            ),
+            (
+                PgLoginRow {
+                    connection_limit: 4,
+                    ..row()
+                },
+                "connectionLimit",
+            ),
+            (
+                PgLoginRow {
+                    create_role: true,
+                    ..row()
+                },
+                "createRole",
+            ),
+            (
+                PgLoginRow {
+                    superuser: true,
+                    ..row()
+                },
+                "superuser",
+            ),
+        ] {
+            let want = user(
+                "app",
+                PgUser {
+                    create_db: Some(false),
+                    create_role: Some(false),
+                    superuser: Some(false),
+                    ..PgUser::default()
+                },
+            );
+            let d = login_drift(&want, Some(&changed));
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].field, field);
+        }
+    }
+
+    #[test]
+    fn a_missing_login_is_one_diff() {
+        let d = login_drift(&user("a\"b", PgUser::default()), None);
+        assert_eq!(d, [Diff::new("user", "a\"b", "missing")]);
+    }
+
+    #[test]
+    fn login_statements_create_or_alter_with_quoted_names_and_password() {
+        let spec = user(
+            "app\"; DROP ROLE admin; --",
+            PgUser {
+                config_parameters: [("statement_timeout".to_owned(), "5s'".to_owned())].into(),
+                ..PgUser::default()
+            },
+        );
+        assert_eq!(
+            login_statements(&spec, false, "p'w").unwrap(),
+            [
+                "CREATE ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN INHERIT CONNECTION LIMIT -1 PASSWORD 'p''w'",
+                "ALTER ROLE \"app\"\"; DROP ROLE admin; --\" SET statement_timeout = '5s'''",
+            ]
+        );
+        assert!(
+            login_statements(&spec, true, "pw").unwrap()[0]
+                .starts_with("ALTER ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN")
+        );
+    }
+
+    #[test]
+    fn service_role_is_created_joined_and_set_only_as_needed() {
+        let service = ServiceRole {
+            name: "svc\"x".into(),
+            auto_create: true,
+        };
+        assert_eq!(
+            service_role_statements("app_1", &service, false, false).unwrap(),
+            [
+                "CREATE ROLE \"svc\"\"x\" NOLOGIN",
+                "GRANT \"svc\"\"x\" TO \"app_1\"",
+                "ALTER ROLE \"app_1\" SET role = 'svc\"x'",
+            ]
+        );
+        assert_eq!(
+            service_role_statements("app_1", &service, true, true).unwrap(),
+            ["ALTER ROLE \"app_1\" SET role = 'svc\"x'"]
+        );
+        let manual = ServiceRole {
+            auto_create: false,
+            ..service
+        };
+        assert_eq!(
+            service_role_statements("app_1", &manual, true, false).unwrap()[0],
+            "GRANT \"svc\"\"x\" TO \"app_1\""
+        );
+        let e = service_role_statements("app_1", &manual, false, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(e.message.contains("autoCreate is false"), "{}", e.message);
+    }
 }
