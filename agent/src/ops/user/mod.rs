@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use dbprov_contract::{
     Diff, Engine, Mode,
-    grant::{GrantIntent, GrantSet, Grantee, GranteeKind, MyGrants, PgGrants},
-    user::{DropUserObserved, SecretLocation, ServiceRole, UserIntent, UserObserved, UserSpec},
+    grant::{GrantIntent, GrantSet, Grantee, GranteeKind},
+    user::{DropUserObserved, SecretLocation, ServiceRole, UserIntent, UserObserved},
 };
 use dbprov_proto::agent::v1::ErrorCode;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -36,26 +36,6 @@ pub const OWNER_ANNOTATION: &str = "dbops.dbprovision.io/owner";
 
 /// Key under which a templated credentials Secret also keeps the password.
 pub const PASSWORD_KEEP_KEY: &str = ".dbprov-password";
-
-/// The user's memberships (`roles`, and `postgres.inRoles`) as a grant set.
-pub fn memberships(user: &UserSpec) -> GrantSet {
-    let mut pg: Vec<String> = user.roles.clone();
-    if let Some(p) = &user.postgres {
-        pg.extend(p.in_roles.iter().cloned());
-    }
-    pg.sort();
-    pg.dedup();
-    GrantSet {
-        postgres: Some(PgGrants {
-            roles: pg,
-            ..PgGrants::default()
-        }),
-        mysql: Some(MyGrants {
-            roles: user.roles.clone(),
-            ..MyGrants::default()
-        }),
-    }
-}
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::new(ErrorCode::Invalid, msg, false)
@@ -249,7 +229,7 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         out.secret = secret.map(|(namespace, name)| SecretLocation { name, namespace });
         out
     };
-    let memberships = memberships(&intent.user);
+    let memberships = intent.user.memberships();
     let has_roles = |s: &GrantSet| {
         s.postgres.as_ref().is_some_and(|p| !p.roles.is_empty())
             || s.mysql.as_ref().is_some_and(|m| !m.roles.is_empty())
