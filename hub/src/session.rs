@@ -568,10 +568,11 @@ impl Hub {
                 namespace: r.namespace.clone(),
                 name: r.name.clone(),
             };
-            let known = state.targets.entry(cluster.to_owned()).or_default();
-            if !known.contains(&target) {
-                known.insert(target);
-            }
+            state
+                .targets
+                .entry(cluster.to_owned())
+                .or_default()
+                .insert(target);
         }
         let Some(session) = state.sessions.get(cluster) else {
             return Err(DispatchError::NotConnected {

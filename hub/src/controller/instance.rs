@@ -19,7 +19,7 @@ use crate::{
     api::{
         ClusterDatabaseInstance, DatabaseInstance,
         common::ProvisioningPhase,
-        instance::{DatabaseInstanceSpec, InstancePhase},
+        instance::{DatabaseInstanceSpec, DatabaseInstanceStatus, InstancePhase},
     },
     session::DispatchError,
 };
@@ -157,6 +157,11 @@ async fn managed_names(
 pub(crate) trait InstanceKind: Scoped {
     const KIND: &'static str;
     fn spec(&self) -> &DatabaseInstanceSpec;
+    fn status(&self) -> Option<&DatabaseInstanceStatus>;
+    /// The current conditions.
+    fn conditions(&self) -> Option<&[Condition]> {
+        self.status().and_then(|s| s.common.conditions.as_deref())
+    }
 }
 
 impl InstanceKind for DatabaseInstance {
@@ -164,12 +169,18 @@ impl InstanceKind for DatabaseInstance {
     fn spec(&self) -> &DatabaseInstanceSpec {
         &self.spec
     }
+    fn status(&self) -> Option<&DatabaseInstanceStatus> {
+        self.status.as_ref()
+    }
 }
 
 impl InstanceKind for ClusterDatabaseInstance {
     const KIND: &'static str = "ClusterDatabaseInstance";
     fn spec(&self) -> &DatabaseInstanceSpec {
         &self.spec.0
+    }
+    fn status(&self) -> Option<&DatabaseInstanceStatus> {
+        self.status.as_ref()
     }
 }
 
@@ -187,8 +198,9 @@ pub(crate) async fn probe<K: InstanceKind>(
         .cluster_ref
         .as_ref()
         .map_or_else(|| ctx.default_cluster.clone(), |c| c.name.clone());
-    let previous = serde_json::to_value(obj)?;
-    let previous_discovered = &previous["status"]["discoveredResources"];
+    let previous_discovered =
+        serde_json::to_value(obj.status().and_then(|s| s.discovered_resources.as_ref()))?;
+    let previous_discovered = &previous_discovered;
     let mut discovered = None;
     let status = if !spec.engine.is_served() {
         ProbeStatus {
@@ -233,9 +245,7 @@ pub(crate) async fn probe<K: InstanceKind>(
     if let Some(d) = discovered {
         update = update.with("discoveredResources", d);
     }
-    let conditions: Option<Vec<Condition>> =
-        serde_json::from_value(previous["status"]["conditions"].clone()).ok();
-    update.apply(ctx, obj, conditions.as_deref()).await?;
+    update.apply(ctx, obj, obj.conditions()).await?;
     instance_ready_gauge(K::KIND, namespace.as_deref(), &name).set(if status.ready {
         1.0
     } else {
@@ -434,9 +444,6 @@ pub(crate) async fn cleanup<K: InstanceKind>(
         instance_ready_gauge(K::KIND, obj.namespace().as_deref(), &obj.name_any()).set(f64::NAN);
         return Ok(Action::await_change());
     };
-    let conditions: Option<Vec<Condition>> = serde_json::to_value(obj)
-        .ok()
-        .and_then(|v| serde_json::from_value(v["status"]["conditions"].clone()).ok());
     StatusUpdate::not_ready(reason, message.clone())
         .keep_phase()
         .with(
@@ -449,7 +456,7 @@ pub(crate) async fn cleanup<K: InstanceKind>(
                 "message": "delete the resources listed in children; the instance goes once none is left",
             }),
         )
-        .apply(ctx, obj, conditions.as_deref())
+        .apply(ctx, obj, obj.conditions())
         .await?;
     Err(Error::blocked(reason, message))
 }
