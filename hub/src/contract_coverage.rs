@@ -59,6 +59,10 @@ enum Why {
     HubOnly,
     /// Accepted by the CRD, and nothing acts on it yet (issue 15).
     NotHonouredYet,
+    /// Accepted by the CRD; a value dbprov cannot serve makes the hub refuse the resource with
+    /// a condition naming the field and what to use instead (the reason says which values, and
+    /// a test shows the condition).
+    Refused,
     /// Does what it says with nothing to act on: enforced by the CRD's own validation rules
     /// at admission, or text for people.
     NoActionNeeded,
@@ -1341,7 +1345,7 @@ fn listed(path: &str) -> Option<&'static (&'static str, Why, &'static str)> {
 async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
     let mut problems = Vec::new();
     let mut all_paths = Vec::new();
-    let mut summary: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    let mut summary: BTreeMap<String, [usize; 5]> = BTreeMap::new();
     // Every path with its verdict, with DBPROV_COVERAGE_VERBOSE=1.
     let verbose = std::env::var_os("DBPROV_COVERAGE_VERBOSE").is_some();
     for crd in crate::crdgen::all() {
@@ -1399,6 +1403,7 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
                 (Seen::NotCarried, Some((_, Why::HubOnly, _))) => counts[1] += 1,
                 (Seen::NotCarried, Some((_, Why::NotHonouredYet, _))) => counts[2] += 1,
                 (Seen::NotCarried, Some((_, Why::NoActionNeeded, _))) => counts[3] += 1,
+                (Seen::NotCarried, Some((_, Why::Refused, _))) => counts[4] += 1,
             }
         }
     }
@@ -1415,17 +1420,17 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
             problems.push(format!("NOT_CARRIED lists {entry} without a reason"));
         }
     }
-    let row = |name: &str, c: &[usize; 4]| {
+    let row = |name: &str, c: &[usize; 5]| {
         println!(
-            "{name:<26} {:>8} {:>9} {:>17} {:>17}",
-            c[0], c[1], c[2], c[3]
+            "{name:<26} {:>8} {:>9} {:>17} {:>17} {:>8}",
+            c[0], c[1], c[2], c[3], c[4]
         );
     };
     println!(
-        "{:<26} {:>8} {:>9} {:>17} {:>17}",
-        "kind", "carried", "hub-only", "not-honoured-yet", "no-action-needed"
+        "{:<26} {:>8} {:>9} {:>17} {:>17} {:>8}",
+        "kind", "carried", "hub-only", "not-honoured-yet", "no-action-needed", "refused"
     );
-    let mut total = [0; 4];
+    let mut total = [0; 5];
     for (kind, c) in &summary {
         row(kind, c);
         for (t, n) in total.iter_mut().zip(c) {
@@ -1435,11 +1440,12 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
     row("total", &total);
     let entries = |why: Why| NOT_CARRIED.iter().filter(|e| e.1 == why).count();
     println!(
-        "NOT_CARRIED: {} entries ({} hub-only, {} not honoured yet, {} no action needed)",
+        "NOT_CARRIED: {} entries ({} hub-only, {} not honoured yet, {} no action needed, {} refused)",
         NOT_CARRIED.len(),
         entries(Why::HubOnly),
         entries(Why::NotHonouredYet),
-        entries(Why::NoActionNeeded)
+        entries(Why::NoActionNeeded),
+        entries(Why::Refused)
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -125,12 +125,14 @@ async fn the_standby_takes_over_when_the_leader_dies_and_the_agent_follows() {
     })
     .await;
     assert!(first.log().contains("agent connected"));
-    let (code, body) = http_get(&agent.metrics_addr, "/readyz").await;
-    assert_eq!(
-        (code, body.contains("connected to the hub")),
-        (200, true),
-        "{body}"
-    );
+    // The hub records the session before its Welcome reaches the agent, so the agent's own
+    // readiness follows a moment later.
+    let body = eventually(Duration::from_secs(10), "the agent ready", || async {
+        let (code, body) = http_get(&agent.metrics_addr, "/readyz").await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert!(body.contains("connected to the hub"), "{body}");
 
     // The leader dies without releasing the Lease.
     first.kill();
