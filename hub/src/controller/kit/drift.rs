@@ -87,19 +87,69 @@ pub async fn record_applied<K: Scoped, T: serde::Serialize>(
     Ok(())
 }
 
-/// Parses `30s`, `10m`, `8h`, `7d`, `2w` (compound forms such as `1h30m` are not read yet).
+/// Parses a duration in the one syntax every duration field's CRD pattern
+/// ([`crate::api::common::DURATION`]) admits: one or more `<number><unit>` terms, the number
+/// with an optional fraction, units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, `d`, `w` — `30s`,
+/// `1h30m`, `1.5h`, `2w3d`, `250ms`. `None` for anything else or beyond `u64` seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    const UNITS: [(&str, u128); 10] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+        ("w", 604_800_000_000_000),
+        ("", 0),
+    ];
+    let mut rest = s;
+    let mut total_ns: u128 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let int_end = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (int, after) = rest.split_at(int_end);
+        if int.is_empty() {
+            return None;
+        }
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let end = f.find(|c: char| !c.is_ascii_digit())?;
+                if end == 0 {
+                    return None;
+                }
+                f.split_at(end)
+            }
+            None => ("", after),
+        };
+        // Longest unit first: `ms` before `m`, `ns`/`us` before `s`.
+        let (unit, per) = UNITS
+            .iter()
+            .filter(|(u, _)| !u.is_empty())
+            .filter(|(u, _)| after.starts_with(u))
+            .max_by_key(|(u, _)| u.len())?;
+        let whole: u128 = int.parse().ok()?;
+        let mut ns = whole.checked_mul(*per)?;
+        // The fraction, digit by digit, so `0.1h` is exact and long fractions cannot overflow.
+        let mut scale = *per;
+        for digit in frac.chars().filter_map(|c| c.to_digit(10)) {
+            scale /= 10;
+            ns = ns.checked_add(u128::from(digit) * scale)?;
+        }
+        total_ns = total_ns.checked_add(ns)?;
+        rest = &after[unit.len()..];
+    }
+    let secs = u64::try_from(total_ns / 1_000_000_000).ok()?;
+    let nanos = u32::try_from(total_ns % 1_000_000_000).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
+/// [`parse_duration`] for requeue intervals and periods: at least one second.
 pub fn parse_interval(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 604_800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs.max(1)))
+    parse_duration(s).map(|d| d.max(Duration::from_secs(1)))
 }
 
 #[cfg(test)]
@@ -155,10 +205,41 @@ mod tests {
 
     #[test]
     fn intervals_parse() {
-        assert_eq!(parse_interval("8h"), Some(Duration::from_secs(8 * 3600)));
-        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_interval("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_interval("1h30m"), None);
-        assert_eq!(parse_interval("soon"), None);
+        let secs = |n: u64| Some(Duration::from_secs(n));
+        assert_eq!(parse_interval("8h"), secs(8 * 3600));
+        assert_eq!(parse_interval("30m"), secs(1800));
+        assert_eq!(parse_interval("7d"), secs(7 * 86_400));
+        assert_eq!(parse_interval("2w"), secs(14 * 86_400));
+        assert_eq!(parse_interval("1h30m"), secs(5400));
+        assert_eq!(parse_interval("1.5h"), secs(5400));
+        assert_eq!(parse_interval("1d12h"), secs(129_600));
+        assert_eq!(parse_interval("0s"), secs(1), "intervals are at least a second");
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m0.5s"), Some(Duration::from_millis(60_500)));
+        assert_eq!(parse_duration("10us"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_duration("10µs"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_duration("7ns"), Some(Duration::from_nanos(7)));
+        for bad in ["", "soon", "1", "h", "1.h", ".5h", "1hh", "-1s", "1 h", "1y", "99999999999999999999999w"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    /// One parser, one pattern: every duration field's CRD pattern admits exactly what
+    /// [`parse_duration`] reads (a value the apiserver accepts never falls back to a default).
+    #[test]
+    fn the_duration_pattern_admits_exactly_what_the_parser_reads() {
+        let pattern = regex::Regex::new(crate::api::common::DURATION).unwrap();
+        let table = [
+            "30s", "10m", "8h", "7d", "2w", "1h30m", "1.5h", "0.25d", "2w3d4h5m6s7ms8us9ns",
+            "250ms", "10µs", "10us", "7ns", "0s", "1m0.5s", "", "soon", "1", "h", "1.h", ".5h",
+            "1hh", "-1s", "+1s", "1 h", "1y", "1H", "1e3s", "1,5h", "PT1H", "1h ", " 1h",
+        ];
+        for value in table {
+            assert_eq!(
+                pattern.is_match(value),
+                parse_duration(value).is_some(),
+                "pattern and parser disagree on {value:?}"
+            );
+        }
     }
 }
