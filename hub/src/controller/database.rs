@@ -150,6 +150,10 @@ impl Provisioned for Database {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
+
+    async fn snapshot(&self, ctx: &Context) -> Result<Option<instance::Blocked>, Error> {
+        super::snapshot::take(ctx, self).await
+    }
 }
 
 /// The intent for a database on `instance` (see docs/protocol.md).

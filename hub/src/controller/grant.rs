@@ -77,20 +77,27 @@ pub async fn user_grantee(
             format!("{display} does not exist ({field})"),
         )));
     };
+    let instance = instance::resolve_ready(
+        ctx,
+        ns,
+        user.spec.instance_ref.as_ref(),
+        user.spec.cluster_instance_ref.as_ref(),
+    )
+    .await?;
+    // On an engine this build does not serve the user never becomes Ready: say so (and let a
+    // deleted grant go) instead of waiting for it.
+    if let Err(b) = &instance
+        && b.reason == Reason::EngineNotSupported
+    {
+        return Ok(Err(b.clone()));
+    }
     if !is_ready(user.status.as_ref().and_then(|s| s.phase)) {
         return Ok(Err(pending(
             Reason::GranteeNotReady,
             format!("waiting for {display} to be Ready"),
         )));
     }
-    let instance = match instance::resolve_ready(
-        ctx,
-        ns,
-        user.spec.instance_ref.as_ref(),
-        user.spec.cluster_instance_ref.as_ref(),
-    )
-    .await?
-    {
+    let instance = match instance {
         Ok(i) => i,
         Err(b) => return Ok(Err(b)),
     };
@@ -183,6 +190,11 @@ pub async fn role_grantee(
             )
         }
     };
+    if let Err(b) = &instance
+        && b.reason == Reason::EngineNotSupported
+    {
+        return Ok(Err(b.clone()));
+    }
     if !is_ready(phase) {
         return Ok(Err(pending(
             Reason::GranteeNotReady,
@@ -445,6 +457,9 @@ macro_rules! grant_kind {
             }
 
             fn gone(&self, b: &Blocked) -> Option<(Reason, String)> {
+                if b.reason == Reason::EngineNotSupported {
+                    return Some((b.reason, format!("{}; nothing was revoked", b.message)));
+                }
                 // The user or role resource is gone; dropping it took its privileges along.
                 (b.reason == Reason::GranteeNotFound).then(|| {
                     (

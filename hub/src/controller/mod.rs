@@ -10,6 +10,7 @@ pub mod database;
 pub mod grant;
 pub mod instance;
 pub mod kit;
+pub mod not_served;
 pub mod payload;
 pub mod provisioned;
 pub mod reason;
@@ -18,6 +19,7 @@ pub mod retention;
 pub mod role;
 pub mod rotation;
 pub mod schedule;
+pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]
@@ -156,6 +158,8 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
         user::run(ctx.clone(), shutdown.clone()),
         backup::run(ctx.clone(), shutdown.clone()),
         restore::run(ctx.clone(), shutdown.clone()),
-        schedule::run(ctx, shutdown),
+        schedule::run(ctx.clone(), shutdown.clone()),
+        not_served::run::<crate::api::DatabaseMigration>(ctx.clone(), shutdown.clone()),
+        not_served::run::<crate::api::DatabasePolicy>(ctx, shutdown),
     );
 }

@@ -17,7 +17,7 @@ use super::{
         dispatch,
         drift::{self, check_every, effective_policy, mode_for},
         events,
-        instance::{Blocked, Resolved, ResolvedInstance},
+        instance::{self, Blocked, Resolved, ResolvedInstance},
         runner::{self, Shutdown},
         status::StatusUpdate,
     },
@@ -56,8 +56,13 @@ pub struct Described {
     /// The agent created the object (a `Created` Event is published).
     pub created: bool,
     /// The object exists but is not as asked and cannot be made so: Ready=False with this
-    /// reason and the message.
+    /// reason and the message (a reason with a retry interval ends the reconcile as a
+    /// failure, tried again after it).
     pub problem: Option<Reason>,
+    /// The object is usable, but something its spec asked for did not happen (e.g. init SQL
+    /// that failed under `failurePolicy: Continue`): Ready=True with this reason, and an
+    /// Event, unless drift or a problem says more.
+    pub warning: Option<Reason>,
 }
 
 impl Described {
@@ -136,10 +141,26 @@ pub trait Provisioned: Scoped {
     fn deletion_policy(&self) -> DeletionPolicy {
         DeletionPolicy::Delete
     }
+    /// `deletionPolicy: Snapshot`: `Ok(None)` once the backup taken before the drop has
+    /// completed, else why the drop waits. Only Database has that policy.
+    fn snapshot(&self, _ctx: &Context) -> impl Future<Output = Result<Option<Blocked>, Error>> + Send {
+        async {
+            Ok(Some(Blocked::new(
+                Reason::InvalidSpec,
+                "deletionPolicy Snapshot applies to databases only",
+            )))
+        }
+    }
     /// When resolving for deletion fails: `Some` lets the resource go with an Event of that
     /// reason and note (nothing is left in a server to drop it from); `None` makes deletion
     /// wait.
     fn gone(&self, b: &Blocked) -> Option<(Reason, String)> {
+        if b.reason == Reason::EngineNotSupported {
+            return Some((
+                b.reason,
+                format!("{}; the {} was not dropped", b.message, self.describe_self()),
+            ));
+        }
         matches!(b.reason, Reason::InstanceNotFound | Reason::InvalidSpec).then(|| {
             (
                 Reason::InstanceGone,
@@ -202,6 +223,7 @@ pub fn outcome(
         mut extra,
         created,
         problem,
+        warning,
     } = described;
     if mode != Mode::Apply {
         extra.insert("drift".into(), drift_status(diffs));
@@ -229,6 +251,9 @@ pub fn outcome(
             listed.join("; ")
         );
         event = Some(reason);
+    } else if let (None, Some(w)) = (problem, warning) {
+        reason = w;
+        event = Some(w);
     }
     let update = if problem.is_none() {
         StatusUpdate::ready(reason, message)
@@ -237,7 +262,7 @@ pub fn outcome(
     };
     (
         update
-            .phase(ProvisioningPhase::Ready)
+            .phase(problem.map_or(ProvisioningPhase::Ready, Reason::phase))
             .with_all(serde_json::Value::Object(extra)),
         event,
     )
@@ -275,6 +300,11 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         && let Some(applied) = obj.applied()
     {
         drift::record_applied(ctx, obj, &applied).await?;
+    }
+    if !update.is_ready()
+        && let Some(retry) = update.reason().retry()
+    {
+        return Err(dispatch::fail(ctx, obj, conditions(obj), update, retry).await);
     }
     update.apply(ctx, obj, conditions(obj)).await?;
     Ok(match (policy.mode, at_most) {
@@ -317,14 +347,8 @@ pub async fn cleanup<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
             .await;
             return Ok(Action::await_change());
         }
-        DeletionPolicy::Snapshot => {
-            let update = deleting(
-                Reason::SnapshotNotSupported,
-                "deletionPolicy Snapshot (a backup taken before the drop) is not carried out by this dbprov version: set deletionPolicy to Retain or Delete (take a DatabaseBackup first if you need one)".into(),
-            );
-            update.apply(ctx, obj, conditions(obj)).await?;
-            return Err(Error::blocked(update.reason(), update.message()));
-        }
+        // After resolution: a gone instance has nothing to snapshot or drop.
+        DeletionPolicy::Snapshot => {}
     }
     let target = match obj.resolve(ctx, Purpose::Delete).await? {
         Ok(t) => t,
@@ -338,6 +362,21 @@ pub async fn cleanup<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
             return Err(Error::blocked(update.reason(), update.message()));
         }
     };
+    // Nothing was ever created in an engine this build does not serve: let the resource go
+    // (with a Warning saying so) instead of waiting for an agent that will refuse the drop.
+    if let Some(b) = instance::unserved(K::instance(&target))
+        && let Some((reason, note)) = obj.gone(&b)
+    {
+        events::publish(ctx, obj, reason, note).await;
+        return Ok(Action::await_change());
+    }
+    if obj.deletion_policy() == DeletionPolicy::Snapshot
+        && let Some(b) = obj.snapshot(ctx).await?
+    {
+        let update = deleting(b.reason, b.message);
+        update.apply(ctx, obj, conditions(obj)).await?;
+        return Err(Error::blocked(update.reason(), update.message()));
+    }
     let what = obj.dropped(&target);
     let request = obj.drop_intent(ctx, &target)?;
     match ctx
@@ -417,6 +456,38 @@ mod tests {
         assert_eq!(update.reason(), Reason::ImmutableFieldDiffers);
         assert!(!update.is_ready());
         assert_eq!(event, None);
+    }
+
+    #[test]
+    fn a_warning_keeps_the_object_ready_with_its_reason_and_an_event() {
+        let (update, event) = outcome(
+            Mode::Apply,
+            Described {
+                message: "init SQL failed, continuing".into(),
+                warning: Some(Reason::InitSQLFailedIgnored),
+                ..Described::default()
+            },
+            &[],
+            false,
+        );
+        assert!(update.is_ready());
+        assert_eq!(update.reason(), Reason::InitSQLFailedIgnored);
+        assert_eq!(event, Some(Reason::InitSQLFailedIgnored));
+        // A problem that is retried shows its own phase (Failed), not Ready.
+        let (update, _) = outcome(
+            Mode::Apply,
+            Described {
+                problem: Some(Reason::InitSQLFailed),
+                warning: Some(Reason::InitSQLFailedIgnored),
+                ..Described::default()
+            },
+            &[],
+            false,
+        );
+        assert!(!update.is_ready());
+        assert_eq!(update.reason(), Reason::InitSQLFailed);
+        let p = update.patch(None, Some(1), crate::controller::kit::now());
+        assert_eq!(p["status"]["phase"], "Failed");
     }
 
     #[test]

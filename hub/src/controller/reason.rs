@@ -76,6 +76,10 @@ reasons! {
     LoginsRetired => Ready, Normal, None;
     /// Retiring replaced logins failed (retried on the next reconcile).
     RetirementFailed => Ready, Warning, None;
+    /// A Database's init SQL failed under `failurePolicy: Continue`: Ready without it.
+    InitSQLFailedIgnored => Ready, Warning, None;
+    /// A Database's init SQL failed under `failurePolicy: Block`: not Ready, tried again.
+    InitSQLFailed => Failed, Warning, Some(RETRY);
     /// The object was dropped in the server.
     Dropped => Deleting, Normal, None;
     /// The object was kept in the server (deletionPolicy Retain).
@@ -110,8 +114,14 @@ reasons! {
     InstanceMismatch => Failed, Warning, Some(RETRY_SLOW);
     /// The instance's engine has no adapter in this dbprov version.
     EngineNotSupported => Failed, Warning, Some(RETRY_SLOW);
-    /// deletionPolicy Snapshot cannot be carried out.
-    SnapshotNotSupported => Deleting, Warning, Some(BLOCKED);
+    /// deletionPolicy Snapshot: the final backup is being taken; the drop waits for it.
+    SnapshotRunning => Deleting, Normal, Some(WAIT_SHORT);
+    /// deletionPolicy Snapshot: the final backup failed; the database is kept.
+    SnapshotFailed => Deleting, Warning, Some(BLOCKED);
+    /// deletionPolicy Snapshot: no schedule or backup of the database says where to put it.
+    SnapshotNoStorage => Deleting, Warning, Some(BLOCKED);
+    /// deletionPolicy Snapshot: the final backup completed (an Event; the drop follows).
+    SnapshotTaken => Deleting, Normal, None;
 
     // Deliberate blocks.
     /// Deletion waits for spec.deletionProtection to be turned off.

@@ -139,8 +139,26 @@ pub async fn resolve_for(
     }
 }
 
-/// The instance if it is Ready, else why the reconcile waits.
+/// Why nothing can be provisioned on `i`: its engine is accepted by the CRD for compatibility
+/// and not served by this build (it would otherwise wait for a Ready that never comes).
+pub fn unserved(i: &ResolvedInstance) -> Option<Blocked> {
+    (!i.spec.engine.is_served()).then(|| {
+        Blocked::new(
+            Reason::EngineNotSupported,
+            format!(
+                "{} runs {:?}, which this dbprov version does not serve (postgres, mysql and mariadb are): nothing is provisioned in it",
+                i.display, i.spec.engine
+            ),
+        )
+    })
+}
+
+/// The instance if it is Ready, else why the reconcile waits (or, for an engine this build
+/// does not serve, why it never will).
 pub fn require_ready(i: ResolvedInstance) -> Result<ResolvedInstance, Blocked> {
+    if let Some(b) = unserved(&i) {
+        return Err(b);
+    }
     if i.ready {
         Ok(i)
     } else {

@@ -72,12 +72,14 @@ namespaced_kinds!(
     crate::api::DatabaseInstance,
     crate::api::DatabaseBackup,
     crate::api::DatabaseRestore,
-    crate::api::DatabaseBackupSchedule
+    crate::api::DatabaseBackupSchedule,
+    crate::api::DatabaseMigration
 );
 cluster_kinds!(
     crate::api::ClusterDatabaseRole,
     crate::api::ClusterDatabaseGrant,
-    crate::api::ClusterDatabaseInstance
+    crate::api::ClusterDatabaseInstance,
+    crate::api::DatabasePolicy
 );
 
 /// Counts and times one reconcile of `kind`: `dbprov_reconciles_total{kind,result,reason}`

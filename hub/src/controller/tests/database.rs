@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    api::Database,
+    api::{Database, DatabaseBackup, DatabaseBackupSchedule},
     controller::testkit::fixtures::{self, NS},
 };
 
@@ -275,23 +275,151 @@ async fn retain_keeps_the_database_and_says_so() {
     assert!(e["note"].as_str().unwrap().contains("database shop kept"));
 }
 
-#[tokio::test]
-async fn snapshot_is_refused_without_an_intent() {
-    let env = TestEnv::new();
-    let db = shop(
-        &env,
+/// A Database `shop` (uid `uid-shop`) being deleted under deletionPolicy Snapshot.
+fn snapshot_env(env: &TestEnv) -> Arc<Database> {
+    shop(
+        env,
         fixtures::database("shop", "postgres")
             .set("/spec/deletionPolicy", json!("Snapshot"))
             .deleting(),
+    )
+}
+
+fn backup_phase(env: &TestEnv, name: &str, phase: &str, message: &str) {
+    let path = crate::controller::testkit::FakeApiServer::path_of::<DatabaseBackup>(NS, name);
+    let mut b = env.api.get_value(&path).unwrap();
+    b["status"] = json!({"phase": phase, "message": message,
+        "backup": {"location": "s3://backups/demo/shop/final.dump.zst"}});
+    env.api.insert_value(&path, b);
+}
+
+#[tokio::test]
+async fn snapshot_without_a_place_to_put_it_waits_and_says_how_to_give_one() {
+    let env = TestEnv::new();
+    let db = snapshot_env(&env);
+    let message = assert_blocked::<Database>(
+        &env,
+        provisioned::cleanup(db, env.ctx.clone()).await,
+        NS,
+        "shop",
+        Reason::SnapshotNoStorage,
+        "Deleting",
     );
+    assert!(
+        message.contains("create a DatabaseBackupSchedule or a DatabaseBackup of Database demo/shop")
+            && message.contains("set deletionPolicy to Retain or Delete"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_backs_up_to_the_schedules_storage_and_drops_only_after_it_completed() {
+    let env = TestEnv::new();
+    let db = snapshot_env(&env);
+    let schedule: DatabaseBackupSchedule = serde_json::from_value(json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackupSchedule",
+        "metadata": {"name": "nightly", "namespace": NS},
+        "spec": {"schedule": "0 3 * * *", "template": {"spec": {
+            "databaseRef": {"name": "shop"},
+            "storage": {"type": "s3", "s3": {"bucket": "backups", "region": "eu-west-1",
+                        "secretRef": {"name": "s3-keys"}}},
+            "compression": {"algorithm": "zstd"},
+            "ttl": "7d"}}}
+    }))
+    .unwrap();
+    env.insert(&schedule);
+
+    // First pass: the snapshot is created, the drop waits.
+    let message = assert_blocked::<Database>(
+        &env,
+        provisioned::cleanup(db.clone(), env.ctx.clone()).await,
+        NS,
+        "shop",
+        Reason::SnapshotRunning,
+        "Deleting",
+    );
+    assert!(message.contains("DatabaseBackup demo/shop-final-uidshop"), "{message}");
+    let snapshot: DatabaseBackup = env.get(NS, "shop-final-uidshop").unwrap();
+    assert_eq!(snapshot.spec.database_ref.name, "shop");
+    assert_eq!(snapshot.spec.storage.s3.as_ref().unwrap().bucket, "backups");
+    assert!(snapshot.spec.ttl.is_none(), "the last copy does not expire");
+    assert_eq!(
+        snapshot.metadata.labels.unwrap()[crate::controller::snapshot::SNAPSHOT_OF_LABEL],
+        "shop"
+    );
+    assert!(snapshot.metadata.owner_references.is_none());
+
+    // Running: still waiting, nothing dropped.
+    backup_phase(&env, "shop-final-uidshop", "Running", "dumping");
+    assert_blocked::<Database>(
+        &env,
+        provisioned::cleanup(db.clone(), env.ctx.clone()).await,
+        NS,
+        "shop",
+        Reason::SnapshotRunning,
+        "Deleting",
+    );
+
+    // Failed: the database is kept and the message says why and what to do.
+    backup_phase(&env, "shop-final-uidshop", "Failed", "storage refused the upload");
+    let message = assert_blocked::<Database>(
+        &env,
+        provisioned::cleanup(db.clone(), env.ctx.clone()).await,
+        NS,
+        "shop",
+        Reason::SnapshotFailed,
+        "Deleting",
+    );
+    assert!(
+        message.contains("storage refused the upload")
+            && message.contains("the database is kept")
+            && message.contains("delete that DatabaseBackup to try again"),
+        "{message}"
+    );
+
+    // Completed: the drop goes out, after an Event naming where the snapshot is.
+    backup_phase(&env, "shop-final-uidshop", "Completed", "done");
+    provisioned::cleanup(db, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::DropDatabase);
+    let e = assert_event(&env, Reason::SnapshotTaken);
+    assert!(
+        e["note"]
+            .as_str()
+            .unwrap()
+            .contains("s3://backups/demo/shop/final.dump.zst"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_uses_the_newest_completed_backup_when_there_is_no_schedule() {
+    let env = TestEnv::new();
+    let db = snapshot_env(&env);
+    for (name, bucket, completed) in [
+        ("old", "old-bucket", "2026-01-01T00:00:00Z"),
+        ("new", "new-bucket", "2026-06-01T00:00:00Z"),
+    ] {
+        let b: DatabaseBackup = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackup",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"databaseRef": {"name": "shop"},
+                     "storage": {"type": "s3", "s3": {"bucket": bucket, "region": "x",
+                                 "secretRef": {"name": "k"}}}},
+            "status": {"phase": "Completed", "completedAt": completed}
+        }))
+        .unwrap();
+        env.insert(&b);
+    }
     assert_blocked::<Database>(
         &env,
         provisioned::cleanup(db, env.ctx.clone()).await,
         NS,
         "shop",
-        Reason::SnapshotNotSupported,
+        Reason::SnapshotRunning,
         "Deleting",
     );
+    let snapshot: DatabaseBackup = env.get(NS, "shop-final-uidshop").unwrap();
+    assert_eq!(snapshot.spec.storage.s3.unwrap().bucket, "new-bucket");
 }
 
 #[tokio::test]

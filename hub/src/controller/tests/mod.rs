@@ -7,11 +7,13 @@
 //! The branches every provisioned kind shares (agent failures, drift, deletion) are the
 //! generic checks below, run by each kind's file with that kind's objects.
 
+mod backup;
 mod database;
 mod grant;
 mod instance;
 mod resync;
 mod role;
+mod unserved;
 mod user;
 
 use std::{sync::Arc, time::Duration};

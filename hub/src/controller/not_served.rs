@@ -1,0 +1,88 @@
+//! Kinds the CRDs accept and no controller carries out yet: DatabaseMigration (schema
+//! migrations) and DatabasePolicy (admission and reconcile-time policy). Rather than leave an
+//! applied object without status — indistinguishable from one that is working — each gets
+//! `Ready=False` with reason `NotSupported` and a message saying what does not happen and what
+//! to use meanwhile.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::{Controller, controller::Action, watcher};
+
+use super::{
+    Context, Error,
+    kit::{
+        runner::{self, Scoped, Shutdown},
+        status::StatusUpdate,
+    },
+    reason::Reason,
+};
+use crate::api::{DatabaseMigration, DatabasePolicy};
+
+/// A kind no controller carries out, and what to tell its users.
+pub trait NotServed: Scoped {
+    /// Kind name (metrics, logs).
+    const KIND: &'static str;
+    /// The Ready message.
+    const MESSAGE: &'static str;
+    /// Current conditions.
+    fn conditions(&self) -> Option<&[Condition]>;
+}
+
+impl NotServed for DatabaseMigration {
+    const KIND: &'static str = "DatabaseMigration";
+    const MESSAGE: &'static str = "DatabaseMigration is accepted and stored, but this dbprov version runs no migrations: nothing was applied to the database. Keep running your migration tool (Flyway, Liquibase, a Job) until a dbprov version that reconciles DatabaseMigration is installed";
+    fn conditions(&self) -> Option<&[Condition]> {
+        self.status.as_ref()?.common.conditions.as_deref()
+    }
+}
+
+impl NotServed for DatabasePolicy {
+    const KIND: &'static str = "DatabasePolicy";
+    const MESSAGE: &'static str = "DatabasePolicy is accepted and stored, but this dbprov version enforces no policy: nothing is refused or audited because of it. Use a ValidatingAdmissionPolicy or Gatekeeper constraint on the dbprov kinds meanwhile";
+    fn conditions(&self) -> Option<&[Condition]> {
+        self.status.as_ref()?.common.conditions.as_deref()
+    }
+}
+
+/// Says so in status once per generation.
+pub async fn reconcile<K: NotServed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let said = obj.conditions().into_iter().flatten().any(|c| {
+        c.type_ == "Ready"
+            && c.reason == Reason::NotSupported.as_str()
+            && c.observed_generation == obj.meta().generation
+    });
+    if !said {
+        StatusUpdate::not_ready(Reason::NotSupported, K::MESSAGE)
+            .keep_phase()
+            .apply(&ctx, &*obj, obj.conditions())
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    Action::requeue(error.requeue())
+}
+
+/// Runs the status writer of one not-served kind.
+pub async fn run<K>(ctx: Context, shutdown: Shutdown)
+where
+    K: NotServed,
+{
+    let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |obj, ctx| runner::observed(K::KIND, reconcile::<K>(obj, ctx)),
+            error_policy,
+            Arc::new(ctx),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::info!(kind = K::KIND, error = %e, "reconcile not finished");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,175 @@
+//! Resources on an instance whose engine this build does not serve (cockroachdb, clickhouse):
+//! applying says so (instead of waiting for a Ready that never comes) and deleting lets the
+//! resource go with a Warning that nothing was dropped, without finalizer surgery.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::*;
+use crate::{
+    api::{Database, DatabaseUser},
+    controller::testkit::fixtures::{self, NS},
+};
+
+/// A CockroachDB instance `crdb` as its probe leaves it (not Ready).
+fn crdb(env: &TestEnv) {
+    env.insert(
+        &fixtures::instance("crdb", "postgres")
+            .set("/spec/engine", json!("cockroachdb"))
+            .build(),
+    );
+}
+
+#[tokio::test]
+async fn applying_on_an_unserved_engine_names_the_engine_instead_of_waiting() {
+    let env = TestEnv::new();
+    crdb(&env);
+    let db = env.insert(&fixtures::database("shop", "crdb").build());
+    let message = assert_blocked::<Database>(
+        &env,
+        provisioned::apply(db, env.ctx.clone()).await,
+        NS,
+        "shop",
+        Reason::EngineNotSupported,
+        "Failed",
+    );
+    assert!(
+        message.contains("DatabaseInstance demo/crdb runs Cockroachdb")
+            && message.contains("does not serve (postgres, mysql and mariadb are)"),
+        "{message}"
+    );
+
+    let user = env.insert(&fixtures::user("app", "crdb").build());
+    assert_blocked::<DatabaseUser>(
+        &env,
+        provisioned::apply(user, env.ctx.clone()).await,
+        NS,
+        "app",
+        Reason::EngineNotSupported,
+        "Failed",
+    );
+}
+
+#[tokio::test]
+async fn deleting_on_an_unserved_engine_lets_go_with_a_warning_and_no_intent() {
+    let env = TestEnv::new();
+    crdb(&env);
+    let db = env.insert(&fixtures::database("shop", "crdb").deleting().build());
+    let action = provisioned::cleanup(db, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let e = assert_event(&env, Reason::EngineNotSupported);
+    let note = e["note"].as_str().unwrap();
+    assert!(
+        note.contains("runs Cockroachdb") && note.contains("the database shop was not dropped"),
+        "{note}"
+    );
+
+    let user = env.insert(&fixtures::user("app", "crdb").deleting().build());
+    provisioned::cleanup(user, env.ctx.clone()).await.unwrap();
+    let role = env.insert(&fixtures::role("readers", "crdb").deleting().build());
+    provisioned::cleanup(role, env.ctx.clone()).await.unwrap();
+    assert!(
+        env.agent.received().is_empty(),
+        "nothing may be sent for an unserved engine: {:?}",
+        env.agent.operations()
+    );
+}
+
+#[tokio::test]
+async fn a_grant_whose_grantee_lives_on_an_unserved_engine_can_be_deleted() {
+    let env = TestEnv::new();
+    crdb(&env);
+    // The user never became Ready (it cannot, on CockroachDB).
+    env.insert(&fixtures::user("shop-app", "crdb").build());
+    let grant = env.insert(
+        &fixtures::grant("shop-app", "shop-app", "shop")
+            .deleting()
+            .build(),
+    );
+    let action = provisioned::cleanup(grant, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let e = assert_event(&env, Reason::EngineNotSupported);
+    assert!(
+        e["note"].as_str().unwrap().contains("nothing was revoked"),
+        "{e}"
+    );
+    assert!(env.agent.received().is_empty());
+}
+
+#[tokio::test]
+async fn migrations_and_policies_say_they_are_not_carried_out_once_per_generation() {
+    use crate::{
+        api::{DatabaseMigration, DatabasePolicy},
+        controller::not_served,
+    };
+    let env = TestEnv::new();
+    let migration: DatabaseMigration = serde_json::from_value(json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseMigration",
+        "metadata": {"name": "schema", "namespace": NS, "generation": 1},
+        "spec": {"databaseRef": {"name": "shop"},
+                 "source": {"inline": [{"version": "1", "description": "t",
+                                        "sql": "CREATE TABLE t (id int)"}]}}
+    }))
+    .unwrap();
+    let migration = env.insert(&migration);
+    not_served::reconcile(migration, env.ctx.clone())
+        .await
+        .unwrap();
+    let status = assert_status_without_phase::<DatabaseMigration>(&env, NS, "schema");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs no migrations: nothing was applied"),
+        "{status:#}"
+    );
+    // Said once: a second reconcile of the same generation writes nothing.
+    env.api.clear_logs();
+    let again = env.get::<DatabaseMigration>(NS, "schema").unwrap();
+    not_served::reconcile(Arc::new(again), env.ctx.clone())
+        .await
+        .unwrap();
+    assert!(env.api.requests().is_empty(), "{:?}", env.api.requests());
+
+    let policy: DatabasePolicy = serde_json::from_value(json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabasePolicy",
+        "metadata": {"name": "no-superusers", "generation": 3},
+        "spec": {}
+    }))
+    .unwrap();
+    let policy = env.insert(&policy);
+    not_served::reconcile(policy, env.ctx.clone()).await.unwrap();
+    let status = assert_status_without_phase::<DatabasePolicy>(&env, "", "no-superusers");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("enforces no policy"),
+        "{status:#}"
+    );
+    let generation = env
+        .get::<DatabasePolicy>("", "no-superusers")
+        .unwrap()
+        .metadata
+        .generation;
+    assert_eq!(status["observedGeneration"], json!(generation), "{status:#}");
+}
+
+/// Ready=False NotSupported, and no phase (neither kind has one that means "not carried out").
+fn assert_status_without_phase<K: kube::Resource<DynamicType = ()>>(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+) -> serde_json::Value {
+    let status = env.status::<K>(ns, name);
+    let condition = env.ready_condition::<K>(ns, name).unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "NotSupported"),
+        "{status:#}"
+    );
+    assert!(status.get("phase").is_none(), "{status:#}");
+    status
+}
