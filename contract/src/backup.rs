@@ -168,7 +168,8 @@ pub struct PgDumpOptions {
     /// `--lock-wait-timeout` (`60s`, `2m`, `500ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_wait_timeout: Option<String>,
-    /// Parallel jobs (needs the directory format: refused above 1).
+    /// Parallel jobs: pg_dump dumps in parallel only into a directory, so a streamed dump
+    /// runs with one job and says so in the answer's `warnings`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<i32>,
 }
@@ -243,6 +244,9 @@ pub struct BackupObserved {
     pub encryption: Option<EncryptionAlgorithm>,
     /// Unfinished uploads of an earlier, interrupted run that were discarded.
     pub discarded_incomplete_uploads: usize,
+    /// What the dump did differently from what was asked (e.g. one job instead of
+    /// `postgres.jobs`).
+    pub warnings: Vec<String>,
 }
 
 /// Desired state of DELETE_BACKUP.

@@ -75,7 +75,8 @@ pub struct PgRestoreOptions {
     /// `--table`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
-    /// Parallel jobs (impossible from a stream: a warning).
+    /// Parallel jobs (impossible from a stream: a warning). For a plain (SQL script) artifact,
+    /// loaded whole with psql, the filtering options are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<i32>,
 }
@@ -90,6 +91,16 @@ pub struct MysqlRestoreOptions {
     /// `SET sql_log_bin=0` during the load (absent: on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_binlog: Option<bool>,
+    /// Keep the dump's stored procedures and functions (absent: on; false: the ones the
+    /// load created are dropped again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routines: Option<bool>,
+    /// Keep the dump's triggers (absent: on; false: the ones the load created are dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<bool>,
+    /// Keep the dump's events (absent: on; false: the ones the load created are dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<bool>,
 }
 
 /// What RESTORE answers.

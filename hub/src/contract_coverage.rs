@@ -513,8 +513,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseBackup.spec.mysql.databases[]",
-        Why::NotHonouredYet,
-        "not in the contract: the backup is of the one referenced database (issue 15)",
+        Why::Refused,
+        "the backup is of the one referenced database; a list naming any other database is refused (NotSupported, spec.mysql.databases)",
     ),
     (
         "DatabaseBackup.spec.mysql.method",
@@ -528,13 +528,13 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseBackup.spec.postgres.noSync",
-        Why::NotHonouredYet,
-        "not in the contract; pg_dump is never run with --no-sync (issue 15)",
+        Why::NoActionNeeded,
+        "pg_dump writes to a pipe, never to a file it would fsync: there is no sync to skip",
     ),
     (
         "DatabaseBackup.spec.storage.gcs.secretRef.namespace",
-        Why::NotHonouredYet,
-        "the contract's GCS key has no namespace: the key is read from the backup's (issue 15)",
+        Why::Refused,
+        "the key is read from the backup's namespace; any other namespace is refused (NotSupported: a manifest may not read another namespace's Secrets)",
     ),
     (
         "DatabaseBackup.spec.ttl",
@@ -643,8 +643,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseBackupSchedule.spec.template.spec.mysql.databases[]",
-        Why::NotHonouredYet,
-        "not in the contract: the backup is of the one referenced database (issue 15)",
+        Why::Refused,
+        "the backup is of the one referenced database; a list naming any other database is refused (NotSupported, spec.mysql.databases)",
     ),
     (
         "DatabaseBackupSchedule.spec.template.spec.mysql.method",
@@ -658,13 +658,13 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseBackupSchedule.spec.template.spec.postgres.noSync",
-        Why::NotHonouredYet,
-        "not in the contract; pg_dump is never run with --no-sync (issue 15)",
+        Why::NoActionNeeded,
+        "pg_dump writes to a pipe, never to a file it would fsync: there is no sync to skip",
     ),
     (
         "DatabaseBackupSchedule.spec.template.spec.storage.gcs.secretRef.namespace",
-        Why::NotHonouredYet,
-        "the contract's GCS key has no namespace: the key is read from the backup's (issue 15)",
+        Why::Refused,
+        "the key is read from the schedule's namespace; any other namespace is refused on the schedule (NotSupported: a manifest may not read another namespace's Secrets)",
     ),
     (
         "DatabaseBackupSchedule.spec.template.spec.ttl",
@@ -688,43 +688,23 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseRestore.spec.confirmation.acknowledgeDataLoss",
-        Why::NoActionNeeded,
-        "required by the CRD's validation rule for inPlace/dropExisting at admission",
-    ),
-    (
-        "DatabaseRestore.spec.fromPath.compression.enabled",
-        Why::NotHonouredYet,
-        "only the algorithm is sent, whatever `enabled` says (issue 15)",
+        Why::HubOnly,
+        "the hub refuses an inPlace/dropExisting restore without it before anything runs (controller::restore::refusal)",
     ),
     (
         "DatabaseRestore.spec.fromPath.compression.level",
-        Why::NotHonouredYet,
-        "only the algorithm is sent, whatever the level (issue 15)",
+        Why::NoActionNeeded,
+        "a writing setting: a stream decompresses the same whatever level wrote it",
     ),
     (
         "DatabaseRestore.spec.fromPath.storage.gcs.secretRef.namespace",
-        Why::NotHonouredYet,
-        "the contract's GCS key has no namespace: the key is read from the restore's (issue 15)",
-    ),
-    (
-        "DatabaseRestore.spec.mysql.events",
-        Why::NotHonouredYet,
-        "not in the contract; the dump is loaded as it is (issue 15)",
-    ),
-    (
-        "DatabaseRestore.spec.mysql.routines",
-        Why::NotHonouredYet,
-        "not in the contract; the dump is loaded as it is (issue 15)",
-    ),
-    (
-        "DatabaseRestore.spec.mysql.triggers",
-        Why::NotHonouredYet,
-        "not in the contract; the dump is loaded as it is (issue 15)",
+        Why::Refused,
+        "the key is read from the restore's namespace; any other namespace is refused (NotSupported: a manifest may not read another namespace's Secrets)",
     ),
     (
         "DatabaseRestore.spec.postgres.roleMapping{}",
-        Why::NotHonouredYet,
-        "not in the contract; owners are not remapped (issue 15)",
+        Why::Refused,
+        "a non-empty map is refused (NotSupported): pg_restore cannot rename owners or grantees",
     ),
     (
         "DatabaseRestore.spec.target.clusterInstanceRef.name",

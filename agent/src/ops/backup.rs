@@ -77,10 +77,12 @@ fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-/// The dump command and the artifact's dump format.
+/// The dump command and the artifact's dump format; what it does differently from the
+/// request goes to `warnings`.
 fn dump_command(
     env: &ToolEnv,
     d: &BackupIntent,
+    warnings: &mut Vec<String>,
 ) -> Result<
     (
         tokio::process::Command,
@@ -109,10 +111,10 @@ fn dump_command(
                 )));
             }
         };
-        if o.jobs.unwrap_or(1) > 1 {
-            return Err(invalid(
-                "postgres.jobs above 1 needs pg_dump's directory format, which is not streamed: \
-                 set jobs to 1",
+        if let Some(jobs) = o.jobs.filter(|j| *j > 1) {
+            warnings.push(format!(
+                "postgres.jobs {jobs} ignored: the dump ran with one job (pg_dump dumps in \
+                 parallel only into a directory, and dbprov streams every dump)"
             ));
         }
         let mut cmd = env.command("pg_dump")?;
@@ -251,7 +253,8 @@ pub async fn run(
     };
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
     let env = ToolEnv::new(ctx, &d.instance).await?;
-    let (cmd, tool, dump_format, ext) = dump_command(&env, &d)?;
+    let mut warnings = Vec::new();
+    let (cmd, tool, dump_format, ext) = dump_command(&env, &d, &mut warnings)?;
     let server_version = {
         let mut conn = db::connect(ctx, &d.instance, None).await?;
         let v = conn.server_version().await;
@@ -371,6 +374,7 @@ pub async fn run(
         compression: compression.algorithm,
         encryption: key.as_ref().map(artifact::EncryptKey::algorithm),
         discarded_incomplete_uploads: discarded,
+        warnings,
     };
     Ok(observed)
 }

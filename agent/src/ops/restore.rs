@@ -8,7 +8,7 @@ use bytes::Bytes;
 use dbprov_contract::{
     Engine,
     backup::{Compression, EncryptionAlgorithm},
-    restore::{RestoreIntent, RestoreObserved},
+    restore::{PgRestoreOptions, RestoreIntent, RestoreObserved},
 };
 use dbprov_proto::agent::v1::ErrorCode;
 use tokio::sync::mpsc;
@@ -185,6 +185,40 @@ async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpEr
     Ok(created)
 }
 
+/// The pg_restore options a plain artifact (an SQL script, loaded whole with psql) cannot
+/// honour: psql has no filters, so they are refused before anything is read or touched.
+fn plain_refusal(o: &PgRestoreOptions) -> Option<OpError> {
+    let mut set = Vec::new();
+    for (on, name) in [
+        (o.data_only, "dataOnly"),
+        (o.schema_only, "schemaOnly"),
+        (o.no_privileges, "noPrivileges"),
+        (o.disable_triggers, "disableTriggers"),
+    ] {
+        if on == Some(true) {
+            set.push(format!("postgres.{name}"));
+        }
+    }
+    if !o.schemas.is_empty() {
+        set.push("postgres.schemas".into());
+    }
+    if !o.tables.is_empty() {
+        set.push("postgres.tables".into());
+    }
+    (!set.is_empty()).then(|| {
+        OpError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "{} cannot be honoured for this artifact: it is a plain SQL script, which is \
+                 loaded whole with psql. Remove the option, or back up with postgres.format \
+                 custom (the default) or tar, whose artifacts pg_restore filters",
+                set.join(", ")
+            ),
+            false,
+        )
+    })
+}
+
 fn restore_command(
     env: &ToolEnv,
     d: &RestoreIntent,
@@ -201,6 +235,14 @@ fn restore_command(
             );
         }
         if dump_format == "plain" {
+            if o.no_owner.unwrap_or(true) {
+                warnings.push(
+                    "postgres.noOwner applies to custom and tar artifacts: this plain SQL script \
+                     ran as written, with any ALTER ... OWNER statements it has (a backup taken \
+                     with postgres.noOwner: true has none)"
+                        .into(),
+                );
+            }
             let mut cmd = env.command("psql")?;
             cmd.arg(format!("--dbname={}", d.database)).args([
                 "--no-psqlrc",
@@ -320,6 +362,12 @@ pub async fn run(
             )
         }
     };
+    if d.instance.engine.is_postgres()
+        && dump_format == "plain"
+        && let Some(e) = d.postgres.as_ref().and_then(plain_refusal)
+    {
+        return Err(e);
+    }
     let key = match (algorithm, &d.encryption) {
         (None, _) => None,
         (Some(a), Some(spec)) => Some(decrypt_key(ctx, spec, a, &d.secret_namespace).await?),
@@ -355,6 +403,12 @@ pub async fn run(
     let env = ToolEnv::new(ctx, &d.instance).await?;
     let (cmd, tool) = restore_command(&env, &d, &dump_format, &mut warnings)?;
     let created = prepare_target(ctx, &d).await?;
+    let unwanted = unwanted_kinds(&d);
+    let before = if unwanted.is_empty() {
+        Vec::new()
+    } else {
+        stored_objects(ctx, &d, &unwanted).await?
+    };
     let loaded = load(
         store.as_ref(),
         &d,
@@ -375,6 +429,30 @@ pub async fn run(
             return Err(e);
         }
     };
+    if !unwanted.is_empty() {
+        let after = stored_objects(ctx, &d, &unwanted).await?;
+        let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
+        let mut dropped = Vec::new();
+        let mut result = Ok(());
+        for object in after.iter().filter(|o| !before.contains(o)) {
+            result = match drop_statement(object) {
+                Ok(sql) => conn.execute(&sql).await,
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
+            }
+            dropped.push(format!("{} {}", object.kind.sql(), object.name));
+        }
+        conn.close().await;
+        result?;
+        if !dropped.is_empty() {
+            warnings.push(format!(
+                "dropped what the dump created and the restore's mysql options exclude: {}",
+                dropped.join(", ")
+            ));
+        }
+    }
     if d.instance.engine == Engine::Postgres
         && d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true)
     {
@@ -400,6 +478,105 @@ pub async fn run(
         warnings,
     };
     Ok(observed)
+}
+
+/// A stored program kind the mysql restore options can exclude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgramKind {
+    Procedure,
+    Function,
+    Trigger,
+    Event,
+}
+
+impl ProgramKind {
+    fn sql(self) -> &'static str {
+        match self {
+            ProgramKind::Procedure => "PROCEDURE",
+            ProgramKind::Function => "FUNCTION",
+            ProgramKind::Trigger => "TRIGGER",
+            ProgramKind::Event => "EVENT",
+        }
+    }
+}
+
+/// A stored program in the target database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Program {
+    kind: ProgramKind,
+    name: String,
+}
+
+/// The kinds `routines`/`triggers`/`events: false` exclude. mysqldump writes them into the
+/// dump (the backup's own options decide), and filtering them out of the SQL stream would
+/// mean parsing it; so the load runs as it is and what it created of these kinds is dropped
+/// right after, before the restore reports success.
+fn unwanted_kinds(d: &RestoreIntent) -> Vec<ProgramKind> {
+    if d.instance.engine.is_postgres() {
+        return Vec::new();
+    }
+    let Some(o) = &d.mysql else {
+        return Vec::new();
+    };
+    let mut kinds = Vec::new();
+    if o.routines == Some(false) {
+        kinds.extend([ProgramKind::Procedure, ProgramKind::Function]);
+    }
+    if o.triggers == Some(false) {
+        kinds.push(ProgramKind::Trigger);
+    }
+    if o.events == Some(false) {
+        kinds.push(ProgramKind::Event);
+    }
+    kinds
+}
+
+/// The stored programs of `kinds` in the target database.
+async fn stored_objects(
+    ctx: &OpContext,
+    d: &RestoreIntent,
+    kinds: &[ProgramKind],
+) -> Result<Vec<Program>, OpError> {
+    let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
+    let rows: Result<Vec<(String, String)>, sqlx::Error> = match &mut conn {
+        Conn::My(c, _) => {
+            sqlx::query_as(
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES \
+                 WHERE ROUTINE_SCHEMA = ? \
+                 UNION ALL SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS \
+                 WHERE TRIGGER_SCHEMA = ? \
+                 UNION ALL SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS \
+                 WHERE EVENT_SCHEMA = ?",
+            )
+            .bind(&d.database)
+            .bind(&d.database)
+            .bind(&d.database)
+            .fetch_all(&mut *c)
+            .await
+        }
+        Conn::Pg(..) => Ok(Vec::new()),
+    };
+    conn.close().await;
+    let rows = rows.map_err(|e| db::sql_error("listing stored programs of the target", &e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(kind, name)| {
+            let kind = match kind.as_str() {
+                "PROCEDURE" => ProgramKind::Procedure,
+                "FUNCTION" => ProgramKind::Function,
+                "TRIGGER" => ProgramKind::Trigger,
+                "EVENT" => ProgramKind::Event,
+                _ => return None,
+            };
+            kinds.contains(&kind).then_some(Program { kind, name })
+        })
+        .collect())
+}
+
+/// `DROP <kind> IF EXISTS `name`` (in the connection's database).
+fn drop_statement(p: &Program) -> Result<String, OpError> {
+    let name = crate::sql::quote::mysql_ident(&p.name).map_err(crate::sql::quote_error)?;
+    Ok(format!("DROP {} IF EXISTS {name}", p.kind.sql()))
 }
 
 async fn load(
@@ -432,4 +609,48 @@ async fn load(
         return Err(tool_failed(tool, status, &stderr));
     }
     decoded
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn excluded_programs_are_dropped_by_quoted_name() {
+        let p = Program {
+            kind: ProgramKind::Trigger,
+            name: "odd`name".into(),
+        };
+        assert_eq!(
+            drop_statement(&p).unwrap(),
+            "DROP TRIGGER IF EXISTS `odd``name`"
+        );
+    }
+
+    #[test]
+    fn plain_artifacts_refuse_filters_and_name_them() {
+        assert!(
+            plain_refusal(&PgRestoreOptions {
+                no_owner: Some(true),
+                analyze: Some(true),
+                jobs: Some(1),
+                ..PgRestoreOptions::default()
+            })
+            .is_none()
+        );
+        let e = plain_refusal(&PgRestoreOptions {
+            data_only: Some(true),
+            tables: vec!["t".into()],
+            ..PgRestoreOptions::default()
+        })
+        .unwrap();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert!(
+            e.message.contains("postgres.dataOnly, postgres.tables")
+                && e.message.contains("postgres.format custom"),
+            "{}",
+            e.message
+        );
+    }
 }

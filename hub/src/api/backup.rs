@@ -32,13 +32,11 @@ pub enum StorageType {
     Pvc,
 }
 
-/// Where backup artifacts are stored. Exactly the block named by `type` must be set.
+/// Where backup artifacts are stored. The block named by `type` must be set (checked at
+/// reconcile time, as the Go operator's schema accepts any combination); the others are
+/// not used.
 #[skip_serializing_none]
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.s3) == (self.type == 's3')").message("storage.s3 must be set when storage.type is s3, and only then").field_path(".s3"))]
-#[x_kube(validation = Rule::new("has(self.gcs) == (self.type == 'gcs')").message("storage.gcs must be set when storage.type is gcs, and only then").field_path(".gcs"))]
-#[x_kube(validation = Rule::new("has(self.azure) == (self.type == 'azure')").message("storage.azure must be set when storage.type is azure, and only then").field_path(".azure"))]
-#[x_kube(validation = Rule::new("has(self.pvc) == (self.type == 'pvc')").message("storage.pvc must be set when storage.type is pvc, and only then").field_path(".pvc"))]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageConfig {
     /// `s3`, `gcs`, `azure` or `pvc`; the block of the same name holds its settings.
@@ -238,10 +236,10 @@ pub enum EncryptionAlgorithm {
     Aes256Cbc,
 }
 
-/// Encryption of the (compressed) dump stream.
+/// Encryption of the (compressed) dump stream. Enabled without a `secretRef` is refused at
+/// reconcile time (the reference schema accepts it).
 #[skip_serializing_none]
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("!(has(self.enabled) && self.enabled) || has(self.secretRef)").message("encryption.secretRef is required when encryption is enabled").field_path(".secretRef"))]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionConfig {
     /// Encrypt the backup.
@@ -280,11 +278,11 @@ pub enum PostgresDumpFormat {
     Tar,
 }
 
-/// pg_dump options.
+/// pg_dump options. What pg_dump cannot do from a stream (`jobs` above 1) or at all
+/// (`dataOnly` with `schemaOnly`) is reported in status, not refused at admission: the
+/// reference schema accepts it.
 #[skip_serializing_none]
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.jobs == 1 || self.format == 'directory'").message("postgres.jobs above 1 needs format directory (pg_dump dumps in parallel only into a directory)").field_path(".jobs"))]
-#[x_kube(validation = Rule::new("!(has(self.dataOnly) && self.dataOnly && has(self.schemaOnly) && self.schemaOnly)").message("postgres.dataOnly and postgres.schemaOnly cannot both be true"))]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupConfig {
     /// `pg_dump` (default) or `pg_basebackup`.
@@ -293,7 +291,8 @@ pub struct PostgresBackupConfig {
     /// `custom` (default), `plain`, `directory` or `tar`.
     #[serde(default)]
     pub format: PostgresDumpFormat,
-    /// Parallel dump jobs (format `directory` only).
+    /// Parallel dump jobs. dbprov streams every dump, and pg_dump dumps in parallel only
+    /// into a directory: the dump runs with one job and status says so.
     #[serde(default = "default_jobs")]
     #[schemars(range(min = 1, max = 64))]
     pub jobs: i32,
@@ -324,7 +323,8 @@ pub struct PostgresBackupConfig {
     #[serde(default = "default_lock_wait")]
     #[schemars(pattern(DURATION))]
     pub lock_wait_timeout: String,
-    /// `--no-sync`.
+    /// `--no-sync`. Nothing to do: pg_dump writes to a pipe, never to a file it would sync;
+    /// the artifact is durable once the store acknowledged it.
     pub no_sync: Option<bool>,
 }
 
@@ -372,7 +372,8 @@ pub struct MysqlBackupConfig {
     /// `mysqldump` (default), `xtrabackup` or `mysqlpump`.
     #[serde(default)]
     pub method: MysqlBackupMethod,
-    /// Extra databases to include (default: the referenced database).
+    /// Databases to dump (default: the referenced database). A backup holds one database,
+    /// so it restores under any name: a list naming any other database is refused.
     #[schemars(inner(pattern(IDENTIFIER), length(max = 64)))]
     pub databases: Option<Vec<String>>,
     /// Tables to include (empty: all).
@@ -560,4 +561,7 @@ pub struct DatabaseBackupStatus {
     /// Id of the agent operation running this backup: a restarted hub re-attaches to it
     /// instead of starting a second dump.
     pub operation_id: Option<String>,
+    /// What the backup did differently from what the spec asked (e.g. `postgres.jobs`
+    /// above 1: a streamed dump runs with one job).
+    pub warnings: Option<Vec<String>>,
 }

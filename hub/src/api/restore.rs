@@ -15,9 +15,11 @@ use super::{
 /// The words that confirm a destructive restore.
 pub const DATA_LOSS_ACK: &str = "I-UNDERSTAND-DATA-LOSS";
 
-/// Spec of a DatabaseRestore.
+/// Spec of a DatabaseRestore. Exactly one of `backupRef` and `fromPath`, and the confirmation
+/// of a destructive restore, are checked at reconcile time (the restore fails before it
+/// touches anything): the reference schema accepts such manifests.
 #[skip_serializing_none]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "dbops.dbprovision.io",
     version = "v1alpha1",
@@ -50,8 +52,6 @@ pub const DATA_LOSS_ACK: &str = "I-UNDERSTAND-DATA-LOSS";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("has(self.backupRef) != has(self.fromPath)").message("set exactly one of spec.backupRef or spec.fromPath"))]
-#[x_kube(validation = Rule::new("!((has(self.target.inPlace) && self.target.inPlace) || (has(self.postgres) && has(self.postgres.dropExisting) && self.postgres.dropExisting) || (has(self.mysql) && has(self.mysql.dropExisting) && self.mysql.dropExisting)) || (has(self.confirmation) && has(self.confirmation.acknowledgeDataLoss))").message("target.inPlace and dropExisting overwrite data: set spec.confirmation.acknowledgeDataLoss to I-UNDERSTAND-DATA-LOSS").field_path(".confirmation"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRestoreSpec {
     /// The DatabaseBackup to restore.
@@ -61,7 +61,7 @@ pub struct DatabaseRestoreSpec {
     pub from_path: Option<RestoreFromPath>,
     /// Where to restore to.
     pub target: RestoreTarget,
-    /// Required for restores that overwrite data.
+    /// Required for restores that overwrite data (`target.inPlace`, `dropExisting`).
     pub confirmation: Option<RestoreConfirmation>,
     /// pg_restore options.
     pub postgres: Option<PostgresRestoreConfig>,

@@ -38,20 +38,29 @@ use crate::{
 };
 
 /// Checks what the reconcile can check before anything runs; the error names the field.
-fn validate(b: &DatabaseBackup) -> Result<(), String> {
-    if let Some(pg) = &b.spec.postgres
-        && pg.method == PostgresBackupMethod::PgBasebackup
-    {
-        return Err(
-            "postgres.method pg_basebackup (physical backup) is not supported: dbprov \
+fn validate(b: &DatabaseBackup) -> Result<(), (Reason, String)> {
+    let invalid = |m: String| Err((Reason::InvalidSpec, m));
+    if let Some(pg) = &b.spec.postgres {
+        if pg.method == PostgresBackupMethod::PgBasebackup {
+            return invalid(
+                "postgres.method pg_basebackup (physical backup) is not supported: dbprov \
                     takes logical dumps; use pg_dump"
-                .into(),
-        );
+                    .into(),
+            );
+        }
+        // The reference schema accepts both; pg_dump refuses them together.
+        if pg.data_only == Some(true) && pg.schema_only == Some(true) {
+            return invalid(
+                "spec.postgres.dataOnly and spec.postgres.schemaOnly cannot both be true \
+                 (pg_dump refuses the pair): set one of them"
+                    .into(),
+            );
+        }
     }
     if let Some(my) = &b.spec.mysql
         && my.method != MysqlBackupMethod::Mysqldump
     {
-        return Err(format!(
+        return invalid(format!(
             "mysql.method {:?} is not supported: use mysqldump",
             my.method
         ));
@@ -59,9 +68,38 @@ fn validate(b: &DatabaseBackup) -> Result<(), String> {
     if let Some(ttl) = &b.spec.ttl
         && parse_interval(ttl).is_none()
     {
-        return Err(format!("ttl {ttl:?} is not a duration like 168h or 7d"));
+        return invalid(format!("ttl {ttl:?} is not a duration like 168h or 7d"));
     }
-    payload::encryption(b.spec.encryption.as_ref()).map(|_| ())
+    if let Some(refused) = payload::storage::refusal(
+        &b.spec.storage,
+        &b.namespace().unwrap_or_default(),
+        "spec.storage",
+    ) {
+        return Err(refused);
+    }
+    payload::encryption(b.spec.encryption.as_ref())
+        .map(|_| ())
+        .map_err(|m| (Reason::InvalidSpec, m))
+}
+
+/// Why `mysql.databases` cannot be served for a backup of `database`: a dbprov artifact
+/// holds one database, dumped without `CREATE DATABASE`/`USE` so that it restores under any
+/// name (`mysqldump --databases` would pin the names); naming the backed-up database itself
+/// is what it does anyway.
+fn databases_refusal(b: &DatabaseBackup, database: &str) -> Option<String> {
+    let listed = b.spec.mysql.as_ref()?.databases.as_deref()?;
+    let others: Vec<&str> = listed
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != database)
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "spec.mysql.databases names {others:?}, which is not supported: a backup holds only \
+             the database spec.databaseRef points to ({database:?}), so that it restores under \
+             any name; create one DatabaseBackup (or schedule) per database"
+        )
+    })
 }
 
 /// The relative object key of a backup: `<namespace>/<database>/<backup name>`; the agent
@@ -128,8 +166,8 @@ fn deadline_passed(created: Option<&Time>, seconds: i64) -> bool {
 /// Why a backup cannot run at all, checked before anything starts: the spec, or a start
 /// deadline that passed. The backup is Failed for good with the reason.
 fn refusal(b: &DatabaseBackup, running: bool) -> Option<(Reason, String, Reason)> {
-    if let Err(message) = validate(b) {
-        return Some((Reason::InvalidSpec, message, Reason::InvalidSpec));
+    if let Err((reason, message)) = validate(b) {
+        return Some((reason, message, reason));
     }
     let deadline = b.spec.active_deadline_seconds;
     if !running && deadline_passed(b.meta().creation_timestamp.as_ref(), deadline) {
@@ -169,7 +207,7 @@ pub(crate) fn backup_payload(
     })
 }
 
-async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = &*ctx;
     let st = b.status.clone().unwrap_or_default();
     match st.phase {
@@ -196,6 +234,14 @@ async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Erro
             return Err(operation::wait(ctx, &*b, conditions(&b), running, blocked).await);
         }
     };
+    if let Some(message) = databases_refusal(&b, &db.spec.name) {
+        let reason = Reason::NotSupported;
+        crate::metrics::backup_failed(reason.as_str());
+        let update = StatusUpdate::not_ready(reason, message.clone());
+        status(ctx, &b, OperationPhase::Failed, update).await?;
+        events::publish(ctx, &*b, reason, message).await;
+        return Ok(Action::await_change());
+    }
     let cluster = instance.cluster(ctx).to_owned();
     let request = dispatch::intent(
         &*b,
@@ -307,13 +353,18 @@ async fn completed(
                 .ok()
         })
         .map(Time);
-    let message = format!(
+    let mut message = format!(
         "backup completed: {} ({} bytes dumped, {} stored, {:.1}s)",
         o.location, o.plaintext_bytes, o.stored_bytes, o.duration_seconds
     );
+    for w in &o.warnings {
+        message.push_str("; ");
+        message.push_str(w);
+    }
     let extra = json!({
         "completedAt": completed_at,
         "expiresAt": expires_at,
+        "warnings": if o.warnings.is_empty() { Value::Null } else { json!(o.warnings) },
         "progress": Value::Null,
         "backup": {
             "path": o.object, "metadataPath": o.metadata_object, "location": o.location,
@@ -464,5 +515,24 @@ mod tests {
         }))
         .unwrap();
         assert!(validate(&b).is_ok());
+    }
+
+    #[test]
+    fn mysql_databases_naming_the_backed_up_database_is_what_runs_anyway() {
+        let mut b: DatabaseBackup = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackup",
+            "metadata": {"name": "b", "namespace": "n"},
+            "spec": {"databaseRef": {"name": "app"},
+                     "storage": {"type": "pvc", "pvc": {"claimName": "v"}},
+                     "mysql": {"databases": ["shop"]}}
+        }))
+        .unwrap();
+        assert_eq!(databases_refusal(&b, "shop"), None);
+        b.spec.mysql.as_mut().unwrap().databases = Some(vec!["shop".into(), "crm".into()]);
+        let m = databases_refusal(&b, "shop").unwrap();
+        assert!(
+            m.contains("spec.mysql.databases") && m.contains("\"crm\""),
+            "{m}"
+        );
     }
 }

@@ -27,6 +27,7 @@ use crate::api::{
     Database, DatabaseBackup, DatabaseRestore,
     backup::{CompressionConfig, EncryptionConfig, StorageConfig},
     common::OperationPhase,
+    restore::DATA_LOSS_ACK,
 };
 
 /// What to restore from, resolved.
@@ -281,6 +282,59 @@ pub(crate) fn restore_payload(
     )
 }
 
+/// Why a restore can never run as specified, checked before anything is resolved or touched;
+/// the message names the field and the fix. The reference schema accepts all of these.
+pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
+    let spec = &r.spec;
+    if spec.backup_ref.is_some() && spec.from_path.is_some() {
+        return Some((
+            Reason::InvalidSpec,
+            "spec.backupRef and spec.fromPath are both set: set only one of them".into(),
+        ));
+    }
+    let overwrites = spec.target.in_place == Some(true)
+        || spec.postgres.as_ref().and_then(|p| p.drop_existing) == Some(true)
+        || spec.mysql.as_ref().and_then(|m| m.drop_existing) == Some(true);
+    let confirmed = spec
+        .confirmation
+        .as_ref()
+        .and_then(|c| c.acknowledge_data_loss.as_deref())
+        == Some(DATA_LOSS_ACK);
+    if overwrites && !confirmed {
+        return Some((
+            Reason::InvalidSpec,
+            format!(
+                "target.inPlace and dropExisting overwrite data: set \
+                 spec.confirmation.acknowledgeDataLoss to {DATA_LOSS_ACK}"
+            ),
+        ));
+    }
+    if let Some(map) = spec
+        .postgres
+        .as_ref()
+        .and_then(|p| p.role_mapping.as_ref())
+        .filter(|m| !m.is_empty())
+    {
+        let roles: Vec<&String> = map.keys().collect();
+        return Some((
+            Reason::NotSupported,
+            format!(
+                "spec.postgres.roleMapping (for {roles:?}) is not supported: pg_restore cannot \
+                 rename owners or grantees (the Go operator's --role=old:new is not a \
+                 pg_restore option). Remove it, restore with postgres.noOwner: true (the \
+                 default: the objects belong to the restoring user) and hand them over \
+                 afterwards (ALTER ... OWNER TO, a DatabaseGrant)"
+            ),
+        ));
+    }
+    let from = spec.from_path.as_ref()?;
+    payload::storage::refusal(
+        &from.storage,
+        &r.namespace().unwrap_or_default(),
+        "spec.fromPath.storage",
+    )
+}
+
 /// Percent done: the artifact is read twice (verify, then restore), each half the work.
 fn percent(step: &str, bytes: u64, total: Option<i64>) -> Option<i32> {
     let total = u64::try_from(total?).ok().filter(|t| *t > 0)?;
@@ -293,7 +347,7 @@ fn percent(step: &str, bytes: u64, total: Option<i64>) -> Option<i32> {
     })
 }
 
-async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = &*ctx;
     let st = r.status.clone().unwrap_or_default();
     if matches!(
@@ -303,6 +357,13 @@ async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let running = st.phase == Some(OperationPhase::Running);
+    if let Some((reason, message)) = refusal(&r) {
+        crate::metrics::restore_failed(reason.as_str());
+        let update = StatusUpdate::not_ready(reason, message.clone());
+        status(ctx, &r, OperationPhase::Failed, update).await?;
+        events::publish(ctx, &*r, reason, message).await;
+        return Ok(Action::await_change());
+    }
     let resolved = match source(ctx, &r).await? {
         Ok(src) => target(ctx, &r, &src).await?.map(|t| (src, t)),
         Err(stop) => Err(stop),

@@ -214,15 +214,27 @@ async fn invalid(
     s: &DatabaseBackupSchedule,
     message: String,
 ) -> Result<Action, Error> {
-    StatusUpdate::not_ready(Reason::InvalidSpec, message.clone())
+    refused(ctx, s, Reason::InvalidSpec, message).await
+}
+
+async fn refused(
+    ctx: &Context,
+    s: &DatabaseBackupSchedule,
+    reason: Reason,
+    message: String,
+) -> Result<Action, Error> {
+    StatusUpdate::not_ready(reason, message.clone())
         .phase(SchedulePhase::Active)
         .apply(ctx, s, conditions(s))
         .await?;
-    events::publish(ctx, s, Reason::InvalidSpec, message).await;
+    events::publish(ctx, s, reason, message).await;
     Ok(Action::await_change())
 }
 
-async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn apply(
+    s: Arc<DatabaseBackupSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let ctx = &*ctx;
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
@@ -245,6 +257,14 @@ async fn apply(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Acti
         Ok(r) => r,
         Err(e) => return invalid(ctx, &s, e).await,
     };
+    // Every backup it would create would be refused for this: say it once, here.
+    if let Some((reason, message)) = super::payload::storage::refusal(
+        &s.spec.template.spec.storage,
+        &ns,
+        "spec.template.spec.storage",
+    ) {
+        return refused(ctx, &s, reason, message).await;
+    }
     let backups_api: Api<DatabaseBackup> = Api::namespaced(ctx.client.clone(), &ns);
     let mut backups = backups_api
         .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))

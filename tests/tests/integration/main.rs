@@ -5,6 +5,7 @@
 
 mod api;
 mod api_compat;
+mod backup_options;
 mod backup_pipeline;
 mod backups;
 mod chart_rbac;

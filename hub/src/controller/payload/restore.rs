@@ -5,11 +5,10 @@
 //! (resolved to `instance` and `database`; `target.inPlace` is sent as `inPlace`),
 //! `spec.confirmation` (checked by the apiserver), `spec.activeDeadlineSeconds` (the intent's
 //! timeout), `spec.fromPath.backupPath` (sent joined to the storage prefix as `object`),
-//! `spec.fromPath.compression.enabled` and `spec.fromPath.compression.level` (only the
-//! algorithm is sent), `spec.postgres.dropExisting` / `spec.mysql.dropExisting` and
+//! `spec.fromPath.compression.level` (reading needs no level),
+//! `spec.postgres.dropExisting` / `spec.mysql.dropExisting` and
 //! `spec.postgres.createDatabase` / `spec.mysql.createDatabase` (sent once, as the top-level
-//! `dropExisting` / `createDatabase`), `spec.postgres.roleMapping`, `spec.mysql.routines`,
-//! `spec.mysql.triggers`, `spec.mysql.events`.
+//! `dropExisting` / `createDatabase`), `spec.postgres.roleMapping` (refused by the hub).
 
 use dbprov_contract::{
     backup::Compression,
@@ -44,13 +43,23 @@ pub fn mysql_restore_options(my: &MysqlRestoreConfig) -> MysqlRestoreOptions {
     MysqlRestoreOptions {
         disable_foreign_key_checks: Some(my.disable_foreign_key_checks),
         disable_binlog: Some(my.disable_binlog),
+        routines: Some(my.routines),
+        triggers: Some(my.triggers),
+        events: Some(my.events),
     }
 }
 
 /// The compression an artifact without a metadata object was written with: the algorithm of
-/// `fromPath.compression`, whatever its `enabled` (as before).
+/// `fromPath.compression`, or none when the block says `enabled: false`. The level is not
+/// sent: a stream is read the same whatever level wrote it.
 pub fn restore_compression(c: Option<&CompressionConfig>) -> Option<Compression> {
-    c.map(|c| compression_algorithm(c.algorithm))
+    c.map(|c| {
+        if c.enabled {
+            compression_algorithm(c.algorithm)
+        } else {
+            Compression::None
+        }
+    })
 }
 
 /// The artifact a restore reads, resolved by the hub.
@@ -131,10 +140,17 @@ mod tests {
             .map(|p| p.create_database)
             .or(my.map(|m| m.create_database))
             .unwrap_or(true);
-        // Source::compression: the algorithm of fromPath.compression, as a string.
+        // Source::compression: the algorithm of fromPath.compression, as a string; since
+        // issue 15 `none` when the block says enabled: false (before, the algorithm anyway).
         let compression: Option<String> = source
             .compression
-            .map(|c| serde_json::to_value(c.algorithm).ok())
+            .map(|c| {
+                if c.enabled {
+                    serde_json::to_value(c.algorithm).ok()
+                } else {
+                    Some(json!("none"))
+                }
+            })
             .and_then(|v| v.and_then(|v| v.as_str().map(str::to_owned)));
         json!({
             "instance": inst::legacy(i, None),
@@ -160,16 +176,7 @@ mod tests {
                 "postgres",
                 &["dropExisting", "createDatabase", "roleMapping"][..],
             ),
-            (
-                "mysql",
-                &[
-                    "dropExisting",
-                    "createDatabase",
-                    "routines",
-                    "triggers",
-                    "events",
-                ][..],
-            ),
+            ("mysql", &["dropExisting", "createDatabase"][..]),
         ] {
             if let Some(o) = today[block].as_object_mut() {
                 for f in fields {
@@ -255,8 +262,8 @@ mod tests {
             "object": "team-a/shop/x.sql.gz",
             "encryption": {"algorithm": null,
                 "secretRef": {"name": "backup-key", "key": "key", "namespace": null}},
-            // The algorithm, even though the block says enabled: false.
-            "compression": "gzip",
+            // enabled: false: the artifact is read as it is (before issue 15: gzip anyway).
+            "compression": "none",
             "dropExisting": false,
             "inPlace": false,
             "createDatabase": true,
@@ -278,7 +285,7 @@ mod tests {
             converted,
             corpus::as_contract::<RestoreIntent>(carried(today))
         );
-        assert_eq!(converted.compression, Some(Compression::Gzip));
+        assert_eq!(converted.compression, Some(Compression::None));
         corpus::round_trips(&converted);
     }
 

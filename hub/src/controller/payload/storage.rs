@@ -2,14 +2,19 @@
 //! DatabaseBackup (or a schedule's template, or a restore's `fromPath`).
 //!
 //! Not carried: `storage.gcs.secretRef.namespace` (the contract's GCS key reference has no
-//! namespace: the key is read from the resource's namespace, `secretNamespace`).
+//! namespace: the key is read from the resource's namespace, `secretNamespace`; any other
+//! namespace is refused by [`refusal`], so that a manifest cannot read another tenant's
+//! Secret).
 
 use dbprov_contract::storage::{
     AzureSecretRef, AzureSpec, GcsKeyRef, GcsSpec, PvcSpec, S3Keys, S3SecretRef, S3Spec,
     StorageSpec, StorageType,
 };
 
-use crate::api::backup::{self as api, StorageConfig};
+use crate::{
+    api::backup::{self as api, StorageConfig},
+    controller::reason::Reason,
+};
 
 /// The contract's storage type for the API's.
 pub fn storage_type(t: api::StorageType) -> StorageType {
@@ -19,6 +24,43 @@ pub fn storage_type(t: api::StorageType) -> StorageType {
         api::StorageType::Azure => StorageType::Azure,
         api::StorageType::Pvc => StorageType::Pvc,
     }
+}
+
+/// Why `s` (at `field`, e.g. `spec.storage`) cannot be served for a resource in `namespace`:
+/// the block `type` names is missing (the reference schema accepts that), or the GCS key is
+/// in another namespace, which the agent must not read (tenant isolation: nothing yet lets
+/// that namespace consent to it).
+pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reason, String)> {
+    let t = storage_type(s.type_).as_str();
+    let present = match s.type_ {
+        api::StorageType::S3 => s.s3.is_some(),
+        api::StorageType::Gcs => s.gcs.is_some(),
+        api::StorageType::Azure => s.azure.is_some(),
+        api::StorageType::Pvc => s.pvc.is_some(),
+    };
+    if !present {
+        return Some((
+            Reason::InvalidSpec,
+            format!("{field}.type is {t} but {field}.{t} is not set: add the {t} block"),
+        ));
+    }
+    let other = s
+        .gcs
+        .as_ref()
+        .filter(|_| s.type_ == api::StorageType::Gcs)
+        .and_then(|g| g.secret_ref.as_ref())
+        .and_then(|r| r.namespace.as_deref())
+        .filter(|n| *n != namespace);
+    other.map(|n| {
+        (
+            Reason::NotSupported,
+            format!(
+                "{field}.gcs.secretRef.namespace {n:?} is not supported: the key Secret must be \
+                 in this resource's namespace {namespace:?} (a manifest may not read another \
+                 namespace's Secrets); copy the key there and remove the namespace"
+            ),
+        )
+    })
 }
 
 /// Where artifacts are, as the agent reads it.

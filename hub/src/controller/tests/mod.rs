@@ -8,6 +8,7 @@
 //! generic checks below, run by each kind's file with that kind's objects.
 
 mod backup;
+mod backup;
 mod database;
 mod grant;
 mod instance;

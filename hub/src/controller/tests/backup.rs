@@ -1,0 +1,266 @@
+//! DatabaseBackup, DatabaseBackupSchedule and DatabaseRestore: the refusals of option values
+//! the reference schema accepts and dbprov cannot serve. Each ends Failed (a schedule: not
+//! Ready) with a reason and a message naming the field and the fix, and sends nothing.
+
+use dbprov_contract::backup::BackupIntent;
+use dbprov_proto::agent::v1::Operation;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    api::{DatabaseBackup, DatabaseBackupSchedule, DatabaseRestore},
+    controller::{
+        backup, restore, schedule,
+        testkit::fixtures::{self, NS},
+    },
+};
+
+const API: &str = "dbops.dbprovision.io/v1alpha1";
+
+/// A ready MariaDB instance `maria` and the Database `shop` on it (stored).
+fn shop(env: &TestEnv) {
+    env.insert(&fixtures::ready_instance("maria", "mariadb").build());
+    env.insert(&fixtures::database("shop", "maria").build());
+}
+
+fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({"apiVersion": API, "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "generation": 1},
+        "spec": spec}))
+    .unwrap()
+}
+
+fn gcs(namespace: &str) -> Value {
+    json!({"type": "gcs", "gcs": {"bucket": "bkt",
+        "secretRef": {"name": "sa", "key": "sa.json", "namespace": namespace}}})
+}
+
+fn backup_spec(storage: Value, extra: Value) -> Value {
+    let mut spec = json!({"databaseRef": {"name": "shop"}, "storage": storage});
+    if let (Some(a), Value::Object(b)) = (spec.as_object_mut(), extra) {
+        a.extend(b);
+    }
+    spec
+}
+
+/// Runs the backup's reconcile and checks it was refused with `reason`; returns the message.
+async fn refused_backup(env: &TestEnv, spec: Value, reason: Reason) -> String {
+    let b = env.insert(&object::<DatabaseBackup>("DatabaseBackup", "b", spec));
+    let action = backup::apply(b, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(
+        env.agent.received().is_empty(),
+        "{:?}",
+        env.agent.operations()
+    );
+    assert_event(env, reason);
+    let status = assert_status::<DatabaseBackup>(env, NS, "b", false, reason, "Failed");
+    status["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_gcs_key_in_another_namespace_is_refused_and_never_read() {
+    let env = TestEnv::new();
+    shop(&env);
+    let m = refused_backup(
+        &env,
+        backup_spec(gcs("tenant-b"), json!({})),
+        Reason::NotSupported,
+    )
+    .await;
+    assert!(
+        m.contains("spec.storage.gcs.secretRef.namespace \"tenant-b\" is not supported")
+            && m.contains("copy the key there"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_gcs_key_in_the_backups_own_namespace_is_read_from_there() {
+    // The agent never answers the long operation here: the intent being sent is the point.
+    let env = TestEnv::with_agent(|_| {
+        Err(agent_error(
+            dbprov_proto::agent::v1::ErrorCode::Invalid,
+            "stop",
+            false,
+        ))
+    });
+    shop(&env);
+    let b = env.insert(&object::<DatabaseBackup>(
+        "DatabaseBackup",
+        "b",
+        backup_spec(gcs(NS), json!({})),
+    ));
+    let _ = backup::apply(b, env.ctx.clone()).await;
+    let sent = only_intent(&env, Operation::RunBackup);
+    let intent: BackupIntent = desired(&sent);
+    assert_eq!(intent.secret_namespace, NS);
+    assert_eq!(intent.storage.gcs.unwrap().secret_ref.unwrap().name, "sa");
+}
+
+#[tokio::test]
+async fn mysql_databases_naming_another_database_is_refused() {
+    let env = TestEnv::new();
+    shop(&env);
+    let m = refused_backup(
+        &env,
+        backup_spec(
+            json!({"type": "pvc", "pvc": {"claimName": "v"}}),
+            json!({"mysql": {"databases": ["shop", "crm"]}}),
+        ),
+        Reason::NotSupported,
+    )
+    .await;
+    assert!(
+        m.contains("spec.mysql.databases names [\"crm\"]")
+            && m.contains("one DatabaseBackup (or schedule) per database"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn data_only_with_schema_only_and_a_missing_storage_block_are_invalid() {
+    let env = TestEnv::new();
+    shop(&env);
+    let m = refused_backup(
+        &env,
+        backup_spec(
+            json!({"type": "pvc", "pvc": {"claimName": "v"}}),
+            json!({"postgres": {"dataOnly": true, "schemaOnly": true}}),
+        ),
+        Reason::InvalidSpec,
+    )
+    .await;
+    assert!(
+        m.contains("spec.postgres.dataOnly and spec.postgres.schemaOnly"),
+        "{m}"
+    );
+
+    let env = TestEnv::new();
+    shop(&env);
+    let m = refused_backup(
+        &env,
+        backup_spec(json!({"type": "s3"}), json!({})),
+        Reason::InvalidSpec,
+    )
+    .await;
+    assert_eq!(
+        m,
+        "spec.storage.type is s3 but spec.storage.s3 is not set: add the s3 block"
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_with_a_foreign_gcs_key_says_so_and_creates_nothing() {
+    let env = TestEnv::new();
+    shop(&env);
+    let s = env.insert(&object::<DatabaseBackupSchedule>(
+        "DatabaseBackupSchedule",
+        "nightly",
+        json!({"schedule": "0 3 * * *", "template": {"spec": backup_spec(gcs("tenant-b"), json!({}))}}),
+    ));
+    let action = schedule::apply(s, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let status = assert_status::<DatabaseBackupSchedule>(
+        &env,
+        NS,
+        "nightly",
+        false,
+        Reason::NotSupported,
+        "Active",
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.template.spec.storage.gcs.secretRef.namespace \"tenant-b\""),
+        "{status}"
+    );
+    assert!(
+        !env.api
+            .paths()
+            .iter()
+            .any(|p| p.contains("/databasebackups/")),
+        "{:?}",
+        env.api.paths()
+    );
+}
+
+/// Runs the restore's reconcile and checks it was refused with `reason`; returns the message.
+async fn refused_restore(env: &TestEnv, spec: Value, reason: Reason) -> String {
+    let r = env.insert(&object::<DatabaseRestore>("DatabaseRestore", "r", spec));
+    let action = restore::apply(r, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(
+        env.agent.received().is_empty(),
+        "{:?}",
+        env.agent.operations()
+    );
+    assert_event(env, reason);
+    let status = assert_status::<DatabaseRestore>(env, NS, "r", false, reason, "Failed");
+    status["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refused() {
+    let from_path = |storage: Value| json!({"backupPath": "a/b.sql", "storage": storage});
+    let pvc = json!({"type": "pvc", "pvc": {"claimName": "v"}});
+    let cases = [
+        (
+            json!({"backupRef": {"name": "b"}, "fromPath": from_path(pvc.clone()),
+                   "target": {"databaseName": "copy"}}),
+            Reason::InvalidSpec,
+            "spec.backupRef and spec.fromPath are both set: set only one of them",
+        ),
+        (
+            json!({"backupRef": {"name": "b"}, "target": {"databaseRef": {"name": "shop"}, "inPlace": true}}),
+            Reason::InvalidSpec,
+            "target.inPlace and dropExisting overwrite data: set spec.confirmation.acknowledgeDataLoss to I-UNDERSTAND-DATA-LOSS",
+        ),
+        (
+            json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
+                   "mysql": {"dropExisting": true}, "confirmation": {}}),
+            Reason::InvalidSpec,
+            "set spec.confirmation.acknowledgeDataLoss to I-UNDERSTAND-DATA-LOSS",
+        ),
+        (
+            json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
+                   "postgres": {"roleMapping": {"app_old": "app"}}}),
+            Reason::NotSupported,
+            "spec.postgres.roleMapping (for [\"app_old\"]) is not supported",
+        ),
+        (
+            json!({"fromPath": from_path(gcs("tenant-b")), "target": {"databaseName": "copy"}}),
+            Reason::NotSupported,
+            "spec.fromPath.storage.gcs.secretRef.namespace \"tenant-b\" is not supported",
+        ),
+        (
+            json!({"fromPath": from_path(json!({"type": "azure"})), "target": {"databaseName": "copy"}}),
+            Reason::InvalidSpec,
+            "spec.fromPath.storage.type is azure but spec.fromPath.storage.azure is not set",
+        ),
+    ];
+    for (spec, reason, expected) in cases {
+        let env = TestEnv::new();
+        shop(&env);
+        let m = refused_restore(&env, spec.clone(), reason).await;
+        assert!(m.contains(expected), "{spec}: {m}");
+    }
+}
+
+#[tokio::test]
+async fn a_confirmed_in_place_restore_passes_the_checks() {
+    // Waits for the backup instead of being refused.
+    let env = TestEnv::new();
+    shop(&env);
+    let r = env.insert(&object::<DatabaseRestore>(
+        "DatabaseRestore",
+        "r",
+        json!({"backupRef": {"name": "missing"}, "target": {"databaseRef": {"name": "shop"}, "inPlace": true},
+               "confirmation": {"acknowledgeDataLoss": "I-UNDERSTAND-DATA-LOSS"},
+               "postgres": {"roleMapping": {}}}),
+    ));
+    let result = restore::apply(r, env.ctx.clone()).await;
+    assert_blocked::<DatabaseRestore>(&env, result, NS, "r", Reason::BackupNotFound, "Pending");
+}
