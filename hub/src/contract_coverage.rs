@@ -30,6 +30,7 @@ use kube::Resource;
 use serde_json::{Map, Value, json};
 
 use crate::{
+    compatibility::Status,
     api::{
         ClusterDatabaseGrant, ClusterDatabaseInstance, ClusterDatabaseRole, Database,
         DatabaseBackup, DatabaseBackupSchedule, DatabaseGrant, DatabaseInstance, DatabaseRestore,
@@ -73,8 +74,8 @@ enum Why {
 const NOT_CARRIED: &[(&str, Why, &str)] = &[
     (
         "DatabaseInstance.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served (the probe reports EngineNotSupported)",
+        Why::Refused,
+        "engine clickhouse is accepted for compatibility and refused: the instance reports EngineNotSupported",
     ),
     (
         "DatabaseInstance.spec.clusterRef.name",
@@ -103,8 +104,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseInstance.spec.healthCheck.enabled",
-        Why::NotHonouredYet,
-        "only picks the probe interval: `enabled: false` still probes every 300 s (issue 15)",
+        Why::HubOnly,
+        "`false`: the hub probes only at spec changes and agent reconnects (no timer; a failing probe is retried until the first connection) and the Ready message says health checks are disabled",
     ),
     (
         "DatabaseInstance.spec.healthCheck.intervalSeconds",
@@ -112,59 +113,14 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub requeues the probe at this interval",
     ),
     (
-        "DatabaseInstance.spec.healthCheck.timeoutSeconds",
-        Why::NotHonouredYet,
-        "the probe uses the fixed intent timeout (30 s) (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.mysql.charset",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.mysql.collation",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
         "DatabaseInstance.spec.mysql.parseTime",
-        Why::NotHonouredYet,
-        "go-sql-driver option of the reference operator; nothing acts on it",
-    ),
-    (
-        "DatabaseInstance.spec.mysql.readTimeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.mysql.timeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.mysql.writeTimeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.postgres.applicationName",
-        Why::NotHonouredYet,
-        "the agent connects as application `dbprov-agent` whatever is set (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.postgres.statementTimeout",
-        Why::NotHonouredYet,
-        "PostgreSQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "DatabaseInstance.spec.resourceTracking",
-        Why::NotHonouredYet,
-        "resource tracking (comments, MySQL user attributes, metadata table) is not implemented (issue 15)",
+        Why::NoActionNeeded,
+        "go-sql-driver option (scan DATE/DATETIME columns into time.Time); the agent's driver (sqlx) has no such switch and the agent reads no date values it could parse either way",
     ),
     (
         "ClusterDatabaseInstance.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served (the probe reports EngineNotSupported)",
+        Why::Refused,
+        "engine clickhouse is accepted for compatibility and refused: the instance reports EngineNotSupported",
     ),
     (
         "ClusterDatabaseInstance.spec.clusterRef.name",
@@ -193,8 +149,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "ClusterDatabaseInstance.spec.healthCheck.enabled",
-        Why::NotHonouredYet,
-        "only picks the probe interval: `enabled: false` still probes every 300 s (issue 15)",
+        Why::HubOnly,
+        "`false`: the hub probes only at spec changes and agent reconnects (no timer; a failing probe is retried until the first connection) and the Ready message says health checks are disabled",
     ),
     (
         "ClusterDatabaseInstance.spec.healthCheck.intervalSeconds",
@@ -202,59 +158,14 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub requeues the probe at this interval",
     ),
     (
-        "ClusterDatabaseInstance.spec.healthCheck.timeoutSeconds",
-        Why::NotHonouredYet,
-        "the probe uses the fixed intent timeout (30 s) (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.mysql.charset",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.mysql.collation",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
         "ClusterDatabaseInstance.spec.mysql.parseTime",
-        Why::NotHonouredYet,
-        "go-sql-driver option of the reference operator; nothing acts on it",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.mysql.readTimeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.mysql.timeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.mysql.writeTimeout",
-        Why::NotHonouredYet,
-        "MySQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.postgres.applicationName",
-        Why::NotHonouredYet,
-        "the agent connects as application `dbprov-agent` whatever is set (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.postgres.statementTimeout",
-        Why::NotHonouredYet,
-        "PostgreSQL connection option; the agent's connections ignore it (issue 15)",
-    ),
-    (
-        "ClusterDatabaseInstance.spec.resourceTracking",
-        Why::NotHonouredYet,
-        "resource tracking (comments, MySQL user attributes, metadata table) is not implemented (issue 15)",
+        Why::NoActionNeeded,
+        "go-sql-driver option (scan DATE/DATETIME columns into time.Time); the agent's driver (sqlx) has no such switch and the agent reads no date values it could parse either way",
     ),
     (
         "Database.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served",
+        Why::Refused,
+        "only read on a clickhouse instance, which is not served: the resource reports EngineNotSupported (and is let go on deletion with a Warning)",
     ),
     (
         "Database.spec.clusterInstanceRef.name",
@@ -277,9 +188,19 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub times drift checks with it (kit::drift::check_every)",
     ),
     (
-        "Database.spec.initSQL",
-        Why::NotHonouredYet,
-        "init SQL (inline, ConfigMap, Secret, failurePolicy) never runs (issue 15)",
+        "Database.spec.initSQL.configMapRef.namespace",
+        Why::Refused,
+        "read only from the Database's own namespace: another namespace gets Ready=False InvalidSpec naming spec.initSQL.configMapRef.namespace (the agent reads the ConfigMap in the Database's namespace)",
+    ),
+    (
+        "Database.spec.initSQL.secretRef.namespace",
+        Why::Refused,
+        "read only from the Database's own namespace: another namespace gets Ready=False InvalidSpec naming spec.initSQL.secretRef.namespace (the agent reads the Secret in the Database's namespace)",
+    ),
+    (
+        "Database.spec.initSQL.failurePolicy",
+        Why::HubOnly,
+        "the hub decides from it what a failed run makes of the Database (Block: not Ready, tried again; Continue: Ready with InitSQLFailedIgnored) and whether the same content is retried (sent as doneHash)",
     ),
     (
         "Database.spec.instanceRef.name",
@@ -292,29 +213,9 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "resolved by the hub into the intent's `instance` block",
     ),
     (
-        "Database.spec.mysql.defaultStorageEngine",
-        Why::NotHonouredYet,
-        "not in the contract; nothing sets it (issue 15)",
-    ),
-    (
-        "Database.spec.mysql.sqlMode",
-        Why::NotHonouredYet,
-        "not in the contract; nothing sets it (issue 15)",
-    ),
-    (
-        "Database.spec.postgres.defaultPrivileges",
-        Why::NotHonouredYet,
-        "not in the contract; no default privileges are set (issue 15)",
-    ),
-    (
-        "Database.spec.postgres.ownership",
-        Why::NotHonouredYet,
-        "ownership automation is not in the contract (issue 15)",
-    ),
-    (
         "DatabaseUser.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served",
+        Why::Refused,
+        "only read on a clickhouse instance, which is not served: the resource reports EngineNotSupported (and is let go on deletion with a Warning)",
     ),
     (
         "DatabaseUser.spec.clusterInstanceRef.name",
@@ -363,13 +264,13 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseUser.spec.passwordSecret.format",
-        Why::NotHonouredYet,
-        "only `kubernetes` is served; `vault`/`external-secrets` are neither sent nor refused (issue 15)",
+        Why::Refused,
+        "only `kubernetes` is served (the agent writes a Kubernetes Secret); `vault` and `external-secrets` get Ready=False NotSupported naming spec.passwordSecret.format and the fix (format: kubernetes, then Vault Secrets Operator / a PushSecret)",
     ),
     (
         "DatabaseRole.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served",
+        Why::Refused,
+        "only read on a clickhouse instance, which is not served: the resource reports EngineNotSupported (and is let go on deletion with a Warning)",
     ),
     (
         "DatabaseRole.spec.clusterInstanceRef.name",
@@ -393,8 +294,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseRole.spec.mysql.useNativeRoles",
-        Why::NotHonouredYet,
-        "not in the contract; MySQL roles are always native (issue 15)",
+        Why::Refused,
+        "`true` (the default) is what the agent does (CREATE ROLE); `false` (roles emulated as locked accounts) gets Ready=False NotSupported naming spec.mysql.useNativeRoles on MySQL/MariaDB instances",
     ),
     (
         "ClusterDatabaseRole.spec.clusterInstanceRef.name",
@@ -407,19 +308,14 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub times drift checks with it (kit::drift::check_every)",
     ),
     (
-        "ClusterDatabaseRole.spec.managedResourceComment",
-        Why::NotHonouredYet,
-        "no comment is set on the role (issue 15)",
-    ),
-    (
         "ClusterDatabaseRole.spec.mysql.useNativeRoles",
-        Why::NotHonouredYet,
-        "not in the contract; MySQL roles are always native (issue 15)",
+        Why::Refused,
+        "`true` (the default) is what the agent does (CREATE ROLE); `false` (roles emulated as locked accounts) gets Ready=False NotSupported naming spec.mysql.useNativeRoles on MySQL/MariaDB instances",
     ),
     (
         "DatabaseGrant.spec.clickhouse",
-        Why::NotHonouredYet,
-        "clickhouse is accepted for compatibility but not served",
+        Why::Refused,
+        "only read on a clickhouse instance, which is not served: the resource reports EngineNotSupported (and is let go on deletion with a Warning)",
     ),
     (
         "DatabaseGrant.spec.databaseRef.name",
@@ -748,13 +644,13 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabaseMigration.spec",
-        Why::NotHonouredYet,
-        "no controller reconciles DatabaseMigration yet",
+        Why::Refused,
+        "no migrations are run by this version: every DatabaseMigration reports Ready=False NotSupported saying nothing was applied",
     ),
     (
         "DatabasePolicy.spec",
-        Why::NotHonouredYet,
-        "no controller or admission webhook enforces DatabasePolicy yet",
+        Why::Refused,
+        "no policy is enforced by this version: every DatabasePolicy reports Ready=False NotSupported saying nothing is refused or audited",
     ),
 ];
 
@@ -1164,8 +1060,7 @@ async fn payloads(kind: &str, v: &Value) -> Result<Vec<Value>, String> {
             if !spec.engine.is_served() {
                 return Ok(vec![json!("no probe: engine not served")]);
             }
-            let mut probe = payload::instance(&spec, ns);
-            probe.discover = discovery_due(&spec, &Value::Null);
+            let probe = payload::probe(&spec, ns, discovery_due(&spec, &Value::Null));
             Ok(vec![to_json(&probe)])
         }
         "DatabaseBackup" => backup_payloads(&parse::<DatabaseBackup>(v)),
@@ -1326,6 +1221,7 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
     let mut problems = Vec::new();
     let mut all_paths = Vec::new();
     let mut summary: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+    let mut rows = Vec::new();
     // Every path with its verdict, with DBPROV_COVERAGE_VERBOSE=1.
     let verbose = std::env::var_os("DBPROV_COVERAGE_VERBOSE").is_some();
     for crd in crate::crdgen::all() {
@@ -1372,6 +1268,20 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
                 };
                 println!("{name:<72} {verdict}");
             }
+            rows.push(crate::compatibility::Row {
+                path: name.clone(),
+                status: match listed(&name) {
+                    _ if seen == Seen::Carried => Status::Honoured,
+                    Some((_, Why::HubOnly, _)) => Status::HubOnly,
+                    Some((_, Why::NoActionNeeded, _)) => Status::NoActionNeeded,
+                    Some((_, Why::Refused, _)) => Status::Refused,
+                    Some((_, Why::NotHonouredYet, _)) | None => Status::NotHonouredYet,
+                },
+                reason: match listed(&name) {
+                    Some((_, _, reason)) if seen == Seen::NotCarried => (*reason).to_owned(),
+                    _ => String::new(),
+                },
+            });
             match (seen, listed(&name)) {
                 (Seen::Carried, None) => counts[0] += 1,
                 (Seen::Carried, Some((entry, _, _))) => problems.push(format!(
@@ -1427,5 +1337,7 @@ async fn every_spec_path_is_carried_to_the_agent_or_listed_with_a_reason() {
         entries(Why::NoActionNeeded),
         entries(Why::Refused)
     );
+    let rendered = crate::compatibility::render(&rows, &mut problems);
+    crate::compatibility::check_or_write(&rendered, &mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

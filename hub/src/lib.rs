@@ -5,6 +5,8 @@ pub mod certs;
 pub mod cli;
 pub mod clusters;
 #[cfg(test)]
+mod compatibility;
+#[cfg(test)]
 mod contract_coverage;
 pub mod controller;
 pub mod crdgen;
