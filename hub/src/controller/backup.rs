@@ -77,9 +77,16 @@ fn validate(b: &DatabaseBackup) -> Result<(), (Reason, String)> {
     ) {
         return Err(refused);
     }
-    payload::encryption(b.spec.encryption.as_ref())
-        .map(|_| ())
-        .map_err(|m| (Reason::InvalidSpec, m))
+    let key =
+        payload::encryption(b.spec.encryption.as_ref()).map_err(|m| (Reason::InvalidSpec, m))?;
+    match payload::storage::foreign_secret(
+        "spec.encryption.secretRef",
+        key.as_ref().and_then(|k| k.secret_ref.namespace.as_deref()),
+        &b.namespace().unwrap_or_default(),
+    ) {
+        Some(refused) => Err(refused),
+        None => Ok(()),
+    }
 }
 
 /// Why `mysql.databases` cannot be served for a backup of `database`: a dbprov artifact

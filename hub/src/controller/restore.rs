@@ -327,12 +327,24 @@ pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
             ),
         ));
     }
+    let ns = r.namespace().unwrap_or_default();
+    // The key the restore names itself (a backup's own key was checked on the backup).
+    let (field, key) = match (&spec.encryption, &spec.from_path) {
+        (Some(e), _) => ("spec.encryption.secretRef", Some(e)),
+        (None, Some(from)) => (
+            "spec.fromPath.encryption.secretRef",
+            from.encryption.as_ref(),
+        ),
+        (None, None) => ("", None),
+    };
+    if let Ok(Some(key)) = payload::encryption(key)
+        && let Some(refused) =
+            payload::storage::foreign_secret(field, key.secret_ref.namespace.as_deref(), &ns)
+    {
+        return Some(refused);
+    }
     let from = spec.from_path.as_ref()?;
-    payload::storage::refusal(
-        &from.storage,
-        &r.namespace().unwrap_or_default(),
-        "spec.fromPath.storage",
-    )
+    payload::storage::refusal(&from.storage, &ns, "spec.fromPath.storage")
 }
 
 /// Percent done: the artifact is read twice (verify, then restore), each half the work.

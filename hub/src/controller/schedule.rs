@@ -265,6 +265,15 @@ pub(crate) async fn apply(
     ) {
         return refused(ctx, &s, reason, message).await;
     }
+    if let Ok(Some(key)) = super::payload::encryption(s.spec.template.spec.encryption.as_ref())
+        && let Some((reason, message)) = super::payload::storage::foreign_secret(
+            "spec.template.spec.encryption.secretRef",
+            key.secret_ref.namespace.as_deref(),
+            &ns,
+        )
+    {
+        return refused(ctx, &s, reason, message).await;
+    }
     let backups_api: Api<DatabaseBackup> = Api::namespaced(ctx.client.clone(), &ns);
     let mut backups = backups_api
         .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))

@@ -5,7 +5,8 @@
 //! `database`), `spec.ttl`, `spec.activeDeadlineSeconds` (the intent's timeout),
 //! `spec.compression.enabled` and `spec.encryption.enabled` (consumed: they decide whether
 //! the block is sent), `spec.postgres.method` and `spec.mysql.method` (checked by the hub),
-//! `spec.postgres.noSync`, `spec.mysql.databases`.
+//! `spec.postgres.noSync` (pg_dump writes to a pipe: nothing to sync), `spec.mysql.databases`
+//! (the hub refuses any database but the referenced one, which is what is dumped).
 
 use dbprov_contract::{
     backup::{

@@ -27,9 +27,8 @@ pub fn storage_type(t: api::StorageType) -> StorageType {
 }
 
 /// Why `s` (at `field`, e.g. `spec.storage`) cannot be served for a resource in `namespace`:
-/// the block `type` names is missing (the reference schema accepts that), or the GCS key is
-/// in another namespace, which the agent must not read (tenant isolation: nothing yet lets
-/// that namespace consent to it).
+/// the block `type` names is missing (the reference schema accepts that), or its credentials
+/// Secret (GCS, Azure) is in another namespace, which the agent must not read.
 pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reason, String)> {
     let t = storage_type(s.type_).as_str();
     let present = match s.type_ {
@@ -44,23 +43,43 @@ pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reaso
             format!("{field}.type is {t} but {field}.{t} is not set: add the {t} block"),
         ));
     }
-    let other = s
-        .gcs
-        .as_ref()
-        .filter(|_| s.type_ == api::StorageType::Gcs)
-        .and_then(|g| g.secret_ref.as_ref())
-        .and_then(|r| r.namespace.as_deref())
-        .filter(|n| *n != namespace);
-    other.map(|n| {
-        (
-            Reason::NotSupported,
-            format!(
-                "{field}.gcs.secretRef.namespace {n:?} is not supported: the key Secret must be \
-                 in this resource's namespace {namespace:?} (a manifest may not read another \
-                 namespace's Secrets); copy the key there and remove the namespace"
-            ),
-        )
-    })
+    let (block, other) = match s.type_ {
+        api::StorageType::Gcs => (
+            "gcs",
+            s.gcs
+                .as_ref()
+                .and_then(|g| g.secret_ref.as_ref())
+                .and_then(|r| r.namespace.as_deref()),
+        ),
+        api::StorageType::Azure => (
+            "azure",
+            s.azure
+                .as_ref()
+                .and_then(|a| a.secret_ref.namespace.as_deref()),
+        ),
+        api::StorageType::S3 | api::StorageType::Pvc => ("", None),
+    };
+    foreign_secret(&format!("{field}.{block}.secretRef"), other, namespace)
+}
+
+/// Why a Secret reference at `field` (e.g. `spec.encryption.secretRef`) whose `namespace` is
+/// `other` cannot be followed by a resource in `namespace`: the agent reads Secrets only in
+/// the resource's own namespace (tenant isolation: nothing yet lets another namespace
+/// consent to being read). Naming the own namespace is the same as leaving it out.
+pub fn foreign_secret(
+    field: &str,
+    other: Option<&str>,
+    namespace: &str,
+) -> Option<(Reason, String)> {
+    let other = other.filter(|n| *n != namespace)?;
+    Some((
+        Reason::NotSupported,
+        format!(
+            "{field}.namespace {other:?} is not supported: the Secret must be in this \
+             resource's namespace {namespace:?} (a manifest may not read another namespace's \
+             Secrets); copy it there and remove the namespace"
+        ),
+    ))
 }
 
 /// Where artifacts are, as the agent reads it.

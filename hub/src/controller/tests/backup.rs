@@ -71,7 +71,35 @@ async fn a_gcs_key_in_another_namespace_is_refused_and_never_read() {
     .await;
     assert!(
         m.contains("spec.storage.gcs.secretRef.namespace \"tenant-b\" is not supported")
-            && m.contains("copy the key there"),
+            && m.contains("copy it there and remove the namespace"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn azure_and_encryption_secrets_in_another_namespace_are_refused_too() {
+    let env = TestEnv::new();
+    shop(&env);
+    let azure = json!({"type": "azure", "azure": {"storageAccount": "acct", "container": "bkt",
+        "secretRef": {"name": "azure-creds", "namespace": "tenant-b"}}});
+    let m = refused_backup(&env, backup_spec(azure, json!({})), Reason::NotSupported).await;
+    assert!(
+        m.starts_with("spec.storage.azure.secretRef.namespace \"tenant-b\" is not supported"),
+        "{m}"
+    );
+
+    let env = TestEnv::new();
+    shop(&env);
+    let key = json!({"encryption": {"enabled": true,
+        "secretRef": {"name": "k", "key": "key", "namespace": "tenant-b"}}});
+    let m = refused_backup(
+        &env,
+        backup_spec(json!({"type": "pvc", "pvc": {"claimName": "v"}}), key),
+        Reason::NotSupported,
+    )
+    .await;
+    assert!(
+        m.starts_with("spec.encryption.secretRef.namespace \"tenant-b\" is not supported"),
         "{m}"
     );
 }
@@ -206,6 +234,10 @@ async fn refused_restore(env: &TestEnv, spec: Value, reason: Reason) -> String {
 async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refused() {
     let from_path = |storage: Value| json!({"backupPath": "a/b.sql", "storage": storage});
     let pvc = json!({"type": "pvc", "pvc": {"claimName": "v"}});
+    let with_key = |mut from: Value| {
+        from["encryption"] = json!({"enabled": true, "secretRef": {"name": "k", "key": "key", "namespace": "tenant-b"}});
+        from
+    };
     let cases = [
         (
             json!({"backupRef": {"name": "b"}, "fromPath": from_path(pvc.clone()),
@@ -234,6 +266,17 @@ async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refus
             json!({"fromPath": from_path(gcs("tenant-b")), "target": {"databaseName": "copy"}}),
             Reason::NotSupported,
             "spec.fromPath.storage.gcs.secretRef.namespace \"tenant-b\" is not supported",
+        ),
+        (
+            json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
+                   "encryption": {"secretRef": {"name": "k", "key": "key", "namespace": "tenant-b"}}}),
+            Reason::NotSupported,
+            "spec.encryption.secretRef.namespace \"tenant-b\" is not supported",
+        ),
+        (
+            json!({"fromPath": with_key(from_path(pvc.clone())), "target": {"databaseName": "copy"}}),
+            Reason::NotSupported,
+            "spec.fromPath.encryption.secretRef.namespace \"tenant-b\" is not supported",
         ),
         (
             json!({"fromPath": from_path(json!({"type": "azure"})), "target": {"databaseName": "copy"}}),
