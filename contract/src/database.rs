@@ -16,6 +16,9 @@ pub struct DatabaseIntent {
     /// Apply, detect or correct.
     #[serde(default)]
     pub mode: Mode,
+    /// SQL to run in the database once per content (ENSURE_DATABASE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_sql: Option<InitSql>,
 }
 
 /// A database (from the Database spec).
@@ -155,6 +158,9 @@ pub struct DatabaseObserved {
     pub drift: Vec<Diff>,
     /// Whether the differences were repaired.
     pub corrected: bool,
+    /// What became of the intent's `initSql` (absent: it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_sql: Option<InitSqlObserved>,
 }
 
 /// What DROP_DATABASE answers.
@@ -165,4 +171,76 @@ pub struct DropDatabaseObserved {
     pub name: String,
     /// Whether it existed (and was dropped).
     pub existed: bool,
+}
+
+/// SQL run in the database once per content (the Database's `spec.initSQL`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitSql {
+    /// Where the statements come from.
+    pub source: InitSqlSource,
+    /// Namespace of the Database: a ConfigMap or Secret source is read there and nowhere
+    /// else.
+    pub namespace: String,
+    /// SHA-256 (hex) of content already dealt with: the same content is not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_hash: Option<String>,
+    /// Role the statements run as (PostgreSQL `SET LOCAL ROLE`: the database owner), so that
+    /// what they create belongs to it; absent: the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+}
+
+/// Where init SQL comes from; a ConfigMap or Secret key holds statements separated by lines
+/// of `---`.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum InitSqlSource {
+    /// Statements, in order.
+    Inline(Vec<String>),
+    /// A ConfigMap key in the workload cluster.
+    ConfigMap(InitSqlKey),
+    /// A Secret key in the workload cluster.
+    Secret(InitSqlKey),
+}
+
+/// A key of a ConfigMap or Secret (in [`InitSql::namespace`]).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitSqlKey {
+    /// Object name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+}
+
+/// What became of init SQL.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum InitSqlOutcome {
+    /// Its content was run now, completely.
+    Applied,
+    /// Its content is the one already dealt with (`doneHash`): not run.
+    #[default]
+    Unchanged,
+    /// Its content could not be read, or a statement failed (`error`).
+    Failed,
+}
+
+/// The answer about init SQL.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct InitSqlObserved {
+    /// What happened.
+    pub outcome: InitSqlOutcome,
+    /// SHA-256 (hex) of the statements (absent: the content could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// How many statements the content has.
+    pub statements: u32,
+    /// How many ran without error (on PostgreSQL, a failure rolls them back).
+    pub statements_executed: u32,
+    /// Why it failed (never a secret value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

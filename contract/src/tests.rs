@@ -9,7 +9,10 @@ use crate::{
         BackupIntent, BackupObserved, Compression, CompressionSpec, DeleteBackupIntent,
         EncryptionAlgorithm, EncryptionSpec, MysqlDumpOptions, PgDumpOptions,
     },
-    database::{DatabaseIntent, DatabaseObserved, DatabaseSpec, MyDatabase, PgDatabase, PgSchema},
+    database::{
+        DatabaseIntent, DatabaseObserved, DatabaseSpec, InitSql, InitSqlKey, InitSqlObserved,
+        InitSqlOutcome, InitSqlSource, MyDatabase, PgDatabase, PgSchema,
+    },
     from_json,
     grant::{
         GrantIntent, GrantObserved, GrantSet, Grantee, GranteeKind, MyGrant, MyGrants,
@@ -174,6 +177,15 @@ fn every_payload_survives_a_round_trip() {
             }),
         },
         mode: Mode::Correct,
+        init_sql: Some(InitSql {
+            source: InitSqlSource::ConfigMap(InitSqlKey {
+                name: "orders-init".into(),
+                key: "init.sql".into(),
+            }),
+            namespace: "team-a".into(),
+            done_hash: Some("ab12".into()),
+            run_as: Some("orders_owner".into()),
+        }),
     });
     round_trip(&UserIntent {
         instance: instance(),
@@ -317,6 +329,13 @@ fn every_answer_survives_a_round_trip() {
         connection_limit: Some(3),
         drift: drift.clone(),
         changes: vec!["ALTER DATABASE".into()],
+        init_sql: Some(InitSqlObserved {
+            outcome: InitSqlOutcome::Failed,
+            hash: Some("ab12".into()),
+            statements: 3,
+            statements_executed: 1,
+            error: Some("statement 2 of 3 failed".into()),
+        }),
         ..DatabaseObserved::default()
     });
     round_trip(&UserObserved {
@@ -417,6 +436,7 @@ fn an_unknown_field_is_refused_with_its_path() {
             ..DatabaseSpec::default()
         },
         mode: Mode::Apply,
+        init_sql: None,
     })
     .unwrap();
     v["database"]["deletionPolicy"] = json!("Delete");

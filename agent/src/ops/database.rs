@@ -47,6 +47,7 @@ pub async fn run_ensure(ctx: &OpContext, d: DatabaseIntent) -> Result<DatabaseOb
             observed.drift.extend(repairs.into_iter().map(|r| r.diff));
         }
     }
+    super::init_sql::apply(ctx, &d, &mut observed).await?;
     Ok(observed)
 }
 

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod client_tool;
 pub mod database;
 pub mod grant;
+pub mod init_sql;
 pub mod probe;
 pub mod restore;
 pub mod role;

@@ -2,6 +2,7 @@
 //! name and literal goes through. Nothing here connects to a server (no sqlx, kube or tokio),
 //! so all of it is unit-tested without one.
 
+pub mod init_sql;
 pub mod mysql;
 pub mod postgres;
 pub mod privilege;

@@ -76,7 +76,7 @@ pub struct SecretKeyRef {
     pub namespace: Option<String>,
 }
 
-/// One key of a ConfigMap (resolved by the hub: ConfigMaps hold no secrets).
+/// One key of a ConfigMap (read by the agent in the workload cluster, like Secrets).
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

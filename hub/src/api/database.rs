@@ -81,7 +81,11 @@ pub struct DatabaseSpec {
     pub deletion_protection: bool,
     /// Overrides the instance's drift policy for this database.
     pub drift_policy: Option<DriftPolicy>,
-    /// SQL run once after the database is created.
+    /// SQL run in the database once it exists, once per content: the agent runs it in one
+    /// transaction on a connection to this database (as `owner` on PostgreSQL when set), and
+    /// records the SHA-256 of the statements in `status.initSQL.hash`; it runs again only
+    /// when the content changes (a changed ConfigMap or Secret is read at the next
+    /// reconcile: a spec change, or the drift check every `driftPolicy.interval`).
     #[serde(rename = "initSQL")]
     pub init_sql: Option<InitSql>,
     /// PostgreSQL settings.
@@ -92,17 +96,19 @@ pub struct DatabaseSpec {
     pub clickhouse: Option<ClickhouseDatabaseConfig>,
 }
 
-/// What to do when init SQL fails.
+/// What a failure of init SQL (a statement, or reading its ConfigMap or Secret) does.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum InitSqlFailurePolicy {
-    /// The database stays Failed and the SQL is retried.
+    /// The database is not Ready (reason `InitSQLFailed`, phase Failed) and the SQL is tried
+    /// again until it succeeds or its content changes.
     #[default]
     Block,
-    /// The database becomes Ready with `Synced=False`.
+    /// The database is Ready with reason `InitSQLFailedIgnored` and a warning Event; the
+    /// same content is not run again.
     Continue,
 }
 
-/// SQL statements run once after creation, from exactly one source.
+/// SQL statements run once per content, from exactly one source.
 #[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new("(has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1").message("set exactly one of spec.initSQL.inline, spec.initSQL.configMapRef or spec.initSQL.secretRef"))]
@@ -111,9 +117,12 @@ pub struct InitSql {
     /// Statements, run in order.
     #[schemars(length(max = 50))]
     pub inline: Option<Vec<String>>,
-    /// A ConfigMap key with statements separated by lines of `---`.
+    /// A ConfigMap key with statements separated by lines of `---`, read by the agent in the
+    /// workload cluster, in the Database's namespace (another `namespace` is refused).
     pub config_map_ref: Option<ConfigMapKeyRef>,
-    /// A Secret key with statements separated by lines of `---` (read by the agent).
+    /// A Secret key with statements separated by lines of `---`, read by the agent in the
+    /// workload cluster, in the Database's namespace (another `namespace` is refused); its
+    /// statements are kept out of status and Events.
     pub secret_ref: Option<SecretKeyRef>,
     /// `Block` (default) or `Continue`.
     #[serde(default)]

@@ -1,7 +1,10 @@
 //! Database: the database on its instance (and, on PostgreSQL, its schemas and extensions),
 //! through the instance's agent; deletion honours `deletionProtection` and `deletionPolicy`.
 
-use dbprov_contract::{Diff, Mode, database::DatabaseObserved};
+use dbprov_contract::{
+    Diff, Mode,
+    database::{DatabaseObserved, InitSqlOutcome},
+};
 use dbprov_proto::agent::v1::Operation;
 use kube::ResourceExt;
 
@@ -20,7 +23,9 @@ use crate::{
     api::{
         Database,
         common::DeletionPolicy,
-        database::{DatabaseInfo, MysqlDatabaseStatus, PostgresDatabaseStatus},
+        database::{
+            DatabaseInfo, InitSqlFailurePolicy, MysqlDatabaseStatus, PostgresDatabaseStatus,
+        },
         instance::Engine,
     },
     session::IntentRequest,
@@ -45,6 +50,11 @@ impl Provisioned for Database {
 
     async fn resolve(&self, ctx: &Context, purpose: Purpose) -> Resolved<ResolvedInstance> {
         let ns = self.namespace().unwrap_or_default();
+        if purpose == Purpose::Apply
+            && let Some(b) = init_sql_elsewhere(self, &ns)
+        {
+            return Ok(Err(b));
+        }
         let (i, c) = (
             self.spec.instance_ref.as_ref(),
             self.spec.cluster_instance_ref.as_ref(),
@@ -105,6 +115,7 @@ impl Provisioned for Database {
             ..Described::default()
         }
         .field("database", info);
+        let described = init_sql_outcome(self, observed, described);
         if target.spec.engine == Engine::Postgres {
             described.field(
                 "postgres",
@@ -164,12 +175,106 @@ pub fn database_intent(
     mode: Mode,
     timeout: std::time::Duration,
 ) -> IntentRequest {
-    let payload = payload::database_intent(
+    let mut payload = payload::database_intent(
         payload::instance(&instance.spec, instance.namespace.as_deref()),
         &db.spec,
         mode,
     );
+    if operation == Operation::EnsureDatabase {
+        payload.init_sql = payload::database::init_sql(
+            &db.spec,
+            &db.namespace().unwrap_or_default(),
+            db.status.as_ref().and_then(|s| s.init_sql.as_ref()),
+        );
+    }
     dispatch::intent(db, operation, &payload, timeout)
+}
+
+/// Refuses a `spec.initSQL` ConfigMap or Secret in another namespace than the Database's
+/// (`ns`): the agent reads them only there, so a namespace cannot reach into another's SQL.
+fn init_sql_elsewhere(db: &Database, ns: &str) -> Option<instance::Blocked> {
+    let init = db.spec.init_sql.as_ref()?;
+    let refs = [
+        (
+            "configMapRef",
+            init.config_map_ref
+                .as_ref()
+                .and_then(|r| r.namespace.as_deref()),
+        ),
+        (
+            "secretRef",
+            init.secret_ref
+                .as_ref()
+                .and_then(|r| r.namespace.as_deref()),
+        ),
+    ];
+    refs.into_iter().find_map(|(field, other)| {
+        let other = other.filter(|o| *o != ns)?;
+        Some(instance::Blocked::new(
+            Reason::InvalidSpec,
+            format!(
+                "spec.initSQL.{field}.namespace is {other}: init SQL is read only from the Database's own namespace {ns}; put it there and remove the namespace"
+            ),
+        ))
+    })
+}
+
+/// `status.initSQL`, and what the agent's init SQL outcome makes of the Database: a failure
+/// under `failurePolicy: Block` keeps it not Ready (tried again), under `Continue` it is
+/// Ready with a warning reason and Event; a failure kept under Continue (same content) stays
+/// shown at every later check.
+fn init_sql_outcome(db: &Database, observed: &DatabaseObserved, mut d: Described) -> Described {
+    let (Some(init), Some(o)) = (db.spec.init_sql.as_ref(), observed.init_sql.as_ref()) else {
+        return d;
+    };
+    let block = init.failure_policy == InitSqlFailurePolicy::Block;
+    let executed = i32::try_from(o.statements_executed).unwrap_or(i32::MAX);
+    match o.outcome {
+        InitSqlOutcome::Applied => {
+            d.message = format!(
+                "{}; init SQL ran ({} statement(s))",
+                d.message, o.statements
+            );
+            // Nulls clear what an earlier failure recorded (a merge patch).
+            d.field(
+                "initSQL",
+                serde_json::json!({"applied": true, "appliedAt": now(), "hash": o.hash,
+                    "statementsExecuted": executed, "error": null}),
+            )
+        }
+        InitSqlOutcome::Failed => {
+            let error = o.error.clone().unwrap_or_default();
+            if block {
+                d.problem = d.problem.or(Some(Reason::InitSQLFailed));
+                d.message = format!(
+                    "{error} (spec.initSQL, failurePolicy Block: the database is not Ready and the SQL is tried again; fix it or the database, or set failurePolicy Continue)"
+                );
+            } else {
+                d.warning = Some(Reason::InitSQLFailedIgnored);
+                d.message = format!(
+                    "{}; {error} (spec.initSQL, failurePolicy Continue: Ready without it; this content is not run again, change it to run again)",
+                    d.message
+                );
+            }
+            d.field(
+                "initSQL",
+                serde_json::json!({"applied": false, "appliedAt": null, "hash": o.hash,
+                    "statementsExecuted": executed, "error": error}),
+            )
+        }
+        InitSqlOutcome::Unchanged => {
+            let kept = db.status.as_ref().and_then(|s| s.init_sql.as_ref());
+            if let Some(k) = kept.filter(|k| !k.applied && !block) {
+                d.warning = Some(Reason::InitSQLFailedIgnored);
+                d.message = format!(
+                    "{}; init SQL failed earlier and was left (failurePolicy Continue): {}",
+                    d.message,
+                    k.error.as_deref().unwrap_or("see status.initSQL")
+                );
+            }
+            d
+        }
+    }
 }
 
 /// Runs the Database controller.

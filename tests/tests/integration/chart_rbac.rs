@@ -187,11 +187,22 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
     }
     std::fs::create_dir_all(s.agent.volumes.join("backup-vol")).unwrap();
 
-    // Provisioning: database, role, user with a generated Secret, grant.
+    // Provisioning: database (with init SQL from a ConfigMap the agent reads), role, user
+    // with a generated Secret, grant.
+    let init: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "shop-init"}, "data": {"init.sql": "CREATE TABLE rbac_init (id int)"}}),
+    )
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(s.workload.client(), NS)
+        .create(&Default::default(), &init)
+        .await
+        .unwrap();
     s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "shop", "namespace": NS},
-                   "spec": {"instanceRef": {"name": "pg"}, "name": "shop", "deletionProtection": false}}))
+                   "spec": {"instanceRef": {"name": "pg"}, "name": "shop", "deletionProtection": false,
+                            "initSQL": {"configMapRef": {"name": "shop-init", "key": "init.sql"}}}}))
         .await;
-    s.wait_ready("Database", "shop").await;
+    let shop = s.wait_ready("Database", "shop").await;
+    assert_eq!(shop["status"]["initSQL"]["applied"], true, "{shop}");
     s.apply(json!({"apiVersion": API, "kind": "DatabaseRole",
                    "metadata": {"name": "shop-readers", "namespace": NS},
                    "spec": {"instanceRef": {"name": "pg"}, "roleName": "shop_readers",

@@ -2,13 +2,16 @@
 //!
 //! Not carried (hub-only, or not honoured by the agent): `spec.instanceRef`,
 //! `spec.clusterInstanceRef` (resolved to `instance`), `spec.deletionPolicy`,
-//! `spec.deletionProtection`, `spec.driftPolicy` (resolved to `mode`), `spec.initSQL`,
+//! `spec.deletionProtection`, `spec.driftPolicy` (resolved to `mode`),
 //! `spec.postgres.defaultPrivileges`, `spec.postgres.ownership`,
 //! `spec.mysql.defaultStorageEngine`, `spec.mysql.sqlMode`, `spec.clickhouse`.
 
 use dbprov_contract::{
     Mode,
-    database::{DatabaseIntent, DatabaseSpec, MyDatabase, PgDatabase, PgExtension, PgSchema},
+    database::{
+        DatabaseIntent, DatabaseSpec, InitSql, InitSqlKey, InitSqlSource, MyDatabase, PgDatabase,
+        PgExtension, PgSchema,
+    },
     instance::Instance,
 };
 
@@ -72,7 +75,40 @@ pub fn database_intent(instance: Instance, spec: &api::DatabaseSpec, mode: Mode)
         instance,
         database: database(spec),
         mode,
+        init_sql: None,
     }
+}
+
+/// `spec.initSQL` of the Database in `namespace` (ConfigMaps and Secrets are read there,
+/// whatever a ref's own `namespace` says: the hub refuses one that differs), with the
+/// content already dealt with per `status.initSQL`: what ran, or what failed under
+/// `failurePolicy: Continue` (under `Block` a failure is tried again). One source, in the
+/// reference operator's order: a non-empty `inline`, else `configMapRef`, else `secretRef`.
+pub fn init_sql(
+    spec: &api::DatabaseSpec,
+    namespace: &str,
+    status: Option<&api::InitSqlStatus>,
+) -> Option<InitSql> {
+    let init = spec.init_sql.as_ref()?;
+    let key = |name: &str, key: &str| InitSqlKey {
+        name: name.to_owned(),
+        key: key.to_owned(),
+    };
+    let source = match (&init.inline, &init.config_map_ref, &init.secret_ref) {
+        (Some(s), _, _) if !s.is_empty() => InitSqlSource::Inline(s.clone()),
+        (_, Some(c), _) => InitSqlSource::ConfigMap(key(&c.name, &c.key)),
+        (_, None, Some(r)) => InitSqlSource::Secret(key(&r.name, &r.key)),
+        (inline, None, None) => InitSqlSource::Inline(inline.clone().unwrap_or_default()),
+    };
+    let done_hash = status
+        .filter(|s| s.applied || init.failure_policy == api::InitSqlFailurePolicy::Continue)
+        .and_then(|s| s.hash.clone());
+    Some(InitSql {
+        source,
+        namespace: namespace.to_owned(),
+        done_hash,
+        run_as: spec.owner.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -193,5 +229,74 @@ mod tests {
         );
         assert_eq!(converted, corpus::as_contract(today_carried(&spec)));
         corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn init_sql_takes_one_source_the_database_namespace_and_what_is_done() {
+        let spec = |init: serde_json::Value| -> api::DatabaseSpec {
+            serde_json::from_value(json!({
+                "instanceRef": {"name": "pg"}, "name": "orders", "owner": "orders_owner",
+                "initSQL": init
+            }))
+            .unwrap()
+        };
+        let status = |applied: bool| -> api::InitSqlStatus {
+            serde_json::from_value(
+                json!({"applied": applied, "hash": "h1", "statementsExecuted": 1}),
+            )
+            .unwrap()
+        };
+        let inline = spec(json!({"inline": ["CREATE TABLE t (id int)"]}));
+        assert_eq!(
+            init_sql(&inline, "team-a", None),
+            Some(InitSql {
+                source: InitSqlSource::Inline(vec!["CREATE TABLE t (id int)".into()]),
+                namespace: "team-a".into(),
+                done_hash: None,
+                run_as: Some("orders_owner".into()),
+            })
+        );
+        // What ran is not run again; a failure is retried under Block, not under Continue.
+        assert_eq!(
+            init_sql(&inline, "team-a", Some(&status(true)))
+                .unwrap()
+                .done_hash
+                .as_deref(),
+            Some("h1")
+        );
+        assert_eq!(
+            init_sql(&inline, "team-a", Some(&status(false)))
+                .unwrap()
+                .done_hash,
+            None
+        );
+        let cont = spec(json!({"inline": ["SELECT 1"], "failurePolicy": "Continue"}));
+        assert_eq!(
+            init_sql(&cont, "team-a", Some(&status(false)))
+                .unwrap()
+                .done_hash
+                .as_deref(),
+            Some("h1")
+        );
+        // A ref's own namespace is never where the agent reads (the hub refuses it).
+        let cm = spec(
+            json!({"configMapRef": {"name": "init", "key": "init.sql", "namespace": "other"}}),
+        );
+        let carried = init_sql(&cm, "team-a", None).unwrap();
+        assert_eq!(
+            carried.source,
+            InitSqlSource::ConfigMap(InitSqlKey {
+                name: "init".into(),
+                key: "init.sql".into()
+            })
+        );
+        assert_eq!(carried.namespace, "team-a");
+        let secret = spec(json!({"secretRef": {"name": "init", "key": "sql"}}));
+        assert!(matches!(
+            init_sql(&secret, "team-a", None).unwrap().source,
+            InitSqlSource::Secret(_)
+        ));
+        assert_eq!(init_sql(&spec(json!(null)), "team-a", None), None);
+        corpus::round_trips(&carried);
     }
 }

@@ -8,9 +8,9 @@
 //! generic checks below, run by each kind's file with that kind's objects.
 
 mod backup;
-mod backup;
 mod database;
 mod grant;
+mod init_sql;
 mod instance;
 mod resync;
 mod role;
