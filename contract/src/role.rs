@@ -37,6 +37,10 @@ pub struct RoleSpec {
     /// MySQL/MariaDB privileges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<MyRole>,
+    /// Comment on the role (`COMMENT ON ROLE`, PostgreSQL only: the hub refuses it for other
+    /// engines). Absent: the comment is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// PostgreSQL role attributes (absent: NOLOGIN, INHERIT, the others untouched).

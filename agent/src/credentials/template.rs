@@ -37,6 +37,19 @@ pub struct Vars {
     pub namespace: String,
     /// `.Name`
     pub name: String,
+    /// `.CA`: the instance's CA certificate (PEM), empty without TLS material.
+    pub ca: String,
+    /// `.TLSCert`: the instance's client certificate (PEM), empty without one.
+    pub tls_cert: String,
+    /// `.TLSKey`: the instance's client key (PEM), empty without one.
+    pub tls_key: String,
+}
+
+/// Whether any template uses the instance's TLS material (`.CA`, `.TLSCert`, `.TLSKey`), so
+/// that its Secret is read only when needed.
+pub fn uses_tls(data: &BTreeMap<String, String>) -> bool {
+    data.values()
+        .any(|t| t.contains(".CA") || t.contains(".TLSCert") || t.contains(".TLSKey"))
 }
 
 fn one_string(name: &str, args: &[Value]) -> Result<String, FuncError> {
@@ -106,6 +119,9 @@ pub fn render(
         ("SSLMode", &vars.ssl_mode),
         ("Namespace", &vars.namespace),
         ("Name", &vars.name),
+        ("CA", &vars.ca),
+        ("TLSCert", &vars.tls_cert),
+        ("TLSKey", &vars.tls_key),
     ] {
         ctx.insert(k.to_owned(), Value::String(v.clone()));
     }
@@ -136,7 +152,7 @@ pub fn render(
         // writing a broken connection string.
         if rendered.contains("<no value>") {
             return Err(fail(
-                "uses a variable that does not exist (available: .Username .Password .Host .Port .Database .SSLMode .Namespace .Name)".into(),
+                "uses a variable that does not exist (available: .Username .Password .Host .Port .Database .SSLMode .Namespace .Name .CA .TLSCert .TLSKey)".into(),
             ));
         }
         out.insert(key.clone(), rendered);
@@ -158,7 +174,28 @@ mod tests {
             ssl_mode: "require".into(),
             namespace: "team-a".into(),
             name: "app".into(),
+            ca: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
+    }
+
+    #[test]
+    fn tls_material_is_available_and_only_read_when_used() {
+        let data = BTreeMap::from([
+            ("ca.crt".to_owned(), "{{ .CA }}".to_owned()),
+            (
+                "client".to_owned(),
+                "[{{ .TLSCert }}{{ .TLSKey }}]".to_owned(),
+            ),
+        ]);
+        assert!(uses_tls(&data));
+        let out = render(&data, &vars()).unwrap();
+        assert_eq!(out["ca.crt"], vars().ca);
+        // No client certificate: empty, as db-provision-operator renders it.
+        assert_eq!(out["client"], "[]");
+        let plain = BTreeMap::from([("u".to_owned(), "{{ .Username }}".to_owned())]);
+        assert!(!uses_tls(&plain));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
         mysql,
         postgres::{
             self,
-            role::{PgRoleRow, role_drift},
+            role::{PgRoleRow, comment_drift, comment_statement, role_drift},
         },
     },
 };
@@ -60,6 +60,21 @@ async fn pg_role_row(conn: &mut Conn, name: &str) -> Result<Option<PgRoleRow>, O
     ))
 }
 
+/// The role's comment (`shobj_description`), None when it has none or is not PostgreSQL.
+async fn pg_role_comment(conn: &mut Conn, name: &str) -> Result<Option<String>, OpError> {
+    let Conn::Pg(c, _) = conn else {
+        return Ok(None);
+    };
+    let comment: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(name)
+    .fetch_optional(c)
+    .await
+    .map_err(|e| sql_error("reading the role's comment", &e))?;
+    Ok(comment.flatten())
+}
+
 /// ENSURE_ROLE.
 pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved, OpError> {
     let role = &intent.role;
@@ -72,6 +87,8 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
             if existed {
                 if let Some(row) = pg_role_row(&mut conn, &role.role_name).await? {
                     drift = role_drift(role, &row);
+                    let comment = pg_role_comment(&mut conn, &role.role_name).await?;
+                    drift.extend(comment_drift(role, comment.as_deref()));
                 }
             } else {
                 drift.push(Diff::missing("role", role.role_name.clone()));
@@ -81,6 +98,9 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
             if pg {
                 conn.execute(&postgres::role::ensure_statement(role, existed)?)
                     .await?;
+                if let Some(sql) = comment_statement(role)? {
+                    conn.execute(&sql).await?;
+                }
             } else if !existed {
                 conn.execute(&mysql::role::create(&role.role_name)?).await?;
             }

@@ -49,7 +49,8 @@ pub struct PostgresRoleConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MysqlRoleConfig {
-    /// Use `CREATE ROLE` (MySQL 8, MariaDB 10.0.5+).
+    /// Use `CREATE ROLE` (MySQL 8, MariaDB 10.0.5+). `false` (roles emulated as locked
+    /// accounts, for MySQL before 8.0) is not supported: Ready=False NotSupported.
     #[serde(default = "default_true")]
     pub use_native_roles: bool,
     /// Privileges held by the role.
@@ -181,8 +182,9 @@ pub struct ClusterDatabaseRoleSpec {
     #[schemars(length(min = 1, max = 63), pattern(IDENTIFIER))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "spec.roleName is immutable"}]))]
     pub role_name: String,
-    /// Informational comment set on the role in the database, e.g.
-    /// `managed-by:dbprov,cr:orders-service`.
+    /// Informational comment set on the role in the database (`COMMENT ON ROLE`, compared
+    /// by drift checks), e.g. `managed-by:dbprov,cr:orders-service`. PostgreSQL only: on
+    /// MySQL/MariaDB the role gets Ready=False NotSupported.
     #[schemars(length(max = 1024))]
     pub managed_resource_comment: Option<String>,
     /// Overrides the instance's drift policy.

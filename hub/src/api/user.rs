@@ -63,7 +63,9 @@ pub struct DatabaseUserSpec {
     pub drift_policy: Option<DriftPolicy>,
     /// Use the password stored in this Secret key instead of generating one.
     pub existing_password_secret: Option<SecretKeyRef>,
-    /// How the password is generated and where the credentials Secret is written.
+    /// How the password is generated and where the credentials Secret is written. Without it
+    /// and without `existingPasswordSecret`, a generated password goes to the Secret
+    /// `<username>-credentials` (lowercased, `_` written as `-`).
     pub password_secret: Option<PasswordSecret>,
     /// Automatic password rotation.
     pub password_rotation: Option<PasswordRotation>,
@@ -85,9 +87,10 @@ pub enum SecretFormat {
     /// A Kubernetes Secret.
     #[default]
     Kubernetes,
-    /// HashiCorp Vault (accepted; reported as not supported at reconcile time).
+    /// HashiCorp Vault (accepted; the user gets Ready=False NotSupported: use `kubernetes`).
     Vault,
-    /// External Secrets Operator (accepted; reported as not supported at reconcile time).
+    /// External Secrets Operator (accepted; the user gets Ready=False NotSupported: use
+    /// `kubernetes` and a PushSecret reading the Secret).
     ExternalSecrets,
 }
 
@@ -109,13 +112,14 @@ pub struct PasswordSecret {
     #[serde(default = "default_password_length")]
     #[schemars(range(min = 8, max = 128))]
     pub length: i32,
-    /// Include punctuation characters.
+    /// Include the special characters `-._` (literal in URLs, DSNs and shells; the first
+    /// character is always a letter or digit).
     #[serde(default = "default_true")]
     pub include_special_chars: bool,
-    /// Characters never to use (e.g. ones that break a connection string).
+    /// Characters never to use.
     #[schemars(length(max = 128))]
     pub exclude_chars: Option<String>,
-    /// `kubernetes` (served), `vault`, `external-secrets`.
+    /// `kubernetes` (served), `vault`, `external-secrets` (both refused with NotSupported).
     #[serde(default)]
     pub format: SecretFormat,
     /// Labels, annotations, type and templated keys of the Secret.

@@ -14,16 +14,18 @@ use super::{
     kit::{
         dispatch,
         drift::last_applied,
-        instance::{self, Resolved, ResolvedInstance},
+        instance::{self, Blocked, Resolved, ResolvedInstance},
         now,
     },
     payload,
     provisioned::{self, Described, Provisioned, Purpose},
+    reason::Reason,
 };
 use crate::{
     api::{
         ClusterDatabaseRole, DatabaseRole,
         common::{ClusterRef, CommonStatus, DriftPolicy, NamespacedRef},
+        instance::Engine,
         role::{MysqlRoleConfig, PostgresRoleConfig, RoleInfo},
     },
     session::IntentRequest,
@@ -37,6 +39,8 @@ struct RoleView<'a> {
     role_name: &'a str,
     postgres: Option<&'a PostgresRoleConfig>,
     mysql: Option<&'a MysqlRoleConfig>,
+    /// ClusterDatabaseRole `spec.managedResourceComment`.
+    comment: Option<&'a str>,
 }
 
 impl RoleView<'_> {
@@ -46,7 +50,40 @@ impl RoleView<'_> {
             self.instance_ref,
             self.cluster_instance_ref,
         );
-        instance::resolve_for(ctx, ns, i, c, purpose.needs_ready()).await
+        let resolved = instance::resolve_for(ctx, ns, i, c, purpose.needs_ready()).await?;
+        // Deletion goes ahead whatever the spec asks for: nothing it refuses was applied.
+        Ok(match resolved {
+            Ok(i) if purpose == Purpose::Apply => match self.refusal(i.spec.engine) {
+                Some(b) => Err(b),
+                None => Ok(i),
+            },
+            other => other,
+        })
+    }
+
+    /// What this dbprov cannot serve on an instance of `engine`, with what to do instead.
+    fn refusal(&self, engine: Engine) -> Option<Blocked> {
+        let mysql_family = matches!(engine, Engine::Mysql | Engine::Mariadb);
+        if mysql_family && self.mysql.is_some_and(|m| !m.use_native_roles) {
+            return Some(Blocked::new(
+                Reason::NotSupported,
+                "spec.mysql.useNativeRoles: false (emulating the role as a locked account, for MySQL before 8.0) is not supported: such an account cannot be granted to users on MariaDB, and every server dbprov serves (MySQL 8, MariaDB 10.0.5+) has native roles; remove the field or set it to true",
+            ));
+        }
+        if self.comment.is_some() && engine != Engine::Postgres {
+            return Some(Blocked::new(
+                Reason::NotSupported,
+                format!(
+                    "spec.managedResourceComment is PostgreSQL-only (COMMENT ON ROLE): {} roles have no comment; remove the field",
+                    if engine == Engine::Mariadb {
+                        "MariaDB"
+                    } else {
+                        "MySQL"
+                    }
+                ),
+            ));
+        }
+        None
     }
 
     fn applied(&self) -> GrantSet {
@@ -67,6 +104,7 @@ impl RoleView<'_> {
                 self.role_name,
                 self.postgres,
                 self.mysql,
+                self.comment,
             )
         }
     }
@@ -178,6 +216,7 @@ fn view_of(role: &DatabaseRole) -> RoleView<'_> {
         role_name: &role.spec.role_name,
         postgres: role.spec.postgres.as_ref(),
         mysql: role.spec.mysql.as_ref(),
+        comment: None,
     }
 }
 
@@ -189,6 +228,7 @@ fn cluster_view_of(role: &ClusterDatabaseRole) -> RoleView<'_> {
         role_name: &role.spec.role_name,
         postgres: role.spec.postgres.as_ref(),
         mysql: role.spec.mysql.as_ref(),
+        comment: role.spec.managed_resource_comment.as_deref(),
     }
 }
 

@@ -40,7 +40,7 @@ use crate::{
         common::{CommonStatus, DriftPolicy},
         user::{
             PendingDeletionState, PendingUserDeletion, RotationStatus, RotationStrategy,
-            SecretInfo, UserInfo,
+            SecretFormat, SecretInfo, UserInfo,
         },
     },
     session::IntentRequest,
@@ -71,6 +71,31 @@ pub fn user_payload(user: &DatabaseUser, instance: &ResolvedInstance, mode: Mode
             rotation::retired_users(user),
         )
     }
+}
+
+/// What this dbprov cannot serve of the user's spec, with what to use instead.
+/// `passwordSecret.format`: the agent writes the credentials only as a Kubernetes Secret in
+/// the workload cluster; it has no Vault client, and the field names no SecretStore an
+/// External Secrets Operator object could push to.
+pub fn refusal(user: &DatabaseUser) -> Option<Blocked> {
+    let ps = user.spec.password_secret.as_ref()?;
+    let secret = format!(
+        "{}/{}",
+        ps.secret_namespace
+            .clone()
+            .unwrap_or_else(|| user.namespace().unwrap_or_default()),
+        ps.secret_name
+    );
+    let message = match ps.format {
+        SecretFormat::Kubernetes => return None,
+        SecretFormat::Vault => format!(
+            "spec.passwordSecret.format: vault is not supported: dbprov writes the credentials only to the Kubernetes Secret {secret} in the instance's cluster and has no Vault client; set format: kubernetes (the default) and copy the Secret into Vault with the Vault Secrets Operator or an External Secrets PushSecret"
+        ),
+        SecretFormat::ExternalSecrets => format!(
+            "spec.passwordSecret.format: external-secrets is not supported: dbprov writes no ExternalSecret or PushSecret (the field names no SecretStore to push to); set format: kubernetes (the default) and create a PushSecret that reads the Secret {secret} in the instance's cluster"
+        ),
+    };
+    Some(Blocked::new(Reason::NotSupported, message))
 }
 
 fn is_dual(user: &DatabaseUser) -> bool {
@@ -113,6 +138,12 @@ impl Provisioned for DatabaseUser {
             self.spec.cluster_instance_ref.as_ref(),
         );
         let now = Timestamp::now();
+        // Deletion goes ahead whatever the spec asks for: nothing it refuses was applied.
+        if purpose == Purpose::Apply
+            && let Some(blocked) = refusal(self)
+        {
+            return Ok(Err(blocked));
+        }
         let instance = match instance::resolve_for(ctx, &ns, i, c, purpose.needs_ready()).await? {
             Ok(i) => i,
             Err(b) => return Ok(Err(b)),

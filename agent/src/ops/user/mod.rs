@@ -83,6 +83,8 @@ pub(crate) async fn password_for(
             "existingPasswordSecret",
         ));
     }
+    // The hub sends the default `<username>-credentials` Secret when the spec names none; an
+    // intent without either comes from an older hub.
     let ps = intent.user.password_secret.as_ref().ok_or_else(|| {
         invalid("set spec.passwordSecret (generated password) or spec.existingPasswordSecret")
     })?;
@@ -139,8 +141,22 @@ pub(crate) async fn write_secret(
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     } else {
-        // Templated keys replace the default ones (as in db-provision-operator).
+        // Templated keys replace the default ones (as in db-provision-operator). The TLS
+        // material is the instance's (its `tls` Secret in this cluster), read only when a
+        // template uses it; without one the variables are empty, as there.
+        let tls = if template::uses_tls(&template.data) {
+            db::tls_material(ctx, inst).await?
+        } else {
+            None
+        };
+        let pem = |b: Option<&Vec<u8>>| {
+            b.map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
         let vars = template::Vars {
+            ca: pem(tls.as_ref().map(|t| &t.ca)),
+            tls_cert: pem(tls.as_ref().and_then(|t| t.cert.as_ref())),
+            tls_key: pem(tls.as_ref().and_then(|t| t.key.as_ref())),
             username: intent.user.username.clone(),
             password: password.to_owned(),
             host: inst.host.clone(),

@@ -5,7 +5,11 @@ use dbprov_contract::{Diff, role::RoleSpec, user::PgUser};
 
 use crate::{
     error::OpError,
-    sql::{postgres::user::pg_attributes, quote::pg_ident, quote_error},
+    sql::{
+        postgres::user::pg_attributes,
+        quote::{pg_ident, pg_literal},
+        quote_error,
+    },
 };
 
 /// A role's attributes as pg_roles reports them.
@@ -76,6 +80,32 @@ pub fn ensure_statement(role: &RoleSpec, existed: bool) -> Result<String, OpErro
     ))
 }
 
+/// `COMMENT ON ROLE name IS 'comment'` when the spec sets a comment (ClusterDatabaseRole
+/// `managedResourceComment`); an empty one removes it (`IS NULL`), as PostgreSQL stores no
+/// empty comments.
+pub fn comment_statement(role: &RoleSpec) -> Result<Option<String>, OpError> {
+    let Some(comment) = role.comment.as_deref() else {
+        return Ok(None);
+    };
+    let value = if comment.is_empty() {
+        "NULL".to_owned()
+    } else {
+        pg_literal(comment).map_err(quote_error)?
+    };
+    Ok(Some(format!(
+        "COMMENT ON ROLE {} IS {value}",
+        pg_ident(&role.role_name).map_err(quote_error)?
+    )))
+}
+
+/// The comment differs from the one the spec sets (`actual`: `shobj_description` of the
+/// role, None when it has none). Unset in the spec: not compared.
+pub fn comment_drift(role: &RoleSpec, actual: Option<&str>) -> Option<Diff> {
+    let want = role.comment.as_deref()?;
+    let have = actual.unwrap_or_default();
+    (want != have).then(|| Diff::new("managedResourceComment", want, have))
+}
+
 /// `DROP ROLE IF EXISTS name`.
 pub fn drop(name: &str) -> Result<String, OpError> {
     Ok(format!(
@@ -103,6 +133,37 @@ mod tests {
             inherit: true,
             ..PgRoleRow::default()
         }
+    }
+
+    #[test]
+    fn the_comment_is_quoted_set_removed_and_compared_only_when_asked() {
+        let mut r = spec(PgRole::default());
+        assert_eq!(comment_statement(&r).unwrap(), None);
+        assert_eq!(comment_drift(&r, Some("anything")), None);
+        r.comment = Some("managed-by:dbprov,cr:it's".into());
+        assert_eq!(
+            comment_statement(&r).unwrap().unwrap(),
+            r#"COMMENT ON ROLE "readers""; DROP ROLE admin; --" IS 'managed-by:dbprov,cr:it''s'"#
+        );
+        assert_eq!(comment_drift(&r, Some("managed-by:dbprov,cr:it's")), None);
+        assert_eq!(
+            comment_drift(&r, None),
+            Some(Diff::new(
+                "managedResourceComment",
+                "managed-by:dbprov,cr:it's",
+                ""
+            ))
+        );
+        r.comment = Some(String::new());
+        assert!(
+            comment_statement(&r)
+                .unwrap()
+                .unwrap()
+                .ends_with(" IS NULL")
+        );
+        assert_eq!(comment_drift(&r, None), None);
+        r.comment = Some("nul\0".into());
+        assert!(comment_statement(&r).is_err());
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! ENSURE_ROLE / DROP_ROLE: the `role` block of a DatabaseRole / ClusterDatabaseRole, and
 //! the grant set recorded as applied.
 //!
-//! Not carried (hub-only, or not honoured by the agent): DatabaseRole `spec.instanceRef`,
+//! Not carried (hub-only, or refused by the hub): DatabaseRole `spec.instanceRef`,
 //! `spec.clusterInstanceRef` (resolved to `instance`), `spec.driftPolicy` (resolved to
-//! `mode`), `spec.clickhouse`, `spec.mysql.useNativeRoles`; ClusterDatabaseRole
-//! `spec.clusterInstanceRef`, `spec.managedResourceComment`, `spec.driftPolicy`,
-//! `spec.mysql.useNativeRoles`.
+//! `mode`), `spec.clickhouse`, `spec.mysql.useNativeRoles` (only `true` is served; `false`
+//! is refused by the controller); ClusterDatabaseRole `spec.clusterInstanceRef`,
+//! `spec.driftPolicy`, `spec.mysql.useNativeRoles`. ClusterDatabaseRole
+//! `spec.managedResourceComment` is carried as `role.comment`.
 
 use dbprov_contract::{
     Mode,
@@ -23,9 +24,11 @@ pub fn role(
     role_name: &str,
     postgres: Option<&PostgresRoleConfig>,
     mysql: Option<&MysqlRoleConfig>,
+    comment: Option<&str>,
 ) -> RoleSpec {
     RoleSpec {
         role_name: role_name.to_owned(),
+        comment: comment.map(str::to_owned),
         postgres: postgres.map(|p| PgRole {
             login: p.login,
             inherit: Some(p.inherit),
@@ -75,16 +78,18 @@ pub fn role_grants(
 }
 
 /// The desired state of ENSURE_ROLE and DROP_ROLE (`mode` apply and no `previous`: the
-/// ensure step, or the drop, sets them).
+/// ensure step, or the drop, sets them). `comment` is ClusterDatabaseRole
+/// `spec.managedResourceComment` (DatabaseRole has none).
 pub fn role_intent(
     instance: Instance,
     role_name: &str,
     postgres: Option<&PostgresRoleConfig>,
     mysql: Option<&MysqlRoleConfig>,
+    comment: Option<&str>,
 ) -> RoleIntent {
     RoleIntent {
         instance,
-        role: role(role_name, postgres, mysql),
+        role: role(role_name, postgres, mysql, comment),
         previous: None,
         mode: Mode::Apply,
     }
@@ -135,10 +140,15 @@ mod tests {
         })
     }
 
-    /// What the contract reads of `legacy_desired`: without `mysql.useNativeRoles`.
-    fn carried(mut today: serde_json::Value) -> serde_json::Value {
+    /// What the contract reads of `legacy_desired`: without `mysql.useNativeRoles` (only
+    /// `true` is served, `false` is refused), plus the ClusterDatabaseRole's
+    /// `managedResourceComment` as `comment` (new: it used to be dropped).
+    fn carried(mut today: serde_json::Value, comment: Option<&str>) -> serde_json::Value {
         if let Some(o) = today["role"]["mysql"].as_object_mut() {
             o.remove("useNativeRoles");
+        }
+        if let Some(c) = comment {
+            today["role"]["comment"] = json!(c);
         }
         today
     }
@@ -148,16 +158,25 @@ mod tests {
         role_name: &str,
         postgres: Option<&PostgresRoleConfig>,
         mysql: Option<&MysqlRoleConfig>,
+        comment: Option<&str>,
     ) {
         let i = user_instance();
-        let intent = role_intent(instance::instance(&i, None), role_name, postgres, mysql);
+        let intent = role_intent(
+            instance::instance(&i, None),
+            role_name,
+            postgres,
+            mysql,
+            comment,
+        );
         assert_eq!(
             intent,
-            corpus::as_contract::<RoleIntent>(carried(legacy_desired(
-                &i, None, role_name, postgres, mysql
-            ))),
+            corpus::as_contract::<RoleIntent>(carried(
+                legacy_desired(&i, None, role_name, postgres, mysql),
+                comment
+            )),
             "{label}"
         );
+        assert_eq!(intent.role.comment.as_deref(), comment, "{label}");
         corpus::round_trips(&intent);
         let applied = role_grants(postgres, mysql);
         assert_eq!(
@@ -182,6 +201,7 @@ mod tests {
                 &r.spec.role_name,
                 r.spec.postgres.as_ref(),
                 r.spec.mysql.as_ref(),
+                None,
             );
         }
         for (label, r) in corpus::objects::<ClusterDatabaseRole>("ClusterDatabaseRole") {
@@ -190,6 +210,7 @@ mod tests {
                 &r.spec.role_name,
                 r.spec.postgres.as_ref(),
                 r.spec.mysql.as_ref(),
+                r.spec.managed_resource_comment.as_deref(),
             );
         }
     }
@@ -214,7 +235,7 @@ mod tests {
             legacy_desired(&user_instance(), None, "reader", Some(&pg), None)["role"],
             today
         );
-        let converted = role("reader", Some(&pg), None);
+        let converted = role("reader", Some(&pg), None, None);
         assert_eq!(converted, corpus::as_contract::<RoleSpec>(today));
         assert_eq!(converted.postgres.as_ref().unwrap().inherit, Some(true));
         assert_eq!(

@@ -4,8 +4,12 @@
 //! Not carried (hub-only, or not honoured by the agent): `spec.instanceRef`,
 //! `spec.clusterInstanceRef` (resolved to `instance`), `spec.driftPolicy` (resolved to
 //! `mode`), `spec.passwordRotation` (only in ROTATE_PASSWORD's `rotation`, and as the
-//! `serviceRole` here), `spec.passwordSecret.format` (only `kubernetes` is served; not
-//! checked anywhere), `spec.clickhouse`.
+//! `serviceRole` here), `spec.passwordSecret.format` (only `kubernetes` is served; the
+//! controller refuses the others), `spec.clickhouse`.
+//!
+//! A user with neither `passwordSecret` nor `existingPasswordSecret` gets the default of
+//! db-provision-operator: a generated password in the Secret `<username>-credentials`
+//! ([`default_secret_name`]).
 
 use dbprov_contract::{
     Mode,
@@ -25,7 +29,12 @@ pub fn user_spec(spec: &DatabaseUserSpec) -> UserSpec {
         username: spec.username.clone(),
         postgres: spec.postgres.as_ref().map(postgres),
         mysql: spec.mysql.as_ref().map(mysql),
-        password_secret: spec.password_secret.as_ref().map(password_secret),
+        password_secret: match (&spec.password_secret, &spec.existing_password_secret) {
+            (Some(p), _) => Some(password_secret(p)),
+            (None, None) => Some(default_password_secret(&spec.username)),
+            // A given password and no Secret asked for: nothing to write.
+            (None, Some(_)) => None,
+        },
         existing_password_secret: spec.existing_password_secret.as_ref().map(secret_key_ref),
         roles: spec.roles.clone().unwrap_or_default(),
     }
@@ -93,6 +102,44 @@ pub fn password_secret(p: &api::PasswordSecret) -> PasswordSecret {
             annotations: t.annotations.clone().unwrap_or_default(),
             data: t.data.clone().unwrap_or_default(),
         }),
+    }
+}
+
+/// The credentials Secret of a user that names none: `<username>-credentials`, as
+/// db-provision-operator names it, made a valid Secret name (DNS-1123 subdomain): lowercase,
+/// `_` becomes `-`, and leading or trailing `-` are dropped (`App_User` →
+/// `app-user-credentials`, `_svc_` → `svc-credentials`).
+pub fn default_secret_name(username: &str) -> String {
+    let mapped: String = username
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let mapped = mapped.trim_matches('-');
+    if mapped.is_empty() {
+        "credentials".to_owned()
+    } else {
+        format!("{mapped}-credentials")
+    }
+}
+
+/// db-provision-operator's default when a user sets no password source: a generated
+/// password of 32 characters with special characters, in [`default_secret_name`] in the
+/// user's namespace, with the default keys.
+pub fn default_password_secret(username: &str) -> PasswordSecret {
+    PasswordSecret {
+        secret_name: default_secret_name(username),
+        secret_namespace: None,
+        generate: true,
+        length: 32,
+        include_special_chars: true,
+        exclude_chars: None,
+        secret_template: None,
     }
 }
 
@@ -165,6 +212,14 @@ pub(crate) mod tests {
         }
         if let Some(o) = v.get_mut("passwordSecret").and_then(|p| p.as_object_mut()) {
             o.remove("format");
+        }
+        // New: a user without any password source gets the default Secret (it used to be
+        // refused by the agent).
+        if spec.password_secret.is_none() && spec.existing_password_secret.is_none() {
+            v["passwordSecret"] = json!({
+                "secretName": default_secret_name(&spec.username),
+                "generate": true, "length": 32, "includeSpecialChars": true,
+            });
         }
         v
     }
@@ -325,6 +380,47 @@ pub(crate) mod tests {
                 "mysql": {"roles": ["reader", "writer"]}
             }))
         );
+    }
+
+    #[test]
+    fn a_user_without_a_password_source_gets_the_default_credentials_secret() {
+        let spec: DatabaseUserSpec = serde_json::from_value(json!({
+            "instanceRef": {"name": "pg"}, "username": "Orders_App"
+        }))
+        .unwrap();
+        let sent = user_spec(&spec).password_secret.unwrap();
+        assert_eq!(sent.secret_name, "orders-app-credentials");
+        assert_eq!(sent.secret_namespace, None);
+        assert!(sent.generate && sent.include_special_chars);
+        assert_eq!(sent.length, 32);
+        assert_eq!(sent.secret_template, None);
+        // An existing password without a passwordSecret: no Secret is written, as before.
+        let given: DatabaseUserSpec = serde_json::from_value(json!({
+            "instanceRef": {"name": "pg"}, "username": "app",
+            "existingPasswordSecret": {"name": "pw", "key": "password"}
+        }))
+        .unwrap();
+        assert_eq!(user_spec(&given).password_secret, None);
+        // DNS-1123 subdomain without dots: [a-z0-9-], alphanumeric at both ends.
+        let valid = |n: &str| {
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && n.len() <= 253
+        };
+        for (username, name) in [
+            ("app", "app-credentials"),
+            ("orders_app", "orders-app-credentials"),
+            ("_svc_", "svc-credentials"),
+            ("A__B", "a--b-credentials"),
+            ("___", "credentials"),
+            (&"x".repeat(63), &format!("{}-credentials", "x".repeat(63))),
+        ] {
+            let got = default_secret_name(username);
+            assert_eq!(got, name, "{username}");
+            assert!(valid(&got), "{got}");
+        }
     }
 
     #[test]

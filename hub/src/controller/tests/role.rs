@@ -315,3 +315,111 @@ async fn cluster_role_agent_failures_end_the_reconcile_with_their_reason() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn emulated_mysql_roles_are_refused_on_mysql_and_mariadb_only() {
+    for engine in ["mariadb", "mysql"] {
+        let env = TestEnv::new();
+        env.insert(&fixtures::ready_instance("maria", engine).build());
+        let role = env.insert(
+            &fixtures::role("readers", "maria")
+                .unset("/spec/postgres")
+                .set("/spec/mysql", json!({"useNativeRoles": false}))
+                .build(),
+        );
+        let message = assert_blocked::<DatabaseRole>(
+            &env,
+            provisioned::apply(role, env.ctx.clone()).await,
+            NS,
+            "readers",
+            Reason::NotSupported,
+            "Failed",
+        );
+        assert!(
+            message.starts_with("spec.mysql.useNativeRoles: false")
+                && message.contains("set it to true"),
+            "{message}"
+        );
+
+        let env = TestEnv::new();
+        env.insert(&fixtures::ready_cluster_instance("shared", engine).build());
+        let role = env.insert(
+            &fixtures::cluster_role("readonly", "shared")
+                .set("/spec/mysql", json!({"useNativeRoles": false}))
+                .build(),
+        );
+        let message = assert_blocked::<ClusterDatabaseRole>(
+            &env,
+            provisioned::apply(role, env.ctx.clone()).await,
+            "",
+            "readonly",
+            Reason::NotSupported,
+            "Failed",
+        );
+        assert!(
+            message.starts_with("spec.mysql.useNativeRoles: false"),
+            "{message}"
+        );
+    }
+    // The MySQL block means nothing on PostgreSQL: the role is served.
+    let env = TestEnv::new();
+    let role = readers(
+        &env,
+        fixtures::role("readers", "postgres").set("/spec/mysql", json!({"useNativeRoles": false})),
+    );
+    provisioned::apply(role, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::EnsureRole);
+}
+
+#[tokio::test]
+async fn a_managed_resource_comment_is_sent_on_postgresql_and_refused_elsewhere() {
+    let env = TestEnv::new();
+    let role = readonly(
+        &env,
+        fixtures::cluster_role("readonly", "shared").set(
+            "/spec/managedResourceComment",
+            json!("managed-by:dbprov,cr:readonly"),
+        ),
+    );
+    provisioned::apply(role, env.ctx.clone()).await.unwrap();
+    let intent: RoleIntent = desired(&only_intent(&env, Operation::EnsureRole));
+    assert_eq!(
+        intent.role.comment.as_deref(),
+        Some("managed-by:dbprov,cr:readonly")
+    );
+
+    for (engine, shown) in [("mariadb", "MariaDB"), ("mysql", "MySQL")] {
+        let env = TestEnv::new();
+        env.insert(&fixtures::ready_cluster_instance("shared", engine).build());
+        let role = env.insert(
+            &fixtures::cluster_role("readonly", "shared")
+                .set("/spec/managedResourceComment", json!("managed-by:dbprov"))
+                .build(),
+        );
+        let message = assert_blocked::<ClusterDatabaseRole>(
+            &env,
+            provisioned::apply(role, env.ctx.clone()).await,
+            "",
+            "readonly",
+            Reason::NotSupported,
+            "Failed",
+        );
+        assert!(
+            message.starts_with("spec.managedResourceComment is PostgreSQL-only")
+                && message.contains(shown)
+                && message.contains("remove the field"),
+            "{message}"
+        );
+        // Deletion is not held up by the refusal.
+        let env = TestEnv::new();
+        env.insert(&fixtures::ready_cluster_instance("shared", engine).build());
+        let role = env.insert(
+            &fixtures::cluster_role("readonly", "shared")
+                .set("/spec/managedResourceComment", json!("managed-by:dbprov"))
+                .deleting()
+                .build(),
+        );
+        provisioned::cleanup(role, env.ctx.clone()).await.unwrap();
+        only_intent(&env, Operation::DropRole);
+    }
+}

@@ -403,3 +403,78 @@ async fn agent_failures_end_the_reconcile_with_their_reason() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_secret_format_other_than_kubernetes_is_refused_with_the_field_and_the_fix() {
+    for (format, fix) in [
+        ("vault", "Vault Secrets Operator"),
+        ("external-secrets", "PushSecret"),
+    ] {
+        let env = TestEnv::new();
+        let user = shop_app(
+            &env,
+            fixtures::user("shop-app", "postgres")
+                .set("/spec/passwordSecret/format", json!(format)),
+        );
+        let result = provisioned::apply(user, env.ctx.clone()).await;
+        assert_eq!(
+            result.as_ref().err().map(Error::requeue),
+            Some(reason::RETRY_SLOW)
+        );
+        let message = assert_blocked::<DatabaseUser>(
+            &env,
+            result,
+            NS,
+            "shop-app",
+            Reason::NotSupported,
+            "Failed",
+        );
+        assert!(
+            message.starts_with(&format!(
+                "spec.passwordSecret.format: {format} is not supported"
+            )) && message.contains("format: kubernetes")
+                && message.contains(fix)
+                && message.contains(&format!("{NS}/shop-app-credentials")),
+            "{message}"
+        );
+        // Deleting it still drops the user: nothing the refusal concerns was applied.
+        let env = TestEnv::new();
+        env.insert(&fixtures::ready_instance("postgres", "postgres").build());
+        let user = env.insert(
+            &fixtures::user("shop-app", "postgres")
+                .set("/spec/passwordSecret/format", json!(format))
+                .deleting()
+                .build(),
+        );
+        provisioned::cleanup(user, env.ctx.clone()).await.unwrap();
+        only_intent(&env, Operation::DropUser);
+    }
+    // `kubernetes`, said explicitly, is served.
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .set("/spec/passwordSecret/format", json!("kubernetes")),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::EnsureUser);
+}
+
+#[tokio::test]
+async fn a_user_without_a_password_source_is_sent_the_default_credentials_secret() {
+    let env = TestEnv::new();
+    let user = shop_app(
+        &env,
+        fixtures::user("shop-app", "postgres")
+            .set("/spec/username", json!("Shop_App"))
+            .unset("/spec/passwordSecret"),
+    );
+    provisioned::apply(user, env.ctx.clone()).await.unwrap();
+    let intent: UserIntent = desired(&only_intent(&env, Operation::EnsureUser));
+    let secret = intent.user.password_secret.expect("the default Secret");
+    assert_eq!(secret.secret_name, "shop-app-credentials");
+    assert_eq!(secret.secret_namespace, None);
+    assert!(secret.generate && secret.include_special_chars);
+    assert_eq!(secret.length, 32);
+    assert_eq!(intent.namespace, NS);
+}
