@@ -72,6 +72,14 @@ pub struct PgDatabase {
     /// Schemas to create.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schemas: Vec<PgSchema>,
+    /// Default privileges on objects the database owner creates later (`ALTER DEFAULT
+    /// PRIVILEGES FOR ROLE <owner>`), kept in line with `pg_default_acl`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_privileges: Vec<PgDefaultPrivilege>,
+    /// A group role owning the database and a login user in it (present only with
+    /// `autoOwnership: true`; the names are resolved by the hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<PgOwnership>,
 }
 
 impl Default for PgDatabase {
@@ -87,8 +95,42 @@ impl Default for PgDatabase {
             allow_connections: defaults::yes(),
             extensions: vec![],
             schemas: vec![],
+            default_privileges: vec![],
+            ownership: None,
         }
     }
+}
+
+/// Default privileges for objects the database owner creates later in one schema.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgDefaultPrivilege {
+    /// Role receiving the privileges.
+    pub role: String,
+    /// Schema the objects are created in.
+    pub schema: String,
+    /// `tables`, `sequences`, `functions` or `types`.
+    pub object_type: String,
+    /// Privilege keywords (`ALL` expands to every privilege of the object type).
+    pub privileges: Vec<String>,
+}
+
+/// Per-database ownership: a NOLOGIN group role that owns the database (and its schemas
+/// without an explicit owner), and a LOGIN user that is a member of it.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgOwnership {
+    /// The group role.
+    pub role_name: String,
+    /// The login user.
+    pub user_name: String,
+    /// Default privileges both ways between role and user on tables, sequences and
+    /// functions in `public` and every listed schema.
+    #[serde(default = "defaults::yes")]
+    pub set_default_privileges: bool,
+    /// Drop the user and the role when the database is dropped.
+    #[serde(default, skip_serializing_if = "defaults::is_false")]
+    pub drop_on_delete: bool,
 }
 
 /// An extension in a database.
@@ -126,6 +168,15 @@ pub struct MyDatabase {
     /// COLLATE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collation: Option<String>,
+    /// Storage engine tables get without `ENGINE=`: the servers have no per-database
+    /// setting, so the agent accepts only the server's `default_storage_engine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_storage_engine: Option<String>,
+    /// SQL mode sessions in the database run with: the servers have no per-database
+    /// setting, so the agent accepts only the server's global `sql_mode` (compared as
+    /// the server expands it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_mode: Option<String>,
 }
 
 /// What ENSURE_DATABASE answers: the database as found in the server.
@@ -144,6 +195,18 @@ pub struct DatabaseObserved {
     /// Connection limit (PostgreSQL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_limit: Option<i32>,
+    /// LC_CTYPE (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctype: Option<String>,
+    /// Default tablespace (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tablespace: Option<String>,
+    /// IS_TEMPLATE (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_template: Option<bool>,
+    /// ALLOW_CONNECTIONS (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_connections: Option<bool>,
     /// Size on disk.
     pub size_bytes: i64,
     /// Created by this intent.

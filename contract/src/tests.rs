@@ -174,6 +174,7 @@ fn every_payload_survives_a_round_trip() {
             mysql: Some(MyDatabase {
                 charset: Some("utf8mb4".into()),
                 collation: None,
+                ..MyDatabase::default()
             }),
         },
         mode: Mode::Correct,

@@ -1,6 +1,9 @@
 //! ENSURE_DATABASE / DROP_DATABASE: read the catalogs first, so that an existing database is
 //! adopted (never recreated) and altered where the spec differs; then (PostgreSQL) its
-//! schemas and extensions, on a connection to the database itself.
+//! schemas, extensions and default privileges, on a connection to the database itself.
+//! PostgreSQL ownership (a group role owning the database, a login user in it) comes before
+//! the database; on MySQL/MariaDB the settings without a per-database place are checked
+//! against the server's before anything is created.
 
 use dbprov_contract::{
     Mode,
@@ -16,49 +19,202 @@ use crate::{
     sql::{Repair, mysql, postgres},
 };
 
-/// Runs ENSURE_DATABASE: the database, then (PostgreSQL) its schemas and extensions.
+/// Runs ENSURE_DATABASE: (MySQL) the settings check, (PostgreSQL) the ownership role and
+/// user, the database, then (PostgreSQL) its schemas, extensions and default privileges;
+/// `ALLOW_CONNECTIONS false` last, since the work inside the database needs a connection.
 pub async fn run_ensure(ctx: &OpContext, d: DatabaseIntent) -> Result<DatabaseObserved, OpError> {
-    let mut conn = db::connect(ctx, &d.instance, None).await?;
-    let observed = ensure(&mut conn, &d.database, d.mode).await;
-    conn.close().await;
-    let mut observed = observed?;
     let contents = d
         .database
         .postgres
         .as_ref()
-        .filter(|p| !p.schemas.is_empty() || !p.extensions.is_empty());
-    // In detect mode a missing database has no contents to compare.
+        .filter(|p| postgres::database::has_contents(p));
+    let mut conn = db::connect(ctx, &d.instance, None).await?;
+    let first = async {
+        let before = prepare(&mut conn, &d.database, d.mode).await?;
+        let (observed, deferred) =
+            ensure_database(&mut conn, &d.database, d.mode, contents.is_some()).await?;
+        Ok::<_, OpError>((before, observed, deferred))
+    }
+    .await;
+    conn.close().await;
+    let (before, mut observed, deferred) = first?;
+    account(&mut observed, before, d.mode, true);
+    // In detect mode a missing database has no contents to compare; a database that refuses
+    // connections cannot be looked into (see docs/provisioning.md).
     let exists = !(d.mode == Mode::Detect && observed.drift.iter().any(|x| x.field == "database"));
     if let Some(pg) = contents
         && exists
+        && observed.allow_connections != Some(false)
     {
+        let owner = postgres::database::effective_owner(&d.database)?
+            .map(str::to_owned)
+            .or_else(|| observed.owner.clone())
+            .unwrap_or_default();
         let mut conn = db::connect(ctx, &d.instance, Some(&d.database.name)).await?;
-        let repairs = ensure_contents(&mut conn, pg, d.mode).await;
+        let repairs = ensure_contents(&mut conn, pg, &owner, d.mode).await;
         conn.close().await;
-        let repairs = repairs?;
-        observed.changes.extend(
-            repairs
-                .iter()
-                .filter(|_| d.mode != Mode::Detect)
-                .map(|x| x.statement.clone()),
-        );
-        if d.mode != Mode::Apply {
-            observed.corrected |= d.mode == Mode::Correct && !repairs.is_empty();
-            observed.drift.extend(repairs.into_iter().map(|r| r.diff));
-        }
+        account(&mut observed, repairs?, d.mode, false);
     }
     super::init_sql::apply(ctx, &d, &mut observed).await?;
+    if !deferred.is_empty() {
+        let mut conn = db::connect(ctx, &d.instance, None).await?;
+        let run = run_all(&mut conn, &deferred).await;
+        conn.close().await;
+        run?;
+        observed.allow_connections = Some(false);
+        let adopted = observed.adopted;
+        account(&mut observed, deferred, d.mode, false);
+        if !adopted {
+            // A database created just now had nothing to drift from.
+            observed.drift.retain(|x| x.field != "allowConnections");
+        }
+    }
     Ok(observed)
 }
 
-/// Runs DROP_DATABASE.
+/// Adds repairs made (or, in detect mode, found) to what the answer reports: statements run,
+/// and in detect and correct mode the differences (before the others when `first`).
+fn account(observed: &mut DatabaseObserved, repairs: Vec<Repair>, mode: Mode, first: bool) {
+    if repairs.is_empty() {
+        return;
+    }
+    if mode != Mode::Detect {
+        let ran = repairs.iter().map(|r| r.statement.clone());
+        if first {
+            observed.changes.splice(0..0, ran);
+        } else {
+            observed.changes.extend(ran);
+        }
+    }
+    if mode != Mode::Apply {
+        observed.corrected |= mode == Mode::Correct;
+        let diffs = repairs.into_iter().map(|r| r.diff);
+        if first {
+            observed.drift.splice(0..0, diffs);
+        } else {
+            observed.drift.extend(diffs);
+        }
+    }
+}
+
+async fn run_all(conn: &mut Conn, repairs: &[Repair]) -> Result<(), OpError> {
+    for r in repairs {
+        conn.execute(&r.statement).await?;
+    }
+    Ok(())
+}
+
+/// What comes before the database: on MySQL/MariaDB, the check of the settings the servers
+/// keep only server-wide (a refusal creates nothing); on PostgreSQL with ownership, the
+/// group role and login user (repaired unless `mode` is detect).
+async fn prepare(conn: &mut Conn, spec: &DatabaseSpec, mode: Mode) -> Result<Vec<Repair>, OpError> {
+    match conn {
+        Conn::My(..) => {
+            my_settings(conn, spec).await?;
+            Ok(vec![])
+        }
+        Conn::Pg(c, _) => {
+            let Some(o) = spec.postgres.as_ref().and_then(|p| p.ownership.as_ref()) else {
+                return Ok(vec![]);
+            };
+            let (role, user, member): (bool, bool, bool) = sqlx::query_as(
+                "SELECT EXISTS(SELECT 1 FROM pg_roles WHERE rolname = $1), \
+                        EXISTS(SELECT 1 FROM pg_roles WHERE rolname = $2), \
+                        EXISTS(SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                               JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = $1 AND u.rolname = $2)",
+            )
+            .bind(&o.role_name)
+            .bind(&o.user_name)
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| sql_error("reading pg_roles", &e))?;
+            let repairs = postgres::database::ownership_repairs(o, role, user, member)?;
+            if mode != Mode::Detect {
+                run_all(conn, &repairs).await?;
+            }
+            Ok(repairs)
+        }
+    }
+}
+
+/// MySQL/MariaDB have no per-database storage engine or SQL mode: a spec asking for other
+/// values than the server's is refused, naming the field (nothing is created).
+async fn my_settings(conn: &mut Conn, spec: &DatabaseSpec) -> Result<(), OpError> {
+    let (Some(my), Conn::My(c, _)) = (&spec.mysql, &mut *conn) else {
+        return Ok(());
+    };
+    let engine: String = sqlx::query_scalar("SELECT CAST(@@GLOBAL.default_storage_engine AS CHAR)")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading default_storage_engine", &e))?;
+    let want = my
+        .default_storage_engine
+        .as_deref()
+        .unwrap_or(mysql::database::DEFAULT_STORAGE_ENGINE);
+    if let Some(refusal) = mysql::database::storage_engine_refusal(want, &engine) {
+        return Err(refusal);
+    }
+    let Some(mode) = &my.sql_mode else {
+        return Ok(());
+    };
+    let session: String = sqlx::query_scalar("SELECT CAST(@@SESSION.sql_mode AS CHAR)")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| sql_error("reading sql_mode", &e))?;
+    // The server validates the mode and spells out combinations such as ANSI.
+    conn.execute(&mysql::database::set_session_sql_mode(mode)?)
+        .await
+        .map_err(|e| {
+            OpError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "spec.mysql.sqlMode {mode:?} is not an SQL mode this server accepts: {}",
+                    e.message
+                ),
+                false,
+            )
+        })?;
+    let Conn::My(c, _) = &mut *conn else {
+        return Ok(());
+    };
+    let read: Result<(String, String), _> =
+        sqlx::query_as("SELECT CAST(@@SESSION.sql_mode AS CHAR), CAST(@@GLOBAL.sql_mode AS CHAR)")
+            .fetch_one(&mut *c)
+            .await;
+    // The session goes back to the mode the rest of the operation was written for.
+    conn.execute(&mysql::database::set_session_sql_mode(&session)?)
+        .await?;
+    let (expanded, global) = read.map_err(|e| sql_error("reading sql_mode", &e))?;
+    match mysql::database::sql_mode_refusal(mode, &expanded, &global) {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
+    }
+}
+
+/// Runs DROP_DATABASE; with ownership's `dropOnDelete`, then drops its user and role.
 pub async fn run_drop(ctx: &OpContext, d: DatabaseIntent) -> Result<DropDatabaseObserved, OpError> {
     let mut conn = db::connect(ctx, &d.instance, None).await?;
-    let existed = drop(&mut conn, &d.database.name).await;
+    let dropped = async {
+        let existed = drop(&mut conn, &d.database.name).await?;
+        if let (Conn::Pg(..), Some(o)) = (
+            &conn,
+            d.database
+                .postgres
+                .as_ref()
+                .and_then(|p| p.ownership.as_ref()),
+        ) && o.drop_on_delete
+        {
+            for sql in postgres::database::drop_ownership(o)? {
+                conn.execute(&sql).await?;
+            }
+        }
+        Ok::<_, OpError>(existed)
+    }
+    .await;
     conn.close().await;
     Ok(DropDatabaseObserved {
         name: d.database.name,
-        existed: existed?,
+        existed: dropped?,
     })
 }
 
@@ -68,9 +224,10 @@ async fn pg_observe(
 ) -> Result<Option<DatabaseObserved>, OpError> {
     let row = sqlx::query(
         "SELECT pg_get_userbyid(d.datdba) AS owner, pg_encoding_to_char(d.encoding) AS encoding, \
-                d.datcollate AS collation, d.datconnlimit AS connlimit, d.datallowconn AS allowconn, \
-                d.datistemplate AS istemplate, pg_database_size(d.oid) AS size \
-         FROM pg_database d WHERE d.datname = $1",
+                d.datcollate AS collation, d.datctype AS ctype, d.datconnlimit AS connlimit, \
+                d.datallowconn AS allowconn, d.datistemplate AS istemplate, t.spcname::text AS tablespace, \
+                pg_database_size(d.oid) AS size \
+         FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1",
     )
     .bind(name)
     .fetch_optional(&mut *c)
@@ -82,6 +239,10 @@ async fn pg_observe(
         encoding: r.try_get("encoding").unwrap_or_default(),
         collation: r.try_get("collation").unwrap_or_default(),
         connection_limit: r.try_get("connlimit").ok(),
+        ctype: r.try_get("ctype").ok(),
+        tablespace: r.try_get("tablespace").ok(),
+        is_template: r.try_get("istemplate").ok(),
+        allow_connections: r.try_get("allowconn").ok(),
         size_bytes: r.try_get("size").unwrap_or_default(),
         ..Default::default()
     }))
@@ -132,13 +293,29 @@ pub async fn ensure(
     spec: &DatabaseSpec,
     mode: Mode,
 ) -> Result<DatabaseObserved, OpError> {
+    Ok(ensure_database(conn, spec, mode, false).await?.0)
+}
+
+/// [`ensure`]; with `defer_lockout`, a database that is to refuse connections is created (or
+/// left) accepting them, and the `ALLOW_CONNECTIONS false` that remains is returned to run
+/// after the work inside the database.
+async fn ensure_database(
+    conn: &mut Conn,
+    spec: &DatabaseSpec,
+    mode: Mode,
+    defer_lockout: bool,
+) -> Result<(DatabaseObserved, Vec<Repair>), OpError> {
     let pg = matches!(conn, Conn::Pg(..));
     let before = observe(conn, &spec.name).await?;
     let existed = before.is_some();
     let (repairs, immutable) = match &before {
         None => {
             let create = if pg {
-                postgres::database::create(spec)?
+                let mut open = spec.clone();
+                if defer_lockout && let Some(p) = open.postgres.as_mut() {
+                    p.allow_connections = true;
+                }
+                postgres::database::create(&open)?
             } else {
                 mysql::database::create(spec)?
             };
@@ -157,11 +334,13 @@ pub async fn ensure(
         });
         now.immutable_diffs = immutable;
         now.drift = repairs.into_iter().map(|r| r.diff).collect();
-        return Ok(now);
+        return Ok((now, vec![]));
     }
-    for r in &repairs {
-        conn.execute(&r.statement).await?;
-    }
+    let repairs: Vec<Repair> = repairs
+        .into_iter()
+        .filter(|r| !(defer_lockout && postgres::database::locks_out(r)))
+        .collect();
+    run_all(conn, &repairs).await?;
     let mut now = observe(conn, &spec.name).await?.ok_or_else(|| {
         OpError::new(
             ErrorCode::Sql,
@@ -177,14 +356,24 @@ pub async fn ensure(
         now.corrected = !repairs.is_empty();
         now.drift = repairs.into_iter().map(|r| r.diff).collect();
     }
-    Ok(now)
+    let deferred = if defer_lockout && pg {
+        postgres::database::plan(spec, &now)?
+            .0
+            .into_iter()
+            .filter(postgres::database::locks_out)
+            .collect()
+    } else {
+        vec![]
+    };
+    Ok((now, deferred))
 }
 
-/// Schemas and extensions inside a PostgreSQL database (`conn` is connected to it): the
-/// differences from `pg`, repaired unless `mode` is detect.
+/// Schemas, extensions and default privileges inside a PostgreSQL database owned by `owner`
+/// (`conn` is connected to it): the differences from `pg`, repaired unless `mode` is detect.
 pub async fn ensure_contents(
     conn: &mut Conn,
     pg: &PgDatabase,
+    owner: &str,
     mode: Mode,
 ) -> Result<Vec<Repair>, OpError> {
     let Conn::Pg(c, _) = conn else {
@@ -212,9 +401,24 @@ pub async fn ensure_contents(
         repairs.extend(postgres::database::extension_repair(ext, installed)?);
     }
     if mode != Mode::Detect {
-        for r in &repairs {
-            conn.execute(&r.statement).await?;
+        run_all(conn, &repairs).await?;
+    }
+    // Default privileges name schemas, which exist only after the repairs above.
+    let want = postgres::database::desired_default_acls(pg, owner)?;
+    if !want.is_empty() {
+        let Conn::Pg(c, _) = conn else {
+            return Ok(repairs);
+        };
+        let have: Vec<(String, String, String, String, String)> =
+            sqlx::query_as(postgres::database::DEFAULT_ACL_QUERY)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| sql_error("reading pg_default_acl", &e))?;
+        let acl = postgres::database::default_acl_repairs(&want, &have)?;
+        if mode != Mode::Detect {
+            run_all(conn, &acl).await?;
         }
+        repairs.extend(acl);
     }
     Ok(repairs)
 }
@@ -234,7 +438,13 @@ pub fn create_bare(conn: &Conn, name: &str) -> Result<String, OpError> {
 
 /// Drops the database if it exists; returns whether it existed.
 pub async fn drop(conn: &mut Conn, name: &str) -> Result<bool, OpError> {
-    let existed = exists(conn, name).await?;
+    let found = observe(conn, name).await?;
+    let existed = found.is_some();
+    if found.and_then(|d| d.is_template) == Some(true) {
+        // PostgreSQL refuses to drop a template database.
+        conn.execute(&postgres::database::unmark_template(name)?)
+            .await?;
+    }
     if existed {
         let sql = match conn {
             Conn::Pg(..) => postgres::database::drop(name)?,

@@ -138,17 +138,21 @@ pub struct PostgresDatabaseConfig {
     #[serde(default = "default_encoding")]
     #[schemars(pattern(CHARSET))]
     pub encoding: String,
-    /// Collation order (`LC_COLLATE`), e.g. `en_US.UTF-8`. Fixed at creation.
+    /// Collation order (`LC_COLLATE`), e.g. `en_US.UTF-8`. Fixed at creation: a database
+    /// whose collation differs is reported (`ImmutableFieldDiffers`), not changed.
     #[schemars(pattern(LOCALE), length(max = 63))]
     pub lc_collate: Option<String>,
-    /// Character classification (`LC_CTYPE`). Fixed at creation.
+    /// Character classification (`LC_CTYPE`). Fixed at creation: a database whose
+    /// `LC_CTYPE` differs is reported (`ImmutableFieldDiffers`), not changed.
     #[schemars(pattern(LOCALE), length(max = 63))]
     pub lc_ctype: Option<String>,
-    /// Default tablespace.
+    /// Default tablespace; a change moves the database (`ALTER DATABASE ... SET
+    /// TABLESPACE`, possible only while nobody else is connected to it).
     #[serde(default = "default_tablespace")]
     #[schemars(pattern(IDENTIFIER), length(max = 63))]
     pub tablespace: String,
-    /// Template database to copy.
+    /// Template database to copy at creation. PostgreSQL keeps no record of it, so a
+    /// later change is neither applied nor detected: recreate the database to use another.
     #[serde(default = "default_template")]
     #[schemars(pattern(IDENTIFIER), length(max = 63))]
     pub template: String,
@@ -156,18 +160,23 @@ pub struct PostgresDatabaseConfig {
     #[serde(default = "default_connection_limit")]
     #[schemars(range(min = -1))]
     pub connection_limit: i32,
-    /// Mark the database as a template.
+    /// Mark the database as a template (`IS_TEMPLATE`, kept in line on every check).
     pub is_template: Option<bool>,
-    /// Whether connections are allowed.
+    /// Whether connections are allowed (`ALLOW_CONNECTIONS`, kept in line on every check).
+    /// When false, schemas, extensions and default privileges are set before it is closed
+    /// and not compared again while it is.
     #[serde(default = "default_true")]
     pub allow_connections: bool,
     /// Extensions to install.
     pub extensions: Option<Vec<PostgresExtension>>,
     /// Schemas to create.
     pub schemas: Option<Vec<PostgresSchema>>,
-    /// Default privileges for objects created later.
+    /// Default privileges on objects the database owner (the ownership role, else `owner`,
+    /// else the database's owner in the server) creates later, compared with
+    /// `pg_default_acl` on every check.
     pub default_privileges: Option<Vec<PostgresDatabaseDefaultPrivilege>>,
-    /// Per-database group role and login user, created and kept in step with the database.
+    /// Per-database group role owning the database and a login user in it (with
+    /// `autoOwnership: true`), created before the database and kept in step with it.
     pub ownership: Option<PostgresOwnership>,
 }
 
@@ -232,7 +241,10 @@ pub enum DefaultPrivilegeObjectType {
     Types,
 }
 
-/// Default privileges on future objects in a schema of this database.
+/// Default privileges on future objects the database owner creates in a schema of this
+/// database: `ALTER DEFAULT PRIVILEGES FOR ROLE <owner> IN SCHEMA <schema> GRANT
+/// <privileges> ON <objectType> TO <role>`. Privileges held beyond the list (for the same
+/// owner, schema, type and role) are revoked.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresDatabaseDefaultPrivilege {
@@ -244,28 +256,33 @@ pub struct PostgresDatabaseDefaultPrivilege {
     pub schema: String,
     /// `tables`, `sequences`, `functions` or `types`.
     pub object_type: DefaultPrivilegeObjectType,
-    /// Privileges, e.g. `SELECT`, `USAGE`.
+    /// Privileges, e.g. `SELECT`, `USAGE`; `ALL` means every privilege of the object type.
     #[schemars(length(min = 1, max = 20), inner(pattern(PRIVILEGE)))]
     pub privileges: Vec<String>,
 }
 
-/// Per-database role and user provisioning (PostgreSQL).
+/// Per-database role and user provisioning (PostgreSQL), as in the reference operator.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresOwnership {
-    /// Create a group role owning the database and a login user in it.
+    /// Create a NOLOGIN group role owning the database (and its schemas without an
+    /// `owner`) and a LOGIN user (no password) that is a member of it. The other fields act
+    /// only when this is true. `spec.owner`, if set, must name the same role.
     pub auto_ownership: Option<bool>,
-    /// Group role name (default `db_<name>_owner`).
+    /// Group role name (default `db_<name>_owner`, cut to 63 bytes).
     #[schemars(length(max = 63), pattern(IDENTIFIER))]
     pub role_name: Option<String>,
-    /// Login user name (default `db_<name>_app`).
+    /// Login user name (default `db_<name>_app`, cut to 63 bytes).
     #[schemars(length(max = 63), pattern(IDENTIFIER))]
     pub user_name: Option<String>,
-    /// Grant the group role default privileges on new objects.
+    /// Default privileges both ways between role and user in `public` and every listed
+    /// schema: what one creates, the other may use (`SELECT, INSERT, UPDATE, DELETE` on
+    /// tables, `USAGE, SELECT` on sequences, `EXECUTE` on functions).
     #[serde(default = "default_true")]
     pub set_default_privileges: bool,
-    /// Drop the role and user when the database is dropped.
+    /// Drop the user and then the role when the database is dropped (`deletionPolicy:
+    /// Delete`).
     pub drop_on_delete: Option<bool>,
 }
 
@@ -282,11 +299,16 @@ pub struct MysqlDatabaseConfig {
     #[serde(default = "default_mysql_collation")]
     #[schemars(pattern(CHARSET))]
     pub collation: String,
-    /// Default storage engine.
+    /// Storage engine of tables created without `ENGINE=`. MySQL and MariaDB have no
+    /// per-database setting: it must be the server's `default_storage_engine` (compared in
+    /// any case), else the database is refused with reason `NotSupported`.
     #[serde(default = "default_storage_engine")]
     #[schemars(pattern(IDENTIFIER), length(max = 64))]
     pub default_storage_engine: String,
-    /// SQL mode, e.g. `STRICT_TRANS_TABLES,NO_ZERO_DATE`.
+    /// SQL mode, e.g. `STRICT_TRANS_TABLES,NO_ZERO_DATE`. MySQL and MariaDB have no
+    /// per-database SQL mode: it must be the server's global `sql_mode` (compared as the
+    /// set of flags the server expands it to), else the database is refused with reason
+    /// `NotSupported`. Empty: not checked.
     #[schemars(pattern("^[A-Z_,]*$"), length(max = 1024))]
     pub sql_mode: Option<String>,
 }

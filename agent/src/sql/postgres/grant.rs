@@ -50,7 +50,7 @@ pub struct PgUnit {
 }
 const PG_DATABASE: &[&str] = &["CREATE", "CONNECT", "TEMPORARY"];
 const PG_SCHEMA: &[&str] = &["USAGE", "CREATE"];
-const PG_TABLE: &[&str] = &[
+pub(crate) const PG_TABLE: &[&str] = &[
     "SELECT",
     "INSERT",
     "UPDATE",
@@ -59,9 +59,9 @@ const PG_TABLE: &[&str] = &[
     "REFERENCES",
     "TRIGGER",
 ];
-const PG_SEQUENCE: &[&str] = &["USAGE", "SELECT", "UPDATE"];
-const PG_FUNCTION: &[&str] = &["EXECUTE"];
-const PG_TYPE: &[&str] = &["USAGE"];
+pub(crate) const PG_SEQUENCE: &[&str] = &["USAGE", "SELECT", "UPDATE"];
+pub(crate) const PG_FUNCTION: &[&str] = &["EXECUTE"];
+pub(crate) const PG_TYPE: &[&str] = &["USAGE"];
 /// Expands PostgreSQL grant blocks and default privileges into units.
 pub fn pg_units(grants: &PgGrants) -> Result<BTreeSet<PgUnit>, OpError> {
     let mut units = BTreeSet::new();

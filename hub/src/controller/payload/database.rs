@@ -2,34 +2,48 @@
 //!
 //! Not carried (hub-only, or not honoured by the agent): `spec.instanceRef`,
 //! `spec.clusterInstanceRef` (resolved to `instance`), `spec.deletionPolicy`,
-//! `spec.deletionProtection`, `spec.driftPolicy` (resolved to `mode`),
-//! `spec.postgres.defaultPrivileges`, `spec.postgres.ownership`,
-//! `spec.mysql.defaultStorageEngine`, `spec.mysql.sqlMode`, `spec.clickhouse`.
+//! `spec.deletionProtection`, `spec.driftPolicy` (resolved to `mode`), `spec.clickhouse`.
+//! `spec.initSQL` goes beside the `database` block, as `initSql` ([`init_sql`]).
 
 use dbprov_contract::{
     Mode,
     database::{
         DatabaseIntent, DatabaseSpec, InitSql, InitSqlKey, InitSqlSource, MyDatabase, PgDatabase,
-        PgExtension, PgSchema,
+        PgDefaultPrivilege, PgExtension, PgOwnership, PgSchema,
     },
     instance::Instance,
 };
 
-use crate::api::database::{self as api, MysqlDatabaseConfig, PostgresDatabaseConfig};
+use crate::api::database::{
+    self as api, DefaultPrivilegeObjectType, MysqlDatabaseConfig, PostgresDatabaseConfig,
+    PostgresOwnership,
+};
+
+/// The storage engine the API defaults `spec.mysql.defaultStorageEngine` to. Left out of the
+/// payload (the agent reads absent as this), so an agent older than the field keeps
+/// accepting every MySQL database that does not ask for another engine.
+const DEFAULT_STORAGE_ENGINE: &str = "InnoDB";
+
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1 bytes).
+const PG_NAME_MAX: usize = 63;
 
 /// The database as the agent reads it.
 pub fn database(spec: &api::DatabaseSpec) -> DatabaseSpec {
     DatabaseSpec {
         name: spec.name.clone(),
         owner: spec.owner.clone(),
-        postgres: spec.postgres.as_ref().map(postgres),
+        postgres: spec.postgres.as_ref().map(|p| postgres(&spec.name, p)),
         mysql: spec.mysql.as_ref().map(mysql),
     }
 }
 
-/// The PostgreSQL settings (the API's defaults — `UTF8`, `pg_default`, `template0`,
-/// extensions in `public` — are sent explicitly, as before).
-pub fn postgres(pg: &PostgresDatabaseConfig) -> PgDatabase {
+/// The PostgreSQL settings of database `name` (the API's defaults — `UTF8`, `pg_default`,
+/// `template0`, extensions in `public` — are sent explicitly, as before). With
+/// `ownership.autoOwnership`, schemas without an owner are owned by the ownership role, as
+/// in the reference operator.
+pub fn postgres(name: &str, pg: &PostgresDatabaseConfig) -> PgDatabase {
+    let ownership = pg.ownership.as_ref().and_then(|o| ownership(name, o));
+    let schema_owner = ownership.as_ref().map(|o| o.role_name.clone());
     PgDatabase {
         encoding: Some(pg.encoding.clone()),
         lc_collate: pg.lc_collate.clone(),
@@ -55,10 +69,51 @@ pub fn postgres(pg: &PostgresDatabaseConfig) -> PgDatabase {
             .flatten()
             .map(|s| PgSchema {
                 name: s.name.clone(),
-                owner: s.owner.clone(),
+                owner: s.owner.clone().or_else(|| schema_owner.clone()),
             })
             .collect(),
+        default_privileges: pg
+            .default_privileges
+            .iter()
+            .flatten()
+            .map(|d| PgDefaultPrivilege {
+                role: d.role.clone(),
+                schema: d.schema.clone(),
+                object_type: match d.object_type {
+                    DefaultPrivilegeObjectType::Tables => "tables",
+                    DefaultPrivilegeObjectType::Sequences => "sequences",
+                    DefaultPrivilegeObjectType::Functions => "functions",
+                    DefaultPrivilegeObjectType::Types => "types",
+                }
+                .into(),
+                privileges: d.privileges.clone(),
+            })
+            .collect(),
+        ownership,
     }
+}
+
+/// The ownership block when `autoOwnership` is on (otherwise the other fields have nothing
+/// to act on): names default to `db_<name>_owner` and `db_<name>_app`, cut to 63 bytes.
+pub fn ownership(name: &str, o: &PostgresOwnership) -> Option<PgOwnership> {
+    if o.auto_ownership != Some(true) {
+        return None;
+    }
+    let derived = |suffix: &str| {
+        let mut n = format!("db_{name}_{suffix}");
+        let mut cut = n.len().min(PG_NAME_MAX);
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        n.truncate(cut);
+        n
+    };
+    Some(PgOwnership {
+        role_name: o.role_name.clone().unwrap_or_else(|| derived("owner")),
+        user_name: o.user_name.clone().unwrap_or_else(|| derived("app")),
+        set_default_privileges: o.set_default_privileges,
+        drop_on_delete: o.drop_on_delete.unwrap_or(false),
+    })
 }
 
 /// The MySQL/MariaDB settings.
@@ -66,6 +121,11 @@ pub fn mysql(my: &MysqlDatabaseConfig) -> MyDatabase {
     MyDatabase {
         charset: Some(my.charset.clone()),
         collation: Some(my.collation.clone()),
+        default_storage_engine: (!my
+            .default_storage_engine
+            .eq_ignore_ascii_case(DEFAULT_STORAGE_ENGINE))
+        .then(|| my.default_storage_engine.clone()),
+        sql_mode: my.sql_mode.clone().filter(|m| !m.is_empty()),
     }
 }
 
@@ -132,22 +192,53 @@ mod tests {
         "initSQL",
         "clickhouse",
     ];
-    const NOT_CARRIED_POSTGRES: &[&str] = &["defaultPrivileges", "ownership"];
-    const NOT_CARRIED_MYSQL: &[&str] = &["defaultStorageEngine", "sqlMode"];
 
-    /// `db.spec` as the hub sent it, without the fields the contract has no place for.
+    /// `db.spec` as the hub sent it, without the fields the contract has no place for, and
+    /// with the ones it carries resolved: the ownership names derived (schemas without an
+    /// owner owned by the ownership role), the default storage engine and an empty SQL mode
+    /// left out.
     fn today_carried(spec: &api::DatabaseSpec) -> serde_json::Value {
         let mut v = serde_json::to_value(spec).unwrap();
-        let strip = |v: Option<&mut serde_json::Value>, fields: &[&str]| {
-            if let Some(o) = v.and_then(|v| v.as_object_mut()) {
-                for f in fields {
-                    o.remove(*f);
-                }
+        if let Some(o) = v.as_object_mut() {
+            for f in NOT_CARRIED {
+                o.remove(*f);
             }
-        };
-        strip(Some(&mut v), NOT_CARRIED);
-        strip(v.get_mut("postgres"), NOT_CARRIED_POSTGRES);
-        strip(v.get_mut("mysql"), NOT_CARRIED_MYSQL);
+        }
+        if let Some(pg) = v.get_mut("postgres").and_then(|p| p.as_object_mut()) {
+            let own = pg.remove("ownership").unwrap_or_default();
+            if own["autoOwnership"] == json!(true) {
+                let role = own["roleName"]
+                    .as_str()
+                    .map_or(format!("db_{}_owner", spec.name), str::to_owned);
+                let user = own["userName"]
+                    .as_str()
+                    .map_or(format!("db_{}_app", spec.name), str::to_owned);
+                let mut carried = json!({"roleName": role, "userName": user,
+                    "setDefaultPrivileges": own["setDefaultPrivileges"]});
+                if own["dropOnDelete"] == json!(true) {
+                    carried["dropOnDelete"] = json!(true);
+                }
+                for s in pg
+                    .get_mut("schemas")
+                    .and_then(|s| s.as_array_mut())
+                    .into_iter()
+                    .flatten()
+                {
+                    if s.get("owner").is_none() {
+                        s["owner"] = json!(role);
+                    }
+                }
+                pg.insert("ownership".into(), carried);
+            }
+        }
+        if let Some(my) = v.get_mut("mysql").and_then(|p| p.as_object_mut()) {
+            if my["defaultStorageEngine"] == json!("InnoDB") {
+                my.remove("defaultStorageEngine");
+            }
+            if my.get("sqlMode") == Some(&json!("")) {
+                my.remove("sqlMode");
+            }
+        }
         v
     }
 
@@ -229,6 +320,67 @@ mod tests {
         );
         assert_eq!(converted, corpus::as_contract(today_carried(&spec)));
         corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn another_storage_engine_and_a_sql_mode_are_sent() {
+        let spec: api::DatabaseSpec = serde_json::from_value(json!({
+            "instanceRef": {"name": "my"}, "name": "shop",
+            "mysql": {"defaultStorageEngine": "Aria", "sqlMode": "ANSI,STRICT_ALL_TABLES"}
+        }))
+        .unwrap();
+        let my = database(&spec).mysql.unwrap();
+        assert_eq!(my.default_storage_engine.as_deref(), Some("Aria"));
+        assert_eq!(my.sql_mode.as_deref(), Some("ANSI,STRICT_ALL_TABLES"));
+        // Any spelling of the default is the default, left out for older agents.
+        let spec: api::DatabaseSpec = serde_json::from_value(json!({
+            "instanceRef": {"name": "my"}, "name": "shop",
+            "mysql": {"defaultStorageEngine": "innodb", "sqlMode": ""}
+        }))
+        .unwrap();
+        let my = database(&spec).mysql.unwrap();
+        assert_eq!((my.default_storage_engine, my.sql_mode), (None, None));
+    }
+
+    #[test]
+    fn ownership_derives_names_owns_schemas_and_is_absent_unless_enabled() {
+        let spec: api::DatabaseSpec = serde_json::from_value(json!({
+            "instanceRef": {"name": "pg"}, "name": "orders",
+            "postgres": {"ownership": {"autoOwnership": true},
+                "schemas": [{"name": "app"}, {"name": "audit", "owner": "auditor"}],
+                "defaultPrivileges": [{"role": "reader", "schema": "app", "objectType": "sequences", "privileges": ["USAGE"]}]}
+        }))
+        .unwrap();
+        let pg = database(&spec).postgres.unwrap();
+        assert_eq!(
+            pg.ownership,
+            Some(PgOwnership {
+                role_name: "db_orders_owner".into(),
+                user_name: "db_orders_app".into(),
+                set_default_privileges: true,
+                drop_on_delete: false,
+            })
+        );
+        assert_eq!(pg.schemas[0].owner.as_deref(), Some("db_orders_owner"));
+        assert_eq!(pg.schemas[1].owner.as_deref(), Some("auditor"));
+        assert_eq!(pg.default_privileges[0].object_type, "sequences");
+
+        // Explicit names win; a long database name is cut to PostgreSQL's 63 bytes.
+        let long = "x".repeat(63);
+        let o: PostgresOwnership = serde_json::from_value(json!({
+            "autoOwnership": true, "userName": "orders_app", "dropOnDelete": true,
+            "setDefaultPrivileges": false
+        }))
+        .unwrap();
+        let carried = ownership(&long, &o).unwrap();
+        assert_eq!(carried.role_name, format!("db_{}", "x".repeat(60)));
+        assert_eq!(carried.user_name, "orders_app");
+        assert!(carried.drop_on_delete && !carried.set_default_privileges);
+
+        // Without autoOwnership nothing is provisioned and schemas keep their owners.
+        let off: PostgresOwnership =
+            serde_json::from_value(json!({"autoOwnership": false, "roleName": "r"})).unwrap();
+        assert_eq!(ownership("orders", &off), None);
     }
 
     #[test]
