@@ -33,6 +33,65 @@ pub struct Instance {
     /// PROBE_INSTANCE only: also list the server's databases, users and roles.
     #[serde(default, skip_serializing_if = "defaults::is_false")]
     pub discover: bool,
+    /// Session settings of the agent's connections (absent: the agent's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+    /// PROBE_INSTANCE only: the probe fails when the server has not answered within this many
+    /// seconds (absent: only the intent's deadline bounds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_timeout_seconds: Option<u64>,
+    /// How the objects the agent creates are marked as managed in the server (absent: not
+    /// marked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+}
+
+/// Session settings of the agent's connections to an instance.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Session {
+    /// PostgreSQL `application_name` (absent: `dbprov-agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    /// PostgreSQL `statement_timeout` as the server reads it: milliseconds, its default unit
+    /// (absent: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
+    /// MySQL: connect timeout in milliseconds (the `mysql` block's `timeout`; absent:
+    /// `connectTimeoutSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// MySQL connection character set (absent: `utf8mb4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    /// MySQL connection collation (absent: the character set's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+    /// MySQL: how long the agent waits for the server's answer to a statement, in
+    /// milliseconds; also the server's `net_write_timeout` (absent: no bound but the intent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
+    /// MySQL: the server's `net_read_timeout` (how long it waits for what the agent sends), in
+    /// milliseconds (absent: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_timeout_ms: Option<u64>,
+}
+
+/// How managed objects are marked in the server (the instance's `spec.resourceTracking`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracking {
+    /// The marker text; `{{.Operator}}`, `{{.Namespace}}`, `{{.Name}}`, `{{.Kind}}` and
+    /// `{{.UID}}` are replaced by the intent's resource.
+    pub comment_format: String,
+    /// MySQL 8.0.21+: mark users with a user attribute rather than in the metadata table.
+    #[serde(default = "defaults::yes")]
+    pub use_user_attributes: bool,
+    /// MySQL/MariaDB: database of the metadata table (absent: the instance's `database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_database: Option<String>,
+    /// MySQL/MariaDB: name of the metadata table.
+    pub metadata_table: String,
 }
 
 /// Desired state of PROBE_INSTANCE: the instance itself (with `discover`).

@@ -55,6 +55,9 @@ fn instance() -> Instance {
             key_key: Some("tls.key".into()),
         }),
         discover: false,
+        session: None,
+        probe_timeout_seconds: None,
+        tracking: None,
     }
 }
 

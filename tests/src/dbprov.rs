@@ -515,6 +515,9 @@ pub fn local_instance(
         connect_timeout_seconds: 10,
         tls: None,
         discover: false,
+        session: None,
+        probe_timeout_seconds: None,
+        tracking: None,
     }
 }
 

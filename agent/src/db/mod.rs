@@ -10,6 +10,8 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::{context::OpContext, error::OpError, secrets};
 
+mod session;
+
 /// An admin connection to an instance, holding one of the instance's connection slots.
 #[derive(Debug)]
 pub enum Conn {
@@ -30,6 +32,8 @@ pub struct ConnectionSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     /// `host:port`.
     server: String,
+    /// MySQL `readTimeout`: how long a statement may wait for the server's answer.
+    answer_within: Option<Duration>,
 }
 
 type Table<T> =
@@ -64,6 +68,7 @@ async fn connection_slot(server: &str) -> Result<ConnectionSlot, OpError> {
     Ok(ConnectionSlot {
         _permit: permit,
         server: server.to_owned(),
+        answer_within: None,
     })
 }
 
@@ -139,8 +144,9 @@ pub async fn connect(
     let tls = tls_material(ctx, spec).await?;
     let database = database.unwrap_or(&spec.database);
     let target = target(spec);
-    let slot = connection_slot(&target).await?;
-    let timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
+    let session = spec.session.clone().unwrap_or_default();
+    let mut slot = connection_slot(&target).await?;
+    let mut timeout = Duration::from_secs(spec.connect_timeout_seconds.max(1));
     match spec.engine {
         Engine::Postgres => {
             let ssl = match spec.ssl_mode.as_deref().unwrap_or("prefer") {
@@ -158,9 +164,13 @@ pub async fn connect(
                 .password(&password)
                 .database(database)
                 .ssl_mode(ssl)
-                .application_name("dbprov-agent")
-                // Literals are quoted for standard strings (see sql::quote).
-                .options([("standard_conforming_strings", "on")]);
+                .application_name(
+                    session
+                        .application_name
+                        .as_deref()
+                        .unwrap_or("dbprov-agent"),
+                )
+                .options(session::pg_options(&session));
             let opts = match &tls {
                 Some(t) => {
                     let mut o = opts.ssl_root_cert_from_pem(t.ca.clone());
@@ -198,6 +208,10 @@ pub async fn connect(
                 // Backslash escapes stay on: sql::quote::mysql_literal relies on it.
                 .pipes_as_concat(false)
                 .no_engine_substitution(true);
+            let opts = session::my_charset(opts, &session)?;
+            if let Some(ms) = session.connect_timeout_ms {
+                timeout = Duration::from_millis(ms.max(1));
+            }
             let opts = match &tls {
                 Some(t) => {
                     let mut o = opts.ssl_ca_from_pem(t.ca.clone());
@@ -210,10 +224,17 @@ pub async fn connect(
                 }
                 None => opts,
             };
-            let conn = tokio::time::timeout(timeout, opts.connect())
+            let mut conn = tokio::time::timeout(timeout, opts.connect())
                 .await
                 .map_err(|_| timeout_error(spec.engine, &target, timeout))?
                 .map_err(|e| classify(spec.engine, &target, &e))?;
+            if let Some(set) = session::my_timeouts_statement(&session) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| sql_error("setting spec.mysql.readTimeout/writeTimeout", &e))?;
+            }
+            slot.answer_within = session.read_timeout_ms.map(Duration::from_millis);
             Ok(Conn::My(conn, slot))
         }
         other @ (Engine::Cockroachdb | Engine::Clickhouse) => Err(OpError::new(
@@ -389,7 +410,13 @@ impl Conn {
         loop {
             let r = match self {
                 Conn::Pg(c, _) => statement().execute(&mut *c).await.map(|_| ()),
-                Conn::My(c, _) => statement().execute(&mut *c).await.map(|_| ()),
+                Conn::My(c, slot) => match slot.answer_within {
+                    Some(within) => tokio::time::timeout(within, statement().execute(&mut *c))
+                        .await
+                        .map_err(|_| no_answer(sql, within))?
+                        .map(|_| ()),
+                    None => statement().execute(&mut *c).await.map(|_| ()),
+                },
             };
             match r {
                 Err(e) if attempt < 8 && concurrent_update(&e) => {
@@ -410,6 +437,20 @@ impl Conn {
             Conn::My(c, _) => c.close().await,
         };
     }
+}
+
+/// A MySQL statement without an answer within `readTimeout`. The connection is left mid-answer,
+/// so the handler's error drops it.
+fn no_answer(sql: &str, within: Duration) -> OpError {
+    metrics::counter!("dbprov_agent_sql_errors_total", "reason" => "timeout").increment(1);
+    OpError::new(
+        ErrorCode::Sql,
+        format!(
+            "`{}`: no answer from the server within {within:?} (the instance's spec.mysql.readTimeout; raise it for slow statements)",
+            first_words(sql)
+        ),
+        true,
+    )
 }
 
 /// The start of a statement, for error messages (statements never hold secret values except

@@ -69,6 +69,13 @@ pub async fn run_ensure(ctx: &OpContext, d: DatabaseIntent) -> Result<DatabaseOb
             observed.drift.retain(|x| x.field != "allowConnections");
         }
     }
+    super::tracking::mark(
+        ctx,
+        &d.instance,
+        crate::sql::tracking::Object::Database(&d.database.name),
+        d.mode,
+    )
+    .await?;
     Ok(observed)
 }
 
@@ -212,6 +219,12 @@ pub async fn run_drop(ctx: &OpContext, d: DatabaseIntent) -> Result<DropDatabase
     }
     .await;
     conn.close().await;
+    super::tracking::forget(
+        ctx,
+        &d.instance,
+        crate::sql::tracking::Object::Database(&d.database.name),
+    )
+    .await;
     Ok(DropDatabaseObserved {
         name: d.database.name,
         existed: dropped?,

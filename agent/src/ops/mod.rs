@@ -11,6 +11,7 @@ pub mod probe;
 pub mod restore;
 pub mod role;
 pub mod rotation;
+pub mod tracking;
 pub mod user;
 
 use std::sync::Arc;
@@ -193,7 +194,11 @@ impl Runner for Operations {
         let started = std::time::Instant::now();
         Box::pin(async move {
             let result = match desired {
-                Ok(d) => run(&ctx, operation, d, progress).await,
+                // The intent's resource, for the markers of resource tracking.
+                Ok(d) => {
+                    tracking::scope(intent.resource.as_ref(), run(&ctx, operation, d, progress))
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let outcome = match &result {

@@ -3,7 +3,10 @@
 //! server is unreachable, refused the credentials or failed TLS (see `db::classify`), so the
 //! instance's Ready condition can tell people what to fix.
 
+use std::time::Duration;
+
 use dbprov_contract::instance::{Discovered, Instance, ProbeObserved};
+use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::{
     context::OpContext,
@@ -11,8 +14,29 @@ use crate::{
     error::OpError,
 };
 
-/// Runs the probe.
+/// Runs the probe, within `probeTimeoutSeconds` (the instance's `healthCheck.timeoutSeconds`)
+/// when set.
 pub async fn run(ctx: &OpContext, spec: Instance) -> Result<ProbeObserved, OpError> {
+    let Some(secs) = spec.probe_timeout_seconds else {
+        return probe(ctx, spec).await;
+    };
+    let within = Duration::from_secs(secs.max(1));
+    let target = format!("{}:{}", spec.host, spec.port);
+    let engine = spec.engine;
+    tokio::time::timeout(within, probe(ctx, spec))
+        .await
+        .unwrap_or_else(|_| {
+            Err(OpError::new(
+                ErrorCode::Unreachable,
+                format!(
+                    "{engine} at {target}: no answer within {secs}s (spec.healthCheck.timeoutSeconds; raise it for a slow server or network)"
+                ),
+                true,
+            ))
+        })
+}
+
+async fn probe(ctx: &OpContext, spec: Instance) -> Result<ProbeObserved, OpError> {
     let mut conn = db::connect(ctx, &spec, None).await?;
     let version = conn.server_version().await;
     let found = match (&version, spec.discover) {

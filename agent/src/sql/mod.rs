@@ -7,6 +7,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod privilege;
 pub mod quote;
+pub mod tracking;
 
 use dbprov_contract::{Diff, Mode};
 use dbprov_proto::agent::v1::ErrorCode;

@@ -213,11 +213,32 @@ pub(crate) async fn probe<K: InstanceKind>(
             ),
             version: None,
         }
+    } else if let Some(message) = spec.connection.credentials_problem() {
+        ProbeStatus {
+            phase: InstancePhase::Failed,
+            ready: false,
+            reason: Reason::InvalidSpec,
+            message: message.to_owned(),
+            version: None,
+        }
+    } else if let Some(message) = spec.connection.credentials_problem() {
+        ProbeStatus {
+            phase: InstancePhase::Failed,
+            ready: false,
+            reason: Reason::InvalidSpec,
+            message: message.to_owned(),
+            version: None,
+        }
     } else {
         let discover = discovery_due(spec, previous_discovered);
-        let mut payload = payload::instance(spec, namespace.as_deref());
-        payload.discover = discover;
-        let request = dispatch::intent(obj, Operation::ProbeInstance, &payload, ctx.intent_timeout);
+        let payload = payload::probe(spec, namespace.as_deref(), discover);
+        // The agent gives up at `healthCheck.timeoutSeconds` and says so; the hub waits a
+        // little longer for that answer to cross the stream, never longer than it waits for
+        // any short intent (30 s).
+        let timeout = payload::instance::probe_timeout(spec).map_or(ctx.intent_timeout, |t| {
+            (t + PROBE_ANSWER_GRACE).min(ctx.intent_timeout)
+        });
+        let request = dispatch::intent(obj, Operation::ProbeInstance, &payload, timeout);
         let answer = dispatch::send::<ProbeObserved>(ctx, &cluster, request).await;
         if discover
             && let Ok(ProbeObserved {
@@ -231,6 +252,11 @@ pub(crate) async fn probe<K: InstanceKind>(
             );
         }
         probe_status(&cluster, &answer)
+    };
+    let periodic = health_checks_enabled(spec);
+    let status = ProbeStatus {
+        message: with_health_note(status.message, status.ready, periodic),
+        ..status
     };
     let mut update = if status.ready {
         StatusUpdate::ready(status.reason, status.message.clone())
@@ -259,7 +285,13 @@ pub(crate) async fn probe<K: InstanceKind>(
         .map(|h| Duration::from_secs(u64::try_from(h.interval_seconds).unwrap_or(30)))
         .unwrap_or(Duration::from_secs(300));
     if status.ready {
-        return Ok(Action::requeue(every));
+        // Disabled health checks: the next probe comes with a spec change or an agent
+        // reconnect (the resync), never from a timer.
+        return Ok(if periodic {
+            Action::requeue(every)
+        } else {
+            Action::await_change()
+        });
     }
     // A failed probe is a failed reconcile (counted by reason), published like any other.
     events::publish(ctx, obj, status.reason, status.message.clone()).await;
@@ -268,6 +300,30 @@ pub(crate) async fn probe<K: InstanceKind>(
         message: status.message,
         retry: every.min(Duration::from_secs(30)),
     })
+}
+
+/// How much longer than `healthCheck.timeoutSeconds` the hub waits for a probe's answer.
+const PROBE_ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the instance is probed periodically (`spec.healthCheck.enabled`, default true).
+pub fn health_checks_enabled(spec: &DatabaseInstanceSpec) -> bool {
+    spec.health_check.as_ref().is_none_or(|h| h.enabled)
+}
+
+/// The Ready message, saying so when periodic health checks are off: a Ready instance is then
+/// only as fresh as its last probe, and a failing one is retried until it first connects.
+pub fn with_health_note(message: String, ready: bool, periodic: bool) -> String {
+    match (periodic, ready) {
+        (true, _) => message,
+        (false, true) => format!(
+            "{message}; periodic health checks are disabled (spec.healthCheck.enabled: false): \
+             the server is checked again only when the spec changes or the agent reconnects"
+        ),
+        (false, false) => format!(
+            "{message}; periodic health checks are disabled (spec.healthCheck.enabled: false): \
+             retrying until the first successful connection"
+        ),
+    }
 }
 
 /// `dbprov_instance_ready{kind,namespace,name}`: 1 when the last probe succeeded, 0 when not.

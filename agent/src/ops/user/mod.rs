@@ -284,6 +284,13 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         r?;
         out.service_role = Some(service.name.clone());
     }
+    super::tracking::mark(
+        ctx,
+        &intent.instance,
+        crate::sql::tracking::Object::User(&intent.user.username),
+        intent.mode,
+    )
+    .await?;
     out.corrected = intent.mode == Mode::Correct && !drift.is_empty();
     out.drift = drift;
     Ok(out)
@@ -338,6 +345,14 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
     }
     conn.close().await;
     let existed = existed?;
+    for login in &logins {
+        super::tracking::forget(
+            ctx,
+            &intent.instance,
+            crate::sql::tracking::Object::User(login),
+        )
+        .await;
+    }
     let mut secret_deleted = false;
     if let Some((ns, name)) = secret_location(&intent)
         && let Some(secret) = existing_secret(ctx, &ns, &name).await?

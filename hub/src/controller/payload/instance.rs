@@ -2,20 +2,21 @@
 //! server of a DatabaseInstance / ClusterDatabaseInstance.
 //!
 //! Not carried (hub-only, or not honoured by the agent): `spec.clusterRef` (routing),
-//! `spec.healthCheck` (probe timing), `spec.postgres.applicationName`,
-//! `spec.postgres.statementTimeout`, `spec.mysql.charset`, `spec.mysql.collation`,
-//! `spec.mysql.parseTime`, `spec.mysql.timeout`, `spec.mysql.readTimeout`,
-//! `spec.mysql.writeTimeout`, `spec.clickhouse`, `spec.deletionProtection`,
-//! `spec.driftPolicy`, `spec.discovery` (only the `discover` flag the hub decides from it),
-//! `spec.resourceTracking`; `spec.tls.enabled` only chooses `sslMode`.
+//! `spec.healthCheck.enabled` and `intervalSeconds` (probe timing), `spec.mysql.parseTime`
+//! (a Go driver option with nothing to act on), `spec.clickhouse`, `spec.deletionProtection`,
+//! `spec.driftPolicy`, `spec.discovery` (only the `discover` flag the hub decides from it);
+//! `spec.tls.enabled` only chooses `sslMode`.
+
+use std::time::Duration;
 
 use dbprov_contract::{
     Engine,
-    instance::{CredentialsRef, Instance, ProbeIntent, TlsRef},
+    instance::{CredentialsRef, Instance, ProbeIntent, Session, TlsRef, Tracking},
 };
 
-use crate::api::instance::{
-    self as api, DatabaseInstanceSpec, MysqlTlsMode, PostgresSslMode, TlsMode,
+use crate::{
+    api::instance::{self as api, DatabaseInstanceSpec, MysqlTlsMode, PostgresSslMode, TlsMode},
+    controller::kit::drift::parse_duration,
 };
 
 /// The contract's engine for the API's.
@@ -119,15 +120,73 @@ pub fn instance(spec: &DatabaseInstanceSpec, namespace: Option<&str>) -> Instanc
             .map_or(10, |p| u64::try_from(p.connect_timeout).unwrap_or(10)),
         tls,
         discover: false,
+        session: session(spec),
+        probe_timeout_seconds: None,
+        tracking: tracking(spec),
     }
 }
 
-/// The desired state of PROBE_INSTANCE: the instance, listing its objects when `discover`.
+/// Milliseconds of a duration string (the CRD's pattern; unparsable: unset, the agent's
+/// default).
+fn millis(s: &str) -> Option<u64> {
+    parse_duration(s).map(|d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The agent's session settings from the `postgres` and `mysql` blocks (each engine applies
+/// its own).
+pub fn session(spec: &DatabaseInstanceSpec) -> Option<Session> {
+    let pg = spec.postgres.as_ref();
+    let my = spec.mysql.as_ref();
+    if pg.is_none() && my.is_none() {
+        return None;
+    }
+    Some(Session {
+        application_name: pg.map(|p| p.application_name.clone()),
+        // What the duration parser cannot read (the CRD pattern lets nothing such through)
+        // goes as written, for PostgreSQL to refuse by name rather than being dropped here.
+        statement_timeout: pg.and_then(|p| {
+            p.statement_timeout
+                .as_ref()
+                .map(|t| millis(t).map_or_else(|| t.clone(), |ms| ms.to_string()))
+        }),
+        connect_timeout_ms: my.and_then(|m| millis(&m.timeout)),
+        charset: my.map(|m| m.charset.clone()),
+        collation: my.map(|m| m.collation.clone()),
+        read_timeout_ms: my.and_then(|m| millis(&m.read_timeout)),
+        write_timeout_ms: my.and_then(|m| millis(&m.write_timeout)),
+    })
+}
+
+/// `spec.resourceTracking`, when enabled.
+pub fn tracking(spec: &DatabaseInstanceSpec) -> Option<Tracking> {
+    let t = spec.resource_tracking.as_ref().filter(|t| t.enabled)?;
+    let my = t.mysql.as_ref();
+    Some(Tracking {
+        comment_format: t.comment_format.clone(),
+        use_user_attributes: my.is_none_or(|m| m.use_user_attributes),
+        metadata_database: my.and_then(|m| m.metadata_database.clone()),
+        metadata_table: my.map_or_else(
+            || "_dbops_metadata".to_owned(),
+            |m| m.metadata_table_name.clone(),
+        ),
+    })
+}
+
+/// The desired state of PROBE_INSTANCE: the instance, listing its objects when `discover`,
+/// answering within `spec.healthCheck.timeoutSeconds`.
 pub fn probe(spec: &DatabaseInstanceSpec, namespace: Option<&str>, discover: bool) -> ProbeIntent {
     Instance {
         discover,
+        probe_timeout_seconds: probe_timeout(spec).map(|t| t.as_secs()),
         ..instance(spec, namespace)
     }
+}
+
+/// `spec.healthCheck.timeoutSeconds`, when the block is there.
+pub fn probe_timeout(spec: &DatabaseInstanceSpec) -> Option<Duration> {
+    spec.health_check
+        .as_ref()
+        .map(|h| Duration::from_secs(u64::try_from(h.timeout_seconds).unwrap_or(5).max(1)))
 }
 
 #[cfg(test)]
@@ -169,7 +228,7 @@ pub(crate) mod tests {
                 "keyKey": keys.as_ref().and_then(|k| k.key.clone()),
             })
         });
-        json!({
+        let mut v = json!({
             "engine": spec.engine,
             "host": conn.host,
             "port": conn.port,
@@ -183,7 +242,49 @@ pub(crate) mod tests {
             "sslMode": ssl_mode,
             "tls": tls_ref,
             "connectTimeoutSeconds": spec.postgres.as_ref().map(|p| p.connect_timeout).unwrap_or(10),
-        })
+        });
+        // Added by issue 15, sent only when set (unset members left out).
+        for (key, value) in [
+            ("session", legacy_session(spec)),
+            ("tracking", legacy_tracking(spec)),
+        ] {
+            if let serde_json::Value::Object(mut members) = value {
+                members.retain(|_, v| !v.is_null());
+                v[key] = serde_json::Value::Object(members);
+            }
+        }
+        v
+    }
+
+    /// The session settings as issue 15 added them: both engine blocks' options, durations
+    /// in milliseconds.
+    fn legacy_session(spec: &DatabaseInstanceSpec) -> serde_json::Value {
+        let ms = |d: &str| parse_duration(d).map(|d| d.as_millis() as u64);
+        match (&spec.postgres, &spec.mysql) {
+            (None, None) => serde_json::Value::Null,
+            (pg, my) => json!({
+                "applicationName": pg.as_ref().map(|p| &p.application_name),
+                "statementTimeout": pg.as_ref().and_then(|p| p.statement_timeout.as_deref()).and_then(ms).map(|ms| ms.to_string()),
+                "connectTimeoutMs": my.as_ref().and_then(|m| ms(&m.timeout)),
+                "charset": my.as_ref().map(|m| &m.charset),
+                "collation": my.as_ref().map(|m| &m.collation),
+                "readTimeoutMs": my.as_ref().and_then(|m| ms(&m.read_timeout)),
+                "writeTimeoutMs": my.as_ref().and_then(|m| ms(&m.write_timeout)),
+            }),
+        }
+    }
+
+    /// `spec.resourceTracking` as issue 15 added it: only when enabled.
+    fn legacy_tracking(spec: &DatabaseInstanceSpec) -> serde_json::Value {
+        match spec.resource_tracking.as_ref().filter(|t| t.enabled) {
+            None => serde_json::Value::Null,
+            Some(t) => json!({
+                "commentFormat": t.comment_format,
+                "useUserAttributes": t.mysql.as_ref().is_none_or(|m| m.use_user_attributes),
+                "metadataDatabase": t.mysql.as_ref().and_then(|m| m.metadata_database.clone()),
+                "metadataTable": t.mysql.as_ref().map_or("_dbops_metadata", |m| m.metadata_table_name.as_str()),
+            }),
+        }
     }
 
     /// A DatabaseInstance spec from its JSON.
@@ -239,6 +340,7 @@ pub(crate) mod tests {
             "tls": {"secretName": "pg-tls", "namespace": "team-a", "caKey": "ca.crt",
                 "certKey": "tls.crt", "keyKey": "tls.key"},
             "connectTimeoutSeconds": 15,
+            "session": {"applicationName": "dbprov-tests", "statementTimeout": "30000"},
         });
         assert_eq!(legacy(&s, Some("team-a")), today);
         let converted = instance(&s, Some("team-a"));
@@ -280,6 +382,9 @@ pub(crate) mod tests {
             "tls": {"secretName": "ca", "namespace": null, "caKey": "ca.crt",
                 "certKey": null, "keyKey": null},
             "connectTimeoutSeconds": 10,
+            // The `mysql` block's defaults (utf8mb4, 10s, 30s, 30s) are the agent's session.
+            "session": {"charset": "utf8mb4", "collation": "utf8mb4_unicode_ci",
+                "connectTimeoutMs": 10000, "readTimeoutMs": 30000, "writeTimeoutMs": 30000},
         });
         // Cluster-scoped: no namespace at all where the reference has none (the agent's).
         let cluster = instance(&s, None);
@@ -323,6 +428,54 @@ pub(crate) mod tests {
         assert_eq!(converted.connect_timeout_seconds, 10);
         assert_eq!(converted.tls, None);
         corpus::round_trips(&converted);
+    }
+
+    #[test]
+    fn probe_timeout_and_resource_tracking_are_sent_as_set() {
+        let s = spec(json!({
+            "engine": "mysql",
+            "connection": {"host": "my", "port": 3306, "database": "mysql",
+                "secretRef": {"name": "admin"}},
+            "healthCheck": {"enabled": false, "timeoutSeconds": 3},
+            "mysql": {"timeout": "1m30s", "readTimeout": "500ms"},
+            "resourceTracking": {"commentFormat": "{{.Kind}}/{{.UID}}",
+                "mysql": {"useUserAttributes": false, "metadataDatabase": "ops",
+                    "metadataTableName": "managed"}}
+        }));
+        // The probe (only) carries healthCheck.timeoutSeconds; `enabled` is the hub's.
+        assert_eq!(probe(&s, None, false).probe_timeout_seconds, Some(3));
+        assert_eq!(instance(&s, None).probe_timeout_seconds, None);
+        let session = instance(&s, None).session.unwrap();
+        assert_eq!(session.connect_timeout_ms, Some(90_000));
+        assert_eq!(session.read_timeout_ms, Some(500));
+        assert_eq!(session.write_timeout_ms, Some(30_000));
+        assert_eq!(
+            instance(&s, None).tracking,
+            Some(Tracking {
+                comment_format: "{{.Kind}}/{{.UID}}".into(),
+                use_user_attributes: false,
+                metadata_database: Some("ops".into()),
+                metadata_table: "managed".into(),
+            })
+        );
+        // Disabled tracking is not sent at all; a bare block takes the CRD's defaults.
+        let mut off = s.clone();
+        off.resource_tracking.as_mut().unwrap().enabled = false;
+        assert_eq!(instance(&off, None).tracking, None);
+        let bare = spec(json!({
+            "engine": "postgres",
+            "connection": {"host": "pg", "port": 5432, "database": "postgres",
+                "secretRef": {"name": "admin"}},
+            "resourceTracking": {}
+        }));
+        let t = instance(&bare, None).tracking.unwrap();
+        assert_eq!(
+            t.comment_format,
+            "managed-by:{{.Operator}},cr:{{.Namespace}}/{{.Name}}"
+        );
+        assert!(t.use_user_attributes);
+        assert_eq!(t.metadata_table, "_dbops_metadata");
+        assert_eq!(probe(&bare, None, false).probe_timeout_seconds, None);
     }
 
     #[test]

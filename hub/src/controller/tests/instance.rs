@@ -320,3 +320,100 @@ async fn cluster_instance_deletion_waits_for_cluster_kinds_on_it() {
         ])
     );
 }
+
+#[tokio::test]
+async fn disabled_health_checks_probe_once_and_say_so() {
+    let env = TestEnv::with_agent(|_| Ok(json!({"engine": "postgres", "version": "16.4"})));
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set("/spec/healthCheck/enabled", json!(false))
+            .build(),
+    );
+    // The first connection check still runs (a spec change or an agent reconnect brings the
+    // next one), but no timer is set.
+    let action = probe(pg, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    only_intent(&env, Operation::ProbeInstance);
+    let status =
+        assert_status::<DatabaseInstance>(&env, NS, "postgres", true, Reason::Connected, "Ready");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("periodic health checks are disabled (spec.healthCheck.enabled: false)"),
+        "{message}"
+    );
+
+    // Until the first connection succeeds, a failing probe is retried and says it will be.
+    let env = TestEnv::new();
+    env.agent.set_handler(|_| {
+        Err(agent_error(
+            ErrorCode::Unreachable,
+            "connection refused",
+            true,
+        ))
+    });
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set("/spec/healthCheck/enabled", json!(false))
+            .build(),
+    );
+    assert!(matches!(
+        probe(pg, env.ctx.clone()).await,
+        Err(Error::Failed { .. })
+    ));
+    let status = assert_status::<DatabaseInstance>(
+        &env,
+        NS,
+        "postgres",
+        false,
+        Reason::InstanceUnreachable,
+        "Failed",
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("retrying until the first successful connection"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn the_probe_is_bounded_by_the_health_check_timeout() {
+    let env = TestEnv::with_agent(|_| Ok(json!({"engine": "postgres", "version": "16.4"})));
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set("/spec/healthCheck/timeoutSeconds", json!(7))
+            .build(),
+    );
+    // As the hub runs: short intents wait 30 s at most.
+    probe(pg, ctx_with_timeout(&env, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let sent = only_intent(&env, Operation::ProbeInstance);
+    let intent: Instance = desired(&sent);
+    // The agent gives up at 7 s; the hub waits 2 s longer for that answer.
+    assert_eq!(intent.probe_timeout_seconds, Some(7));
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let left = sent.intent.deadline_unix_ms - now_ms;
+    assert!((8_000..=9_000).contains(&left), "deadline in {left} ms");
+
+    // Without a healthCheck block only the hub's intent timeout bounds the probe.
+    let env = TestEnv::with_agent(|_| Ok(json!({"engine": "postgres", "version": "16.4"})));
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set("/spec/healthCheck", serde_json::Value::Null)
+            .build(),
+    );
+    assert_eq!(
+        probe(pg, env.ctx.clone()).await.unwrap(),
+        Action::requeue(Duration::from_secs(300))
+    );
+    let intent: Instance = desired(&only_intent(&env, Operation::ProbeInstance));
+    assert_eq!(intent.probe_timeout_seconds, None);
+}
