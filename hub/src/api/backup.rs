@@ -15,7 +15,8 @@ use super::{
     instance::default_true,
 };
 
-/// An object-store path prefix: no leading `/`, no `..` segment, no NUL.
+/// An object-store path prefix: no leading `/`, no NUL. A `..` segment is refused at
+/// reconcile time (the reference schema accepts it; see `payload::storage::refusal`).
 pub const OBJECT_PREFIX: &str = r"^([^/\x00][^\x00]*)?$";
 
 /// Storage backend type.
@@ -68,7 +69,6 @@ pub struct S3Storage {
     pub endpoint: Option<String>,
     /// Key prefix of the artifacts.
     #[schemars(length(max = 1024), pattern(OBJECT_PREFIX))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(s, s == '..')", "message": "prefix must not contain '..' segments"}]))]
     pub prefix: Option<String>,
     /// Path-style addressing (most S3-compatible stores need it).
     pub force_path_style: Option<bool>,
@@ -124,7 +124,6 @@ pub struct GcsStorage {
     pub bucket: String,
     /// Object name prefix.
     #[schemars(length(max = 1024), pattern(OBJECT_PREFIX))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(s, s == '..')", "message": "prefix must not contain '..' segments"}]))]
     pub prefix: Option<String>,
     /// Secret key holding a service-account JSON key. Without it the agent uses workload
     /// identity / application default credentials.
@@ -148,7 +147,6 @@ pub struct AzureStorage {
     pub container: String,
     /// Blob name prefix.
     #[schemars(length(max = 1024), pattern(OBJECT_PREFIX))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(s, s == '..')", "message": "prefix must not contain '..' segments"}]))]
     pub prefix: Option<String>,
     /// Secret with the account key (`AZURE_STORAGE_KEY`) or a SAS token
     /// (`AZURE_STORAGE_SAS_TOKEN`), read by the agent.
@@ -180,9 +178,8 @@ pub struct PvcStorage {
     /// Claim name.
     #[schemars(length(min = 1, max = 253), pattern(K8S_NAME))]
     pub claim_name: String,
-    /// Directory inside the volume (relative, no `..`).
+    /// Directory inside the volume (relative; a `..` segment is refused).
     #[schemars(length(max = 1024), pattern(OBJECT_PREFIX))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(s, s == '..')", "message": "subPath must not contain '..' segments"}]))]
     pub sub_path: Option<String>,
 }
 

@@ -85,9 +85,8 @@ fn default_restore_deadline() -> i64 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreFromPath {
-    /// Path of the artifact inside the storage.
+    /// Path of the artifact inside the storage (a `..` segment is refused).
     #[schemars(length(min = 1, max = 1024), pattern(super::backup::OBJECT_PREFIX))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(s, s == '..')", "message": "backupPath must not contain '..' segments"}]))]
     pub backup_path: String,
     /// The storage holding it.
     pub storage: StorageConfig,

@@ -344,7 +344,8 @@ pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
         return Some(refused);
     }
     let from = spec.from_path.as_ref()?;
-    payload::storage::refusal(&from.storage, &ns, "spec.fromPath.storage")
+    payload::storage::dotdot("spec.fromPath.backupPath", &from.backup_path)
+        .or_else(|| payload::storage::refusal(&from.storage, &ns, "spec.fromPath.storage"))
 }
 
 /// Percent done: the artifact is read twice (verify, then restore), each half the work.

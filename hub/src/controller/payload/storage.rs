@@ -43,6 +43,26 @@ pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reaso
             format!("{field}.type is {t} but {field}.{t} is not set: add the {t} block"),
         ));
     }
+    let paths = [
+        ("s3.prefix", s.s3.as_ref().and_then(|x| x.prefix.as_deref())),
+        (
+            "gcs.prefix",
+            s.gcs.as_ref().and_then(|x| x.prefix.as_deref()),
+        ),
+        (
+            "azure.prefix",
+            s.azure.as_ref().and_then(|x| x.prefix.as_deref()),
+        ),
+        (
+            "pvc.subPath",
+            s.pvc.as_ref().and_then(|x| x.sub_path.as_deref()),
+        ),
+    ];
+    for (name, path) in paths {
+        if let Some(refused) = path.and_then(|p| dotdot(&format!("{field}.{name}"), p)) {
+            return Some(refused);
+        }
+    }
     let (block, other) = match s.type_ {
         api::StorageType::Gcs => (
             "gcs",
@@ -60,6 +80,19 @@ pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reaso
         api::StorageType::S3 | api::StorageType::Pvc => ("", None),
     };
     foreign_secret(&format!("{field}.{block}.secretRef"), other, namespace)
+}
+
+/// Why the path `p` at `field` cannot be used: a `..` segment would leave the prefix (a
+/// volume's directory, or another tenant's keys once a client normalises the URL path).
+pub fn dotdot(field: &str, p: &str) -> Option<(Reason, String)> {
+    p.split('/').any(|s| s == "..").then(|| {
+        (
+            Reason::InvalidSpec,
+            format!(
+                "{field} {p:?} must not contain '..' segments: name the path from the storage root"
+            ),
+        )
+    })
 }
 
 /// Why a Secret reference at `field` (e.g. `spec.encryption.secretRef`) whose `namespace` is

@@ -177,6 +177,22 @@ async fn data_only_with_schema_only_and_a_missing_storage_block_are_invalid() {
         m,
         "spec.storage.type is s3 but spec.storage.s3 is not set: add the s3 block"
     );
+    // A volume subPath leaving its directory (the reference schema accepts it).
+    let env = TestEnv::new();
+    shop(&env);
+    let m = refused_backup(
+        &env,
+        backup_spec(
+            json!({"type": "pvc", "pvc": {"claimName": "v", "subPath": "a/../../b"}}),
+            json!({}),
+        ),
+        Reason::InvalidSpec,
+    )
+    .await;
+    assert!(
+        m.starts_with("spec.storage.pvc.subPath \"a/../../b\" must not contain '..' segments"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -277,6 +293,19 @@ async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refus
             json!({"fromPath": with_key(from_path(pvc.clone())), "target": {"databaseName": "copy"}}),
             Reason::NotSupported,
             "spec.fromPath.encryption.secretRef.namespace \"tenant-b\" is not supported",
+        ),
+        (
+            json!({"fromPath": {"backupPath": "team-b/../../etc/x.sql", "storage": pvc.clone()},
+                   "target": {"databaseName": "copy"}}),
+            Reason::InvalidSpec,
+            "spec.fromPath.backupPath \"team-b/../../etc/x.sql\" must not contain '..' segments",
+        ),
+        (
+            json!({"fromPath": from_path(json!({"type": "s3", "s3": {"bucket": "bkt",
+                       "region": "eu-west-1", "prefix": "team-a/../team-b"}})),
+                   "target": {"databaseName": "copy"}}),
+            Reason::InvalidSpec,
+            "spec.fromPath.storage.s3.prefix \"team-a/../team-b\" must not contain '..' segments",
         ),
         (
             json!({"fromPath": from_path(json!({"type": "azure"})), "target": {"databaseName": "copy"}}),
