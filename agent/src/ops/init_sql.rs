@@ -196,7 +196,10 @@ impl Failed {
 /// failure, rolls back and says which statement failed.
 async fn execute(conn: &mut Conn, run_as: Option<&str>, statements: &[&str]) -> Result<(), Failed> {
     let pg = matches!(conn, Conn::Pg(..));
-    let begin = if pg { "BEGIN" } else { "START TRANSACTION" };
+    // MySQL/MariaDB end a transaction at each DDL statement (an implicit commit); without
+    // autocommit a new one starts with the next statement, so DML after a DDL can still be
+    // rolled back (the connection is closed afterwards).
+    let begin = if pg { "BEGIN" } else { "SET autocommit = 0" };
     run(conn, begin).await.map_err(|e| Failed::new(0, &e))?;
     if pg && let Some(owner) = run_as {
         let set_role = sql::pg_set_role(owner).map_err(|e| Failed {
@@ -257,7 +260,7 @@ fn failure_message(failed: &Failed, total: usize, pg: bool, content: &Content) -
         format!("; the {before} statement(s) before it were rolled back")
     } else {
         format!(
-            "; of the {before} statement(s) before it, DDL stays applied (MySQL/MariaDB commit DDL at once) and the rest was rolled back"
+            "; of the {before} statement(s) before it, DDL and what ran before the last DDL stay applied (MySQL/MariaDB commit at each DDL), the rest was rolled back"
         )
     };
     format!(
@@ -301,7 +304,7 @@ mod tests {
             "init SQL statement 2 of 2 (`INSERT INTO nope VALUES (1)`) failed: relation \"nope\" does not exist; the 1 statement(s) before it were rolled back"
         );
         assert!(failure_message(&failed, 2, false, &c).ends_with(
-            "DDL stays applied (MySQL/MariaDB commit DDL at once) and the rest was rolled back"
+            "DDL and what ran before the last DDL stay applied (MySQL/MariaDB commit at each DDL), the rest was rolled back"
         ));
     }
 

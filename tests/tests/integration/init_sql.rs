@@ -477,7 +477,7 @@ async fn mariadb_runs_init_sql_once_per_content_from_inline_configmap_and_secret
     assert!(
         error.starts_with("init SQL statement 2 of 2 failed: ")
             && error.contains("SQLSTATE")
-            && error.contains("DDL stays applied"),
+            && error.contains("DDL and what ran before the last DDL stay applied"),
         "{error}"
     );
     let everything = format!("{v}\n{}\n{}", s.hub.log(), s.agent.log());
