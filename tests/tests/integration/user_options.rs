@@ -420,3 +420,73 @@ async fn mysql_roles_are_native_roles_users_can_be_granted_on_mariadb() {
     assert_eq!(granted, ["app_reader"]);
     admin.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_credentials_secret_takes_a_given_password_namespace_type_labels_and_annotations() {
+    let (kube, pg) = tokio::join!(KubeEnv::start(), Postgres::start());
+    let (kube, pg) = (require!(kube), require!(pg));
+    let ctx = agent_context(&kube, pg.user(), pg.password())
+        .await
+        .unwrap();
+    dbprov_tests::manifests::create_namespaces(&kube.client(), &["apps", "shared"])
+        .await
+        .unwrap();
+    let given: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "given", "namespace": "apps"},
+        "stringData": {"pw": "Given:pass@word/1"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(kube.client(), "apps")
+        .create(&Default::default(), &given)
+        .await
+        .unwrap();
+    let inst = local_instance("postgres", pg.port(), "postgres");
+    let spec = json!({
+        "instanceRef": {"name": "pg"}, "username": "given_app",
+        "existingPasswordSecret": {"name": "given", "key": "pw"},
+        "passwordSecret": {"secretName": "given-app", "secretNamespace": "shared",
+            "generate": false,
+            "secretTemplate": {"type": "kubernetes.io/basic-auth",
+                "labels": {"team": "a"}, "annotations": {"owner": "team-a"}}},
+    });
+    let out = user::ensure(&ctx, user_intent(&inst, "given-app", spec))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.password_source.as_deref(),
+        Some("existingPasswordSecret")
+    );
+    let s = Api::<Secret>::namespaced(kube.client(), "shared")
+        .get("given-app")
+        .await
+        .unwrap();
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    assert_eq!(s.metadata.labels.unwrap()["team"], "a");
+    assert_eq!(s.metadata.annotations.unwrap()["owner"], "team-a");
+    let data = s.data.unwrap();
+    assert_eq!(data["password"].0, b"Given:pass@word/1");
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .username("given_app")
+        .password("Given:pass@word/1")
+        .database("postgres");
+    sqlx::PgConnection::connect_with(&opts)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+
+    // generate: false and nothing to take the password from: refused, naming the field.
+    let spec = json!({"instanceRef": {"name": "pg"}, "username": "nothing_app",
+        "passwordSecret": {"secretName": "nothing-app", "generate": false}});
+    let err = user::ensure(&ctx, user_intent(&inst, "nothing-app", spec))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("spec.passwordSecret.generate"),
+        "{}",
+        err.message
+    );
+}
