@@ -109,7 +109,8 @@ pub(crate) fn default_true() -> bool {
 /// Server address and admin credentials.
 #[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.existingSecret)").message("set exactly one of spec.connection.secretRef or spec.connection.existingSecret"))]
+// Neither or both of secretRef/existingSecret pass the schema, as in db-provision-operator's;
+// the hub refuses them in status ([`ConnectionConfig::credentials_problem`]).
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionConfig {
     /// Host name or IP address of the server, as seen from the agent.
@@ -125,6 +126,23 @@ pub struct ConnectionConfig {
     pub secret_ref: Option<CredentialsSecretRef>,
     /// Alternative to `secretRef` for Secrets with other key names.
     pub existing_secret: Option<CredentialsSecretRef>,
+}
+
+impl ConnectionConfig {
+    /// Why the admin credentials cannot be found, naming the fields and the fix.
+    pub fn credentials_problem(&self) -> Option<&'static str> {
+        match (&self.secret_ref, &self.existing_secret) {
+            (Some(_), None) | (None, Some(_)) => None,
+            (None, None) => Some(
+                "spec.connection has no admin credentials: set spec.connection.secretRef (or \
+                 spec.connection.existingSecret) to the Secret holding them",
+            ),
+            (Some(_), Some(_)) => Some(
+                "spec.connection.secretRef and spec.connection.existingSecret are both set: \
+                 they are alternatives for the same Secret; keep one",
+            ),
+        }
+    }
 }
 
 /// A Secret holding a username and a password.

@@ -487,6 +487,9 @@ async fn resolve_namespaced(
     purpose: Purpose,
 ) -> Resolved<ResolvedGrantee> {
     if purpose == Purpose::Apply {
+        if let Some(b) = mysql_targets_missing(grant.spec.mysql.as_ref()) {
+            return Ok(Err(b));
+        }
         let ns = kube::ResourceExt::namespace(grant).unwrap_or_default();
         if let Some(b) = database_ready(ctx, &ns, grant.spec.database_ref.as_ref()).await? {
             return Ok(Err(b));
@@ -498,9 +501,30 @@ async fn resolve_namespaced(
 async fn resolve_cluster(
     grant: &ClusterDatabaseGrant,
     ctx: &Context,
-    _: Purpose,
+    purpose: Purpose,
 ) -> Resolved<ResolvedGrantee> {
+    // Refused on apply only: deletion goes ahead, nothing refused was applied.
+    if purpose == Purpose::Apply {
+        if grant.spec.user_ref.is_some() && grant.spec.role_ref.is_some() {
+            return Ok(Err(Blocked::new(
+                Reason::InvalidSpec,
+                "spec.userRef and spec.roleRef are both set: a grant has one grantee; keep one \
+                 and put the other's privileges into a second ClusterDatabaseGrant",
+            )));
+        }
+        if let Some(b) = mysql_targets_missing(grant.spec.mysql.as_ref()) {
+            return Ok(Err(b));
+        }
+    }
     grantee_of_cluster(ctx, grant).await
+}
+
+/// A MySQL grant whose level names an object it does not set (the schema lets it through,
+/// as db-provision-operator's does).
+fn mysql_targets_missing(mysql: Option<&MysqlGrantConfig>) -> Option<Blocked> {
+    let grants = mysql.and_then(|m| m.grants.as_deref());
+    crate::api::grant::mysql_grants_problem(grants, "spec.mysql.grants")
+        .map(|m| Blocked::new(Reason::InvalidSpec, m))
 }
 
 grant_kind!(DatabaseGrant, "DatabaseGrant", false, resolve_namespaced);

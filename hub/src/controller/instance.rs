@@ -221,14 +221,6 @@ pub(crate) async fn probe<K: InstanceKind>(
             message: message.to_owned(),
             version: None,
         }
-    } else if let Some(message) = spec.connection.credentials_problem() {
-        ProbeStatus {
-            phase: InstancePhase::Failed,
-            ready: false,
-            reason: Reason::InvalidSpec,
-            message: message.to_owned(),
-            version: None,
-        }
     } else {
         let discover = discovery_due(spec, previous_discovered);
         let payload = payload::probe(spec, namespace.as_deref(), discover);

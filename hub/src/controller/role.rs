@@ -45,6 +45,17 @@ struct RoleView<'a> {
 
 impl RoleView<'_> {
     async fn resolve(&self, ctx: &Context, purpose: Purpose) -> Resolved<ResolvedInstance> {
+        // The schema lets a MySQL grant without the object its level names through (as
+        // db-provision-operator's does); it is refused here, on apply only.
+        let grants = self.mysql.and_then(|m| m.grants.as_deref());
+        if purpose == Purpose::Apply
+            && let Some(m) = crate::api::grant::mysql_grants_problem(grants, "spec.mysql.grants")
+        {
+            return Ok(Err(instance::Blocked::new(
+                super::reason::Reason::InvalidSpec,
+                m,
+            )));
+        }
         let (ns, i, c) = (
             &self.namespace,
             self.instance_ref,

@@ -12,6 +12,7 @@ mod database;
 mod grant;
 mod init_sql;
 mod instance;
+mod reference_schema;
 mod resync;
 mod role;
 mod unserved;
