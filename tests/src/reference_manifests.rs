@@ -1053,30 +1053,11 @@ mod cel {
             self.toks.get(self.at)
         }
         fn eat(&mut self, op: &str) -> bool {
-            if self.peek()
-                == Some(&Tok::Op(match op {
-                    "&&" => "&&",
-                    "||" => "||",
-                    "==" => "==",
-                    "!=" => "!=",
-                    "!" => "!",
-                    "(" => "(",
-                    ")" => ")",
-                    "." => ".",
-                    "?" => "?",
-                    ":" => ":",
-                    "+" => "+",
-                    "," => ",",
-                    "[" => "[",
-                    "]" => "]",
-                    _ => return false,
-                }))
-            {
+            let found = matches!(self.peek(), Some(Tok::Op(o)) if *o == op);
+            if found {
                 self.at += 1;
-                true
-            } else {
-                false
             }
+            found
         }
         fn expect(&mut self, op: &str) -> Result<(), String> {
             if self.eat(op) {
