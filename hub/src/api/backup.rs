@@ -291,7 +291,7 @@ pub struct PostgresBackupConfig {
     /// Parallel dump jobs. dbprov streams every dump, and pg_dump dumps in parallel only
     /// into a directory: the dump runs with one job and status says so.
     #[serde(default = "default_jobs")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1))]
     pub jobs: i32,
     /// `--data-only`.
     pub data_only: Option<bool>,

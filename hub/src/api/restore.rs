@@ -146,9 +146,10 @@ pub struct PostgresRestoreConfig {
     pub no_privileges: Option<bool>,
     /// Old role name -> new role name, applied to ownership and grants.
     pub role_mapping: Option<StringMap>,
-    /// Parallel restore jobs.
+    /// Parallel restore jobs (at most 64: pg_restore opens a connection per job; more is
+    /// refused in status).
     #[serde(default = "default_jobs")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1))]
     pub jobs: i32,
     /// `--disable-triggers` (data-only restores).
     pub disable_triggers: Option<bool>,

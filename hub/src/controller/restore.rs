@@ -284,6 +284,9 @@ pub(crate) fn restore_payload(
 
 /// Why a restore can never run as specified, checked before anything is resolved or touched;
 /// the message names the field and the fix. The reference schema accepts all of these.
+/// The most parallel restore jobs accepted.
+const MAX_JOBS: i32 = 64;
+
 pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
     let spec = &r.spec;
     if spec.backup_ref.is_some() && spec.from_path.is_some() {
@@ -306,6 +309,16 @@ pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
             format!(
                 "target.inPlace and dropExisting overwrite data: set \
                  spec.confirmation.acknowledgeDataLoss to {DATA_LOSS_ACK}"
+            ),
+        ));
+    }
+    // The reference schema bounds jobs only by int32; pg_restore opens one connection per job.
+    if let Some(jobs) = spec.postgres.as_ref().map(|p| p.jobs).filter(|j| *j > MAX_JOBS) {
+        return Some((
+            Reason::InvalidSpec,
+            format!(
+                "spec.postgres.jobs is {jobs}: pg_restore opens one server connection per job; \
+                 set it to at most {MAX_JOBS}"
             ),
         ));
     }

@@ -21,14 +21,7 @@ use serde_json::Value;
 /// Rejections known and owned by work in progress elsewhere (the backup, schedule and restore
 /// kinds are being reworked for the same issue): `(kind, spec path)`. An entry that stops
 /// being rejected fails the test, so the list only shrinks.
-const PENDING: &[(&str, &str)] = &[
-    // `maximum: 64` dbprov added; the reference bounds jobs only by int32.
-    ("DatabaseBackup", "spec.postgres.jobs"),
-    ("DatabaseBackupSchedule", "spec.template.spec.postgres.jobs"),
-    ("DatabaseRestore", "spec.postgres.jobs"),
-    // dbprov's cron pattern; the reference takes any non-empty string.
-    ("DatabaseBackupSchedule", "spec.schedule"),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 fn reference() -> Option<Vec<Value>> {
     let dir = manifests::reference_crds_dir()?;

@@ -196,6 +196,41 @@ async fn data_only_with_schema_only_and_a_missing_storage_block_are_invalid() {
 }
 
 #[tokio::test]
+async fn a_schedule_that_is_not_cron_is_refused_in_status_not_at_admission() {
+    // The reference schema takes any string; dbprov's parser says what is wrong with it.
+    let env = TestEnv::new();
+    shop(&env);
+    let s = env.insert(&object::<DatabaseBackupSchedule>(
+        "DatabaseBackupSchedule",
+        "nightly",
+        json!({"schedule": "3 * *", "template": {"spec": backup_spec(gcs("demo"), json!({}))}}),
+    ));
+    schedule::apply(s, env.ctx.clone()).await.unwrap();
+    let status = env.status::<DatabaseBackupSchedule>(NS, "nightly");
+    let condition = env
+        .ready_condition::<DatabaseBackupSchedule>(NS, "nightly")
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "InvalidSpec"),
+        "{status:#}"
+    );
+    assert!(
+        condition
+            .message
+            .starts_with("spec.schedule \"3 * *\" is not a cron schedule"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        !env.api
+            .paths()
+            .iter()
+            .any(|p| p.contains("/databasebackups/"))
+    );
+}
+
+#[tokio::test]
 async fn a_schedule_with_a_foreign_gcs_key_says_so_and_creates_nothing() {
     let env = TestEnv::new();
     shop(&env);
@@ -271,6 +306,12 @@ async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refus
                    "mysql": {"dropExisting": true}, "confirmation": {}}),
             Reason::InvalidSpec,
             "set spec.confirmation.acknowledgeDataLoss to I-UNDERSTAND-DATA-LOSS",
+        ),
+        (
+            json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
+                   "postgres": {"jobs": 2147483647}}),
+            Reason::InvalidSpec,
+            "spec.postgres.jobs is 2147483647: pg_restore opens one server connection per job; set it to at most 64",
         ),
         (
             json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
