@@ -219,12 +219,14 @@ pub async fn run_drop(ctx: &OpContext, d: DatabaseIntent) -> Result<DropDatabase
     }
     .await;
     conn.close().await;
-    super::tracking::forget(
-        ctx,
-        &d.instance,
-        crate::sql::tracking::Object::Database(&d.database.name),
-    )
-    .await;
+    if dropped.is_ok() {
+        super::tracking::forget(
+            ctx,
+            &d.instance,
+            crate::sql::tracking::Object::Database(&d.database.name),
+        )
+        .await;
+    }
     Ok(DropDatabaseObserved {
         name: d.database.name,
         existed: dropped?,

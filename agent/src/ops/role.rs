@@ -134,6 +134,16 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
     )
     .await?;
     drift.extend(report.drift.iter().cloned());
+    // An explicit comment (ClusterDatabaseRole managedResourceComment) is the role's marker.
+    if role.comment.is_none() {
+        super::tracking::mark(
+            ctx,
+            &intent.instance,
+            crate::sql::tracking::Object::Role(&role.role_name),
+            intent.mode,
+        )
+        .await?;
+    }
     Ok(RoleObserved {
         role_name: role.role_name.clone(),
         created: !existed && intent.mode != Mode::Detect,
@@ -183,6 +193,14 @@ pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<DropRoleObserve
     };
     let r = conn.execute(&sql).await;
     conn.close().await;
+    if r.is_ok() {
+        super::tracking::forget(
+            ctx,
+            &intent.instance,
+            crate::sql::tracking::Object::Role(&role.role_name),
+        )
+        .await;
+    }
     r.map_err(|mut e| {
         if e.message.contains("depend") {
             e.message.push_str(&format!(

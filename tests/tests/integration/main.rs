@@ -20,6 +20,7 @@ mod engine_user;
 mod failover;
 mod grants;
 mod init_sql;
+mod instance_options;
 mod kube_smoke;
 mod multicluster;
 mod object_stores;
