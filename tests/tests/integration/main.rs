@@ -18,6 +18,7 @@ mod drift;
 mod engine_database;
 mod engine_user;
 mod failover;
+mod field_proofs;
 mod grants;
 mod init_sql;
 mod instance_options;
