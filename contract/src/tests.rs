@@ -215,6 +215,7 @@ fn every_payload_survives_a_round_trip() {
                 ..PgRole::default()
             }),
             mysql: None,
+            comment: Some("managed-by:dbprov".into()),
         },
         previous: Some(grants()),
         mode: Mode::Apply,

@@ -92,7 +92,13 @@ fn test_exists(root: &Path, test: &str, sources: &mut Option<Vec<String>>) -> bo
     let name = test.rsplit("::").next().unwrap_or(test);
     let sources = sources.get_or_insert_with(|| {
         let mut out = Vec::new();
-        for dir in ["hub/src", "agent/src", "contract/src", "tests/tests", "tests/src"] {
+        for dir in [
+            "hub/src",
+            "agent/src",
+            "contract/src",
+            "tests/tests",
+            "tests/src",
+        ] {
             collect(&root.join(dir), &mut out);
         }
         out

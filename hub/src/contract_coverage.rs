@@ -30,12 +30,12 @@ use kube::Resource;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    compatibility::Status,
     api::{
         ClusterDatabaseGrant, ClusterDatabaseInstance, ClusterDatabaseRole, Database,
         DatabaseBackup, DatabaseBackupSchedule, DatabaseGrant, DatabaseInstance, DatabaseRestore,
         DatabaseRole, DatabaseUser, common::CommonStatus,
     },
+    compatibility::Status,
     controller::{
         Context,
         grant::ResolvedGrantee,

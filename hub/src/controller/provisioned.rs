@@ -143,7 +143,10 @@ pub trait Provisioned: Scoped {
     }
     /// `deletionPolicy: Snapshot`: `Ok(None)` once the backup taken before the drop has
     /// completed, else why the drop waits. Only Database has that policy.
-    fn snapshot(&self, _ctx: &Context) -> impl Future<Output = Result<Option<Blocked>, Error>> + Send {
+    fn snapshot(
+        &self,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<Option<Blocked>, Error>> + Send {
         async {
             Ok(Some(Blocked::new(
                 Reason::InvalidSpec,
@@ -158,7 +161,11 @@ pub trait Provisioned: Scoped {
         if b.reason == Reason::EngineNotSupported {
             return Some((
                 b.reason,
-                format!("{}; the {} was not dropped", b.message, self.describe_self()),
+                format!(
+                    "{}; the {} was not dropped",
+                    b.message,
+                    self.describe_self()
+                ),
             ));
         }
         matches!(b.reason, Reason::InstanceNotFound | Reason::InvalidSpec).then(|| {

@@ -313,7 +313,12 @@ pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
         ));
     }
     // The reference schema bounds jobs only by int32; pg_restore opens one connection per job.
-    if let Some(jobs) = spec.postgres.as_ref().map(|p| p.jobs).filter(|j| *j > MAX_JOBS) {
+    if let Some(jobs) = spec
+        .postgres
+        .as_ref()
+        .map(|p| p.jobs)
+        .filter(|j| *j > MAX_JOBS)
+    {
         return Some((
             Reason::InvalidSpec,
             format!(

@@ -21,7 +21,8 @@ use super::{
     reason::Reason,
 };
 use crate::api::{
-    Database, DatabaseBackup, DatabaseBackupSchedule, backup::DatabaseBackupSpec,
+    Database, DatabaseBackup, DatabaseBackupSchedule,
+    backup::DatabaseBackupSpec,
     common::{NamespacedRef, OperationPhase},
 };
 
@@ -40,7 +41,12 @@ pub fn snapshot_name(db: &Database) -> String {
 
 /// Whether `spec` backs up the Database `name` in `ns` (a backup or schedule in `ns`).
 fn backs_up(spec: &DatabaseBackupSpec, ns: &str, name: &str) -> bool {
-    spec.database_ref.name == name && spec.database_ref.namespace.as_deref().is_none_or(|n| n == ns)
+    spec.database_ref.name == name
+        && spec
+            .database_ref
+            .namespace
+            .as_deref()
+            .is_none_or(|n| n == ns)
 }
 
 /// Where the snapshot goes: a schedule's template, else the newest completed backup's spec.
@@ -150,7 +156,9 @@ pub async fn take(ctx: &Context, db: &Database) -> Result<Option<Blocked>, Error
                 ctx,
                 db,
                 Reason::SnapshotRunning,
-                format!("created the final snapshot DatabaseBackup {ns}/{name} (storage of {from})"),
+                format!(
+                    "created the final snapshot DatabaseBackup {ns}/{name} (storage of {from})"
+                ),
             )
             .await;
         }

@@ -93,13 +93,19 @@ async fn a_snapshot_is_taken_and_completed_before_the_database_is_dropped() {
     .await;
     assert!(!database_exists(&s.pg.url("postgres"), "orders").await);
     let backup = s.get("DatabaseBackup", &snapshot).await.unwrap();
-    assert_eq!(backup["status"]["phase"], "Completed", "{}", backup["status"]);
+    assert_eq!(
+        backup["status"]["phase"], "Completed",
+        "{}",
+        backup["status"]
+    );
     assert!(backup["spec"].get("ttl").is_none(), "{}", backup["spec"]);
     assert!(backup["metadata"].get("ownerReferences").is_none());
     let path = backup["status"]["backup"]["path"].as_str().unwrap();
     let objects = stores.s3_objects("final/").await;
     assert!(
-        objects.iter().any(|o| o.ends_with(path) || path.ends_with(o.as_str())),
+        objects
+            .iter()
+            .any(|o| o.ends_with(path) || path.ends_with(o.as_str())),
         "{path} not among {objects:?}"
     );
 

@@ -213,13 +213,32 @@ mod tests {
         assert_eq!(parse_interval("1h30m"), secs(5400));
         assert_eq!(parse_interval("1.5h"), secs(5400));
         assert_eq!(parse_interval("1d12h"), secs(129_600));
-        assert_eq!(parse_interval("0s"), secs(1), "intervals are at least a second");
+        assert_eq!(
+            parse_interval("0s"),
+            secs(1),
+            "intervals are at least a second"
+        );
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m0.5s"), Some(Duration::from_millis(60_500)));
+        assert_eq!(
+            parse_duration("1m0.5s"),
+            Some(Duration::from_millis(60_500))
+        );
         assert_eq!(parse_duration("10us"), Some(Duration::from_micros(10)));
         assert_eq!(parse_duration("10µs"), Some(Duration::from_micros(10)));
         assert_eq!(parse_duration("7ns"), Some(Duration::from_nanos(7)));
-        for bad in ["", "soon", "1", "h", "1.h", ".5h", "1hh", "-1s", "1 h", "1y", "99999999999999999999999w"] {
+        for bad in [
+            "",
+            "soon",
+            "1",
+            "h",
+            "1.h",
+            ".5h",
+            "1hh",
+            "-1s",
+            "1 h",
+            "1y",
+            "99999999999999999999999w",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
@@ -230,9 +249,38 @@ mod tests {
     fn the_duration_pattern_admits_exactly_what_the_parser_reads() {
         let pattern = regex::Regex::new(crate::api::common::DURATION).unwrap();
         let table = [
-            "30s", "10m", "8h", "7d", "2w", "1h30m", "1.5h", "0.25d", "2w3d4h5m6s7ms8us9ns",
-            "250ms", "10µs", "10us", "7ns", "0s", "1m0.5s", "", "soon", "1", "h", "1.h", ".5h",
-            "1hh", "-1s", "+1s", "1 h", "1y", "1H", "1e3s", "1,5h", "PT1H", "1h ", " 1h",
+            "30s",
+            "10m",
+            "8h",
+            "7d",
+            "2w",
+            "1h30m",
+            "1.5h",
+            "0.25d",
+            "2w3d4h5m6s7ms8us9ns",
+            "250ms",
+            "10µs",
+            "10us",
+            "7ns",
+            "0s",
+            "1m0.5s",
+            "",
+            "soon",
+            "1",
+            "h",
+            "1.h",
+            ".5h",
+            "1hh",
+            "-1s",
+            "+1s",
+            "1 h",
+            "1y",
+            "1H",
+            "1e3s",
+            "1,5h",
+            "PT1H",
+            "1h ",
+            " 1h",
         ];
         for value in table {
             assert_eq!(

@@ -306,7 +306,8 @@ async fn snapshot_without_a_place_to_put_it_waits_and_says_how_to_give_one() {
         "Deleting",
     );
     assert!(
-        message.contains("create a DatabaseBackupSchedule or a DatabaseBackup of Database demo/shop")
+        message
+            .contains("create a DatabaseBackupSchedule or a DatabaseBackup of Database demo/shop")
             && message.contains("set deletionPolicy to Retain or Delete"),
         "{message}"
     );
@@ -338,7 +339,10 @@ async fn snapshot_backs_up_to_the_schedules_storage_and_drops_only_after_it_comp
         Reason::SnapshotRunning,
         "Deleting",
     );
-    assert!(message.contains("DatabaseBackup demo/shop-final-uidshop"), "{message}");
+    assert!(
+        message.contains("DatabaseBackup demo/shop-final-uidshop"),
+        "{message}"
+    );
     let snapshot: DatabaseBackup = env.get(NS, "shop-final-uidshop").unwrap();
     assert_eq!(snapshot.spec.database_ref.name, "shop");
     assert_eq!(snapshot.spec.storage.s3.as_ref().unwrap().bucket, "backups");
@@ -361,7 +365,12 @@ async fn snapshot_backs_up_to_the_schedules_storage_and_drops_only_after_it_comp
     );
 
     // Failed: the database is kept and the message says why and what to do.
-    backup_phase(&env, "shop-final-uidshop", "Failed", "storage refused the upload");
+    backup_phase(
+        &env,
+        "shop-final-uidshop",
+        "Failed",
+        "storage refused the upload",
+    );
     let message = assert_blocked::<Database>(
         &env,
         provisioned::cleanup(db.clone(), env.ctx.clone()).await,

@@ -140,7 +140,9 @@ async fn migrations_and_policies_say_they_are_not_carried_out_once_per_generatio
     }))
     .unwrap();
     let policy = env.insert(&policy);
-    not_served::reconcile(policy, env.ctx.clone()).await.unwrap();
+    not_served::reconcile(policy, env.ctx.clone())
+        .await
+        .unwrap();
     let status = assert_status_without_phase::<DatabasePolicy>(&env, "", "no-superusers");
     assert!(
         status["message"]
@@ -154,7 +156,11 @@ async fn migrations_and_policies_say_they_are_not_carried_out_once_per_generatio
         .unwrap()
         .metadata
         .generation;
-    assert_eq!(status["observedGeneration"], json!(generation), "{status:#}");
+    assert_eq!(
+        status["observedGeneration"],
+        json!(generation),
+        "{status:#}"
+    );
 }
 
 /// Ready=False NotSupported, and no phase (neither kind has one that means "not carried out").
