@@ -314,7 +314,7 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
     }
 
     // Per-namespace RBAC: one Role and RoleBinding in each listed namespace, none elsewhere,
-    // and only Secrets.
+    // and only Secrets (plus reading ConfigMaps, for a Database's initSQL).
     let (_, docs) = render(&dir, "dbprov-agent", &["-f", &agent_full]);
     let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role").collect();
     let namespaces: BTreeSet<&str> = roles
@@ -325,7 +325,10 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
     for r in roles {
         assert_eq!(
             r["rules"],
-            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}])
+            serde_json::json!([
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+            ])
         );
     }
     assert!(!kinds(&docs).contains("ClusterRole"));
