@@ -29,15 +29,24 @@ impl MariaDb {
         let mariadbd = tools::find("mariadbd")?;
         let dir = WorkDir::new("mariadb")?;
         let data = dir.join("data");
-        run_setup(
-            Command::new(&install_db)
-                .arg("--no-defaults")
-                .arg("--user=root")
-                .arg(format!("--datadir={}", data.display()))
-                .arg("--auth-root-authentication-method=normal")
-                .arg("--skip-test-db")
-                .arg("--skip-name-resolve"),
-        )?;
+        let install = || {
+            run_setup(
+                Command::new(&install_db)
+                    .arg("--no-defaults")
+                    .arg("--user=root")
+                    .arg(format!("--datadir={}", data.display()))
+                    .arg("--auth-root-authentication-method=normal")
+                    .arg("--skip-test-db")
+                    .arg("--skip-name-resolve"),
+            )
+        };
+        // The bootstrap server has been seen to fail once on a loaded machine (without a
+        // message); a second attempt on a fresh data directory is what a person would do.
+        if let Err(first) = install() {
+            eprintln!("mariadb-install-db failed, trying once more: {first}");
+            let _ = std::fs::remove_dir_all(&data);
+            install()?;
+        }
         let password = crate::random_hex(16);
         // Runs at every server start, before connections are accepted: no window in which
         // root has no password over TCP.

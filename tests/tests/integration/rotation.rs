@@ -107,7 +107,9 @@ async fn passwords_rotate_on_demand_per_strategy() {
     .await;
     let v = s
         .wait_for("DatabaseUser", "app", "rotated", |v| {
+            // The annotation and the status are two writes: wait for both.
             v["metadata"]["annotations"]["dbops.dbprovision.io/password-rotated-for"] == "first"
+                && v["status"]["rotation"]["activeUser"].is_string()
         })
         .await;
     let active = v["status"]["rotation"]["activeUser"]
