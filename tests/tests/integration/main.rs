@@ -3,10 +3,12 @@
 //! One binary instead of one per file: each test binary links the whole dependency graph
 //! (~110 MB), so twenty of them cost minutes of linking and gigabytes of disk in CI.
 
+mod access_proofs;
 mod api;
 mod api_compat;
 mod backup_options;
 mod backup_pipeline;
+mod backup_proofs;
 mod backups;
 mod chart_rbac;
 mod charts;
@@ -27,6 +29,7 @@ mod multicluster;
 mod object_stores;
 mod provisioning;
 mod reference_manifests;
+mod restore_proofs;
 mod rotation;
 mod snapshot;
 mod tools;

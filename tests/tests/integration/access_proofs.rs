@@ -1,0 +1,1 @@
+//! User, grant and connection options proven against real servers (issue 15).

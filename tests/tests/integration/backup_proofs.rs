@@ -1,0 +1,1 @@
+//! Backup options proven against real servers and object stores (issue 15).

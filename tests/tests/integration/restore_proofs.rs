@@ -1,0 +1,1 @@
+//! Restore options proven against real servers (issue 15).
