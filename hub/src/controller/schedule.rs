@@ -181,8 +181,13 @@ fn finished_at(b: &DatabaseBackup) -> Timestamp {
 }
 
 fn rules(s: &DatabaseBackupSchedule) -> Result<Rules, String> {
+    // 0 is no limit, not "keep none": the Go operator reads 0 as unset, and keeping no
+    // completed backup would delete each one as soon as it is done.
     let fallback = Rules {
-        last: u32::try_from(s.spec.successful_backups_history_limit).unwrap_or(0),
+        last: u32::try_from(s.spec.successful_backups_history_limit)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(u32::MAX),
         ..Default::default()
     };
     let Some(r) = &s.spec.retention else {
@@ -415,10 +420,10 @@ pub(crate) async fn apply(
         format!("next backup at {next_text}")
     };
     message.push_str(&format!(
-        "; {} completed backups kept ({} by retention rules)",
+        "; {} completed backups kept (by {})",
         done.len(),
         if s.spec.retention.is_some() {
-            "chosen"
+            "the retention rules"
         } else {
             "successfulBackupsHistoryLimit"
         }
@@ -496,7 +501,10 @@ pub(crate) async fn create_backup(
     }
 }
 
-async fn cleanup(s: Arc<DatabaseBackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn cleanup(
+    s: Arc<DatabaseBackupSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     if s.spec.deletion_protection {
         let message = "deletion is blocked: spec.deletionProtection is true (set it to false to \
                        let the schedule go; its backups are kept either way)";

@@ -15,6 +15,7 @@ mod instance;
 mod reference_schema;
 mod resync;
 mod role;
+mod schedule;
 mod unserved;
 mod user;
 
