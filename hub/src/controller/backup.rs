@@ -9,7 +9,10 @@ use std::{sync::Arc, time::Duration};
 
 use dbprov_contract::backup::{BackupIntent, BackupObserved};
 use dbprov_proto::agent::v1::Operation;
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::controller::Action};
 use serde_json::{Value, json};
 
@@ -166,6 +169,21 @@ async fn source(
     Ok(instance.map(|i| (db, i)))
 }
 
+/// What is left of `activeDeadlineSeconds`, counted from the backup's creation (as the
+/// start check counts it): the run's intent waits no longer, so the deadline holds whenever
+/// the run started.
+fn time_left(b: &DatabaseBackup) -> Duration {
+    let deadline = SignedDuration::from_secs(b.spec.active_deadline_seconds);
+    let left = match b.meta().creation_timestamp.as_ref() {
+        Some(c) => {
+            c.0.checked_add(deadline)
+                .map_or(deadline, |end| end.duration_since(Timestamp::now()))
+        }
+        None => deadline,
+    };
+    Duration::try_from(left).unwrap_or(Duration::ZERO)
+}
+
 fn deadline_passed(created: Option<&Time>, seconds: i64) -> bool {
     created.is_some_and(|c| c.0.as_second().saturating_add(seconds) < Timestamp::now().as_second())
 }
@@ -254,7 +272,7 @@ pub(crate) async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<A
         &*b,
         Operation::RunBackup,
         &backup_payload(&b, &db, &instance)?,
-        Duration::from_secs(u64::try_from(b.spec.active_deadline_seconds).unwrap_or(3600)),
+        time_left(&b),
     );
     let (handle, operation_id) = start_or_reattach(
         ctx,
@@ -308,6 +326,20 @@ async fn failed(
     started_at: &Time,
     e: &DispatchError,
 ) -> Result<Action, Error> {
+    if let DispatchError::DeadlineExceeded { .. } = e {
+        // The run's intent lasted exactly as long as the deadline left: it is over.
+        let reason = Reason::DeadlineExceeded;
+        crate::metrics::backup_failed(reason.as_str());
+        let message = format!(
+            "backup failed: not finished within activeDeadlineSeconds ({}s) of its creation",
+            b.spec.active_deadline_seconds
+        );
+        let update = StatusUpdate::not_ready(reason, message.clone())
+            .with_all(json!({"completedAt": now(), "progress": Value::Null}));
+        status(ctx, b, OperationPhase::Failed, update).await?;
+        events::publish(ctx, b, Reason::BackupFailed, message).await;
+        return Ok(Action::await_change());
+    }
     let reason = Reason::of_dispatch(e);
     if e.retryable() && !deadline_passed(Some(started_at), b.spec.active_deadline_seconds) {
         crate::metrics::backup_retried(reason.as_str());

@@ -9,6 +9,7 @@
 
 mod backup;
 mod database;
+mod deadlines;
 mod grant;
 mod init_sql;
 mod instance;
