@@ -14,6 +14,7 @@ mod grant;
 mod init_sql;
 mod instance;
 mod reference_schema;
+mod references;
 mod resync;
 mod role;
 mod schedule;
