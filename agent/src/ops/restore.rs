@@ -146,11 +146,54 @@ async fn target_is_empty(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpE
     Ok(n.map_err(|e| db::sql_error("counting tables of the target", &e))? == 0)
 }
 
+/// Whether this is a PostgreSQL data-only load (rows into the tables of an existing database).
+fn data_only(d: &RestoreIntent) -> bool {
+    d.instance.engine.is_postgres() && d.postgres.as_ref().and_then(|p| p.data_only) == Some(true)
+}
+
+/// What a data-only load cannot do, refused before anything is read or touched: it needs the
+/// tables to exist, so a dropped and re-created (empty) target has nowhere to put the rows.
+fn data_only_refusal(d: &RestoreIntent) -> Option<OpError> {
+    let o = d.postgres.as_ref()?;
+    if !data_only(d) {
+        return None;
+    }
+    if o.schema_only == Some(true) {
+        return Some(invalid(
+            "postgres.dataOnly and postgres.schemaOnly are both set: set at most one of them",
+        ));
+    }
+    d.drop_existing.then(|| {
+        invalid(
+            "postgres.dataOnly with postgres.dropExisting would load rows into a re-created, \
+             empty database that has no tables: remove dropExisting (a data-only restore loads \
+             into the existing tables), or restore without dataOnly",
+        )
+    })
+}
+
+/// The refusal of a data-only load into a target without tables.
+fn no_tables(database: &str, why: &str) -> OpError {
+    invalid(format!(
+        "target database {database:?} {why}: postgres.dataOnly loads rows into the tables of an \
+         existing database. Restore the schema first (a restore with postgres.schemaOnly: true, \
+         or a migration), or restore without dataOnly; the target was not touched"
+    ))
+}
+
 /// Makes the target ready; returns whether it was created.
 async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
     let mut conn = db::connect(ctx, &d.instance, None).await?;
     let result = async {
         let exists = database::exists(&mut conn, &d.database).await?;
+        if data_only(d) {
+            // Rows need tables: neither a new nor a re-created database has any.
+            return if exists {
+                Ok(false)
+            } else {
+                Err(no_tables(&d.database, "does not exist"))
+            };
+        }
         if exists && d.drop_existing {
             database::drop(&mut conn, &d.database).await?;
             let sql = database::create_bare(&conn, &d.database)?;
@@ -174,11 +217,20 @@ async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpEr
     .await;
     conn.close().await;
     let created = result?;
+    if data_only(d) {
+        // Tables present are what a data-only load expects; none means there is nowhere to
+        // put the rows.
+        if target_is_empty(ctx, d).await? {
+            return Err(no_tables(&d.database, "has no tables"));
+        }
+        return Ok(false);
+    }
     if !created && !d.drop_existing && !d.in_place && !target_is_empty(ctx, d).await? {
         return Err(invalid(format!(
             "target database {:?} exists and has tables: restore into a new database \
-             (target.databaseName), or overwrite it with target.inPlace or dropExisting \
-             (both need confirmation.acknowledgeDataLoss)",
+             (target.databaseName), load only rows into its tables (postgres.dataOnly), or \
+             overwrite it with target.inPlace or dropExisting (both need \
+             confirmation.acknowledgeDataLoss)",
             d.database
         )));
     }
@@ -227,12 +279,16 @@ fn restore_command(
 ) -> Result<(tokio::process::Command, &'static str), OpError> {
     if env.is_postgres() {
         let o = d.postgres.clone().unwrap_or_default();
-        if o.jobs.unwrap_or(1) > 1 {
-            warnings.push(
-                "postgres.jobs ignored: pg_restore restores in parallel only from a seekable \
-                 file, and dbprov streams the artifact"
-                    .into(),
-            );
+        if let Some(jobs) = o.jobs.filter(|j| *j > 1) {
+            warnings.push(if dump_format == "plain" {
+                format!("postgres.jobs {jobs} ignored: a plain SQL script runs in one psql session")
+            } else {
+                format!(
+                    "postgres.jobs {jobs} ignored: the restore ran with one job (pg_restore \
+                     restores in parallel only from a seekable file, and dbprov streams the \
+                     artifact)"
+                )
+            });
         }
         if dump_format == "plain" {
             if o.no_owner.unwrap_or(true) {
@@ -278,7 +334,12 @@ fn restore_command(
         if o.disable_triggers == Some(true) {
             cmd.arg("--disable-triggers");
         }
-        if d.in_place && !d.drop_existing {
+        if o.data_only == Some(true) {
+            // Rows go into tables that exist and may hold rows: one transaction, so a
+            // conflicting row leaves the target as it was instead of half loaded. No
+            // --clean: it drops objects, and pg_restore refuses it with --data-only.
+            cmd.arg("--single-transaction");
+        } else if d.in_place && !d.drop_existing {
             cmd.args(["--clean", "--if-exists"]);
         }
         for s in &o.schemas {
@@ -366,6 +427,9 @@ pub async fn run(
         && dump_format == "plain"
         && let Some(e) = d.postgres.as_ref().and_then(plain_refusal)
     {
+        return Err(e);
+    }
+    if let Some(e) = data_only_refusal(&d) {
         return Err(e);
     }
     let key = match (algorithm, &d.encryption) {
@@ -626,6 +690,40 @@ mod tests {
             drop_statement(&p).unwrap(),
             "DROP TRIGGER IF EXISTS `odd``name`"
         );
+    }
+
+    fn intent(engine: &str, postgres: serde_json::Value, drop_existing: bool) -> RestoreIntent {
+        serde_json::from_value(serde_json::json!({
+            "instance": {"engine": engine, "host": "h", "port": 5432, "database": "postgres",
+                         "credentials": {"secretName": "admin"}},
+            "database": "shop", "storage": {"type": "pvc", "pvc": {"claimName": "v"}},
+            "secretNamespace": "ns", "object": "a.dump", "dropExisting": drop_existing,
+            "postgres": postgres}))
+        .unwrap()
+    }
+
+    #[test]
+    fn data_only_refuses_what_leaves_no_tables_to_load_into() {
+        let rows = serde_json::json!({"dataOnly": true});
+        assert!(data_only_refusal(&intent("postgres", rows.clone(), false)).is_none());
+        let e = data_only_refusal(&intent("postgres", rows.clone(), true)).unwrap();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(
+            e.message
+                .starts_with("postgres.dataOnly with postgres.dropExisting would load rows"),
+            "{}",
+            e.message
+        );
+        let both = serde_json::json!({"dataOnly": true, "schemaOnly": true});
+        assert!(
+            data_only_refusal(&intent("postgres", both, false))
+                .unwrap()
+                .message
+                .contains("set at most one of them")
+        );
+        // A full restore may drop and re-create; MySQL has no data-only mode.
+        assert!(data_only_refusal(&intent("postgres", serde_json::json!({}), true)).is_none());
+        assert!(data_only_refusal(&intent("mariadb", rows, true)).is_none());
     }
 
     #[test]

@@ -295,6 +295,27 @@ pub(crate) fn refusal(r: &DatabaseRestore) -> Option<(Reason, String)> {
             "spec.backupRef and spec.fromPath are both set: set only one of them".into(),
         ));
     }
+    // pg_restore refuses these combinations (or would load rows into a database without
+    // tables): say so before anything is read.
+    if let Some(pg) = spec.postgres.as_ref().filter(|p| p.data_only == Some(true)) {
+        if pg.schema_only == Some(true) {
+            return Some((
+                Reason::InvalidSpec,
+                "spec.postgres.dataOnly and spec.postgres.schemaOnly are both set: set at most \
+                 one of them"
+                    .into(),
+            ));
+        }
+        if pg.drop_existing == Some(true) {
+            return Some((
+                Reason::InvalidSpec,
+                "spec.postgres.dataOnly with spec.postgres.dropExisting would load rows into a \
+                 re-created, empty database that has no tables: remove dropExisting (a \
+                 data-only restore loads into the existing tables), or restore without dataOnly"
+                    .into(),
+            ));
+        }
+    }
     let overwrites = spec.target.in_place == Some(true)
         || spec.postgres.as_ref().and_then(|p| p.drop_existing) == Some(true)
         || spec.mysql.as_ref().and_then(|m| m.drop_existing) == Some(true);
@@ -547,6 +568,38 @@ mod tests {
         assert_eq!(percent("verifying", 50, Some(100)), Some(25));
         assert_eq!(percent("restoring", 100, Some(100)), Some(100));
         assert_eq!(percent("restoring", 0, None), None);
+    }
+
+    fn restore(spec: Value) -> DatabaseRestore {
+        serde_json::from_value(json!({"apiVersion": "dbops.dbprovision.io/v1alpha1",
+            "kind": "DatabaseRestore", "metadata": {"name": "r", "namespace": "ns"},
+            "spec": spec}))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn data_only_combinations_pg_restore_cannot_serve_are_refused() {
+        let base = json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"}});
+        let with = |pg: Value| {
+            let mut s = base.clone();
+            s["postgres"] = pg;
+            restore(s)
+        };
+        let refused = |pg: Value| refusal(&with(pg)).map(|(r, m)| (r.as_str().to_owned(), m));
+        let (reason, message) = refused(json!({"dataOnly": true, "schemaOnly": true})).unwrap();
+        assert_eq!(reason, "InvalidSpec");
+        assert!(message.contains("set at most one of them"), "{message}");
+        // Refused for what it does, before the confirmation is asked for.
+        let (_, message) = refused(json!({"dataOnly": true, "dropExisting": true})).unwrap();
+        assert!(
+            message.starts_with("spec.postgres.dataOnly with spec.postgres.dropExisting"),
+            "{message}"
+        );
+        assert_eq!(refused(json!({"dataOnly": true})), None);
+        assert_eq!(
+            refused(json!({"dataOnly": true, "disableTriggers": true})),
+            None
+        );
     }
 
     #[test]
