@@ -8,6 +8,7 @@
 //! generic checks below, run by each kind's file with that kind's objects.
 
 mod backup;
+mod cluster_paused;
 mod database;
 mod deadlines;
 mod grant;
