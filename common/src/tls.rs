@@ -2,7 +2,8 @@
 //! when they change on disk, and the SPIFFE identity in a peer certificate.
 //!
 //! Identities are URI SANs: `spiffe://<trust-domain>/cluster/<name>` for agents and
-//! `spiffe://<trust-domain>/admin/<name>` for people and tools such as grpcurl.
+//! `spiffe://<trust-domain>/admin/<name>` for people and tools such as grpcurl (a
+//! ManagedCluster may name another SPIFFE ID for its agent). A certificate carries exactly one.
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +45,14 @@ pub enum TlsError {
         "client certificate has no dbprov identity (a URI SAN spiffe://<trust-domain>/cluster/<name> or .../admin/<name>)"
     )]
     NoIdentity,
+    /// The certificate carries more than one URI SAN: which one names the caller would be a
+    /// guess, so none does.
+    #[error(
+        "client certificate has {} URI SANs ({}); an identity certificate carries exactly one",
+        .0.len(),
+        .0.join(", ")
+    )]
+    SeveralUris(Vec<String>),
 }
 
 /// Who is on the other end of a connection.
@@ -87,22 +96,9 @@ impl Identity {
         }
     }
 
-    /// The identity of a DER certificate (its first dbprov URI SAN).
+    /// The identity of a DER certificate: its one URI SAN, which must be a dbprov identity.
     pub fn from_cert_der(der: &[u8]) -> Result<Self, TlsError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| TlsError::BadCertificate(e.to_string()))?
-            .ok_or(TlsError::NoIdentity)?;
-        san.value
-            .general_names
-            .iter()
-            .find_map(|name| match name {
-                x509_parser::extensions::GeneralName::URI(uri) => Identity::from_uri(uri),
-                _ => None,
-            })
-            .ok_or(TlsError::NoIdentity)
+        Identity::from_uri(&uri_san(der)?).ok_or(TlsError::NoIdentity)
     }
 
     /// The SPIFFE URI.
@@ -121,6 +117,31 @@ impl Identity {
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.uri())
+    }
+}
+
+/// The one URI SAN of a DER certificate (SPIFFE IDs are URI SANs). None, or more than one, is
+/// an error.
+pub fn uri_san(der: &[u8]) -> Result<String, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?
+        .ok_or(TlsError::NoIdentity)?;
+    let mut uris: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_owned()),
+            _ => None,
+        })
+        .collect();
+    match uris.len() {
+        0 => Err(TlsError::NoIdentity),
+        1 => Ok(uris.remove(0)),
+        _ => Err(TlsError::SeveralUris(uris)),
     }
 }
 
@@ -338,6 +359,39 @@ mod tests {
             .unwrap();
         assert!(matches!(
             Identity::from_cert_der(plain.der()),
+            Err(TlsError::NoIdentity)
+        ));
+    }
+
+    #[test]
+    fn a_certificate_with_several_uri_sans_has_no_identity() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = ["spiffe://td/cluster/east", "spiffe://td/admin/root"]
+            .into_iter()
+            .map(|u| rcgen::SanType::URI(rcgen::string::Ia5String::try_from(u).unwrap()))
+            .collect();
+        let cert = params.self_signed(&key).unwrap();
+        let err = Identity::from_cert_der(cert.der()).unwrap_err();
+        assert!(
+            matches!(err, TlsError::SeveralUris(ref u) if u.len() == 2),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("spiffe://td/admin/root"),
+            "the message lists them: {err}"
+        );
+        // A foreign (non-dbprov) SPIFFE ID is still the certificate's one URI SAN.
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://example.org/ns/db/sa/agent").unwrap(),
+        )];
+        let foreign = params.self_signed(&key).unwrap();
+        assert_eq!(
+            uri_san(foreign.der()).unwrap(),
+            "spiffe://example.org/ns/db/sa/agent"
+        );
+        assert!(matches!(
+            Identity::from_cert_der(foreign.der()),
             Err(TlsError::NoIdentity)
         ));
     }

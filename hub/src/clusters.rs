@@ -46,6 +46,15 @@ pub enum ClusterEvent {
         /// Intents the hub awaits from this cluster (first 50).
         pending: Vec<InFlightOperation>,
     },
+    /// A stream was refused before it became a session (e.g. its certificate is not the
+    /// cluster's identity). Recorded only while no session is open, so a refused impostor
+    /// does not mark a connected cluster down.
+    Refused {
+        /// Machine-readable reason, e.g. `IdentityMismatch`.
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
     /// The session ended (and no newer one replaced it).
     Disconnected {
         /// Machine-readable reason, e.g. `HeartbeatTimeout`.
@@ -59,6 +68,12 @@ pub enum ClusterEvent {
 pub trait ClusterDirectory: Send + Sync + 'static {
     /// Whether `cluster`'s agent may hold a session now.
     fn admit(&self, cluster: &str) -> impl Future<Output = Result<(), AdmitError>> + Send;
+    /// The SPIFFE ID `cluster`'s agent must present (`spec.identity.spiffeID`; None: the
+    /// default, `spiffe://<trust domain>/cluster/<name>`).
+    fn spiffe_id(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Option<String>, AdmitError>> + Send;
     /// Names of all ManagedClusters.
     fn list(&self) -> impl Future<Output = Result<Vec<String>, AdmitError>> + Send;
     /// Records an event in the cluster's status. A heartbeat answers whether the session may
@@ -173,6 +188,11 @@ impl ClusterDirectory for KubeClusters {
         Ok(())
     }
 
+    async fn spiffe_id(&self, cluster: &str) -> Result<Option<String>, AdmitError> {
+        let mc = self.get(cluster).await?;
+        Ok(mc.spec.identity.and_then(|i| i.spiffe_id))
+    }
+
     async fn list(&self) -> Result<Vec<String>, AdmitError> {
         let list =
             self.api
@@ -240,6 +260,25 @@ impl ClusterDirectory for KubeClusters {
                 )
                 .await;
                 self.admit(cluster).await
+            }
+            ClusterEvent::Refused { reason, message } => {
+                let generation = self
+                    .get(cluster)
+                    .await
+                    .ok()
+                    .and_then(|mc| mc.metadata.generation);
+                self.patch_status(
+                    cluster,
+                    serde_json::json!({
+                        "conditions": [
+                            condition("Connected", false, reason, &message, generation),
+                            condition("Ready", false, reason, &message, generation),
+                        ],
+                        "message": message,
+                    }),
+                )
+                .await;
+                Ok(())
             }
             ClusterEvent::Disconnected { reason, message } => {
                 let generation = self

@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use dbprov_common::{
     grpc::{ServeError, caller, debug_services, tls_incoming},
-    tls::Identity,
+    tls::{Identity, TlsError},
 };
 use dbprov_proto::{
     admin::v1::{
@@ -39,6 +39,38 @@ fn require_admin<T>(req: &Request<T>, trust_domain: &str) -> Result<Identity, St
         id => Err(Status::permission_denied(format!(
             "{id} may not call admin APIs (an admin certificate is needed: dbprov-hub certs issue --admin NAME)"
         ))),
+    }
+}
+
+/// The one URI SAN of the caller's client certificate.
+fn peer_uri<T>(req: &Request<T>) -> Result<String, TlsError> {
+    let certs = req.peer_certs().ok_or(TlsError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
+    dbprov_common::tls::uri_san(leaf)
+}
+
+/// Whether `presented` (the certificate's URI SAN) is the identity ManagedCluster `cluster`
+/// accepts: its `spec.identity.spiffeID`, else `spiffe://<trust domain>/cluster/<cluster>`.
+/// The refusal says which identity was expected and where it comes from.
+fn identity_matches(
+    presented: &str,
+    cluster: &str,
+    configured: Option<&str>,
+    trust_domain: &str,
+) -> Result<(), String> {
+    let (expected, from) = match configured {
+        Some(id) => (id.to_owned(), "its spec.identity.spiffeID"),
+        None => (
+            format!("spiffe://{trust_domain}/cluster/{cluster}"),
+            "the default; spec.identity.spiffeID can name another",
+        ),
+    };
+    if presented == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "certificate identity {presented} is not ManagedCluster {cluster:?}'s agent identity {expected} ({from})"
+        ))
     }
 }
 
@@ -114,15 +146,17 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
                  connect to the leader",
             ));
         }
-        let cluster = match caller(&request, &self.trust_domain)? {
-            Identity::Cluster { name, .. } => name,
-            id => {
-                return Err(Status::permission_denied(format!(
-                    "{id} is not an agent identity (spiffe://{}/cluster/<name>)",
-                    self.trust_domain
-                )));
-            }
-        };
+        // A certificate without exactly one URI SAN is refused after the Hello, so that the
+        // status of the cluster it claims can say why.
+        let presented = peer_uri(&request);
+        // An admin certificate never opens an agent stream, whatever a ManagedCluster says.
+        if let Ok(uri) = &presented
+            && let Some(id @ Identity::Admin { .. }) = Identity::from_uri(uri)
+        {
+            return Err(Status::permission_denied(format!(
+                "{id} is an admin identity, not an agent's"
+            )));
+        }
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
@@ -135,12 +169,38 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
             Some(agent_message::Kind::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        if hello.cluster_name != cluster {
-            tracing::warn!(%cluster, claimed = %hello.cluster_name, %peer, "agent claimed another cluster");
-            return Err(Status::permission_denied(format!(
-                "certificate is for cluster {cluster:?} but Hello names {:?}",
-                hello.cluster_name
-            )));
+        let cluster = hello.cluster_name.clone();
+        if cluster.is_empty() {
+            return Err(Status::invalid_argument("Hello names no cluster"));
+        }
+        let configured = self
+            .directory
+            .spiffe_id(&cluster)
+            .await
+            .map_err(admit_status)?;
+        let verdict = match &presented {
+            Ok(uri) => identity_matches(uri, &cluster, configured.as_deref(), &self.trust_domain)
+                .map_err(Status::permission_denied),
+            Err(e) => Err(Status::unauthenticated(e.to_string())),
+        };
+        if let Err(refused) = verdict {
+            let message = refused.message().to_owned();
+            tracing::warn!(%cluster, %peer, "agent stream refused: {message}");
+            // A cluster with a live session keeps its status: the refused stream is another
+            // caller, not its agent.
+            if self.hub.session(&cluster).is_none() {
+                let _ = self
+                    .directory
+                    .record(
+                        &cluster,
+                        ClusterEvent::Refused {
+                            reason: "IdentityMismatch",
+                            message: format!("agent stream from {peer} refused: {message}"),
+                        },
+                    )
+                    .await;
+            }
+            return Err(refused);
         }
         self.directory.admit(&cluster).await.map_err(admit_status)?;
         let opened = self.hub.open_session(hello, peer);
@@ -383,4 +443,42 @@ pub async fn serve<D: ClusterDirectory>(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity_matches;
+
+    #[test]
+    fn an_agent_must_present_its_clusters_identity_and_no_other() {
+        // Default: spiffe://<trust domain>/cluster/<name>.
+        assert_eq!(
+            identity_matches("spiffe://td/cluster/east", "east", None, "td"),
+            Ok(())
+        );
+        for wrong in [
+            "spiffe://td/cluster/west",
+            "spiffe://other/cluster/east",
+            "spiffe://td/cluster/east/extra",
+        ] {
+            let e = identity_matches(wrong, "east", None, "td").unwrap_err();
+            assert!(
+                e.contains("spiffe://td/cluster/east (the default"),
+                "{wrong}: {e}"
+            );
+        }
+        // An override replaces the default, which is then refused.
+        let custom = Some("spiffe://example.org/ns/dbprov/sa/agent");
+        assert_eq!(
+            identity_matches(
+                "spiffe://example.org/ns/dbprov/sa/agent",
+                "east",
+                custom,
+                "td"
+            ),
+            Ok(())
+        );
+        let e = identity_matches("spiffe://td/cluster/east", "east", custom, "td").unwrap_err();
+        assert!(e.contains("spec.identity.spiffeID"), "{e}");
+    }
 }

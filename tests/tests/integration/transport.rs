@@ -275,7 +275,9 @@ async fn an_agent_is_confined_to_its_own_cluster_and_probes_its_instances() {
     );
     impostor.ensure_running().unwrap();
     assert!(
-        impostor.log().contains("certificate is for cluster"),
+        impostor
+            .log()
+            .contains("agent identity spiffe://dbprov.test/cluster/west"),
         "{}",
         impostor.log()
     );
@@ -485,4 +487,143 @@ async fn a_rotated_hub_certificate_is_served_without_a_restart_or_dropped_stream
         "the agent's stream survived the rotation"
     );
     assert_eq!(connected(&mc), Some(true));
+}
+
+/// A client certificate from `pki`'s CA carrying exactly `uris` as URI SANs (the CA's own
+/// issuer only makes dbprov identities), as `<stem>.crt/.key`.
+fn client_cert_with_uris(pki: &Pki, stem: &str, uris: &[&str]) -> CertFiles {
+    let ca_cert = std::fs::read_to_string(pki.ca_cert()).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir().join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(1);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let files = CertFiles {
+        cert: pki.dir().join(format!("{stem}.crt")),
+        key: pki.dir().join(format!("{stem}.key")),
+    };
+    dbprov_hub::certs::write_file(&files.cert, &cert.pem(), false).unwrap();
+    dbprov_hub::certs::write_file(&files.key, &key.serialize_pem(), true).unwrap();
+    files
+}
+
+fn agent_with_cert(w: &World, hub: &HubProcess, cluster: &str, cert: CertFiles) -> AgentProcess {
+    AgentProcess::start(
+        &w.workload,
+        &w.pki,
+        &hub.addr,
+        &AgentOptions {
+            cluster_name: cluster.into(),
+            cert,
+            admin_port: false,
+        },
+    )
+    .unwrap()
+}
+
+/// The Connected condition of a ManagedCluster, once its reason is `reason`.
+async fn wait_condition_reason(w: &World, name: &str, reason: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("ManagedCluster {name} Connected reason {reason}"),
+        || async {
+            let mc = managed_cluster(w, name).await;
+            mc["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Connected" && c["reason"] == reason)
+                .cloned()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_clusters_spiffe_id_is_the_only_identity_its_agent_is_accepted_with() {
+    const CUSTOM: &str = "spiffe://example.org/ns/dbprov/sa/agent-west";
+    let w = require!(world().await);
+    let hub = require!(HubProcess::start(&w.mgmt, &w.pki, 0, 1).await);
+    let west = json!({
+        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+        "metadata": {"name": "west"}, "spec": {"identity": {"spiffeID": CUSTOM}}
+    });
+    manifests::apply(&w.mgmt.client(), &w.catalog, &west)
+        .await
+        .unwrap();
+
+    // spec.identity.spiffeID set: the default identity of the cluster is refused, and the
+    // status says which identity is expected.
+    let mut default_cert = agent(&w, &hub, "west", "west", false);
+    let refused = wait_condition_reason(&w, "west", "IdentityMismatch").await;
+    assert_eq!(refused["status"], "False", "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("spiffe://dbprov.test/cluster/west")
+            && message.contains(CUSTOM)
+            && message.contains("spec.identity.spiffeID"),
+        "{message}"
+    );
+    default_cert.ensure_running().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the refusal in the agent log",
+        || async {
+            let log = default_cert.log();
+            (log.contains("PermissionDenied") && log.contains(CUSTOM)).then_some(())
+        },
+    )
+    .await;
+    drop(default_cert);
+
+    // The certificate carrying exactly that SPIFFE ID connects.
+    let custom = client_cert_with_uris(&w.pki, "west-custom", &[CUSTOM]);
+    let _west = agent_with_cert(&w, &hub, "west", custom);
+    let mc = wait_connected(&w, "west", true, Duration::from_secs(30)).await;
+    assert_eq!(mc["status"]["phase"], "Connected", "{mc}");
+
+    // A certificate with two URI SANs is refused even when one of them is the cluster's
+    // identity: which one names the caller would be a guess.
+    let two = client_cert_with_uris(
+        &w.pki,
+        "east-two-uris",
+        &[
+            "spiffe://dbprov.test/cluster/east",
+            "spiffe://dbprov.test/admin/root",
+        ],
+    );
+    let mut doubled = agent_with_cert(&w, &hub, "east", two.clone());
+    let refused = wait_condition_reason(&w, "east", "IdentityMismatch").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("2 URI SANs"),
+        "{refused}"
+    );
+    doubled.ensure_running().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the refusal in the agent log",
+        || async { doubled.log().contains("2 URI SANs").then_some(()) },
+    )
+    .await;
+    // The same certificate cannot call admin RPCs either.
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&two),
+        &[&hub.addr, "dbprov.admin.v1.HubAdmin/ListClusters"],
+    );
+    assert!(!ok && out.contains("URI SANs"), "{out}");
+    // east's own single-identity certificate still connects.
+    drop(doubled);
+    let _east = agent(&w, &hub, "east", "east", false);
+    wait_connected(&w, "east", true, Duration::from_secs(30)).await;
 }
