@@ -18,6 +18,7 @@ mod reference_schema;
 mod references;
 mod resync;
 mod role;
+mod rotation_options;
 mod schedule;
 mod unserved;
 mod user;
