@@ -129,11 +129,27 @@ fn dump_command(
         if o.schema_only == Some(true) {
             cmd.arg("--schema-only");
         }
-        if o.blobs == Some(false) {
-            cmd.arg("--no-blobs");
+        // pg_dump leaves large objects out of a dump filtered by schema or table unless told
+        // (`--blobs`); they are data, so a schema-only dump never has them.
+        let filtered = !o.schemas.is_empty() || !o.tables.is_empty();
+        match o.blobs {
+            Some(false) => {
+                cmd.arg("--no-blobs");
+            }
+            Some(true) if filtered && o.schema_only != Some(true) => {
+                cmd.arg("--blobs");
+            }
+            _ => {}
         }
         if o.no_owner == Some(true) {
             cmd.arg("--no-owner");
+            if format != "plain" {
+                warnings.push(format!(
+                    "postgres.noOwner has no effect on a {format} archive (pg_dump keeps owners \
+                     in archives): set postgres.noOwner on the DatabaseRestore, or back up with \
+                     postgres.format plain"
+                ));
+            }
         }
         if o.no_privileges == Some(true) {
             cmd.arg("--no-privileges");
@@ -171,13 +187,29 @@ fn dump_command(
         flag(&mut cmd, o.triggers, true, "triggers");
         flag(&mut cmd, o.events, true, "events");
         flag(&mut cmd, o.extended_insert, true, "extended-insert");
-        if o.lock_tables == Some(true) {
-            cmd.arg("--lock-tables");
+        // Explicitly either way: mysqldump locks by default (`--opt`), lockTables does not.
+        flag(&mut cmd, o.lock_tables, false, "lock-tables");
+        if o.lock_tables == Some(true) && o.single_transaction.unwrap_or(true) {
+            warnings.push(
+                "mysql.lockTables ignored: with singleTransaction (on by default) mysqldump \
+                 dumps one consistent snapshot and locks no tables; set singleTransaction \
+                 false to lock them"
+                    .into(),
+            );
         }
-        if d.instance.engine == Engine::Mysql
-            && let Some(g) = o.set_gtid_purged.as_deref().filter(|g| *g != "AUTO")
-        {
-            cmd.arg(format!("--set-gtid-purged={g}"));
+        match o.set_gtid_purged.as_deref().filter(|g| *g != "AUTO") {
+            Some(g) if d.instance.engine == Engine::Mysql => {
+                cmd.arg(format!("--set-gtid-purged={g}"));
+            }
+            // MariaDB's mysqldump has no such option and never writes GTID_PURGED: OFF is
+            // what it does anyway, ON cannot be had.
+            Some("ON") => warnings.push(
+                "mysql.setGtidPurged ON ignored: MariaDB's mysqldump has no \
+                 --set-gtid-purged and writes no GTID_PURGED into a dump (MariaDB GTIDs \
+                 differ from MySQL's)"
+                    .into(),
+            ),
+            _ => {}
         }
         for t in &o.exclude_tables {
             let qualified = if t.contains('.') {
