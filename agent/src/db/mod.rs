@@ -185,7 +185,14 @@ pub async fn connect(
             };
             let conn = tokio::time::timeout(timeout, opts.connect())
                 .await
-                .map_err(|_| timeout_error(spec.engine, &target, timeout))?
+                .map_err(|_| {
+                    timeout_error(
+                        spec.engine,
+                        &target,
+                        timeout,
+                        "spec.postgres.connectTimeout",
+                    )
+                })?
                 .map_err(|e| classify(spec.engine, &target, &e))?;
             Ok(Conn::Pg(conn, slot))
         }
@@ -209,8 +216,10 @@ pub async fn connect(
                 .pipes_as_concat(false)
                 .no_engine_substitution(true);
             let opts = session::my_charset(opts, &session)?;
+            let mut timeout_field = "the default";
             if let Some(ms) = session.connect_timeout_ms {
                 timeout = Duration::from_millis(ms.max(1));
+                timeout_field = "spec.mysql.timeout";
             }
             let opts = match &tls {
                 Some(t) => {
@@ -226,7 +235,7 @@ pub async fn connect(
             };
             let mut conn = tokio::time::timeout(timeout, opts.connect())
                 .await
-                .map_err(|_| timeout_error(spec.engine, &target, timeout))?
+                .map_err(|_| timeout_error(spec.engine, &target, timeout, timeout_field))?
                 .map_err(|e| classify(spec.engine, &target, &e))?;
             if let Some(set) = session::my_timeouts_statement(&session) {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(set))
@@ -483,6 +492,11 @@ pub fn classify(engine: Engine, target: &str, e: &sqlx::Error) -> OpError {
     .iter()
     .any(|m| msg.contains(m));
     let (code, hint) = match e {
+        // PostgreSQL's pg_hba `cert` method (or `clientcert=`) without a certificate sent.
+        _ if msg.contains("requires a valid client certificate") => (
+            ErrorCode::TlsFailed,
+            "the server wants a client certificate: set spec.tls.secretRef.keys.cert and .key",
+        ),
         _ if tls_problem => (
             ErrorCode::TlsFailed,
             "check spec.tls (mode, the CA in its Secret) and the server's certificate",
@@ -526,13 +540,14 @@ pub fn classify(engine: Engine, target: &str, e: &sqlx::Error) -> OpError {
     OpError::new(code, format!("{engine} at {target}: {msg} ({hint})"), true)
 }
 
-/// No connection within the connect timeout.
-pub(crate) fn timeout_error(engine: Engine, target: &str, after: Duration) -> OpError {
+/// A connection attempt that did not finish within `after`, which `field` set (so people
+/// see which setting to raise when the network is only slow).
+pub(crate) fn timeout_error(engine: Engine, target: &str, after: Duration, field: &str) -> OpError {
     metrics::counter!("dbprov_agent_sql_errors_total", "reason" => "connection").increment(1);
     OpError::new(
         ErrorCode::Unreachable,
         format!(
-            "{engine} at {target}: no connection within {after:?} (check host, port and network policy)"
+            "{engine} at {target}: no connection within {after:?} ({field}; check host, port and network policy)"
         ),
         true,
     )
