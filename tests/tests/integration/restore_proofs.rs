@@ -5,7 +5,7 @@
 //!
 //! - PostgreSQL: a data-only load into a database whose schema a schema-only restore made
 //!   (`dataOnly`, `disableTriggers`, `target.databaseRef`), over the source database
-//!   (`target.inPlace`, full and data-only), `noPrivileges`, `analyze`, `jobs`, a
+//!   (`target.inPlace`, full and data-only), `noPrivileges`, `analyze`, `noOwner`, `jobs`, a
 //!   ClusterDatabaseInstance target (`target.clusterInstanceRef`).
 //! - MariaDB: `createDatabase`, `dropExisting`, `disableForeignKeyChecks`, `disableBinlog`,
 //!   and an encrypted, compressed artifact by path on S3 (`fromPath.encryption`,
@@ -167,6 +167,17 @@ async fn analyzed(s: &Scenario, db: &str) -> Vec<String> {
     .unwrap()
 }
 
+async fn owner(s: &Scenario, db: &str, table: &str) -> String {
+    let mut c = sqlx::PgConnection::connect(&s.pg.url(db)).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
 async fn can_select(s: &Scenario, db: &str, role: &str, table: &str) -> bool {
     let mut c = sqlx::PgConnection::connect(&s.pg.url(db)).await.unwrap();
     sqlx::query_scalar("SELECT has_table_privilege($1, $2, 'SELECT')")
@@ -192,6 +203,7 @@ async fn postgres_restores_load_rows_into_existing_schemas_and_over_the_source()
         .execute("CREATE ROLE rp_reader NOLOGIN")
         .await
         .unwrap();
+    admin.execute("CREATE ROLE rp_owner NOLOGIN").await.unwrap();
     admin.execute("CREATE DATABASE src").await.unwrap();
     let mut src = sqlx::PgConnection::connect(&s.pg.url("src")).await.unwrap();
     sqlx::raw_sql(
@@ -199,7 +211,7 @@ async fn postgres_restores_load_rows_into_existing_schemas_and_over_the_source()
          INSERT INTO account SELECT g, 'p' || g FROM generate_series(1, 3) g; \
          CREATE TABLE entry (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES account (id)); \
          INSERT INTO entry SELECT g, 1 + g % 3 FROM generate_series(1, 5) g; \
-         GRANT SELECT ON account TO rp_reader; \
+         GRANT SELECT ON account TO rp_reader; ALTER TABLE account OWNER TO rp_owner; \
          CREATE TABLE guarded (id int PRIMARY KEY); \
          INSERT INTO guarded SELECT generate_series(1, 4); \
          CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS \
@@ -333,7 +345,7 @@ async fn postgres_restores_load_rows_into_existing_schemas_and_over_the_source()
     );
     assert_eq!(pg_counts(&s, "copy_db").await, full);
 
-    // --- spec.postgres.noPrivileges and spec.postgres.analyze, each against the default.
+    // --- spec.postgres.noPrivileges, analyze and noOwner, each against the default.
     completed(
         &s,
         "DatabaseRestore",
@@ -346,12 +358,14 @@ async fn postgres_restores_load_rows_into_existing_schemas_and_over_the_source()
         "DatabaseRestore",
         "no-privs",
         json!({"backupRef": {"name": "full"}, "target": {"databaseName": "no_privs"},
-               "postgres": {"noPrivileges": true, "analyze": false}}),
+               "postgres": {"noPrivileges": true, "analyze": false, "noOwner": false}}),
     )
     .await;
     assert!(can_select(&s, "with_defaults", "rp_reader", "account").await);
     assert!(!can_select(&s, "no_privs", "rp_reader", "account").await);
     assert_eq!(pg_counts(&s, "no_privs").await, full);
+    assert_eq!(owner(&s, "with_defaults", "account").await, s.pg.user());
+    assert_eq!(owner(&s, "no_privs", "account").await, "rp_owner");
     // ANALYZE ran after the default restore (statistics are reported asynchronously).
     let all = ["account", "entry", "guarded"].map(str::to_owned).to_vec();
     eventually(
