@@ -371,6 +371,31 @@ async fn routine_privileges_grant_options_default_privileges_and_user_attributes
     grant_line(&other, "FUNCTION `rt`.`twice`");
     grant_line(&other, "FUNCTION `rt`.`shared_fn`");
 
+    // withGrantOption turned off again takes the grant option away (MySQL keeps it through a
+    // plain REVOKE of the privilege), and EXECUTE stays.
+    let mut shared_routines = routines.clone();
+    shared_routines[0]["withGrantOption"] = json!(false);
+    s.apply(json!({"apiVersion": API, "kind": "ClusterDatabaseGrant",
+        "metadata": {"name": "shared-caller-rt"},
+        "spec": {"clusterInstanceRef": {"name": "shared-maria"},
+                 "userRef": {"name": "shared-caller", "namespace": NS}, "deletionProtection": false,
+                 "mysql": {"grants": shared_routines}}}))
+        .await;
+    let line = eventually(
+        Duration::from_secs(60),
+        "no grant option on twice",
+        || async {
+            let mut c = sqlx::MySqlConnection::connect(&s.maria.url(""))
+                .await
+                .unwrap();
+            let grants = show_grants(&mut c, "'rt_shared'@'%'").await;
+            let line = grant_line(&grants, "FUNCTION `rt`.`twice`").to_owned();
+            (!line.contains("GRANT OPTION")).then_some(line)
+        },
+    )
+    .await;
+    assert!(line.starts_with("GRANT EXECUTE ON FUNCTION"), "{line}");
+
     // DatabaseUser.spec.mysql.requireSSL: the account requires TLS, so the server (which
     // offers none) refuses its login; an account without it logs in the same way.
     let (create,): (String,) = sqlx::query_as("SHOW CREATE USER 'tls_only'@'%'")

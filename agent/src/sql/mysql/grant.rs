@@ -271,7 +271,10 @@ pub fn my_statements(
             ),
         };
         for grantee in grantees {
-            out.push(if revoke {
+            out.push(if revoke && grant_option {
+                // MySQL keeps GRANT OPTION on the target until it is revoked by name.
+                format!("REVOKE {privileges}, GRANT OPTION ON {on} FROM {grantee}")
+            } else if revoke {
                 format!("REVOKE {privileges} ON {on} FROM {grantee}")
             } else if grant_option {
                 format!("GRANT {privileges} ON {on} TO {grantee} WITH GRANT OPTION")
@@ -761,5 +764,34 @@ mod tests {
         };
         let plan = my_plan(&role, &previous, &none, &[], true, Mode::Apply).unwrap();
         assert_eq!(plan.statements(), ["GRANT 'readers' TO 'r'"]);
+    }
+
+    #[test]
+    fn a_grant_option_the_spec_drops_is_revoked_with_its_privilege() {
+        let routine = |grant_option: bool| MyGrant {
+            level: "function".into(),
+            database: Some("rt".into()),
+            function: Some("twice".into()),
+            privileges: vec!["EXECUTE".into()],
+            with_grant_option: Some(grant_option),
+            ..MyGrant::default()
+        };
+        let g = user(&[]);
+        let plan = my_plan(
+            &g,
+            &parts(&[], vec![routine(false)]),
+            &parts(&[], vec![routine(true)]),
+            &[],
+            true,
+            Mode::Apply,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.statements(),
+            [
+                "REVOKE EXECUTE, GRANT OPTION ON FUNCTION `rt`.`twice` FROM 'app''x'@'%'",
+                "GRANT EXECUTE ON FUNCTION `rt`.`twice` TO 'app''x'@'%'",
+            ]
+        );
     }
 }
