@@ -406,6 +406,81 @@ async fn failed(s: &Scenario, name: &str) -> Value {
     .await
 }
 
+/// A stand-in for Google's OAuth token endpoint (which cannot run here): answers every POST
+/// with a bearer token and keeps the request bodies.
+struct TokenEndpoint {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenEndpoint {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let body = loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break Some(body.to_owned());
+                        }
+                    }
+                };
+                kept.lock().unwrap().extend(body);
+                let answer =
+                    r#"{"access_token":"test-token","token_type":"Bearer","expires_in":3600}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        Self { url, bodies }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+/// Decodes unpadded base64url (a JWT part) with the standard `openssl base64`.
+fn base64url(part: &str) -> Vec<u8> {
+    let mut b64: String = part
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !b64.len().is_multiple_of(4) {
+        b64.push('=');
+    }
+    filter("openssl", &["base64", "-d", "-A"], b64.as_bytes())
+}
+
 #[tokio::test]
 async fn postgres_dump_options_compression_levels_and_secret_references_on_real_stores() {
     const NS: &str = "pgproofs";
@@ -756,6 +831,88 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
     )
     .await;
     assert_eq!(ready_reason(&no_key), "SecretMissing");
+    // A working service-account key, made here: the agent signs its token request with the
+    // Secret's private key as the key's client_email, sends it to the key's token_uri, and
+    // uploads to fake-gcs-server with the token it got.
+    let tokens = TokenEndpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("sa.pem");
+    let public = dir.path().join("sa.pub.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(dbprov_tests::tools::find("openssl").unwrap())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "genpkey".as_ref(),
+        "-algorithm".as_ref(),
+        "RSA".as_ref(),
+        "-pkeyopt".as_ref(),
+        "rsa_keygen_bits:2048".as_ref(),
+        "-out".as_ref(),
+        private.as_os_str(),
+    ]);
+    openssl(&[
+        "pkey".as_ref(),
+        "-in".as_ref(),
+        private.as_os_str(),
+        "-pubout".as_ref(),
+        "-out".as_ref(),
+        public.as_os_str(),
+    ]);
+    let email = "backups@dbprov-test.iam.gserviceaccount.com";
+    let sa = json!({"type": "service_account", "project_id": "dbprov-test",
+        "private_key_id": "k1", "private_key": std::fs::read_to_string(&private).unwrap(),
+        "client_email": email, "client_id": "1", "token_uri": tokens.url});
+    put_secret(&s, NS, "gcs-sa", json!({"sa.json": sa.to_string()})).await;
+    start_backup(&s, "gcs-keyed", "orders", gcs("gcs-sa"), json!({})).await;
+    let keyed = completed(&s, "gcs-keyed").await;
+    let object = stores
+        .gcs
+        .client()
+        .download_object(
+            &gcloud_storage::http::objects::get::GetObjectRequest {
+                bucket: BUCKET.into(),
+                object: keyed["status"]["backup"]["path"].as_str().unwrap().into(),
+                ..Default::default()
+            },
+            &gcloud_storage::http::objects::download::Range::default(),
+        )
+        .await
+        .unwrap();
+    assert!(filter("zstd", &["-dc"], &object).starts_with(b"PGDMP"));
+    let bodies = tokens.bodies();
+    let assertion = bodies
+        .iter()
+        .find_map(|b| b.split('&').find_map(|kv| kv.strip_prefix("assertion=")))
+        .unwrap_or_else(|| panic!("no token request: {bodies:?}"))
+        .to_owned();
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let claims: Value = serde_json::from_slice(&base64url(parts[1])).unwrap();
+    assert_eq!(claims["iss"], email, "{claims}");
+    assert!(
+        claims["scope"]
+            .as_str()
+            .unwrap()
+            .contains("devstorage.full_control"),
+        "{claims}"
+    );
+    let signed = dir.path().join("signed");
+    let signature = dir.path().join("signature");
+    std::fs::write(&signed, format!("{}.{}", parts[0], parts[1])).unwrap();
+    std::fs::write(&signature, base64url(parts[2])).unwrap();
+    openssl(&[
+        "dgst".as_ref(),
+        "-sha256".as_ref(),
+        "-verify".as_ref(),
+        public.as_os_str(),
+        "-signature".as_ref(),
+        signature.as_os_str(),
+        signed.as_os_str(),
+    ]);
+
     let bad = failed(&s, "gcs-bad").await;
     assert_eq!(ready_reason(&bad), "InvalidSpec");
     let m = message(&bad);
