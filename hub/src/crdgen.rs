@@ -32,8 +32,38 @@ pub enum CrdgenError {
     Drift { dir: PathBuf, problems: Vec<String> },
 }
 
-/// Every CRD dbprov serves, in a fixed order.
+/// Every CRD dbprov serves, in a fixed order: the kinds of db-provision-operator v0.14 with
+/// only the constraints its schema has (the rest are checked by the hub, see
+/// [`api::strict`]), dbprov's own kinds in full.
 pub fn all() -> Vec<CustomResourceDefinition> {
+    strict().into_iter().map(relaxed).collect()
+}
+
+/// A CRD with the constraints its kind's admission does not check removed.
+fn relaxed(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let kind = crd.spec.names.kind.clone();
+    for version in &mut crd.spec.versions {
+        let spec = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"));
+        let Some(spec) = spec else { continue };
+        // Through JSON: the typed schema has one field per keyword.
+        if let Ok(mut value) = serde_json::to_value(&*spec) {
+            api::strict::relax(&kind, &mut value);
+            if let Ok(back) = serde_json::from_value(value) {
+                *spec = back;
+            }
+        }
+    }
+    crd
+}
+
+/// Every CRD as the API types describe it, with all of dbprov's constraints: what the hub
+/// checks a spec against before it acts.
+pub fn strict() -> Vec<CustomResourceDefinition> {
     vec![
         api::DatabaseInstance::crd(),
         api::ClusterDatabaseInstance::crd(),

@@ -587,6 +587,21 @@ fn collect_probes(
             if let Some(max) = max {
                 probe(json!(fill(max as usize)), "maxLength".into());
             }
+            if pattern.is_none() && enum_values(schema).is_none() && schema.get("format").is_none()
+            {
+                // Free text in the reference: anything goes there, so it must here too
+                // (what dbprov cannot serve it refuses in status, not at admission).
+                if min.is_none() {
+                    probe(json!(""), "empty free text".into());
+                }
+                probe(
+                    json!("Free text: it's \"quoted\"; -- ü ✓ \\ / % $1"),
+                    "free text with quotes, punctuation and non-ASCII".into(),
+                );
+                if max.is_none() {
+                    probe(json!("x".repeat(300)), "long free text".into());
+                }
+            }
             if let Some(p) = &pattern {
                 let lo = min.unwrap_or(0) as usize;
                 let hi = max.map(|m| m as usize).unwrap_or(usize::MAX);

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod restore;
 pub mod role;
 pub mod schedule;
+pub mod strict;
 pub mod user;
 
 pub use backup::DatabaseBackup;

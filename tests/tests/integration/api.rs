@@ -108,7 +108,7 @@ async fn valid_corpus_is_accepted_by_server_side_apply() {
 }
 
 #[tokio::test]
-async fn invalid_corpus_is_rejected_with_messages_naming_the_field() {
+async fn invalid_corpus_is_refused_with_messages_naming_the_field() {
     let Some((env, catalog)) = cluster_with_crds().await else {
         return;
     };
@@ -133,8 +133,35 @@ async fn invalid_corpus_is_rejected_with_messages_naming_the_field() {
         );
         let docs = manifests::load_file(file).unwrap();
         assert_eq!(docs.len(), 1, "{}: one manifest per file", file.display());
+        let in_status = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .any(|l| l == "# refused: in status");
         match manifests::apply(&env.client(), &catalog, &docs[0].value).await {
+            // The Go operator's schema accepts it, so admission does too; the hub refuses it
+            // in status before anything is sent (controller::kit::runner::refuse_invalid).
+            Ok(_) if in_status => {
+                let doc = &docs[0].value;
+                let kind = doc["kind"].as_str().unwrap();
+                let violations = dbprov_hub::api::strict::violations(kind, &doc["spec"]);
+                let message = dbprov_hub::api::strict::message(&violations);
+                if violations.is_empty() {
+                    problems.push(format!("{}: accepted and not refused", file.display()));
+                }
+                for e in &expect {
+                    if !message.contains(e.as_str()) {
+                        problems.push(format!(
+                            "{}: status message lacks {e:?}: {message}",
+                            file.display()
+                        ));
+                    }
+                }
+            }
             Ok(_) => problems.push(format!("{}: accepted", file.display())),
+            Err(e) if in_status => problems.push(format!(
+                "{}: marked `refused: in status` but admission rejects it: {e}",
+                file.display()
+            )),
             Err(kube::Error::Api(status)) => {
                 // Server-side apply reports an undeclared field as HTTP 500 "failed to create
                 // typed patch object ... field not declared in schema" (apiserver behaviour).

@@ -62,6 +62,17 @@ fn enum_of(schema: &Value) -> Option<BTreeSet<String>> {
     Some(sets.fold(first, |acc, s| acc.intersection(&s).cloned().collect()))
 }
 
+/// `key` of a reference schema, also where it sits in an `allOf` (the reference's enums and
+/// some patterns do).
+fn reference_keyword<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
+    schema.get(key).or_else(|| {
+        schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .and_then(|all| all.iter().find_map(|s| s.get(key)))
+    })
+}
+
 fn compare(path: &str, reference: &Value, ours: &Value, problems: &mut Vec<String>) {
     let r_type = reference.get("type");
     if r_type.is_some() && r_type != ours.get("type") {
@@ -84,6 +95,24 @@ fn compare(path: &str, reference: &Value, ours: &Value, problems: &mut Vec<Strin
         let o_default = ours.get("default");
         if o_default != Some(r_default) && o_default != allowed.as_ref() {
             problems.push(format!("{path}: default {r_default} vs ours {o_default:?}"));
+        }
+    }
+    // Admission is never stricter than the reference: a constraint the reference lacks is
+    // checked by the hub and reported in status instead (dbprov_hub::api::strict).
+    for key in [
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+    ] {
+        if ours.get(key).is_some() && reference_keyword(reference, key).is_none() {
+            problems.push(format!(
+                "{path}: {key} {} at admission, which the reference does not have",
+                ours[key]
+            ));
         }
     }
     for key in ["pattern", "format"] {

@@ -187,3 +187,85 @@ async fn every_reference_valid_manifest_is_accepted_by_dbprovs_crds() {
         rejected.join("\n")
     );
 }
+
+/// A manifest the Go operator's schema accepts but dbprov cannot serve reaches the real hub,
+/// which refuses it in status (`InvalidSpec`, naming each field and what it must be) before
+/// anything is sent to the agent; fixed, the same resource becomes Ready.
+#[tokio::test]
+async fn what_admission_lets_through_the_hub_refuses_in_status_and_sends_nothing() {
+    use dbprov_tests::{require, scenario::Scenario};
+    use serde_json::json;
+    use sqlx::Connection;
+
+    const NS: &str = "lenient";
+    const API: &str = "dbops.dbprovision.io/v1alpha1";
+    dbprov_tests::init_crypto();
+    let s = require!(Scenario::start(NS).await);
+    let database = |extension: &str| {
+        json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "orders", "namespace": NS},
+               "spec": {"instanceRef": {"name": "pg"}, "name": "orders", "deletionPolicy": "Delete",
+                        "postgres": {"extensions": [{"name": extension}]}}})
+    };
+    s.apply(database("pgcrypto; DROP DATABASE postgres")).await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseUser", "metadata": {"name": "app", "namespace": NS},
+        "spec": {"instanceRef": {"name": "pg"}, "username": "app_user",
+                 "passwordSecret": {"secretName": "App_Credentials"},
+                 "passwordRotation": {"enabled": true, "schedule": "every night"}}}))
+        .await;
+    let refused = |kind: &'static str, name: &'static str| {
+        s.wait_for(kind, name, "refused as InvalidSpec", |v| {
+            dbprov_tests::scenario::ready_reason(v) == "InvalidSpec"
+        })
+    };
+    let db = refused("Database", "orders").await;
+    let message = db["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "spec.postgres.extensions[0].name: \"pgcrypto; DROP DATABASE postgres\" is not an extension name"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("Nothing was sent to the server"),
+        "{message}"
+    );
+    let user = refused("DatabaseUser", "app").await;
+    let message = user["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.passwordRotation.schedule: \"every night\" is not a cron schedule")
+            && message.contains("spec.passwordSecret.secretName: \"App_Credentials\" is not a Kubernetes object name"),
+        "{message}"
+    );
+
+    // Nothing reached the server.
+    let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
+        .await
+        .unwrap();
+    let (databases, roles): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_database WHERE datname = 'orders'), \
+                (SELECT count(*) FROM pg_roles WHERE rolname = 'app_user')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!((databases, roles), (0, 0));
+    assert!(
+        !s.agent.log().contains("orders"),
+        "the agent heard of the database:\n{}",
+        s.agent.log()
+    );
+
+    // Fixed, the same resource is served.
+    s.apply(database("pgcrypto")).await;
+    s.wait_ready("Database", "orders").await;
+    let installed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'")
+            .fetch_one(
+                &mut sqlx::PgConnection::connect(&s.pg.url("orders"))
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    assert_eq!(installed, 1);
+}

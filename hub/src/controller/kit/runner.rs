@@ -12,7 +12,9 @@ use kube::runtime::{
     reflector::ObjectRef,
 };
 
-use crate::controller::{Context, Error};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::controller::{Context, Error, kit::status::StatusUpdate, reason::Reason};
 
 /// Finalizer that holds a resource until its cleanup (drop, revoke, artifact deletion, or the
 /// deletion policy's decision to keep it) has been carried out.
@@ -198,7 +200,10 @@ pub async fn finalized<K: Scoped>(
 ) -> Result<Action, Error> {
     let api = K::api_for(&ctx.client, &obj);
     finalizer(&api, FINALIZER, obj, |event| match event {
-        Event::Apply(o) => apply(o, ctx.clone()),
+        Event::Apply(o) => Box::pin(async move {
+            refuse_invalid(&ctx, o.as_ref()).await?;
+            apply(o, ctx.clone()).await
+        }),
         Event::Cleanup(o) => cleanup(o, ctx.clone()),
     })
     .await
@@ -206,6 +211,26 @@ pub async fn finalized<K: Scoped>(
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
+}
+
+/// Checks the spec against the rules of dbprov's API types that admission leaves out (see
+/// [`crate::api::strict`]): a spec that breaks one gets Ready=False `InvalidSpec` naming the
+/// fields, and nothing is sent to an agent. Cleanup is not held by it: a resource that was
+/// never applied has nothing in a server to drop, and one edited into an invalid spec still
+/// cleans up by what it applied.
+async fn refuse_invalid<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Error> {
+    let value = serde_json::to_value(obj)?;
+    let violations = crate::api::strict::violations(&K::kind(&()), &value["spec"]);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let message = crate::api::strict::message(&violations);
+    let previous: Option<Vec<Condition>> =
+        serde_json::from_value(value["status"]["conditions"].clone()).ok();
+    StatusUpdate::not_ready(Reason::InvalidSpec, message.clone())
+        .apply(ctx, obj, previous.as_deref())
+        .await?;
+    Err(Error::blocked(Reason::InvalidSpec, message))
 }
 
 /// The one error policy: come back after the interval the error asks for.

@@ -325,6 +325,13 @@ async fn restores_the_reference_schema_accepts_but_dbprov_cannot_serve_are_refus
             "spec.fromPath.storage.gcs.secretRef.namespace \"tenant-b\" is not supported",
         ),
         (
+            json!({"fromPath": from_path(json!({"type": "azure", "azure": {"container": "backups",
+                       "storageAccount": "acct", "secretRef": {"name": "az", "namespace": "tenant-b"}}})),
+                   "target": {"databaseName": "copy"}}),
+            Reason::NotSupported,
+            "spec.fromPath.storage.azure.secretRef.namespace \"tenant-b\" is not supported",
+        ),
+        (
             json!({"backupRef": {"name": "b"}, "target": {"databaseName": "copy"},
                    "encryption": {"secretRef": {"name": "k", "key": "key", "namespace": "tenant-b"}}}),
             Reason::NotSupported,
