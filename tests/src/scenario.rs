@@ -40,6 +40,18 @@ pub fn ready_reason(v: &Value) -> String {
         .to_owned()
 }
 
+/// `status.warnings` of an operation (backup, restore), empty when there are none.
+pub fn warnings(v: &Value) -> Vec<String> {
+    v["status"]["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Everything a provisioning test talks to.
 #[derive(Debug)]
 pub struct Scenario {
@@ -329,6 +341,23 @@ impl Scenario {
                 self.agent.log()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Creates Secret `name` holding `data` (string values) in namespace `ns` of the
+    /// workload cluster.
+    pub async fn put_workload_secret(&self, ns: &str, name: &str, data: Value) {
+        let secret = json!({"metadata": {"name": name, "namespace": ns}, "stringData": data});
+        let created = match serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(secret) {
+            Ok(secret) => kube::Api::namespaced(self.workload.client(), ns)
+                .create(&Default::default(), &secret)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = created {
+            panic!("creating Secret {ns}/{name}: {e}");
         }
     }
 

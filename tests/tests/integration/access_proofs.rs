@@ -12,7 +12,6 @@ use dbprov_tests::{
     require,
     scenario::{Scenario, eventually},
 };
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
 
@@ -618,17 +617,6 @@ fn client_pki(cn: &str) -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-async fn put_secret(s: &Scenario, ns: &str, name: &str, data: Value) {
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
-    )
-    .unwrap();
-    kube::Api::<Secret>::namespaced(s.workload.client(), ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
-}
-
 /// Waits until the instance is not Ready with a message containing `needle`, and returns
 /// that message.
 async fn failure_message(s: &Scenario, kind: &str, name: &str, needle: &str) -> String {
@@ -727,8 +715,7 @@ async fn connect_timeout_and_client_certificates_reach_the_server() {
     })
     .await;
     // The admin Secret's password is wrong on purpose: only the certificate can log in.
-    put_secret(
-        &s,
+    s.put_workload_secret(
         NS,
         "mtls-admin",
         json!({"username": "mtls_user", "password": "not-the-password"}),
@@ -739,7 +726,8 @@ async fn connect_timeout_and_client_certificates_reach_the_server() {
     // A cluster instance's TLS Secret has no namespace field: the agent reads it from its
     // own namespace (the harness' agent runs in `default`).
     for ns in [NS, "default"] {
-        put_secret(&s, ns, "mtls-material", material.clone()).await;
+        s.put_workload_secret(ns, "mtls-material", material.clone())
+            .await;
     }
     let mtls = |keys: Value| {
         json!({"engine": "postgres",

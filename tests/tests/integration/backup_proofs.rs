@@ -18,25 +18,12 @@ use dbprov_tests::{
     backup_fixtures::{self as fx, BUCKET, Stores},
     dbprov::peak_rss_kib,
     manifests, require,
-    scenario::{Scenario, eventually, ready_reason},
+    scenario::{Scenario, eventually, ready_reason, warnings},
 };
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
 const API: &str = "dbops.dbprovision.io/v1alpha1";
-
-/// Creates Secret `name` with `data` in namespace `ns` of the workload cluster.
-async fn put_secret(s: &Scenario, ns: &str, name: &str, data: Value) {
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
-    )
-    .unwrap();
-    kube::Api::<Secret>::namespaced(s.workload.client(), ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
-}
 
 /// Applies DatabaseBackup `name` of `database` to `storage`, with `extra` merged into the spec.
 async fn start_backup(s: &Scenario, name: &str, database: &str, storage: Value, extra: Value) {
@@ -63,17 +50,6 @@ async fn completed(s: &Scenario, name: &str) -> Value {
         v["status"]
     );
     v
-}
-
-fn warnings(v: &Value) -> Vec<String> {
-    v["status"]["warnings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|w| w.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn message(v: &Value) -> String {
@@ -512,8 +488,7 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
 
     // storage.s3.secretRef.keys: the credentials under other key names, and wrong ones under
     // the default names. Every S3 backup below that completes read the named keys.
-    put_secret(
-        &s,
+    s.put_workload_secret(
         NS,
         "s3-keyed",
         json!({"id": stores.minio.access_key(), "secret": stores.minio.secret_key(),
@@ -722,7 +697,8 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
     // namespace is the same as leaving it out.
     let (identity, recipient) = fx::age_keypair().unwrap();
     for ns in ["platform", NS] {
-        put_secret(&s, ns, "age", json!({"recipient": recipient})).await;
+        s.put_workload_secret(ns, "age", json!({"recipient": recipient}))
+            .await;
     }
     let age = |ns: &str| {
         json!({"encryption": {"enabled": true,
@@ -764,8 +740,7 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
 
     // storage.azure.secretRef.namespace: the same for the account key.
     for ns in ["platform", NS] {
-        put_secret(
-            &s,
+        s.put_workload_secret(
             ns,
             "azure-creds",
             json!({"AZURE_STORAGE_KEY": Azurite::ACCOUNT_KEY}),
@@ -801,9 +776,9 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
     // storage.gcs.secretRef.name / key: the agent reads the named Secret's key before it
     // talks to the store, and says which Secret or key is missing or unusable (never the
     // value). fake-gcs-server checks no credentials, so a working key is not shown here.
-    put_secret(&s, NS, "gcs-other", json!({"other.json": "{}"})).await;
-    put_secret(
-        &s,
+    s.put_workload_secret(NS, "gcs-other", json!({"other.json": "{}"}))
+        .await;
+    s.put_workload_secret(
         NS,
         "gcs-bad",
         json!({"sa.json": "this-is-not-a-service-account-key"}),
@@ -866,7 +841,8 @@ async fn postgres_dump_options_compression_levels_and_secret_references_on_real_
     let sa = json!({"type": "service_account", "project_id": "dbprov-test",
         "private_key_id": "k1", "private_key": std::fs::read_to_string(&private).unwrap(),
         "client_email": email, "client_id": "1", "token_uri": tokens.url});
-    put_secret(&s, NS, "gcs-sa", json!({"sa.json": sa.to_string()})).await;
+    s.put_workload_secret(NS, "gcs-sa", json!({"sa.json": sa.to_string()}))
+        .await;
     start_backup(&s, "gcs-keyed", "orders", gcs("gcs-sa"), json!({})).await;
     let keyed = completed(&s, "gcs-keyed").await;
     let object = stores

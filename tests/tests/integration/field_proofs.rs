@@ -14,18 +14,6 @@ use sqlx::{Connection, Executor};
 
 const API: &str = "dbops.dbprovision.io/v1alpha1";
 
-/// Creates Secret `name` with `data` in namespace `ns` of the workload cluster.
-async fn put_secret(s: &Scenario, ns: &str, name: &str, data: Value) {
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
-    )
-    .unwrap();
-    kube::Api::<Secret>::namespaced(s.workload.client(), ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
-}
-
 /// Whether `sql` is allowed, or refused for lack of privileges (anything else fails the test).
 async fn allowed<'c, E: Executor<'c>>(conn: E, sql: &'static str) -> bool {
     match conn.execute(sql).await {
@@ -56,8 +44,7 @@ async fn admin_keys_given_passwords_secret_templates_and_grant_options() {
 
     // DatabaseInstance.spec.connection.secretRef.keys: the Secret also holds wrong values
     // under the default keys, so Ready means the configured keys were read.
-    put_secret(
-        &s,
+    s.put_workload_secret(
         NS,
         "pg-keyed",
         json!({"login": s.pg.user(), "secret": s.pg.password(),
@@ -74,8 +61,7 @@ async fn admin_keys_given_passwords_secret_templates_and_grant_options() {
         .await;
     // DatabaseInstance.spec.connection.existingSecret (name, namespace, keys): the admin
     // Secret lives in another namespace of the workload cluster, under other keys.
-    put_secret(
-        &s,
+    s.put_workload_secret(
         "platform",
         "maria-alt",
         json!({"user": s.maria.user(), "pass": s.maria.password(),
@@ -105,7 +91,8 @@ async fn admin_keys_given_passwords_secret_templates_and_grant_options() {
 
     // DatabaseUser.spec.existingPasswordSecret (name, key; namespace defaulted) with a
     // templated credentials Secret (labels, annotations, type).
-    put_secret(&s, NS, "given-pw", json!({"pw": "Given-Pa55-w0rd"})).await;
+    s.put_workload_secret(NS, "given-pw", json!({"pw": "Given-Pa55-w0rd"}))
+        .await;
     s.apply(json!({"apiVersion": API, "kind": "DatabaseUser", "metadata": {"name": "given", "namespace": NS},
         "spec": {"instanceRef": {"name": "pg-keys"}, "username": "shop_given",
                  "existingPasswordSecret": {"name": "given-pw", "key": "pw"},
@@ -116,13 +103,8 @@ async fn admin_keys_given_passwords_secret_templates_and_grant_options() {
         .await;
     // existingPasswordSecret.namespace: the password Secret is in another namespace; no
     // passwordSecret, so no credentials Secret is written.
-    put_secret(
-        &s,
-        "platform",
-        "shared-pw",
-        json!({"maria": "Maria-Given-9x"}),
-    )
-    .await;
+    s.put_workload_secret("platform", "shared-pw", json!({"maria": "Maria-Given-9x"}))
+        .await;
     s.apply(json!({"apiVersion": API, "kind": "DatabaseUser", "metadata": {"name": "given-maria", "namespace": NS},
         "spec": {"instanceRef": {"name": "maria-alt"}, "username": "given_maria",
                  "existingPasswordSecret": {"name": "shared-pw", "namespace": "platform", "key": "maria"}}}))

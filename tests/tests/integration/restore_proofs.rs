@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use dbprov_tests::{
     Minio, require,
-    scenario::{Scenario, eventually, ready_reason},
+    scenario::{Scenario, eventually, ready_reason, warnings},
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
@@ -39,16 +39,6 @@ async fn start(ns: &str) -> Option<Scenario> {
     };
     std::fs::create_dir_all(s.agent.volumes.join("vol")).unwrap();
     Some(s)
-}
-
-/// Creates Secret `name` with `data` in the scenario's namespace of the workload cluster.
-async fn put_secret(s: &Scenario, name: &str, data: Value) {
-    let secret =
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
-    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.workload.client(), &s.ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// Applies a Database resource `name` for database `db` on instance `instance` and waits
@@ -98,17 +88,6 @@ async fn failed(s: &Scenario, name: &str, spec: Value, reason: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn warnings(v: &Value) -> Vec<String> {
-    v["status"]["warnings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|w| w.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Row counts of the seeded tables of PostgreSQL database `db` (`None`: no such table).
@@ -535,22 +514,23 @@ async fn mysql_restores_create_replace_set_the_session_and_read_artifacts_by_pat
         .await
         .unwrap();
     let aes = "cd".repeat(32);
-    put_secret(
-        &s,
+    s.put_workload_secret(&s.ns,
         "s3-creds",
         json!({"AWS_ACCESS_KEY_ID": minio.access_key(), "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
     )
     .await;
     // The right credentials only under the keys `secretRef.keys` names.
-    put_secret(
-        &s,
+    s.put_workload_secret(
+        &s.ns,
         "s3-keyed",
         json!({"id": minio.access_key(), "secret": minio.secret_key(),
                "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong-secret-key"}),
     )
     .await;
-    put_secret(&s, "backup-key", json!({"key": aes})).await;
-    put_secret(&s, "restore-key", json!({"material": aes})).await;
+    s.put_workload_secret(&s.ns, "backup-key", json!({"key": aes}))
+        .await;
+    s.put_workload_secret(&s.ns, "restore-key", json!({"material": aes}))
+        .await;
 
     let mut my = sqlx::MySqlConnection::connect(&s.maria.url(""))
         .await

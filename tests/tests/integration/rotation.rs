@@ -158,8 +158,10 @@ async fn passwords_rotate_on_demand_per_strategy() {
     ))
     .await;
     let v = s
+        // The annotation and the status are two writes: wait for both.
         .wait_for("DatabaseUser", "app", "rotated again", |v| {
             v["metadata"]["annotations"]["dbops.dbprovision.io/password-rotated-for"] == "second"
+                && v["status"]["rotation"]["activeUser"].as_str() != Some(active.as_str())
         })
         .await;
     let second = v["status"]["rotation"]["activeUser"]
