@@ -44,6 +44,36 @@ pub struct Instance {
     /// marked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<Tracking>,
+    /// Privilege classes the instance allows tenants' users and roles to hold
+    /// (`spec.allowedPrivileges`); the agent refuses the others where only the server knows
+    /// (e.g. membership in a role that is itself a superuser). docs/security.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_privileges: Vec<PrivilegeClass>,
+}
+
+/// A class of privilege that reaches beyond one tenant's databases. A tenant's DatabaseUser,
+/// DatabaseRole or DatabaseGrant gets it only when the instance lists it in
+/// `spec.allowedPrivileges` (docs/security.md "Privileges").
+#[derive(
+    Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum PrivilegeClass {
+    /// PostgreSQL SUPERUSER or membership in a superuser role; MySQL ALL/SUPER at `*.*`.
+    Superuser,
+    /// PostgreSQL CREATEROLE; MySQL CREATE USER.
+    CreateRole,
+    /// PostgreSQL REPLICATION; MySQL REPLICATION SLAVE/CLIENT, BINLOG ADMIN/MONITOR.
+    Replication,
+    /// PostgreSQL BYPASSRLS.
+    #[serde(rename = "BypassRLS")]
+    BypassRls,
+    /// PostgreSQL pg_read_server_files / pg_write_server_files; MySQL FILE.
+    ServerFiles,
+    /// PostgreSQL pg_execute_server_program.
+    ServerProgram,
+    /// PostgreSQL pg_read_all_data / pg_write_all_data / pg_signal_backend-style cluster
+    /// roles; MySQL privileges at the global level `*.*`.
+    AllDatabases,
 }
 
 /// Session settings of the agent's connections to an instance.

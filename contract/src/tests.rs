@@ -18,7 +18,7 @@ use crate::{
         GrantIntent, GrantObserved, GrantSet, Grantee, GranteeKind, MyGrant, MyGrants,
         PgDefaultPrivilege, PgGrant, PgGrants,
     },
-    instance::{CredentialsRef, Discovered, Instance, ProbeObserved, TlsRef},
+    instance::{CredentialsRef, Discovered, Instance, PrivilegeClass, ProbeObserved, TlsRef},
     restore::{MysqlRestoreOptions, PgRestoreOptions, RestoreIntent, RestoreObserved},
     role::{PgRole, RoleIntent, RoleObserved, RoleSpec},
     rotation::{
@@ -58,6 +58,7 @@ fn instance() -> Instance {
         session: None,
         probe_timeout_seconds: None,
         tracking: None,
+        allowed_privileges: vec![PrivilegeClass::CreateRole],
     }
 }
 

@@ -518,6 +518,7 @@ pub fn local_instance(
         session: None,
         probe_timeout_seconds: None,
         tracking: None,
+        allowed_privileges: Vec::new(),
     }
 }
 

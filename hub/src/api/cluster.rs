@@ -56,6 +56,10 @@ pub struct ManagedClusterSpec {
     /// Free text shown to people, e.g. `prod EU workloads`.
     #[schemars(length(max = 256))]
     pub description: Option<String>,
+    /// Namespaces whose instances may name this cluster in `spec.clusterRef` (default: all,
+    /// so single-cluster installs work unchanged). Others are refused with
+    /// ClusterNotPermitted.
+    pub allowed_namespaces: Option<super::common::AllowedNamespaces>,
 }
 
 /// Expected identity of a cluster's agent.

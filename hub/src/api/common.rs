@@ -50,6 +50,32 @@ pub struct NamespacedRef {
     pub namespace: Option<String>,
 }
 
+/// Which namespaces' resources may use an object (the convention of Gateway API's
+/// `allowedRoutes.namespaces`). docs/security.md "Who may use what".
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// `Same`: only resources in the object's own namespace (for a cluster-scoped object:
+    /// none); `All`: every namespace; `Selector`: namespaces whose labels match `selector`.
+    /// Default: `Same` for a DatabaseInstance, `All` for a ClusterDatabaseInstance and a
+    /// ManagedCluster (as db-provision-operator, whose cluster instances serve every namespace).
+    pub from: Option<NamespacesFrom>,
+    /// With `from: Selector`: the namespaces whose labels match.
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// See [`AllowedNamespaces::from`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NamespacesFrom {
+    /// Only the object's own namespace.
+    Same,
+    /// Every namespace.
+    All,
+    /// Namespaces matching `selector`.
+    Selector,
+}
+
 /// Reference to a cluster-scoped object.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

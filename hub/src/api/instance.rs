@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
 use super::common::{
-    CHARSET, ClusterRef, CommonStatus, DATA_KEY, DURATION, DeletionConfirmation, DriftPolicy,
-    IDENTIFIER, K8S_NAME, K8S_NAMESPACE,
+    AllowedNamespaces, CHARSET, ClusterRef, CommonStatus, DATA_KEY, DURATION, DeletionConfirmation,
+    DriftPolicy, IDENTIFIER, K8S_NAME, K8S_NAMESPACE,
 };
 
 /// Database engine of an instance.
@@ -100,6 +100,15 @@ pub struct DatabaseInstanceSpec {
     pub discovery: Option<DiscoveryConfig>,
     /// How managed objects are marked inside the database.
     pub resource_tracking: Option<ResourceTrackingConfig>,
+    /// Namespaces whose resources may use this instance (dbprov addition). Default: its own
+    /// namespace for a DatabaseInstance, every namespace for a ClusterDatabaseInstance.
+    /// Others are refused with InstanceNotPermitted.
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// Privileges beyond one tenant's databases that users, roles and grants on this instance
+    /// may hold (dbprov addition): `Superuser`, `CreateRole`, `Replication`, `BypassRLS`,
+    /// `ServerFiles`, `ServerProgram`, `AllDatabases`. Default: none; a spec asking for one is
+    /// refused with PrivilegeNotAllowed. docs/security.md "Privileges".
+    pub allowed_privileges: Option<Vec<dbprov_contract::instance::PrivilegeClass>>,
 }
 
 pub(crate) fn default_true() -> bool {

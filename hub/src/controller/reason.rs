@@ -154,6 +154,20 @@ reasons! {
     AgentTimeout => Failed, Warning, Some(RETRY);
     /// Any other agent failure.
     AgentError => Failed, Warning, Some(RETRY);
+    /// The Secret the resource would write exists and belongs to someone else.
+    SecretConflict => Failed, Warning, Some(RETRY_SLOW);
+    /// The spec names an account the tenancy rules protect (admin, reserved, privileged).
+    ProtectedAccount => Failed, Warning, Some(RETRY_SLOW);
+
+    // Tenancy refusals (docs/security.md).
+    /// A reference to another namespace has no consent from that namespace.
+    ReferenceNotPermitted => Failed, Warning, Some(RETRY_SLOW);
+    /// The instance does not allow resources from this namespace.
+    InstanceNotPermitted => Failed, Warning, Some(RETRY_SLOW);
+    /// The ManagedCluster does not allow resources from this namespace.
+    ClusterNotPermitted => Failed, Warning, Some(RETRY_SLOW);
+    /// The spec asks for a privilege the instance's allowedPrivileges does not include.
+    PrivilegeNotAllowed => Failed, Warning, Some(RETRY_SLOW);
 
     // Backups, restores and schedules (their phases are their own; see backup.rs).
     /// A backup was started.
@@ -209,6 +223,8 @@ impl Reason {
                 ErrorCode::Storage => Reason::StorageError,
                 ErrorCode::Deadline => Reason::DeadlineExceeded,
                 ErrorCode::Cancelled => Reason::Cancelled,
+                ErrorCode::SecretConflict => Reason::SecretConflict,
+                ErrorCode::ProtectedAccount => Reason::ProtectedAccount,
                 ErrorCode::Unspecified | ErrorCode::Internal => Reason::AgentError,
             },
             DispatchError::Backpressure { .. } | DispatchError::OperationLost { .. } => {

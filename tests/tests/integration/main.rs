@@ -4,6 +4,8 @@
 //! (~110 MB), so twenty of them cost minutes of linking and gigabytes of disk in CI.
 
 mod access_proofs;
+mod account_attacks;
+mod agent_identity;
 mod api;
 mod api_compat;
 mod backup_options;
@@ -30,8 +32,11 @@ mod object_stores;
 mod provisioning;
 mod reference_manifests;
 mod restore_proofs;
+mod restore_sandbox;
 mod rotation;
+mod secret_leaks;
 mod snapshot;
+mod tenancy_attacks;
 mod tools;
 mod transport;
 mod user_options;

@@ -123,6 +123,7 @@ pub fn instance(spec: &DatabaseInstanceSpec, namespace: Option<&str>) -> Instanc
         session: session(spec),
         probe_timeout_seconds: None,
         tracking: tracking(spec),
+        allowed_privileges: spec.allowed_privileges.clone().unwrap_or_default(),
     }
 }
 
