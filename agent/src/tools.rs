@@ -88,6 +88,140 @@ async fn version_of(path: &Path) -> Result<String, ToolError> {
     parse_version(&stdout).ok_or_else(|| ToolError::Unparseable(stdout.trim().to_owned()))
 }
 
+/// The whole `--version` line of one tool found in `dirs` (the MySQL and MariaDB clients
+/// differ only there), or why it is unusable.
+pub async fn version_line(name: &str, dirs: &[PathBuf]) -> Result<String, ToolError> {
+    let path = find(name, dirs).ok_or(ToolError::NotFound)?;
+    let display = path.display().to_string();
+    let out = tokio::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| ToolError::VersionFailed(display.clone(), e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(ToolError::VersionFailed(display, stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Why a client cannot load an untrusted SQL script with its own commands switched off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// The client is older than the release that has the switch.
+    #[error(
+        "{tool} {found} cannot switch off its client commands ({switch}); that needs {minimum}"
+    )]
+    TooOld {
+        /// Executable name.
+        tool: &'static str,
+        /// The version found.
+        found: String,
+        /// The switch it lacks.
+        switch: &'static str,
+        /// The releases that have it.
+        minimum: &'static str,
+    },
+    /// A client that has no such switch at all (Oracle's `mysql`).
+    #[error("{tool} is {found}, which has no {switch}; that needs {minimum}")]
+    Missing {
+        /// Executable name.
+        tool: &'static str,
+        /// Its version line.
+        found: String,
+        /// The switch it lacks.
+        switch: &'static str,
+        /// What has it.
+        minimum: &'static str,
+    },
+    /// The tool is not there or does not run.
+    #[error("{tool}: {source}")]
+    Tool {
+        /// Executable name.
+        tool: &'static str,
+        /// Why.
+        source: ToolError,
+    },
+}
+
+/// The releases of psql that have `\restrict` (August 2025 minor releases, and 18).
+pub const PSQL_RESTRICT_MINIMUM: &str = "psql 13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later";
+/// The releases of the MariaDB client that have `--sandbox` (May 2024 minor releases).
+pub const MARIADB_SANDBOX_MINIMUM: &str =
+    "the MariaDB client 10.5.25, 10.6.18, 10.11.8, 11.0.6, 11.1.5, 11.2.4, 11.4.2 or later";
+
+/// `(major, minor)` of a dotted version; PostgreSQL 10+ has two parts, MariaDB three.
+fn numbers(version: &str) -> Vec<u32> {
+    version
+        .split('.')
+        .map_while(|p| p.parse::<u32>().ok())
+        .collect()
+}
+
+/// Whether psql `version` (as [`parse_version`] reads it) has `\restrict`.
+pub fn psql_restrict(version: &str) -> Result<(), SandboxError> {
+    let n = numbers(version);
+    let ok = match n.as_slice() {
+        [major, ..] if *major >= 18 => true,
+        [major, minor, ..] => {
+            matches!(
+                (major, minor),
+                (17, m) if *m >= 6
+            ) || matches!((major, minor), (16, m) if *m >= 10)
+                || matches!((major, minor), (15, m) if *m >= 14)
+                || matches!((major, minor), (14, m) if *m >= 19)
+                || matches!((major, minor), (13, m) if *m >= 22)
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::TooOld {
+            tool: "psql",
+            found: version.to_owned(),
+            switch: "\\restrict",
+            minimum: PSQL_RESTRICT_MINIMUM,
+        })
+    }
+}
+
+/// Whether the `mysql` client whose `--version` printed `line` has `--sandbox`: only the
+/// MariaDB client does, from the May 2024 releases on.
+pub fn mysql_sandbox(line: &str) -> Result<(), SandboxError> {
+    if !line.contains("MariaDB") {
+        return Err(SandboxError::Missing {
+            tool: "mysql",
+            found: line.to_owned(),
+            switch: "--sandbox",
+            minimum: MARIADB_SANDBOX_MINIMUM,
+        });
+    }
+    let version = parse_version(line).unwrap_or_default();
+    let ok = match numbers(&version).as_slice() {
+        [10, 5, p, ..] => *p >= 25,
+        [10, 6, p, ..] => *p >= 18,
+        [10, 11, p, ..] => *p >= 8,
+        [11, 0, p, ..] => *p >= 6,
+        [11, 1, p, ..] => *p >= 5,
+        [11, 2, p, ..] => *p >= 4,
+        [11, 4, p, ..] => *p >= 2,
+        [11, minor, ..] => *minor >= 5,
+        [major, ..] => *major >= 12,
+        [] => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::TooOld {
+            tool: "mysql",
+            found: version,
+            switch: "--sandbox",
+            minimum: MARIADB_SANDBOX_MINIMUM,
+        })
+    }
+}
+
 /// The version of one tool found in `dirs`, if it runs.
 pub async fn detect_one(name: &str, dirs: &[PathBuf]) -> Option<String> {
     version_of(&find(name, dirs)?).await.ok()
@@ -155,6 +289,61 @@ mod tests {
             Some("8.0.36")
         );
         assert_eq!(parse_version("no digits here"), None);
+    }
+
+    #[test]
+    fn psql_restrict_needs_the_august_2025_releases() {
+        for ok in [
+            "15.14", "15.18", "16.10", "17.6", "14.19", "13.22", "18.0", "19.1",
+        ] {
+            assert_eq!(psql_restrict(ok), Ok(()), "{ok}");
+        }
+        for old in [
+            "15.13", "16.9", "17.5", "14.18", "13.21", "12.22", "9.6", "",
+        ] {
+            let e = psql_restrict(old).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "psql {old} cannot switch off its client commands (\\restrict); that \
+                     needs psql 13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn mysql_sandbox_needs_a_recent_mariadb_client() {
+        let line =
+            |v: &str| format!("mysql  Ver 15.1 Distrib {v}-MariaDB, for debian-linux-gnu (x86_64)");
+        for ok in [
+            "10.11.19", "10.11.8", "10.6.18", "10.5.25", "11.4.2", "11.8.1", "12.0.2",
+        ] {
+            assert_eq!(mysql_sandbox(&line(ok)), Ok(()), "{ok}");
+        }
+        for old in [
+            "10.11.7", "10.6.17", "10.5.24", "10.4.34", "11.3.2", "11.4.1",
+        ] {
+            let e = mysql_sandbox(&line(old)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "mysql {old} cannot switch off its client commands (--sandbox); that needs \
+                     the MariaDB client 10.5.25"
+                )),
+                "{e}"
+            );
+        }
+        let e =
+            mysql_sandbox("mysql  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.starts_with(
+                "mysql is mysql  Ver 8.0.36 for Linux on x86_64 (MySQL Community \
+                           Server - GPL), which has no --sandbox"
+            ),
+            "{e}"
+        );
     }
 
     #[tokio::test]

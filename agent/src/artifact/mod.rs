@@ -10,6 +10,7 @@
 
 pub mod aead;
 pub mod cli;
+pub mod scrub;
 
 use std::{
     io::{self, BufRead, Read, Write},

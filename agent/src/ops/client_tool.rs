@@ -254,10 +254,12 @@ pub fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -
         } else {
             (ErrorCode::Sql, true)
         };
+    // Classified on the raw text above; only the scrubbed text leaves the agent (it quotes
+    // rows and statements).
     let detail = if stderr.is_empty() {
-        "no output on stderr"
+        "no output on stderr".to_owned()
     } else {
-        stderr
+        crate::artifact::scrub::scrub(stderr)
     };
     OpError::new(
         code,
