@@ -13,6 +13,10 @@ use dbprov_contract::{
 use dbprov_proto::agent::v1::ErrorCode;
 use tokio::sync::mpsc;
 
+mod guard;
+
+use guard::{Client, ScriptGuard, Seen};
+
 use super::{
     backup::decrypt_key,
     client_tool::{Pipe, ToolEnv, spawn, tool_failed},
@@ -25,6 +29,7 @@ use crate::{
     error::OpError,
     executor::ProgressSink,
     storage::{self, ChannelReader, ObjectStore, StorageError},
+    tools,
 };
 
 fn invalid(msg: impl Into<String>) -> OpError {
@@ -35,6 +40,10 @@ fn invalid(msg: impl Into<String>) -> OpError {
 /// apart from a corrupt artifact.
 const STORAGE_KIND: std::io::ErrorKind = std::io::ErrorKind::ConnectionAborted;
 
+/// The largest metadata object read: dbprov writes about 1 KiB, and the location (a
+/// `fromPath`) may be anyone's, so it is not read into memory unbounded.
+const METADATA_LIMIT: usize = 1024 * 1024;
+
 async fn read_metadata(store: &dyn ObjectStore, object: &str) -> Result<Option<Metadata>, OpError> {
     let key = format!("{object}{}", artifact::METADATA_SUFFIX);
     let stream = match store.get(&key).await {
@@ -43,8 +52,19 @@ async fn read_metadata(store: &dyn ObjectStore, object: &str) -> Result<Option<M
         Err(e) => return Err(e.into()),
     };
     use futures::TryStreamExt;
-    let chunks: Vec<Bytes> = stream.try_collect().await?;
-    let data = chunks.concat();
+    let mut stream = stream;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.try_next().await? {
+        if data.len() + chunk.len() > METADATA_LIMIT {
+            return Err(invalid(format!(
+                "{} is larger than {} KiB, so it is not dbprov backup metadata (dbprov writes \
+                 about 1 KiB): remove it or point backupPath at the data object it belongs to",
+                store.describe(&key),
+                METADATA_LIMIT / 1024
+            )));
+        }
+        data.extend_from_slice(&chunk);
+    }
     let meta: Metadata = serde_json::from_slice(&data).map_err(|e| {
         invalid(format!(
             "{} is not dbprov backup metadata: {e}",
@@ -271,12 +291,15 @@ fn plain_refusal(o: &PgRestoreOptions) -> Option<OpError> {
     })
 }
 
+/// The restore's command, the tool's name and, for a script, the client that reads it.
+type RestoreCommand = (tokio::process::Command, &'static str, Option<Client>);
+
 fn restore_command(
     env: &ToolEnv,
     d: &RestoreIntent,
     dump_format: &str,
     warnings: &mut Vec<String>,
-) -> Result<(tokio::process::Command, &'static str), OpError> {
+) -> Result<RestoreCommand, OpError> {
     if env.is_postgres() {
         let o = d.postgres.clone().unwrap_or_default();
         if let Some(jobs) = o.jobs.filter(|j| *j > 1) {
@@ -300,13 +323,16 @@ fn restore_command(
                 );
             }
             let mut cmd = env.command("psql")?;
+            // The script is stdin read as a file, so errors carry its line
+            // (`psql:<stdin>:12:`); the guard's `\restrict` line comes first.
             cmd.arg(format!("--dbname={}", d.database)).args([
                 "--no-psqlrc",
                 "--quiet",
                 "--set=ON_ERROR_STOP=1",
                 "--single-transaction",
+                "--file=-",
             ]);
-            return Ok((cmd, "psql"));
+            return Ok((cmd, "psql", Some(Client::Psql)));
         }
         let mut cmd = env.command("pg_restore")?;
         cmd.arg(format!("--dbname={}", d.database))
@@ -348,7 +374,7 @@ fn restore_command(
         for t in &o.tables {
             cmd.arg(format!("--table={t}"));
         }
-        Ok((cmd, "pg_restore"))
+        Ok((cmd, "pg_restore", None))
     } else {
         let o = d.mysql.clone().unwrap_or_default();
         let mut init = Vec::new();
@@ -362,8 +388,18 @@ fn restore_command(
         if !init.is_empty() {
             cmd.arg(format!("--init-command={}", init.join("; ")));
         }
-        cmd.arg("--batch").arg("--").arg(&d.database);
-        Ok((cmd, "mysql"))
+        // No client commands from the script (--binary-mode leaves only delimiter and \C;
+        // --sandbox refuses the file and shell ones as well), and no LOAD DATA LOCAL, which
+        // would read the agent's files.
+        cmd.args([
+            "--binary-mode",
+            "--sandbox",
+            "--local-infile=0",
+            "--batch",
+            "--",
+        ])
+        .arg(&d.database);
+        Ok((cmd, "mysql", Some(Client::Mysql)))
     }
 }
 
@@ -432,6 +468,9 @@ pub async fn run(
     if let Some(e) = data_only_refusal(&d) {
         return Err(e);
     }
+    if let Some(e) = sandbox_refusal(ctx, &d, &dump_format).await {
+        return Err(e);
+    }
     let key = match (algorithm, &d.encryption) {
         (None, _) => None,
         (Some(a), Some(spec)) => Some(decrypt_key(ctx, spec, a, &d.secret_namespace).await?),
@@ -465,7 +504,7 @@ pub async fn run(
 
     // Pass 2: into the database.
     let env = ToolEnv::new(ctx, &d.instance).await?;
-    let (cmd, tool) = restore_command(&env, &d, &dump_format, &mut warnings)?;
+    let (cmd, tool, client) = restore_command(&env, &d, &dump_format, &mut warnings)?;
     let created = prepare_target(ctx, &d).await?;
     let unwanted = unwanted_kinds(&d);
     let before = if unwanted.is_empty() {
@@ -480,6 +519,7 @@ pub async fn run(
         key,
         cmd,
         tool,
+        client,
         progress.clone(),
     )
     .await;
@@ -643,6 +683,45 @@ fn drop_statement(p: &Program) -> Result<String, OpError> {
     Ok(format!("DROP {} IF EXISTS {name}", p.kind.sql()))
 }
 
+/// Why this agent cannot load a script from an untrusted artifact safely, checked before
+/// anything is read or touched: its client cannot switch its own commands off. Never loaded
+/// with an unrestricted client instead. None: it can (or the tool is missing, which the
+/// command itself reports).
+async fn sandbox_refusal(ctx: &OpContext, d: &RestoreIntent, dump_format: &str) -> Option<OpError> {
+    let checked = if d.instance.engine.is_postgres() {
+        if dump_format != "plain" {
+            return None;
+        }
+        match tools::version_line("psql", &ctx.tool_dirs).await {
+            Ok(line) => tools::psql_restrict(&tools::parse_version(&line).unwrap_or_default()),
+            Err(_) => return None,
+        }
+    } else {
+        match tools::version_line("mysql", &ctx.tool_dirs).await {
+            Ok(line) => tools::mysql_sandbox(&line),
+            Err(_) => return None,
+        }
+    };
+    let e = checked.err()?;
+    let scope = if d.instance.engine.is_postgres() {
+        "plain SQL restores (custom and tar artifacts, which pg_restore loads, are not \
+         affected)"
+    } else {
+        "MySQL and MariaDB restores (every one is a script)"
+    };
+    Some(OpError::new(
+        ErrorCode::Unsupported,
+        format!(
+            "{e}, and dbprov never loads an artifact with a client that would run its client \
+             commands, so this agent refuses {scope}. Use the dbprov agent image, or put a \
+             newer client first on the agent's tool path (--tool-path); nothing was read or \
+             touched"
+        ),
+        false,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are unrelated
 async fn load(
     store: &dyn ObjectStore,
     d: &RestoreIntent,
@@ -650,26 +729,49 @@ async fn load(
     key: Option<DecryptKey>,
     cmd: tokio::process::Command,
     tool: &str,
+    client: Option<Client>,
     progress: ProgressSink,
 ) -> Result<Summary, OpError> {
     let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
     let sink = std::io::BufWriter::with_capacity(256 * 1024, stdin);
-    let (decoded, status) = tokio::join!(
-        decode_into(
-            store,
-            &d.object,
-            compression,
-            key,
-            sink,
-            progress,
-            "restoring"
-        ),
-        child.wait()
-    );
+    let seen = Seen::default();
+    let decode = async {
+        match client {
+            Some(c) => {
+                let guarded = ScriptGuard::new(sink, c, &guard::restrict_key(), seen.clone());
+                decode_into(
+                    store,
+                    &d.object,
+                    compression,
+                    key,
+                    guarded,
+                    progress,
+                    "restoring",
+                )
+                .await
+            }
+            None => {
+                decode_into(
+                    store,
+                    &d.object,
+                    compression,
+                    key,
+                    sink,
+                    progress,
+                    "restoring",
+                )
+                .await
+            }
+        }
+    };
+    let (decoded, status) = tokio::join!(decode, child.wait());
     let stderr = stderr.text().await;
     let status =
         status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true))?;
     if !status.success() {
+        if let Some(e) = client.and_then(|c| guard::refusal(c, &stderr, &seen)) {
+            return Err(e);
+        }
         return Err(tool_failed(tool, status, &stderr));
     }
     decoded
