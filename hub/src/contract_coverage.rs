@@ -628,6 +628,26 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "resolved by the hub into the intent's `instance` block",
     ),
     (
+        "DatabaseInstance.spec.allowedNamespaces",
+        Why::HubOnly,
+        "the hub refuses resources of namespaces it does not allow (InstanceNotPermitted, controller::kit::consent) before sending anything",
+    ),
+    (
+        "ClusterDatabaseInstance.spec.allowedNamespaces",
+        Why::HubOnly,
+        "the hub refuses resources of namespaces it does not allow (InstanceNotPermitted, controller::kit::consent) before sending anything",
+    ),
+    (
+        "ManagedCluster.spec.allowedNamespaces",
+        Why::HubOnly,
+        "the hub refuses instances of namespaces it does not allow (ClusterNotPermitted, controller::kit::consent) before probing them",
+    ),
+    (
+        "DatabaseReferenceGrant.spec",
+        Why::HubOnly,
+        "consent the hub checks before honouring a reference from another namespace (ReferenceNotPermitted, controller::kit::consent)",
+    ),
+    (
         "ManagedCluster.spec.description",
         Why::NoActionNeeded,
         "free text for people",

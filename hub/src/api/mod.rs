@@ -1,7 +1,8 @@
 //! The dbprov API: every custom resource kind as Rust types. The CRDs in `crds/` are
 //! generated from these (`dbprov-hub crdgen`). Field names, nesting, enums and defaults of the
 //! 11 kinds of db-provision-operator v0.14 are kept, so its manifests apply unchanged;
-//! `ManagedCluster`, `DatabaseMigration`, `DatabasePolicy` and `spec.clusterRef` are additions.
+//! `ManagedCluster`, `DatabaseMigration`, `DatabasePolicy`, `DatabaseReferenceGrant` and
+//! `spec.clusterRef` are additions.
 
 // clippy reads the repeated `type_ = ...` of several `printcolumn(...)` groups in one
 // `#[kube(...)]` attribute as a duplicated attribute; they are distinct columns.
@@ -15,6 +16,7 @@ pub mod grant;
 pub mod instance;
 pub mod migration;
 pub mod policy;
+pub mod reference_grant;
 pub mod restore;
 pub mod role;
 pub mod schedule;
@@ -28,6 +30,7 @@ pub use grant::{ClusterDatabaseGrant, DatabaseGrant};
 pub use instance::{ClusterDatabaseInstance, DatabaseInstance};
 pub use migration::DatabaseMigration;
 pub use policy::DatabasePolicy;
+pub use reference_grant::DatabaseReferenceGrant;
 pub use restore::DatabaseRestore;
 pub use role::{ClusterDatabaseRole, DatabaseRole};
 pub use schedule::DatabaseBackupSchedule;

@@ -202,7 +202,18 @@ pub(crate) async fn probe<K: InstanceKind>(
         serde_json::to_value(obj.status().and_then(|s| s.discovered_resources.as_ref()))?;
     let previous_discovered = &previous_discovered;
     let mut discovered = None;
-    let status = if !spec.engine.is_served() {
+    let not_permitted =
+        crate::controller::kit::consent::cluster_permits(ctx, &cluster, namespace.as_deref())
+            .await?;
+    let status = if let Some(b) = not_permitted {
+        ProbeStatus {
+            phase: InstancePhase::Failed,
+            ready: false,
+            reason: b.reason,
+            message: b.message,
+            version: None,
+        }
+    } else if !spec.engine.is_served() {
         ProbeStatus {
             phase: InstancePhase::Failed,
             ready: false,

@@ -168,6 +168,23 @@ pub trait Provisioned: Scoped {
                 ),
             ));
         }
+        // Without consent (docs/security.md) the resource may go, but nothing is dropped on
+        // an instance or cluster its namespace may not use.
+        if matches!(
+            b.reason,
+            Reason::InstanceNotPermitted
+                | Reason::ClusterNotPermitted
+                | Reason::ReferenceNotPermitted
+        ) {
+            return Some((
+                b.reason,
+                format!(
+                    "{}; the {} was not dropped",
+                    b.message,
+                    self.describe_self()
+                ),
+            ));
+        }
         matches!(b.reason, Reason::InstanceNotFound | Reason::InvalidSpec).then(|| {
             (
                 Reason::InstanceGone,
@@ -275,6 +292,27 @@ pub fn outcome(
     )
 }
 
+/// What the spec asks for that the instance does not allow, or a protected account it names
+/// ([`super::kit::privileges`]).
+fn privilege_refusal<K: Provisioned>(
+    obj: &K,
+    instance: &ResolvedInstance,
+) -> Result<Option<Blocked>, Error> {
+    let value = serde_json::to_value(obj)?;
+    let allowed = instance
+        .spec
+        .allowed_privileges
+        .as_deref()
+        .unwrap_or_default();
+    Ok(super::kit::privileges::refusal(
+        &K::kind(&()),
+        instance.spec.engine,
+        &value["spec"],
+        allowed,
+        &instance.display,
+    ))
+}
+
 /// Makes the server match the object's spec (or checks it for drift).
 pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let obj = &*obj;
@@ -283,6 +321,9 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         Ok(t) => t,
         Err(b) => return Err(dispatch::block(ctx, obj, conditions(obj), b).await),
     };
+    if let Some(b) = privilege_refusal(obj, K::instance(&target))? {
+        return Err(dispatch::block(ctx, obj, conditions(obj), b).await);
+    }
     if let Before::Done(action) = obj.before_ensure(ctx, &target).await? {
         return Ok(action);
     }

@@ -303,6 +303,7 @@ fn round_trip(doc: &Value) -> Result<Value, String> {
         "ManagedCluster" => via::<api::ManagedCluster>(doc),
         "DatabaseMigration" => via::<api::DatabaseMigration>(doc),
         "DatabasePolicy" => via::<api::DatabasePolicy>(doc),
+        "DatabaseReferenceGrant" => via::<api::DatabaseReferenceGrant>(doc),
         other => Err(format!("unknown kind {other}")),
     }
 }

@@ -57,8 +57,37 @@ impl Blocked {
 /// What a resolution finds: the thing, or why the reconcile has to wait.
 pub type Resolved<T> = Result<Result<T, Blocked>, Error>;
 
-/// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`.
+/// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`, for a
+/// resource in namespace `ns` ("" for a cluster-scoped one): blocked when the instance does not
+/// exist, does not allow resources from `ns` (`spec.allowedNamespaces`), or is on a
+/// ManagedCluster that does not allow the instance's namespace ([`super::consent`]).
 pub async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    instance_ref: Option<&NamespacedRef>,
+    cluster_instance_ref: Option<&ClusterRef>,
+) -> Resolved<ResolvedInstance> {
+    let instance = match find(ctx, ns, instance_ref, cluster_instance_ref).await? {
+        Ok(i) => i,
+        Err(b) => return Ok(Err(b)),
+    };
+    // Cluster-scoped resources are the cluster administrator's: no consent to ask for.
+    if !ns.is_empty()
+        && let Some(b) = super::consent::instance_permits(ctx, &instance, ns).await?
+    {
+        return Ok(Err(b));
+    }
+    if let Some(b) =
+        super::consent::cluster_permits(ctx, instance.cluster(ctx), instance.namespace.as_deref())
+            .await?
+    {
+        return Ok(Err(b));
+    }
+    Ok(Ok(instance))
+}
+
+/// The instance `instanceRef` or `clusterInstanceRef` names.
+async fn find(
     ctx: &Context,
     ns: &str,
     instance_ref: Option<&NamespacedRef>,

@@ -4,16 +4,21 @@
 //!   resync limited to the cluster that reconnected;
 //! - [`status`]: the `Ready` condition and phase, computed then applied as one merge patch;
 //! - [`events`]: Kubernetes Events, typed by [`super::reason::Reason`];
+//! - [`consent`]: what a resource may use outside its namespace (tenancy);
 //! - [`instance`]: resolving the instance a resource lives on, and the cluster serving it;
+//! - [`privileges`]: privileges and accounts a tenant's spec may not have without the
+//!   instance's allowance;
 //! - [`dispatch`]: building intents and sending them to an agent;
 //! - [`operation`]: starting or re-attaching to a long operation and following it;
 //! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last.
 
+pub mod consent;
 pub mod dispatch;
 pub mod drift;
 pub mod events;
 pub mod instance;
 pub mod operation;
+pub mod privileges;
 pub mod runner;
 pub mod status;
 

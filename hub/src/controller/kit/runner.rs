@@ -202,6 +202,7 @@ pub async fn finalized<K: Scoped>(
     finalizer(&api, FINALIZER, obj, |event| match event {
         Event::Apply(o) => Box::pin(async move {
             refuse_invalid(&ctx, o.as_ref()).await?;
+            refuse_unconsented(&ctx, o.as_ref()).await?;
             apply(o, ctx.clone()).await
         }),
         Event::Cleanup(o) => cleanup(o, ctx.clone()),
@@ -231,6 +232,27 @@ async fn refuse_invalid<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Error> 
         .apply(ctx, obj, previous.as_deref())
         .await?;
     Err(Error::blocked(Reason::InvalidSpec, message))
+}
+
+/// Checks the references of a namespaced object into other namespaces against those
+/// namespaces' DatabaseReferenceGrants ([`super::consent`]): without one, Ready=False
+/// `ReferenceNotPermitted` naming the field and the grant that would allow it, and nothing is
+/// sent to an agent. Cleanup is not held by it (see [`super::consent`] and `Provisioned::gone`).
+async fn refuse_unconsented<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Error> {
+    let Some(ns) = kube::ResourceExt::namespace(obj) else {
+        return Ok(());
+    };
+    let value = serde_json::to_value(obj)?;
+    let Some(blocked) = super::consent::refusal(ctx, &K::kind(&()), &ns, &value["spec"]).await?
+    else {
+        return Ok(());
+    };
+    let previous: Option<Vec<Condition>> =
+        serde_json::from_value(value["status"]["conditions"].clone()).ok();
+    StatusUpdate::not_ready(blocked.reason, blocked.message.clone())
+        .apply(ctx, obj, previous.as_deref())
+        .await?;
+    Err(Error::blocked(blocked.reason, blocked.message))
 }
 
 /// The one error policy: come back after the interval the error asks for.

@@ -20,6 +20,7 @@ mod resync;
 mod role;
 mod rotation_options;
 mod schedule;
+mod tenancy;
 mod unserved;
 mod user;
 

@@ -2,8 +2,9 @@
 //! `roleRef.namespace`, `databaseRef.namespace`, `backupRef.namespace`, the restore target's
 //! references) and a DatabaseRole on a ClusterDatabaseInstance: each kind's intent is built
 //! from the object in the named namespace, not from a same-named decoy in the resource's own
-//! namespace, and a missing one is waited for under its full name. Today any namespace may
-//! be named (issue 14 adds the named namespace's consent).
+//! namespace, and a missing one is waited for under its full name. The instances here allow
+//! every namespace and the reconciles call the kinds' apply directly (past the runner's
+//! DatabaseReferenceGrant check); `tenancy.rs` shows what happens without that consent.
 
 use std::sync::Arc;
 
@@ -26,11 +27,12 @@ use crate::{
 
 const API: &str = "dbops.dbprovision.io/v1alpha1";
 
-/// A ready PostgreSQL DatabaseInstance `name` in `ns` at `host`.
+/// A ready PostgreSQL DatabaseInstance `name` in `ns` at `host`, usable from every namespace.
 fn instance_at(name: &str, ns: &str, host: &str) -> DatabaseInstance {
     fixtures::ready_instance(name, "postgres")
         .namespace(ns)
         .set("/spec/connection/host", json!(host))
+        .set("/spec/allowedNamespaces", json!({"from": "All"}))
         .build()
 }
 

@@ -1,0 +1,387 @@
+//! Tenancy: what a resource may use outside its own namespace (docs/security.md).
+//!
+//! A tenant is whoever may create dbprov resources in one namespace; what its manifests name
+//! is untrusted. A reference into another namespace needs the consent of that namespace, as
+//! in Gateway API: a [`DatabaseReferenceGrant`] there for Secrets, Databases, backups, users
+//! and roles; the instance's own `spec.allowedNamespaces` for an instance; the
+//! ManagedCluster's `spec.allowedNamespaces` for a cluster. Cluster-scoped resources are
+//! written by cluster administrators and need no consent.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+};
+use kube::Api;
+use serde_json::Value;
+
+use crate::{
+    api::{
+        DatabaseReferenceGrant, ManagedCluster,
+        common::{AllowedNamespaces, NamespacesFrom},
+        reference_grant::ReferencedKind,
+    },
+    controller::{Context, Error, reason::Reason},
+};
+
+use super::instance::{Blocked, ResolvedInstance};
+
+/// One reference of a spec into another namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The field, e.g. `spec.backupRef`.
+    pub field: String,
+    /// What it points at.
+    pub kind: ReferencedKind,
+    /// The namespace it points into.
+    pub namespace: String,
+    /// The object's name; empty when the spec leaves it to a default.
+    pub name: String,
+}
+
+/// Where each namespaced kind names objects by namespace: (JSON pointer below `spec`, name
+/// key, namespace key, referenced kind). Instances and clusters are consented to by their own
+/// `allowedNamespaces` (see [`instance_permits`], [`cluster_permits`]), not listed here.
+/// GCS/Azure storage Secrets are always read in the resource's own namespace (their
+/// `namespace` is refused by the hub), so they are not listed either.
+const REFERENCES: &[(&str, &str, &str, &str, ReferencedKind)] = &[
+    (
+        "DatabaseInstance",
+        "/connection/secretRef",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseInstance",
+        "/connection/existingSecret",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseUser",
+        "/existingPasswordSecret",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseUser",
+        "/passwordSecret",
+        "secretName",
+        "secretNamespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseGrant",
+        "/userRef",
+        "name",
+        "namespace",
+        ReferencedKind::DatabaseUser,
+    ),
+    (
+        "DatabaseGrant",
+        "/roleRef",
+        "name",
+        "namespace",
+        ReferencedKind::DatabaseRole,
+    ),
+    (
+        "DatabaseGrant",
+        "/databaseRef",
+        "name",
+        "namespace",
+        ReferencedKind::Database,
+    ),
+    (
+        "DatabaseBackup",
+        "/databaseRef",
+        "name",
+        "namespace",
+        ReferencedKind::Database,
+    ),
+    (
+        "DatabaseBackup",
+        "/encryption/secretRef",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseBackupSchedule",
+        "/template/spec/databaseRef",
+        "name",
+        "namespace",
+        ReferencedKind::Database,
+    ),
+    (
+        "DatabaseBackupSchedule",
+        "/template/spec/encryption/secretRef",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseRestore",
+        "/backupRef",
+        "name",
+        "namespace",
+        ReferencedKind::DatabaseBackup,
+    ),
+    (
+        "DatabaseRestore",
+        "/target/databaseRef",
+        "name",
+        "namespace",
+        ReferencedKind::Database,
+    ),
+    (
+        "DatabaseRestore",
+        "/encryption/secretRef",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+    (
+        "DatabaseRestore",
+        "/fromPath/encryption/secretRef",
+        "name",
+        "namespace",
+        ReferencedKind::Secret,
+    ),
+];
+
+/// The references of `spec` (a namespaced object of `kind` in `own_ns`) that leave `own_ns`.
+pub fn cross_namespace(kind: &str, own_ns: &str, spec: &Value) -> Vec<Reference> {
+    REFERENCES
+        .iter()
+        .filter(|(k, ..)| *k == kind)
+        .filter_map(|(_, pointer, name_key, ns_key, target)| {
+            let r = spec.pointer(pointer)?;
+            let ns = r.get(*ns_key)?.as_str()?;
+            (!ns.is_empty() && ns != own_ns).then(|| Reference {
+                field: format!("spec{}", pointer.replace('/', ".")),
+                kind: *target,
+                namespace: ns.to_owned(),
+                name: r
+                    .get(*name_key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Whether one of `grants` (those of `reference.namespace`) lets `from_kind` in `from_ns`
+/// use the referenced object.
+pub fn granted(
+    grants: &[DatabaseReferenceGrant],
+    from_kind: &str,
+    from_ns: &str,
+    reference: &Reference,
+) -> bool {
+    grants.iter().any(|g| {
+        g.spec
+            .from
+            .iter()
+            .any(|f| f.kind.as_str() == from_kind && f.namespace == from_ns)
+            && g.spec.to.iter().any(|t| {
+                t.kind == reference.kind && t.name.as_deref().is_none_or(|n| n == reference.name)
+            })
+    })
+}
+
+/// What the tenant sees when `reference` has no grant: the rule, and the grant that would
+/// allow it.
+pub fn not_permitted_message(from_kind: &str, from_ns: &str, reference: &Reference) -> String {
+    let target = if reference.name.is_empty() {
+        format!(
+            "a {} in namespace {}",
+            reference.kind.as_str(),
+            reference.namespace
+        )
+    } else {
+        format!(
+            "{} {}/{}",
+            reference.kind.as_str(),
+            reference.namespace,
+            reference.name
+        )
+    };
+    let to_name = if reference.name.is_empty() {
+        String::new()
+    } else {
+        format!(", name: {}", reference.name)
+    };
+    format!(
+        "{field} names {target} in another namespace, and no DatabaseReferenceGrant in namespace \
+         {ns} lets {from_kind} in {from_ns} use it; nothing was sent. To allow it, the owners of \
+         {ns} apply a DatabaseReferenceGrant in {ns} with from: [{{kind: {from_kind}, namespace: \
+         {from_ns}}}] and to: [{{kind: {kind}{to_name}}}] (docs/security.md)",
+        field = reference.field,
+        ns = reference.namespace,
+        kind = reference.kind.as_str(),
+    )
+}
+
+/// Checks every cross-namespace reference of a namespaced object against the grants of the
+/// namespaces it names. `Ok(Some)`: the first refusal.
+pub async fn refusal(
+    ctx: &Context,
+    kind: &str,
+    own_ns: &str,
+    spec: &Value,
+) -> Result<Option<Blocked>, Error> {
+    let references = cross_namespace(kind, own_ns, spec);
+    let mut grants: BTreeMap<String, Vec<DatabaseReferenceGrant>> = BTreeMap::new();
+    for reference in &references {
+        if !grants.contains_key(&reference.namespace) {
+            let api: Api<DatabaseReferenceGrant> =
+                Api::namespaced(ctx.client.clone(), &reference.namespace);
+            let list = api.list(&Default::default()).await?.items;
+            grants.insert(reference.namespace.clone(), list);
+        }
+        let here = grants
+            .get(&reference.namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !granted(here, kind, own_ns, reference) {
+            return Ok(Some(Blocked::new(
+                Reason::ReferenceNotPermitted,
+                not_permitted_message(kind, own_ns, reference),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `allowed` (absent: `default`) lets a resource in `from_ns` use an object that
+/// lives in `own_ns` (None: cluster-scoped). The object's own namespace is always allowed.
+pub async fn namespace_allowed(
+    ctx: &Context,
+    allowed: Option<&AllowedNamespaces>,
+    default: NamespacesFrom,
+    own_ns: Option<&str>,
+    from_ns: &str,
+) -> Result<bool, Error> {
+    if own_ns == Some(from_ns) {
+        return Ok(true);
+    }
+    match allowed.and_then(|a| a.from).unwrap_or(default) {
+        NamespacesFrom::Same => Ok(false),
+        NamespacesFrom::All => Ok(true),
+        NamespacesFrom::Selector => {
+            let Some(selector) = allowed.and_then(|a| a.selector.as_ref()) else {
+                return Ok(false);
+            };
+            let api: Api<Namespace> = Api::all(ctx.client.clone());
+            let labels = api
+                .get_opt(from_ns)
+                .await?
+                .and_then(|n| n.metadata.labels)
+                .unwrap_or_default();
+            Ok(selector_matches(selector, &labels))
+        }
+    }
+}
+
+/// Kubernetes label-selector semantics: every `matchLabels` pair and every expression holds.
+/// An unknown operator matches nothing (fail closed).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .all(|e| expression_matches(e, labels));
+    pairs && expressions
+}
+
+fn expression_matches(e: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&e.key);
+    let values = e.values.as_deref().unwrap_or_default();
+    match e.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
+}
+
+/// Whether `instance` lets a resource in `from_ns` use it (`spec.allowedNamespaces`; default
+/// its own namespace for a DatabaseInstance, every namespace for a ClusterDatabaseInstance).
+pub async fn instance_permits(
+    ctx: &Context,
+    instance: &ResolvedInstance,
+    from_ns: &str,
+) -> Result<Option<Blocked>, Error> {
+    let default = if instance.namespace.is_some() {
+        NamespacesFrom::Same
+    } else {
+        NamespacesFrom::All
+    };
+    let allowed = namespace_allowed(
+        ctx,
+        instance.spec.allowed_namespaces.as_ref(),
+        default,
+        instance.namespace.as_deref(),
+        from_ns,
+    )
+    .await?;
+    Ok((!allowed).then(|| {
+        Blocked::new(
+            Reason::InstanceNotPermitted,
+            format!(
+                "{} does not allow resources from namespace {from_ns} (its \
+                 spec.allowedNamespaces); nothing was sent. Its owners can add {from_ns} there \
+                 (from: All, or from: Selector with a selector matching {from_ns}'s labels) \
+                 (docs/security.md)",
+                instance.display
+            ),
+        )
+    }))
+}
+
+/// Whether the ManagedCluster `cluster` lets an instance in `instance_ns` use it
+/// (`spec.allowedNamespaces`, default every namespace). Cluster-scoped instances are the
+/// cluster administrator's and always may; a ManagedCluster that does not exist is left to
+/// the session (ClusterNotConnected).
+pub async fn cluster_permits(
+    ctx: &Context,
+    cluster: &str,
+    instance_ns: Option<&str>,
+) -> Result<Option<Blocked>, Error> {
+    let Some(ns) = instance_ns else {
+        return Ok(None);
+    };
+    let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+    let Some(mc) = api.get_opt(cluster).await? else {
+        return Ok(None);
+    };
+    let allowed = namespace_allowed(
+        ctx,
+        mc.spec.allowed_namespaces.as_ref(),
+        NamespacesFrom::All,
+        None,
+        ns,
+    )
+    .await?;
+    Ok((!allowed).then(|| {
+        Blocked::new(
+            Reason::ClusterNotPermitted,
+            format!(
+                "ManagedCluster {cluster} does not allow instances from namespace {ns} (its \
+                 spec.allowedNamespaces); nothing was sent to its agent. Use a cluster that \
+                 allows {ns}, or ask the hub's operators to add it (docs/security.md)"
+            ),
+        )
+    }))
+}
