@@ -257,7 +257,11 @@ impl Scenario {
     }
 
     fn api(&self, kind: &str) -> kube::Api<DynamicObject> {
-        let scoped = json!({"kind": kind, "metadata": {"namespace": self.ns}});
+        self.api_in(&self.ns, kind)
+    }
+
+    fn api_in(&self, ns: &str, kind: &str) -> kube::Api<DynamicObject> {
+        let scoped = json!({"kind": kind, "metadata": {"namespace": ns}});
         match self.catalog.api_for(&self.mgmt.client(), &scoped) {
             Some(api) => api,
             None => panic!("unknown kind {kind}"),
@@ -266,9 +270,27 @@ impl Scenario {
 
     /// The object, as JSON, if it exists.
     pub async fn get(&self, kind: &str, name: &str) -> Option<Value> {
-        match self.api(kind).get_opt(name).await {
+        self.get_in(&self.ns, kind, name).await
+    }
+
+    /// The object in namespace `ns`, as JSON, if it exists.
+    pub async fn get_in(&self, ns: &str, kind: &str, name: &str) -> Option<Value> {
+        match self.api_in(ns, kind).get_opt(name).await {
             Ok(o) => o.and_then(|o| serde_json::to_value(o).ok()),
             Err(e) => panic!("reading {kind} {name}: {e}"),
+        }
+    }
+
+    /// Merge-patches the spec of an object in the scenario's namespace (e.g. to give the
+    /// scenario's instances `allowedPrivileges`).
+    pub async fn patch_spec(&self, kind: &str, name: &str, spec: Value) {
+        let patch = kube::api::Patch::Merge(json!({ "spec": spec }));
+        if let Err(e) = self
+            .api(kind)
+            .patch(name, &kube::api::PatchParams::default(), &patch)
+            .await
+        {
+            panic!("patching {kind} {name}: {e}");
         }
     }
 
@@ -325,10 +347,22 @@ impl Scenario {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_in(&self.ns, kind, name, what, check).await
+    }
+
+    /// [`Scenario::wait_for`] for an object in namespace `ns`.
+    pub async fn wait_for_in(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = String::new();
         let start = std::time::Instant::now();
         loop {
-            if let Some(v) = self.get(kind, name).await {
+            if let Some(v) = self.get_in(ns, kind, name).await {
                 if check(&v) {
                     return v;
                 }
@@ -336,7 +370,7 @@ impl Scenario {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {kind} {name} to be {what}; last status: {last}\nhub log:\n{}\nagent log:\n{}",
+                "timed out waiting for {kind} {ns}/{name} to be {what}; last status: {last}\nhub log:\n{}\nagent log:\n{}",
                 self.hub.log(),
                 self.agent.log()
             );

@@ -105,6 +105,13 @@ async fn routine_privileges_grant_options_default_privileges_and_user_attributes
     dbprov_tests::init_crypto();
     let s = require!(Scenario::start(NS).await);
     let maria = json!({"instanceRef": {"name": "maria"}});
+    // The auditor below holds BYPASSRLS and REPLICATION: the instance must allow them.
+    s.patch_spec(
+        "DatabaseInstance",
+        "pg",
+        json!({"allowedPrivileges": ["BypassRLS", "Replication"]}),
+    )
+    .await;
     let pg = json!({"instanceRef": {"name": "pg"}});
     let shared_maria = json!({"clusterInstanceRef": {"name": "shared-maria"}});
     let shared_pg = json!({"clusterInstanceRef": {"name": "shared-pg"}});

@@ -311,6 +311,36 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
         },
     )
     .await;
+    // Tenancy refusals, so the hub's reads for them run under the chart's RBAC: another
+    // namespace's backup of `shop` without a DatabaseReferenceGrant (the grants of `shop` are
+    // listed), and a user of that namespace on an instance whose allowedNamespaces selects
+    // by label (the namespace is read).
+    let other: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "reports"}})).unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(s.mgmt.client())
+        .create(&Default::default(), &other)
+        .await
+        .unwrap();
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup", "metadata": {"name": "foreign", "namespace": "reports"},
+                   "spec": {"databaseRef": {"name": "shop", "namespace": NS}, "storage": pvc}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseInstance", "metadata": {"name": "by-label", "namespace": NS},
+                   "spec": {"engine": "postgres", "deletionProtection": false,
+                            "connection": {"host": "127.0.0.1", "port": 1, "database": "postgres",
+                                           "secretRef": {"name": "bad-admin"}},
+                            "allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}}}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseUser", "metadata": {"name": "outsider", "namespace": "reports"},
+                   "spec": {"instanceRef": {"name": "by-label", "namespace": NS}, "username": "outsider"}}))
+        .await;
+    for (kind, name, reason) in [
+        ("DatabaseBackup", "foreign", "ReferenceNotPermitted"),
+        ("DatabaseUser", "outsider", "InstanceNotPermitted"),
+    ] {
+        s.wait_for_in("reports", kind, name, reason, |v| ready_reason(v) == reason)
+            .await;
+    }
+
     // What a platform engineer runs to see the clusters (HubAdmin/ListClusters, which the
     // hub answers from the ManagedCluster list).
     let admin = s.pki.admin("rbac-test").unwrap();
