@@ -909,6 +909,7 @@ fn instance_spec() -> Value {
 fn resolved_instance() -> ResolvedInstance {
     ResolvedInstance {
         display: format!("DatabaseInstance {NS}/{INSTANCE}"),
+        name: INSTANCE.into(),
         spec: serde_json::from_value(instance_spec()).unwrap(),
         namespace: Some(NS.into()),
         ready: true,

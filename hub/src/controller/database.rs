@@ -297,6 +297,7 @@ mod tests {
         .unwrap();
         let instance = ResolvedInstance {
             display: "DatabaseInstance team-a/pg".into(),
+            name: "pg".into(),
             spec: serde_json::from_value(serde_json::json!({
                 "engine": "postgres",
                 "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}

@@ -175,6 +175,7 @@ pub trait Provisioned: Scoped {
             Reason::InstanceNotPermitted
                 | Reason::ClusterNotPermitted
                 | Reason::ReferenceNotPermitted
+                | Reason::NameClaimed
         ) {
             return Some((
                 b.reason,
@@ -324,6 +325,9 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     if let Some(b) = privilege_refusal(obj, K::instance(&target))? {
         return Err(dispatch::block(ctx, obj, conditions(obj), b).await);
     }
+    if let Some(b) = super::kit::claims::refusal(ctx, obj, K::instance(&target)).await? {
+        return Err(dispatch::block(ctx, obj, conditions(obj), b).await);
+    }
     if let Before::Done(action) = obj.before_ensure(ctx, &target).await? {
         return Ok(action);
     }
@@ -410,6 +414,13 @@ pub async fn cleanup<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
             return Err(Error::blocked(update.reason(), update.message()));
         }
     };
+    // Another namespace's resource owns the object: this one never touched it.
+    if let Some(b) = super::kit::claims::refusal(ctx, obj, K::instance(&target)).await?
+        && let Some((reason, note)) = obj.gone(&b)
+    {
+        events::publish(ctx, obj, reason, note).await;
+        return Ok(Action::await_change());
+    }
     // Nothing was ever created in an engine this build does not serve: let the resource go
     // (with a Warning saying so) instead of waiting for an agent that will refuse the drop.
     if let Some(b) = instance::unserved(K::instance(&target))

@@ -168,6 +168,8 @@ reasons! {
     ClusterNotPermitted => Failed, Warning, Some(RETRY_SLOW);
     /// The spec asks for a privilege the instance's allowedPrivileges does not include.
     PrivilegeNotAllowed => Failed, Warning, Some(RETRY_SLOW);
+    /// An older resource of another namespace manages the same object on a shared instance.
+    NameClaimed => Failed, Warning, Some(RETRY_SLOW);
 
     // Backups, restores and schedules (their phases are their own; see backup.rs).
     /// A backup was started.

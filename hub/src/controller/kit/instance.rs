@@ -17,6 +17,8 @@ use crate::{
 pub struct ResolvedInstance {
     /// `Kind namespace/name`, for messages.
     pub display: String,
+    /// Its name.
+    pub name: String,
     /// Its spec.
     pub spec: DatabaseInstanceSpec,
     /// Its namespace (None: cluster-scoped).
@@ -99,6 +101,7 @@ async fn find(
         return Ok(match api.get_opt(&r.name).await? {
             Some(i) => Ok(ResolvedInstance {
                 display: format!("DatabaseInstance {inst_ns}/{}", r.name),
+                name: r.name.clone(),
                 ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
                 spec: i.spec,
                 namespace: Some(inst_ns),
@@ -117,6 +120,7 @@ async fn find(
         return Ok(match api.get_opt(&r.name).await? {
             Some(i) => Ok(ResolvedInstance {
                 display: format!("ClusterDatabaseInstance {}", r.name),
+                name: r.name.clone(),
                 ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
                 spec: i.spec.0,
                 namespace: None,

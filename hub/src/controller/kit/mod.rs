@@ -4,6 +4,7 @@
 //!   resync limited to the cluster that reconnected;
 //! - [`status`]: the `Ready` condition and phase, computed then applied as one merge patch;
 //! - [`events`]: Kubernetes Events, typed by [`super::reason::Reason`];
+//! - [`claims`]: one server object, one owning resource across namespaces;
 //! - [`consent`]: what a resource may use outside its namespace (tenancy);
 //! - [`instance`]: resolving the instance a resource lives on, and the cluster serving it;
 //! - [`privileges`]: privileges and accounts a tenant's spec may not have without the
@@ -12,6 +13,7 @@
 //! - [`operation`]: starting or re-attaching to a long operation and following it;
 //! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last.
 
+pub mod claims;
 pub mod consent;
 pub mod dispatch;
 pub mod drift;

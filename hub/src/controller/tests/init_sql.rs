@@ -172,6 +172,7 @@ async fn a_failure_under_continue_is_ready_with_a_warning_and_not_retried() {
             &stored,
             &crate::controller::kit::instance::ResolvedInstance {
                 display: "DatabaseInstance demo/postgres".into(),
+                name: "postgres".into(),
                 spec: serde_json::from_value(json!({"engine": "postgres",
                     "connection": {"host": "pg", "port": 5432, "database": "postgres",
                         "secretRef": {"name": "pg-admin"}}}))

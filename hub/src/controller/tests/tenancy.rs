@@ -507,3 +507,47 @@ async fn deleting_a_resource_its_namespace_may_not_place_drops_nothing() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn on_a_shared_instance_the_first_namespace_to_name_a_database_keeps_it() {
+    let env = TestEnv::new();
+    env.insert(&fixtures::ready_cluster_instance("shared", "postgres").build());
+    let on_shared = |f: fixtures::Fixture<Database>| {
+        f.unset("/spec/instanceRef")
+            .set("/spec/clusterInstanceRef", json!({"name": "shared"}))
+            .set("/spec/name", json!("orders"))
+    };
+    env.insert(
+        &on_shared(fixtures::database("orders", "shared").namespace("victim"))
+            .set("/metadata/creationTimestamp", json!("2026-01-01T00:00:00Z"))
+            .ready_at(1)
+            .build(),
+    );
+    let adopt = on_shared(fixtures::database("adopt", "shared"))
+        .set("/metadata/creationTimestamp", json!("2026-02-01T00:00:00Z"))
+        .finalizer();
+    let db = env.insert(&adopt.clone().build());
+    let message = refused::<Database>(
+        &env,
+        reconcile(&env, db, |o, c| Box::pin(provisioned::apply(o, c))).await,
+        "adopt",
+        Reason::NameClaimed,
+    );
+    assert_eq!(
+        message,
+        "spec.name \"orders\" on ClusterDatabaseInstance shared is already managed by Database \
+         victim/orders of another namespace; nothing was sent, and deleting this resource drops \
+         nothing. Choose another name (docs/security.md \"Shared instances\")"
+    );
+    // Deleting it (deletionPolicy Delete) drops nothing.
+    let db = env.insert(
+        &adopt
+            .set("/spec/deletionPolicy", json!("Delete"))
+            .set("/spec/deletionProtection", json!(false))
+            .deleting()
+            .build(),
+    );
+    let _ = provisioned::cleanup(db, env.ctx.clone()).await;
+    assert!(env.agent.received().is_empty(), "no drop may be sent");
+    assert_event(&env, Reason::NameClaimed);
+}
