@@ -10,6 +10,7 @@ use dbprov_contract::{
 };
 use dbprov_proto::agent::v1::ErrorCode;
 
+use super::user::protected::{self, Subject};
 use crate::{
     context::OpContext,
     db::{self, Conn, sql_error},
@@ -30,7 +31,40 @@ use crate::{
 
 /// Runs ENSURE_GRANT.
 pub async fn ensure(ctx: &OpContext, intent: GrantIntent) -> Result<GrantObserved, OpError> {
+    if writes(intent.mode) {
+        // Granting to (or revoking from) the admin or a reserved account is managing it.
+        let mut conn = db::connect(ctx, &intent.instance, None).await?;
+        let r = protected::check_name(&mut conn, Subject::Grantee, &intent.grantee.name).await;
+        conn.close().await;
+        r?;
+    }
     apply(ctx, &intent).await
+}
+
+/// Refuses, before anything is sent, a membership `intent` grants in a role that holds
+/// (itself or by membership) what the instance's `allowed_privileges` do not list.
+async fn refuse_privileged_memberships(
+    ctx: &OpContext,
+    intent: &GrantIntent,
+) -> Result<(), OpError> {
+    let roles = match intent.instance.engine {
+        Engine::Postgres => intent.grants.postgres.as_ref().map(|p| p.roles.clone()),
+        _ => intent.grants.mysql.as_ref().map(|m| m.roles.clone()),
+    }
+    .unwrap_or_default();
+    if roles.is_empty() {
+        return Ok(());
+    }
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
+    let r = protected::check_memberships(
+        &mut conn,
+        &intent.grantee.name,
+        &roles,
+        &intent.instance.allowed_privileges,
+    )
+    .await;
+    conn.close().await;
+    r
 }
 
 /// Runs REVOKE_GRANT: revokes everything the current and the last applied spec list. A grantee
@@ -45,7 +79,15 @@ pub async fn revoke(ctx: &OpContext, intent: GrantIntent) -> Result<RevokeGrantO
         ..intent
     };
     let mut conn = db::connect(ctx, &revoke_all.instance, None).await?;
-    let exists = db::account_exists(&mut conn, &revoke_all.grantee.name).await;
+    let exists = async {
+        // Nothing is revoked from the admin or a reserved account: its grant was refused.
+        match protected::check_name(&mut conn, Subject::Grantee, &revoke_all.grantee.name).await {
+            Err(e) if e.code == ErrorCode::ProtectedAccount => return Ok(false),
+            other => other?,
+        }
+        db::account_exists(&mut conn, &revoke_all.grantee.name).await
+    }
+    .await;
     conn.close().await;
     if !exists? {
         return Ok(RevokeGrantObserved {
@@ -78,6 +120,9 @@ fn merge(into: &mut GrantSet, other: Option<&GrantSet>) {
 
 /// Applies `intent` (per its mode) and reports.
 pub async fn apply(ctx: &OpContext, intent: &GrantIntent) -> Result<GrantObserved, OpError> {
+    if writes(intent.mode) {
+        refuse_privileged_memberships(ctx, intent).await?;
+    }
     match intent.instance.engine {
         Engine::Postgres => apply_postgres(ctx, intent).await,
         _ => apply_mysql(ctx, intent).await,

@@ -6,7 +6,10 @@ use dbprov_contract::{
     role::{DropRoleObserved, RoleIntent, RoleObserved, RoleSpec},
 };
 
-use super::grant;
+use super::{
+    grant,
+    user::protected::{self, Subject},
+};
 use crate::{
     context::OpContext,
     db::{self, Conn, sql_error},
@@ -81,6 +84,20 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
     let pg = intent.instance.engine == Engine::Postgres;
     let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let result: Result<(bool, Vec<Diff>), OpError> = async {
+        if intent.mode != Mode::Detect {
+            // Refused before anything is sent: a protected role, or membership in a
+            // privileged one the instance does not allow.
+            let allowed = &intent.instance.allowed_privileges;
+            protected::check_account(&mut conn, Subject::Role, &role.role_name, allowed).await?;
+            let in_roles = role.postgres.as_ref().map(|p| p.in_roles.clone());
+            protected::check_memberships(
+                &mut conn,
+                &role.role_name,
+                &in_roles.unwrap_or_default(),
+                allowed,
+            )
+            .await?;
+        }
         let existed = db::account_exists(&mut conn, &role.role_name).await?;
         let mut drift = Vec::new();
         if intent.mode != Mode::Apply {
@@ -162,9 +179,19 @@ pub async fn ensure(ctx: &OpContext, intent: RoleIntent) -> Result<RoleObserved,
 pub async fn drop(ctx: &OpContext, intent: RoleIntent) -> Result<DropRoleObserved, OpError> {
     let role = &intent.role;
     let mut conn = db::connect(ctx, &intent.instance, None).await?;
-    let existed = db::account_exists(&mut conn, &role.role_name).await;
+    let found = async {
+        // A protected role is never dropped nor stripped: the resource goes away, the role
+        // stays (its ENSURE_ROLE was refused, so it never was this resource's).
+        let allowed = &intent.instance.allowed_privileges;
+        if protected::is_protected(&mut conn, Subject::Role, &role.role_name, allowed).await? {
+            tracing::warn!(role = %role.role_name, "not dropping a protected role");
+            return Ok(false);
+        }
+        db::account_exists(&mut conn, &role.role_name).await
+    }
+    .await;
     conn.close().await;
-    if !existed? {
+    if !found? {
         return Ok(DropRoleObserved {
             role_name: role.role_name.clone(),
             existed: false,

@@ -22,7 +22,11 @@ use dbprov_contract::{
 };
 use dbprov_proto::agent::v1::ErrorCode;
 
-use super::user::{account, join_service_role, write_secret};
+use super::user::{
+    account, join_service_role,
+    protected::{self, Subject},
+    write_secret,
+};
 use crate::{
     context::OpContext,
     credentials::password,
@@ -96,6 +100,26 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved
     let current = user.user.username.clone();
     let pg = user.instance.engine == Engine::Postgres;
     let strategy = intent.rotation.strategy;
+    // Refused before anything changes: a protected login, a privileged membership or
+    // service role, or a credentials Secret that is not this resource's.
+    super::user::refuse_protected(ctx, &user).await?;
+    super::user::claim_secret(ctx, &user).await?;
+    if pg && strategy != RotationStrategy::InPlace {
+        let service = intent.rotation.service_role.as_ref().map_or_else(
+            || format!("{}_service", intent.user.username),
+            |s| s.name.clone(),
+        );
+        let mut conn = db::connect(ctx, &user.instance, None).await?;
+        let r = protected::check_memberships(
+            &mut conn,
+            &current,
+            &[service],
+            &user.instance.allowed_privileges,
+        )
+        .await;
+        conn.close().await;
+        r?;
+    }
     let mut conn = db::connect(ctx, &user.instance, None).await?;
     let result = async {
         let version = conn.server_version().await?;
@@ -216,6 +240,13 @@ async fn retire(ctx: &OpContext, intent: &RotateIntent) -> Result<RetireObserved
     let mut drops: Vec<(String, String, Vec<String>)> = Vec::new();
     let outcome: Result<(), OpError> = async {
         for login in &intent.retire {
+            protected::check_account(
+                &mut conn,
+                Subject::User,
+                login,
+                &intent.instance.allowed_privileges,
+            )
+            .await?;
             let Some(found) = pg_login_dependencies(&mut conn, login).await? else {
                 break;
             };
@@ -288,6 +319,13 @@ async fn discard(ctx: &OpContext, intent: &RotateIntent) -> Result<DiscardObserv
     let user = intent.user_intent().for_active_login();
     let mut conn = db::connect(ctx, &user.instance, None).await?;
     let result = async {
+        protected::check_account(
+            &mut conn,
+            Subject::User,
+            &user.user.username,
+            &user.instance.allowed_privileges,
+        )
+        .await?;
         for account in accounts(&user)? {
             conn.execute(&format!("ALTER USER {account} DISCARD OLD PASSWORD"))
                 .await?;

@@ -44,7 +44,7 @@ pub fn scope<F: Future>(
 }
 
 /// The resource of the running operation (empty outside [`scope`]).
-fn owner() -> Owner {
+pub(crate) fn owner() -> Owner {
     OWNER.try_with(Owner::clone).unwrap_or_default()
 }
 

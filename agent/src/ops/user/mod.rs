@@ -4,6 +4,8 @@
 //! cluster.
 
 pub mod account;
+pub mod ownership;
+pub mod protected;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,7 @@ use dbprov_proto::agent::v1::ErrorCode;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
 };
 
 use super::grant;
@@ -31,8 +33,9 @@ use crate::{
 
 /// Field manager of the Secrets the agent writes.
 pub const FIELD_MANAGER: &str = "dbprov-agent";
-/// Annotation naming the resource a Secret belongs to (`Kind/namespace/name`).
-pub const OWNER_ANNOTATION: &str = "dbops.dbprovision.io/owner";
+pub use ownership::OWNER_ANNOTATION;
+use ownership::{MANAGED_BY, OWNER_UID_ANNOTATION};
+use protected::Subject;
 
 /// Key under which a templated credentials Secret also keeps the password.
 pub const PASSWORD_KEEP_KEY: &str = ".dbprov-password";
@@ -66,11 +69,54 @@ fn secret_location(intent: &UserIntent) -> Option<(String, String)> {
     })
 }
 
+/// The credentials Secret if it exists and is this resource's; `SecretConflict` if it is
+/// someone else's. Called before anything is sent to the server.
+pub(crate) async fn claim_secret(
+    ctx: &OpContext,
+    intent: &UserIntent,
+) -> Result<Option<Secret>, OpError> {
+    let Some((ns, name)) = secret_location(intent) else {
+        return Ok(None);
+    };
+    let found = existing_secret(ctx, &ns, &name).await?;
+    ownership::claim(&ns, &name, found, &intent.owner)
+}
+
+/// The refusals only the server can tell: `username` a protected account (reserved, the
+/// admin, an existing privileged account the instance does not allow), or a membership in a
+/// privileged role. Runs before anything is sent.
+pub(crate) async fn refuse_protected(ctx: &OpContext, intent: &UserIntent) -> Result<(), OpError> {
+    let allowed = &intent.instance.allowed_privileges;
+    let mut conn = db::connect(ctx, &intent.instance, None).await?;
+    let result = async {
+        protected::check_account(&mut conn, Subject::User, &intent.user.username, allowed).await?;
+        let memberships = intent.user.memberships();
+        let mut roles = if intent.instance.engine == Engine::Postgres {
+            memberships.postgres.map(|p| p.roles)
+        } else {
+            memberships.mysql.map(|m| m.roles)
+        }
+        .unwrap_or_default();
+        // The service role of role-inheritance rotation is a membership too.
+        if let Some(service) = &intent.service_role
+            && intent.instance.engine == Engine::Postgres
+        {
+            roles.push(service.name.clone());
+        }
+        protected::check_memberships(&mut conn, &intent.user.username, &roles, allowed).await
+    }
+    .await;
+    conn.close().await;
+    result
+}
+
 /// The password to set: from `existingPasswordSecret`, else the one already in the
-/// credentials Secret, else a new one. Returns it and where it came from.
+/// credentials Secret (`current`, already claimed as this resource's), else a new one.
+/// Returns it and where it came from.
 pub(crate) async fn password_for(
     ctx: &OpContext,
     intent: &UserIntent,
+    current: Option<&Secret>,
 ) -> Result<(String, &'static str), OpError> {
     if let Some(r) = &intent.user.existing_password_secret {
         let ns = r
@@ -88,8 +134,7 @@ pub(crate) async fn password_for(
     let ps = intent.user.password_secret.as_ref().ok_or_else(|| {
         invalid("set spec.passwordSecret (generated password) or spec.existingPasswordSecret")
     })?;
-    let (ns, name) = secret_location(intent).unwrap_or_default();
-    if let Some(secret) = existing_secret(ctx, &ns, &name).await?
+    if let Some(secret) = current
         && let Some(pw) = secret
             .data
             .as_ref()
@@ -182,30 +227,76 @@ pub(crate) async fn write_secret(
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();
     let mut labels = template.labels.clone();
-    labels.insert("app.kubernetes.io/managed-by".into(), "dbprov".into());
+    labels.insert(MANAGED_BY.into(), "dbprov".into());
     let mut annotations = template.annotations.clone();
     annotations.insert(OWNER_ANNOTATION.into(), intent.owner.clone());
+    let uid = super::tracking::owner().uid;
+    if !uid.is_empty() {
+        annotations.insert(OWNER_UID_ANNOTATION.into(), uid);
+    }
+    let type_ = template.type_.unwrap_or_else(|| "Opaque".into());
+    let api = Api::<Secret>::namespaced(ctx.kube.clone(), &ns);
+    let failed = |what: &str, e: kube::Error| {
+        OpError::new(
+            ErrorCode::SecretMissing,
+            format!("{what} Secret {ns}/{name}: {e}"),
+            true,
+        )
+    };
+    // Checked again right before writing, and the write is conditional on what was checked
+    // (create fails if the Secret appeared, apply carries the resourceVersion read): a
+    // Secret someone else put there meanwhile is never overwritten.
+    let current = existing_secret(ctx, &ns, &name).await?;
+    let resource_version = match ownership::claim(&ns, &name, current, &intent.owner)? {
+        Some(secret) => secret.metadata.resource_version,
+        None => {
+            // Only the marker first, so the apply below owns every data key.
+            let marker: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+                "type": type_,
+            }))
+            .map_err(|e| {
+                OpError::new(ErrorCode::Internal, format!("building Secret {ns}/{name}: {e}"), false)
+            })?;
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&params, &marker).await {
+                Ok(created) => created.metadata.resource_version,
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(ownership::conflict(
+                        &ns,
+                        &name,
+                        "was created by someone else while dbprov was about to create it",
+                    ));
+                }
+                Err(e) => return Err(failed("creating", e)),
+            }
+        }
+    };
     let secret = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
-        "type": template.type_.unwrap_or_else(|| "Opaque".into()),
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations,
+                     "resourceVersion": resource_version},
+        "type": type_,
         "data": data,
     });
-    Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(|e| {
-            OpError::new(
-                ErrorCode::SecretMissing,
-                format!("writing Secret {ns}/{name}: {e}"),
-                true,
-            )
-        })?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 && s.message.contains("modified") => OpError::new(
+            ErrorCode::SecretConflict,
+            format!("Secret {ns}/{name} changed while dbprov was writing it; nothing was overwritten, the next attempt checks its owner again"),
+            true,
+        ),
+        e => failed("writing", e),
+    })?;
     Ok(Some((ns, name)))
 }
 
@@ -235,7 +326,10 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
             ..UserObserved::default()
         }
     } else {
-        let (password, source) = password_for(ctx, &intent).await?;
+        // Refusals first: nothing reaches the server before them.
+        refuse_protected(ctx, &intent).await?;
+        let current = claim_secret(ctx, &intent).await?;
+        let (password, source) = password_for(ctx, &intent, current.as_ref()).await?;
         let mut conn = db::connect(ctx, &intent.instance, None).await?;
         let observed = account::ensure(&mut conn, &intent.user, &password).await;
         conn.close().await;
@@ -334,8 +428,29 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
     logins.dedup();
     let mut conn = db::connect(ctx, &intent.instance, None).await?;
     let mut existed = Ok(false);
+    let mut dropped = Vec::new();
     for login in &logins {
-        match account::drop(&mut conn, login).await {
+        // A protected account is never dropped: the resource goes away, the account stays
+        // (its ENSURE_USER was refused, so it never was this resource's).
+        let step = match protected::is_protected(
+            &mut conn,
+            Subject::User,
+            login,
+            &intent.instance.allowed_privileges,
+        )
+        .await
+        {
+            Ok(true) => {
+                tracing::warn!(login = %login, owner = %intent.owner, "not dropping a protected account");
+                Ok(false)
+            }
+            Ok(false) => {
+                dropped.push(login.clone());
+                account::drop(&mut conn, login).await
+            }
+            Err(e) => Err(e),
+        };
+        match step {
             Ok(e) => existed = existed.map(|any| any || e),
             Err(e) => {
                 existed = Err(e);
@@ -345,7 +460,7 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
     }
     conn.close().await;
     let existed = existed?;
-    for login in &logins {
+    for login in &dropped {
         super::tracking::forget(
             ctx,
             &intent.instance,
@@ -356,15 +471,18 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
     let mut secret_deleted = false;
     if let Some((ns, name)) = secret_location(&intent)
         && let Some(secret) = existing_secret(ctx, &ns, &name).await?
-        && secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(OWNER_ANNOTATION))
-            == Some(&intent.owner)
+        && ownership::deletable(&secret, &intent.owner, &super::tracking::owner().uid)
     {
+        // Deleted only as read: a Secret replaced meanwhile is not this resource's.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: secret.metadata.uid.clone(),
+                resource_version: secret.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
         Api::<Secret>::namespaced(ctx.kube.clone(), &ns)
-            .delete(&name, &DeleteParams::default())
+            .delete(&name, &params)
             .await
             .map_err(|e| {
                 OpError::new(
