@@ -183,11 +183,19 @@ pub fn granted(
     from_ns: &str,
     reference: &Reference,
 ) -> bool {
+    // A schedule's runs are DatabaseBackups of its namespace: consent to one is consent to
+    // the other, or a granted schedule would create backups that are refused.
+    fn family(kind: &str) -> &str {
+        match kind {
+            "DatabaseBackupSchedule" => "DatabaseBackup",
+            other => other,
+        }
+    }
     grants.iter().any(|g| {
         g.spec
             .from
             .iter()
-            .any(|f| f.kind.as_str() == from_kind && f.namespace == from_ns)
+            .any(|f| family(f.kind.as_str()) == family(from_kind) && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
                 t.kind == reference.kind && t.name.as_deref().is_none_or(|n| n == reference.name)
             })
@@ -384,4 +392,103 @@ pub async fn cluster_permits(
             ),
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn grant(from_kind: &str, to: Value) -> DatabaseReferenceGrant {
+        serde_json::from_value(json!({"apiVersion": "dbops.dbprovision.io/v1alpha1",
+            "kind": "DatabaseReferenceGrant", "metadata": {"name": "g", "namespace": "b"},
+            "spec": {"from": [{"kind": from_kind, "namespace": "a"}], "to": [to]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn references_leaving_the_namespace_are_found_with_their_field_and_target() {
+        let spec = json!({"template": {"spec": {"databaseRef": {"name": "orders",
+            "namespace": "b"}, "encryption": {"secretRef": {"name": "k", "namespace": "a"}}}}});
+        assert_eq!(
+            cross_namespace("DatabaseBackupSchedule", "a", &spec),
+            [Reference {
+                field: "spec.template.spec.databaseRef".into(),
+                kind: ReferencedKind::Database,
+                namespace: "b".into(),
+                name: "orders".into(),
+            }]
+        );
+        let user = json!({"passwordSecret": {"secretNamespace": "b"}});
+        let found = cross_namespace("DatabaseUser", "a", &user);
+        assert_eq!(
+            (found[0].field.as_str(), found[0].name.as_str()),
+            ("spec.passwordSecret", "")
+        );
+        // A grant by name does not cover a defaulted name; one for the whole kind does.
+        let by_name = grant("DatabaseUser", json!({"kind": "Secret", "name": "x"}));
+        let whole = grant("DatabaseUser", json!({"kind": "Secret"}));
+        assert!(!granted(&[by_name], "DatabaseUser", "a", &found[0]));
+        assert!(granted(&[whole], "DatabaseUser", "a", &found[0]));
+    }
+
+    #[test]
+    fn a_schedule_and_its_backups_share_one_consent() {
+        let reference = Reference {
+            field: "spec.databaseRef".into(),
+            kind: ReferencedKind::Database,
+            namespace: "b".into(),
+            name: "orders".into(),
+        };
+        let to = json!({"kind": "Database", "name": "orders"});
+        for (granted_kind, asking) in [
+            ("DatabaseBackupSchedule", "DatabaseBackup"),
+            ("DatabaseBackup", "DatabaseBackupSchedule"),
+        ] {
+            assert!(granted(
+                &[grant(granted_kind, to.clone())],
+                asking,
+                "a",
+                &reference
+            ));
+        }
+        assert!(!granted(
+            &[grant("DatabaseRestore", to)],
+            "DatabaseBackup",
+            "a",
+            &reference
+        ));
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels: BTreeMap<String, String> = [("team".to_owned(), "shop".to_owned())]
+            .into_iter()
+            .collect();
+        let sel = |v: Value| serde_json::from_value::<LabelSelector>(v).unwrap();
+        assert!(selector_matches(
+            &sel(json!({"matchLabels": {"team": "shop"}})),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(json!({"matchLabels": {"team": "ads"}})),
+            &labels
+        ));
+        let expr = |op: &str, values: Value| {
+            sel(json!({"matchExpressions": [{"key": "team", "operator": op, "values": values}]}))
+        };
+        assert!(selector_matches(
+            &expr("In", json!(["ads", "shop"])),
+            &labels
+        ));
+        assert!(!selector_matches(&expr("NotIn", json!(["shop"])), &labels));
+        assert!(selector_matches(&expr("Exists", json!(null)), &labels));
+        assert!(!selector_matches(
+            &expr("DoesNotExist", json!(null)),
+            &labels
+        ));
+        // An unknown operator fails closed.
+        assert!(!selector_matches(&expr("Gt", json!(["1"])), &labels));
+    }
 }
