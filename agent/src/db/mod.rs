@@ -8,7 +8,7 @@ use dbprov_contract::{Engine, instance::Instance};
 use dbprov_proto::agent::v1::ErrorCode;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{context::OpContext, error::OpError, secrets};
+use crate::{context::OpContext, error::OpError, secrets, sql::scrub::scrub};
 
 mod session;
 
@@ -337,7 +337,12 @@ pub fn sql_error(what: &str, e: &sqlx::Error) -> OpError {
         sqlx::Error::Database(db) => missing_object(&db.code().unwrap_or_default()),
         _ => true,
     };
-    OpError::new(ErrorCode::Sql, format!("{what}: {e}"), retryable)
+    // The server's text is scrubbed: it can quote literals and row data (sql::scrub).
+    OpError::new(
+        ErrorCode::Sql,
+        format!("{what}: {}", scrub(&e.to_string())),
+        retryable,
+    )
 }
 
 /// A bounded reason for `dbprov_agent_sql_errors_total`, from the SQLSTATE (PostgreSQL) or
@@ -537,7 +542,11 @@ pub fn classify(engine: Engine, target: &str, e: &sqlx::Error) -> OpError {
         _ => sql_error_reason(e),
     };
     metrics::counter!("dbprov_agent_sql_errors_total", "reason" => reason).increment(1);
-    OpError::new(code, format!("{engine} at {target}: {msg} ({hint})"), true)
+    OpError::new(
+        code,
+        format!("{engine} at {target}: {} ({hint})", scrub(&msg)),
+        true,
+    )
 }
 
 /// A connection attempt that did not finish within `after`, which `field` set (so people
@@ -564,6 +573,29 @@ mod tests {
         assert!(
             !super::missing_object("42601"),
             "a syntax error stays an error"
+        );
+    }
+
+    #[test]
+    fn server_text_in_errors_is_scrubbed() {
+        let e = sqlx::Error::Protocol(
+            "1064 (42000): syntax to use near 'IDENTIFIED BY 'pw-SECRET' REQUIRE' at line 1".into(),
+        );
+        let err = super::sql_error("`CREATE USER 'app'@'%'`", &e);
+        assert_eq!(
+            err.message,
+            "`CREATE USER 'app'@'%'`: encountered unexpected or invalid data: 1064 (42000): syntax to use near <redacted> at line 1"
+        );
+        let conn = super::classify(
+            dbprov_contract::Engine::Mariadb,
+            "db:3306",
+            &sqlx::Error::Protocol("Duplicate entry 'row-SECRET' for key 'PRIMARY'".into()),
+        );
+        assert!(!conn.message.contains("SECRET"), "{}", conn.message);
+        assert!(
+            conn.message.starts_with("mariadb at db:3306: "),
+            "{}",
+            conn.message
         );
     }
 

@@ -188,6 +188,8 @@ impl Failed {
             },
             other => other.to_string(),
         };
+        // Literals and row data out (a duplicate key's value): the message goes to status.
+        let server = crate::sql::scrub::scrub(&server);
         Self { index, server }
     }
 }

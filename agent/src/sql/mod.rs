@@ -4,9 +4,11 @@
 
 pub mod init_sql;
 pub mod mysql;
+pub mod password_hash;
 pub mod postgres;
 pub mod privilege;
 pub mod quote;
+pub mod scrub;
 pub mod tracking;
 
 use dbprov_contract::{Diff, Mode};

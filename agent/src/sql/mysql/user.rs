@@ -9,13 +9,22 @@ use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::{
     error::OpError,
-    sql::{quote::mysql_literal, quote_error},
+    sql::{
+        password_hash::{mariadb_ed25519_hash, mysql_native_hash},
+        quote::mysql_literal,
+        quote_error,
+    },
 };
 
 /// `CREATE USER` / `ALTER USER` (`verb`) for one account, in the server's dialect.
 /// MariaDB has no `caching_sha2_password` / `sha256_password`: those use its native password
 /// plugin (documented); it has `ed25519`, which MySQL lacks. Account lockout after failed
 /// logins exists only on MySQL 8.0.19+.
+///
+/// The password travels as the server's stored hash wherever the plugin accepts one
+/// (`mysql_native_password` on both, `ed25519` on MariaDB), so server logs never see it.
+/// MySQL's `caching_sha2_password` and `sha256_password` hashes are salted by the server and
+/// it takes the password itself there (MySQL rewrites it out of its own logs).
 pub fn mysql_user_statement(
     verb: &str,
     account: &str,
@@ -24,15 +33,25 @@ pub fn mysql_user_statement(
     mariadb: bool,
 ) -> Result<String, OpError> {
     let unsupported = |what: &str| OpError::new(ErrorCode::Unsupported, what.to_owned(), false);
-    let pw = mysql_literal(password).map_err(quote_error)?;
+    let literal = |s: &str| mysql_literal(s).map_err(quote_error);
     let plugin = my.auth_plugin.as_deref().unwrap_or("caching_sha2_password");
     let identified = match (mariadb, plugin) {
-        (true, "ed25519") => format!("IDENTIFIED VIA ed25519 USING PASSWORD({pw})"),
+        (true, "ed25519") => format!(
+            "IDENTIFIED VIA ed25519 USING {}",
+            literal(&mariadb_ed25519_hash(password))?
+        ),
         (true, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
-            format!("IDENTIFIED BY {pw}")
+            format!(
+                "IDENTIFIED BY PASSWORD {}",
+                literal(&mysql_native_hash(password))?
+            )
         }
-        (false, "mysql_native_password" | "caching_sha2_password" | "sha256_password") => {
-            format!("IDENTIFIED WITH {plugin} BY {pw}")
+        (false, "mysql_native_password") => format!(
+            "IDENTIFIED WITH mysql_native_password AS {}",
+            literal(&mysql_native_hash(password))?
+        ),
+        (false, "caching_sha2_password" | "sha256_password") => {
+            format!("IDENTIFIED WITH {plugin} BY {}", literal(password)?)
         }
         (false, "ed25519") => {
             return Err(unsupported(
@@ -188,19 +207,29 @@ mod tests {
             mysql_user_statement("CREATE USER", "'a'@'%'", "p'w", &my, false).unwrap(),
             "CREATE USER 'a'@'%' IDENTIFIED WITH caching_sha2_password BY 'p''w' REQUIRE X509 WITH MAX_QUERIES_PER_HOUR 100 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK"
         );
+        // MariaDB: the native hash, never the password.
         assert!(
-            mysql_user_statement("ALTER USER", "'a'@'%'", "pw", &my, true)
+            mysql_user_statement("ALTER USER", "'a'@'%'", "password", &my, true)
                 .unwrap()
-                .starts_with("ALTER USER 'a'@'%' IDENTIFIED BY 'pw' REQUIRE X509")
+                .starts_with("ALTER USER 'a'@'%' IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' REQUIRE X509")
+        );
+        let native = MyUser {
+            auth_plugin: Some("mysql_native_password".into()),
+            ..MyUser::default()
+        };
+        assert!(
+            mysql_user_statement("CREATE USER", "'a'@'%'", "password", &native, false)
+                .unwrap()
+                .starts_with("CREATE USER 'a'@'%' IDENTIFIED WITH mysql_native_password AS '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' REQUIRE NONE")
         );
         let ed = MyUser {
             auth_plugin: Some("ed25519".into()),
             ..MyUser::default()
         };
         assert!(
-            mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, true)
+            mysql_user_statement("CREATE USER", "'a'@'%'", "secret", &ed, true)
                 .unwrap()
-                .contains("IDENTIFIED VIA ed25519 USING PASSWORD('pw')")
+                .contains("IDENTIFIED VIA ed25519 USING 'ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY' REQUIRE")
         );
         let e = mysql_user_statement("CREATE USER", "'a'@'%'", "pw", &ed, false).unwrap_err();
         assert!(
@@ -276,12 +305,12 @@ mod tests {
     fn account_statements_alter_existing_create_new_and_drop_stale_hosts() {
         let s = spec(&["%", "10.0.'%"], 0);
         let (sql, accounts) =
-            account_statements(&s, &["%".into(), "gone".into()], "pw", true).unwrap();
+            account_statements(&s, &["%".into(), "gone".into()], "password", true).unwrap();
         assert_eq!(
             sql,
             [
-                "ALTER USER 'app''x'@'%' IDENTIFIED BY 'pw' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
-                "CREATE USER 'app''x'@'10.0.''%' IDENTIFIED BY 'pw' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
+                "ALTER USER 'app''x'@'%' IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
+                "CREATE USER 'app''x'@'10.0.''%' IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' REQUIRE NONE WITH MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 MAX_USER_CONNECTIONS 0 ACCOUNT UNLOCK",
                 "DROP USER IF EXISTS 'app''x'@'gone'",
             ]
         );

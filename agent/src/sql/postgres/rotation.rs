@@ -9,8 +9,8 @@ use dbprov_contract::{
 use crate::{
     error::OpError,
     sql::{
-        postgres::user::{pg_attributes, pg_settings},
-        quote::{pg_ident, pg_literal},
+        postgres::user::{pg_attributes, pg_password_clause, pg_settings},
+        quote::pg_ident,
         quote_error,
     },
 };
@@ -25,10 +25,10 @@ pub fn new_login_statements(
 ) -> Result<Vec<String>, OpError> {
     let q = |s: &str| pg_ident(s).map_err(quote_error);
     let mut out = vec![format!(
-        "CREATE ROLE {} WITH {} PASSWORD {} IN ROLE {}",
+        "CREATE ROLE {} WITH {} {} IN ROLE {}",
         q(name)?,
         pg_attributes(attrs)?,
-        pg_literal(password).map_err(quote_error)?,
+        pg_password_clause(password)?,
         q(service)?
     )];
     out.extend(pg_settings(name, attrs)?);
@@ -215,12 +215,14 @@ mod tests {
             default_role: Some("svc".into()),
             ..PgUser::default()
         };
+        let sql = new_login_statements("app_2\"", &attrs, "p'w", "svc\"").unwrap();
+        let (head, rest) = sql[0].split_once(" PASSWORD 'SCRAM-SHA-256$4096:").unwrap();
         assert_eq!(
-            new_login_statements("app_2\"", &attrs, "p'w", "svc\"").unwrap(),
-            [
-                "CREATE ROLE \"app_2\"\"\" WITH LOGIN INHERIT CONNECTION LIMIT -1 PASSWORD 'p''w' IN ROLE \"svc\"\"\"",
-                "ALTER ROLE \"app_2\"\"\" SET role = 'svc'",
-            ]
+            head,
+            "CREATE ROLE \"app_2\"\"\" WITH LOGIN INHERIT CONNECTION LIMIT -1"
         );
+        assert!(rest.ends_with("' IN ROLE \"svc\"\"\""), "{rest}");
+        assert!(!sql[0].contains("p''w"), "{}", sql[0]);
+        assert_eq!(sql[1], "ALTER ROLE \"app_2\"\"\" SET role = 'svc'");
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     error::OpError,
     sql::{
         invalid,
+        password_hash::scram_verifier,
         quote::{pg_ident, pg_literal},
         quote_error,
     },
@@ -145,8 +146,18 @@ pub fn login_drift(spec: &UserSpec, row: Option<&PgLoginRow>) -> Vec<Diff> {
     diffs
 }
 
+/// `PASSWORD '<verifier>'`: the SCRAM-SHA-256 verifier of `password`, computed here so that
+/// the password never reaches the server (nor its logs under `log_statement`). PostgreSQL
+/// stores a verifier as given, whatever `password_encryption` says.
+pub fn pg_password_clause(password: &str) -> Result<String, OpError> {
+    Ok(format!(
+        "PASSWORD {}",
+        pg_literal(&scram_verifier(password)).map_err(quote_error)?
+    ))
+}
+
 /// `CREATE ROLE` (or, when the role `existed`, `ALTER ROLE`) with every attribute of `spec`
-/// and `password`, then its settings.
+/// and `password` (as its verifier), then its settings.
 pub fn login_statements(
     spec: &UserSpec,
     existed: bool,
@@ -155,10 +166,10 @@ pub fn login_statements(
     let pg = spec.postgres.clone().unwrap_or_default();
     let verb = if existed { "ALTER" } else { "CREATE" };
     let mut out = vec![format!(
-        "{verb} ROLE {} WITH {} PASSWORD {}",
+        "{verb} ROLE {} WITH {} {}",
         pg_ident(&spec.username).map_err(quote_error)?,
         pg_attributes(&pg)?,
-        pg_literal(password).map_err(quote_error)?
+        pg_password_clause(password)?
     )];
     out.extend(pg_settings(&spec.username, &pg)?);
     Ok(out)
@@ -356,12 +367,22 @@ mod tests {
                 ..PgUser::default()
             },
         );
+        let sql = login_statements(&spec, false, "p'w-SECRET").unwrap();
+        let (head, verifier) = sql[0].split_once(" PASSWORD '").unwrap();
         assert_eq!(
-            login_statements(&spec, false, "p'w").unwrap(),
-            [
-                "CREATE ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN INHERIT CONNECTION LIMIT -1 PASSWORD 'p''w'",
-                "ALTER ROLE \"app\"\"; DROP ROLE admin; --\" SET statement_timeout = '5s'''",
-            ]
+            head,
+            "CREATE ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN INHERIT CONNECTION LIMIT -1"
+        );
+        // The verifier, not the password.
+        assert!(!sql[0].contains("SECRET"), "{}", sql[0]);
+        let verifier = verifier.strip_suffix('\'').unwrap();
+        assert!(crate::sql::password_hash::scram_verifies(
+            verifier,
+            "p'w-SECRET"
+        ));
+        assert_eq!(
+            sql[1],
+            "ALTER ROLE \"app\"\"; DROP ROLE admin; --\" SET statement_timeout = '5s'''"
         );
         assert!(
             login_statements(&spec, true, "pw").unwrap()[0]
