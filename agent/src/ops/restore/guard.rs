@@ -322,9 +322,11 @@ fn line_after(stderr: &str, marker: &str) -> Option<u64> {
 pub fn refusal(client: Client, stderr: &str, seen: &Seen) -> Option<OpError> {
     let message = match client {
         Client::Psql => {
-            let line = stderr
-                .lines()
-                .find(|l| l.contains("backslash commands are restricted"))?;
+            // psql refuses every command but `\unrestrict`, and that one without the key.
+            let line = stderr.lines().find(|l| {
+                l.contains("backslash commands are restricted")
+                    || l.contains("\\unrestrict: wrong key")
+            })?;
             let at = line_after(line, "psql:<stdin>:");
             let found = at.and_then(|n| seen.at(n));
             let what = match (&found, at) {
@@ -468,6 +470,19 @@ mod tests {
             e.message
         );
         assert!(refusal(Client::Psql, "psql:<stdin>:3: ERROR:  syntax error", &seen).is_none());
+        // An artifact guessing the key is told which line tried.
+        let e = refusal(
+            Client::Psql,
+            "psql:<stdin>:5: error: \\unrestrict: wrong key",
+            &seen,
+        )
+        .unwrap();
+        assert!(
+            e.message
+                .starts_with("line 4 of the artifact has the psql meta-command \\unrestrict"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
