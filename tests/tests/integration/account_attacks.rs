@@ -165,6 +165,18 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
     s.wait_ready("DatabaseUser", "victim-app").await;
     s.put_workload_secret(NS, "handmade", json!({"token": "handmade-token-value"}))
         .await;
+    // A Secret db-provision-operator wrote for a user of the same name (its labels).
+    let dpo: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "legacy-credentials", "namespace": NS,
+                     "labels": {"app.kubernetes.io/managed-by": "db-provision-operator",
+                                "dbops.dbprovision.io/user": "legacy"}},
+        "stringData": {"username": "legacy", "password": "legacy-password-value"}}))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.workload.client(), NS)
+        .create(&Default::default(), &dpo)
+        .await
+        .unwrap();
+    let legacy_before = secret_snapshot(&s, "legacy-credentials").await;
     let victim_before = secret_snapshot(&s, "victim-credentials").await;
     let handmade_before = secret_snapshot(&s, "handmade").await;
     assert_eq!(
@@ -192,6 +204,21 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
                "passwordSecret": {"secretName": "handmade"}}),
     ))
     .await;
+    s.apply(user(
+        "legacy",
+        json!({"instanceRef": pg, "username": "legacy",
+               "passwordSecret": {"secretName": "legacy-credentials"}}),
+    ))
+    .await;
+    let m = refused(&s, "DatabaseUser", "legacy", "SecretConflict").await;
+    assert!(
+        m.contains(&format!(
+            "Secret {NS}/legacy-credentials (spec.passwordSecret) was written by \
+             db-provision-operator for DatabaseUser legacy"
+        )) && m.contains("issue 20"),
+        "{m}"
+    );
+    assert!(!pg_role_exists(&s, "legacy").await);
     let m = refused(&s, "DatabaseUser", "steal-victim", "SecretConflict").await;
     assert!(
         m.contains(&format!(
@@ -217,6 +244,11 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
         victim_before
     );
     assert_eq!(secret_snapshot(&s, "handmade").await, handmade_before);
+    delete_and_wait(&s, "DatabaseUser", "legacy").await;
+    assert_eq!(
+        secret_snapshot(&s, "legacy-credentials").await,
+        legacy_before
+    );
     // The victim's password still logs in.
     let victim_password = victim_before.0["password"].clone();
     assert_eq!(
@@ -363,6 +395,20 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
         "nothing sent before the refusal"
     );
     assert!(!pg_role_exists(&s, "program_member").await);
+    // The same membership through a DatabaseGrant for the tenant's existing user.
+    s.apply(doc(
+        "DatabaseGrant",
+        "grant-boss",
+        json!({"userRef": {"name": "victim-app"}, "deletionProtection": false,
+               "postgres": {"roles": ["boss"]}}),
+    ))
+    .await;
+    let m = refused(&s, "DatabaseGrant", "grant-boss", "ProtectedAccount").await;
+    assert!(
+        m.contains("membership of \"victim_app\" in \"boss\"") && m.contains("SUPERUSER"),
+        "{m}"
+    );
+    assert!(!pg_member_of(&s, "victim_app", "boss").await);
 
     // With the allowances both are granted.
     s.patch_spec(
@@ -384,6 +430,15 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
     s.wait_ready("DatabaseUser", "program-member").await;
     assert!(pg_member_of(&s, "boss_member", "boss").await);
     assert!(pg_member_of(&s, "program_member", "pg_execute_server_program").await);
+    s.patch_spec(
+        "DatabaseGrant",
+        "grant-boss",
+        json!({"postgres": {"roles": ["boss"],
+                            "grants": [{"database": "postgres", "privileges": ["CONNECT"]}]}}),
+    )
+    .await;
+    s.wait_ready("DatabaseGrant", "grant-boss").await;
+    assert!(pg_member_of(&s, "victim_app", "boss").await);
 
     // --- MariaDB: root, the instance's admin, an existing privileged account --------------
     let maria = json!({"name": "maria"});
