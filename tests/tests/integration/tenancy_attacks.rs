@@ -343,6 +343,67 @@ async fn a_tenant_cannot_reach_another_namespace_through_the_hub() {
     );
     assert!(!hosts.iter().any(|h| h == "%"), "root@%: {hosts:?}");
 
+    // 9. On a ClusterDatabaseInstance every namespace may use, the victim's database named
+    //    again by the tenant (adopt, then drop with deletionPolicy Delete).
+    s.apply(json!({"apiVersion": API, "kind": "ClusterDatabaseInstance",
+        "metadata": {"name": "shared-pg"},
+        "spec": {"engine": "postgres",
+                 "connection": {"host": "127.0.0.1", "port": s.pg.port(), "database": "postgres",
+                                "secretRef": {"name": "pg-admin", "namespace": TENANT}},
+                 "postgres": {"sslMode": "disable"}}}))
+        .await;
+    s.apply(doc(
+        "Database",
+        "ledger",
+        VICTIM,
+        json!({"clusterInstanceRef": {"name": "shared-pg"},
+        "name": "ledger", "deletionProtection": false}),
+    ))
+    .await;
+    s.wait_for_in(VICTIM, "Database", "ledger", "Ready", |v| {
+        v["status"]["phase"] == "Ready"
+    })
+    .await;
+    let mut ledger = sqlx::PgConnection::connect(&s.pg.url("ledger"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE items (id int); INSERT INTO items VALUES (1)")
+        .execute(&mut ledger)
+        .await
+        .unwrap();
+    drop(ledger);
+    s.apply(doc(
+        "Database",
+        "ledger-too",
+        TENANT,
+        json!({
+        "clusterInstanceRef": {"name": "shared-pg"}, "name": "ledger",
+        "deletionProtection": false, "deletionPolicy": "Delete"}),
+    ))
+    .await;
+    let m = refused(&s, "Database", "ledger-too", "NameClaimed").await;
+    assert!(
+        m.starts_with("spec.name \"ledger\" on ClusterDatabaseInstance shared-pg is already managed by Database victim/ledger"),
+        "{m}"
+    );
+    s.delete("Database", "ledger-too").await;
+    dbprov_tests::scenario::eventually(
+        std::time::Duration::from_secs(30),
+        "the refused Database to go",
+        || async {
+            s.get("Database", "ledger-too")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "ledger").await,
+        1,
+        "the victim's database must survive"
+    );
+
     // With the victim's consent the same kind of reference works: a backup of its database
     // by the tenant, allowed by name (the Database's instance is resolved in the victim's
     // namespace, which it serves).
