@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/dbprov/agent/v1/agent.proto",
     "proto/dbprov/admin/v1/admin.proto",
+    "proto/dbprov/bootstrap/v1/bootstrap.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

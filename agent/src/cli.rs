@@ -40,12 +40,37 @@ pub struct RunArgs {
     /// TLS name to verify on the hub's certificate (default: the address' host).
     #[arg(long, env = "DBPROV_HUB_SERVER_NAME")]
     pub hub_server_name: Option<String>,
-    /// Client certificate (PEM) with the cluster identity; re-read at every connection.
-    #[arg(long, env = "DBPROV_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    /// Client certificate (PEM) with the cluster identity; re-read at every connection. Not
+    /// needed with `--bootstrap-address` (the hub issues one).
+    #[arg(
+        long,
+        env = "DBPROV_TLS_CERT",
+        required_unless_present = "bootstrap_address",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
     /// Client key (PEM).
     #[arg(long, env = "DBPROV_TLS_KEY")]
-    pub tls_key: PathBuf,
+    pub tls_key: Option<PathBuf>,
+    /// The hub's bootstrap port, e.g. `https://dbprov-hub.example.com:9444`: the agent makes
+    /// its own key, keeps it in `--identity-secret` and obtains and renews its certificate
+    /// there (verified with `--ca`), instead of reading `--tls-cert`.
+    #[arg(long, env = "DBPROV_BOOTSTRAP_ADDRESS", conflicts_with = "tls_cert")]
+    pub bootstrap_address: Option<String>,
+    /// One-time bootstrap token from the hub operator (`dbprov-hub bootstrap-token`); needed
+    /// only until the first certificate is issued.
+    #[arg(long, env = "DBPROV_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// Secret (in `--identity-namespace`) holding the agent's key and certificate.
+    #[arg(
+        long,
+        env = "DBPROV_IDENTITY_SECRET",
+        default_value = "dbprov-agent-identity"
+    )]
+    pub identity_secret: String,
+    /// Namespace of `--identity-secret` (default: the pod's namespace, else the client's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub identity_namespace: Option<String>,
     /// CA (PEM) that signed the hub's certificate and admin client certificates.
     #[arg(long, env = "DBPROV_CA")]
     pub ca: PathBuf,

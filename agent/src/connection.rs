@@ -24,12 +24,25 @@ pub struct HubConnection {
     pub address: String,
     /// TLS server name to verify (default: the address' host).
     pub server_name: Option<String>,
-    /// Client certificate (PEM).
-    pub cert: PathBuf,
-    /// Client key (PEM).
-    pub key: PathBuf,
+    /// Where the client certificate comes from.
+    pub credentials: Credentials,
     /// CA that signed the hub's certificate (PEM).
     pub ca: PathBuf,
+}
+
+/// The agent's client certificate: files (cert-manager, `dbprov-hub certs`), or obtained
+/// from the hub's bootstrap port and held in a Secret ([`crate::identity`]).
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// PEM certificate and key files, re-read at every dial.
+    Files {
+        /// Client certificate (PEM).
+        cert: PathBuf,
+        /// Client key (PEM).
+        key: PathBuf,
+    },
+    /// Obtained and renewed from the hub.
+    Managed(Arc<crate::identity::ManagedIdentity>),
 }
 
 /// What the agent reports about itself (AgentAdmin, logs).
@@ -65,6 +78,9 @@ pub enum SessionError {
     /// The hub did not follow the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// No certificate obtained from the hub yet.
+    #[error("no client certificate yet: waiting for the hub's bootstrap port to issue one")]
+    NoCertificate,
 }
 
 /// Exponential backoff with full jitter.
@@ -108,7 +124,10 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, SessionError> {
 }
 
 async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
-    let cert = read(&conn.cert)?;
+    let (cert, key) = match &conn.credentials {
+        Credentials::Files { cert, key } => (read(cert)?, read(key)?),
+        Credentials::Managed(identity) => identity.current().ok_or(SessionError::NoCertificate)?,
+    };
     // Read on every dial, so a rotated certificate's expiry shows up without a restart.
     if let Some(Ok(leaf)) =
         <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
@@ -120,7 +139,7 @@ async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
     }
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&conn.ca)?))
-        .identity(Identity::from_pem(cert, read(&conn.key)?));
+        .identity(Identity::from_pem(cert, key));
     if let Some(name) = &conn.server_name {
         tls = tls.domain_name(name.clone());
     }
@@ -251,8 +270,9 @@ pub async fn run(conn: HubConnection, hello: pb::Hello, executor: Executor, stat
             Err(e) => e.to_string(),
         };
         status.lock().unwrap_or_else(|e| e.into_inner()).last_error = reason.clone();
-        // A session that lasted is not a failure streak: start the backoff over.
-        if started.elapsed() > Duration::from_secs(30) {
+        // A session that lasted, or that the hub ended in order (e.g. at its certificate's
+        // expiry, to be reopened with the renewed one), is not a failure streak.
+        if started.elapsed() > Duration::from_secs(30) || result.is_ok() {
             backoff.reset();
         }
         let mut delay = backoff.next_delay();

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod executor;
+pub mod identity;
 pub mod ops;
 pub mod secrets;
 pub mod sql;
@@ -47,6 +48,40 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
     let kube = kube::Client::try_default().await.context(
         "cannot build a Kubernetes client for this cluster (set KUBECONFIG or run in a pod)",
     )?;
+    let credentials = match (&args.bootstrap_address, &args.tls_cert, &args.tls_key) {
+        (Some(address), _, _) => {
+            let namespace = args
+                .identity_namespace
+                .clone()
+                .unwrap_or_else(|| kube.default_namespace().to_owned());
+            let identity = identity::ManagedIdentity::load(
+                kube.clone(),
+                &namespace,
+                &args.identity_secret,
+                identity::BootstrapSettings {
+                    address: address.clone(),
+                    server_name: args.hub_server_name.clone(),
+                    ca: args.ca.clone(),
+                    cluster: args.cluster_name.clone(),
+                    token: args.bootstrap_token.clone().filter(|t| !t.is_empty()),
+                },
+            )
+            .await
+            .context("loading the agent's identity")?;
+            tracing::info!(
+                key = %identity.fingerprint().unwrap_or_default(),
+                secret = %format!("{namespace}/{}", args.identity_secret),
+                "agent key fingerprint (the hub shows it for a pending certificate request)"
+            );
+            tokio::spawn(identity.clone().maintain());
+            connection::Credentials::Managed(identity)
+        }
+        (None, Some(cert), Some(key)) => connection::Credentials::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => anyhow::bail!("--tls-cert and --tls-key, or --bootstrap-address, are required"),
+    };
     let mut dirs = args.tool_path.clone();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
@@ -88,8 +123,7 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
     let conn = connection::HubConnection {
         address: args.hub_address.clone(),
         server_name: args.hub_server_name.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
+        credentials,
         ca: args.ca.clone(),
     };
     if let (Some(addr), Some(cert), Some(key)) =

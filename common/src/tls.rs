@@ -12,9 +12,13 @@ use std::{
 };
 
 use rustls::{
-    RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    server::{
+        ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
     sign::CertifiedKey,
 };
 
@@ -288,18 +292,160 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// A server config that presents `cert` (reloaded on change) and requires client
-/// certificates signed by the CA in `client_ca`.
-pub fn server_config(cert: KeyPairFiles, client_ca: &Path) -> Result<ServerConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for ca in load_certs(client_ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsError::Config(format!("{}: {e}", client_ca.display())))?;
+/// Verifies client certificates against the CA bundle in a file, re-reading the file when it
+/// changes (checked at most once a second, on handshakes), so a client CA rotation (add the new
+/// CA, re-issue, drop the old one) needs no restart. A bundle that no longer loads keeps the
+/// previous one and logs why. Established connections are untouched.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier {
+    path: PathBuf,
+    // False on the bootstrap port: a client certificate is asked for, not required.
+    mandatory: bool,
+    state: Mutex<VerifierState>,
+}
+
+#[derive(Debug)]
+struct VerifierState {
+    current: Arc<dyn ClientCertVerifier>,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+impl ReloadingClientVerifier {
+    /// Loads the bundle now; fails if it holds no usable CA.
+    pub fn new(path: &Path, mandatory: bool) -> Result<Self, TlsError> {
+        let current = Self::build(path, mandatory)?;
+        Ok(Self {
+            path: path.to_owned(),
+            mandatory,
+            state: Mutex::new(VerifierState {
+                current,
+                modified: modified(path),
+                checked: Instant::now(),
+            }),
+        })
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+
+    fn build(path: &Path, mandatory: bool) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for ca in load_certs(path)? {
+            roots
+                .add(ca)
+                .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+        }
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let builder = if mandatory {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        builder.build().map_err(|e| TlsError::Config(e.to_string()))
+    }
+
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        // The state is replaced whole, so a poisoned lock still holds a consistent value.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.checked.elapsed() >= Duration::from_secs(1) {
+            state.checked = Instant::now();
+            let now = modified(&self.path);
+            if now != state.modified {
+                match Self::build(&self.path, self.mandatory) {
+                    Ok(v) => {
+                        tracing::info!(ca = %self.path.display(), "client CA bundle reloaded");
+                        state.current = v;
+                        state.modified = now;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "changed client CA bundle not usable; keeping the previous one");
+                    }
+                }
+            }
+        }
+        state.current.clone()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    // No CA names are hinted: the list would have to outlive a reload. dbprov's clients
+    // (rustls, grpcurl) send their one certificate without hints.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A server config that presents `cert` (reloaded on change) and requires client
+/// certificates signed by a CA in the bundle `client_ca` (reloaded on change).
+pub fn server_config(cert: KeyPairFiles, client_ca: &Path) -> Result<ServerConfig, TlsError> {
+    config_with(cert, client_ca, true)
+}
+
+/// Like [`server_config`], but a client certificate is optional (verified when presented):
+/// the hub's bootstrap port, where a new agent has only its bootstrap token.
+pub fn bootstrap_server_config(
+    cert: KeyPairFiles,
+    client_ca: &Path,
+) -> Result<ServerConfig, TlsError> {
+    config_with(cert, client_ca, false)
+}
+
+fn config_with(
+    cert: KeyPairFiles,
+    client_ca: &Path,
+    mandatory: bool,
+) -> Result<ServerConfig, TlsError> {
+    let verifier = Arc::new(ReloadingClientVerifier::new(client_ca, mandatory)?);
     let resolver = Arc::new(ReloadingCert::new(cert)?);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -308,6 +454,69 @@ pub fn server_config(cert: KeyPairFiles, client_ca: &Path) -> Result<ServerConfi
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// When a DER certificate expires.
+pub fn not_after(der: &[u8]) -> Result<SystemTime, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Lowercase hex SHA-256 of `data` (ring's, through rustls: no extra hashing crate).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    let hash = match rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() {
+        Some(suite) => suite.common.hash_provider.hash(data),
+        None => return String::new(),
+    };
+    hash.as_ref().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `n` bytes from the operating system's secure random source, hex: bootstrap tokens.
+pub fn random_hex(n: usize) -> Result<String, TlsError> {
+    let mut buf = vec![0u8; n];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .map_err(|_| TlsError::Config("no secure random source".into()))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `sha256:<hex>` of a raw public key (the subjectPublicKey bits): what the agent logs and the
+/// ManagedCluster's status shows for a pending request, for a person to compare.
+pub fn key_fingerprint(public_key_raw: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(public_key_raw))
+}
+
+/// Why an agent key or CSR could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    /// rcgen refused.
+    #[error("{0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// A new agent private key (ECDSA P-256), PKCS#8 PEM.
+pub fn generate_key_pem() -> Result<String, CsrError> {
+    Ok(rcgen::KeyPair::generate()?.serialize_pem())
+}
+
+/// A CSR signed by `key_pem` (with `spiffe_id` as its URI SAN if given), and the key's
+/// fingerprint. The hub takes only the public key from it and sets the identity itself, so an
+/// agent need not know a custom `spec.identity.spiffeID`.
+pub fn agent_csr(key_pem: &str, spiffe_id: Option<&str>) -> Result<(String, String), CsrError> {
+    let key = rcgen::KeyPair::from_pem(key_pem)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    if let Some(id) = spiffe_id {
+        params.subject_alt_names = vec![rcgen::SanType::URI(id.try_into()?)];
+    }
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key_fingerprint(key.public_key_raw())))
 }
 
 #[cfg(test)]
@@ -394,6 +603,79 @@ mod tests {
             Identity::from_cert_der(foreign.der()),
             Err(TlsError::NoIdentity)
         ));
+    }
+
+    fn ca(name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        (rcgen::Issuer::new(params, key), pem)
+    }
+
+    fn client(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://td/cluster/east").unwrap(),
+        )];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_client_ca_bundle_is_reloaded_when_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.crt");
+        let (old, old_pem) = ca("old");
+        let (new, new_pem) = ca("new");
+        std::fs::write(&bundle, &old_pem).unwrap();
+        let verifier = ReloadingClientVerifier::new(&bundle, true).unwrap();
+        let now = UnixTime::now();
+        assert!(verifier.verify_client_cert(&client(&old), &[], now).is_ok());
+        let refused = verifier.verify_client_cert(&client(&new), &[], now);
+        assert!(refused.is_err(), "a CA not in the bundle");
+        // Reloads are checked at most once a second; mtime granularity needs the pause too.
+        std::thread::sleep(Duration::from_millis(1_100));
+        std::fs::write(&bundle, format!("{old_pem}{new_pem}")).unwrap();
+        assert!(verifier.verify_client_cert(&client(&new), &[], now).is_ok());
+        std::thread::sleep(Duration::from_millis(1_100));
+        std::fs::write(&bundle, &new_pem).unwrap();
+        assert!(
+            verifier
+                .verify_client_cert(&client(&old), &[], now)
+                .is_err(),
+            "the dropped CA is refused"
+        );
+        // A broken bundle keeps the last good one.
+        std::thread::sleep(Duration::from_millis(1_100));
+        std::fs::write(&bundle, "garbage").unwrap();
+        assert!(verifier.verify_client_cert(&client(&new), &[], now).is_ok());
+        assert!(verifier.client_auth_mandatory());
+        assert!(
+            !ReloadingClientVerifier::new(&bundle, false).is_ok_and(|v| v.client_auth_mandatory())
+        );
+    }
+
+    #[test]
+    fn a_csr_carries_the_keys_fingerprint() {
+        let key = generate_key_pem().unwrap();
+        let (csr, fp) = agent_csr(&key, None).unwrap();
+        assert!(csr.contains("CERTIFICATE REQUEST"), "{csr}");
+        assert!(fp.starts_with("sha256:") && fp.len() == 7 + 64, "{fp}");
+        assert_eq!(
+            agent_csr(&key, Some("spiffe://td/cluster/e")).unwrap().1,
+            fp
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(random_hex(32).unwrap().len(), 64);
+        assert_ne!(random_hex(32).unwrap(), random_hex(32).unwrap());
     }
 
     #[test]

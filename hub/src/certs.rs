@@ -39,6 +39,9 @@ pub enum CertError {
     /// No CA to issue from.
     #[error("no CA in {0}; create one with `dbprov-hub certs init --dir {0}`")]
     NoCa(PathBuf),
+    /// A CSR the hub will not sign (the message says why, for the agent's log).
+    #[error("{0}")]
+    CsrRefused(String),
     /// A name that cannot be part of an identity.
     #[error("invalid {what} {value:?}: use lowercase letters, digits, '-' and '.'")]
     InvalidName { what: &'static str, value: String },
@@ -163,6 +166,51 @@ impl Ca {
         })
     }
 
+    /// Loads a CA from its certificate and key files (the hub's `--signing-ca-cert` /
+    /// `--signing-ca-key`), issuing identities in `trust_domain`.
+    pub fn load_files(cert: &Path, key: &Path, trust_domain: &str) -> Result<Self, CertError> {
+        let cert_pem = std::fs::read_to_string(cert).map_err(io(cert))?;
+        let key_pem = std::fs::read_to_string(key).map_err(io(key))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, KeyPair::from_pem(&key_pem)?)?;
+        Ok(Self {
+            issuer,
+            cert_pem,
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
+
+    /// Signs an agent's CSR for `identity` (the cluster's SPIFFE ID), valid for `lifetime`
+    /// from now. Only the request's public key is used: the certificate carries exactly
+    /// `identity` as its one URI SAN, client auth only, no CA. A request that asks for more
+    /// (another SAN, a CA, server auth) is refused rather than quietly trimmed, so whoever sent
+    /// it sees it was not honoured.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        identity: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<SignedAgent, CertError> {
+        let csr = parse_agent_csr(csr_pem, identity)?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        // A minute back for clock skew between hub and agent; never longer than asked.
+        params.not_before = now - Duration::minutes(1);
+        params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::hours(24));
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, identity.to_owned());
+        params.subject_alt_names = vec![SanType::URI(identity.try_into()?)];
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        Ok(SignedAgent {
+            cert_pem: cert.pem(),
+            not_after: std::time::SystemTime::from(params.not_after),
+            fingerprint: csr.fingerprint,
+        })
+    }
+
     /// Issues a leaf valid from `not_before` to `not_after`.
     pub fn issue_between(
         &self,
@@ -215,6 +263,75 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         self.issue_between(leaf, now - Duration::minutes(5), now + Duration::days(days))
     }
+}
+
+/// An agent certificate signed from a CSR.
+#[derive(Debug, Clone)]
+pub struct SignedAgent {
+    /// PEM certificate.
+    pub cert_pem: String,
+    /// When it expires.
+    pub not_after: std::time::SystemTime,
+    /// Fingerprint of its public key (`sha256:<hex>`).
+    pub fingerprint: String,
+}
+
+/// An agent CSR whose signature verified and that asks for nothing but `identity`.
+#[derive(Debug)]
+pub struct AgentCsr {
+    /// The requester's public key.
+    pub public_key: rcgen::PublicKey,
+    /// Its fingerprint (`sha256:<hex>`).
+    pub fingerprint: String,
+}
+
+/// Parses and verifies a CSR and checks it asks for no more than `identity`: no SAN or
+/// exactly that URI, not a CA, no extended key usage other than client auth.
+pub fn parse_agent_csr(csr_pem: &str, identity: &str) -> Result<AgentCsr, CertError> {
+    use rcgen::PublicKeyData;
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        CertError::CsrRefused(format!(
+            "the certificate signing request does not parse or its signature does not verify ({e})"
+        ))
+    })?;
+    let sans: Vec<String> = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .map(|san| match san {
+            SanType::URI(u) => u.as_str().to_owned(),
+            SanType::DnsName(d) => format!("DNS:{}", d.as_str()),
+            SanType::IpAddress(ip) => format!("IP:{ip}"),
+            SanType::Rfc822Name(m) => format!("email:{}", m.as_str()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    if !(sans.is_empty() || sans == [identity]) {
+        return Err(CertError::CsrRefused(format!(
+            "the request asks for {} but this cluster's agent may only be {identity}",
+            sans.join(", ")
+        )));
+    }
+    if matches!(csr.params.is_ca, IsCa::Ca(_)) {
+        return Err(CertError::CsrRefused(
+            "the request asks for a CA certificate; agents get client certificates only".into(),
+        ));
+    }
+    if csr
+        .params
+        .extended_key_usages
+        .iter()
+        .any(|u| *u != ExtendedKeyUsagePurpose::ClientAuth)
+    {
+        return Err(CertError::CsrRefused(
+            "the request asks for an extended key usage other than client auth".into(),
+        ));
+    }
+    let fingerprint = dbprov_common::tls::key_fingerprint(csr.public_key.der_bytes());
+    Ok(AgentCsr {
+        public_key: csr.public_key,
+        fingerprint,
+    })
 }
 
 /// Writes a file readable by its owner only (keys) or by everyone (certificates).
@@ -291,6 +408,58 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&files[1]).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "private keys are owner-only");
+    }
+
+    fn request(sans: &[&str], ca: bool, eku: Option<ExtendedKeyUsagePurpose>) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        if ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        params.extended_key_usages = eku.into_iter().collect();
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn an_agent_csr_gets_exactly_its_clusters_identity_or_is_refused() {
+        let (ca, _) = Ca::generate("td", 1).unwrap();
+        let id = "spiffe://td/cluster/east";
+        let life = std::time::Duration::from_secs(300);
+        for ok in [request(&[], false, None), request(&[id], false, None)] {
+            let signed = ca.sign_agent_csr(&ok, id, life).unwrap();
+            let der = CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
+            assert_eq!(dbprov_common::tls::uri_san(&der).unwrap(), id);
+            // CA:FALSE and client-auth-only are read by openssl in tests/integration/agent_identity.rs.
+            let left = signed
+                .not_after
+                .duration_since(std::time::SystemTime::now())
+                .unwrap();
+            assert!(left <= life, "{left:?}");
+            assert!(signed.fingerprint.starts_with("sha256:"));
+        }
+        for (csr, says) in [
+            (
+                request(&["spiffe://td/cluster/west"], false, None),
+                "asks for spiffe://td/cluster/west but this cluster's agent may only be spiffe://td/cluster/east",
+            ),
+            (
+                request(&[id, "spiffe://td/admin/root"], false, None),
+                "asks for spiffe://td/cluster/east, spiffe://td/admin/root",
+            ),
+            (request(&[], true, None), "asks for a CA certificate"),
+            (
+                request(&[], false, Some(ExtendedKeyUsagePurpose::ServerAuth)),
+                "other than client auth",
+            ),
+            ("not a csr".to_owned(), "does not parse"),
+        ] {
+            let err = ca.sign_agent_csr(&csr, id, life).unwrap_err().to_string();
+            assert!(err.contains(says), "{says:?} in {err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,26 @@ pub enum Command {
     /// Create a development CA and issue hub, agent and admin certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Create a one-time bootstrap token for a ManagedCluster's agent (printed once, stored
+    /// hashed in a Secret in the hub's namespace; valid until used or expired).
+    BootstrapToken(BootstrapTokenArgs),
+}
+
+/// Options of `dbprov-hub bootstrap-token`.
+#[derive(Debug, clap::Args)]
+pub struct BootstrapTokenArgs {
+    /// ManagedCluster whose agent will use the token.
+    #[arg(long)]
+    pub cluster: String,
+    /// The hub's namespace (where the hub looks for tokens); default: the kubeconfig's.
+    #[arg(long, env = "DBPROV_BOOTSTRAP_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Hours until the token expires if unused.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub ttl_hours: u64,
+    /// Replace an outstanding token of the cluster.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `dbprov-hub crdgen`.
@@ -60,9 +80,26 @@ pub struct RunArgs {
     /// PEM private key of `--tls-cert` (reloaded with it).
     #[arg(long, env = "DBPROV_TLS_KEY")]
     pub tls_key: PathBuf,
-    /// PEM CA that signs agent and admin client certificates.
+    /// PEM CA bundle whose CAs sign agent and admin client certificates (reloaded when the
+    /// file changes: add a new CA, re-issue, then drop the old one, without a restart).
     #[arg(long, env = "DBPROV_CLIENT_CA")]
     pub client_ca: PathBuf,
+    /// Serve agent certificate bootstrap (`dbprov.bootstrap.v1`) on this address: TLS with
+    /// the `--tls-cert`, client certificate optional; off when not set.
+    #[arg(long, env = "DBPROV_BOOTSTRAP_LISTEN", requires_all = ["signing_ca_cert", "signing_ca_key"])]
+    pub bootstrap_listen: Option<std::net::SocketAddr>,
+    /// PEM CA certificate that signs agent certificates (must be in `--client-ca`).
+    #[arg(long, env = "DBPROV_SIGNING_CA_CERT")]
+    pub signing_ca_cert: Option<PathBuf>,
+    /// PEM private key of `--signing-ca-cert`; stays in the management cluster.
+    #[arg(long, env = "DBPROV_SIGNING_CA_KEY")]
+    pub signing_ca_key: Option<PathBuf>,
+    /// Lifetime of agent certificates the hub signs, in seconds; agents renew at two thirds.
+    #[arg(long, env = "DBPROV_AGENT_CERT_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub agent_cert_seconds: u64,
+    /// Namespace of bootstrap token Secrets (default: the pod's namespace, else the client's).
+    #[arg(long, env = "DBPROV_BOOTSTRAP_NAMESPACE")]
+    pub bootstrap_namespace: Option<String>,
     /// Trust domain of accepted identities (spiffe://<trust-domain>/...).
     #[arg(long, env = "DBPROV_TRUST_DOMAIN", default_value = crate::certs::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,

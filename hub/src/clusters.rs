@@ -244,6 +244,7 @@ impl ClusterDirectory for KubeClusters {
                     }),
                     in_flight_count: Some(i32::try_from(info.in_flight).unwrap_or(i32::MAX)),
                     in_flight_operations: None,
+                    agent_certificate: None,
                 };
                 self.patch_status(cluster, serde_json::to_value(status).unwrap_or_default())
                     .await;

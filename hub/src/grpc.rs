@@ -161,6 +161,13 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // The handshake checked the certificate was valid then; the session ends when it
+        // expires, so a stream never outlives its credential.
+        let expires_at = request.peer_certs().and_then(|certs| {
+            certs
+                .first()
+                .and_then(|leaf| dbprov_common::tls::not_after(leaf).ok())
+        });
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -217,6 +224,7 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
             cluster,
             session_id,
             silence: self.hub.heartbeat_interval() * MISSED_HEARTBEATS,
+            expires_at,
         };
         tokio::spawn(reader.run(inbound, opened.stopped));
         let outbound = ReceiverStream::new(opened.outbound).map(Ok);
@@ -230,6 +238,7 @@ struct SessionReader<D> {
     cluster: String,
     session_id: String,
     silence: Duration,
+    expires_at: Option<std::time::SystemTime>,
 }
 
 impl<D: ClusterDirectory> SessionReader<D> {
@@ -238,9 +247,25 @@ impl<D: ClusterDirectory> SessionReader<D> {
         mut inbound: Streaming<AgentMessage>,
         mut stopped: tokio::sync::watch::Receiver<()>,
     ) {
+        let expiry = async {
+            match self.expires_at {
+                Some(at) => {
+                    let left = at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         let (reason, message) = loop {
             let next = tokio::select! {
                 _ = stopped.changed() => break ("Replaced", "a newer connection replaced this session".to_owned()),
+                () = &mut expiry => break (
+                    "CertificateExpired",
+                    "the agent's client certificate expired; it reconnects with a renewed one".to_owned(),
+                ),
                 next = tokio::time::timeout(self.silence, inbound.message()) => next,
             };
             match next {

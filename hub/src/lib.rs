@@ -1,6 +1,7 @@
 //! dbprov hub: the management-cluster side of dbprov.
 
 pub mod api;
+pub mod bootstrap;
 pub mod certs;
 pub mod cli;
 pub mod clusters;
@@ -25,6 +26,30 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Run(args) => serve(args).await,
         cli::Command::Certs(cmd) => certs_command(cmd),
+        cli::Command::BootstrapToken(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client (set KUBECONFIG)")?;
+            let namespace = args
+                .namespace
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let token = bootstrap::create_token(
+                client,
+                &namespace,
+                &args.cluster,
+                std::time::Duration::from_secs(args.ttl_hours * 3600),
+                args.force,
+            )
+            .await?;
+            eprintln!(
+                "bootstrap token for ManagedCluster {} (single use, {}h; stored hashed in Secret {namespace}/{}):",
+                args.cluster,
+                args.ttl_hours,
+                bootstrap::token_secret_name(&args.cluster)
+            );
+            println!("{token}");
+            Ok(())
+        }
         cli::Command::Crdgen(args) => {
             for dir in &args.out {
                 if args.check {
@@ -114,6 +139,49 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         &args.client_ca,
     )
     .context("loading the gRPC TLS material (--tls-cert, --tls-key, --client-ca)")?;
+    let bootstrap = match (
+        args.bootstrap_listen,
+        &args.signing_ca_cert,
+        &args.signing_ca_key,
+    ) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let ca = certs::Ca::load_files(cert, key, &args.trust_domain)
+                .context("loading the signing CA (--signing-ca-cert, --signing-ca-key)")?;
+            let tls = dbprov_common::tls::bootstrap_server_config(
+                dbprov_common::tls::KeyPairFiles {
+                    cert: args.tls_cert.clone(),
+                    key: args.tls_key.clone(),
+                },
+                &args.client_ca,
+            )
+            .context("loading the bootstrap port's TLS material")?;
+            let namespace = args
+                .bootstrap_namespace
+                .clone()
+                .or_else(|| args.lease_namespace.clone())
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let service = bootstrap::BootstrapService::new(
+                client.clone(),
+                &namespace,
+                ca,
+                args.trust_domain.clone(),
+                std::time::Duration::from_secs(args.agent_cert_seconds),
+            );
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(%addr, %namespace, "agent certificate bootstrap serving");
+            Some((listener, std::sync::Arc::new(tls), service))
+        }
+        _ => None,
+    };
+    if let Some((listener, tls, service)) = bootstrap {
+        tokio::spawn(async move {
+            if let Err(e) = bootstrap::serve(listener, tls, service, shutdown_signal()).await {
+                tracing::error!(error = %e, "bootstrap port failed");
+            }
+        });
+    }
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
     let context = controller::Context {

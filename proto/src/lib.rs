@@ -18,6 +18,15 @@ pub mod admin {
     }
 }
 
+/// `dbprov.bootstrap.v1`: how an agent obtains and renews its client certificate.
+pub mod bootstrap {
+    /// Version 1 of the bootstrap API.
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("dbprov.bootstrap.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every dbprov proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dbprov_descriptor");
 

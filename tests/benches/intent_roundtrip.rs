@@ -118,8 +118,10 @@ async fn main() {
             let conn = HubConnection {
                 address: format!("https://{addr}"),
                 server_name: Some("localhost".into()),
-                cert: cert.cert,
-                key: cert.key,
+                credentials: dbprov_agent::connection::Credentials::Files {
+                    cert: cert.cert,
+                    key: cert.key,
+                },
                 ca: pki.ca_cert(),
             };
             let hello = pb::Hello {

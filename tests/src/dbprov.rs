@@ -431,6 +431,49 @@ impl AgentProcess {
         })
     }
 
+    /// Starts an agent in `workload` that has no certificate: it makes its key (kept in the
+    /// Secret `default/dbprov-agent-identity` of `workload`) and obtains its certificate from
+    /// the hub's bootstrap port `bootstrap_addr` with `token`, trusting only `pki`'s CA file.
+    pub fn start_bootstrap(
+        workload: &KubeEnv,
+        pki: &Pki,
+        hub_addr: &str,
+        bootstrap_addr: &str,
+        cluster: &str,
+        token: Option<&str>,
+    ) -> Result<Self, EnvError> {
+        let bin = binary("dbprov-agent")?;
+        let dir = WorkDir::new("agent")?;
+        let volumes = dir.join("volumes");
+        std::fs::create_dir_all(&volumes)
+            .map_err(EnvError::io("creating the agent's volumes dir"))?;
+        let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .env("KUBECONFIG", workload.kubeconfig())
+            .env("DBPROV_LOG", "info,dbprov_agent=debug")
+            .env("DBPROV_BOOTSTRAP_TOKEN", token.unwrap_or_default())
+            .args(["--cluster-name", cluster])
+            .args(["--hub-address", &format!("https://{hub_addr}")])
+            .args(["--bootstrap-address", &format!("https://{bootstrap_addr}")])
+            .args(["--hub-server-name", "localhost"])
+            .args(["--identity-namespace", "default"])
+            .arg("--ca")
+            .arg(pki.ca_cert())
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .arg("--pvc-root")
+            .arg(&volumes)
+            .args(["--metrics-listen", &metrics_addr]);
+        let guard = ChildGuard::spawn("dbprov-agent", &mut cmd, &dir.join("agent.log"))?;
+        Ok(Self {
+            guard,
+            admin_addr: None,
+            volumes,
+            metrics_addr,
+            _dir: dir,
+        })
+    }
+
     /// The agent's log.
     pub fn log(&self) -> String {
         self.guard.log_tail(400)

@@ -38,7 +38,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* The Secret holding tls.crt, tls.key and ca.crt. */}}
 {{- define "dbprov-agent.tlsSecret" -}}
-{{- if .Values.tls.certManager.enabled -}}
+{{- if .Values.tls.bootstrap.enabled -}}
+{{- fail "tls.bootstrap.enabled: the agent has no TLS Secret" -}}
+{{- else if .Values.tls.certManager.enabled -}}
 {{- printf "%s-tls" (include "dbprov-agent.fullname" .) -}}
 {{- else -}}
 {{- required "set tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt) or enable tls.certManager" .Values.tls.existingSecret -}}
@@ -51,5 +53,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- join "," .Values.rbac.namespaces -}}
 {{- else -}}
 {{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret holding the bootstrap token ("" when none is configured). */}}
+{{- define "dbprov-agent.tokenSecret" -}}
+{{- if .Values.tls.bootstrap.token -}}
+{{- printf "%s-bootstrap-token" (include "dbprov-agent.fullname" .) -}}
+{{- else -}}
+{{- .Values.tls.bootstrap.tokenSecret -}}
 {{- end -}}
 {{- end -}}

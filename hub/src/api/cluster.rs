@@ -60,6 +60,11 @@ pub struct ManagedClusterSpec {
     /// so single-cluster installs work unchanged). Others are refused with
     /// ClusterNotPermitted.
     pub allowed_namespaces: Option<super::common::AllowedNamespaces>,
+    /// The hub operator's approval of this cluster's agent for certificate bootstrap: while
+    /// not true, an agent that asks for its certificate with the cluster's bootstrap token is
+    /// held pending (its key fingerprint in `status.agentCertificate`) and renewals are
+    /// refused. Agents with certificates issued elsewhere (e.g. cert-manager) do not need it.
+    pub accept_agent: Option<bool>,
 }
 
 /// Expected identity of a cluster's agent.
@@ -143,4 +148,27 @@ pub struct ManagedClusterStatus {
     pub in_flight_count: Option<i32>,
     /// Operations running on the agent (first 50).
     pub in_flight_operations: Option<Vec<InFlightOperation>>,
+    /// Certificate bootstrap: the pending request and the last certificate the hub issued.
+    pub agent_certificate: Option<AgentCertificateStatus>,
+}
+
+/// The agent's certificate as the hub's bootstrap port sees it.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCertificateStatus {
+    /// Public-key fingerprint (`sha256:<hex>`) of a request that presented a valid bootstrap
+    /// token and waits for `spec.acceptAgent: true`; compare it with the one in the agent's
+    /// log before approving.
+    pub pending_key_fingerprint: Option<String>,
+    /// When that request was first made.
+    pub pending_since: Option<Time>,
+    /// Address it came from.
+    pub pending_from: Option<String>,
+    /// Fingerprint of the key of the last certificate issued.
+    pub issued_key_fingerprint: Option<String>,
+    /// When it was issued.
+    pub issued_at: Option<Time>,
+    /// When it expires (the agent renews it before; the hub ends streams opened with it then).
+    pub not_after: Option<Time>,
 }
