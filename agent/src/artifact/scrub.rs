@@ -302,6 +302,13 @@ mod tests {
                 "ERROR 1062 (23000) at line 4: Duplicate entry '…' for key 'PRIMARY'",
             ),
             (
+                // pg_dump's own catalog query names the table it waited for: kept.
+                "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\n\
+                 pg_dump: detail: Query was: LOCK TABLE public.orders IN ACCESS SHARE MODE",
+                "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\n\
+                 pg_dump: detail: Query was: LOCK TABLE public.orders IN ACCESS SHARE MODE",
+            ),
+            (
                 "ERROR at line 2: Unknown command '\\!'.",
                 "ERROR at line 2: Unknown command '\\!'.",
             ),

@@ -468,7 +468,7 @@ pub async fn run(
     if let Some(e) = data_only_refusal(&d) {
         return Err(e);
     }
-    if let Some(e) = sandbox_refusal(ctx, &d, &dump_format).await {
+    if let Some(e) = sandbox_refusal(&ctx.tool_dirs, &d, &dump_format).await {
         return Err(e);
     }
     let key = match (algorithm, &d.encryption) {
@@ -687,17 +687,21 @@ fn drop_statement(p: &Program) -> Result<String, OpError> {
 /// anything is read or touched: its client cannot switch its own commands off. Never loaded
 /// with an unrestricted client instead. None: it can (or the tool is missing, which the
 /// command itself reports).
-async fn sandbox_refusal(ctx: &OpContext, d: &RestoreIntent, dump_format: &str) -> Option<OpError> {
+async fn sandbox_refusal(
+    tool_dirs: &[std::path::PathBuf],
+    d: &RestoreIntent,
+    dump_format: &str,
+) -> Option<OpError> {
     let checked = if d.instance.engine.is_postgres() {
         if dump_format != "plain" {
             return None;
         }
-        match tools::version_line("psql", &ctx.tool_dirs).await {
+        match tools::version_line("psql", tool_dirs).await {
             Ok(line) => tools::psql_restrict(&tools::parse_version(&line).unwrap_or_default()),
             Err(_) => return None,
         }
     } else {
-        match tools::version_line("mysql", &ctx.tool_dirs).await {
+        match tools::version_line("mysql", tool_dirs).await {
             Ok(line) => tools::mysql_sandbox(&line),
             Err(_) => return None,
         }
@@ -826,6 +830,66 @@ mod tests {
         // A full restore may drop and re-create; MySQL has no data-only mode.
         assert!(data_only_refusal(&intent("postgres", serde_json::json!({}), true)).is_none());
         assert!(data_only_refusal(&intent("mariadb", rows, true)).is_none());
+    }
+
+    /// `dir/name` printing `version` for `--version`.
+    fn fake_tool(dir: &std::path::Path, name: &str, version: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho '{version}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_old_client_refuses_script_restores_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = [dir.path().to_path_buf()];
+        fake_tool(
+            dir.path(),
+            "psql",
+            "psql (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)",
+        );
+        fake_tool(
+            dir.path(),
+            "mysql",
+            "mysql  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)",
+        );
+        let pg = intent("postgres", serde_json::json!({}), false);
+        let e = sandbox_refusal(&dirs, &pg, "plain").await.unwrap();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert!(!e.retryable);
+        assert_eq!(
+            e.message,
+            "psql 15.13 cannot switch off its client commands (\\restrict); that needs psql \
+             13.22, 14.19, 15.14, 16.10, 17.6 or 18 and later, and dbprov never loads an \
+             artifact with a client that would run its client commands, so this agent refuses \
+             plain SQL restores (custom and tar artifacts, which pg_restore loads, are not \
+             affected). Use the dbprov agent image, or put a newer client first on the agent's \
+             tool path (--tool-path); nothing was read or touched"
+        );
+        // pg_restore has no client commands: custom artifacts are not held up.
+        assert!(sandbox_refusal(&dirs, &pg, "custom").await.is_none());
+        let my = intent("mariadb", serde_json::json!(null), false);
+        let e = sandbox_refusal(&dirs, &my, "plain").await.unwrap();
+        assert!(
+            e.message.starts_with(
+                "mysql is mysql  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL), \
+                 which has no --sandbox; that needs the MariaDB client 10.5.25"
+            ) && e
+                .message
+                .contains("refuses MySQL and MariaDB restores (every one is a script)"),
+            "{}",
+            e.message
+        );
+        // New enough: no refusal.
+        fake_tool(dir.path(), "psql", "psql (PostgreSQL) 15.14");
+        fake_tool(
+            dir.path(),
+            "mysql",
+            "mysql  Ver 15.1 Distrib 10.11.8-MariaDB, for debian-linux-gnu (x86_64)",
+        );
+        assert!(sandbox_refusal(&dirs, &pg, "plain").await.is_none());
+        assert!(sandbox_refusal(&dirs, &my, "plain").await.is_none());
     }
 
     #[test]
