@@ -638,6 +638,11 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub refuses resources of namespaces it does not allow (InstanceNotPermitted, controller::kit::consent) before sending anything",
     ),
     (
+        "ManagedCluster.spec.acceptAgent",
+        Why::HubOnly,
+        "the hub signs the agent's certificate request only while it is true (bootstrap), and refuses renewals once it is false",
+    ),
+    (
         "ManagedCluster.spec.allowedNamespaces",
         Why::HubOnly,
         "the hub refuses instances of namespaces it does not allow (ClusterNotPermitted, controller::kit::consent) before probing them",
