@@ -147,6 +147,43 @@ mod tests {
         assert!(err.contains("--admin-cert"), "{err}");
     }
 
+    #[test]
+    fn a_certificate_or_the_bootstrap_port_is_required_not_both() {
+        let base = [
+            "dbprov-agent",
+            "run",
+            "--cluster-name",
+            "east",
+            "--hub-address",
+            "https://hub:9443",
+            "--ca",
+            "ca",
+        ];
+        let err = Cli::try_parse_from(base).unwrap_err().to_string();
+        // (--tls-cert's help names --bootstrap-address as the alternative.)
+        assert!(err.contains("--tls-cert"), "{err}");
+        let boot = Cli::try_parse_from(
+            base.iter()
+                .chain(&["--bootstrap-address", "https://hub:9444"]),
+        )
+        .unwrap();
+        let Command::Run(args) = boot.command else {
+            panic!("run")
+        };
+        assert_eq!(args.identity_secret, "dbprov-agent-identity");
+        let both = Cli::try_parse_from(base.iter().chain(&[
+            "--bootstrap-address",
+            "https://hub:9444",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("cannot be used with"), "{both}");
+    }
+
     use clap::CommandFactory;
 
     use super::*;
