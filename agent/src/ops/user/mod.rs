@@ -250,13 +250,21 @@ pub(crate) async fn write_secret(
     let resource_version = match ownership::claim(&ns, &name, current, &intent.owner)? {
         Some(secret) => secret.metadata.resource_version,
         None => {
-            // Only the marker first, so the apply below owns every data key.
-            let marker: Secret = serde_json::from_value(serde_json::json!({
+            // Only the marker first, so the apply below owns every data key. A typed Secret
+            // (basic-auth, tls, ...) must hold its required keys from the start.
+            let mut marker = serde_json::json!({
                 "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
                 "type": type_,
-            }))
-            .map_err(|e| {
-                OpError::new(ErrorCode::Internal, format!("building Secret {ns}/{name}: {e}"), false)
+            });
+            if type_ != "Opaque" {
+                marker["data"] = serde_json::json!(data);
+            }
+            let marker: Secret = serde_json::from_value(marker).map_err(|e| {
+                OpError::new(
+                    ErrorCode::Internal,
+                    format!("building Secret {ns}/{name}: {e}"),
+                    false,
+                )
             })?;
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
