@@ -216,9 +216,41 @@ impl AgentBootstrap for BootstrapService {
             .and_then(|c| c.first().map(|leaf| uri_san(leaf)));
         let req = request.into_inner();
         let cluster = req.cluster_name.clone();
-        if cluster.is_empty() {
-            return Err(Status::invalid_argument("cluster_name is required"));
+        let valid_name = !cluster.is_empty()
+            && cluster.len() <= 253
+            && cluster
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+        if !valid_name {
+            return Err(Status::invalid_argument(
+                "cluster_name must be a ManagedCluster name (lowercase letters, digits, '-', '.')",
+            ));
         }
+        // Without a certificate the token is checked first, so an unauthenticated caller
+        // learns nothing about which ManagedClusters exist.
+        let token_secret = if presented.is_none() {
+            if req.token.is_empty() {
+                return Err(refused(
+                    &cluster,
+                    &peer,
+                    Status::unauthenticated(
+                        "neither a client certificate nor a bootstrap token was presented",
+                    ),
+                ));
+            }
+            let secret = self
+                .secrets
+                .get_opt(&token_secret_name(&cluster))
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cannot read the bootstrap token: {e}"))
+                })?;
+            check_token(&cluster, &req.token, secret.as_ref(), SystemTime::now())
+                .map_err(|m| refused(&cluster, &peer, Status::unauthenticated(m)))?;
+            secret
+        } else {
+            None
+        };
         let mc = self.cluster(&cluster).await?;
         let identity = expected_identity(&mc, &cluster, &self.trust_domain);
         let accepted = mc.spec.accept_agent == Some(true);
@@ -252,23 +284,8 @@ impl AgentBootstrap for BootstrapService {
                 .await;
         }
 
-        if req.token.is_empty() {
-            return Err(refused(
-                &cluster,
-                &peer,
-                Status::unauthenticated(
-                    "neither a client certificate nor a bootstrap token was presented",
-                ),
-            ));
-        }
         let name = token_secret_name(&cluster);
-        let secret =
-            self.secrets.get_opt(&name).await.map_err(|e| {
-                Status::unavailable(format!("cannot read the bootstrap token: {e}"))
-            })?;
-        check_token(&cluster, &req.token, secret.as_ref(), SystemTime::now())
-            .map_err(|m| refused(&cluster, &peer, Status::unauthenticated(m)))?;
-        let Some(secret) = secret else {
+        let Some(secret) = token_secret else {
             return Err(Status::internal("bootstrap token vanished"));
         };
         let version = secret.metadata.resource_version.clone();
