@@ -214,7 +214,7 @@ fn refused(r: Result<String, tonic::Status>, code: tonic::Code, needle: &str) ->
 }
 
 fn fingerprint(key: &rcgen::KeyPair) -> String {
-    dbprov_common::tls::key_fingerprint(&key.public_key_raw())
+    dbprov_common::tls::key_fingerprint(key.public_key_raw())
 }
 
 /// A client certificate from `pki`'s CA with exactly `uris` as URI SANs.

@@ -660,7 +660,7 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
     }
     let notes = run("helm install dbprov-hub $HUB -n dbprov-system");
     assert!(notes.contains("Register a workload cluster"), "{notes}");
-    assert_eq!(dbprov_crds(), 14);
+    assert_eq!(dbprov_crds(), 15);
     assert_eq!(hub_replicas(), "2");
 
     // 2. A workload cluster.
@@ -700,7 +700,7 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
     run("helm uninstall dbprov-hub -n dbprov-system");
     let left = run("kubectl -n dbprov-system get deploy,svc,sa -o name");
     assert!(!left.contains("dbprov-hub"), "{left}");
-    assert_eq!(dbprov_crds(), 14, "CRDs are kept");
+    assert_eq!(dbprov_crds(), 15, "CRDs are kept");
     let mcs = run("kubectl get managedclusters -o name");
     assert!(mcs.contains("workload-a"), "resources are kept: {mcs}");
 }

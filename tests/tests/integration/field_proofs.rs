@@ -60,7 +60,19 @@ async fn admin_keys_given_passwords_secret_templates_and_grant_options() {
                  "postgres": {"sslMode": "disable"}}}))
         .await;
     // DatabaseInstance.spec.connection.existingSecret (name, namespace, keys): the admin
-    // Secret lives in another namespace of the workload cluster, under other keys.
+    // Secret lives in another namespace of the workload cluster, under other keys. That
+    // namespace consents with a DatabaseReferenceGrant (docs/security.md): the instance and
+    // one user of this namespace may read exactly these two Secrets.
+    manifests::create_namespaces(&s.mgmt.client(), &["platform"])
+        .await
+        .unwrap();
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseReferenceGrant",
+        "metadata": {"name": "field-proofs-may-read", "namespace": "platform"},
+        "spec": {"from": [{"kind": "DatabaseInstance", "namespace": NS},
+                          {"kind": "DatabaseUser", "namespace": NS}],
+                 "to": [{"kind": "Secret", "name": "maria-alt"},
+                        {"kind": "Secret", "name": "shared-pw"}]}}))
+        .await;
     s.put_workload_secret(
         "platform",
         "maria-alt",

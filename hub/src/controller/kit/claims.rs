@@ -181,12 +181,12 @@ mod tests {
             on.clone(),
         );
         assert_eq!(
-            older_claim("Database", &mine, &[theirs.clone()], &cluster),
+            older_claim("Database", &mine, std::slice::from_ref(&theirs), &cluster),
             Some("victim/orders".into())
         );
         // The older one is not refused because of the younger one.
         assert_eq!(
-            older_claim("Database", &theirs, &[mine.clone()], &cluster),
+            older_claim("Database", &theirs, std::slice::from_ref(&mine), &cluster),
             None
         );
         // Another server name, another instance, or the same namespace: no claim.
