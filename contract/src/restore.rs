@@ -121,4 +121,8 @@ pub struct RestoreObserved {
     pub duration_seconds: f64,
     /// Things people should know.
     pub warnings: Vec<String>,
+    /// An earlier attempt of this restore (same DatabaseRestore or same intent) had completed
+    /// it; this answer comes from the marker it left in the target, nothing was run again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }

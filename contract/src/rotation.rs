@@ -45,6 +45,12 @@ pub struct RotateIntent {
     /// `retire`: the logins to retire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retire: Vec<String>,
+    /// `rotate`: the rotation's id, the same for every attempt of one rotation (the hub
+    /// records it before the first send). The agent records it where the effect is (the new
+    /// login's comment, the credentials Secret) and a second attempt that finds it finishes
+    /// or reports that rotation instead of rotating again. Empty from older hubs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rotation_id: String,
 }
 
 impl RotateIntent {
@@ -149,6 +155,10 @@ pub struct RotateObserved {
     pub strategy: String,
     /// The credentials Secret written.
     pub secret: Option<SecretLocation>,
+    /// The rotation of this `rotationId` had already happened (an earlier attempt whose
+    /// answer was lost); it was finished or reported, not repeated.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 /// What `retire` answers.

@@ -196,8 +196,14 @@ impl Runner for Operations {
             let result = match desired {
                 // The intent's resource, for the markers of resource tracking.
                 Ok(d) => {
-                    tracking::scope(intent.resource.as_ref(), run(&ctx, operation, d, progress))
-                        .await
+                    tracking::scope(
+                        intent.resource.as_ref(),
+                        tracking::scope_intent(
+                            intent.intent_id.clone(),
+                            run(&ctx, operation, d, progress),
+                        ),
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };

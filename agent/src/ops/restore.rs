@@ -14,6 +14,7 @@ use dbprov_proto::agent::v1::ErrorCode;
 use tokio::sync::mpsc;
 
 mod guard;
+pub mod marker;
 
 use guard::{Client, ScriptGuard, Seen};
 
@@ -410,6 +411,14 @@ pub async fn run(
     progress: ProgressSink,
 ) -> Result<RestoreObserved, OpError> {
     let started = Instant::now();
+    // A second attempt of a restore that completed (its answer or its status was lost) finds
+    // the marker the first one left in the target and answers from it: never dropped twice.
+    let uid = super::tracking::owner().uid;
+    let intent_id = super::tracking::intent_id();
+    if let Some(done) = marker::find(ctx, &d, &uid, &intent_id).await? {
+        tracing::info!(database = %d.database, intent = %intent_id, "restore already done; answering from its marker");
+        return Ok(done.observed(&d.database));
+    }
     let mut warnings = Vec::new();
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
     let meta = read_metadata(store.as_ref(), &d.object).await?;
@@ -567,6 +576,16 @@ pub async fn run(
             warnings.push(format!("ANALYZE after the restore failed: {}", e.message));
         }
     }
+    let done = marker::Marker {
+        uid,
+        intent: intent_id,
+        sha256: summary.plaintext_sha256.clone(),
+        bytes: summary.plaintext_bytes,
+        created,
+    };
+    if let Err(w) = marker::write(ctx, &d, &done).await {
+        warnings.push(w);
+    }
     progress.report(100, "completed", summary.plaintext_bytes);
     metrics::counter!("dbprov_agent_restore_bytes_total", "direction" => "in")
         .increment(summary.stored_bytes);
@@ -580,6 +599,7 @@ pub async fn run(
         verified: meta.is_some(),
         duration_seconds: started.elapsed().as_secs_f64(),
         warnings,
+        resumed: false,
     };
     Ok(observed)
 }

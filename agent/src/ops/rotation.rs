@@ -22,10 +22,15 @@ use dbprov_contract::{
 };
 use dbprov_proto::agent::v1::ErrorCode;
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+
 use super::user::{
-    account, join_service_role,
+    PASSWORD_KEEP_KEY, PREVIOUS_PASSWORD_KEY, ROTATION_ID_ANNOTATION, ROTATION_STATE_ANNOTATION,
+    SecretExtra, account, join_service_role,
     protected::{self, Subject},
-    write_secret,
+    secret_text, write_secret,
 };
 use crate::{
     context::OpContext,
@@ -37,7 +42,7 @@ use crate::{
         postgres::rotation::{
             PgLoginDependencies, Retirement, new_login_statements, retired, retirement,
         },
-        quote::{mysql_literal, pg_ident},
+        quote::{mysql_literal, pg_ident, pg_literal},
         quote_error,
     },
 };
@@ -95,6 +100,96 @@ fn new_password(intent: &UserIntent) -> Result<String, OpError> {
     })
 }
 
+/// The rotation marker of the credentials Secret: `(rotation id, state)`.
+fn secret_marker(secret: Option<&Secret>) -> Option<(String, String)> {
+    let a = secret?.metadata.annotations.as_ref()?;
+    Some((
+        a.get(ROTATION_ID_ANNOTATION)?.clone(),
+        a.get(ROTATION_STATE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default(),
+    ))
+}
+
+/// The marker annotations of rotation `id` in `state`.
+fn marker(id: &str, state: &str) -> BTreeMap<String, String> {
+    if id.is_empty() {
+        return BTreeMap::new();
+    }
+    [
+        (ROTATION_ID_ANNOTATION.to_owned(), id.to_owned()),
+        (ROTATION_STATE_ANNOTATION.to_owned(), state.to_owned()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The comment that marks a login created by rotation `id` (written in the transaction that
+/// creates it).
+pub fn login_marker(id: &str) -> String {
+    format!("dbprov-rotation:{id}")
+}
+
+/// Where a rotation that keeps its login (in place, dual password, MySQL/MariaDB
+/// role-inheritance) stands, from the credentials Secret and the intent's rotation id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPlaceStep {
+    /// This rotation already finished: answer, change nothing.
+    Done,
+    /// This rotation wrote its password into the Secret; the server may not have it yet:
+    /// set it (again) and finish.
+    Resume,
+    /// A new rotation. `settle_first`: an earlier rotation (another id) stopped after writing
+    /// the Secret, so the server is first brought to the Secret's password, which then is
+    /// the previous one.
+    Start {
+        /// Bring the server to the Secret's `password` first.
+        settle_first: bool,
+    },
+}
+
+/// Decides the next step of an in-place rotation.
+pub fn in_place_step(found: Option<(&str, &str)>, rotation_id: &str) -> InPlaceStep {
+    match found {
+        Some((id, state)) if !rotation_id.is_empty() && id == rotation_id => {
+            if state == STATE_DONE {
+                InPlaceStep::Done
+            } else {
+                InPlaceStep::Resume
+            }
+        }
+        Some((_, state)) => InPlaceStep::Start {
+            settle_first: state == STATE_PENDING,
+        },
+        None => InPlaceStep::Start {
+            settle_first: false,
+        },
+    }
+}
+
+const STATE_PENDING: &str = "pending";
+const STATE_DONE: &str = "done";
+
+/// Sets `pw` in the server for a rotation that keeps its login.
+async fn set_in_place(
+    conn: &mut Conn,
+    user: &UserIntent,
+    strategy: RotationStrategy,
+    pw: &str,
+) -> Result<(), OpError> {
+    if strategy == RotationStrategy::DualPassword && !matches!(conn, Conn::Pg(..)) {
+        for account in accounts(user)? {
+            conn.execute(&format!(
+                "ALTER USER {account} IDENTIFIED BY {} RETAIN CURRENT PASSWORD",
+                mysql_literal(pw).map_err(quote_error)?
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
+    account::ensure(conn, &user.user, pw).await.map(|_| ())
+}
+
 async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved, OpError> {
     let user = intent.user_intent().for_active_login();
     let current = user.user.username.clone();
@@ -103,7 +198,7 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved
     // Refused before anything changes: a protected login, a privileged membership or
     // service role, or a credentials Secret that is not this resource's.
     super::user::refuse_protected(ctx, &user).await?;
-    super::user::claim_secret(ctx, &user).await?;
+    let secret = super::user::claim_secret(ctx, &user).await?;
     if pg && strategy != RotationStrategy::InPlace {
         let service = intent.rotation.service_role.as_ref().map_or_else(
             || format!("{}_service", intent.user.username),
@@ -121,75 +216,218 @@ async fn rotate(ctx: &OpContext, intent: &RotateIntent) -> Result<RotateObserved
         r?;
     }
     let mut conn = db::connect(ctx, &user.instance, None).await?;
-    let result = async {
-        let version = conn.server_version().await?;
-        let mariadb = version.contains("MariaDB");
-        match (strategy, pg) {
-            (RotationStrategy::DualPassword, true) => Err(unsupported(
-                "passwordRotation.strategy dual-password exists only on MySQL 8.0.14+; on PostgreSQL use role-inheritance".into(),
-            )),
-            (RotationStrategy::DualPassword, false) if mariadb => Err(unsupported(format!(
-                "passwordRotation.strategy dual-password needs MySQL 8.0.14+ (RETAIN CURRENT PASSWORD); MariaDB {version} has no dual passwords: use role-inheritance, which rotates the password in place on MariaDB"
-            ))),
-            (RotationStrategy::DualPassword, false) => {
-                let pw = new_password(&user)?;
-                for account in accounts(&user)? {
-                    conn.execute(&format!(
-                        "ALTER USER {account} IDENTIFIED BY {} RETAIN CURRENT PASSWORD",
-                        mysql_literal(&pw).map_err(quote_error)?
-                    ))
-                    .await?;
-                }
-                Ok((current.clone(), None, pw, false))
-            }
-            (RotationStrategy::InPlace, _) => {
-                let pw = new_password(&user)?;
-                account::ensure(&mut conn, &user.user, &pw).await?;
-                Ok((current.clone(), None, pw, true))
-            }
-            (_, true) => {
-                let service = intent.rotation.service_role.clone().unwrap_or(ServiceRole {
-                    name: format!("{}_service", intent.user.username),
-                    auto_create: true,
-                });
-                join_service_role(&mut conn, &current, &service).await?;
-                let base = render_name(
-                    &intent.rotation.user_naming,
-                    &intent.user.username,
-                    &intent.date,
-                    &intent.timestamp,
-                );
-                let name = free_name(&mut conn, &base).await?;
-                let pw = new_password(&user)?;
-                let attrs = user.user.postgres.clone().unwrap_or_default();
-                for sql in new_login_statements(&name, &attrs, &pw, &service.name)? {
-                    conn.execute(&sql).await?;
-                }
-                join_service_role(&mut conn, &name, &service).await?;
-                Ok((name, Some(service.name), pw, false))
-            }
-            (_, false) => {
-                // role-inheritance on MySQL/MariaDB: the password changes in place.
-                let pw = new_password(&user)?;
-                account::ensure(&mut conn, &user.user, &pw).await?;
-                Ok((current.clone(), None, pw, true))
-            }
+    let version = conn.server_version().await;
+    conn.close().await;
+    let version = version?;
+    let mariadb = version.contains("MariaDB");
+    match (strategy, pg) {
+        (RotationStrategy::DualPassword, true) => Err(unsupported(
+            "passwordRotation.strategy dual-password exists only on MySQL 8.0.14+; on PostgreSQL use role-inheritance".into(),
+        )),
+        (RotationStrategy::DualPassword, false) if mariadb => Err(unsupported(format!(
+            "passwordRotation.strategy dual-password needs MySQL 8.0.14+ (RETAIN CURRENT PASSWORD); MariaDB {version} has no dual passwords: use role-inheritance, which rotates the password in place on MariaDB"
+        ))),
+        (RotationStrategy::RoleInheritance, true) => {
+            rotate_new_login(ctx, intent, &user, secret.as_ref()).await
         }
+        // In place: same login, new password (role-inheritance on MySQL/MariaDB too).
+        _ => rotate_in_place(ctx, intent, &user, secret.as_ref()).await,
+    }
+}
+
+/// Same login, new password, in an order where a failure at any point leaves the Secret
+/// holding a password the server accepts: (1) the Secret gets the new `password`, the old one
+/// as `previous-password` and the marker `pending`; (2) the server changes; (3) the Secret
+/// drops `previous-password`, marker `done`. Between (1) and (2) the server still takes
+/// `previous-password`; after (2) it takes `password`. A second attempt of the same rotation
+/// id resumes at (2) with the password of (1), or answers if (3) was done.
+async fn rotate_in_place(
+    ctx: &OpContext,
+    intent: &RotateIntent,
+    user: &UserIntent,
+    secret: Option<&Secret>,
+) -> Result<RotateObserved, OpError> {
+    let strategy = intent.rotation.strategy;
+    let id = intent.rotation_id.as_str();
+    let found = secret_marker(secret);
+    let step = in_place_step(found.as_ref().map(|(i, s)| (i.as_str(), s.as_str())), id);
+    let in_secret = secret
+        .and_then(|s| secret_text(s, "password").or_else(|| secret_text(s, PASSWORD_KEEP_KEY)));
+    let observed = |secret: Option<(String, String)>, resumed: bool| RotateObserved {
+        previous_user: None,
+        active_user: user.user.username.clone(),
+        service_role: None,
+        in_place: true,
+        strategy: strategy.as_str().to_owned(),
+        secret: secret.map(|(namespace, name)| SecretLocation { name, namespace }),
+        resumed,
+    };
+    let location = |s: &Secret| {
+        (
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let (pw, resumed) = match step {
+        InPlaceStep::Done => {
+            tracing::info!(rotation = %id, user = %user.user.username, "rotation already done; answering without rotating again");
+            return Ok(observed(secret.map(location), true));
+        }
+        InPlaceStep::Resume => {
+            let pw = in_secret.clone().ok_or_else(|| {
+                OpError::new(
+                    ErrorCode::SecretMissing,
+                    "the credentials Secret lost the password of the rotation in progress; set a new dbops.dbprovision.io/rotate-password value to rotate again",
+                    false,
+                )
+            })?;
+            (pw, true)
+        }
+        InPlaceStep::Start { settle_first } => {
+            if settle_first && let Some(earlier) = &in_secret {
+                // An earlier rotation wrote its password but may not have set it: set it, so
+                // that it really is the previous password from here on.
+                let mut conn = db::connect(ctx, &user.instance, None).await?;
+                let r = set_in_place(&mut conn, user, strategy, earlier).await;
+                conn.close().await;
+                r?;
+            }
+            let pw = new_password(user)?;
+            let mut extra = SecretExtra {
+                annotations: marker(id, STATE_PENDING),
+                ..SecretExtra::default()
+            };
+            if let Some(previous) = &in_secret {
+                extra
+                    .data
+                    .insert(PREVIOUS_PASSWORD_KEY.into(), previous.clone());
+            }
+            // (1): nothing has changed in the server if this fails.
+            write_secret(ctx, user, &pw, &extra).await?;
+            (pw, false)
+        }
+    };
+    // (2)
+    let mut conn = db::connect(ctx, &user.instance, None).await?;
+    let r = set_in_place(&mut conn, user, strategy, &pw).await;
+    conn.close().await;
+    r?;
+    // (3): if this fails the Secret still holds the new password (the server's) and the old
+    // one as previous-password; the next attempt of this rotation id finishes here.
+    let extra = SecretExtra {
+        annotations: marker(id, STATE_DONE),
+        ..SecretExtra::default()
+    };
+    let written = write_secret(ctx, user, &pw, &extra).await?;
+    Ok(observed(written, resumed))
+}
+
+/// The login rotation `id` created, if any (found by its comment).
+async fn login_of_rotation(conn: &mut Conn, id: &str) -> Result<Option<String>, OpError> {
+    let Conn::Pg(c, _) = conn else {
+        return Ok(None);
+    };
+    if id.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query_scalar(
+        "SELECT r.rolname::text FROM pg_roles r JOIN pg_shdescription d \
+         ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass WHERE d.description = $1 \
+         ORDER BY r.rolname LIMIT 1",
+    )
+    .bind(login_marker(id))
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(|e| sql_error("reading pg_shdescription", &e))
+}
+
+/// role-inheritance on PostgreSQL: a new login, member of the service role, created with its
+/// marker comment in one transaction; then the Secret moves to it. The old login keeps working
+/// until it is retired, so a failed Secret write locks nobody out. A second attempt of the same
+/// rotation id finds the login by its marker and reuses it (a new password: the first one
+/// never reached the Secret) instead of creating another.
+async fn rotate_new_login(
+    ctx: &OpContext,
+    intent: &RotateIntent,
+    user: &UserIntent,
+    secret: Option<&Secret>,
+) -> Result<RotateObserved, OpError> {
+    let current = user.user.username.clone();
+    let id = intent.rotation_id.as_str();
+    let service = intent.rotation.service_role.clone().unwrap_or(ServiceRole {
+        name: format!("{}_service", intent.user.username),
+        auto_create: true,
+    });
+    let answer = |active: String, secret: Option<(String, String)>, resumed: bool| RotateObserved {
+        previous_user: (active != current).then(|| current.clone()),
+        active_user: active,
+        service_role: Some(service.name.clone()),
+        in_place: false,
+        strategy: intent.rotation.strategy.as_str().to_owned(),
+        secret: secret.map(|(namespace, name)| SecretLocation { name, namespace }),
+        resumed,
+    };
+    if let Some((found, state)) = secret_marker(secret)
+        && !id.is_empty()
+        && found == id
+        && state == STATE_DONE
+        && let Some(s) = secret
+    {
+        let active = secret_text(s, "username").unwrap_or_else(|| current.clone());
+        tracing::info!(rotation = %id, login = %active, "rotation already done; answering without rotating again");
+        let location = (
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone().unwrap_or_default(),
+        );
+        return Ok(answer(active, Some(location), true));
+    }
+    let mut conn = db::connect(ctx, &user.instance, None).await?;
+    let result = async {
+        join_service_role(&mut conn, &current, &service).await?;
+        let pw = new_password(user)?;
+        if let Some(name) = login_of_rotation(&mut conn, id).await? {
+            conn.execute(&format!(
+                "ALTER ROLE {} WITH PASSWORD {}",
+                pg_ident(&name).map_err(quote_error)?,
+                pg_literal(&pw).map_err(quote_error)?
+            ))
+            .await?;
+            join_service_role(&mut conn, &name, &service).await?;
+            return Ok((name, pw, true));
+        }
+        let base = render_name(
+            &intent.rotation.user_naming,
+            &intent.user.username,
+            &intent.date,
+            &intent.timestamp,
+        );
+        let name = free_name(&mut conn, &base).await?;
+        let attrs = user.user.postgres.clone().unwrap_or_default();
+        let mut statements = new_login_statements(&name, &attrs, &pw, &service.name)?;
+        if !id.is_empty() {
+            statements.push(format!(
+                "COMMENT ON ROLE {} IS {}",
+                pg_ident(&name).map_err(quote_error)?,
+                pg_literal(&login_marker(id)).map_err(quote_error)?
+            ));
+        }
+        // One simple query: PostgreSQL runs it as one transaction, so the login never exists
+        // without its marker.
+        conn.execute(&statements.join(";\n")).await?;
+        join_service_role(&mut conn, &name, &service).await?;
+        Ok::<_, OpError>((name, pw, false))
     }
     .await;
     conn.close().await;
-    let (active, service, pw, in_place) = result?;
+    let (active, pw, resumed) = result?;
     let mut written = user.clone();
     written.user.username = active.clone();
-    let secret = write_secret(ctx, &written, &pw).await?;
-    Ok(RotateObserved {
-        previous_user: (active != current).then_some(current),
-        active_user: active,
-        service_role: service,
-        in_place,
-        strategy: strategy.as_str().to_owned(),
-        secret: secret.map(|(namespace, name)| SecretLocation { name, namespace }),
-    })
+    let extra = SecretExtra {
+        annotations: marker(id, STATE_DONE),
+        ..SecretExtra::default()
+    };
+    let secret = write_secret(ctx, &written, &pw, &extra).await?;
+    Ok(answer(active, secret, resumed))
 }
 
 /// `base`, or `base_2`, `base_3`, ... if taken (two rotations on one day).
@@ -340,7 +578,40 @@ async fn discard(ctx: &OpContext, intent: &RotateIntent) -> Result<DiscardObserv
 
 #[cfg(test)]
 mod tests {
-    use super::render_name;
+    use super::{InPlaceStep, in_place_step, render_name};
+
+    #[test]
+    fn a_second_attempt_of_one_rotation_resumes_or_answers() {
+        assert_eq!(
+            in_place_step(None, "r1"),
+            InPlaceStep::Start {
+                settle_first: false
+            }
+        );
+        assert_eq!(
+            in_place_step(Some(("r1", "pending")), "r1"),
+            InPlaceStep::Resume
+        );
+        assert_eq!(in_place_step(Some(("r1", "done")), "r1"), InPlaceStep::Done);
+        // Another rotation that stopped half-way is settled before the next one starts.
+        assert_eq!(
+            in_place_step(Some(("r0", "pending")), "r1"),
+            InPlaceStep::Start { settle_first: true }
+        );
+        assert_eq!(
+            in_place_step(Some(("r0", "done")), "r1"),
+            InPlaceStep::Start {
+                settle_first: false
+            }
+        );
+        // An older hub sends no id: never taken for a second attempt.
+        assert_eq!(
+            in_place_step(Some(("", "done")), ""),
+            InPlaceStep::Start {
+                settle_first: false
+            }
+        );
+    }
 
     #[test]
     fn new_login_names_follow_the_template() {

@@ -25,6 +25,18 @@ use crate::{
 
 tokio::task_local! {
     static OWNER: Owner;
+    static INTENT_ID: String;
+}
+
+/// Runs `operation` as intent `intent_id`, which effect markers record (see
+/// `restore::marker`).
+pub fn scope_intent<F: Future>(intent_id: String, operation: F) -> impl Future<Output = F::Output> {
+    INTENT_ID.scope(intent_id, operation)
+}
+
+/// The id of the running intent (empty outside [`scope_intent`]).
+pub(crate) fn intent_id() -> String {
+    INTENT_ID.try_with(String::clone).unwrap_or_default()
 }
 
 /// Runs `operation` on behalf of `resource` (the intent's), whose identity markers carry.

@@ -125,6 +125,17 @@ struct AzureUpload {
     blob: BlobClient,
     blocks: Vec<BlobBlockType>,
     location: String,
+    /// Random per upload: the uncommitted blocks of a blob are shared by every writer, so
+    /// two uploads to one key with the same ids would overwrite each other's blocks and
+    /// commit a mix. With distinct ids each commits only its own blocks (and Azure discards
+    /// the other's uncommitted ones, so that commit fails whole instead of mixing).
+    nonce: u128,
+}
+
+/// A block id: the upload's nonce and the block's index, fixed width (Azure requires every
+/// id of a blob to have the same length; the SDK base64-encodes it).
+fn block_id(nonce: u128, index: usize) -> Bytes {
+    Bytes::from(format!("{nonce:032x}-{index:08}"))
 }
 
 impl Upload for AzureUpload {
@@ -134,8 +145,7 @@ impl Upload for AzureUpload {
 
     fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
-            // Block ids must all have the same length within a blob.
-            let id = Bytes::from(format!("dbprov-{:08}", self.blocks.len()));
+            let id = block_id(self.nonce, self.blocks.len());
             self.blob
                 .put_block(id.clone(), data)
                 .await
@@ -178,6 +188,7 @@ impl ObjectStore for AzureStore {
                 blob: self.blob(key),
                 blocks: Vec::new(),
                 location: self.describe(key),
+                nonce: rand::random::<u128>(),
             }) as Box<dyn Upload>)
         })
     }
@@ -266,5 +277,24 @@ impl ObjectStore for AzureStore {
     fn abort_incomplete<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<usize, StorageError>> {
         // Uncommitted blocks are replaced by the next commit and expire on their own.
         Box::pin(async { Ok(0) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_id;
+
+    #[test]
+    fn block_ids_differ_per_upload_and_share_one_length() {
+        let (a, b) = (rand::random::<u128>(), rand::random::<u128>());
+        assert_ne!(block_id(a, 0), block_id(b, 0));
+        let lengths: std::collections::BTreeSet<usize> = [0, 9, 12_345, 99_999_999]
+            .into_iter()
+            .map(|i| block_id(a, i).len())
+            .chain([block_id(0, 0).len(), block_id(u128::MAX, 3).len()])
+            .collect();
+        assert_eq!(lengths.len(), 1, "{lengths:?}");
+        // Azure's limit is 64 bytes before base64 encoding.
+        assert!(block_id(u128::MAX, 99_999_999).len() <= 64);
     }
 }

@@ -18,6 +18,10 @@ use crate::api::{
 pub const ROTATE_ANNOTATION: &str = "dbops.dbprovision.io/rotate-password";
 /// The value of [`ROTATE_ANNOTATION`] that was last carried out (written by the hub).
 pub const ROTATED_ANNOTATION: &str = "dbops.dbprovision.io/password-rotated-for";
+/// The id of the rotation in progress (written by the hub before it is first sent, removed
+/// once its outcome is in status): every attempt of one rotation carries it, so the agent
+/// can tell a second attempt from a new rotation.
+pub const ROTATION_ID_ANNOTATION: &str = "dbops.dbprovision.io/rotation-id";
 
 /// What rotation work a user has now.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -61,6 +65,13 @@ fn annotation<'a>(user: &'a DatabaseUser, key: &str) -> Option<&'a str> {
 pub fn requested(user: &DatabaseUser) -> Option<String> {
     let asked = annotation(user, ROTATE_ANNOTATION)?;
     (annotation(user, ROTATED_ANNOTATION) != Some(asked)).then(|| asked.to_owned())
+}
+
+/// The id of the rotation in progress, if an attempt was sent and its outcome not recorded.
+pub fn pending_id(user: &DatabaseUser) -> Option<String> {
+    annotation(user, ROTATION_ID_ANNOTATION)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// Whether scheduled rotation is on: `enabled`, or a schedule/maxAge without `enabled: false`.

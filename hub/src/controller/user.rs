@@ -282,11 +282,31 @@ async fn rotate(
     why: &str,
 ) -> Result<Action, Error> {
     let now = target.now;
-    let payload = payload::rotate_intent(
+    let api =
+        Api::<DatabaseUser>::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+    // The rotation's id is recorded before the first send and reused by every attempt until
+    // the outcome is in status: an attempt whose answer was lost (agent restart, stream loss,
+    // a failed status write) is found by the agent and not repeated.
+    let rotation_id = match rotation::pending_id(user) {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {rotation::ROTATION_ID_ANNOTATION: id}}});
+            api.patch(
+                &user.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+            id
+        }
+    };
+    let mut payload = payload::rotate_intent(
         user_payload(user, &target.instance, Mode::Apply),
         &user.spec,
         now,
     );
+    payload.rotation_id.clone_from(&rotation_id);
     let request = dispatch::intent(
         user,
         Operation::RotatePassword,
@@ -343,17 +363,11 @@ async fn rotate(
             ""
         }
     );
-    if let Some(token) = rotation::requested(user) {
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {rotation::ROTATED_ANNOTATION: token}}});
-        Api::<DatabaseUser>::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default())
-            .patch(
-                &user.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-    }
+    let message = if observed.resumed {
+        format!("{message} (rotation {rotation_id} had already been carried out; not repeated)")
+    } else {
+        message
+    };
     events::publish(ctx, user, Reason::PasswordRotated, message.clone()).await;
     StatusUpdate::ready(Reason::PasswordRotated, message)
         .with(
@@ -384,6 +398,19 @@ async fn rotate(
         )
         .apply(ctx, user, previous)
         .await?;
+    // Only once the outcome is in status: the on-demand request is done and the rotation id
+    // is released (the next rotation gets a new one).
+    let mut annotations = serde_json::json!({rotation::ROTATION_ID_ANNOTATION: null});
+    if let Some(token) = rotation::requested(user) {
+        annotations[rotation::ROTATED_ANNOTATION] = serde_json::json!(token);
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    api.patch(
+        &user.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 

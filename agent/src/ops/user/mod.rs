@@ -39,6 +39,56 @@ use protected::Subject;
 
 /// Key under which a templated credentials Secret also keeps the password.
 pub const PASSWORD_KEEP_KEY: &str = ".dbprov-password";
+/// Key that holds the password the server may still have while a rotation switches it
+/// (written with the new `password` before the server changes, removed once it did).
+pub const PREVIOUS_PASSWORD_KEY: &str = "previous-password";
+/// Annotation of the credentials Secret: the id of the last rotation written into it.
+pub const ROTATION_ID_ANNOTATION: &str = "dbops.dbprovision.io/rotation-id";
+/// Annotation of the credentials Secret: `pending` (new password written, server not yet
+/// known to have it) or `done`.
+pub const ROTATION_STATE_ANNOTATION: &str = "dbops.dbprovision.io/rotation-state";
+
+/// What a write of the credentials Secret carries besides the connection keys: extra data
+/// keys (a rotation's previous password) and annotations (a rotation's marker).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SecretExtra {
+    /// Extra data keys.
+    pub data: BTreeMap<String, String>,
+    /// Extra annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl SecretExtra {
+    /// The rotation marker of `secret` carried over unchanged (ENSURE_USER must not erase
+    /// the record a later attempt of the same rotation looks for).
+    pub fn keep_rotation_marker(secret: Option<&Secret>) -> Self {
+        let annotations = secret
+            .and_then(|s| s.metadata.annotations.as_ref())
+            .map(|a| {
+                a.iter()
+                    .filter(|(k, _)| {
+                        *k == ROTATION_ID_ANNOTATION || *k == ROTATION_STATE_ANNOTATION
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            data: BTreeMap::new(),
+            annotations,
+        }
+    }
+}
+
+/// A data key of `secret` as text.
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| !v.is_empty())
+}
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::new(ErrorCode::Invalid, msg, false)
@@ -163,6 +213,7 @@ pub(crate) async fn write_secret(
     ctx: &OpContext,
     intent: &UserIntent,
     password: &str,
+    extra: &SecretExtra,
 ) -> Result<Option<(String, String)>, OpError> {
     let Some((ns, name)) = secret_location(intent) else {
         return Ok(None);
@@ -222,6 +273,10 @@ pub(crate) async fn write_secret(
         rendered.insert(PASSWORD_KEEP_KEY.into(), password.to_owned());
         rendered
     };
+    let mut plain = plain;
+    for (k, v) in &extra.data {
+        plain.insert(k.clone(), v.clone());
+    }
     let data: BTreeMap<String, ByteString> = plain
         .into_iter()
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
@@ -230,6 +285,7 @@ pub(crate) async fn write_secret(
     labels.insert(MANAGED_BY.into(), "dbprov".into());
     let mut annotations = template.annotations.clone();
     annotations.insert(OWNER_ANNOTATION.into(), intent.owner.clone());
+    annotations.extend(extra.annotations.clone());
     let uid = super::tracking::owner().uid;
     if !uid.is_empty() {
         annotations.insert(OWNER_UID_ANNOTATION.into(), uid);
@@ -342,7 +398,8 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         let observed = account::ensure(&mut conn, &intent.user, &password).await;
         conn.close().await;
         let mut out = observed?;
-        let secret = write_secret(ctx, &intent, &password).await?;
+        let extra = SecretExtra::keep_rotation_marker(current.as_ref());
+        let secret = write_secret(ctx, &intent, &password, &extra).await?;
         out.password_source = Some(source.to_owned());
         out.secret = secret.map(|(namespace, name)| SecretLocation { name, namespace });
         out

@@ -65,7 +65,8 @@ pub fn rotation(spec: &DatabaseUserSpec) -> RotationSpec {
     }
 }
 
-/// ROTATE_PASSWORD `rotate` at `now`, around the user's ENSURE_USER intent.
+/// ROTATE_PASSWORD `rotate` at `now`, around the user's ENSURE_USER intent (the caller sets
+/// `rotation_id`, the same for every attempt of one rotation).
 pub fn rotate_intent(user: UserIntent, spec: &DatabaseUserSpec, now: Timestamp) -> RotateIntent {
     RotateIntent {
         action: RotationAction::Rotate,
@@ -109,6 +110,7 @@ fn rotate_base(user: UserIntent, spec: &DatabaseUserSpec) -> RotateIntent {
         date: String::new(),
         timestamp: String::new(),
         retire: vec![],
+        rotation_id: String::new(),
     }
 }
 

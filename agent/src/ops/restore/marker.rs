@@ -1,0 +1,269 @@
+//! The restore's effect marker: a completed restore records, in the target database itself,
+//! which DatabaseRestore (its UID) and which intent loaded it. A second attempt — the same
+//! intent re-sent after its answer was lost, or the same DatabaseRestore run again after its
+//! status was lost — finds the marker and answers from it instead of dropping and loading the
+//! database again (which would lose what was written since).
+//!
+//! - PostgreSQL: a database-level setting, `ALTER DATABASE … SET dbprov.restored = '…'` (kept
+//!   in `pg_db_role_setting`; comments are left to resource tracking). It goes away with the
+//!   database, so a dropped and re-created target never carries an old marker.
+//! - MySQL/MariaDB: a row in the table `_dbprov_restore` in the target database, written as
+//!   the last statement of the restore (MySQL has no per-schema settings or comments that the
+//!   dump would not also touch). It goes away with the schema for the same reason.
+//!
+//! The marker is written after the load and its clean-up: an agent that dies between the load
+//! and the marker runs the restore again on the next attempt (the executor's journal covers
+//! that window where it can). Writing it is best effort: a failure is a warning, not a failed
+//! restore.
+
+use dbprov_contract::restore::{RestoreIntent, RestoreObserved};
+
+use crate::{
+    context::OpContext,
+    db::{self, Conn, sql_error},
+    error::OpError,
+    sql::{
+        quote::{mysql_ident, pg_ident, pg_literal},
+        quote_error,
+    },
+};
+
+/// The PostgreSQL setting that holds the marker.
+pub const PG_SETTING: &str = "dbprov.restored";
+/// The MySQL/MariaDB table that holds the marker.
+pub const MY_TABLE: &str = "_dbprov_restore";
+
+/// Who restored the database, and what.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marker {
+    /// UID of the DatabaseRestore.
+    pub uid: String,
+    /// The intent id.
+    pub intent: String,
+    /// SHA-256 of the dump loaded.
+    pub sha256: String,
+    /// Dump bytes loaded.
+    pub bytes: u64,
+    /// Whether the restore created the database.
+    pub created: bool,
+}
+
+impl Marker {
+    /// `uid=… intent=… sha256=… bytes=… created=…` (ids and hex only: no quoting issues).
+    pub fn render(&self) -> String {
+        format!(
+            "uid={} intent={} sha256={} bytes={} created={}",
+            self.uid, self.intent, self.sha256, self.bytes, self.created
+        )
+    }
+
+    /// Reads [`Marker::render`]'s text; None if it is not a marker.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut m = Marker::default();
+        let mut seen = 0;
+        for part in text.split_whitespace() {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "uid" => m.uid = v.to_owned(),
+                "intent" => m.intent = v.to_owned(),
+                "sha256" => m.sha256 = v.to_owned(),
+                "bytes" => m.bytes = v.parse().ok()?,
+                "created" => m.created = v == "true",
+                _ => continue,
+            }
+            seen += 1;
+        }
+        (seen >= 2).then_some(m)
+    }
+
+    /// Whether this marker records the restore `uid`/`intent` asks for: the same
+    /// DatabaseRestore (a DatabaseRestore runs once in its life) or the same intent.
+    pub fn is_for(&self, uid: &str, intent: &str) -> bool {
+        (!uid.is_empty() && self.uid == uid) || (!intent.is_empty() && self.intent == intent)
+    }
+
+    /// The answer of a restore found already done.
+    pub fn observed(&self, database: &str) -> RestoreObserved {
+        RestoreObserved {
+            target_database: database.to_owned(),
+            created: self.created,
+            plaintext_bytes: self.bytes,
+            sha256: self.sha256.clone(),
+            verified: true,
+            duration_seconds: 0.0,
+            warnings: vec![format!(
+                "database {database} was already restored by this DatabaseRestore (intent {}); \
+                 not restored again, so nothing written since was lost",
+                self.intent
+            )],
+            resumed: true,
+        }
+    }
+}
+
+/// `ALTER DATABASE … SET dbprov.restored = '…'`.
+pub fn pg_statement(database: &str, m: &Marker) -> Result<String, OpError> {
+    Ok(format!(
+        "ALTER DATABASE {} SET {} = {}",
+        pg_ident(database).map_err(quote_error)?,
+        PG_SETTING,
+        pg_literal(&m.render()).map_err(quote_error)?
+    ))
+}
+
+/// The marker table and the row.
+pub fn my_statements(database: &str) -> Result<[String; 2], OpError> {
+    let table = format!(
+        "{}.{}",
+        mysql_ident(database).map_err(quote_error)?,
+        mysql_ident(MY_TABLE).map_err(quote_error)?
+    );
+    Ok([
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (marker VARCHAR(512) NOT NULL, \
+             restored_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB"
+        ),
+        format!("INSERT INTO {table} (marker) VALUES (?)"),
+    ])
+}
+
+/// The markers the target database carries (none when it does not exist).
+async fn read(ctx: &OpContext, d: &RestoreIntent) -> Result<Vec<Marker>, OpError> {
+    let mut conn = db::connect(ctx, &d.instance, None).await?;
+    let texts: Result<Vec<String>, OpError> = async {
+        match &mut conn {
+            Conn::Pg(c, _) => {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d \
+                     ON d.oid = s.setdatabase, unnest(s.setconfig) AS cfg \
+                     WHERE d.datname = $1 AND s.setrole = 0",
+                )
+                .bind(&d.database)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| sql_error("reading pg_db_role_setting", &e))?;
+                let prefix = format!("{PG_SETTING}=");
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| r.strip_prefix(&prefix).map(str::to_owned))
+                    .collect())
+            }
+            Conn::My(c, _) => {
+                let exists: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = ? AND table_name = ?",
+                )
+                .bind(&d.database)
+                .bind(MY_TABLE)
+                .fetch_one(&mut *c)
+                .await
+                .map_err(|e| sql_error("reading information_schema.tables", &e))?;
+                if exists == 0 {
+                    return Ok(Vec::new());
+                }
+                let table = format!(
+                    "{}.{}",
+                    mysql_ident(&d.database).map_err(quote_error)?,
+                    mysql_ident(MY_TABLE).map_err(quote_error)?
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(marker AS CHAR) FROM {table}"
+                )))
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| sql_error("reading the restore marker", &e))
+            }
+        }
+    }
+    .await;
+    conn.close().await;
+    Ok(texts?.iter().filter_map(|t| Marker::parse(t)).collect())
+}
+
+/// The marker of this restore, if an earlier attempt completed it.
+pub async fn find(
+    ctx: &OpContext,
+    d: &RestoreIntent,
+    uid: &str,
+    intent: &str,
+) -> Result<Option<Marker>, OpError> {
+    if uid.is_empty() && intent.is_empty() {
+        return Ok(None);
+    }
+    Ok(read(ctx, d)
+        .await?
+        .into_iter()
+        .find(|m| m.is_for(uid, intent)))
+}
+
+/// Records `m` in the target; a failure is returned as a warning text.
+pub async fn write(ctx: &OpContext, d: &RestoreIntent, m: &Marker) -> Result<(), String> {
+    let r: Result<(), OpError> = async {
+        let mut conn = db::connect(ctx, &d.instance, None).await?;
+        let r = match &mut conn {
+            Conn::Pg(..) => conn.execute(&pg_statement(&d.database, m)?).await,
+            Conn::My(c, _) => {
+                let [create, insert] = my_statements(&d.database)?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| sql_error("creating the restore marker table", &e))?;
+                sqlx::query(sqlx::AssertSqlSafe(insert))
+                    .bind(m.render())
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| sql_error("writing the restore marker", &e))
+            }
+        };
+        conn.close().await;
+        r
+    }
+    .await;
+    r.map_err(|e| {
+        format!(
+            "the restore could not record its marker in database {} ({}): a second attempt of \
+             this DatabaseRestore would restore again",
+            d.database, e.message
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_match_by_restore_or_intent() {
+        let m = Marker {
+            uid: "3f2a".into(),
+            intent: "9c1e".into(),
+            sha256: "ab".repeat(32),
+            bytes: 1234,
+            created: true,
+        };
+        assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
+        assert!(m.is_for("3f2a", "other"));
+        assert!(m.is_for("", "9c1e"));
+        assert!(!m.is_for("", ""));
+        assert!(!m.is_for("other", "other"));
+        assert_eq!(Marker::parse("someone's own setting"), None);
+        let o = m.observed("orders");
+        assert!(o.resumed && o.created && o.plaintext_bytes == 1234);
+    }
+
+    #[test]
+    fn statements_quote_the_database() {
+        let m = Marker {
+            uid: "u".into(),
+            ..Marker::default()
+        };
+        assert_eq!(
+            pg_statement("or\"ders", &m).unwrap(),
+            "ALTER DATABASE \"or\"\"ders\" SET dbprov.restored = 'uid=u intent= sha256= bytes=0 created=false'"
+        );
+        let [create, insert] = my_statements("or`ders").unwrap();
+        assert!(create.contains("`or``ders`.`_dbprov_restore`"), "{create}");
+        assert!(insert.starts_with("INSERT INTO `or``ders`.`_dbprov_restore`"));
+    }
+}
