@@ -500,6 +500,12 @@ pub struct BackupArtifact {
     pub tool: Option<String>,
     /// Wall time of the backup.
     pub duration_seconds: Option<f64>,
+    /// The storage the artifact was written to (backend, bucket or container, endpoint,
+    /// prefix, credentials Secret), as `spec.storage` was when the backup started. Deleting
+    /// the backup and restoring from it use this, not the current `spec.storage`, so a later
+    /// change of the spec never makes them touch another bucket. Absent on backups written
+    /// before dbprov recorded it (those use `spec.storage`, with a warning Event).
+    pub storage: Option<StorageConfig>,
 }
 
 /// Progress of a running backup or restore.
@@ -532,6 +538,11 @@ pub struct BackupSource {
     pub timestamp: Option<Time>,
     /// ManagedCluster whose agent wrote the artifact (and deletes it).
     pub cluster: Option<String>,
+    /// The DatabaseBackupSchedule that created this backup.
+    pub schedule: Option<String>,
+    /// UID of that schedule: retention of a schedule considers only backups of its UID, so a
+    /// schedule deleted and created again under the same name never prunes the old one's.
+    pub schedule_uid: Option<String>,
 }
 
 /// Observed state of a backup.

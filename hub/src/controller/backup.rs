@@ -34,7 +34,7 @@ use super::{
 use crate::{
     api::{
         Database, DatabaseBackup,
-        backup::{MysqlBackupMethod, PostgresBackupMethod},
+        backup::{MysqlBackupMethod, PostgresBackupMethod, StorageConfig},
         common::OperationPhase,
     },
     session::DispatchError,
@@ -210,16 +210,72 @@ fn refusal(b: &DatabaseBackup, running: bool) -> Option<(Reason, String, Reason)
     None
 }
 
-/// The RUN_BACKUP payload (the encryption block was validated by `refusal`).
+/// The storage the backup's artifact was (or is being) written to, as recorded when the
+/// backup started; None for a backup from before dbprov recorded it, or not started yet.
+pub(crate) fn recorded_storage(b: &DatabaseBackup) -> Option<&StorageConfig> {
+    b.status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|a| a.storage.as_ref())
+}
+
+/// Where the artifact is, for the Events about it: backend, bucket/container, prefix.
+pub(crate) fn describe_storage(s: &StorageConfig) -> String {
+    let (what, prefix) = if let Some(x) = &s.s3 {
+        (
+            format!(
+                "s3 bucket {}{}",
+                x.bucket,
+                x.endpoint
+                    .as_deref()
+                    .map(|e| format!(" at {e}"))
+                    .unwrap_or_default()
+            ),
+            x.prefix.clone(),
+        )
+    } else if let Some(x) = &s.gcs {
+        (format!("gcs bucket {}", x.bucket), x.prefix.clone())
+    } else if let Some(x) = &s.azure {
+        (
+            format!("azure container {}/{}", x.storage_account, x.container),
+            x.prefix.clone(),
+        )
+    } else if let Some(x) = &s.pvc {
+        (format!("pvc {}", x.claim_name), x.sub_path.clone())
+    } else {
+        (format!("{:?} storage", s.type_), None)
+    };
+    match prefix.filter(|p| !p.is_empty()) {
+        Some(p) => format!("{what}, prefix {p}"),
+        None => what,
+    }
+}
+
+/// The schedule that created the backup, from its labels: `(name, uid)`.
+fn schedule_of(b: &DatabaseBackup) -> (Option<String>, Option<String>) {
+    let labels = b.meta().labels.as_ref();
+    let get = |k: &str| labels.and_then(|l| l.get(k)).cloned();
+    (
+        get(super::schedule::SCHEDULE_LABEL),
+        get(super::schedule::SCHEDULE_UID_LABEL),
+    )
+}
+
+/// The RUN_BACKUP payload (the encryption block was validated by `refusal`). A backup that
+/// started already writes where it started writing, whatever `spec.storage` says now.
 pub(crate) fn backup_payload(
     b: &DatabaseBackup,
     db: &Database,
     instance: &ResolvedInstance,
 ) -> Result<BackupIntent, Error> {
     let ns = b.namespace().unwrap_or_default();
+    let mut spec = b.spec.clone();
+    if let Some(recorded) = recorded_storage(b) {
+        spec.storage = recorded.clone();
+    }
     payload::backup_intent(
         payload::instance(&instance.spec, instance.namespace.as_deref()),
-        &b.spec,
+        &spec,
         &db.spec.name,
         &ns,
         &object_base(&ns, &db.spec.name, &b.name_any()),
@@ -296,10 +352,15 @@ pub(crate) async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<A
         instance.display,
         b.spec.storage.type_
     );
+    // Recorded when the run starts: deletion and restores use where the artifact went.
+    let storage = recorded_storage(&b).unwrap_or(&b.spec.storage).clone();
+    let (schedule, schedule_uid) = schedule_of(&b);
     let update = StatusUpdate::not_ready(Reason::Running, message.clone()).with_all(json!({
         "startedAt": started_at, "operationId": operation_id,
+        "backup": {"storage": storage},
         "source": {"instance": instance.display, "database": db.spec.name,
-                   "engine": instance.spec.engine, "cluster": cluster}}));
+                   "engine": instance.spec.engine, "cluster": cluster,
+                   "schedule": schedule, "scheduleUid": schedule_uid}}));
     status(ctx, &b, OperationPhase::Running, update).await?;
     if !running {
         events::publish(ctx, &*b, Reason::BackupStarted, message).await;
@@ -493,8 +554,41 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
         // Nothing was ever completed: no artifact to remove (an aborted upload leaves none).
         return Ok(Action::await_change());
     };
+    // Deleted where it was written: the same key in the bucket spec.storage names now may be
+    // another backup's.
+    let storage = match recorded_storage(&b) {
+        Some(recorded) => {
+            if recorded != &b.spec.storage {
+                events::publish(
+                    ctx,
+                    &*b,
+                    Reason::ImmutableFieldDiffers,
+                    format!(
+                        "spec.storage changed since the backup was written; deleting {object} from where it was written ({}), not from {}",
+                        describe_storage(recorded),
+                        describe_storage(&b.spec.storage)
+                    ),
+                )
+                .await;
+            }
+            recorded.clone()
+        }
+        None => {
+            events::publish(
+                ctx,
+                &*b,
+                Reason::ImmutableFieldDiffers,
+                format!(
+                    "the backup records no storage location (written before dbprov recorded it in status.backup.storage); deleting {object} from the current spec.storage ({})",
+                    describe_storage(&b.spec.storage)
+                ),
+            )
+            .await;
+            b.spec.storage.clone()
+        }
+    };
     let payload =
-        payload::delete_backup_intent(&b.spec.storage, &b.namespace().unwrap_or_default(), &object);
+        payload::delete_backup_intent(&storage, &b.namespace().unwrap_or_default(), &object);
     let request = dispatch::intent(&*b, Operation::DeleteBackup, &payload, ctx.intent_timeout);
     match ctx.hub.send(&cluster, request).await {
         Ok(_) => {

@@ -161,7 +161,10 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
         .await?
         .map(|d| (db_ns, d));
     Ok(Ok(Source {
-        storage: b.spec.storage.clone(),
+        // Where the artifact was written, not where spec.storage points now.
+        storage: super::backup::recorded_storage(&b)
+            .unwrap_or(&b.spec.storage)
+            .clone(),
         object,
         encryption: r.spec.encryption.clone().or(b.spec.encryption.clone()),
         compression: None,

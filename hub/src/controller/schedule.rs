@@ -32,6 +32,32 @@ use crate::api::{
 
 /// Label naming the schedule that created a backup.
 pub const SCHEDULE_LABEL: &str = "dbops.dbprovision.io/schedule";
+/// Label of the backups a schedule creates: the schedule's UID. Retention considers only the
+/// backups of its own UID, so a schedule re-created under the same name never prunes the
+/// backups of the one before.
+pub const SCHEDULE_UID_LABEL: &str = "dbops.dbprovision.io/schedule-uid";
+
+/// Whether `b` (listed by the name label) was created by `s` itself: its UID label matches;
+/// a backup without one (created before dbprov set it) counts only if it is not older than
+/// the schedule, since an older one was created by an earlier schedule of the same name.
+pub fn created_by(b: &DatabaseBackup, s: &DatabaseBackupSchedule) -> bool {
+    let uid = s.meta().uid.as_deref().unwrap_or_default();
+    match b
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SCHEDULE_UID_LABEL))
+    {
+        Some(label) => label == uid,
+        None => {
+            let born = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
+            match (born(b.meta()), born(s.meta())) {
+                (Some(backup), Some(schedule)) => backup >= schedule,
+                _ => false,
+            }
+        }
+    }
+}
 /// Annotation with the cron time a backup was created for.
 pub const SCHEDULED_AT: &str = "dbops.dbprovision.io/scheduled-at";
 
@@ -284,7 +310,7 @@ pub(crate) async fn apply(
         .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
         .await?
         .items;
-    backups.retain(|b| b.meta().deletion_timestamp.is_none());
+    backups.retain(|b| b.meta().deletion_timestamp.is_none() && created_by(b, &s));
     let now = Timestamp::now();
     let paused = s.spec.paused.unwrap_or(false);
     let st = s.status.clone().unwrap_or_default();
@@ -476,6 +502,7 @@ pub(crate) async fn create_backup(
     let tmeta = s.spec.template.metadata.clone().unwrap_or_default();
     let mut labels = tmeta.labels.unwrap_or_default();
     labels.insert(SCHEDULE_LABEL.into(), s.name_any());
+    labels.insert(SCHEDULE_UID_LABEL.into(), s.uid().unwrap_or_default());
     let mut annotations = tmeta.annotations.unwrap_or_default();
     annotations.insert(SCHEDULED_AT.into(), t.to_string());
     let backup: DatabaseBackup = serde_json::from_value(json!({
@@ -538,6 +565,43 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn retention_sees_only_the_backups_of_this_schedule_uid() {
+        let schedule: DatabaseBackupSchedule = serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackupSchedule",
+            "metadata": {"name": "nightly", "namespace": "shop", "uid": "new-uid",
+                         "creationTimestamp": "2026-06-01T00:00:00Z"},
+            "spec": {"schedule": "0 3 * * *", "template": {"spec": {
+                "databaseRef": {"name": "shop"},
+                "storage": {"type": "pvc", "pvc": {"claimName": "v"}}}}}}))
+        .unwrap();
+        let backup = |labels: serde_json::Value, created: &str| -> DatabaseBackup {
+            serde_json::from_value(json!({
+                "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackup",
+                "metadata": {"name": "b", "namespace": "shop", "labels": labels,
+                             "creationTimestamp": created},
+                "spec": {"databaseRef": {"name": "shop"},
+                         "storage": {"type": "pvc", "pvc": {"claimName": "v"}}}}))
+            .unwrap()
+        };
+        let mine = backup(
+            json!({SCHEDULE_LABEL: "nightly", SCHEDULE_UID_LABEL: "new-uid"}),
+            "2026-06-02T03:00:00Z",
+        );
+        let old_schedules = backup(
+            json!({SCHEDULE_LABEL: "nightly", SCHEDULE_UID_LABEL: "old-uid"}),
+            "2026-06-02T03:00:00Z",
+        );
+        assert!(created_by(&mine, &schedule));
+        assert!(!created_by(&old_schedules, &schedule));
+        // Without the UID label (written before it existed): only if not older than the
+        // schedule.
+        let legacy_before = backup(json!({SCHEDULE_LABEL: "nightly"}), "2026-05-30T03:00:00Z");
+        let legacy_after = backup(json!({SCHEDULE_LABEL: "nightly"}), "2026-06-01T03:00:00Z");
+        assert!(!created_by(&legacy_before, &schedule));
+        assert!(created_by(&legacy_after, &schedule));
     }
 
     #[test]
