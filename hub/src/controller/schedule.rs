@@ -37,26 +37,15 @@ pub const SCHEDULE_LABEL: &str = "dbops.dbprovision.io/schedule";
 /// backups of the one before.
 pub const SCHEDULE_UID_LABEL: &str = "dbops.dbprovision.io/schedule-uid";
 
-/// Whether `b` (listed by the name label) was created by `s` itself: its UID label matches;
-/// a backup without one (created before dbprov set it) counts only if it is not older than
-/// the schedule, since an older one was created by an earlier schedule of the same name.
+/// Whether `b` (listed by the name label) counts as `s`'s: its UID label matches. A backup
+/// without the label (created before dbprov set it) counts as today: by name.
 pub fn created_by(b: &DatabaseBackup, s: &DatabaseBackupSchedule) -> bool {
     let uid = s.meta().uid.as_deref().unwrap_or_default();
-    match b
-        .meta()
+    b.meta()
         .labels
         .as_ref()
         .and_then(|l| l.get(SCHEDULE_UID_LABEL))
-    {
-        Some(label) => label == uid,
-        None => {
-            let born = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
-            match (born(b.meta()), born(s.meta())) {
-                (Some(backup), Some(schedule)) => backup >= schedule,
-                _ => false,
-            }
-        }
-    }
+        .is_none_or(|label| label == uid)
 }
 /// Annotation with the cron time a backup was created for.
 pub const SCHEDULED_AT: &str = "dbops.dbprovision.io/scheduled-at";
@@ -596,12 +585,9 @@ mod tests {
         );
         assert!(created_by(&mine, &schedule));
         assert!(!created_by(&old_schedules, &schedule));
-        // Without the UID label (written before it existed): only if not older than the
-        // schedule.
-        let legacy_before = backup(json!({SCHEDULE_LABEL: "nightly"}), "2026-05-30T03:00:00Z");
-        let legacy_after = backup(json!({SCHEDULE_LABEL: "nightly"}), "2026-06-01T03:00:00Z");
-        assert!(!created_by(&legacy_before, &schedule));
-        assert!(created_by(&legacy_after, &schedule));
+        // Without the UID label (written before it existed): by name, as before.
+        let legacy = backup(json!({SCHEDULE_LABEL: "nightly"}), "2026-05-30T03:00:00Z");
+        assert!(created_by(&legacy, &schedule));
     }
 
     #[test]
