@@ -7,9 +7,12 @@
 //! - PostgreSQL: a database-level setting, `ALTER DATABASE … SET dbprov.restored = '…'` (kept
 //!   in `pg_db_role_setting`; comments are left to resource tracking). It goes away with the
 //!   database, so a dropped and re-created target never carries an old marker.
-//! - MySQL/MariaDB: a row in the table `_dbprov_restore` in the target database, written as
-//!   the last statement of the restore (MySQL has no per-schema settings or comments that the
-//!   dump would not also touch). It goes away with the schema for the same reason.
+//! - MariaDB 10.5+: the database's comment, `ALTER DATABASE … COMMENT '…'` (kept in the
+//!   schema's `db.opt`, read from `information_schema.SCHEMATA.SCHEMA_COMMENT`). It goes away
+//!   with the database too. A table would be simpler but would change what the database holds
+//!   (its next backup, a table-by-table comparison).
+//! - MySQL has neither database comments nor settings: no marker is written (a warning says
+//!   so) and a second attempt relies on the agent's journal.
 //!
 //! The marker is written after the load and its clean-up: an agent that dies between the load
 //! and the marker runs the restore again on the next attempt (the executor's journal covers
@@ -23,15 +26,16 @@ use crate::{
     db::{self, Conn, sql_error},
     error::OpError,
     sql::{
-        quote::{mysql_ident, pg_ident, pg_literal},
+        quote::{mysql_ident, mysql_literal, pg_ident, pg_literal},
         quote_error,
     },
 };
 
 /// The PostgreSQL setting that holds the marker.
 pub const PG_SETTING: &str = "dbprov.restored";
-/// The MySQL/MariaDB table that holds the marker.
-pub const MY_TABLE: &str = "_dbprov_restore";
+/// Where MariaDB keeps a database's comment.
+const MARIADB_COMMENT: &str =
+    "SELECT COALESCE(SCHEMA_COMMENT, '') FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?";
 
 /// Who restored the database, and what.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,20 +115,24 @@ pub fn pg_statement(database: &str, m: &Marker) -> Result<String, OpError> {
     ))
 }
 
-/// The marker table and the row.
-pub fn my_statements(database: &str) -> Result<[String; 2], OpError> {
-    let table = format!(
-        "{}.{}",
+/// MariaDB: `ALTER DATABASE … COMMENT '…'`.
+pub fn mariadb_statement(database: &str, m: &Marker) -> Result<String, OpError> {
+    Ok(format!(
+        "ALTER DATABASE {} COMMENT {}",
         mysql_ident(database).map_err(quote_error)?,
-        mysql_ident(MY_TABLE).map_err(quote_error)?
-    );
-    Ok([
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} (marker VARCHAR(512) NOT NULL, \
-             restored_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB"
-        ),
-        format!("INSERT INTO {table} (marker) VALUES (?)"),
-    ])
+        mysql_literal(&m.render()).map_err(quote_error)?
+    ))
+}
+
+/// Whether the server keeps database comments: MariaDB 10.5 and later.
+pub fn has_database_comments(version: &str) -> bool {
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (10, 5)
 }
 
 /// The markers the target database carries (none when it does not exist).
@@ -148,30 +156,19 @@ async fn read(ctx: &OpContext, d: &RestoreIntent) -> Result<Vec<Marker>, OpError
                     .filter_map(|r| r.strip_prefix(&prefix).map(str::to_owned))
                     .collect())
             }
-            Conn::My(c, _) => {
-                let exists: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM information_schema.tables \
-                     WHERE table_schema = ? AND table_name = ?",
-                )
-                .bind(&d.database)
-                .bind(MY_TABLE)
-                .fetch_one(&mut *c)
-                .await
-                .map_err(|e| sql_error("reading information_schema.tables", &e))?;
-                if exists == 0 {
+            Conn::My(..) => {
+                if !has_database_comments(&conn.server_version().await?) {
                     return Ok(Vec::new());
                 }
-                let table = format!(
-                    "{}.{}",
-                    mysql_ident(&d.database).map_err(quote_error)?,
-                    mysql_ident(MY_TABLE).map_err(quote_error)?
-                );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT CAST(marker AS CHAR) FROM {table}"
-                )))
-                .fetch_all(&mut *c)
-                .await
-                .map_err(|e| sql_error("reading the restore marker", &e))
+                let Conn::My(c, _) = &mut conn else {
+                    return Ok(Vec::new());
+                };
+                let comment: Option<String> = sqlx::query_scalar(MARIADB_COMMENT)
+                    .bind(&d.database)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(|e| sql_error("reading information_schema.SCHEMATA", &e))?;
+                Ok(comment.into_iter().collect())
             }
         }
     }
@@ -202,18 +199,17 @@ pub async fn write(ctx: &OpContext, d: &RestoreIntent, m: &Marker) -> Result<(),
         let mut conn = db::connect(ctx, &d.instance, None).await?;
         let r = match &mut conn {
             Conn::Pg(..) => conn.execute(&pg_statement(&d.database, m)?).await,
-            Conn::My(c, _) => {
-                let [create, insert] = my_statements(&d.database)?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| sql_error("creating the restore marker table", &e))?;
-                sqlx::query(sqlx::AssertSqlSafe(insert))
-                    .bind(m.render())
-                    .execute(&mut *c)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| sql_error("writing the restore marker", &e))
+            Conn::My(..) => {
+                let version = conn.server_version().await?;
+                if has_database_comments(&version) {
+                    conn.execute(&mariadb_statement(&d.database, m)?).await
+                } else {
+                    Err(OpError::new(
+                        dbprov_proto::agent::v1::ErrorCode::Unsupported,
+                        format!("{version} keeps no database comment to hold the marker"),
+                        false,
+                    ))
+                }
             }
         };
         conn.close().await;
@@ -262,8 +258,12 @@ mod tests {
             pg_statement("or\"ders", &m).unwrap(),
             "ALTER DATABASE \"or\"\"ders\" SET dbprov.restored = 'uid=u intent= sha256= bytes=0 created=false'"
         );
-        let [create, insert] = my_statements("or`ders").unwrap();
-        assert!(create.contains("`or``ders`.`_dbprov_restore`"), "{create}");
-        assert!(insert.starts_with("INSERT INTO `or``ders`.`_dbprov_restore`"));
+        assert_eq!(
+            mariadb_statement("or`ders", &m).unwrap(),
+            "ALTER DATABASE `or``ders` COMMENT 'uid=u intent= sha256= bytes=0 created=false'"
+        );
+        assert!(has_database_comments("10.11.6-MariaDB"));
+        assert!(!has_database_comments("10.4.32-MariaDB"));
+        assert!(!has_database_comments("8.0.36"));
     }
 }
