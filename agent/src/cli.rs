@@ -71,6 +71,14 @@ pub struct RunArgs {
     /// Namespace of `--identity-secret` (default: the pod's namespace, else the client's).
     #[arg(long, env = "POD_NAMESPACE")]
     pub identity_namespace: Option<String>,
+    /// ConfigMap (in `--identity-namespace`) journaling operations that must not run twice
+    /// (restore, rotation, drops, backups), so an agent restart does not repeat them.
+    #[arg(
+        long,
+        env = "DBPROV_JOURNAL_CONFIGMAP",
+        default_value = crate::journal::DEFAULT_NAME
+    )]
+    pub journal_configmap: String,
     /// CA (PEM) that signed the hub's certificate and admin client certificates.
     #[arg(long, env = "DBPROV_CA")]
     pub ca: PathBuf,

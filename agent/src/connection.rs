@@ -232,6 +232,7 @@ pub async fn session(
             Ok(Some(msg)) => match msg.kind {
                 Some(hub_message::Kind::Intent(intent)) => executor.submit(intent),
                 Some(hub_message::Kind::Cancel(c)) => executor.cancel(&c.intent_id, &c.reason),
+                Some(hub_message::Kind::ResultAck(a)) => executor.acknowledge(&a.intent_id),
                 Some(hub_message::Kind::Welcome(_)) | None => {}
             },
             Ok(None) => break Ok(()),

@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod executor;
 pub mod identity;
+pub mod journal;
 pub mod ops;
 pub mod secrets;
 pub mod sql;
@@ -45,6 +46,8 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
+    // Test-only (docs/development.md): read once, before anything runs.
+    let failpoints = executor::Failpoints::from_env().map_err(anyhow::Error::msg)?;
     let kube = kube::Client::try_default().await.context(
         "cannot build a Kubernetes client for this cluster (set KUBECONFIG or run in a pod)",
     )?;
@@ -99,11 +102,26 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
         capabilities: Some(capabilities.clone()),
         running_operations: vec![],
     };
+    let journal_namespace = args
+        .identity_namespace
+        .clone()
+        .unwrap_or_else(|| kube.default_namespace().to_owned());
+    // Loaded before the first session: a re-sent intent that finished before a restart must
+    // be answered from it, never run again.
+    let journal = journal::Journal::load(Arc::new(journal::ConfigMapStore::new(
+        kube.clone(),
+        &journal_namespace,
+        &args.journal_configmap,
+    )))
+    .await
+    .context("loading the operation journal")?;
     let executor = executor::Executor::new(Arc::new(ops::Operations::new(context::OpContext {
         kube,
         pvc_root: args.pvc_root.clone(),
         tool_dirs: dirs.clone(),
-    })));
+    })))
+    .with_journal(journal)
+    .with_failpoints(failpoints);
     let status = connection::SharedStatus::default();
     if let Some(addr) = args.metrics_listen {
         // Ready while the stream to the hub is up.

@@ -173,10 +173,18 @@ pub struct ProbeObserved {
     pub engine: Option<Engine>,
     /// The server's version string.
     pub version: String,
-    /// With `discover`: what the server holds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// With `discover`: what the server holds (at most [`DISCOVERY_LIMIT`] names per list;
+    /// the JSON has `"truncated": true` when a list was cut).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "capped_discovery"
+    )]
     pub discovered: Option<Discovered>,
 }
+
+/// Names kept per list of a discovery: the answer must stay far below the gRPC message
+/// limit (4 MiB) whatever the server holds.
+pub const DISCOVERY_LIMIT: usize = 2000;
 
 /// Names found on a server: system objects and the admin user left out.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
@@ -188,4 +196,44 @@ pub struct Discovered {
     pub users: Vec<String>,
     /// Roles without login.
     pub roles: Vec<String>,
+}
+
+/// Serializes a discovery with at most [`DISCOVERY_LIMIT`] names per list (names over 256
+/// bytes left out), adding `"truncated": true` when anything was cut, so a server with very
+/// many objects answers a bounded list instead of a result over the message limit. Applied
+/// wherever the answer is serialized, so no caller can forget it.
+fn capped_discovery<S: serde::Serializer>(
+    value: &Option<Discovered>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Capped<'a> {
+        databases: Vec<&'a String>,
+        users: Vec<&'a String>,
+        roles: Vec<&'a String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    }
+    let Some(d) = value else {
+        return serializer.serialize_none();
+    };
+    fn cap<'a>(list: &'a [String], truncated: &mut bool) -> Vec<&'a String> {
+        let kept: Vec<&String> = list
+            .iter()
+            .filter(|n| n.len() <= 256)
+            .take(DISCOVERY_LIMIT)
+            .collect();
+        *truncated |= kept.len() < list.len();
+        kept
+    }
+    let mut truncated = false;
+    let databases = cap(&d.databases, &mut truncated);
+    let users = cap(&d.users, &mut truncated);
+    let roles = cap(&d.roles, &mut truncated);
+    serializer.serialize_some(&Capped {
+        databases,
+        users,
+        roles,
+        truncated,
+    })
 }

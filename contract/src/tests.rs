@@ -251,6 +251,7 @@ fn every_payload_survives_a_round_trip() {
         date: "20260101".into(),
         timestamp: "1767225600".into(),
         retire: vec!["app_20251201".into()],
+        rotation_id: "0b5e11aa-rot".into(),
     });
     round_trip(&BackupIntent {
         instance: instance(),
@@ -613,4 +614,39 @@ fn engines_keep_their_wire_spellings() {
         serde_json::to_value(RotationStrategy::DualPassword).unwrap(),
         json!("dual-password")
     );
+}
+
+#[test]
+fn a_discovery_answer_is_capped_and_says_so() {
+    use crate::instance::{DISCOVERY_LIMIT, Discovered, ProbeObserved};
+    let many: Vec<String> = (0..DISCOVERY_LIMIT + 5).map(|i| format!("db{i}")).collect();
+    let observed = ProbeObserved {
+        engine: None,
+        version: "15".into(),
+        discovered: Some(Discovered {
+            databases: many,
+            users: vec!["x".repeat(300), "app".into()],
+            roles: vec![],
+        }),
+    };
+    let v: serde_json::Value = serde_json::from_str(&crate::to_json(&observed)).unwrap();
+    assert_eq!(
+        v["discovered"]["databases"].as_array().unwrap().len(),
+        DISCOVERY_LIMIT
+    );
+    assert_eq!(v["discovered"]["users"], json!(["app"]));
+    assert_eq!(v["discovered"]["truncated"], json!(true));
+    // An older or newer hub reads it (answers accept unknown fields).
+    let back: ProbeObserved = serde_json::from_value(v).unwrap();
+    assert_eq!(back.discovered.unwrap().users, vec!["app".to_owned()]);
+    // Small answers are unchanged.
+    let small = ProbeObserved {
+        discovered: Some(Discovered {
+            databases: vec!["shop".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let v: serde_json::Value = serde_json::from_str(&crate::to_json(&small)).unwrap();
+    assert!(v["discovered"].get("truncated").is_none());
 }
