@@ -242,11 +242,48 @@ struct SessionReader<D> {
 }
 
 impl<D: ClusterDirectory> SessionReader<D> {
-    async fn run(
-        self,
-        mut inbound: Streaming<AgentMessage>,
-        mut stopped: tokio::sync::watch::Receiver<()>,
+    /// Records heartbeats in the cluster's status off the read path: the reader only stores
+    /// the latest count (latest wins, older ones are coalesced away), so a slow or stalled
+    /// apiserver never holds up results. Answers why the session must end when the cluster
+    /// was paused or deleted meanwhile.
+    fn spawn_bookkeeping(
+        &self,
+    ) -> (
+        tokio::sync::watch::Sender<Option<u32>>,
+        tokio::sync::oneshot::Receiver<(&'static str, String)>,
     ) {
+        let (latest, mut beats) = tokio::sync::watch::channel(None::<u32>);
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+        let hub = self.hub.clone();
+        let directory = self.directory.clone();
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            // Ends when the reader drops `latest` (the session ended).
+            while beats.changed().await.is_ok() {
+                let Some(in_flight) = *beats.borrow_and_update() else {
+                    continue;
+                };
+                let pending = crate::clusters::in_flight_operations(&hub.pending(Some(&cluster)));
+                let verdict = directory
+                    .record(&cluster, ClusterEvent::Heartbeat { in_flight, pending })
+                    .await;
+                let end = match verdict {
+                    Err(e @ AdmitError::Paused(_)) => ("ClusterPaused", e.to_string()),
+                    Err(e @ AdmitError::Unknown(_)) => ("ClusterDeleted", e.to_string()),
+                    // The apiserver being briefly unreachable does not end a session.
+                    Err(AdmitError::Unavailable { .. }) | Ok(()) => continue,
+                };
+                let _ = end_tx.send(end);
+                return;
+            }
+        });
+        (latest, end_rx)
+    }
+
+    async fn run<S>(self, mut inbound: S, mut stopped: tokio::sync::watch::Receiver<()>)
+    where
+        S: Stream<Item = Result<AgentMessage, Status>> + Unpin,
+    {
         let expiry = async {
             match self.expires_at {
                 Some(at) => {
@@ -259,6 +296,7 @@ impl<D: ClusterDirectory> SessionReader<D> {
             }
         };
         tokio::pin!(expiry);
+        let (latest, mut ended) = self.spawn_bookkeeping();
         let (reason, message) = loop {
             let next = tokio::select! {
                 _ = stopped.changed() => break ("Replaced", "a newer connection replaced this session".to_owned()),
@@ -266,7 +304,15 @@ impl<D: ClusterDirectory> SessionReader<D> {
                     "CertificateExpired",
                     "the agent's client certificate expired; it reconnects with a renewed one".to_owned(),
                 ),
-                next = tokio::time::timeout(self.silence, inbound.message()) => next,
+                end = &mut ended => match end {
+                    Ok(end) => break end,
+                    // The bookkeeping task is gone (it only ends with a verdict); carry on.
+                    Err(_) => {
+                        ended = tokio::sync::oneshot::channel().1;
+                        continue;
+                    }
+                },
+                next = tokio::time::timeout(self.silence, inbound.next()) => next,
             };
             match next {
                 Err(_) => {
@@ -275,39 +321,14 @@ impl<D: ClusterDirectory> SessionReader<D> {
                         format!("no message from the agent for {:?}", self.silence),
                     );
                 }
-                Ok(Ok(Some(msg))) => {
-                    let heartbeat = match &msg.kind {
-                        Some(agent_message::Kind::Heartbeat(hb)) => Some(hb.in_flight),
-                        _ => None,
-                    };
-                    self.hub.on_message(&self.cluster, &self.session_id, msg);
-                    let pending = || {
-                        crate::clusters::in_flight_operations(
-                            &self.hub.pending(Some(&self.cluster)),
-                        )
-                    };
-                    if let Some(in_flight) = heartbeat
-                        && let Err(e) = self
-                            .directory
-                            .record(
-                                &self.cluster,
-                                ClusterEvent::Heartbeat {
-                                    in_flight,
-                                    pending: pending(),
-                                },
-                            )
-                            .await
-                    {
-                        match e {
-                            AdmitError::Paused(_) => break ("ClusterPaused", e.to_string()),
-                            AdmitError::Unknown(_) => break ("ClusterDeleted", e.to_string()),
-                            // The apiserver being briefly unreachable does not end a session.
-                            AdmitError::Unavailable { .. } => {}
-                        }
+                Ok(Some(Ok(msg))) => {
+                    if let Some(agent_message::Kind::Heartbeat(hb)) = &msg.kind {
+                        latest.send_replace(Some(hb.in_flight));
                     }
+                    self.hub.on_message(&self.cluster, &self.session_id, msg);
                 }
-                Ok(Ok(None)) => break ("StreamClosed", "the agent closed the stream".to_owned()),
-                Ok(Err(status)) => {
+                Ok(None) => break ("StreamClosed", "the agent closed the stream".to_owned()),
+                Ok(Some(Err(status))) => {
                     break (
                         "StreamError",
                         format!("stream failed: {}", status.message()),
@@ -315,6 +336,7 @@ impl<D: ClusterDirectory> SessionReader<D> {
                 }
             }
         };
+        drop(latest);
         if self.hub.close_session(&self.cluster, &self.session_id) {
             tracing::info!(cluster = %self.cluster, reason, %message, "session ended");
             let _ = self
@@ -473,6 +495,141 @@ pub async fn serve<D: ClusterDirectory>(
 #[cfg(test)]
 mod tests {
     use super::identity_matches;
+    use super::*;
+    use crate::session::IntentRequest;
+    use dbprov_proto::agent::v1::{
+        self as pb, Operation, ResourceRef, hub_message, result::Outcome,
+    };
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A directory whose heartbeat bookkeeping never returns (a stalled apiserver), or that
+    /// answers `Paused` to it.
+    struct Directory {
+        heartbeats: AtomicU32,
+        paused: bool,
+    }
+
+    impl ClusterDirectory for Directory {
+        async fn admit(&self, _: &str) -> Result<(), AdmitError> {
+            Ok(())
+        }
+        async fn spiffe_id(&self, _: &str) -> Result<Option<String>, AdmitError> {
+            Ok(None)
+        }
+        async fn list(&self) -> Result<Vec<String>, AdmitError> {
+            Ok(vec![])
+        }
+        async fn record(&self, cluster: &str, event: ClusterEvent) -> Result<(), AdmitError> {
+            if let ClusterEvent::Heartbeat { .. } = event {
+                self.heartbeats.fetch_add(1, Ordering::SeqCst);
+                if self.paused {
+                    return Err(AdmitError::Paused(cluster.to_owned()));
+                }
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    fn heartbeat() -> AgentMessage {
+        AgentMessage {
+            kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {
+                sent_at_unix_ms: 0,
+                in_flight: 1,
+            })),
+        }
+    }
+
+    type Reader = (
+        Hub,
+        Arc<Directory>,
+        crate::session::OpenedSession,
+        tokio::sync::mpsc::Sender<Result<AgentMessage, Status>>,
+        tokio::task::JoinHandle<()>,
+    );
+
+    fn start_reader(paused: bool) -> Reader {
+        let hub = Hub::new(Duration::from_secs(60));
+        let directory = Arc::new(Directory {
+            heartbeats: AtomicU32::new(0),
+            paused,
+        });
+        let mut opened = hub.open_session(
+            pb::Hello {
+                cluster_name: "east".into(),
+                ..Default::default()
+            },
+            "peer".into(),
+        );
+        let reader = SessionReader {
+            hub: hub.clone(),
+            directory: directory.clone(),
+            cluster: "east".into(),
+            session_id: opened.session_id.clone(),
+            silence: Duration::from_secs(3600),
+            expires_at: None,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let stopped = opened.stopped.clone();
+        let task = tokio::spawn(reader.run(ReceiverStream::new(rx), stopped));
+        // The Welcome.
+        let _ = opened.outbound.try_recv();
+        (hub, directory, opened, tx, task)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_apiserver_does_not_hold_up_results_and_the_result_is_acknowledged() {
+        let (hub, directory, mut opened, tx, _task) = start_reader(false);
+        let op = hub
+            .start(
+                "east",
+                IntentRequest {
+                    resource: ResourceRef {
+                        kind: "DatabaseRestore".into(),
+                        name: "r".into(),
+                        ..Default::default()
+                    },
+                    operation: Operation::Restore,
+                    desired_json: "{}".into(),
+                    timeout: Duration::from_secs(3600),
+                },
+            )
+            .unwrap();
+        let id = op.intent_id.clone();
+        for _ in 0..10 {
+            tx.send(Ok(heartbeat())).await.unwrap();
+        }
+        tx.send(Ok(AgentMessage {
+            kind: Some(agent_message::Kind::Result(pb::Result {
+                intent_id: id.clone(),
+                outcome: Some(Outcome::ObservedJson("{}".into())),
+            })),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(op.wait().await.unwrap(), "{}");
+        assert!(
+            directory.heartbeats.load(Ordering::SeqCst) <= 1,
+            "at most one record started (and stuck); later heartbeats were coalesced"
+        );
+        let mut acked = None;
+        while let Some(msg) = opened.outbound.recv().await {
+            if let Some(hub_message::Kind::ResultAck(a)) = msg.kind {
+                acked = Some(a.intent_id);
+                break;
+            }
+        }
+        assert_eq!(acked, Some(id));
+    }
+
+    #[tokio::test]
+    async fn a_paused_cluster_still_ends_the_session() {
+        let (hub, _directory, _opened, tx, task) = start_reader(true);
+        tx.send(Ok(heartbeat())).await.unwrap();
+        task.await.unwrap();
+        assert!(hub.session("east").is_none());
+        drop(tx);
+    }
 
     #[test]
     fn an_agent_must_present_its_clusters_identity_and_no_other() {

@@ -181,7 +181,13 @@ struct State {
     /// The resources that have sent an intent to each cluster: what a resync of that
     /// cluster re-reconciles (and nothing of the other clusters).
     targets: HashMap<String, std::collections::BTreeSet<Target>>,
+    /// Intents whose result was handed to its waiter, newest last (bounded): a duplicate
+    /// Result of one (re-sent by the agent after a lost ResultAck) is acknowledged again.
+    delivered: std::collections::VecDeque<String>,
 }
+
+/// Intent ids remembered in [`State::delivered`].
+const DELIVERED_LIMIT: usize = 4096;
 
 /// A resource that sent an intent to a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -263,6 +269,34 @@ pub struct Hub {
     state: Arc<Mutex<State>>,
     resync: broadcast::Sender<String>,
     heartbeat_interval: Duration,
+    /// Operations whose results abort the hub before they reach their waiter (test-only:
+    /// `DBPROV_HUB_FAILPOINTS=after_result_before_status:<operation>`).
+    abort_on_result: Arc<Vec<Operation>>,
+}
+
+/// The hub's test-only failpoints: `after_result_before_status:<operation>` (comma list);
+/// the process aborts, as a kill -9 would, when a result of that operation arrives, before
+/// any controller has it (so before its status is written) and before it is acknowledged.
+pub fn parse_failpoints(spec: &str) -> Result<Vec<Operation>, String> {
+    let mut ops = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(("after_result_before_status", op)) = item.split_once(':') else {
+            return Err(format!(
+                "DBPROV_HUB_FAILPOINTS: {item:?} is not after_result_before_status:<operation>"
+            ));
+        };
+        let name = op.trim().to_ascii_uppercase();
+        let name = if name.starts_with("OPERATION_") {
+            name
+        } else {
+            format!("OPERATION_{name}")
+        };
+        ops.push(
+            Operation::from_str_name(&name)
+                .ok_or_else(|| format!("DBPROV_HUB_FAILPOINTS: unknown operation {op:?}"))?,
+        );
+    }
+    Ok(ops)
 }
 
 impl std::fmt::Debug for Hub {
@@ -288,10 +322,20 @@ impl Hub {
     /// A hub expecting heartbeats every `heartbeat_interval`.
     pub fn new(heartbeat_interval: Duration) -> Self {
         let (resync, _) = broadcast::channel(256);
+        // Read once, when the hub starts; a malformed value is refused loudly but does not
+        // stop a production hub (the variable is test-only).
+        let abort_on_result = match std::env::var("DBPROV_HUB_FAILPOINTS") {
+            Ok(spec) => parse_failpoints(&spec).unwrap_or_else(|e| {
+                tracing::error!("{e}; failpoints ignored");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
         Self {
             state: Arc::new(Mutex::new(State::default())),
             resync,
             heartbeat_interval,
+            abort_on_result: Arc::new(abort_on_result),
         }
     }
 
@@ -485,10 +529,27 @@ impl Hub {
                 }
             }
             agent_message::Kind::Result(result) => {
-                if owned_pending(&mut state, cluster, &result.intent_id, "result").is_none() {
+                let id = result.intent_id.clone();
+                if state.delivered.contains(&id) {
+                    // A duplicate (the agent re-sends until acknowledged): ours already.
+                    ack_result(&state, cluster, &id);
                     return;
                 }
-                if let Some(mut p) = state.pending.remove(&result.intent_id)
+                if owned_pending(&mut state, cluster, &id, "result").is_none() {
+                    // Unknown here (e.g. sent before this hub started): not acknowledged, so
+                    // the agent keeps it and answers the controller's re-sent id with it.
+                    return;
+                }
+                if let Some(p) = state.pending.get(&id)
+                    && self
+                        .abort_on_result
+                        .iter()
+                        .any(|op| *op as i32 == p.info.intent.operation)
+                {
+                    tracing::error!(intent = %id, "failpoint after_result_before_status: aborting the hub");
+                    std::process::abort();
+                }
+                if let Some(mut p) = state.pending.remove(&id)
                     && let Some(tx) = p.result.take()
                 {
                     let operation = Operation::try_from(p.info.intent.operation)
@@ -517,7 +578,16 @@ impl Hub {
                             retryable: true,
                         }),
                     };
-                    let _ = tx.send(outcome);
+                    // Acknowledged only once a waiter has it: a result nobody waits for
+                    // any more (deadline passed) stays with the agent, which answers the
+                    // controller's next attempt with the same id from it.
+                    if tx.send(outcome).is_ok() {
+                        if state.delivered.len() >= DELIVERED_LIMIT {
+                            state.delivered.pop_front();
+                        }
+                        state.delivered.push_back(id.clone());
+                        ack_result(&state, cluster, &id);
+                    }
                 }
             }
             agent_message::Kind::Audit(event) => {
@@ -729,6 +799,18 @@ impl Hub {
             .collect();
         v.sort_by_key(|p| p.sent_at);
         v
+    }
+}
+
+/// Tells `cluster`'s agent that the hub has the result of `intent_id`. A full queue loses
+/// the ack, which is harmless: the agent sends the result again and it is acknowledged then.
+fn ack_result(state: &State, cluster: &str, intent_id: &str) {
+    if let Some(session) = state.sessions.get(cluster) {
+        let _ = session.tx.try_send(HubMessage {
+            kind: Some(hub_message::Kind::ResultAck(pb::ResultAck {
+                intent_id: intent_id.to_owned(),
+            })),
+        });
     }
 }
 
@@ -1038,5 +1120,57 @@ mod tests {
             assert_eq!(value("dbprov_agent_connected{cluster=\"a\"}"), Some(0.0));
             assert_eq!(value("dbprov_connected_agents"), Some(0.0));
         });
+    }
+
+    fn acks(rx: &mut mpsc::Receiver<HubMessage>) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(hub_message::Kind::ResultAck(a)) = m.kind {
+                v.push(a.intent_id);
+            }
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn a_result_handed_to_its_waiter_is_acknowledged_and_duplicates_again() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let op = hub.start("east", request(Duration::from_secs(5))).unwrap();
+        let id = op.intent_id.clone();
+        let _ = next_intent(&mut s.outbound);
+        hub.on_message("east", &s.session_id, result_ok(&id, "{}"));
+        assert_eq!(op.wait().await.unwrap(), "{}");
+        assert_eq!(acks(&mut s.outbound), vec![id.clone()]);
+        // The ack was lost; the agent sends the result again after a reconnect.
+        hub.on_message("east", &s.session_id, result_ok(&id, "{}"));
+        assert_eq!(acks(&mut s.outbound), vec![id]);
+        // A result this hub never asked for (e.g. from before a restart) is not
+        // acknowledged: the agent keeps it for the controller's re-sent id.
+        hub.on_message("east", &s.session_id, result_ok("unknown", "{}"));
+        assert!(acks(&mut s.outbound).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_result_nobody_waits_for_is_not_acknowledged() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let op = hub.start("east", request(Duration::from_secs(5))).unwrap();
+        let id = op.intent_id.clone();
+        let _ = next_intent(&mut s.outbound);
+        drop(op.result);
+        hub.on_message("east", &s.session_id, result_ok(&id, "{}"));
+        assert!(acks(&mut s.outbound).is_empty());
+    }
+
+    #[test]
+    fn hub_failpoints_parse() {
+        assert_eq!(
+            parse_failpoints("after_result_before_status:OPERATION_RESTORE, after_result_before_status:drop_database").unwrap(),
+            vec![Operation::Restore, Operation::DropDatabase]
+        );
+        assert!(parse_failpoints("").unwrap().is_empty());
+        assert!(parse_failpoints("before:restore").is_err());
+        assert!(parse_failpoints("after_result_before_status:nope").is_err());
     }
 }

@@ -144,7 +144,9 @@ impl FakeAgent {
                         );
                     }
                     Some(hub_message::Kind::Cancel(cancel)) => lock(&shared.cancels).push(cancel),
-                    Some(hub_message::Kind::Welcome(_)) | None => {}
+                    // Acknowledgements of results: this fake agent keeps none to re-send.
+                    Some(hub_message::Kind::Welcome(_) | hub_message::Kind::ResultAck(_))
+                    | None => {}
                 }
             }
         });
