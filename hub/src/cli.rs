@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub against the cluster in KUBECONFIG (or the in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions generated from the API types (one file per kind).
     Crdgen(CrdgenArgs),
     /// Create a development CA and issue hub, agent and admin certificates.
@@ -119,9 +119,19 @@ pub struct RunArgs {
     /// Namespace of the leader Lease (default: the pod's namespace, else the client's).
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// Seconds a leader's Lease holds without renewal: the failover time after a crash.
+    /// Seconds a standby waits, after it last saw the Lease change, before taking it: the
+    /// failover time after a crash (a shutdown releases the Lease at once).
     #[arg(long, env = "DBPROV_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal; it stops dispatching
+    /// then, before a standby may take over (must be shorter than the Lease duration;
+    /// default: two thirds of it, 10 for 15).
+    #[arg(long, env = "DBPROV_RENEW_DEADLINE_SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub renew_deadline_seconds: Option<u64>,
+    /// Seconds between the leader's renewals and a standby's attempts (must be shorter than
+    /// the renew deadline; default: 2/15 of the Lease duration, 2 for 15).
+    #[arg(long, env = "DBPROV_RETRY_PERIOD_SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub retry_period_seconds: Option<u64>,
 }
 
 /// `dbprov-hub certs`: a development PKI.

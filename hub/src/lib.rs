@@ -24,7 +24,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     // up front avoids rustls' "cannot determine CryptoProvider" panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        cli::Command::Run(args) => serve(args).await,
+        cli::Command::Run(args) => serve(*args).await,
         cli::Command::Certs(cmd) => certs_command(cmd),
         cli::Command::BootstrapToken(args) => {
             let client = kube::Client::try_default()
@@ -67,6 +67,13 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
+    let timing = leader::Timing::new(
+        std::time::Duration::from_secs(args.lease_duration_seconds),
+        args.renew_deadline_seconds
+            .map(std::time::Duration::from_secs),
+        args.retry_period_seconds
+            .map(std::time::Duration::from_secs),
+    )?;
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (set KUBECONFIG or run in a pod)")?;
@@ -74,6 +81,12 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         .apiserver_version()
         .await
         .context("the Kubernetes apiserver is not reachable")?;
+    // One signal listener; everything that ends on shutdown watches this flag.
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
     // Unique per process: the Lease holder and the Events' reporting instance.
     let identity = format!(
@@ -83,8 +96,8 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "dbprov-hub".into()),
         fastrand::u32(..)
     );
+    let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let election = {
-        let client = client.clone();
         let cfg = leader::LeaseConfig {
             name: args.lease_name.clone(),
             namespace: args
@@ -92,17 +105,39 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned()),
             identity: identity.clone(),
-            duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+            timing,
         };
+        let store = leader::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
         let enabled = args.leader_election;
+        let (hub, shutdown) = (hub.clone(), shutdown.clone());
         async move {
             if enabled {
-                leader::run(client, cfg, leading_tx).await
+                // Runs as soon as `leading` turns false, before a release on shutdown: no
+                // agent stream of this replica outlives its leadership.
+                let on_stopped = move || close_sessions(&hub, "this replica stopped leading");
+                leader::run(store, cfg, leading_tx, on_stopped, flagged(shutdown)).await;
             } else {
-                std::future::pending().await
+                flagged(shutdown).await;
+                drop(leading_tx);
             }
         }
     };
+    if args.leader_election {
+        // A connect that passed the leadership check just before leadership ended could
+        // still open a session: a standby closes any it finds.
+        let (hub, mut leading) = (hub.clone(), leading.clone());
+        tokio::spawn(async move {
+            loop {
+                if !*leading.borrow_and_update() {
+                    close_sessions(&hub, "this replica is on standby");
+                }
+                tokio::select! {
+                    changed = leading.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
     if let Some(addr) = args.metrics_listen {
         // Ready while the apiserver answers; the detail says leader or standby.
         let (client, leading) = (client.clone(), leading.clone());
@@ -182,7 +217,6 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
     let context = controller::Context {
         recorder: controller::Context::recorder(client.clone(), &identity),
@@ -191,11 +225,34 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         default_cluster: args.default_cluster.clone(),
         intent_timeout: std::time::Duration::from_secs(30),
     };
-    let mut became_leader = leading.clone();
-    let controllers = async move {
-        // A standby replica reconciles nothing until it leads.
-        if became_leader.wait_for(|l| *l).await.is_ok() {
-            controller::run(context, shutdown_signal()).await;
+    let controllers = {
+        let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+        async move {
+            loop {
+                // A standby replica reconciles nothing until it leads.
+                let leads = tokio::select! {
+                    l = async { leading.wait_for(|l| *l).await.is_ok() } => l,
+                    () = flagged(shutdown.clone()) => false,
+                };
+                if !leads {
+                    break;
+                }
+                // Until leadership ends or the process shuts down; a replica that leads
+                // again later starts its controllers afresh.
+                let stop = {
+                    let (mut leading, shutdown) = (leading.clone(), shutdown.clone());
+                    async move {
+                        tokio::select! {
+                            _ = leading.wait_for(|l| !*l) => {}
+                            () = flagged(shutdown) => {}
+                        }
+                    }
+                };
+                controller::run(context.clone(), stop).await;
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
         }
     };
     let service =
@@ -214,16 +271,30 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         listener,
         std::sync::Arc::new(tls),
         service,
-        shutdown_signal(),
+        flagged(shutdown.clone()),
     );
-    tokio::select! {
-        (served, ()) = async { tokio::join!(server, controllers) } => served?,
-        // Two leaders would send every intent twice: a replica that lost the Lease stops
-        // and is restarted as a standby.
-        lost = election => return Err(anyhow::anyhow!("leadership ended: {lost}")),
-    }
+    let (served, (), ()) = tokio::join!(server, controllers, election);
+    served?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Completes once `flag` is true (or its sender is gone).
+async fn flagged(mut flag: tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+/// Closes every agent session of this replica (their agents reconnect, to the leader).
+fn close_sessions(hub: &session::Hub, why: &str) {
+    let mut closed = 0usize;
+    for s in hub.sessions() {
+        if hub.close_session(&s.cluster, &s.session_id) {
+            closed += 1;
+        }
+    }
+    if closed > 0 {
+        tracing::warn!(sessions = closed, "closed agent sessions: {why}");
+    }
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

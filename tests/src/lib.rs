@@ -25,6 +25,7 @@ pub mod mariadb;
 pub mod minio;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod reference_manifests;
 pub mod scenario;
 pub mod tools;

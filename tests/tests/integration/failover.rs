@@ -1,19 +1,28 @@
 //! Two hub replicas against one real apiserver: one holds the leader Lease, reconciles and
 //! accepts the agent; the other answers UNAVAILABLE. Killing the leader (SIGKILL, no release)
 //! makes the standby take the Lease within its duration, and the agent — given both
-//! addresses — reconnects to the new leader by itself.
+//! addresses — reconnects to the new leader by itself. A leader whose apiserver connection
+//! is blackholed (through the fault proxy) stops dispatching before the standby leads, and
+//! stays standby once the apiserver answers again; SIGTERM releases the Lease at once.
+//!
+//! The harness runs hubs with a 3 s Lease, so the renew deadline is 2 s and the retry
+//! period 0.4 s (the defaults' proportions). Durations are printed, never asserted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use dbprov_proto::agent::v1::{
     AgentMessage, Hello, agent_hub_client::AgentHubClient, agent_message,
 };
 use dbprov_tests::{
     KubeEnv,
-    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki, channel, http_get},
+    dbprov::{AgentOptions, AgentProcess, HubProcess, Pki, channel, http_get, scrape},
     manifests::{self, Catalog},
+    proxy::{FaultProxy, Mode},
     scenario::eventually,
 };
 use k8s_openapi::api::coordination::v1::Lease;
@@ -162,4 +171,406 @@ async fn the_standby_takes_over_when_the_leader_dies_and_the_agent_follows() {
          new session {after} after {reconnected:?}"
     );
     drop(agent);
+}
+
+/// Both clusters, the CRDs, ManagedClusters `default` and `probe`, and a PKI; None when a
+/// tool is missing outside CI.
+async fn setup() -> Option<(KubeEnv, KubeEnv, Catalog, Arc<Pki>)> {
+    dbprov_tests::init_crypto();
+    let (mgmt, workload) = tokio::join!(KubeEnv::start(), KubeEnv::start());
+    let (mgmt, workload) = match (mgmt, workload) {
+        (Ok(m), Ok(w)) => (m, w),
+        (Err(e), _) | (_, Err(e)) if e.is_missing_tool() && !dbprov_tests::tools::in_ci() => {
+            return None;
+        }
+        (Err(e), _) | (_, Err(e)) => panic!("{e}"),
+    };
+    let crds = dbprov_hub::crdgen::all();
+    manifests::install_crds(&mgmt.client(), &crds)
+        .await
+        .unwrap();
+    let catalog = Catalog::new(&crds);
+    for name in ["default", "probe"] {
+        manifests::apply(
+            &mgmt.client(),
+            &catalog,
+            &json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "ManagedCluster",
+                    "metadata": {"name": name}, "spec": {}}),
+        )
+        .await
+        .unwrap();
+    }
+    let pki = Arc::new(Pki::new().unwrap());
+    Some((mgmt, workload, catalog, pki))
+}
+
+/// A copy of `mgmt`'s kubeconfig whose server is `proxy` (same IP, so the apiserver's
+/// certificate still matches).
+fn proxied_kubeconfig(
+    mgmt: &KubeEnv,
+    proxy: &FaultProxy,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let original = std::fs::read_to_string(mgmt.kubeconfig()).unwrap();
+    let target = mgmt.url().trim_start_matches("https://");
+    assert!(original.contains(target), "{original}");
+    let path = dir.join("kubeconfig-proxied");
+    std::fs::write(&path, original.replace(target, &proxy.addr().to_string())).unwrap();
+    path
+}
+
+/// Whether the hub at `addr` accepts an agent stream now (a response with the Welcome
+/// within five seconds) for ManagedCluster `probe`; Err says why not.
+async fn accepts(
+    pki: &Pki,
+    cert: &dbprov_tests::dbprov::CertFiles,
+    addr: &str,
+) -> Result<(), String> {
+    let attempt = async {
+        let ch = channel(pki, cert, addr).await?;
+        let hello = AgentMessage {
+            kind: Some(agent_message::Kind::Hello(Hello {
+                cluster_name: "probe".into(),
+                ..Default::default()
+            })),
+        };
+        // The stream stays open until dropped, like an agent's.
+        let outbound = futures::StreamExt::chain(
+            futures::stream::iter(vec![hello]),
+            futures::stream::pending(),
+        );
+        let mut inbound = AgentHubClient::new(ch)
+            .connect(outbound)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        match inbound.message().await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("stream ended without a Welcome".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    // Generous for a loaded machine: a slow answer only counts as "not accepted".
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5s".into()))
+}
+
+/// `dbprov_hub_leader` of the hub whose metrics are at `addr` (None: unreadable).
+async fn leader_gauge(addr: &str) -> Option<bool> {
+    let text = scrape(addr).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("dbprov_hub_leader "))
+        .map(|v| v.trim() == "1")
+}
+
+/// Samples, continuously until stopped, which hubs say they lead (metrics) and which accept
+/// a probe agent stream.
+#[derive(Default)]
+struct Samples {
+    /// (when, hub index) a hub's gauge said it leads.
+    gauge: Vec<(Instant, usize)>,
+    /// (when, hub index) a hub accepted a probe stream.
+    accepted: Vec<(Instant, usize)>,
+    /// The last refusal, for a failure message.
+    refused: Option<(usize, String)>,
+}
+
+fn sample(
+    pki: &Arc<Pki>,
+    hubs: [(String, String); 2],
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Arc<Mutex<Samples>>, Vec<tokio::task::JoinHandle<()>>) {
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let cert = pki.cluster("probe").unwrap();
+    let mut tasks = Vec::new();
+    for (i, (grpc, metrics)) in hubs.into_iter().enumerate() {
+        let (gauges, stop_gauges) = (samples.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (samples, stop) = (gauges, stop_gauges);
+            while !*stop.borrow() {
+                if leader_gauge(&metrics).await == Some(true) {
+                    samples.lock().unwrap().gauge.push((Instant::now(), i));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+        let (samples, stop, pki, cert) = (samples.clone(), stop.clone(), pki.clone(), cert.clone());
+        tasks.push(tokio::spawn(async move {
+            while !*stop.borrow() {
+                let asked = Instant::now();
+                match accepts(&pki, &cert, &grpc).await {
+                    Ok(()) => samples.lock().unwrap().accepted.push((asked, i)),
+                    Err(e) => samples.lock().unwrap().refused = Some((i, e)),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    (samples, tasks)
+}
+
+/// The lines of `log` that contain every one of `parts`.
+fn lines_with<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .collect()
+}
+
+fn last_of(events: &[(Instant, usize)], hub: usize) -> Option<Instant> {
+    events
+        .iter()
+        .filter(|(_, i)| *i == hub)
+        .map(|(t, _)| *t)
+        .max()
+}
+
+fn first_of(events: &[(Instant, usize)], hub: usize) -> Option<Instant> {
+    events
+        .iter()
+        .filter(|(_, i)| *i == hub)
+        .map(|(t, _)| *t)
+        .min()
+}
+
+#[tokio::test]
+async fn a_stalled_leader_stops_dispatching_before_the_standby_leads_and_stays_standby() {
+    let Some((mgmt, workload, catalog, pki)) = setup().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(mgmt.url().trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let kubeconfig = proxied_kubeconfig(&mgmt, &proxy, dir.path());
+    // The first hub reaches the apiserver only through the proxy.
+    let first = HubProcess::start_as(&kubeconfig, &pki, 0, 1).await.unwrap();
+    let leader = eventually(Duration::from_secs(30), "a leader", || holder(&mgmt)).await;
+    let second = HubProcess::start(&mgmt, &pki, 0, 1).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the second hub standing by",
+        || async {
+            (!lines_with(&second.log(), &["standing by; the Lease is held", &leader]).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    let agent = AgentProcess::start(
+        &workload,
+        &pki,
+        &format!("{},{}", second.addr, first.addr),
+        &AgentOptions {
+            cluster_name: "default".into(),
+            cert: pki.cluster("default").unwrap(),
+            admin_port: false,
+        },
+    )
+    .unwrap();
+    let before = eventually(Duration::from_secs(60), "the agent on the leader", || {
+        session_id(&mgmt, &catalog)
+    })
+    .await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (samples, tasks) = sample(
+        &pki,
+        [
+            (first.addr.clone(), first.metrics_addr.clone()),
+            (second.addr.clone(), second.metrics_addr.clone()),
+        ],
+        stopped,
+    );
+    let probed = Instant::now();
+    while first_of(&samples.lock().unwrap().accepted, 0).is_none() {
+        assert!(
+            probed.elapsed() < Duration::from_secs(60),
+            "the leader never accepted the probe: {:?}",
+            samples.lock().unwrap().refused
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The leader's apiserver goes silent.
+    proxy.set(Mode::Blackhole);
+    let stalled = Instant::now();
+    let new_leader = eventually(Duration::from_secs(60), "a new leader", || async {
+        holder(&mgmt).await.filter(|h| *h != leader)
+    })
+    .await;
+    let took_over = stalled.elapsed();
+    let after = eventually(
+        Duration::from_secs(60),
+        "the agent on the new leader",
+        || async { session_id(&mgmt, &catalog).await.filter(|s| *s != before) },
+    )
+    .await;
+    let reconnected = stalled.elapsed();
+    eventually(
+        Duration::from_secs(30),
+        "the probe accepted by the new leader",
+        || async { first_of(&samples.lock().unwrap().accepted, 1).map(|_| ()) },
+    )
+    .await;
+    assert!(proxy.dropped_bytes() > 0, "the blackhole swallowed nothing");
+    let log = first.log();
+    assert!(
+        log.contains("stopped leading: the Lease was not renewed within the renew deadline"),
+        "{log}"
+    );
+    assert!(log.contains("closed agent sessions"), "{log}");
+    assert!(second.log().contains("agent connected"), "{}", second.log());
+
+    // The apiserver answers the old leader again: it sees the new holder and stands by.
+    proxy.set(Mode::Pass);
+    eventually(
+        Duration::from_secs(60),
+        "the old leader standing by for the new one",
+        || async {
+            (!lines_with(
+                &first.log(),
+                &["standing by; the Lease is held", &new_leader],
+            )
+            .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    let body = eventually(
+        Duration::from_secs(60),
+        "the old leader ready again",
+        || async {
+            let (code, body) = http_get(&first.metrics_addr, "/readyz").await;
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("standby"), "{body}");
+    assert_eq!(holder(&mgmt).await.as_deref(), Some(new_leader.as_str()));
+    assert_eq!(leader_gauge(&first.metrics_addr).await, Some(false));
+    let refused = accepts(&pki, &pki.cluster("probe").unwrap(), &first.addr).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("standby")),
+        "{refused:?}"
+    );
+
+    stop.send(true).unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let samples = samples.lock().unwrap();
+    // Never two leaders: every sample in which the old hub led or accepted an agent stream
+    // comes before every one in which the new hub did.
+    let (old_led, new_led) = (
+        last_of(&samples.gauge, 0).expect("the old leader's gauge said 1"),
+        first_of(&samples.gauge, 1).expect("the new leader's gauge said 1"),
+    );
+    assert!(old_led < new_led, "both hubs said they lead at once");
+    let (old_accepted, new_accepted) = (
+        last_of(&samples.accepted, 0).unwrap(),
+        first_of(&samples.accepted, 1).unwrap(),
+    );
+    assert!(
+        old_accepted < new_accepted,
+        "the old leader accepted an agent stream after the new one did"
+    );
+    eprintln!(
+        "stall of {leader}: it last said it leads {:?} after the stall began and last \
+         accepted a stream {:?} after; {new_leader} first said it leads {:?} after (gap \
+         {:?}) and took the Lease by {took_over:?}; the agent's new session {after} after \
+         {reconnected:?}",
+        old_led.saturating_duration_since(stalled),
+        old_accepted.saturating_duration_since(stalled),
+        new_led.saturating_duration_since(stalled),
+        new_led - old_led,
+    );
+    drop(agent);
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_and_the_standby_leads_at_its_next_attempt() {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+
+    let Some((mgmt, _workload, _catalog, pki)) = setup().await else {
+        return;
+    };
+    let first = HubProcess::start(&mgmt, &pki, 0, 1).await.unwrap();
+    let leader = eventually(Duration::from_secs(30), "a leader", || holder(&mgmt)).await;
+    let second = HubProcess::start(&mgmt, &pki, 0, 1).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the second hub standing by",
+        || async {
+            (!lines_with(&second.log(), &["standing by; the Lease is held", &leader]).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every change of the Lease from now on, in order.
+    let leases = kube::Api::<Lease>::namespaced(mgmt.client(), "default");
+    let rv = leases
+        .get("dbprov-hub-leader")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut changes = leases
+        .watch(
+            &WatchParams::default().fields("metadata.name=dbprov-hub-leader"),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(first.pid()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let signalled = Instant::now();
+    let mut released = None;
+    let new_leader = loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), changes.next())
+            .await
+            .expect("a Lease change")
+            .expect("the watch goes on")
+            .unwrap();
+        let WatchEvent::Modified(lease) = event else {
+            continue;
+        };
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if holder.is_empty() {
+            released.get_or_insert_with(Instant::now);
+        } else if holder != leader {
+            break holder;
+        }
+    };
+    let led = signalled.elapsed();
+    let released = released.expect("the Lease was released (holderIdentity empty) first");
+    let log = first.log();
+    let stopped_at = log.find("stopped leading: shutting down").expect(&log);
+    let released_at = log.find("released the Lease").expect(&log);
+    assert!(
+        stopped_at < released_at,
+        "released before it stopped: {log}"
+    );
+    assert!(
+        second.log().contains("became the leader"),
+        "{}",
+        second.log()
+    );
+    eprintln!(
+        "SIGTERM to {leader}: Lease released {:?} after the signal; {new_leader} led {:?} \
+         after the signal ({:?} after the release; retry period 0.4 s, Lease 3 s)",
+        released - signalled,
+        led,
+        led.saturating_sub(released - signalled),
+    );
 }
