@@ -15,6 +15,11 @@ const MYSQL_NAMES_ONLY: [&str; 13] = [
     "1959",
 ];
 
+/// The same, recognised by SQLSTATE where a message carries that instead of the error number
+/// (initSQL failures): the `S` classes are MySQL's own (PostgreSQL has none), and 42S01/42S02
+/// are only "Table '...' already exists" / "doesn't exist" / "Unknown table '...'".
+const MYSQL_NAMES_ONLY_SQLSTATES: [&str; 2] = ["42S01", "42S02"];
+
 /// `message` without literals or row data:
 /// - the echo of a statement after a syntax error (MySQL `near '...' at line N`, PostgreSQL
 ///   `at or near "..."`),
@@ -58,7 +63,10 @@ fn scrub_line(line: &str) -> String {
     line = redact_key_values(&line);
     let names_only = MYSQL_NAMES_ONLY
         .iter()
-        .any(|code| line.contains(&format!("{code} (")));
+        .any(|code| line.contains(&format!("{code} (")))
+        || MYSQL_NAMES_ONLY_SQLSTATES
+            .iter()
+            .any(|state| line.contains(&format!("(SQLSTATE {state})")));
     if names_only {
         line
     } else {
@@ -178,6 +186,10 @@ mod tests {
             "error returned from database: permission denied to create role",
             "error returned from database: new row for relation \"t\" violates check constraint \"c\"",
             "error returned from database: 1049 (42000): Unknown database 'shop'",
+            "error returned from database: 1146 (42S02): Table 'shop.missing_table' doesn't exist",
+            // initSQL failures carry the SQLSTATE instead of the number.
+            "Table 'shop.missing_table' doesn't exist (SQLSTATE 42S02)",
+            "Table 'orders' already exists (SQLSTATE 42S01)",
             "error returned from database: 1396 (HY000): Operation CREATE USER failed for 'app'@'%'",
             "error returned from database: 1045 (28000): Access denied for user 'root'@'127.0.0.1' (using password: YES)",
             "error returned from database: relation \"t\" does not exist at line 1371",

@@ -45,6 +45,8 @@ pub struct Reference {
 /// `allowedNamespaces` (see [`instance_permits`], [`cluster_permits`]), not listed here.
 /// GCS/Azure storage Secrets are always read in the resource's own namespace (their
 /// `namespace` is refused by the hub), so they are not listed either.
+// Storage and encryption Secrets are not here: one in another namespace is refused as
+// NotSupported by the backup and restore controllers whatever grants say (docs/security.md).
 const REFERENCES: &[(&str, &str, &str, &str, ReferencedKind)] = &[
     (
         "DatabaseInstance",
@@ -103,25 +105,11 @@ const REFERENCES: &[(&str, &str, &str, &str, ReferencedKind)] = &[
         ReferencedKind::Database,
     ),
     (
-        "DatabaseBackup",
-        "/encryption/secretRef",
-        "name",
-        "namespace",
-        ReferencedKind::Secret,
-    ),
-    (
         "DatabaseBackupSchedule",
         "/template/spec/databaseRef",
         "name",
         "namespace",
         ReferencedKind::Database,
-    ),
-    (
-        "DatabaseBackupSchedule",
-        "/template/spec/encryption/secretRef",
-        "name",
-        "namespace",
-        ReferencedKind::Secret,
     ),
     (
         "DatabaseRestore",
@@ -136,20 +124,6 @@ const REFERENCES: &[(&str, &str, &str, &str, ReferencedKind)] = &[
         "name",
         "namespace",
         ReferencedKind::Database,
-    ),
-    (
-        "DatabaseRestore",
-        "/encryption/secretRef",
-        "name",
-        "namespace",
-        ReferencedKind::Secret,
-    ),
-    (
-        "DatabaseRestore",
-        "/fromPath/encryption/secretRef",
-        "name",
-        "namespace",
-        ReferencedKind::Secret,
     ),
 ];
 

@@ -202,15 +202,6 @@ async fn every_cross_namespace_reference_needs_a_grant_naming_its_kind() {
             "Database",
         ),
         (
-            "DatabaseBackup",
-            json!({"databaseRef": {"name": "shop"},
-                "storage": {"type": "pvc", "pvc": {"claimName": "v"}},
-                "encryption": {"enabled": true, "secretRef": {"name": "key", "key": "key",
-                               "namespace": "victim"}}}),
-            "spec.encryption.secretRef",
-            "Secret",
-        ),
-        (
             "DatabaseRestore",
             json!({"backupRef": {"name": "nightly", "namespace": "victim"},
                 "target": {"databaseName": "copy", "instanceRef": {"name": "postgres"}}}),
