@@ -564,3 +564,35 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
         secret_deleted,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_user_keeps_a_rotations_marker_and_nothing_else_it_did_not_write() {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "annotations": {
+                ROTATION_ID_ANNOTATION: "r1", ROTATION_STATE_ANNOTATION: "done",
+                "someone/else": "x"}},
+            "data": {"password": "cHc=", PREVIOUS_PASSWORD_KEY: "b2xk"}}))
+        .unwrap();
+        let kept = SecretExtra::keep_rotation_marker(Some(&secret));
+        assert_eq!(
+            kept.annotations.into_iter().collect::<Vec<_>>(),
+            [
+                (ROTATION_ID_ANNOTATION.to_owned(), "r1".to_owned()),
+                (ROTATION_STATE_ANNOTATION.to_owned(), "done".to_owned())
+            ]
+        );
+        // The previous password is a rotation's to keep or drop, not ENSURE_USER's.
+        assert!(kept.data.is_empty());
+        assert_eq!(secret_text(&secret, "password").as_deref(), Some("pw"));
+        assert_eq!(secret_text(&secret, "missing"), None);
+        assert!(
+            SecretExtra::keep_rotation_marker(None)
+                .annotations
+                .is_empty()
+        );
+    }
+}
