@@ -17,6 +17,7 @@ mod charts;
 mod cluster_scoped;
 mod database_options;
 mod databases;
+mod delivery;
 mod devenv;
 mod drift;
 mod engine_database;
