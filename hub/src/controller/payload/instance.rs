@@ -254,6 +254,10 @@ pub(crate) mod tests {
                 v[key] = serde_json::Value::Object(members);
             }
         }
+        // Added by issue 14, sent only when the instance lists any.
+        if let Some(classes) = spec.allowed_privileges.as_ref().filter(|c| !c.is_empty()) {
+            v["allowedPrivileges"] = json!(classes);
+        }
         v
     }
 
