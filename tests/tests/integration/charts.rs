@@ -316,7 +316,30 @@ async fn charts_lint_render_and_the_apiserver_accepts_every_object() {
     // Per-namespace RBAC: one Role and RoleBinding in each listed namespace, none elsewhere,
     // and only Secrets (plus reading ConfigMaps, for a Database's initSQL).
     let (_, docs) = render(&dir, "dbprov-agent", &["-f", &agent_full]);
-    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role").collect();
+    let is_journal = |d: &Value| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-journal"))
+    };
+    // The agent's operation journal (docs/protocol.md "Delivery contract"): one ConfigMap of
+    // its own namespace, by name except for create.
+    let journal: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && is_journal(d))
+        .collect();
+    assert_eq!(journal.len(), 1, "one journal Role");
+    assert_eq!(
+        journal[0]["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "resourceNames": ["dbprov-agent-journal"], "verbs": ["get", "patch"]}
+        ])
+    );
+    let roles: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && !is_journal(d))
+        .collect();
     let namespaces: BTreeSet<&str> = roles
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
@@ -485,7 +508,21 @@ tests:
         values: '0 0 1 1 1'
       - series: 'dbprov_certificate_expiry_timestamp_seconds{certificate="serving",pod="hub-0"}'
         values: '864000x5'
+      - series: 'dbprov_hub_leader{pod="hub-0"}'
+        values: '1 1 0 0 0 0'
+      - series: 'dbprov_hub_leader{pod="hub-1"}'
+        values: '0x5'
     alert_rule_test:
+      - eval_time: 2m
+        alertname: DbprovHubLeaders
+      - eval_time: 5m
+        alertname: DbprovHubLeaders
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: 0 dbprov hub replicas lead
+              description: Exactly one hub replica should hold the Lease; with none, no intent is dispatched and no agent is served.
+              runbook_url: https://example.com/ops#dbprovhubleaders
       - eval_time: 5m
         alertname: DbprovAgentDisconnected
       - eval_time: 8m
