@@ -725,7 +725,8 @@ async fn the_install_guide_installs_upgrades_and_uninstalls_keeping_crds_and_res
     let roles = run(
         "kubectl get roles -A -l app.kubernetes.io/name=dbprov-agent -o jsonpath={range.items[*]}{.metadata.namespace}{\",\"}{end}",
     );
-    assert_eq!(roles, "team-a,team-b,");
+    // The listed namespaces, and the agent's own for its operation journal.
+    assert_eq!(roles, "dbprov-agent,team-a,team-b,");
 
     // Upgrade (and the CRDs, which helm does not upgrade).
     run("helm upgrade dbprov-hub $HUB -n dbprov-system --reuse-values --set replicaCount=3");
