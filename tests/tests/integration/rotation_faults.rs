@@ -312,7 +312,7 @@ async fn a_refused_secret_write_never_locks_the_app_out_and_the_retry_rotates_on
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    assert_eq!(logins, [created.clone()]);
+    assert_eq!(logins, std::slice::from_ref(&created));
     allow_updates(&s, "deny-app").await;
     let v = wait_rotated(&s, "app", "one").await;
     assert_eq!(
