@@ -210,6 +210,15 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
             return Err(refused);
         }
         self.directory.admit(&cluster).await.map_err(admit_status)?;
+        // Leadership may have ended during the apiserver calls above (a stalled apiserver is
+        // exactly when a leader steps down): opening the session would re-send the cluster's
+        // pending intents from a replica that no longer leads.
+        if !*self.leading.borrow() {
+            return Err(Status::unavailable(
+                "this hub replica is on standby (another one holds the leader Lease); \
+                 connect to the leader",
+            ));
+        }
         let opened = self.hub.open_session(hello, peer);
         let session_id = opened.session_id.clone();
         if let Some(info) = self.hub.session(&cluster) {
@@ -225,6 +234,7 @@ impl<D: ClusterDirectory> AgentHub for HubService<D> {
             session_id,
             silence: self.hub.heartbeat_interval() * MISSED_HEARTBEATS,
             expires_at,
+            leading: self.leading.clone(),
         };
         tokio::spawn(reader.run(inbound, opened.stopped));
         let outbound = ReceiverStream::new(opened.outbound).map(Ok);
@@ -239,6 +249,8 @@ struct SessionReader<D> {
     session_id: String,
     silence: Duration,
     expires_at: Option<std::time::SystemTime>,
+    /// The session ends when this replica stops leading, so no session outlives leadership.
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<D: ClusterDirectory> SessionReader<D> {
@@ -296,10 +308,22 @@ impl<D: ClusterDirectory> SessionReader<D> {
             }
         };
         tokio::pin!(expiry);
+        let mut leading = self.leading.clone();
+        let not_leading = async move {
+            // Without leader election nobody holds the sender: leading for good.
+            if leading.wait_for(|l| !*l).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(not_leading);
         let (latest, mut ended) = self.spawn_bookkeeping();
         let (reason, message) = loop {
             let next = tokio::select! {
                 _ = stopped.changed() => break ("Replaced", "a newer connection replaced this session".to_owned()),
+                () = &mut not_leading => break (
+                    "NotLeader",
+                    "this hub replica stopped leading; the agent reconnects to the leader".to_owned(),
+                ),
                 () = &mut expiry => break (
                     "CertificateExpired",
                     "the agent's client certificate expired; it reconnects with a renewed one".to_owned(),
@@ -549,6 +573,10 @@ mod tests {
     );
 
     fn start_reader(paused: bool) -> Reader {
+        start_reader_leading(paused, tokio::sync::watch::channel(true).1)
+    }
+
+    fn start_reader_leading(paused: bool, leading: tokio::sync::watch::Receiver<bool>) -> Reader {
         let hub = Hub::new(Duration::from_secs(60));
         let directory = Arc::new(Directory {
             heartbeats: AtomicU32::new(0),
@@ -568,6 +596,7 @@ mod tests {
             session_id: opened.session_id.clone(),
             silence: Duration::from_secs(3600),
             expires_at: None,
+            leading,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let stopped = opened.stopped.clone();
@@ -575,6 +604,21 @@ mod tests {
         // The Welcome.
         let _ = opened.outbound.try_recv();
         (hub, directory, opened, tx, task)
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_when_the_replica_stops_leading_and_not_before() {
+        let (leader, leading) = tokio::sync::watch::channel(true);
+        let (hub, _directory, _opened, tx, task) = start_reader_leading(false, leading);
+        tx.send(Ok(heartbeat())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(hub.session("east").is_some(), "still leading: session kept");
+        leader.send(false).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the reader ends when leadership ends")
+            .unwrap();
+        assert!(hub.session("east").is_none(), "session closed");
     }
 
     #[tokio::test]
