@@ -285,7 +285,7 @@ impl ManagedIdentity {
     /// request is pending), renews with the current one at two thirds of its life.
     pub async fn maintain(self: Arc<Self>) {
         let mut backoff =
-            crate::connection::Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
         let mut told_pending = false;
         loop {
             let (valid, renew) = {

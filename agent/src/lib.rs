@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod artifact;
+pub mod backoff;
 pub mod cli;
 pub mod connection;
 pub mod context;

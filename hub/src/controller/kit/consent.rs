@@ -25,7 +25,7 @@ use crate::{
     controller::{Context, Error, reason::Reason},
 };
 
-use super::instance::{Blocked, ResolvedInstance};
+use super::resolved::{Blocked, ResolvedInstance};
 
 /// One reference of a spec into another namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]

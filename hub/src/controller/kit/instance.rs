@@ -7,57 +7,12 @@ use crate::{
     api::{
         ClusterDatabaseInstance, DatabaseInstance,
         common::{ClusterRef, NamespacedRef},
-        instance::{DatabaseInstanceSpec, InstancePhase},
+        instance::InstancePhase,
     },
-    controller::{Context, Error, reason::Reason},
+    controller::{Context, reason::Reason},
 };
 
-/// The instance a resource lives on, resolved.
-#[derive(Debug, Clone)]
-pub struct ResolvedInstance {
-    /// `Kind namespace/name`, for messages.
-    pub display: String,
-    /// Its name.
-    pub name: String,
-    /// Its spec.
-    pub spec: DatabaseInstanceSpec,
-    /// Its namespace (None: cluster-scoped).
-    pub namespace: Option<String>,
-    /// Whether its last probe succeeded.
-    pub ready: bool,
-}
-
-impl ResolvedInstance {
-    /// The ManagedCluster whose agent serves it (`spec.clusterRef`, else the hub's default).
-    pub fn cluster<'a>(&'a self, ctx: &'a Context) -> &'a str {
-        self.spec
-            .cluster_ref
-            .as_ref()
-            .map_or(ctx.default_cluster.as_str(), |c| c.name.as_str())
-    }
-}
-
-/// Why a reconcile cannot proceed yet (shown as the Ready condition).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Blocked {
-    /// Condition reason (its phase is the reason's).
-    pub reason: Reason,
-    /// Condition message.
-    pub message: String,
-}
-
-impl Blocked {
-    /// Blocked with `reason`.
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// What a resolution finds: the thing, or why the reconcile has to wait.
-pub type Resolved<T> = Result<Result<T, Blocked>, Error>;
+pub use super::resolved::{Blocked, Resolved, ResolvedInstance};
 
 /// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`, for a
 /// resource in namespace `ns` ("" for a cluster-scoped one): blocked when the instance does not

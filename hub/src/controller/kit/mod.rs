@@ -6,7 +6,8 @@
 //! - [`events`]: Kubernetes Events, typed by [`super::reason::Reason`];
 //! - [`claims`]: one server object, one owning resource across namespaces;
 //! - [`consent`]: what a resource may use outside its namespace (tenancy);
-//! - [`instance`]: resolving the instance a resource lives on, and the cluster serving it;
+//! - [`instance`]: resolving the instance a resource lives on, and the cluster serving it
+//!   ([`resolved`]: what that yields, shared with [`consent`]);
 //! - [`privileges`]: privileges and accounts a tenant's spec may not have without the
 //!   instance's allowance;
 //! - [`dispatch`]: building intents and sending them to an agent;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod instance;
 pub mod operation;
 pub mod privileges;
+pub mod resolved;
 pub mod runner;
 pub mod status;
 

@@ -1,0 +1,54 @@
+//! What resolving a resource's instance yields, apart from how it is resolved: the kit's
+//! consent checks take and return these too, and live beside `instance`, not under it.
+
+use crate::{
+    api::instance::DatabaseInstanceSpec,
+    controller::{Context, Error, reason::Reason},
+};
+
+/// The instance a resource lives on, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedInstance {
+    /// `Kind namespace/name`, for messages.
+    pub display: String,
+    /// Its name.
+    pub name: String,
+    /// Its spec.
+    pub spec: DatabaseInstanceSpec,
+    /// Its namespace (None: cluster-scoped).
+    pub namespace: Option<String>,
+    /// Whether its last probe succeeded.
+    pub ready: bool,
+}
+
+impl ResolvedInstance {
+    /// The ManagedCluster whose agent serves it (`spec.clusterRef`, else the hub's default).
+    pub fn cluster<'a>(&'a self, ctx: &'a Context) -> &'a str {
+        self.spec
+            .cluster_ref
+            .as_ref()
+            .map_or(ctx.default_cluster.as_str(), |c| c.name.as_str())
+    }
+}
+
+/// Why a reconcile cannot proceed yet (shown as the Ready condition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    /// Condition reason (its phase is the reason's).
+    pub reason: Reason,
+    /// Condition message.
+    pub message: String,
+}
+
+impl Blocked {
+    /// Blocked with `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a resolution finds: the thing, or why the reconcile has to wait.
+pub type Resolved<T> = Result<Result<T, Blocked>, Error>;
