@@ -562,7 +562,7 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
                 events::publish(
                     ctx,
                     &*b,
-                    Reason::ImmutableFieldDiffers,
+                    Reason::StorageLocationChanged,
                     format!(
                         "spec.storage changed since the backup was written; deleting {object} from where it was written ({}), not from {}",
                         describe_storage(recorded),
@@ -577,7 +577,7 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
             events::publish(
                 ctx,
                 &*b,
-                Reason::ImmutableFieldDiffers,
+                Reason::StorageLocationChanged,
                 format!(
                     "the backup records no storage location (written before dbprov recorded it in status.backup.storage); deleting {object} from the current spec.storage ({})",
                     describe_storage(&b.spec.storage)

@@ -68,6 +68,9 @@ reasons! {
     DriftCorrected => Ready, Warning, None;
     /// The object exists but differs where it cannot be changed.
     ImmutableFieldDiffers => Ready, Warning, None;
+    /// A backup is deleted from where it was written, not from the storage its spec names now
+    /// (or nothing was recorded and the current spec is used).
+    StorageLocationChanged => Ready, Warning, None;
     /// The instance answered its probe.
     Connected => Ready, Normal, None;
     /// A user's password was rotated.

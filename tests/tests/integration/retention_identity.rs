@@ -264,7 +264,7 @@ async fn deleting_a_backup_deletes_where_it_was_written() {
     );
     assert_eq!(keys("second").await, written, "the other bucket untouched");
     let note = s
-        .wait_event("DatabaseBackup", "b", "ImmutableFieldDiffers")
+        .wait_event("DatabaseBackup", "b", "StorageLocationChanged")
         .await;
     assert!(
         note.contains("spec.storage changed") && note.contains("s3 bucket first"),
