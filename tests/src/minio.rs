@@ -59,6 +59,30 @@ impl Minio {
         self.server.log()
     }
 
+    /// Stops the server (SIGKILL: in-flight requests die, as when the store goes away) and
+    /// waits until it has exited; [`Minio::start_again`] brings it back (fault tests).
+    pub async fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        while self.server.ensure_running().is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the server again on the same port, data and credentials after [`Minio::stop`].
+    pub async fn start_again(&mut self) -> Result<(), EnvError> {
+        let bin = tools::find("minio")?;
+        self.server = start_server_on(
+            &bin,
+            &self._dir,
+            &self.access_key,
+            &self.secret_key,
+            self.port,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// An `aws-sdk-s3` client for this server, configured the way dbprov configures one for
     /// an S3-compatible endpoint (static credentials, path-style, no metadata lookups).
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
@@ -97,6 +121,19 @@ async fn start_server(
     secret_key: &str,
 ) -> Result<(ChildGuard, u16), EnvError> {
     let port = tools::free_port()?;
+    Ok((
+        start_server_on(bin, dir, access_key, secret_key, port).await?,
+        port,
+    ))
+}
+
+async fn start_server_on(
+    bin: &std::path::Path,
+    dir: &WorkDir,
+    access_key: &str,
+    secret_key: &str,
+    port: u16,
+) -> Result<ChildGuard, EnvError> {
     let console = tools::free_port()?;
     let mut cmd = Command::new(bin);
     cmd.arg("server")
@@ -121,5 +158,5 @@ async fn start_server(
             async move { crate::process::expect_success(req).await }
         })
         .await?;
-    Ok((guard, port))
+    Ok(guard)
 }

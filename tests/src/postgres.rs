@@ -164,6 +164,37 @@ impl Postgres {
             self.password, self.port
         )
     }
+
+    /// Stops the server with a fast shutdown (SIGINT: clients are disconnected, as in a real
+    /// restart) and starts it again on the same port and data directory; returns once it
+    /// accepts connections again (fault tests).
+    pub async fn restart(&mut self) -> Result<(), EnvError> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let start = std::time::Instant::now();
+        while self.server.ensure_running().is_ok() {
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(EnvError::Client {
+                    component: "postgres".into(),
+                    message: "did not stop within 60 s of SIGINT".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let bin = tools::find("postgres")?;
+        let data = self.dir.join("data");
+        // The old guard has exited; replacing it only reaps it.
+        self.server = start_server_on(
+            &bin,
+            &self.dir,
+            &data,
+            server_user()?,
+            &self.password,
+            self.port,
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 async fn start_server(
@@ -174,6 +205,20 @@ async fn start_server(
     password: &str,
 ) -> Result<(ChildGuard, u16), EnvError> {
     let port = tools::free_port()?;
+    Ok((
+        start_server_on(bin, dir, data, user, password, port).await?,
+        port,
+    ))
+}
+
+async fn start_server_on(
+    bin: &std::path::Path,
+    dir: &WorkDir,
+    data: &std::path::Path,
+    user: Option<(u32, u32)>,
+    password: &str,
+    port: u16,
+) -> Result<ChildGuard, EnvError> {
     let mut cmd = Command::new(bin);
     as_server_user(&mut cmd, user)
         .arg("-D")
@@ -209,5 +254,5 @@ async fn start_server(
             }
         })
         .await?;
-    Ok((guard, port))
+    Ok(guard)
 }
