@@ -308,6 +308,23 @@ impl Scenario {
             .await
     }
 
+    /// Waits until a backup or restore has finished, and asserts it is Completed (the panic
+    /// shows its status otherwise).
+    pub async fn wait_completed(&self, kind: &str, name: &str) -> Value {
+        let v = self
+            .wait_for(kind, name, "Completed or Failed", |v| {
+                let p = &v["status"]["phase"];
+                p == "Completed" || p == "Failed"
+            })
+            .await;
+        assert_eq!(
+            v["status"]["phase"], "Completed",
+            "{kind} {name}: {}",
+            v["status"]
+        );
+        v
+    }
+
     /// Waits for an Event with `reason` about the object and returns its note (60 s). For
     /// states that last only until the next check (e.g. `DriftCorrected`), the Event is the
     /// durable record.

@@ -28,21 +28,6 @@ use sqlx::Connection;
 const API: &str = "dbops.dbprovision.io/v1alpha1";
 const ACK: &str = "I-UNDERSTAND-DATA-LOSS";
 
-async fn completed(s: &Scenario, kind: &str, name: &str) -> Value {
-    let v = s
-        .wait_for(kind, name, "Completed or Failed", |v| {
-            let p = &v["status"]["phase"];
-            p == "Completed" || p == "Failed"
-        })
-        .await;
-    assert_eq!(
-        v["status"]["phase"], "Completed",
-        "{kind} {name}: {}",
-        v["status"]
-    );
-    v
-}
-
 async fn rows(s: &Scenario) -> Vec<String> {
     let mut c = sqlx::PgConnection::connect(&s.pg.url("orders"))
         .await
@@ -228,7 +213,7 @@ async fn kill_9_at_the_worst_moment_repeats_no_effect() {
                    "spec": {"databaseRef": {"name": "orders"},
                             "storage": {"type": "pvc", "pvc": {"claimName": "vol"}}}}))
         .await;
-    completed(&s, "DatabaseBackup", "orders-full").await;
+    s.wait_completed("DatabaseBackup", "orders-full").await;
     insert(&s, "after-backup").await;
 
     // 1. The agent dies right after the restore's effect.
@@ -251,7 +236,7 @@ async fn kill_9_at_the_worst_moment_repeats_no_effect() {
     assert!(entry.get("result").is_none(), "{entry}");
     insert(&s, "written-after-first").await;
     restart_agent(&mut s, None);
-    let done = completed(&s, "DatabaseRestore", "first").await;
+    let done = s.wait_completed("DatabaseRestore", "first").await;
     assert_eq!(
         rows(&s).await,
         ["backed-up", "written-after-first"],
@@ -280,7 +265,7 @@ async fn kill_9_at_the_worst_moment_repeats_no_effect() {
     );
     insert(&s, "written-after-second").await;
     restart_hub(&mut s, None).await;
-    let done = completed(&s, "DatabaseRestore", "second").await;
+    let done = s.wait_completed("DatabaseRestore", "second").await;
     assert_eq!(
         rows(&s).await,
         ["backed-up", "written-after-second"],

@@ -391,22 +391,6 @@ async fn start_seeded(ns: &str) -> Option<Scenario> {
     Some(s)
 }
 
-/// Waits until the operation has finished and checks it is Completed.
-async fn completed(s: &Scenario, kind: &str, name: &str) -> Value {
-    let v = s
-        .wait_for(kind, name, "Completed or Failed", |v| {
-            let p = &v["status"]["phase"];
-            p == "Completed" || p == "Failed"
-        })
-        .await;
-    assert_eq!(
-        v["status"]["phase"], "Completed",
-        "{kind} {name}: {}",
-        v["status"]
-    );
-    v
-}
-
 /// Backs `database` up to the volume with `spec` merged in, and waits for it.
 async fn backup(s: &Scenario, name: &str, database: &str, spec: Value) -> Value {
     let mut full = json!({"databaseRef": {"name": database}, "storage": pvc()});
@@ -416,7 +400,7 @@ async fn backup(s: &Scenario, name: &str, database: &str, spec: Value) -> Value 
     s.apply(json!({"apiVersion": API, "kind": "DatabaseBackup",
                    "metadata": {"name": name, "namespace": s.ns}, "spec": full}))
         .await;
-    completed(s, "DatabaseBackup", name).await
+    s.wait_completed("DatabaseBackup", name).await
 }
 
 /// Restores backup `backup` into new database `target` with `spec` merged in; returns the
@@ -794,7 +778,7 @@ async fn a_paused_schedule_skips_due_runs_and_its_template_filters_tables() {
         },
     )
     .await;
-    completed(&s, "DatabaseBackup", &name).await;
+    s.wait_completed("DatabaseBackup", &name).await;
     restored(&s, "r-hold", &name, "r_hold", json!({})).await;
     assert_eq!(pg_tables(&s, "r_hold").await, rows(&[("public.a", 3)]));
 }

@@ -21,21 +21,6 @@ use sqlx::Connection;
 const API: &str = "dbops.dbprovision.io/v1alpha1";
 const ACK: &str = "I-UNDERSTAND-DATA-LOSS";
 
-async fn finished(s: &Scenario, kind: &str, name: &str) -> Value {
-    let v = s
-        .wait_for(kind, name, "Completed or Failed", |v| {
-            let p = &v["status"]["phase"];
-            p == "Completed" || p == "Failed"
-        })
-        .await;
-    assert_eq!(
-        v["status"]["phase"], "Completed",
-        "{kind} {name}: {}",
-        v["status"]
-    );
-    v
-}
-
 async fn pg_rows(s: &Scenario) -> Vec<String> {
     let mut c = sqlx::PgConnection::connect(&s.pg.url("orders"))
         .await
@@ -64,7 +49,8 @@ async fn backup_and_restore(s: &Scenario, db: &str, engine_block: &str) -> Value
                    "spec": {"databaseRef": {"name": db},
                             "storage": {"type": "pvc", "pvc": {"claimName": "vol"}}}}))
         .await;
-    finished(s, "DatabaseBackup", &format!("{db}-full")).await;
+    s.wait_completed("DatabaseBackup", &format!("{db}-full"))
+        .await;
     s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore",
                    "metadata": {"name": format!("{db}-back"), "namespace": s.ns},
                    "spec": {"backupRef": {"name": format!("{db}-full")},
@@ -72,7 +58,8 @@ async fn backup_and_restore(s: &Scenario, db: &str, engine_block: &str) -> Value
                             engine_block: {"dropExisting": true},
                             "confirmation": {"acknowledgeDataLoss": ACK}}}))
         .await;
-    finished(s, "DatabaseRestore", &format!("{db}-back")).await
+    s.wait_completed("DatabaseRestore", &format!("{db}-back"))
+        .await
 }
 
 /// Forgets the DatabaseRestore's outcome, as a lost status write would, and makes the hub
