@@ -276,8 +276,12 @@ impl HubProcess {
             .arg(pki.ca_cert())
             .args(["--trust-domain", TRUST_DOMAIN])
             .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()])
-            // A short Lease: a restarted or killed hub's successor leads within seconds.
-            .args(["--lease-duration-seconds", "3"]);
+            // A short Lease: a restarted or killed hub's successor leads within seconds. The
+            // renew deadline and retry period then default to the same proportions (2 s,
+            // 0.4 s); a chart's values (given through `env`) are for its 15 s Lease.
+            .args(["--lease-duration-seconds", "3"])
+            .env_remove("DBPROV_RENEW_DEADLINE_SECONDS")
+            .env_remove("DBPROV_RETRY_PERIOD_SECONDS");
         let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
         cmd.args(["--metrics-listen", &metrics_addr]);
         let mut guard = ChildGuard::spawn("dbprov-hub", &mut cmd, &dir.join("hub.log"))?;
