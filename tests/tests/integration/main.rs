@@ -23,6 +23,7 @@ mod drift;
 mod engine_database;
 mod engine_user;
 mod failover;
+mod fault_matrix;
 mod field_proofs;
 mod grants;
 mod init_sql;
