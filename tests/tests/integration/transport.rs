@@ -404,7 +404,10 @@ async fn disconnects_are_seen_and_reconnects_resync_also_after_a_hub_restart() {
     })
     .await;
 
-    // Kill and restart the hub on the same port: the agent finds it again by itself.
+    // Kill and restart the hub on the same port: the agent finds it again by itself. The
+    // stopping hub releases its Lease, so its successor leads and probes at once: wait out the
+    // second of `checkedAt` (one-second resolution) so that probe can be told from the last.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let port = hub.port();
     drop(hub);
     let hub = require!(HubProcess::start(&w.mgmt, &w.pki, port, 1).await);
