@@ -245,6 +245,12 @@ pub fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -
             || lower.contains("can't connect")
             || lower.contains("connection refused")
             || lower.contains("could not translate host")
+            // The server went away mid-operation (restart, failover, network): as unreachable
+            // as one that never answered, and worth another attempt.
+            || lower.contains("server closed the connection unexpectedly")
+            || lower.contains("terminating connection due to administrator command")
+            || lower.contains("lost connection to")
+            || lower.contains("server has gone away")
         {
             (ErrorCode::Unreachable, true)
         } else if lower.contains("server version mismatch")
@@ -266,4 +272,36 @@ pub fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -
         format!("{tool} failed ({status}): {detail}"),
         retryable,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_server_that_went_away_mid_operation_is_unreachable_and_retryable() {
+        let failed = |stderr: &str| {
+            tool_failed(
+                "pg_restore",
+                std::process::ExitStatus::from_raw(256),
+                stderr,
+            )
+        };
+        for stderr in [
+            "pg_restore: error: error returned by PQputCopyData: server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            "pg_dump: error: Dumping the contents of table \"t\" failed: FATAL:  terminating connection due to administrator command",
+            "mysqldump: Error 2013: Lost connection to server during query when dumping table `t` at row: 1",
+            "ERROR 2006 (HY000) at line 12: MySQL server has gone away",
+        ] {
+            let e = failed(stderr);
+            assert_eq!(e.code, ErrorCode::Unreachable, "{stderr}");
+            assert!(e.retryable, "{stderr}");
+        }
+        let e = failed(
+            "pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists",
+        );
+        assert_eq!(e.code, ErrorCode::Sql);
+    }
 }
