@@ -5,7 +5,7 @@
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use dbprov_proto::agent::v1::{
@@ -123,13 +123,6 @@ async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
     Ok(channel)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// One session: returns when the stream ends.
 pub async fn session(
     conn: &HubConnection,
@@ -185,7 +178,7 @@ pub async fn session(
                 tick.tick().await;
                 let hb = AgentMessage {
                     kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {
-                        sent_at_unix_ms: now_ms(),
+                        sent_at_unix_ms: crate::clock::unix_now_ms(),
                         in_flight: executor.in_flight(),
                     })),
                 };

@@ -274,13 +274,6 @@ fn resource_key(intent: &Intent) -> String {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn result_message(result: pb::Result) -> AgentMessage {
     AgentMessage {
         kind: Some(agent_message::Kind::Result(result)),
@@ -541,7 +534,7 @@ impl Executor {
             intent_id: id.clone(),
             resource: intent.resource.clone(),
             operation: intent.operation,
-            started_at_unix_ms: now_ms(),
+            started_at_unix_ms: crate::clock::unix_now_ms(),
         };
         if journal::is_journaled(operation)
             && let Some(journal) = &self.journal
@@ -782,7 +775,7 @@ mod tests {
             }),
             operation: Operation::EnsureDatabase as i32,
             desired_json: ms.to_string(),
-            deadline_unix_ms: now_ms() + 10_000,
+            deadline_unix_ms: crate::clock::unix_now_ms() + 10_000,
         }
     }
 
@@ -1139,7 +1132,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(100);
         ex.attach(tx);
         let mut late = intent("late", "a", 10_000);
-        late.deadline_unix_ms = now_ms() + 100;
+        late.deadline_unix_ms = crate::clock::unix_now_ms() + 100;
         ex.submit(late);
         ex.submit(intent("cancel-me", "b", 10_000));
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -13,7 +13,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use dbprov_proto::agent::v1::{self as pb, Operation};
@@ -374,13 +374,6 @@ fn key(intent_id: &str) -> String {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn age_limit_ms() -> i64 {
     i64::try_from(MAX_AGE.as_millis()).unwrap_or(i64::MAX)
 }
@@ -402,7 +395,7 @@ impl Journal {
     /// Loads the journal from `store`, dropping expired and unreadable entries.
     pub async fn load(store: Arc<dyn JournalStore>) -> Result<Self, JournalError> {
         let raw = store.load().await?;
-        let now = now_ms();
+        let now = crate::clock::unix_now_ms();
         let mut entries = BTreeMap::new();
         let mut stale = BTreeMap::new();
         for (k, v) in raw {
@@ -466,7 +459,7 @@ impl Journal {
         let evicted = {
             let mut entries = self.lock();
             entries.insert(entry.intent_id.clone(), entry);
-            let evicted = prune(&mut entries, now_ms());
+            let evicted = prune(&mut entries, crate::clock::unix_now_ms());
             metrics::gauge!("dbprov_agent_journal_entries").set(entries.len() as f64);
             evicted
         };
@@ -498,7 +491,8 @@ impl Journal {
             intent_id: intent.intent_id.clone(),
             operation,
             resource,
-            started_at_unix_ms: previous.map_or_else(now_ms, |p| p.started_at_unix_ms),
+            started_at_unix_ms: previous
+                .map_or_else(crate::clock::unix_now_ms, |p| p.started_at_unix_ms),
             attempts: previous.map_or(1, |p| p.attempts.saturating_add(1)),
             finished_at_unix_ms: None,
             result: None,
@@ -513,7 +507,7 @@ impl Journal {
         let Some(mut entry) = self.lock().get(intent_id).cloned() else {
             return Ok(());
         };
-        entry.finished_at_unix_ms = Some(now_ms());
+        entry.finished_at_unix_ms = Some(crate::clock::unix_now_ms());
         entry.result = Some(result.bounded());
         self.put(entry).await
     }
@@ -633,7 +627,7 @@ mod tests {
 
     #[test]
     fn pruning_drops_acknowledged_before_unacknowledged_and_keeps_interrupted() {
-        let now = now_ms();
+        let now = crate::clock::unix_now_ms();
         let mut entries = BTreeMap::new();
         let entry = |i: usize, finished: bool, acked: bool| Entry {
             intent_id: format!("i{i:03}"),

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod artifact;
 pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod connection;
 pub mod context;
 pub mod credentials;

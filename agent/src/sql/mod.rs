@@ -16,6 +16,19 @@ use dbprov_proto::agent::v1::ErrorCode;
 
 use crate::error::OpError;
 
+/// `(major, minor, patch)` of a server version string (`10.11.6-MariaDB-log`,
+/// `8.0.36`); missing or unreadable parts count as 0.
+pub fn version_number(version: &str) -> (u32, u32, u32) {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
 /// A difference between the spec and the server, with the statement that repairs it (the
 /// statement stays in the agent: answers carry only the [`Diff`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

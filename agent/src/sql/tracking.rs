@@ -110,15 +110,7 @@ pub fn supports_user_attributes(version: &str) -> bool {
     if version.contains("MariaDB") {
         return false;
     }
-    let mut parts = version
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, patch) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    (major, minor, patch) >= (8, 0, 21)
+    super::version_number(version) >= (8, 0, 21)
 }
 
 /// `` `database`.`table` `` of the metadata table.

@@ -129,10 +129,7 @@ pub fn has_database_comments(version: &str) -> bool {
     if !version.contains("MariaDB") {
         return false;
     }
-    let mut parts = version
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (10, 5)
+    crate::sql::version_number(version) >= (10, 5, 0)
 }
 
 /// The markers the target database carries (none when it does not exist).
