@@ -165,6 +165,31 @@ impl Postgres {
         )
     }
 
+    /// Creates `database` and runs `setup` (one or more statements) in it, as the superuser.
+    pub async fn create_database(&self, database: &str, setup: &str) -> Result<(), EnvError> {
+        let failed = |what: &str, e: sqlx::Error| EnvError::Client {
+            component: "postgres".into(),
+            message: format!("{what} {database}: {e}"),
+        };
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .map_err(|e| failed("connecting to create", e))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| failed("creating", e))?;
+        let mut c = sqlx::PgConnection::connect(&self.url(database))
+            .await
+            .map_err(|e| failed("connecting to", e))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(setup.to_owned()))
+            .execute(&mut c)
+            .await
+            .map_err(|e| failed("setting up", e))?;
+        Ok(())
+    }
+
     /// Stops the server with a fast shutdown (SIGINT: clients are disconnected, as in a real
     /// restart) and starts it again on the same port and data directory; returns once it
     /// accepts connections again (fault tests).

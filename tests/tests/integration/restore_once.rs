@@ -99,24 +99,16 @@ async fn a_completed_drop_existing_restore_run_again_drops_nothing() {
     std::fs::create_dir_all(s.agent.volumes.join("vol")).unwrap();
 
     // PostgreSQL.
-    let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("CREATE DATABASE orders")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut orders = sqlx::PgConnection::connect(&s.pg.url("orders"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(
+    s.pg.create_database(
+        "orders",
         "CREATE TABLE items (id serial PRIMARY KEY, note text); \
          INSERT INTO items (note) VALUES ('backed-up')",
     )
-    .execute(&mut orders)
     .await
     .unwrap();
-    orders.close().await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
+        .await
+        .unwrap();
     s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "orders", "namespace": s.ns},
                    "spec": {"instanceRef": {"name": "pg"}, "name": "orders"}}))
         .await;

@@ -17,7 +17,6 @@ use dbprov_tests::{
 use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tonic::codegen::Bytes;
 
 const API: &str = "dbops.dbprovision.io/v1alpha1";
@@ -25,20 +24,12 @@ const NS: &str = "shop";
 const UID_LABEL: &str = "dbops.dbprovision.io/schedule-uid";
 
 async fn orders(s: &Scenario) {
-    let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("CREATE DATABASE orders")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut c = sqlx::PgConnection::connect(&s.pg.url("orders"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2)")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    s.pg.create_database(
+        "orders",
+        "CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2)",
+    )
+    .await
+    .unwrap();
     s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "orders", "namespace": NS},
                    "spec": {"instanceRef": {"name": "pg"}, "name": "orders"}}))
         .await;
