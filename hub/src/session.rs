@@ -161,7 +161,20 @@ pub struct PendingInfo {
 struct Pending {
     info: PendingInfo,
     progress: watch::Sender<ProgressInfo>,
-    result: Option<oneshot::Sender<Outcome2>>,
+    /// Everyone waiting for the result: one caller, or more when a stable id (see
+    /// [`stable_intent_id`]) is sent again while the first send still waits.
+    result: Vec<oneshot::Sender<Outcome2>>,
+}
+
+impl Pending {
+    /// Hands `outcome` to every waiter; whether any of them still waited.
+    fn answer(&mut self, outcome: &Outcome2) -> bool {
+        let mut taken = false;
+        for tx in self.result.drain(..) {
+            taken |= tx.send(outcome.clone()).is_ok();
+        }
+        taken
+    }
 }
 
 struct Session {
@@ -184,10 +197,122 @@ struct State {
     /// Intents whose result was handed to its waiter, newest last (bounded): a duplicate
     /// Result of one (re-sent by the agent after a lost ResultAck) is acknowledged again.
     delivered: std::collections::VecDeque<String>,
+    /// The current attempt of each short non-idempotent intent (see [`stable_intent_id`]).
+    attempts: Attempts,
 }
 
 /// Intent ids remembered in [`State::delivered`].
 const DELIVERED_LIMIT: usize = 4096;
+
+/// Whether a short intent of `operation` keeps its id until the hub has a result for it.
+///
+/// These are the operations the agent journals (`dbprov_agent::journal::is_journaled`: a
+/// second run is not harmless) that controllers send with [`Hub::send`]: a re-send after a
+/// deadline, a disconnect or a hub restart must reach the agent as the *same* intent, which it
+/// then answers from its done table or journal, or re-attaches to, instead of running again.
+/// The other journaled operations keep their ids elsewhere: backups and restores (long) in
+/// their resource's `status.operationId`; a rotation carries its persisted rotation id and the
+/// agent checks the server's marker of it (retirements share its operation, so one id per
+/// resource, generation and operation would answer one with the other's result). The
+/// integration test `delivery::hub_and_agent_agree_on_journaled_operations` keeps this list
+/// and the agent's in step.
+pub fn keeps_its_id(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::DropDatabase
+            | Operation::DropUser
+            | Operation::DropRole
+            | Operation::DeleteBackup
+    )
+}
+
+/// The id of attempt `attempt` of `operation` on `resource` through `cluster`'s agent: the
+/// same inputs give the same id in every hub process (a UUIDv8 over a SHA-256 of them), so a
+/// restarted hub re-sends what its predecessor sent. A resource re-created under the same name
+/// has a new uid, hence new ids; a new generation too. `None` for a resource without a uid
+/// (it has no identity to bind the id to; a fresh id is used).
+pub fn stable_intent_id(
+    cluster: &str,
+    resource: &ResourceRef,
+    operation: Operation,
+    attempt: u32,
+) -> Option<String> {
+    if resource.uid.is_empty() {
+        return None;
+    }
+    // Length-prefixed, so that no two different inputs have the same bytes.
+    let input = format!(
+        "dbprov-intent-v1\n{}:{cluster}\n{}:{}\n{}\n{}\n{attempt}",
+        cluster.len(),
+        resource.uid.len(),
+        resource.uid,
+        resource.generation,
+        operation.as_str_name(),
+    );
+    // The hub links rustls' ring provider already; its SHA-256 saves a hash dependency.
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13()?;
+    let digest = suite.common.hash_provider.hash(input.as_bytes());
+    let bytes: [u8; 16] = digest.as_ref().get(..16)?.try_into().ok()?;
+    Some(
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+    )
+}
+
+/// What an attempt counter belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AttemptKey {
+    cluster: String,
+    uid: String,
+    generation: i64,
+    operation: i32,
+}
+
+/// Attempt counters remembered at most; beyond, the least recently used is forgotten (its
+/// resource is most likely gone; if not, it starts again at attempt 0, as after a restart).
+const ATTEMPTS_LIMIT: usize = 4096;
+
+/// The current attempt per resource, generation and operation (in memory: a restarted hub
+/// starts again at 0, and the agent answers the remembered attempts in turn — a remembered
+/// success ends it, a remembered error moves on to the next).
+#[derive(Debug, Default)]
+struct Attempts {
+    /// Key → (attempt, last use).
+    current: HashMap<AttemptKey, (u32, u64)>,
+    clock: u64,
+}
+
+impl Attempts {
+    /// The attempt to send now.
+    fn current(&mut self, key: &AttemptKey) -> u32 {
+        self.clock += 1;
+        let now = self.clock;
+        if !self.current.contains_key(key)
+            && self.current.len() >= ATTEMPTS_LIMIT
+            && let Some(oldest) = self
+                .current
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            self.current.remove(&oldest);
+        }
+        let entry = self.current.entry(key.clone()).or_insert((0, now));
+        entry.1 = now;
+        entry.0
+    }
+
+    /// `attempt` ended with an error result, which the agent keeps and would answer again:
+    /// the next send is a new attempt. Only once, however many callers shared the attempt.
+    fn failed(&mut self, key: &AttemptKey, attempt: u32) {
+        if let Some(entry) = self.current.get_mut(key)
+            && entry.0 == attempt
+        {
+            entry.0 = attempt.saturating_add(1);
+        }
+    }
+}
 
 /// A resource that sent an intent to a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -477,10 +602,8 @@ impl Hub {
             .map(|(id, _)| id.clone())
             .collect();
         for id in short {
-            if let Some(mut p) = state.pending.remove(&id)
-                && let Some(tx) = p.result.take()
-            {
-                let _ = tx.send(Err(DispatchError::Disconnected {
+            if let Some(mut p) = state.pending.remove(&id) {
+                p.answer(&Err(DispatchError::Disconnected {
                     cluster: cluster.to_owned(),
                 }));
             }
@@ -530,14 +653,16 @@ impl Hub {
             }
             agent_message::Kind::Result(result) => {
                 let id = result.intent_id.clone();
-                if state.delivered.contains(&id) {
-                    // A duplicate (the agent re-sends until acknowledged): ours already.
-                    ack_result(&state, cluster, &id);
-                    return;
-                }
+                // A waiter first: a stable id (see `stable_intent_id`) already delivered once
+                // can be sent again and waited for (e.g. the status write after it failed).
                 if owned_pending(&mut state, cluster, &id, "result").is_none() {
-                    // Unknown here (e.g. sent before this hub started): not acknowledged, so
-                    // the agent keeps it and answers the controller's re-sent id with it.
+                    if state.delivered.contains(&id) {
+                        // A duplicate (the agent re-sends until acknowledged): ours already.
+                        ack_result(&state, cluster, &id);
+                    }
+                    // Otherwise unknown here (e.g. sent before this hub started): not
+                    // acknowledged, so the agent keeps it and answers the controller's re-sent
+                    // id with it.
                     return;
                 }
                 if let Some(p) = state.pending.get(&id)
@@ -549,9 +674,7 @@ impl Hub {
                     tracing::error!(intent = %id, "failpoint after_result_before_status: aborting the hub");
                     std::process::abort();
                 }
-                if let Some(mut p) = state.pending.remove(&id)
-                    && let Some(tx) = p.result.take()
-                {
+                if let Some(mut p) = state.pending.remove(&id) {
                     let operation = Operation::try_from(p.info.intent.operation)
                         .map(|o| {
                             o.as_str_name()
@@ -581,11 +704,13 @@ impl Hub {
                     // Acknowledged only once a waiter has it: a result nobody waits for
                     // any more (deadline passed) stays with the agent, which answers the
                     // controller's next attempt with the same id from it.
-                    if tx.send(outcome).is_ok() {
-                        if state.delivered.len() >= DELIVERED_LIMIT {
-                            state.delivered.pop_front();
+                    if p.answer(&outcome) {
+                        if !state.delivered.contains(&id) {
+                            if state.delivered.len() >= DELIVERED_LIMIT {
+                                state.delivered.pop_front();
+                            }
+                            state.delivered.push_back(id.clone());
                         }
-                        state.delivered.push_back(id.clone());
                         ack_result(&state, cluster, &id);
                     }
                 }
@@ -644,6 +769,20 @@ impl Hub {
                 .or_default()
                 .insert(target);
         }
+        if !state.sessions.contains_key(cluster) {
+            return Err(DispatchError::NotConnected {
+                cluster: cluster.to_owned(),
+            });
+        }
+        // The same id already on its way (a stable id sent again, or a re-attachment while
+        // the first handle still waits): wait for the same result, send nothing twice.
+        if let Some(p) = state.pending.get_mut(&intent_id)
+            && p.info.cluster == cluster
+        {
+            let progress = p.progress.subscribe();
+            p.result.push(result_tx);
+            return Ok((intent_id, progress, result_rx));
+        }
         let Some(session) = state.sessions.get(cluster) else {
             return Err(DispatchError::NotConnected {
                 cluster: cluster.to_owned(),
@@ -672,23 +811,31 @@ impl Hub {
                     long,
                 },
                 progress: progress_tx,
-                result: Some(result_tx),
+                result: vec![result_tx],
             },
         );
         Ok((intent_id, progress_rx, result_rx))
     }
 
     /// Sends a short intent and waits for its result (the observed state as JSON).
+    ///
+    /// A non-idempotent operation ([`keeps_its_id`]) is sent under [`stable_intent_id`] of its
+    /// current attempt: the same id until a result for it arrives — after a deadline, a
+    /// disconnect or a hub restart the agent recognises the repeat and answers it (or
+    /// re-attaches) instead of running it again — and the next attempt after an error result
+    /// (the agent keeps that error and would answer it again).
     pub async fn send(
         &self,
         cluster: &str,
         request: IntentRequest,
     ) -> Result<String, DispatchError> {
         let timeout = request.timeout;
-        let (intent_id, _progress, result) = self.enqueue(cluster, request, false, None)?;
+        let stable = self.stable_attempt(cluster, &request);
+        let id = stable.as_ref().map(|(_, _, id)| id.clone());
+        let (intent_id, _progress, result) = self.enqueue(cluster, request, false, id)?;
         let outcome = tokio::time::timeout(timeout, result).await;
         self.forget(&intent_id);
-        match outcome {
+        let outcome = match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(DispatchError::Disconnected {
                 cluster: cluster.to_owned(),
@@ -697,7 +844,35 @@ impl Hub {
                 cluster: cluster.to_owned(),
                 after: timeout,
             }),
+        };
+        if let Some((key, attempt, _)) = stable
+            && matches!(outcome, Err(DispatchError::Agent { .. }))
+        {
+            tracing::debug!(%cluster, intent = %intent_id, attempt, "attempt failed; the next send is a new attempt");
+            self.read().attempts.failed(&key, attempt);
         }
+        outcome
+    }
+
+    /// The attempt key, attempt and id of a short intent that keeps its id; `None` for the
+    /// others (a fresh id per send).
+    fn stable_attempt(
+        &self,
+        cluster: &str,
+        request: &IntentRequest,
+    ) -> Option<(AttemptKey, u32, String)> {
+        if !keeps_its_id(request.operation) || request.resource.uid.is_empty() {
+            return None;
+        }
+        let key = AttemptKey {
+            cluster: cluster.to_owned(),
+            uid: request.resource.uid.clone(),
+            generation: request.resource.generation,
+            operation: request.operation as i32,
+        };
+        let attempt = self.read().attempts.current(&key);
+        let id = stable_intent_id(cluster, &request.resource, request.operation, attempt)?;
+        Some((key, attempt, id))
     }
 
     /// Starts a long operation; the handle reports progress and the result, across agent
@@ -743,13 +918,11 @@ impl Hub {
                     })),
                 });
             }
-            if let Some(tx) = pending.result.take() {
-                let _ = tx.send(Err(DispatchError::Agent {
-                    code: ErrorCode::Cancelled,
-                    message: reason.to_owned(),
-                    retryable: false,
-                }));
-            }
+            pending.answer(&Err(DispatchError::Agent {
+                code: ErrorCode::Cancelled,
+                message: reason.to_owned(),
+                retryable: false,
+            }));
         }
     }
 
@@ -767,8 +940,17 @@ impl Hub {
         }
     }
 
+    /// Stops waiting for `intent_id` (the caller's receiver is gone): the intent is forgotten
+    /// unless another caller still waits for the same id.
     fn forget(&self, intent_id: &str) {
-        self.lock().pending.remove(intent_id);
+        let mut state = self.lock();
+        let unwanted = state.pending.get_mut(intent_id).is_some_and(|p| {
+            p.result.retain(|tx| !tx.is_closed());
+            p.result.is_empty()
+        });
+        if unwanted {
+            state.pending.remove(intent_id);
+        }
     }
 
     /// Live sessions, sorted by cluster.
@@ -1161,6 +1343,229 @@ mod tests {
         drop(op.result);
         hub.on_message("east", &s.session_id, result_ok(&id, "{}"));
         assert!(acks(&mut s.outbound).is_empty());
+    }
+
+    fn drop_request(timeout: Duration) -> IntentRequest {
+        IntentRequest {
+            resource: ResourceRef {
+                kind: "Database".into(),
+                namespace: "ns".into(),
+                name: "orders".into(),
+                uid: "0b7c9f1e-uid".into(),
+                generation: 3,
+            },
+            operation: Operation::DropDatabase,
+            desired_json: "{}".into(),
+            timeout,
+        }
+    }
+
+    fn error(id: &str) -> AgentMessage {
+        AgentMessage {
+            kind: Some(agent_message::Kind::Result(pb::Result {
+                intent_id: id.into(),
+                outcome: Some(Outcome::Error(pb::Error {
+                    code: ErrorCode::Unreachable as i32,
+                    message: "server down".into(),
+                    retryable: true,
+                })),
+            })),
+        }
+    }
+
+    /// Starts `send` of `request` in the background and returns the intent the agent got.
+    async fn sent(
+        hub: &Hub,
+        rx: &mut mpsc::Receiver<HubMessage>,
+        request: IntentRequest,
+    ) -> (
+        tokio::task::JoinHandle<Result<String, DispatchError>>,
+        pb::Intent,
+    ) {
+        let h = hub.clone();
+        let call = tokio::spawn(async move { h.send("east", request).await });
+        loop {
+            if let Ok(m) = rx.try_recv() {
+                if let Some(hub_message::Kind::Intent(i)) = m.kind {
+                    return (call, i);
+                }
+                continue;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn stable_ids_are_deterministic_and_differ_in_every_input() {
+        let r = drop_request(Duration::from_secs(1)).resource;
+        let id = |cluster: &str, r: &ResourceRef, op, attempt| {
+            stable_intent_id(cluster, r, op, attempt).unwrap()
+        };
+        let base = id("east", &r, Operation::DropDatabase, 0);
+        assert_eq!(base, id("east", &r, Operation::DropDatabase, 0));
+        let parsed = uuid::Uuid::parse_str(&base).unwrap();
+        assert_eq!(parsed.get_version_num(), 8);
+        let mut other_uid = r.clone();
+        other_uid.uid = "recreated-uid".into();
+        let mut other_generation = r.clone();
+        other_generation.generation = 4;
+        // The name is not part of it: a re-created resource differs by its uid.
+        let mut renamed = r.clone();
+        renamed.name = "other".into();
+        assert_eq!(base, id("east", &renamed, Operation::DropDatabase, 0));
+        let others = [
+            id("west", &r, Operation::DropDatabase, 0),
+            id("east", &other_uid, Operation::DropDatabase, 0),
+            id("east", &other_generation, Operation::DropDatabase, 0),
+            id("east", &r, Operation::DropUser, 0),
+            id("east", &r, Operation::DropDatabase, 1),
+        ];
+        for o in &others {
+            assert_ne!(&base, o);
+        }
+        let mut no_uid = r;
+        no_uid.uid.clear();
+        assert_eq!(
+            stable_intent_id("east", &no_uid, Operation::DropDatabase, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn only_short_journaled_operations_keep_their_id() {
+        assert!(keeps_its_id(Operation::DropDatabase));
+        assert!(keeps_its_id(Operation::DeleteBackup));
+        assert!(!keeps_its_id(Operation::EnsureDatabase));
+        assert!(!keeps_its_id(Operation::ProbeInstance));
+        assert!(!keeps_its_id(Operation::RotatePassword));
+        assert!(!keeps_its_id(Operation::Restore));
+    }
+
+    #[test]
+    fn attempts_move_on_once_per_error_and_stay_bounded() {
+        let mut a = Attempts::default();
+        let key = |uid: &str| AttemptKey {
+            cluster: "east".into(),
+            uid: uid.into(),
+            generation: 1,
+            operation: Operation::DropDatabase as i32,
+        };
+        assert_eq!(a.current(&key("a")), 0);
+        assert_eq!(a.current(&key("a")), 0, "no result yet: the same attempt");
+        a.failed(&key("a"), 0);
+        a.failed(&key("a"), 0);
+        assert_eq!(a.current(&key("a")), 1, "two waiters of one failed attempt");
+        for i in 0..ATTEMPTS_LIMIT {
+            a.current(&key(&format!("k{i}")));
+        }
+        assert_eq!(a.current.len(), ATTEMPTS_LIMIT);
+        assert_eq!(
+            a.current(&key("a")),
+            0,
+            "the least recently used was forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_drop_keeps_its_id_until_a_result_and_moves_on_after_an_error() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+
+        // No answer before the deadline: the next send is the same intent.
+        let (call, first) = sent(
+            &hub,
+            &mut s.outbound,
+            drop_request(Duration::from_millis(50)),
+        )
+        .await;
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(DispatchError::DeadlineExceeded { .. })
+        ));
+        let (call, again) = sent(&hub, &mut s.outbound, drop_request(Duration::from_secs(5))).await;
+        assert_eq!(again.intent_id, first.intent_id);
+
+        // The stream breaks: the same intent again on the next session.
+        assert!(hub.close_session("east", &s.session_id));
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(DispatchError::Disconnected { .. })
+        ));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let (call, after_reconnect) =
+            sent(&hub, &mut s.outbound, drop_request(Duration::from_secs(5))).await;
+        assert_eq!(after_reconnect.intent_id, first.intent_id);
+
+        // An error result: the agent keeps it, so the next send is a new attempt.
+        hub.on_message("east", &s.session_id, error(&first.intent_id));
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(DispatchError::Agent { .. })
+        ));
+        let (call, second) =
+            sent(&hub, &mut s.outbound, drop_request(Duration::from_secs(5))).await;
+        assert_ne!(second.intent_id, first.intent_id);
+        assert_eq!(
+            Some(second.intent_id.clone()),
+            stable_intent_id(
+                "east",
+                &drop_request(Duration::ZERO).resource,
+                Operation::DropDatabase,
+                1
+            )
+        );
+        hub.on_message("east", &s.session_id, result_ok(&second.intent_id, "{}"));
+        assert_eq!(call.await.unwrap().unwrap(), "{}");
+
+        // A success: sent again (its status write failed), the same id is answered again.
+        let (call, third) = sent(&hub, &mut s.outbound, drop_request(Duration::from_secs(5))).await;
+        assert_eq!(third.intent_id, second.intent_id);
+        hub.on_message("east", &s.session_id, result_ok(&second.intent_id, "{}"));
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            "{}",
+            "an id delivered before is delivered again to its new waiter"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_sends_of_one_stable_intent_share_it_and_its_result() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let (first, intent) =
+            sent(&hub, &mut s.outbound, drop_request(Duration::from_secs(5))).await;
+        let h = hub.clone();
+        let second =
+            tokio::spawn(async move { h.send("east", drop_request(Duration::from_secs(5))).await });
+        while hub
+            .read()
+            .pending
+            .get(&intent.intent_id)
+            .map(|p| p.result.len())
+            != Some(2)
+        {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !std::iter::from_fn(|| s.outbound.try_recv().ok())
+                .any(|m| matches!(m.kind, Some(hub_message::Kind::Intent(_)))),
+            "sent once"
+        );
+        hub.on_message("east", &s.session_id, result_ok(&intent.intent_id, "{}"));
+        assert_eq!(first.await.unwrap().unwrap(), "{}");
+        assert_eq!(second.await.unwrap().unwrap(), "{}");
+        assert_eq!(acks(&mut s.outbound), vec![intent.intent_id]);
+    }
+
+    #[tokio::test]
+    async fn idempotent_short_intents_get_a_fresh_id_per_send() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let (call, a) = sent(&hub, &mut s.outbound, request(Duration::from_millis(20))).await;
+        let _ = call.await;
+        let (call, b) = sent(&hub, &mut s.outbound, request(Duration::from_millis(20))).await;
+        let _ = call.await;
+        assert_ne!(a.intent_id, b.intent_id);
     }
 
     #[test]
