@@ -13,7 +13,8 @@ use crate::{
 pub struct Azurite {
     server: ChildGuard,
     port: u16,
-    _dir: WorkDir,
+    on_disk: bool,
+    dir: WorkDir,
 }
 
 impl Azurite {
@@ -22,17 +23,51 @@ impl Azurite {
     /// The emulator's fixed, publicly documented account key.
     pub const ACCOUNT_KEY: &'static str = azure_storage::EMULATOR_ACCOUNT_KEY;
 
-    /// Starts `azurite-blob` and waits until it answers HTTP.
+    /// Starts `azurite-blob` (blobs in memory) and waits until it answers HTTP.
     pub async fn start() -> Result<Self, EnvError> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Azurite::start`], with containers, blobs and uncommitted blocks in its work
+    /// directory, so that they survive [`Azurite::stop`] and [`Azurite::start_again`] as a
+    /// real store's would.
+    pub async fn start_on_disk() -> Result<Self, EnvError> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(on_disk: bool) -> Result<Self, EnvError> {
         let bin = tools::find("azurite-blob")?;
         tools::find("node")?;
         let dir = WorkDir::new("azurite")?;
-        let (server, port) = retry_port_clash(|| start_server(&bin, &dir)).await?;
+        let (server, port) = retry_port_clash(|| async {
+            let port = tools::free_port()?;
+            Ok((start_server(&bin, &dir, port, on_disk).await?, port))
+        })
+        .await?;
         Ok(Self {
             server,
             port,
-            _dir: dir,
+            on_disk,
+            dir,
         })
+    }
+
+    /// Stops the server (SIGKILL: in-flight requests die, as when the store goes away) and
+    /// waits until it has exited; [`Azurite::start_again`] brings it back (fault tests).
+    pub async fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        while self.server.ensure_running().is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the server again on the same port after [`Azurite::stop`] (with its blobs when
+    /// it was started with [`Azurite::start_on_disk`], empty otherwise).
+    pub async fn start_again(&mut self) -> Result<(), EnvError> {
+        let bin = tools::find("azurite-blob")?;
+        self.server = start_server(&bin, &self.dir, self.port, self.on_disk).await?;
+        Ok(())
     }
 
     /// Blob port on 127.0.0.1.
@@ -64,18 +99,26 @@ impl Azurite {
     }
 }
 
-async fn start_server(bin: &std::path::Path, dir: &WorkDir) -> Result<(ChildGuard, u16), EnvError> {
-    let port = tools::free_port()?;
+async fn start_server(
+    bin: &std::path::Path,
+    dir: &WorkDir,
+    port: u16,
+    on_disk: bool,
+) -> Result<ChildGuard, EnvError> {
     let mut cmd = Command::new(bin);
     cmd.args(["--blobHost", "127.0.0.1", "--blobPort"])
         .arg(port.to_string())
-        // --inMemoryPersistence excludes --location; debug log goes to our log file instead.
-        .args([
-            "--inMemoryPersistence",
-            "--disableTelemetry",
-            "--skipApiVersionCheck",
-        ])
+        .args(["--disableTelemetry", "--skipApiVersionCheck"])
         .arg("--loose");
+    // --inMemoryPersistence excludes --location; debug log goes to our log file instead.
+    if on_disk {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)
+            .map_err(EnvError::io("creating Azurite's data directory"))?;
+        cmd.arg("--location").arg(data);
+    } else {
+        cmd.arg("--inMemoryPersistence");
+    }
     let mut guard = ChildGuard::spawn("azurite-blob", &mut cmd, &dir.join("azurite.log"))?;
     let probe = format!("http://127.0.0.1:{port}/{}?comp=list", Azurite::ACCOUNT);
     let http = reqwest::Client::new();
@@ -86,5 +129,5 @@ async fn start_server(bin: &std::path::Path, dir: &WorkDir) -> Result<(ChildGuar
             async move { req.send().await.map(|_| ()).map_err(|e| e.to_string()) }
         })
         .await?;
-    Ok((guard, port))
+    Ok(guard)
 }

@@ -18,6 +18,7 @@ pub mod backup_fixtures;
 pub mod dbprov;
 pub mod error;
 pub mod fake_gcs;
+pub mod fault;
 pub mod helm;
 pub mod kube_env;
 pub mod manifests;

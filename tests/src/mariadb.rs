@@ -123,6 +123,30 @@ impl MariaDb {
             self.password, self.port
         )
     }
+
+    /// Stops the server with a normal shutdown (SIGTERM: client connections are killed, as
+    /// in a real restart) and starts it again on the same port and data directory; returns
+    /// once root can log in again (fault tests).
+    pub async fn restart(&mut self) -> Result<(), EnvError> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        while self.server.ensure_running().is_ok() {
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(EnvError::Client {
+                    component: "mariadb".into(),
+                    message: "did not stop within 60 s of SIGTERM".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mariadbd = tools::find("mariadbd")?;
+        let data = self.dir.join("data");
+        // The old guard has exited; replacing it only reaps it.
+        self.server =
+            start_server_on(&mariadbd, &self.dir, &data, &self.password, self.port).await?;
+        Ok(())
+    }
 }
 
 async fn start_server(
@@ -132,6 +156,16 @@ async fn start_server(
     password: &str,
 ) -> Result<(ChildGuard, u16), EnvError> {
     let port = tools::free_port()?;
+    Ok((start_server_on(bin, dir, data, password, port).await?, port))
+}
+
+async fn start_server_on(
+    bin: &std::path::Path,
+    dir: &WorkDir,
+    data: &std::path::Path,
+    password: &str,
+    port: u16,
+) -> Result<ChildGuard, EnvError> {
     let mut cmd = Command::new(bin);
     cmd.arg("--no-defaults")
         .arg("--user=root")
@@ -161,5 +195,5 @@ async fn start_server(
             }
         })
         .await?;
-    Ok((guard, port))
+    Ok(guard)
 }
