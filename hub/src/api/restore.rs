@@ -70,7 +70,8 @@ pub struct DatabaseRestoreSpec {
     /// The key to decrypt with, when it differs from what the backup was written with — an
     /// age backup written to a recipient (public key) needs the identity here.
     pub encryption: Option<EncryptionConfig>,
-    /// Fail the restore after this many seconds.
+    /// Fail the restore after this many seconds, counted from the start of its first attempt
+    /// and bounding all attempts.
     #[serde(default = "default_restore_deadline")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: i64,
@@ -240,4 +241,8 @@ pub struct DatabaseRestoreStatus {
     pub warnings: Option<Vec<String>>,
     /// Id of the agent operation running this restore (a restarted hub re-attaches to it).
     pub operation_id: Option<String>,
+    /// Attempts started so far: a restore interrupted by a transient fault (the database
+    /// server or the agent's bookkeeping unavailable) is run again from scratch, at most 5
+    /// times, all within `activeDeadlineSeconds`.
+    pub attempts: Option<i32>,
 }

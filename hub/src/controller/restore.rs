@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use dbprov_contract::restore::{RestoreIntent, RestoreObserved};
 use dbprov_proto::agent::v1::Operation;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{Api, ResourceExt, runtime::controller::Action};
 use serde_json::{Value, json};
 
@@ -21,13 +24,16 @@ use super::{
         status::StatusUpdate,
     },
     payload,
-    reason::Reason,
+    reason::{self, Reason},
 };
-use crate::api::{
-    Database, DatabaseBackup, DatabaseRestore,
-    backup::{CompressionConfig, EncryptionConfig, StorageConfig},
-    common::OperationPhase,
-    restore::DATA_LOSS_ACK,
+use crate::{
+    api::{
+        Database, DatabaseBackup, DatabaseRestore,
+        backup::{CompressionConfig, EncryptionConfig, StorageConfig},
+        common::OperationPhase,
+        restore::DATA_LOSS_ACK,
+    },
+    session::DispatchError,
 };
 
 /// What to restore from, resolved.
@@ -402,6 +408,108 @@ fn percent(step: &str, bytes: u64, total: Option<i64>) -> Option<i32> {
     })
 }
 
+/// How many attempts a restore gets: a transient fault (a database server restart) is
+/// outlived; a fault that persists fails the restore with what the last attempt said.
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
+
+/// What follows a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// The result did not reach this follower (another one took the same operation id): the
+    /// operation may still run in the agent, so it is re-attached under the same id, never
+    /// started again.
+    Reattach,
+    /// Run the restore again from scratch, as attempt `attempt + 1`, after `delay`.
+    Retry { delay: Duration, message: String },
+    /// Failed for good.
+    Fail { message: String },
+}
+
+/// Whether a failed attempt is worth running again. A restore re-run drops and loads the
+/// target again, so only failures that say something was unavailable count — the database
+/// server (a restart, a network cut: `UNREACHABLE`) or the agent's own bookkeeping (a journal
+/// write that failed before the restore started: retryable `INTERNAL`). What the artifact or
+/// the target holds (`SQL`), the store's answer (`STORAGE`: a missing key or refused
+/// credentials look the same there) and refused credentials fail the same way every time,
+/// whatever the agent's `retryable` flag says.
+pub(crate) fn transient(e: &DispatchError) -> bool {
+    use dbprov_proto::agent::v1::ErrorCode;
+    match e {
+        DispatchError::Agent {
+            code: ErrorCode::Unreachable | ErrorCode::Internal,
+            retryable,
+            ..
+        } => *retryable,
+        DispatchError::NotConnected { .. }
+        | DispatchError::Backpressure { .. }
+        | DispatchError::OperationLost { .. } => true,
+        DispatchError::Disconnected { .. }
+        | DispatchError::DeadlineExceeded { .. }
+        | DispatchError::Agent { .. } => false,
+    }
+}
+
+/// The wait before attempt `attempt + 1`: the reason's own retry delay (what a failed backup
+/// waits), doubled with every attempt that failed before, at most [`reason::RETRY_SLOW`].
+pub(crate) fn retry_delay(e: &DispatchError, attempt: u32) -> Duration {
+    let doubling = 1u32 << attempt.saturating_sub(1).min(8);
+    Reason::retry_after(e)
+        .saturating_mul(doubling)
+        .min(reason::RETRY_SLOW)
+}
+
+/// What follows attempt `attempt` (1-based) failing with `e`, with `left` of
+/// `activeDeadlineSeconds` (`deadline`) remaining.
+pub(crate) fn after_failure(
+    e: &DispatchError,
+    attempt: u32,
+    left: Duration,
+    deadline: i64,
+) -> AfterFailure {
+    if matches!(e, DispatchError::Disconnected { .. }) {
+        return AfterFailure::Reattach;
+    }
+    if !transient(e) {
+        let message = if attempt > 1 {
+            format!("restore failed in attempt {attempt} of {MAX_ATTEMPTS}: {e}")
+        } else {
+            format!("restore failed: {e}")
+        };
+        return AfterFailure::Fail { message };
+    }
+    if attempt >= MAX_ATTEMPTS {
+        return AfterFailure::Fail {
+            message: format!("restore gave up after {attempt} attempts: {e}"),
+        };
+    }
+    let delay = retry_delay(e, attempt);
+    if delay >= left {
+        return AfterFailure::Fail {
+            message: format!(
+                "restore gave up after {attempt} of {MAX_ATTEMPTS} attempts: \
+                 activeDeadlineSeconds ({deadline}s) leaves no time for another: {e}"
+            ),
+        };
+    }
+    AfterFailure::Retry {
+        delay,
+        message: format!(
+            "attempt {attempt} of {MAX_ATTEMPTS} failed: {e}; retrying in {}s",
+            delay.as_secs()
+        ),
+    }
+}
+
+/// What is left of `activeDeadlineSeconds`, counted from `started` (the start of the first
+/// attempt): every attempt, and the waits between them, fit in it.
+pub(crate) fn time_left(started: &Time, deadline_seconds: i64, now: Timestamp) -> Duration {
+    let end = started
+        .0
+        .checked_add(SignedDuration::from_secs(deadline_seconds))
+        .unwrap_or(started.0);
+    Duration::try_from(end.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
 pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = &*ctx;
     let st = r.status.clone().unwrap_or_default();
@@ -417,6 +525,24 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
         let update = StatusUpdate::not_ready(reason, message.clone());
         status(ctx, &r, OperationPhase::Failed, update).await?;
         events::publish(ctx, &*r, reason, message).await;
+        return Ok(Action::await_change());
+    }
+    if !running
+        && let Some(started) = &st.started_at
+        && time_left(started, r.spec.active_deadline_seconds, Timestamp::now()).is_zero()
+    {
+        let reason = Reason::DeadlineExceeded;
+        crate::metrics::restore_failed(reason.as_str());
+        let message = format!(
+            "restore gave up after {} attempt(s): activeDeadlineSeconds ({}s) passed since the \
+             first one started; last: {}",
+            st.attempts.unwrap_or(1),
+            r.spec.active_deadline_seconds,
+            st.common.message.as_deref().unwrap_or("none")
+        );
+        let update = StatusUpdate::not_ready(reason, message.clone()).with("completedAt", now());
+        status(ctx, &r, OperationPhase::Failed, update).await?;
+        events::publish(ctx, &*r, Reason::RestoreFailed, message).await;
         return Ok(Action::await_change());
     }
     let resolved = match source(ctx, &r).await? {
@@ -449,11 +575,20 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
         }
     };
     let cluster = tgt.instance.cluster(ctx).to_owned();
+    let deadline = r.spec.active_deadline_seconds;
+    // A re-attached attempt keeps its number; a new one counts up.
+    let attempt = u32::try_from(st.attempts.unwrap_or(0).max(0))
+        .unwrap_or(0)
+        .saturating_add(u32::from(!running))
+        .max(1);
     let request = dispatch::intent(
         &*r,
         Operation::Restore,
         &payload,
-        Duration::from_secs(u64::try_from(r.spec.active_deadline_seconds).unwrap_or(7200)),
+        match &st.started_at {
+            Some(started) => time_left(started, deadline, Timestamp::now()),
+            None => Duration::from_secs(u64::try_from(deadline).unwrap_or(7200)),
+        },
     );
     let (handle, operation_id) = start_or_reattach(
         ctx,
@@ -467,12 +602,16 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
     .await?;
     let info = json!({"sourceBackup": src.display, "targetInstance": tgt.instance.display,
                       "targetDatabase": tgt.database});
-    let message = format!(
+    let mut message = format!(
         "restoring {} into database {} on {}",
         src.display, tgt.database, tgt.instance.display
     );
+    if attempt > 1 {
+        message.push_str(&format!(" (attempt {attempt} of {MAX_ATTEMPTS})"));
+    }
+    let started_at = st.started_at.clone().unwrap_or_else(now);
     let update = StatusUpdate::not_ready(Reason::Running, message.clone()).with_all(
-        json!({"startedAt": st.started_at.clone().unwrap_or_else(now), "operationId": operation_id,
+        json!({"startedAt": started_at, "operationId": operation_id, "attempts": attempt,
                "restore": info, "progress": {"percentage": 0, "currentPhase": "verifying"}}),
     );
     status(ctx, &r, OperationPhase::Running, update).await?;
@@ -488,13 +627,46 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
     match result {
         Ok(o) => completed(ctx, &r, &src, &tgt, &o).await,
         Err(e) => {
-            let reason = Reason::of_dispatch(&e);
+            let left = time_left(&started_at, deadline, Timestamp::now());
+            attempt_failed(ctx, &r, &e, attempt, left, &operation_id).await
+        }
+    }
+}
+
+/// Records a failed attempt: re-attached, retried from scratch after a delay (phase Pending,
+/// no operation id: the next attempt gets a new one, since the agent answers a known id with
+/// its kept result), or failed for good.
+async fn attempt_failed(
+    ctx: &Context,
+    r: &DatabaseRestore,
+    e: &DispatchError,
+    attempt: u32,
+    left: Duration,
+    operation_id: &str,
+) -> Result<Action, Error> {
+    let reason = Reason::of_dispatch(e);
+    match after_failure(e, attempt, left, r.spec.active_deadline_seconds) {
+        AfterFailure::Reattach => Err(Error::blocked(
+            Reason::ClusterNotConnected,
+            format!("re-attaching to restore operation {operation_id}: {e}"),
+        )),
+        AfterFailure::Retry { delay, message } => {
+            let update = StatusUpdate::not_ready(reason, message.clone())
+                .with_all(json!({"operationId": Value::Null, "progress": Value::Null}));
+            status(ctx, r, OperationPhase::Pending, update).await?;
+            events::publish(ctx, r, reason, message.clone()).await;
+            Err(Error::Failed {
+                reason,
+                message,
+                retry: delay,
+            })
+        }
+        AfterFailure::Fail { message } => {
             crate::metrics::restore_failed(reason.as_str());
-            let message = format!("restore failed: {e}");
             let update =
                 StatusUpdate::not_ready(reason, message.clone()).with("completedAt", now());
-            status(ctx, &r, OperationPhase::Failed, update).await?;
-            events::publish(ctx, &*r, Reason::RestoreFailed, message).await;
+            status(ctx, r, OperationPhase::Failed, update).await?;
+            events::publish(ctx, r, Reason::RestoreFailed, message).await;
             Ok(Action::await_change())
         }
     }

@@ -16,6 +16,7 @@ mod init_sql;
 mod instance;
 mod reference_schema;
 mod references;
+mod restore;
 mod resync;
 mod role;
 mod rotation_options;
