@@ -24,6 +24,7 @@ mod engine_database;
 mod engine_user;
 mod failover;
 mod fault_matrix;
+mod fault_matrix_engines;
 mod field_proofs;
 mod grants;
 mod init_sql;
