@@ -411,6 +411,81 @@ impl Env {
             .unwrap()
     }
 
+    /// The restore markers (`dbprov.restored` settings) PostgreSQL database `db` carries.
+    async fn restore_markers(&self, db: &str) -> Vec<String> {
+        let mut c = pg(self, "postgres").await;
+        sqlx::query_scalar(
+            "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, \
+             unnest(s.setconfig) AS cfg WHERE d.datname = $1 AND s.setrole = 0 \
+             AND cfg LIKE 'dbprov.restored=%'",
+        )
+        .bind(db)
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    }
+
+    /// Asserts a restore of `big` that needed `attempts` attempts completed once in effect:
+    /// the data is the backup's (the row written before it is gone, every filler row is
+    /// there, once), the target carries one marker, naming this DatabaseRestore and its last
+    /// attempt's operation, and the agent ran the restore once per attempt, no more.
+    async fn restored_once(
+        &self,
+        done: &Value,
+        runs_before: f64,
+        attempts: i64,
+        filler: i64,
+    ) -> String {
+        assert_eq!(done["status"]["phase"], "Completed", "{}", done["status"]);
+        assert_eq!(done["status"]["attempts"], attempts, "{}", done["status"]);
+        assert_eq!(self.notes("big").await, ["backed-up"]);
+        assert_eq!(self.filler_rows().await, filler, "the whole backup, once");
+        let markers = self.restore_markers("big").await;
+        let uid = done["metadata"]["uid"].as_str().unwrap();
+        let intent = done["status"]["operationId"].as_str().unwrap();
+        assert_eq!(markers.len(), 1, "{markers:?}");
+        assert!(
+            markers[0].contains(&format!("uid={uid} "))
+                && markers[0].contains(&format!("intent={intent} ")),
+            "marker {markers:?}, restore {uid}, operation {intent}"
+        );
+        let runs = self.runs("restore").await - runs_before;
+        assert_eq!(
+            runs, attempts as f64,
+            "the agent ran the restore once per attempt"
+        );
+        format!(
+            "Completed in attempt {attempts} (a new operation id each), data = backup, 1 marker \
+             naming it, agent ran it {runs} times"
+        )
+    }
+
+    /// Asserts the failed attempt of restore `name` was published: a Warning Event with the
+    /// failure's reason that says the attempt is retried.
+    async fn retry_event(&self, name: &str) {
+        let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+            self.s.mgmt.client(),
+            &self.s.ns,
+        )
+        .list(&Default::default())
+        .await
+        .unwrap();
+        let retried = events.items.iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some("InstanceUnreachable")
+        });
+        let e = retried.unwrap_or_else(|| panic!("no InstanceUnreachable Event for {name}"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert!(
+            e.note
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("attempt 1 of 5 failed"),
+            "{:?}",
+            e.note
+        );
+    }
+
     fn record(&mut self, cell: &str, outcome: String, fault: Instant) {
         let recovery = fault.elapsed();
         eprintln!("fault matrix: {cell}: {outcome} (recovered in {recovery:.1?})");
@@ -1115,65 +1190,63 @@ async fn fault_matrix_infrastructure_faults() {
         };
         env.record("MinIO stopped 5 s mid-upload × RUN_BACKUP", outcome, fault);
     }
-    // PostgreSQL restarts while a restore loads data.
+    // PostgreSQL restarts while a restore loads data: the attempt fails (the server went away:
+    // InstanceUnreachable) after the target was dropped and re-created; the hub runs the
+    // restore again from scratch under a new operation id, which loads all of it.
     {
         let name = "pg-restart-restore";
+        let runs_before = env.runs("restore").await;
+        env.insert("big", "dropped-by-restore").await;
         env.restore(name, "big").await;
         env.copying("big").await;
         let fault = Instant::now();
         env.s.pg.restart().await.unwrap();
+        // Between the attempts, the status says what happened and what comes next.
+        let between = eventually(CONVERGE, "the failed first attempt in status", || async {
+            let v = env.s.get("DatabaseRestore", name).await?;
+            (v["status"]["attempts"] == 1 && v["status"]["phase"] == "Pending").then_some(v)
+        })
+        .await;
+        let message = between["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("attempt 1 of 5 failed: agent reported Unreachable")
+                && message.contains("; retrying in 15s"),
+            "{}",
+            between["status"]
+        );
+        assert!(between["status"]["operationId"].is_null());
         let done = env.converged("DatabaseRestore", name).await;
-        let outcome = if done["status"]["phase"] == "Completed" {
-            assert_eq!(env.notes("big").await, ["backed-up"]);
-            assert_eq!(env.filler_rows().await, filler, "the whole backup, once");
-            "Completed after a retry, data = backup".to_owned()
-        } else {
-            let reason = done["status"]["conditions"][0]["reason"]
-                .as_str()
-                .unwrap_or_default();
-            let message = done["status"]["conditions"][0]["message"]
-                .as_str()
-                .unwrap_or_default();
-            assert!(!reason.is_empty(), "{}", done["status"]);
-            eprintln!("restore interrupted by a PostgreSQL restart: {reason}: {message}");
-            // What the target holds now (the operation was not retried).
-            let left = match sqlx::PgConnection::connect(&env.s.pg.url("big")).await {
-                Ok(mut c) => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM filler")
-                    .fetch_one(&mut c)
-                    .await
-                    .map_or_else(
-                        |e| format!("no filler table ({e})"),
-                        |n| format!("{n} of {filler} filler rows"),
-                    ),
-                Err(e) => format!("no database ({e})"),
-            };
-            format!("Failed ({reason}), not retried; target left with {left}")
-        };
+        let outcome = env.restored_once(&done, runs_before, 2, filler).await;
+        env.retry_event(name).await;
         env.record(
             "PostgreSQL restarted mid-restore × RESTORE (dropExisting)",
             outcome,
             fault,
         );
     }
-    if env
-        .s
-        .get("DatabaseRestore", "pg-restart-restore")
-        .await
-        .unwrap()["status"]["phase"]
-        == "Failed"
+    // The same, with PostgreSQL restarting again while the second attempt loads: a third
+    // attempt (30 s after the second failed) loads everything, still once in effect.
     {
-        // The remedy for a failed restore: a new DatabaseRestore, which restores all of it.
-        let name = "pg-restart-restore-again";
-        let start = Instant::now();
+        let name = "pg-restart-restore-twice";
+        let runs_before = env.runs("restore").await;
+        env.insert("big", "dropped-by-restore").await;
         env.restore(name, "big").await;
+        env.copying("big").await;
+        let fault = Instant::now();
+        env.s.pg.restart().await.unwrap();
+        eventually(CONVERGE, "the second attempt running", || async {
+            let v = env.s.get("DatabaseRestore", name).await?;
+            (v["status"]["attempts"] == 2 && v["status"]["phase"] == "Running").then_some(())
+        })
+        .await;
+        env.copying("big").await;
+        env.s.pg.restart().await.unwrap();
         let done = env.converged("DatabaseRestore", name).await;
-        assert_eq!(done["status"]["phase"], "Completed", "{}", done["status"]);
-        assert_eq!(env.notes("big").await, ["backed-up"]);
-        assert_eq!(env.filler_rows().await, filler, "the whole backup, once");
+        let outcome = env.restored_once(&done, runs_before, 3, filler).await;
         env.record(
-            "  ↳ a new DatabaseRestore after that failure",
-            "Completed, data = backup".into(),
-            start,
+            "  ↳ PostgreSQL restarted again during the second attempt",
+            outcome,
+            fault,
         );
     }
 
