@@ -269,6 +269,7 @@ impl<D: ClusterDirectory> SessionReader<D> {
         let hub = self.hub.clone();
         let directory = self.directory.clone();
         let cluster = self.cluster.clone();
+        let mut leading = self.leading.clone();
         tokio::spawn(async move {
             // Ends when the reader drops `latest` (the session ended).
             while beats.changed().await.is_ok() {
@@ -276,9 +277,15 @@ impl<D: ClusterDirectory> SessionReader<D> {
                     continue;
                 };
                 let pending = crate::clusters::in_flight_operations(&hub.pending(Some(&cluster)));
-                let verdict = directory
-                    .record(&cluster, ClusterEvent::Heartbeat { in_flight, pending })
-                    .await;
+                // A replica that stopped leading writes no more status: a write still waiting
+                // on an apiserver it was cut from is dropped, so it cannot land after the new
+                // leader's. (Without leader election nobody holds the sender: never cut.)
+                let verdict = tokio::select! {
+                    biased;
+                    Ok(_) = leading.wait_for(|l| !*l) => return,
+                    verdict = directory
+                        .record(&cluster, ClusterEvent::Heartbeat { in_flight, pending }) => verdict,
+                };
                 let end = match verdict {
                     Err(e @ AdmitError::Paused(_)) => ("ClusterPaused", e.to_string()),
                     Err(e @ AdmitError::Unknown(_)) => ("ClusterDeleted", e.to_string()),

@@ -27,7 +27,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Run(args) => serve(*args).await,
         cli::Command::Certs(cmd) => certs_command(cmd),
         cli::Command::BootstrapToken(args) => {
-            let client = kube::Client::try_default()
+            let client = apiserver_client("bootstrap-token")
                 .await
                 .context("cannot build a Kubernetes client (set KUBECONFIG)")?;
             let namespace = args
@@ -74,7 +74,16 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         args.retry_period_seconds
             .map(std::time::Duration::from_secs),
     )?;
-    let client = kube::Client::try_default()
+    // Unique per process: the Lease holder, the Events' reporting instance and the user agent
+    // of its apiserver requests (an audit log tells which replica did what).
+    let identity = format!(
+        "{}-{:08x}",
+        std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "dbprov-hub".into()),
+        fastrand::u32(..)
+    );
+    let client = apiserver_client(&identity)
         .await
         .context("cannot build a Kubernetes client (set KUBECONFIG or run in a pod)")?;
     let version = client
@@ -88,14 +97,6 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
-    // Unique per process: the Lease holder and the Events' reporting instance.
-    let identity = format!(
-        "{}-{:08x}",
-        std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "dbprov-hub".into()),
-        fastrand::u32(..)
-    );
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let election = {
         let cfg = leader::LeaseConfig {
@@ -279,6 +280,53 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a read or write on an apiserver connection may wait for a single byte. The
+/// client speaks HTTP/1.1 (one request per connection, no HTTP/2 pings), so this is what
+/// notices a connection whose packets go nowhere (a partition, a blackhole): without it a
+/// request sent into one waits until the apiserver's 90 s idle timeout closes the socket,
+/// holding up whatever awaits it. Watches ask the apiserver to end them after
+/// [`controller::kit::runner::WATCH_TIMEOUT`], so a healthy watch is never silent this long.
+pub const APISERVER_IO_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(controller::kit::runner::WATCH_TIMEOUT.as_secs() + 5);
+const _: () = assert!(
+    APISERVER_IO_TIMEOUT.as_secs() > controller::kit::runner::WATCH_TIMEOUT.as_secs(),
+    "a healthy watch must end by its timeoutSeconds before the read timeout fires"
+);
+
+/// The management-cluster client of every part of the hub: the kubeconfig (or in-cluster)
+/// settings with bounded connect, write and read times (see [`APISERVER_IO_TIMEOUT`]), and
+/// `dbprov-hub/<version> (<instance>)` as the user agent.
+pub async fn apiserver_client(instance: &str) -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    configure(&mut config, instance)?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn configure(config: &mut kube::Config, instance: &str) -> anyhow::Result<()> {
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    config.write_timeout = Some(APISERVER_IO_TIMEOUT);
+    config.read_timeout = Some(APISERVER_IO_TIMEOUT);
+    // Counted from when a request is written, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
+    let agent = user_agent(instance);
+    config.headers.push((
+        "user-agent".parse()?,
+        agent
+            .parse()
+            .with_context(|| format!("user agent {agent:?}"))?,
+    ));
+    Ok(())
+}
+
+/// `dbprov-hub/<version> (<instance>)`, with anything a header cannot carry replaced.
+fn user_agent(instance: &str) -> String {
+    let instance: String = instance
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    format!("dbprov-hub/{} ({instance})", env!("CARGO_PKG_VERSION"))
+}
+
 /// Completes once `flag` is true (or its sender is gone).
 async fn flagged(mut flag: tokio::sync::watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
@@ -355,4 +403,28 @@ fn certs_command(cmd: cli::CertsCommand) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn apiserver_reads_and_writes_are_bounded_and_the_user_agent_names_the_replica() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        configure(&mut config, "hub-0-1a2b3c4d").unwrap();
+        assert_eq!(config.read_timeout, Some(APISERVER_IO_TIMEOUT));
+        assert_eq!(config.write_timeout, Some(APISERVER_IO_TIMEOUT));
+        assert!(config.connect_timeout.is_some());
+        assert!(config.reset_reader_on_write);
+        let (name, value) = config.headers.last().unwrap();
+        assert_eq!(name.as_str(), "user-agent");
+        assert_eq!(
+            value.to_str().unwrap(),
+            format!("dbprov-hub/{} (hub-0-1a2b3c4d)", env!("CARGO_PKG_VERSION"))
+        );
+        // POD_NAME / HOSTNAME come from outside: nothing in them can break the header.
+        assert!(user_agent("a b\nc\u{e9}").ends_with("(a_b_c_)"));
+    }
 }

@@ -24,6 +24,39 @@ pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
 /// write, a finalizer could not be changed) is retried.
 pub const RETRY_HUB_ERROR: Duration = Duration::from_secs(10);
 
+/// How long the apiserver keeps one watch open before ending it (`timeoutSeconds`); the
+/// watcher then watches again from where it was (no new list). Short enough that a watch
+/// whose connection died silently is noticed by the client's read timeout
+/// ([`crate::APISERVER_IO_TIMEOUT`], a little longer) and re-established within half a
+/// minute, as client-go's reflector does with its own timeouts.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The watch settings of every controller: see [`WATCH_TIMEOUT`].
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default()
+        .timeout(u32::try_from(WATCH_TIMEOUT.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// Runs `reconcile` unless the leadership term ends first: then it is dropped where it
+/// waits (an apiserver request, an agent's result, a long operation it follows) and writes
+/// nothing more. The term's controllers stop gracefully, which waits for running
+/// reconciles, so when they have stopped nothing of that term is left to write; the next
+/// term re-reads every object and re-attaches to running operations by their ids.
+/// Counted in `dbprov_reconciles_cut_total{kind}`.
+pub async fn in_term<F>(kind: &'static str, term: Shutdown, reconcile: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    tokio::select! {
+        biased;
+        () = term => {
+            metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(1);
+            Ok(Action::await_change())
+        }
+        result = reconcile => result,
+    }
+}
+
 /// A shutdown signal every controller can wait on.
 pub type Shutdown =
     futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
@@ -136,7 +169,7 @@ where
 {
     use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, watch_config())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -274,12 +307,19 @@ pub async fn run_finalized<K: Scoped>(
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
     let resync = resync_of::<K>(&ctx);
     let (changes, store) = spec_changes(api, annotation);
+    let term = shutdown.clone();
+    // Listed (at 0) before any term was cut.
+    metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(0);
     Controller::for_stream(changes, store)
         .reconcile_on(resync)
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj: Arc<K>, ctx: Arc<Context>| {
-                observed(kind, finalized(ctx, obj, apply, cleanup))
+                in_term(
+                    kind,
+                    term.clone(),
+                    observed(kind, finalized(ctx, obj, apply, cleanup)),
+                )
             },
             error_policy,
             Arc::new(ctx),
@@ -295,4 +335,63 @@ pub async fn run_finalized<K: Scoped>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn term() -> (tokio::sync::oneshot::Sender<()>, Shutdown) {
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(async move {
+                let _ = ended.await;
+            });
+        (end, futures::future::FutureExt::shared(boxed))
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_still_waiting_when_its_term_ends_is_dropped_there() {
+        let (end, term) = term();
+        let (wrote_tx, mut wrote) = tokio::sync::mpsc::unbounded_channel::<&str>();
+        // Waits "on the apiserver" forever, then would write status.
+        let reconcile = async move {
+            std::future::pending::<()>().await;
+            let _ = wrote_tx.send("status");
+            Ok(Action::await_change())
+        };
+        let running = tokio::spawn(in_term("Database", term, reconcile));
+        tokio::task::yield_now().await;
+        assert!(!running.is_finished());
+        end.send(()).unwrap();
+        assert!(running.await.unwrap().is_ok());
+        // The reconcile future is gone: it can never write.
+        assert!(wrote.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_of_a_live_term_runs_to_its_result() {
+        let (_end, term) = term();
+        let done = in_term("Database", term, async {
+            Err(Error::blocked(Reason::InstanceNotReady, "waiting"))
+        })
+        .await;
+        assert!(matches!(done, Err(Error::Blocked { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_term_that_already_ended_starts_nothing() {
+        let (end, term) = term();
+        end.send(()).unwrap();
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = started.clone();
+        let done = in_term("Database", term, async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(Error::blocked(Reason::InstanceNotReady, "waiting"))
+        })
+        .await;
+        assert!(done.is_ok());
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+    }
 }
