@@ -500,6 +500,10 @@ pub struct DiscoveredResources {
     pub roles: Option<Vec<DiscoveredResource>>,
     /// When the server was last scanned.
     pub last_scan: Option<Time>,
+    /// True when the last scan's lists are incomplete: the agent answers at most 2000 names
+    /// per list (databases, users, roles) and leaves out names over 256 bytes. Absent when
+    /// nothing was cut. The Ready message says so too.
+    pub truncated: Option<bool>,
 }
 
 /// One unmanaged object.

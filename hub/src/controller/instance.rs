@@ -100,11 +100,13 @@ async fn discovered_resources(
     namespace: Option<&str>,
     name: &str,
     found: &dbprov_contract::instance::Discovered,
+    truncated: bool,
     previous: &serde_json::Value,
 ) -> Result<serde_json::Value, Error> {
     let managed = managed_names(ctx, namespace, name).await?;
     let now = now();
-    let mut out = serde_json::json!({"lastScan": now});
+    // `null` removes an earlier scan's flag (the status is written as a merge patch).
+    let mut out = serde_json::json!({"lastScan": now, "truncated": truncated.then_some(true)});
     for (key, kind, seen) in [
         ("databases", "database", &found.databases),
         ("users", "user", &found.users),
@@ -242,7 +244,9 @@ pub(crate) async fn probe<K: InstanceKind>(
             (t + PROBE_ANSWER_GRACE).min(ctx.intent_timeout)
         });
         let request = dispatch::intent(obj, Operation::ProbeInstance, &payload, timeout);
-        let answer = dispatch::send::<ProbeObserved>(ctx, &cluster, request).await;
+        let answer = ctx.hub.send(&cluster, request).await;
+        let truncated = answer.as_deref().is_ok_and(discovery_truncated);
+        let answer = answer.and_then(|json| dispatch::parse_answer::<ProbeObserved>(&json));
         if discover
             && let Ok(ProbeObserved {
                 discovered: Some(found),
@@ -250,15 +254,31 @@ pub(crate) async fn probe<K: InstanceKind>(
             }) = &answer
         {
             discovered = Some(
-                discovered_resources(ctx, namespace.as_deref(), &name, found, previous_discovered)
-                    .await?,
+                discovered_resources(
+                    ctx,
+                    namespace.as_deref(),
+                    &name,
+                    found,
+                    truncated,
+                    previous_discovered,
+                )
+                .await?,
             );
         }
         probe_status(&cluster, &answer)
     };
+    // The latest scan's flag: this probe's, or the one in status when it scanned nothing.
+    let cut = discovered
+        .as_ref()
+        .unwrap_or(previous_discovered)
+        .get("truncated")
+        == Some(&serde_json::Value::Bool(true));
     let periodic = health_checks_enabled(spec);
     let status = ProbeStatus {
-        message: with_health_note(status.message, status.ready, periodic),
+        message: with_discovery_note(
+            with_health_note(status.message, status.ready, periodic),
+            status.ready && cut,
+        ),
         ..status
     };
     let mut update = if status.ready {
@@ -303,6 +323,24 @@ pub(crate) async fn probe<K: InstanceKind>(
         message: status.message,
         retry: every.min(Duration::from_secs(30)),
     })
+}
+
+/// Whether a probe's answer says its discovery lists were cut (`discovered.truncated`; the
+/// contract's types leave the flag out, it exists only in the JSON).
+pub fn discovery_truncated(answer: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(answer)
+        .is_ok_and(|v| v["discovered"]["truncated"] == true)
+}
+
+/// The Ready message, saying so when the last discovery was cut.
+pub fn with_discovery_note(message: String, truncated: bool) -> String {
+    if !truncated {
+        return message;
+    }
+    format!(
+        "{message}; discovery is incomplete (status.discoveredResources.truncated): the agent lists at most {} names per kind and leaves out names over 256 bytes; manage the objects with resources or turn spec.discovery.enabled off for this server",
+        dbprov_contract::instance::DISCOVERY_LIMIT
+    )
 }
 
 /// How much longer than `healthCheck.timeoutSeconds` the hub waits for a probe's answer.

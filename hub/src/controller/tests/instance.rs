@@ -172,6 +172,55 @@ async fn a_due_discovery_reports_what_no_resource_manages() {
     };
     assert_eq!(names("databases"), [("legacy".to_owned(), false)]);
     assert_eq!(names("users"), [("old_app".to_owned(), false)]);
+    assert!(found["truncated"].is_null(), "nothing was cut: {found}");
+}
+
+#[tokio::test]
+async fn a_cut_discovery_is_shown_in_status_and_the_ready_message() {
+    // What an agent answers for a server with more names than it lists.
+    let env = TestEnv::with_agent(|_| {
+        Ok(json!({"version": "16.4",
+                  "discovered": {"databases": ["legacy"], "users": [], "roles": [], "truncated": true}}))
+    });
+    let pg = env.insert(
+        &fixtures::instance("postgres", "postgres")
+            .set(
+                "/spec/discovery",
+                json!({"enabled": true, "interval": "30m"}),
+            )
+            .build(),
+    );
+    probe(pg, env.ctx.clone()).await.unwrap();
+    let status = env.status::<DatabaseInstance>(NS, "postgres");
+    assert_eq!(status["discoveredResources"]["truncated"], true, "{status}");
+    assert_eq!(
+        status["discoveredResources"]["databases"][0]["name"],
+        "legacy"
+    );
+    let message = status["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("discovery is incomplete") && message.contains("2000"),
+        "{message}"
+    );
+    assert_eq!(status["conditions"][0]["status"], "True");
+}
+
+#[test]
+fn a_discovery_answer_says_whether_it_was_cut() {
+    use crate::controller::instance::{discovery_truncated, with_discovery_note};
+    assert!(discovery_truncated(
+        r#"{"version":"16","discovered":{"databases":[],"users":[],"roles":[],"truncated":true}}"#
+    ));
+    assert!(!discovery_truncated(
+        r#"{"version":"16","discovered":{"databases":[],"users":[],"roles":[]}}"#
+    ));
+    assert!(!discovery_truncated(r#"{"version":"16"}"#));
+    assert!(!discovery_truncated("not json"));
+    assert_eq!(with_discovery_note("connected".into(), false), "connected");
+    assert!(
+        with_discovery_note("connected".into(), true)
+            .contains("status.discoveredResources.truncated")
+    );
 }
 
 #[tokio::test]
