@@ -429,13 +429,16 @@ fn set_leader_metric(leading: bool) {
 /// Campaigns for, holds and gives up the Lease until `shutdown` completes. `leading` is true
 /// exactly while this replica may dispatch; `on_stopped` runs right after it turns false
 /// (closing agent sessions), before anything else happens — in particular before the Lease
-/// is released on shutdown. A replica that loses the Lease stays a standby and campaigns
-/// again.
+/// is released on shutdown. On shutdown the release also waits (at most a renew deadline)
+/// for `quiesced`: the work of the last term has stopped, so a successor that takes the
+/// released Lease at once finds nothing of it still running. A replica that loses the Lease
+/// stays a standby and campaigns again.
 pub async fn run<S: LeaseStore>(
     store: S,
     cfg: LeaseConfig,
     leading: watch::Sender<bool>,
     on_stopped: impl Fn() + Send,
+    quiesced: impl Future<Output = ()> + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let lease_name = format!("{}/{}", cfg.namespace, cfg.name);
@@ -443,6 +446,7 @@ pub async fn run<S: LeaseStore>(
     let mut elector = Elector::new(&cfg);
     set_leader_metric(false);
     tokio::pin!(shutdown);
+    tokio::pin!(quiesced);
     let mut last_follow = String::new();
     loop {
         // Standby: poll every retry period (with a little jitter so that candidates do not
@@ -533,6 +537,13 @@ pub async fn run<S: LeaseStore>(
             ),
             End::Shutdown => {
                 tracing::info!(lease = %lease_name, "stopped leading: shutting down");
+                if held.is_some()
+                    && tokio::time::timeout(timing.request_timeout(), &mut quiesced)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(lease = %lease_name, "the last term's work had not stopped within the renew deadline; releasing the Lease anyway");
+                }
                 if let Some(held) = held {
                     let released = Elector::release(&held, Timestamp::now());
                     match bounded(timing.request_timeout(), store.replace(&released)).await {
@@ -852,6 +863,15 @@ mod tests {
     }
 
     fn replica(shared: &Arc<Mutex<Shared>>, id: &str, timing: Timing) -> Replica {
+        replica_quiescing(shared, id, timing, std::future::ready(()))
+    }
+
+    fn replica_quiescing(
+        shared: &Arc<Mutex<Shared>>,
+        id: &str,
+        timing: Timing,
+        quiesced: impl Future<Output = ()> + Send + 'static,
+    ) -> Replica {
         let store = FakeStore {
             shared: shared.clone(),
             stalled: Arc::new(AtomicBool::new(false)),
@@ -886,6 +906,7 @@ mod tests {
                     .events
                     .push(Event::Stopped(who.clone()))
             },
+            quiesced,
             async move {
                 let _ = stopped.await;
             },
@@ -990,6 +1011,24 @@ mod tests {
         b.stop.take().unwrap().send(()).unwrap();
         b.task.await.unwrap();
         assert_eq!(holder(&shared), "", "b released too");
+    }
+
+    #[tokio::test]
+    async fn on_shutdown_the_lease_is_released_only_once_the_terms_work_has_stopped() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (quiet, quiesced) = tokio::sync::oneshot::channel::<()>();
+        let mut a = replica_quiescing(&shared, "a", quick(), async move {
+            let _ = quiesced.await;
+        });
+        until_leading(&mut a).await;
+        a.stop.take().unwrap().send(()).unwrap();
+        a.leading.wait_for(|l| !*l).await.unwrap();
+        // Stopped dispatching, still holding the Lease while the work winds down.
+        tokio::task::yield_now().await;
+        assert_eq!(holder(&shared), "a");
+        quiet.send(()).unwrap();
+        a.task.await.unwrap();
+        assert_eq!(holder(&shared), "", "released once quiesced");
     }
 
     #[tokio::test]

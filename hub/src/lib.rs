@@ -97,6 +97,8 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
+    // Set once the controllers have stopped for good (shutdown): the Lease is released after.
+    let (controllers_stopped_tx, controllers_stopped) = tokio::sync::watch::channel(false);
     let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
     let election = {
         let cfg = leader::LeaseConfig {
@@ -116,7 +118,15 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
                 // Runs as soon as `leading` turns false, before a release on shutdown: no
                 // agent stream of this replica outlives its leadership.
                 let on_stopped = move || close_sessions(&hub, "this replica stopped leading");
-                leader::run(store, cfg, leading_tx, on_stopped, flagged(shutdown)).await;
+                leader::run(
+                    store,
+                    cfg,
+                    leading_tx,
+                    on_stopped,
+                    flagged(controllers_stopped),
+                    flagged(shutdown),
+                )
+                .await;
             } else {
                 flagged(shutdown).await;
                 drop(leading_tx);
@@ -254,6 +264,8 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
+            // Every reconcile of the last term has ended (controller::run waits for them).
+            let _ = controllers_stopped_tx.send(true);
         }
     };
     let service =
