@@ -10,17 +10,25 @@
 //!    kept the unacknowledged result, the restarted hub re-attaches with the id in the status,
 //!    and is answered without a second run (rows written since survive, the agent ran the
 //!    operation once);
-//! 3. an agent dies right after dropping a database: the retried drop finds nothing, and the
-//!    Database resource goes away.
+//! 3. an agent dies right after dropping a database: the hub re-sends the same intent id (a
+//!    drop keeps its id until a result arrives), the journal shows the interrupted attempt,
+//!    the re-run finds nothing to drop, and the Database resource goes away.
+//!
+//! And short drops keep their id (`hub::session::stable_intent_id`): the hub dies after a
+//! drop's result arrived, or the hub<->agent link is reset while a drop is blocked in the
+//! server; in both cases the hub's re-send is the same intent, answered by the agent without
+//! a second run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::{path::Path, time::Duration};
 
+use dbprov_proto::agent::v1::Operation;
 use dbprov_tests::{
     dbprov::{AgentOptions, AgentProcess, HubProcess, scrape},
+    proxy::{FaultProxy, Mode},
     require,
-    scenario::Scenario,
+    scenario::{Scenario, eventually},
 };
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -66,6 +74,12 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Replaces the scenario's agent with a new process (with `failpoints`, if any) that sees the
 /// same volume contents.
 fn restart_agent(s: &mut Scenario, failpoints: Option<&str>) {
+    let hub = s.hub.addr.clone();
+    restart_agent_dialling(s, &hub, failpoints);
+}
+
+/// [`restart_agent`], dialling the hub at `hub` (e.g. through a fault proxy).
+fn restart_agent_dialling(s: &mut Scenario, hub: &str, failpoints: Option<&str>) {
     let env: Vec<(String, String)> = failpoints
         .map(|f| ("DBPROV_AGENT_FAILPOINTS".to_owned(), f.to_owned()))
         .into_iter()
@@ -75,7 +89,7 @@ fn restart_agent(s: &mut Scenario, failpoints: Option<&str>) {
         s.workload.kubeconfig(),
         &env,
         &s.pki,
-        &s.hub.addr,
+        hub,
         &AgentOptions {
             cluster_name: "default".into(),
             cert: s.pki.cluster("default").unwrap(),
@@ -139,7 +153,12 @@ async fn journal_entry(s: &Scenario, intent_id: &str) -> Option<Value> {
 }
 
 async fn scratch_exists(admin: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'scratch')")
+    database_exists(admin, "scratch").await
+}
+
+async fn database_exists(admin: &mut sqlx::PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
         .fetch_one(admin)
         .await
 }
@@ -162,14 +181,53 @@ async fn journal_entries(s: &Scenario) -> Vec<Value> {
 
 /// `dbprov_agent_operations_total{operation="restore"}` of the running agent (all results).
 async fn restores_run(s: &Scenario) -> f64 {
+    operations_run(s, "restore").await
+}
+
+/// `dbprov_agent_operations_total{operation}` of the running agent (all results): how often
+/// it really ran `operation` (answers from the done table or the journal are not runs).
+async fn operations_run(s: &Scenario, operation: &str) -> f64 {
+    let label = format!("operation=\"{operation}\"");
     scrape(&s.agent.metrics_addr)
         .await
         .lines()
-        .filter(|l| {
-            l.starts_with("dbprov_agent_operations_total") && l.contains("operation=\"restore\"")
-        })
+        .filter(|l| l.starts_with("dbprov_agent_operations_total") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The journal's entries of `operation` on Database `name`.
+async fn journaled(s: &Scenario, operation: &str, name: &str) -> Vec<Value> {
+    let resource = format!("Database/{}/{name}", s.ns);
+    journal_entries(s)
+        .await
+        .into_iter()
+        .filter(|e| e["operation"] == operation && e["resource"] == resource.as_str())
+        .collect()
+}
+
+/// Whether a journaled drop's recorded result says the database existed.
+fn dropped_existing(entry: &Value) -> bool {
+    let observed: Value =
+        serde_json::from_str(entry["result"]["observed"].as_str().unwrap()).unwrap();
+    observed["existed"] == true
+}
+
+/// Creates Database `name` (deleted with the server's database) and waits until it is Ready.
+async fn scratch(s: &Scenario, name: &str) {
+    s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": name, "namespace": s.ns},
+                   "spec": {"instanceRef": {"name": "pg"}, "name": name, "deletionPolicy": "Delete", "deletionProtection": false}}))
+        .await;
+    s.wait_ready("Database", name).await;
+}
+
+async fn gone(s: &Scenario, kind: &str, name: &str) {
+    eventually(
+        Duration::from_secs(120),
+        &format!("{kind} {name} to be finalized"),
+        || async { s.get(kind, name).await.is_none().then_some(()) },
+    )
+    .await;
 }
 
 fn restore(s: &Scenario, name: &str) -> Value {
@@ -291,19 +349,130 @@ async fn kill_9_at_the_worst_moment_repeats_no_effect() {
         "the Database resource goes once the retried drop finds nothing"
     );
     assert!(!scratch_exists(&mut admin).await.unwrap());
-    // The journal shows the interrupted drop and the retry that found nothing to drop.
-    let drops: Vec<Value> = journal_entries(&s)
+    // One intent id: the hub re-sent the drop it had no result for under the same id; the
+    // journal shows the interrupted attempt and the re-run that found nothing to drop.
+    let drops = journaled(&s, "OPERATION_DROP_DATABASE", "scratch").await;
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(drops[0]["attempts"], 2, "{drops:?}");
+    assert!(!dropped_existing(&drops[0]), "{drops:?}");
+}
+
+/// The hub's list of operations that keep their id is the agent's journaled operations less
+/// those that keep an id of their own (long operations: `status.operationId`; rotations: the
+/// persisted rotation id and the server's marker).
+#[test]
+fn hub_and_agent_agree_on_journaled_operations() {
+    let own_id = [
+        Operation::Restore,
+        Operation::RunBackup,
+        Operation::RotatePassword,
+    ];
+    for op in (0..64).filter_map(|n| Operation::try_from(n).ok()) {
+        assert_eq!(
+            dbprov_hub::session::keeps_its_id(op),
+            dbprov_agent::journal::is_journaled(op) && !own_id.contains(&op),
+            "{op:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
+    dbprov_tests::init_crypto();
+    let mut s = require!(Scenario::start("delivery-short").await);
+    // The agent reaches the hub through a proxy that can cut the link.
+    let link = FaultProxy::start(&s.hub.addr).await.unwrap();
+    std::fs::create_dir_all(s.agent.volumes.join("vol")).unwrap();
+    restart_agent_dialling(&mut s, &link.addr().to_string(), None);
+    let mut admin = sqlx::PgConnection::connect(&s.pg.url("postgres"))
         .await
-        .into_iter()
-        .filter(|e| e["operation"] == "OPERATION_DROP_DATABASE")
-        .collect();
-    assert_eq!(drops.len(), 2, "{drops:?}");
+        .unwrap();
+
+    // 1. The hub dies after the drop's result arrived, before the finalizer went.
+    scratch(&s, "scratcha").await;
+    restart_hub(
+        &mut s,
+        Some("after_result_before_status:OPERATION_DROP_DATABASE"),
+    )
+    .await;
+    let before = operations_run(&s, "drop_database").await;
+    s.delete("Database", "scratcha").await;
+    hub_aborted(&s).await;
+    assert!(!database_exists(&mut admin, "scratcha").await.unwrap());
     assert!(
-        drops.iter().any(|e| e.get("result").is_none()),
-        "the first, interrupted: {drops:?}"
+        s.get("Database", "scratcha").await.is_some(),
+        "the hub died before finalizing"
     );
-    let retried = drops.iter().find(|e| e.get("result").is_some()).unwrap();
-    let observed: Value =
-        serde_json::from_str(retried["result"]["observed"].as_str().unwrap()).unwrap();
-    assert_eq!(observed["existed"], false, "{retried}");
+    restart_hub(&mut s, None).await;
+    gone(&s, "Database", "scratcha").await;
+    assert_eq!(
+        operations_run(&s, "drop_database").await - before,
+        1.0,
+        "the restarted hub re-sent the same intent and the agent answered it without a second drop"
+    );
+    let drops = journaled(&s, "OPERATION_DROP_DATABASE", "scratcha").await;
+    assert_eq!(drops.len(), 1, "one intent id: {drops:?}");
+    assert_eq!(drops[0]["attempts"], 1, "{drops:?}");
+    assert!(dropped_existing(&drops[0]), "{drops:?}");
+
+    // 2. The link is reset while the drop waits in the server (a transaction holds a lock on
+    //    the database), so the hub's send fails with Disconnected before any result.
+    scratch(&s, "scratchb").await;
+    let before = operations_run(&s, "drop_database").await;
+    let mut locker = sqlx::PgConnection::connect(&s.pg.url("postgres"))
+        .await
+        .unwrap();
+    let mut held = sqlx::Connection::begin(&mut locker).await.unwrap();
+    sqlx::query("COMMENT ON DATABASE scratchb IS 'held by the test'")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    s.delete("Database", "scratchb").await;
+    eventually(
+        Duration::from_secs(120),
+        "the agent's DROP DATABASE waiting for the test's lock",
+        || {
+            let url = s.pg.url("postgres");
+            async move {
+                let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query ILIKE 'DROP DATABASE%scratchb%'",
+                )
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    link.set(Mode::Reset);
+    // The hub closed the session, and with it failed the pending drop (one step, under one
+    // lock); the proxy resets every reconnect until the link is back.
+    eventually(
+        Duration::from_secs(120),
+        "the hub to see the agent disconnected",
+        || async {
+            scrape(&s.hub.metrics_addr)
+                .await
+                .lines()
+                .any(|l| l == "dbprov_agent_connected{cluster=\"default\"} 0")
+                .then_some(())
+        },
+    )
+    .await;
+    link.set(Mode::Pass);
+    held.rollback().await.unwrap();
+    gone(&s, "Database", "scratchb").await;
+    assert!(!database_exists(&mut admin, "scratchb").await.unwrap());
+    assert_eq!(
+        operations_run(&s, "drop_database").await - before,
+        1.0,
+        "the re-sent drop re-attached to (or was answered by) the first"
+    );
+    let drops = journaled(&s, "OPERATION_DROP_DATABASE", "scratchb").await;
+    assert_eq!(drops.len(), 1, "one intent id: {drops:?}");
+    assert_eq!(drops[0]["attempts"], 1, "{drops:?}");
+    assert!(dropped_existing(&drops[0]), "{drops:?}");
 }
