@@ -87,7 +87,9 @@ pub async fn wait<K: Scoped>(
 /// Waits for a long operation, writing its progress into status with `render`. The
 /// resource is checked every few seconds: once it is being deleted, the operation is
 /// cancelled (the agent kills the tool and aborts the upload), so the finalizer can run
-/// instead of waiting for a dump nobody wants any more.
+/// instead of waiting for a dump nobody wants any more. A follower lives no longer than the
+/// leadership term that started it: [`super::runner::in_term`] drops it when the term ends
+/// (mid-request, if need be), and the next leader re-attaches by the id in status.
 pub async fn follow<K: Scoped>(
     ctx: &Context,
     obj: &K,
