@@ -1215,6 +1215,7 @@ async fn fault_matrix_infrastructure_faults() {
             between["status"]
         );
         assert!(between["status"]["operationId"].is_null());
+        eprintln!("fault matrix: between the restore's attempts: {message}");
         let done = env.converged("DatabaseRestore", name).await;
         let outcome = env.restored_once(&done, runs_before, 2, filler).await;
         env.retry_event(name).await;
