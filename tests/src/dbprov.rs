@@ -147,8 +147,23 @@ fn newest_source() -> Option<std::time::SystemTime> {
 
 /// Path of a workspace binary. `cargo test -p dbprov-tests` alone neither builds nor
 /// refreshes other packages' binaries, so a missing binary, or one older than the sources,
-/// is (re)built first — a test never runs a stale hub or agent.
+/// is (re)built first — a test never runs a stale hub or agent. The check is made once per
+/// binary and test process: a source edited while tests run must not rebuild (and swap) the
+/// binary in the middle of a test, which would stall a restart for minutes and mix versions.
 pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
+    static CHECKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut checked = CHECKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let first = !checked.iter().any(|n| n == name);
+    let path = binary_path(name, first)?;
+    if first {
+        checked.push(name.to_owned());
+    }
+    Ok(path)
+}
+
+fn binary_path(name: &str, refresh: bool) -> Result<PathBuf, EnvError> {
     let exe = std::env::current_exe().map_err(EnvError::io("locating the test binary"))?;
     // target/<profile>/deps/<test> or target/<profile>/<binary> -> target/<profile>/<name>
     let mut profile_dir = exe.parent().ok_or_else(|| {
@@ -159,7 +174,7 @@ pub fn binary(name: &str) -> Result<PathBuf, EnvError> {
     }
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    if built.is_none() || built < newest_source() {
+    if built.is_none() || (refresh && built < newest_source()) {
         use std::io::Write as _;
         let _ = writeln!(
             std::io::stderr(),

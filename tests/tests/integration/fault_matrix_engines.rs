@@ -464,7 +464,10 @@ async fn fault_matrix_engines_mariadb() {
                 filler,
                 "the whole backup, once"
             );
-            "Completed after a retry, data = backup".to_owned()
+            // The first attempt died with the server, so the restore controller ran it again.
+            let attempts = done["status"]["attempts"].as_i64().unwrap_or(1);
+            assert!(attempts >= 2, "retried: {}", done["status"]);
+            format!("Completed after a retry ({attempts} attempts), data = backup")
         } else {
             let r = reason(&done);
             let message = done["status"]["conditions"][0]["message"]
@@ -626,19 +629,19 @@ impl Stores {
         same_bytes(done, &bytes);
     }
 
-    /// Blobs under `prefix/`, counting those that have only staged (uncommitted) blocks.
-    async fn azure_blobs_with_staged(&self, prefix: &str) -> usize {
-        let container = self.azurite.blob_service_client().container_client(BUCKET);
-        let mut pages = container
-            .list_blobs()
-            .prefix(format!("{prefix}/"))
-            .include_uncommitted_blobs(true)
-            .into_stream();
-        let mut n = 0;
-        while let Some(page) = pages.next().await {
-            n += page.unwrap().blobs.blobs().count();
-        }
-        n
+    /// Blocks staged (not yet committed) for blob `key`; 0 while the blob does not exist.
+    /// (The SDK cannot parse a listing that includes uncommitted blobs, so this asks for the
+    /// block list of the key the backup will write.)
+    async fn azure_staged_blocks(&self, key: &str) -> usize {
+        use azure_storage_blobs::prelude::BlockListType;
+        self.azurite
+            .blob_service_client()
+            .container_client(BUCKET)
+            .blob_client(key)
+            .get_block_list()
+            .block_list_type(BlockListType::Uncommitted)
+            .await
+            .map_or(0, |l| l.block_with_size_list.blocks.len())
     }
 
     /// Asserts the Azure artifact exists once (dump + metadata only), its committed blocks
@@ -691,6 +694,11 @@ impl Stores {
         );
         uncommitted
     }
+}
+
+/// Where a compressed, encrypted backup `name` of database `big` goes under prefix `name`.
+fn azure_key(ns: &str, name: &str) -> String {
+    format!("{name}/{ns}/big/{name}.dump.zst.age")
 }
 
 #[tokio::test]
@@ -768,7 +776,7 @@ async fn fault_matrix_engines_object_stores() {
             format!("+{delay:.1?} into COPY")
         } else {
             let start = Instant::now();
-            while stores.azure_blobs_with_staged(&name).await == 0 {
+            while stores.azure_staged_blocks(&azure_key(&ns, &name)).await == 0 {
                 let v = env.s.get("DatabaseBackup", &name).await.unwrap();
                 assert_ne!(
                     v["status"]["phase"], "Completed",
@@ -811,6 +819,11 @@ async fn fault_matrix_engines_object_stores() {
             stores.gcs_artifact_once(&done).await;
             "Completed, 1 artifact, sha256 = status".to_owned()
         } else {
+            assert_eq!(
+                done["status"]["backup"]["path"],
+                azure_key(&ns, &name),
+                "the key watched for staged blocks"
+            );
             let uncommitted = stores.azure_artifact_once(&done).await;
             let target = format!("az{i}");
             env.s
@@ -843,6 +856,10 @@ async fn fault_matrix_engines_object_stores() {
 /// test to see the intent's effect in the server and cut the link before its result (sent
 /// right after the effect) comes out of the proxy.
 const LAG: Duration = Duration::from_secs(1);
+/// How long an agent that dialled into a blackhole gets to connect after the link recovered
+/// before the cell calls it stuck: more than the reconnect backoff's cap (30 s) plus a dial
+/// timeout. It only picks which outcome is recorded; the invariants are the same.
+const STUCK: Duration = Duration::from_secs(90);
 
 /// Polls `check` every 10 ms until it holds (the effect of an intent in the server).
 async fn until<F, Fut>(what: &str, mut check: F)
@@ -1081,9 +1098,40 @@ async fn fault_matrix_engines_link_and_combined() {
                 env.restart_agent(None);
                 tokio::time::sleep(HOLD).await;
                 env.link.set(Mode::Pass);
+                // Today the new agent's first dial never ends: the blackhole accepted its TCP
+                // connection and swallowed the TLS handshake, and no timeout covers the
+                // handshake or the Connect call (/tmp/h16b/bugs-H12.md #1). The branch is
+                // chosen by waiting longer than the reconnect backoff's 30 s cap plus a dial
+                // timeout; both branches then check the same invariants.
+                let lifted = Instant::now();
+                let mut connected = false;
+                while lifted.elapsed() < STUCK {
+                    if dbprov_tests::dbprov::scrape(&env.s.agent.metrics_addr)
+                        .await
+                        .lines()
+                        .any(|l| l == "dbprov_agent_hub_connected 1")
+                    {
+                        connected = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let note = if connected {
+                    ""
+                } else {
+                    eprintln!(
+                        "NOTE: BUG (bugs-H12.md #1): the agent started inside the blackhole is \
+                         still not connected {STUCK:?} after the link recovered; restarting it \
+                         as a liveness probe would\nagent log:\n{}",
+                        env.s.agent.log()
+                    );
+                    env.restart_agent(None);
+                    "; **the agent started inside the blackhole never connected** (bug, \
+                     restarted once more)"
+                };
                 (
                     format!(
-                        "link blackholed {HOLD:?} + agent kill -9 in it, mid-dump (+{delay:.1?}) × RUN_BACKUP"
+                        "link blackholed {HOLD:?} + agent kill -9 in it, mid-dump (+{delay:.1?}) × RUN_BACKUP{note}"
                     ),
                     fault,
                 )
