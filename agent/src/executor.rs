@@ -1063,6 +1063,68 @@ mod tests {
         assert_eq!(*counter.1.lock().unwrap(), vec![None]);
     }
 
+    /// Fails every run of a drop, counting runs.
+    #[derive(Default)]
+    struct FailingDrop(Mutex<u32>);
+    impl Runner for Arc<FailingDrop> {
+        fn run(&self, _: Intent, _: ProgressSink) -> OpFuture {
+            let this = self.clone();
+            Box::pin(async move {
+                *this.0.lock().unwrap() += 1;
+                Err(OpError::new(ErrorCode::Unreachable, "server down", true))
+            })
+        }
+    }
+
+    fn drop_database(id: &str) -> Intent {
+        let mut i = intent(id, "scratch", 0);
+        i.operation = Operation::DropDatabase as i32;
+        i
+    }
+
+    /// The hub re-sends a short drop under the same id until it has a result, and moves to a
+    /// new id only after an error result: the agent must answer the same id with that error
+    /// (in memory, and from the journal after a restart), never run it again.
+    #[tokio::test]
+    async fn a_resent_failed_drop_is_answered_with_its_error_not_run_again() {
+        let store = Arc::new(journal::MemoryStore::default());
+        let failing = Arc::new(FailingDrop::default());
+        let ex = Executor::new(Arc::new(failing.clone()))
+            .with_journal(Journal::load(store.clone()).await.unwrap());
+        let (tx, mut rx) = mpsc::channel(100);
+        ex.attach(tx);
+        ex.submit(drop_database("d0"));
+        let first = results(&mut rx, 1).await.remove(0);
+        assert!(
+            matches!(first.outcome, Some(Outcome::Error(_))),
+            "{first:?}"
+        );
+        ex.submit(drop_database("d0"));
+        assert_eq!(
+            results(&mut rx, 1).await[0],
+            first,
+            "answered from the done table"
+        );
+        ex.acknowledge("d0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A new agent process: the journal answers it.
+        let ex2 = Executor::new(Arc::new(failing.clone()))
+            .with_journal(Journal::load(store.clone()).await.unwrap());
+        let (tx, mut rx) = mpsc::channel(100);
+        ex2.attach(tx);
+        ex2.submit(drop_database("d0"));
+        assert_eq!(
+            results(&mut rx, 1).await[0],
+            first,
+            "answered from the journal"
+        );
+        assert_eq!(*failing.0.lock().unwrap(), 1, "run once");
+        // The hub's next attempt has a new id: that one runs.
+        ex2.submit(drop_database("d1"));
+        results(&mut rx, 1).await;
+        assert_eq!(*failing.0.lock().unwrap(), 2);
+    }
+
     #[tokio::test]
     async fn an_interrupted_journaled_operation_runs_again_knowing_it() {
         let store = Arc::new(journal::MemoryStore::default());
