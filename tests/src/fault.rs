@@ -29,7 +29,12 @@ impl Recorder {
     /// Records a cell whose fault happened at `fault`, and prints it at once (so a later
     /// failure still shows the cells before it).
     pub fn record(&mut self, cell: &str, outcome: String, fault: Instant) {
-        let recovery = fault.elapsed();
+        self.record_took(cell, outcome, fault.elapsed());
+    }
+
+    /// Like [`Recorder::record`] with the recovery time measured by the caller (when checks
+    /// that take time themselves run between convergence and recording).
+    pub fn record_took(&mut self, cell: &str, outcome: String, recovery: Duration) {
         eprintln!("fault matrix: {cell}: {outcome} (recovered in {recovery:.1?})");
         self.cells.push(Cell {
             cell: cell.to_owned(),
