@@ -403,8 +403,14 @@ async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
         s.get("Database", "scratcha").await.is_some(),
         "the hub died before finalizing"
     );
+    // Measured (printed, never asserted): from the restarted hub serving to the finalizer gone.
     restart_hub(&mut s, None).await;
+    let recovering = std::time::Instant::now();
     gone(&s, "Database", "scratcha").await;
+    eprintln!(
+        "measured: hub restarted after a drop's result -> Database finalized in {:?}",
+        recovering.elapsed()
+    );
     assert_eq!(
         operations_run(&s, "drop_database").await - before,
         1.0,
@@ -464,7 +470,12 @@ async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
     .await;
     link.set(Mode::Pass);
     held.rollback().await.unwrap();
+    let recovering = std::time::Instant::now();
     gone(&s, "Database", "scratchb").await;
+    eprintln!(
+        "measured: link back and lock released -> Database finalized in {:?}",
+        recovering.elapsed()
+    );
     assert!(!database_exists(&mut admin, "scratchb").await.unwrap());
     assert_eq!(
         operations_run(&s, "drop_database").await - before,
