@@ -15,9 +15,9 @@
 //!    the re-run finds nothing to drop, and the Database resource goes away.
 //!
 //! And short drops keep their id (`hub::session::stable_intent_id`): the hub dies after a
-//! drop's result arrived, or the hub<->agent link is reset while a drop is blocked in the
-//! server; in both cases the hub's re-send is the same intent, answered by the agent without
-//! a second run.
+//! drop's result arrived, or the hub<->agent link is reset (and, separately, blackholed) while
+//! a drop is blocked in the server; in every case the hub's re-send is the same intent,
+//! answered by (or re-attached to) the agent without a second run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -377,7 +377,7 @@ fn hub_and_agent_agree_on_journaled_operations() {
 }
 
 #[tokio::test]
-async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
+async fn a_short_drop_runs_once_across_a_hub_restart_and_link_faults() {
     dbprov_tests::init_crypto();
     let mut s = require!(Scenario::start("delivery-short").await);
     // The agent reaches the hub through a proxy that can cut the link.
@@ -421,30 +421,51 @@ async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
     assert_eq!(drops[0]["attempts"], 1, "{drops:?}");
     assert!(dropped_existing(&drops[0]), "{drops:?}");
 
-    // 2. The link is reset while the drop waits in the server (a transaction holds a lock on
-    //    the database), so the hub's send fails with Disconnected before any result.
-    scratch(&s, "scratchb").await;
-    let before = operations_run(&s, "drop_database").await;
+    // 2. The link is reset, then 3. blackholed, while the drop waits in the server (a
+    //    transaction holds a lock on the database): the hub's send fails with Disconnected
+    //    before any result, and its retry must be the same intent.
+    drop_across_a_link_fault(&s, &link, &mut admin, "scratchb", Mode::Reset).await;
+    drop_across_a_link_fault(&s, &link, &mut admin, "scratchc", Mode::Blackhole).await;
+}
+
+/// Deletes Database `name` while a transaction holds a lock on it (the agent's DROP DATABASE
+/// waits in PostgreSQL), puts `fault` on the hub<->agent link until the hub has seen the agent
+/// go (and failed the pending drop), then heals the link and releases the lock: the drop takes
+/// effect once and the resource is finalized.
+async fn drop_across_a_link_fault(
+    s: &Scenario,
+    link: &FaultProxy,
+    admin: &mut sqlx::PgConnection,
+    name: &str,
+    fault: Mode,
+) {
+    scratch(s, name).await;
+    let before = operations_run(s, "drop_database").await;
     let mut locker = sqlx::PgConnection::connect(&s.pg.url("postgres"))
         .await
         .unwrap();
     let mut held = sqlx::Connection::begin(&mut locker).await.unwrap();
-    sqlx::query("COMMENT ON DATABASE scratchb IS 'held by the test'")
-        .execute(&mut *held)
-        .await
-        .unwrap();
-    s.delete("Database", "scratchb").await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON DATABASE {name} IS 'held by the test'"
+    )))
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    s.delete("Database", name).await;
+    let waiting_drop = format!("DROP DATABASE%{name}%");
     eventually(
         Duration::from_secs(120),
         "the agent's DROP DATABASE waiting for the test's lock",
         || {
             let url = s.pg.url("postgres");
+            let pattern = waiting_drop.clone();
             async move {
                 let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
                 let waiting: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity \
-                     WHERE wait_event_type = 'Lock' AND query ILIKE 'DROP DATABASE%scratchb%'",
+                     WHERE wait_event_type = 'Lock' AND query ILIKE $1",
                 )
+                .bind(pattern)
                 .fetch_one(&mut c)
                 .await
                 .ok()?;
@@ -453,9 +474,9 @@ async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
         },
     )
     .await;
-    link.set(Mode::Reset);
-    // The hub closed the session, and with it failed the pending drop (one step, under one
-    // lock); the proxy resets every reconnect until the link is back.
+    link.set(fault);
+    // The hub closed the session (at once for a reset, after three silent heartbeat intervals
+    // for a blackhole), and with it failed the pending drop, in one step under one lock.
     eventually(
         Duration::from_secs(120),
         "the hub to see the agent disconnected",
@@ -470,20 +491,21 @@ async fn a_short_drop_runs_once_across_a_hub_restart_and_a_link_reset() {
     .await;
     link.set(Mode::Pass);
     held.rollback().await.unwrap();
+    // Measured (printed, never asserted).
     let recovering = std::time::Instant::now();
-    gone(&s, "Database", "scratchb").await;
+    gone(s, "Database", name).await;
     eprintln!(
-        "measured: link back and lock released -> Database finalized in {:?}",
+        "measured: link {fault:?} healed and lock released -> Database {name} finalized in {:?}",
         recovering.elapsed()
     );
-    assert!(!database_exists(&mut admin, "scratchb").await.unwrap());
+    assert!(!database_exists(admin, name).await.unwrap());
     assert_eq!(
-        operations_run(&s, "drop_database").await - before,
+        operations_run(s, "drop_database").await - before,
         1.0,
-        "the re-sent drop re-attached to (or was answered by) the first"
+        "{fault:?}: the re-sent drop re-attached to (or was answered by) the first"
     );
-    let drops = journaled(&s, "OPERATION_DROP_DATABASE", "scratchb").await;
-    assert_eq!(drops.len(), 1, "one intent id: {drops:?}");
+    let drops = journaled(s, "OPERATION_DROP_DATABASE", name).await;
+    assert_eq!(drops.len(), 1, "{fault:?}: one intent id: {drops:?}");
     assert_eq!(drops[0]["attempts"], 1, "{drops:?}");
     assert!(dropped_existing(&drops[0]), "{drops:?}");
 }
