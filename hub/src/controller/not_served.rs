@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::runtime::{Controller, controller::Action, watcher};
+use kube::runtime::{Controller, controller::Action};
 
 use super::{
     Context, Error,
@@ -72,10 +72,21 @@ where
     K: NotServed,
 {
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+    let term = shutdown.clone();
+    // Listed (at 0) before any term was cut, as for every other controller.
+    metrics::counter!("dbprov_reconciles_cut_total", "kind" => K::KIND).increment(0);
+    // The same bounded watch and term scoping as every other controller: a status write of a
+    // previous leadership term never holds up the next one.
+    Controller::new(api, runner::watch_config())
         .graceful_shutdown_on(shutdown)
         .run(
-            |obj, ctx| runner::observed(K::KIND, reconcile::<K>(obj, ctx)),
+            move |obj, ctx| {
+                runner::in_term(
+                    K::KIND,
+                    term.clone(),
+                    runner::observed(K::KIND, reconcile::<K>(obj, ctx)),
+                )
+            },
             error_policy,
             Arc::new(ctx),
         )
