@@ -480,8 +480,9 @@ async fn fault_matrix_engines_mariadb() {
                 |n| format!("{n} of {filler} filler rows"),
             );
             eprintln!(
-                "NOTE (see /tmp/h16b/bugs-H12.md): a MariaDB restore interrupted by a server \
-                 restart ended Failed instead of being retried: {r}: {message}; target: {left}"
+                "NOTE: BUG (expected a retry, docs/reliability.md): a MariaDB restore \
+                 interrupted by a server restart ended Failed instead of being retried: \
+                 {r}: {message}; target: {left}"
             );
             format!("**Failed** ({r}), not retried; target left with {left}")
         };
@@ -1095,9 +1096,9 @@ async fn fault_matrix_engines_link_and_combined() {
                 env.link.set(Mode::Pass);
                 // Today the new agent's first dial never ends: the blackhole accepted its TCP
                 // connection and swallowed the TLS handshake, and no timeout covers the
-                // handshake or the Connect call (/tmp/h16b/bugs-H12.md #1). The branch is
-                // chosen by waiting longer than the reconnect backoff's 30 s cap plus a dial
-                // timeout; both branches then check the same invariants.
+                // handshake or the Connect call (docs/reliability.md, "not guaranteed"). The
+                // branch is chosen by waiting longer than the reconnect backoff's 30 s cap plus
+                // a dial timeout; both branches then check the same invariants.
                 let lifted = Instant::now();
                 let mut connected = false;
                 while lifted.elapsed() < STUCK {
@@ -1115,9 +1116,9 @@ async fn fault_matrix_engines_link_and_combined() {
                     ""
                 } else {
                     eprintln!(
-                        "NOTE: BUG (bugs-H12.md #1): the agent started inside the blackhole is \
-                         still not connected {STUCK:?} after the link recovered; restarting it \
-                         as a liveness probe would\nagent log:\n{}",
+                        "NOTE: BUG (docs/reliability.md, cell 46): the agent started inside the \
+                         blackhole is still not connected {STUCK:?} after the link recovered; \
+                         restarting it as a liveness probe would\nagent log:\n{}",
                         env.s.agent.log()
                     );
                     env.restart_agent(None);
