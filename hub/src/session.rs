@@ -211,9 +211,9 @@ const DELIVERED_LIMIT: usize = 4096;
 /// deadline, a disconnect or a hub restart must reach the agent as the *same* intent, which it
 /// then answers from its done table or journal, or re-attaches to, instead of running again.
 /// The other journaled operations keep their ids elsewhere: backups and restores (long) in
-/// their resource's `status.operationId`; a rotation carries its persisted rotation id and the
-/// agent checks the server's marker of it (retirements share its operation, so one id per
-/// resource, generation and operation would answer one with the other's result). The
+/// their resource's `status.operationId`; a rotation's stable id is scoped by its persisted
+/// rotation id ([`rotation_scope`]; retirements share its operation, so one id per resource,
+/// generation and operation would answer one with the other's result). The
 /// integration test `delivery::hub_and_agent_agree_on_journaled_operations` keeps this list
 /// and the agent's in step.
 pub fn keeps_its_id(operation: Operation) -> bool {
@@ -226,15 +226,33 @@ pub fn keeps_its_id(operation: Operation) -> bool {
     )
 }
 
-/// The id of attempt `attempt` of `operation` on `resource` through `cluster`'s agent: the
-/// same inputs give the same id in every hub process (a UUIDv8 over a SHA-256 of them), so a
-/// restarted hub re-sends what its predecessor sent. A resource re-created under the same name
-/// has a new uid, hence new ids; a new generation too. `None` for a resource without a uid
-/// (it has no identity to bind the id to; a fresh id is used).
+/// The rotation id a `ROTATE_PASSWORD` intent carries (`rotationId`: persisted on the user
+/// before the first send and reused until the outcome is in status), which scopes its stable
+/// id: every send of one rotation is the same intent, so the agent answers a re-send from its
+/// done table or journal (the server-side marker of the rotation stays the second line).
+/// `None` for retirements and discards (no rotation id; idempotent) and anything else.
+pub fn rotation_scope(operation: Operation, desired_json: &str) -> Option<String> {
+    if operation != Operation::RotatePassword {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_str(desired_json).ok()?;
+    payload["rotationId"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// The id of attempt `attempt` of `operation` on `resource` through `cluster`'s agent, within
+/// `scope` (a rotation's id; empty for the others): the same inputs give the same id in every
+/// hub process (a UUIDv8 over a SHA-256 of them), so a restarted hub re-sends what its
+/// predecessor sent. A resource re-created under the same name has a new uid, hence new ids;
+/// a new generation too. `None` for a resource without a uid (it has no identity to bind the
+/// id to; a fresh id is used).
 pub fn stable_intent_id(
     cluster: &str,
     resource: &ResourceRef,
     operation: Operation,
+    scope: &str,
     attempt: u32,
 ) -> Option<String> {
     if resource.uid.is_empty() {
@@ -242,12 +260,13 @@ pub fn stable_intent_id(
     }
     // Length-prefixed, so that no two different inputs have the same bytes.
     let input = format!(
-        "dbprov-intent-v1\n{}:{cluster}\n{}:{}\n{}\n{}\n{attempt}",
+        "dbprov-intent-v1\n{}:{cluster}\n{}:{}\n{}\n{}\n{}:{scope}\n{attempt}",
         cluster.len(),
         resource.uid.len(),
         resource.uid,
         resource.generation,
         operation.as_str_name(),
+        scope.len(),
     );
     // The hub links rustls' ring provider already; its SHA-256 saves a hash dependency.
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13()?;
@@ -267,6 +286,7 @@ struct AttemptKey {
     uid: String,
     generation: i64,
     operation: i32,
+    scope: String,
 }
 
 /// Attempt counters remembered at most; beyond, the least recently used is forgotten (its
@@ -861,17 +881,29 @@ impl Hub {
         cluster: &str,
         request: &IntentRequest,
     ) -> Option<(AttemptKey, u32, String)> {
-        if !keeps_its_id(request.operation) || request.resource.uid.is_empty() {
+        if request.resource.uid.is_empty() {
             return None;
         }
+        let scope = if keeps_its_id(request.operation) {
+            String::new()
+        } else {
+            rotation_scope(request.operation, &request.desired_json)?
+        };
         let key = AttemptKey {
             cluster: cluster.to_owned(),
             uid: request.resource.uid.clone(),
             generation: request.resource.generation,
             operation: request.operation as i32,
+            scope,
         };
         let attempt = self.read().attempts.current(&key);
-        let id = stable_intent_id(cluster, &request.resource, request.operation, attempt)?;
+        let id = stable_intent_id(
+            cluster,
+            &request.resource,
+            request.operation,
+            &key.scope,
+            attempt,
+        )?;
         Some((key, attempt, id))
     }
 
@@ -1399,7 +1431,7 @@ mod tests {
     fn stable_ids_are_deterministic_and_differ_in_every_input() {
         let r = drop_request(Duration::from_secs(1)).resource;
         let id = |cluster: &str, r: &ResourceRef, op, attempt| {
-            stable_intent_id(cluster, r, op, attempt).unwrap()
+            stable_intent_id(cluster, r, op, "", attempt).unwrap()
         };
         let base = id("east", &r, Operation::DropDatabase, 0);
         assert_eq!(base, id("east", &r, Operation::DropDatabase, 0));
@@ -1423,10 +1455,16 @@ mod tests {
         for o in &others {
             assert_ne!(&base, o);
         }
+        let rotation = |scope: &str| {
+            stable_intent_id("east", &r, Operation::RotatePassword, scope, 0).unwrap()
+        };
+        assert_eq!(rotation("rot-1"), rotation("rot-1"));
+        assert_ne!(rotation("rot-1"), rotation("rot-2"));
+        assert_ne!(rotation(""), rotation("rot-1"));
         let mut no_uid = r;
         no_uid.uid.clear();
         assert_eq!(
-            stable_intent_id("east", &no_uid, Operation::DropDatabase, 0),
+            stable_intent_id("east", &no_uid, Operation::DropDatabase, "", 0),
             None
         );
     }
@@ -1449,6 +1487,7 @@ mod tests {
             uid: uid.into(),
             generation: 1,
             operation: Operation::DropDatabase as i32,
+            scope: String::new(),
         };
         assert_eq!(a.current(&key("a")), 0);
         assert_eq!(a.current(&key("a")), 0, "no result yet: the same attempt");
@@ -1511,6 +1550,7 @@ mod tests {
                 "east",
                 &drop_request(Duration::ZERO).resource,
                 Operation::DropDatabase,
+                "",
                 1
             )
         );
@@ -1525,6 +1565,45 @@ mod tests {
             call.await.unwrap().unwrap(),
             "{}",
             "an id delivered before is delivered again to its new waiter"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_keeps_the_id_of_its_rotation_id_retirements_do_not() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let rotate = |rotation_id: &str| IntentRequest {
+            operation: Operation::RotatePassword,
+            desired_json: format!(r#"{{"action":"rotate","rotationId":"{rotation_id}"}}"#),
+            ..drop_request(Duration::from_millis(30))
+        };
+        let retire = || IntentRequest {
+            operation: Operation::RotatePassword,
+            desired_json: r#"{"action":"retire","retire":["app_1"]}"#.into(),
+            ..drop_request(Duration::from_millis(30))
+        };
+        let mut ids = Vec::new();
+        for request in [
+            rotate("rot-1"),
+            rotate("rot-1"),
+            rotate("rot-2"),
+            retire(),
+            retire(),
+        ] {
+            let (call, intent) = sent(&hub, &mut s.outbound, request).await;
+            let _ = call.await;
+            ids.push(intent.intent_id);
+        }
+        assert_eq!(ids[0], ids[1], "a re-sent rotation is the same intent");
+        assert_ne!(ids[1], ids[2], "another rotation, another id");
+        assert_ne!(ids[3], ids[4], "retirements get a fresh id per send");
+        assert_eq!(
+            rotation_scope(Operation::RotatePassword, r#"{"rotationId":""}"#),
+            None
+        );
+        assert_eq!(
+            rotation_scope(Operation::DropUser, r#"{"rotationId":"x"}"#),
+            None
         );
     }
 
