@@ -78,12 +78,51 @@ pub enum SessionError {
     /// The hub did not follow the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// Dial, `Connect` and `Welcome` did not finish in time: a link that accepts TCP and
+    /// answers nothing (blackhole, stalled proxy) would otherwise hold the dial forever.
+    #[error(
+        "no Welcome from the hub within {}s of dialling: stuck in {stage}; the link to the hub \
+         may be blackholed; dialling again",
+        .after.as_secs()
+    )]
+    HandshakeTimeout {
+        /// Which step was still waiting.
+        stage: Stage,
+        /// The bound that passed ([`HANDSHAKE_TIMEOUT`]).
+        after: Duration,
+    },
     /// No certificate obtained from the hub yet.
     #[error("no client certificate yet: waiting for the hub's bootstrap port to issue one")]
     NoCertificate,
 }
 
 pub use crate::backoff::Backoff;
+
+/// Bound on dial (TCP, TLS and HTTP/2 handshakes) + `Connect` + `Welcome` together. The TCP
+/// connect has its own 10 s bound and keep-alive pings start only once HTTP/2 is up, so without
+/// this a handshake into a blackholed link would never return.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The step of opening a session that was waiting when [`HANDSHAKE_TIMEOUT`] passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// TCP connect, TLS handshake, HTTP/2 handshake.
+    Dial,
+    /// The `Connect` call, waiting for the hub's response headers.
+    Connect,
+    /// Waiting for the hub's `Welcome` on the open stream.
+    Welcome,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Dial => "the TCP/TLS/HTTP2 handshake",
+            Stage::Connect => "the Connect call (no response headers)",
+            Stage::Welcome => "waiting for Welcome",
+        })
+    }
+}
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, SessionError> {
     std::fs::read(path).map_err(|source| SessionError::Files {
@@ -123,6 +162,67 @@ async fn dial(conn: &HubConnection) -> Result<Channel, SessionError> {
     Ok(channel)
 }
 
+/// Dials, sends `Hello` and reads `Welcome`, updating `stage` as it goes so that a timeout
+/// can say which step hung.
+async fn open(
+    conn: &HubConnection,
+    hello: pb::Hello,
+    stage: &mut Stage,
+) -> Result<
+    (
+        mpsc::Sender<AgentMessage>,
+        tonic::Streaming<pb::HubMessage>,
+        pb::Welcome,
+    ),
+    SessionError,
+> {
+    *stage = Stage::Dial;
+    let channel = dial(conn).await?;
+    let mut client = AgentHubClient::new(channel);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
+    tx.send(AgentMessage {
+        kind: Some(agent_message::Kind::Hello(hello)),
+    })
+    .await
+    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    *stage = Stage::Connect;
+    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+    *stage = Stage::Welcome;
+    match inbound.message().await {
+        Ok(Some(pb::HubMessage {
+            kind: Some(hub_message::Kind::Welcome(w)),
+        })) => Ok((tx, inbound, w)),
+        Ok(other) => Err(SessionError::Protocol(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// [`open`] bounded by `limit` as one step.
+async fn open_within(
+    conn: &HubConnection,
+    hello: pb::Hello,
+    limit: Duration,
+) -> Result<
+    (
+        mpsc::Sender<AgentMessage>,
+        tonic::Streaming<pb::HubMessage>,
+        pb::Welcome,
+    ),
+    SessionError,
+> {
+    let mut stage = Stage::Dial;
+    let opened = tokio::time::timeout(limit, open(conn, hello, &mut stage)).await;
+    match opened {
+        Ok(result) => result,
+        Err(_) => Err(SessionError::HandshakeTimeout {
+            stage,
+            after: limit,
+        }),
+    }
+}
+
 /// One session: returns when the stream ends.
 pub async fn session(
     conn: &HubConnection,
@@ -130,29 +230,9 @@ pub async fn session(
     executor: &Executor,
     status: &SharedStatus,
 ) -> Result<(), SessionError> {
-    let channel = dial(conn).await?;
-    let mut client = AgentHubClient::new(channel);
-    let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
     let mut hello = hello;
     hello.running_operations = executor.running_operations();
-    tx.send(AgentMessage {
-        kind: Some(agent_message::Kind::Hello(hello)),
-    })
-    .await
-    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
-    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
-    let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
-        Ok(Ok(Some(pb::HubMessage {
-            kind: Some(hub_message::Kind::Welcome(w)),
-        }))) => w,
-        Ok(Ok(other)) => {
-            return Err(SessionError::Protocol(format!(
-                "expected Welcome, got {other:?}"
-            )));
-        }
-        Ok(Err(status)) => return Err(status.into()),
-        Err(_) => return Err(SessionError::Protocol("no Welcome within 10s".into())),
-    };
+    let (tx, mut inbound, welcome) = open_within(conn, hello, HANDSHAKE_TIMEOUT).await?;
     tracing::info!(
         session = %welcome.session_id,
         heartbeat_seconds = welcome.heartbeat_interval_seconds,
@@ -249,5 +329,122 @@ pub async fn run(conn: HubConnection, hello: pb::Hello, executor: Executor, stat
         }
         tracing::warn!(%reason, retry_in = ?delay, hub = %conn.address, "hub session ended");
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Throwaway self-signed certificate and key, used as CA and client identity: the TLS
+    // handshake never completes in these tests, they only have to parse.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmTCCAT+gAwIBAgIUe2Dm85giKJgVpop8FtjZlDclmRUwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLZGJwcm92LXRlc3QwIBcNMjYxMjAxMDYzNzA2WhgPMjEyNjEx
+MDcwNjM3MDZaMBYxFDASBgNVBAMMC2RicHJvdi10ZXN0MFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAERmNvSbYRgrryRUfMwHn5DDjSSM586oFWx6UcsD0MOwGicEdQ
+feSEZVMUmjXKOSxC1ixLO99sNa1qoPYEZ66tAaNpMGcwHQYDVR0OBBYEFC74Uogf
+H4L7wKmQP2aoXr2GrbIjMB8GA1UdIwQYMBaAFC74UogfH4L7wKmQP2aoXr2GrbIj
+MA8GA1UdEwEB/wQFMAMBAf8wFAYDVR0RBA0wC4IJbG9jYWxob3N0MAoGCCqGSM49
+BAMCA0gAMEUCIQDwKlYAgEoTV1WLI8khzqup9Bn4ZUaLd4s5BUz9zRwjPQIgF6D4
+eNvdf0mQZRnRzj4a1dgWBIGqbOBsHswkMgr0TNA=
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgd5YkVvc/Ah1kwiMn
+5HBxIYdlgweJ2w4pspiqfKReEYGhRANCAARGY29JthGCuvJFR8zAefkMONJIznzq
+gVbHpRywPQw7AaJwR1B95IRlUxSaNco5LELWLEs732w1rWqg9gRnrq0B
+-----END PRIVATE KEY-----
+";
+
+    fn connection(dir: &tempfile::TempDir, port: u16) -> HubConnection {
+        let cert = dir.path().join("tls.crt");
+        let key = dir.path().join("tls.key");
+        std::fs::write(&cert, CERT).unwrap();
+        std::fs::write(&key, KEY).unwrap();
+        HubConnection {
+            address: format!("https://127.0.0.1:{port}"),
+            server_name: Some("localhost".into()),
+            credentials: Credentials::Files {
+                cert: cert.clone(),
+                key,
+            },
+            ca: cert,
+        }
+    }
+
+    /// A link that accepts TCP and then answers nothing (a blackhole behind a load balancer,
+    /// a stalled proxy): the session ends with the handshake timeout, naming the dial step.
+    #[tokio::test]
+    async fn a_dial_into_a_silent_listener_ends_with_the_handshake_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts, reads and drops everything, never writes, keeps the socket open.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut sink = tokio::io::sink();
+                held.push(tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut socket, &mut sink).await;
+                    std::future::pending::<()>().await;
+                }));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connection(&dir, port);
+        // A short injected bound instead of HANDSHAKE_TIMEOUT; without any bound this hangs.
+        let limit = Duration::from_millis(300);
+        let err = open_within(&conn, pb::Hello::default(), limit)
+            .await
+            .expect_err("a silent listener cannot complete a session");
+        match &err {
+            SessionError::HandshakeTimeout { stage, after } => {
+                assert_eq!(*stage, Stage::Dial);
+                assert_eq!(*after, limit);
+            }
+            other => panic!("expected the handshake timeout, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("TCP/TLS/HTTP2 handshake"), "{text}");
+        assert!(text.contains("dialling again"), "{text}");
+        silent.abort();
+    }
+
+    /// A listener that accepts and closes at once: the dial fails on its own (a transport
+    /// error, retried by the normal backoff), not through the timeout.
+    #[tokio::test]
+    async fn a_dial_into_a_closing_listener_fails_without_waiting_for_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let closing = tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                drop(socket);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connection(&dir, port);
+        let err = open_within(&conn, pb::Hello::default(), HANDSHAKE_TIMEOUT)
+            .await
+            .expect_err("a closed connection cannot complete a session");
+        assert!(
+            matches!(err, SessionError::Transport(_)),
+            "expected a transport error, got {err:?}"
+        );
+        closing.abort();
+    }
+
+    #[test]
+    fn the_timeout_message_names_the_step() {
+        let err = SessionError::HandshakeTimeout {
+            stage: Stage::Connect,
+            after: HANDSHAKE_TIMEOUT,
+        };
+        assert_eq!(
+            err.to_string(),
+            "no Welcome from the hub within 20s of dialling: stuck in the Connect call (no \
+             response headers); the link to the hub may be blackholed; dialling again"
+        );
     }
 }
