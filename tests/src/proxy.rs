@@ -61,6 +61,7 @@ pub struct FaultProxy {
     target: String,
     mode: watch::Sender<Mode>,
     dropped: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -77,8 +78,11 @@ impl FaultProxy {
         let target_owned = target.to_owned();
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = dropped.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let accepting = accepted.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                accepting.fetch_add(1, Ordering::Relaxed);
                 let _ = client.set_nodelay(true);
                 tokio::spawn(connection(
                     client,
@@ -93,6 +97,7 @@ impl FaultProxy {
             target: target.to_owned(),
             mode,
             dropped,
+            accepted,
             accept,
         })
     }
@@ -115,6 +120,12 @@ impl FaultProxy {
     /// The current mode.
     pub fn mode(&self) -> Mode {
         *self.mode.borrow()
+    }
+
+    /// Connections accepted so far, in any mode (to know a client dialled while a fault
+    /// was on).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Bytes a blackhole has swallowed so far (to know a fault really hit traffic).
@@ -284,6 +295,7 @@ mod tests {
         let proxy = FaultProxy::start(&echo().await.to_string()).await.unwrap();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(roundtrip(&mut s, b"hello").await.unwrap(), b"hello");
+        assert_eq!(proxy.accepted(), 1);
 
         // Delayed: still answered, in order.
         proxy.set(Mode::Delay(Duration::from_millis(50)));

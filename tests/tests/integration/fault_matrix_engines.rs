@@ -1091,7 +1091,14 @@ async fn fault_matrix_engines_link_and_combined() {
                 env.link.set(Mode::Blackhole);
                 let fault = Instant::now();
                 env.s.agent.kill();
+                let dials = env.link.accepted();
                 env.restart_agent(None);
+                // The new agent's dial must land in the blackhole (a slow start could
+                // otherwise dial after it lifted).
+                until("the new agent dialling into the blackhole", || async {
+                    env.link.accepted() > dials
+                })
+                .await;
                 tokio::time::sleep(HOLD).await;
                 env.link.set(Mode::Pass);
                 // Today the new agent's first dial never ends: the blackhole accepted its TCP
