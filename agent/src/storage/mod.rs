@@ -75,7 +75,13 @@ impl From<StorageError> for OpError {
         };
         metrics::counter!("dbprov_agent_storage_errors_total", "backend" => backend, "kind" => kind)
             .increment(1);
-        let retryable = e.kind != StorageErrorKind::NotFound;
+        // Only a store that could not be reached (or a transfer cut off, which ends as
+        // Other) may answer on the next attempt; refused credentials and a missing object or
+        // bucket fail the same way again, so the hub must not retry them.
+        let retryable = matches!(
+            e.kind,
+            StorageErrorKind::Unreachable | StorageErrorKind::Other
+        );
         OpError::new(ErrorCode::Storage, e.to_string(), retryable)
     }
 }
@@ -305,6 +311,21 @@ pub fn default_pvc_root() -> PathBuf {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_an_unreachable_store_or_a_cut_transfer_is_retryable() {
+        for (kind, retryable) in [
+            (StorageErrorKind::Unreachable, true),
+            (StorageErrorKind::Other, true),
+            (StorageErrorKind::Denied, false),
+            (StorageErrorKind::NotFound, false),
+        ] {
+            let e = OpError::from(StorageError::new(kind, "s3://b/k", "AccessDenied: no"));
+            assert_eq!(e.code, ErrorCode::Storage, "{kind:?}");
+            assert_eq!(e.retryable, retryable, "{kind:?}");
+            assert_eq!(e.message, "s3://b/k: AccessDenied: no");
+        }
+    }
 
     #[test]
     fn keys_join_with_one_slash() {

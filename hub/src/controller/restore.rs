@@ -427,16 +427,17 @@ pub(crate) enum AfterFailure {
 
 /// Whether a failed attempt is worth running again. A restore re-run drops and loads the
 /// target again, so only failures that say something was unavailable count — the database
-/// server (a restart, a network cut: `UNREACHABLE`) or the agent's own bookkeeping (a journal
-/// write that failed before the restore started: retryable `INTERNAL`). What the artifact or
-/// the target holds (`SQL`), the store's answer (`STORAGE`: a missing key or refused
-/// credentials look the same there) and refused credentials fail the same way every time,
-/// whatever the agent's `retryable` flag says.
+/// server (a restart, a network cut: `UNREACHABLE`), the object store (unreachable or a
+/// transfer cut off: `STORAGE` that the agent calls retryable; refused credentials and a
+/// missing object it does not) or the agent's own bookkeeping (a journal write that failed
+/// before the restore started: retryable `INTERNAL`). What the artifact or the target holds
+/// (`SQL`) and refused database credentials fail the same way every time, whatever the
+/// agent's `retryable` flag says.
 pub(crate) fn transient(e: &DispatchError) -> bool {
     use dbprov_proto::agent::v1::ErrorCode;
     match e {
         DispatchError::Agent {
-            code: ErrorCode::Unreachable | ErrorCode::Internal,
+            code: ErrorCode::Unreachable | ErrorCode::Internal | ErrorCode::Storage,
             retryable,
             ..
         } => *retryable,

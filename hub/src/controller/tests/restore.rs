@@ -67,11 +67,10 @@ fn an_unreachable_server_is_retried_with_a_doubling_delay_then_given_up() {
 
 #[test]
 fn failures_that_would_repeat_fail_at_once() {
-    // What the artifact or target holds, the store's answer, refused credentials: running the
-    // restore again would drop the target again and fail the same way.
+    // What the artifact or target holds, refused credentials: running the restore again
+    // would drop the target again and fail the same way.
     for code in [
         ErrorCode::Sql,
-        ErrorCode::Storage,
         ErrorCode::AuthFailed,
         ErrorCode::Invalid,
         ErrorCode::Unsupported,
@@ -97,6 +96,34 @@ fn failures_that_would_repeat_fail_at_once() {
     assert_eq!(
         fail(&late, 1, Duration::ZERO),
         "restore failed: no result from cluster c within 7200s"
+    );
+}
+
+#[test]
+fn an_unreachable_store_is_retried_a_refused_or_missing_one_is_not() {
+    // The agent calls STORAGE retryable only for a store it could not reach or a transfer
+    // that was cut off; refused credentials and a missing object come back not retryable.
+    let down = DispatchError::Agent {
+        code: ErrorCode::Storage,
+        message: "s3://backups/shop-1: endpoint unreachable".into(),
+        retryable: true,
+    };
+    let (delay, message) = retry(&down, 1);
+    assert_eq!(delay, Duration::from_secs(15));
+    assert_eq!(
+        message,
+        "attempt 1 of 5 failed: agent reported Storage: s3://backups/shop-1: endpoint \
+         unreachable; retrying in 15s"
+    );
+    let refused = DispatchError::Agent {
+        code: ErrorCode::Storage,
+        message: "s3://backups/shop-1: AccessDenied: Access Denied.".into(),
+        retryable: false,
+    };
+    let m = fail(&refused, 1, HOUR);
+    assert!(
+        m.starts_with("restore failed: agent reported Storage: s3://backups/shop-1: AccessDenied"),
+        "{m}"
     );
 }
 
