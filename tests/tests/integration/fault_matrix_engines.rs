@@ -1101,11 +1101,12 @@ async fn fault_matrix_engines_link_and_combined() {
                 .await;
                 tokio::time::sleep(HOLD).await;
                 env.link.set(Mode::Pass);
-                // Today the new agent's first dial never ends: the blackhole accepted its TCP
-                // connection and swallowed the TLS handshake, and no timeout covers the
-                // handshake or the Connect call (docs/reliability.md, "not guaranteed"). The
-                // branch is chosen by waiting longer than the reconnect backoff's 30 s cap plus
-                // a dial timeout; both branches then check the same invariants.
+                // The blackhole accepted the new agent's TCP connection and swallows its TLS
+                // handshake; the agent must give that dial up (its 20 s handshake timeout) and
+                // dial again. Before that timeout existed it waited forever (docs/reliability.md
+                // cell 46), so the cell still checks that it connects: the branch is chosen by
+                // waiting longer than the reconnect backoff's 30 s cap plus the handshake
+                // timeout; both branches then check the same invariants.
                 let lifted = Instant::now();
                 let mut connected = false;
                 while lifted.elapsed() < STUCK {
@@ -1123,8 +1124,8 @@ async fn fault_matrix_engines_link_and_combined() {
                     ""
                 } else {
                     eprintln!(
-                        "NOTE: BUG (docs/reliability.md, cell 46): the agent started inside the \
-                         blackhole is still not connected {STUCK:?} after the link recovered; \
+                        "NOTE: BUG (regression, docs/reliability.md cell 46): the agent started \
+                         inside the blackhole is still not connected {STUCK:?} after the link recovered; \
                          restarting it as a liveness probe would\nagent log:\n{}",
                         env.s.agent.log()
                     );
