@@ -1,6 +1,8 @@
 //! RESTORE: download → decrypt → decompress → verify, all the way through, *before* the
 //! target database is touched; then a second streamed pass into pg_restore / psql / mysql.
-//! A database the restore created is dropped again when the restore fails.
+//! A database the restore created is dropped again when the restore fails; when the server
+//! cannot be reached for that, the database keeps the restore's `restoring` mark and the next
+//! attempt of the same DatabaseRestore drops and re-creates it ([`marker`]).
 
 use std::time::Instant;
 
@@ -202,8 +204,37 @@ fn no_tables(database: &str, why: &str) -> OpError {
     ))
 }
 
-/// Makes the target ready; returns whether it was created.
-async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpError> {
+/// Creates the target and marks it as being loaded by DatabaseRestore `uid` (see
+/// [`marker`]); a mark that cannot be written is a warning: only a cut-off load is affected.
+async fn create_target(
+    conn: &mut Conn,
+    d: &RestoreIntent,
+    uid: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), OpError> {
+    let sql = database::create_bare(conn, &d.database)?;
+    conn.execute(&sql).await?;
+    if uid.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = marker::mark_restoring(conn, &d.database, uid).await {
+        warnings.push(format!(
+            "the restore could not mark database {} as its own while loading ({}): if this \
+             attempt is cut off, the next one finds it half-loaded and refuses it",
+            d.database, e.message
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the target ready; returns whether it was created (by this attempt, or by an earlier
+/// attempt of the same DatabaseRestore whose half-loaded database it dropped).
+async fn prepare_target(
+    ctx: &OpContext,
+    d: &RestoreIntent,
+    uid: &str,
+    warnings: &mut Vec<String>,
+) -> Result<bool, OpError> {
     let mut conn = db::connect(ctx, &d.instance, None).await?;
     let result = async {
         let exists = database::exists(&mut conn, &d.database).await?;
@@ -221,6 +252,24 @@ async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpEr
             conn.execute(&sql).await?;
             return Ok(false);
         }
+        if exists
+            && !uid.is_empty()
+            && marker::read_marks(&mut conn, &d.database)
+                .await?
+                .left_unfinished_by(uid)
+        {
+            // An earlier attempt of this DatabaseRestore created it and was cut off before
+            // completing (its clean-up drop could not reach the server): what it holds is a
+            // partial load of the same artifact, nobody else's data.
+            tracing::warn!(
+                database = %d.database,
+                "the target is this restore's own half-loaded database from an earlier attempt; \
+                 dropping and re-creating it"
+            );
+            database::drop(&mut conn, &d.database).await?;
+            create_target(&mut conn, d, uid, warnings).await?;
+            return Ok(true);
+        }
         if exists {
             return Ok(false);
         }
@@ -231,8 +280,7 @@ async fn prepare_target(ctx: &OpContext, d: &RestoreIntent) -> Result<bool, OpEr
                 d.database
             )));
         }
-        let sql = database::create_bare(&conn, &d.database)?;
-        conn.execute(&sql).await?;
+        create_target(&mut conn, d, uid, warnings).await?;
         Ok(true)
     }
     .await;
@@ -514,7 +562,7 @@ pub async fn run(
     // Pass 2: into the database.
     let env = ToolEnv::new(ctx, &d.instance).await?;
     let (cmd, tool, client) = restore_command(&env, &d, &dump_format, &mut warnings)?;
-    let created = prepare_target(ctx, &d).await?;
+    let created = prepare_target(ctx, &d, &uid, &mut warnings).await?;
     let unwanted = unwanted_kinds(&d);
     let before = if unwanted.is_empty() {
         Vec::new()

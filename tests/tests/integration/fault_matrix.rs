@@ -404,7 +404,11 @@ impl Env {
     }
 
     async fn filler_rows(&self) -> i64 {
-        let mut c = pg(self, "big").await;
+        self.filler_rows_in("big").await
+    }
+
+    async fn filler_rows_in(&self, db: &str) -> i64 {
+        let mut c = pg(self, db).await;
         sqlx::query_scalar("SELECT count(*) FROM filler")
             .fetch_one(&mut c)
             .await
@@ -418,6 +422,21 @@ impl Env {
             "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, \
              unnest(s.setconfig) AS cfg WHERE d.datname = $1 AND s.setrole = 0 \
              AND cfg LIKE 'dbprov.restored=%'",
+        )
+        .bind(db)
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    }
+
+    /// The `dbprov.restoring` marks (a restore created the database and has not completed)
+    /// PostgreSQL database `db` carries.
+    async fn restoring_marks(&self, db: &str) -> Vec<String> {
+        let mut c = pg(self, "postgres").await;
+        sqlx::query_scalar(
+            "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, \
+             unnest(s.setconfig) AS cfg WHERE d.datname = $1 AND s.setrole = 0 \
+             AND cfg LIKE 'dbprov.restoring=%'",
         )
         .bind(db)
         .fetch_all(&mut c)
@@ -1247,6 +1266,91 @@ async fn fault_matrix_infrastructure_faults() {
         env.record(
             "  ↳ PostgreSQL restarted again during the second attempt",
             outcome,
+            fault,
+        );
+    }
+
+    // PostgreSQL restarts while a restore loads into a database it created (no dropExisting):
+    // the attempt fails; its clean-up drop usually cannot reach the restarting server, so the
+    // half-loaded database stays, carrying this restore's `dbprov.restoring` mark. The second
+    // attempt recognises it as its own, drops and re-creates it and loads all of it.
+    {
+        let name = "pg-restart-restore-new";
+        let target = "big_new";
+        let runs_before = env.runs("restore").await;
+        env.s
+            .apply(json!({"apiVersion": API, "kind": "DatabaseRestore",
+                          "metadata": {"name": name, "namespace": env.s.ns},
+                          "spec": {"backupRef": {"name": "big-base"},
+                                   "target": {"databaseName": target}}}))
+            .await;
+        env.copying(target).await;
+        let fault = Instant::now();
+        env.s.pg.restart().await.unwrap();
+        let between = eventually(CONVERGE, "the failed first attempt in status", || async {
+            let v = env.s.get("DatabaseRestore", name).await?;
+            (v["status"]["attempts"] == 1 && v["status"]["phase"] == "Pending").then_some(v)
+        })
+        .await;
+        let message = between["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("attempt 1 of 5 failed: agent reported Unreachable"),
+            "{}",
+            between["status"]
+        );
+        // Whether the cut-off attempt's own clean-up reached the server (no database left)
+        // or not (the half-loaded one left for the next attempt): both must end the same.
+        let mut admin = pg(&env, "postgres").await;
+        let left: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(target)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        let _ = admin.close().await;
+        let marks_between = env.restoring_marks(target).await;
+        eprintln!(
+            "fault matrix: between the attempts: {message}; {target} left behind: {left}, \
+             restoring marks {marks_between:?}"
+        );
+        let done = env.converged("DatabaseRestore", name).await;
+        assert_eq!(done["status"]["phase"], "Completed", "{}", done["status"]);
+        assert_eq!(done["status"]["attempts"], 2, "{}", done["status"]);
+        assert_eq!(env.notes(target).await, ["backed-up"]);
+        assert_eq!(env.filler_rows_in(target).await, filler, "all rows, once");
+        let uid = done["metadata"]["uid"].as_str().unwrap();
+        let intent = done["status"]["operationId"].as_str().unwrap();
+        let markers = env.restore_markers(target).await;
+        assert_eq!(markers.len(), 1, "{markers:?}");
+        assert!(
+            markers[0].contains(&format!("uid={uid} "))
+                && markers[0].contains(&format!("intent={intent} "))
+                && markers[0].ends_with("created=true"),
+            "marker {markers:?}, restore {uid}, operation {intent}"
+        );
+        assert_eq!(
+            env.restoring_marks(target).await,
+            Vec::<String>::new(),
+            "the completed marker replaced the restoring mark"
+        );
+        let runs = env.runs("restore").await - runs_before;
+        assert_eq!(runs, 2.0, "the agent ran the restore once per attempt");
+        let path = if left {
+            assert_eq!(
+                marks_between,
+                [format!("dbprov.restoring=uid={uid}")],
+                "the half-loaded database carries this restore's mark"
+            );
+            "the half-loaded database (its restoring mark) was dropped and re-created by attempt 2"
+        } else {
+            "the first attempt's clean-up drop reached the server; attempt 2 created it anew"
+        };
+        env.record(
+            "PostgreSQL restarted mid-restore into a new database (no dropExisting)",
+            format!(
+                "Completed in attempt 2: {path}; all {filler} filler rows, 1 marker naming it \
+                 (created=true), no restoring mark, agent ran it {runs} times"
+            ),
             fault,
         );
     }

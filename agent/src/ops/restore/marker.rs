@@ -14,6 +14,14 @@
 //! - MySQL has neither database comments nor settings: no marker is written (a warning says
 //!   so) and a second attempt relies on the agent's journal.
 //!
+//! A restore that creates its target also marks it, right after `CREATE DATABASE`, as being
+//! loaded by this DatabaseRestore (`dbprov.restoring` = `uid=…`: a PostgreSQL setting, or the
+//! MariaDB comment `dbprov.restoring uid=…`); the completed marker replaces that mark. A
+//! later attempt of the same DatabaseRestore that finds its own `restoring` mark and no
+//! completed marker knows the database is its own half-loaded one (the clean-up drop of the
+//! cut-off attempt could not reach the server) and drops and re-creates it instead of refusing
+//! a target that "exists and has tables".
+//!
 //! The marker is written after the load and its clean-up: an agent that dies between the load
 //! and the marker runs the restore again on the next attempt (the executor's journal covers
 //! that window where it can). Writing it is best effort: a failure is a warning, not a failed
@@ -33,6 +41,9 @@ use crate::{
 
 /// The PostgreSQL setting that holds the marker.
 pub const PG_SETTING: &str = "dbprov.restored";
+/// The PostgreSQL setting, and the MariaDB comment's first word, that says which
+/// DatabaseRestore created the database and has not finished loading it.
+pub const RESTORING: &str = "dbprov.restoring";
 /// Where MariaDB keeps a database's comment.
 const MARIADB_COMMENT: &str =
     "SELECT COALESCE(SCHEMA_COMMENT, '') FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?";
@@ -105,6 +116,145 @@ impl Marker {
     }
 }
 
+/// What a target database carries: completed markers and `restoring` marks (their UIDs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Markers of completed restores.
+    pub restored: Vec<Marker>,
+    /// UIDs of the DatabaseRestores that created the database and have not completed.
+    pub restoring: Vec<String>,
+}
+
+impl Marks {
+    /// From PostgreSQL's database settings (`name=value` as `pg_db_role_setting` lists them).
+    pub fn from_pg_settings<S: AsRef<str>>(settings: &[S]) -> Self {
+        let restored = format!("{PG_SETTING}=");
+        let restoring = format!("{RESTORING}=");
+        let mut marks = Marks::default();
+        for s in settings {
+            let s = s.as_ref();
+            if let Some(v) = s.strip_prefix(&restored) {
+                marks.restored.extend(Marker::parse(v));
+            } else if let Some(v) = s.strip_prefix(&restoring) {
+                marks.restoring.extend(restoring_uid(v));
+            }
+        }
+        marks
+    }
+
+    /// From a MariaDB database comment: either a marker or a `restoring` mark.
+    pub fn from_mariadb_comment(comment: &str) -> Self {
+        let mut marks = Marks::default();
+        if let Some(v) = comment.strip_prefix(RESTORING) {
+            marks.restoring.extend(restoring_uid(v.trim_start()));
+        } else {
+            marks.restored.extend(Marker::parse(comment));
+        }
+        marks
+    }
+
+    /// Whether the database is one that DatabaseRestore `uid` created and never finished
+    /// loading: its own `restoring` mark and no completed marker of anyone. Only then may a
+    /// later attempt drop it; a database someone else created, or a completed restore, is
+    /// never dropped this way.
+    pub fn left_unfinished_by(&self, uid: &str) -> bool {
+        !uid.is_empty() && self.restored.is_empty() && self.restoring.iter().any(|u| u == uid)
+    }
+}
+
+/// The `restoring` mark's value: `uid=…`.
+fn restoring_value(uid: &str) -> String {
+    format!("uid={uid}")
+}
+
+fn restoring_uid(value: &str) -> Option<String> {
+    value
+        .trim()
+        .strip_prefix("uid=")
+        .filter(|u| !u.is_empty() && !u.contains(char::is_whitespace))
+        .map(str::to_owned)
+}
+
+/// PostgreSQL: `ALTER DATABASE … SET dbprov.restoring = 'uid=…'`.
+pub fn pg_restoring_statement(database: &str, uid: &str) -> Result<String, OpError> {
+    Ok(format!(
+        "ALTER DATABASE {} SET {RESTORING} = {}",
+        pg_ident(database).map_err(quote_error)?,
+        pg_literal(&restoring_value(uid)).map_err(quote_error)?
+    ))
+}
+
+/// PostgreSQL: `ALTER DATABASE … RESET dbprov.restoring`, once the marker is written.
+pub fn pg_clear_restoring_statement(database: &str) -> Result<String, OpError> {
+    Ok(format!(
+        "ALTER DATABASE {} RESET {RESTORING}",
+        pg_ident(database).map_err(quote_error)?
+    ))
+}
+
+/// MariaDB: `ALTER DATABASE … COMMENT 'dbprov.restoring uid=…'` (the marker replaces it).
+pub fn mariadb_restoring_statement(database: &str, uid: &str) -> Result<String, OpError> {
+    Ok(format!(
+        "ALTER DATABASE {} COMMENT {}",
+        mysql_ident(database).map_err(quote_error)?,
+        mysql_literal(&format!("{RESTORING} {}", restoring_value(uid))).map_err(quote_error)?
+    ))
+}
+
+/// Marks `database`, just created, as being loaded by DatabaseRestore `uid`. MySQL keeps no
+/// database comment: nothing is marked there (Ok(false)).
+pub async fn mark_restoring(conn: &mut Conn, database: &str, uid: &str) -> Result<bool, OpError> {
+    match conn {
+        Conn::Pg(..) => {
+            conn.execute(&pg_restoring_statement(database, uid)?)
+                .await?;
+            Ok(true)
+        }
+        Conn::My(..) => {
+            if !has_database_comments(&conn.server_version().await?) {
+                return Ok(false);
+            }
+            conn.execute(&mariadb_restoring_statement(database, uid)?)
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// The marks `database` carries, on an open server connection (none when it does not exist).
+pub async fn read_marks(conn: &mut Conn, database: &str) -> Result<Marks, OpError> {
+    match conn {
+        Conn::Pg(c, _) => {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d \
+                 ON d.oid = s.setdatabase, unnest(s.setconfig) AS cfg \
+                 WHERE d.datname = $1 AND s.setrole = 0",
+            )
+            .bind(database)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| sql_error("reading pg_db_role_setting", &e))?;
+            Ok(Marks::from_pg_settings(&rows))
+        }
+        Conn::My(..) => {
+            if !has_database_comments(&conn.server_version().await?) {
+                return Ok(Marks::default());
+            }
+            let Conn::My(c, _) = conn else {
+                return Ok(Marks::default());
+            };
+            let comment: Option<String> = sqlx::query_scalar(MARIADB_COMMENT)
+                .bind(database)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(|e| sql_error("reading information_schema.SCHEMATA", &e))?;
+            Ok(comment
+                .map(|c| Marks::from_mariadb_comment(&c))
+                .unwrap_or_default())
+        }
+    }
+}
+
 /// `ALTER DATABASE … SET dbprov.restored = '…'`.
 pub fn pg_statement(database: &str, m: &Marker) -> Result<String, OpError> {
     Ok(format!(
@@ -135,43 +285,9 @@ pub fn has_database_comments(version: &str) -> bool {
 /// The markers the target database carries (none when it does not exist).
 async fn read(ctx: &OpContext, d: &RestoreIntent) -> Result<Vec<Marker>, OpError> {
     let mut conn = db::connect(ctx, &d.instance, None).await?;
-    let texts: Result<Vec<String>, OpError> = async {
-        match &mut conn {
-            Conn::Pg(c, _) => {
-                let rows: Vec<String> = sqlx::query_scalar(
-                    "SELECT cfg FROM pg_db_role_setting s JOIN pg_database d \
-                     ON d.oid = s.setdatabase, unnest(s.setconfig) AS cfg \
-                     WHERE d.datname = $1 AND s.setrole = 0",
-                )
-                .bind(&d.database)
-                .fetch_all(&mut *c)
-                .await
-                .map_err(|e| sql_error("reading pg_db_role_setting", &e))?;
-                let prefix = format!("{PG_SETTING}=");
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|r| r.strip_prefix(&prefix).map(str::to_owned))
-                    .collect())
-            }
-            Conn::My(..) => {
-                if !has_database_comments(&conn.server_version().await?) {
-                    return Ok(Vec::new());
-                }
-                let Conn::My(c, _) = &mut conn else {
-                    return Ok(Vec::new());
-                };
-                let comment: Option<String> = sqlx::query_scalar(MARIADB_COMMENT)
-                    .bind(&d.database)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(|e| sql_error("reading information_schema.SCHEMATA", &e))?;
-                Ok(comment.into_iter().collect())
-            }
-        }
-    }
-    .await;
+    let marks = read_marks(&mut conn, &d.database).await;
     conn.close().await;
-    Ok(texts?.iter().filter_map(|t| Marker::parse(t)).collect())
+    Ok(marks?.restored)
 }
 
 /// The marker of this restore, if an earlier attempt completed it.
@@ -195,7 +311,12 @@ pub async fn write(ctx: &OpContext, d: &RestoreIntent, m: &Marker) -> Result<(),
     let r: Result<(), OpError> = async {
         let mut conn = db::connect(ctx, &d.instance, None).await?;
         let r = match &mut conn {
-            Conn::Pg(..) => conn.execute(&pg_statement(&d.database, m)?).await,
+            Conn::Pg(..) => {
+                conn.execute(&pg_statement(&d.database, m)?).await?;
+                // The completed marker replaces the `restoring` mark (MariaDB: one comment).
+                conn.execute(&pg_clear_restoring_statement(&d.database)?)
+                    .await
+            }
             Conn::My(..) => {
                 let version = conn.server_version().await?;
                 if has_database_comments(&version) {
@@ -243,6 +364,55 @@ mod tests {
         assert_eq!(Marker::parse("someone's own setting"), None);
         let o = m.observed("orders");
         assert!(o.resumed && o.created && o.plaintext_bytes == 1234);
+    }
+
+    #[test]
+    fn only_a_database_this_restore_created_and_never_finished_is_its_to_drop() {
+        let done = Marker {
+            uid: "3f2a".into(),
+            intent: "9c1e".into(),
+            ..Marker::default()
+        };
+        // PostgreSQL: a `restoring` mark of this restore and nothing else.
+        let pg = Marks::from_pg_settings(&["dbprov.restoring=uid=3f2a", "work_mem=64MB"]);
+        assert_eq!(pg.restoring, ["3f2a"]);
+        assert!(pg.left_unfinished_by("3f2a"));
+        // Another restore's database, or no restore uid at all: not ours.
+        assert!(!pg.left_unfinished_by("other"));
+        assert!(!pg.left_unfinished_by(""));
+        // Completed (a marker beside a mark whose clear failed): never dropped again.
+        let completed = Marks::from_pg_settings(&[
+            "dbprov.restoring=uid=3f2a".to_owned(),
+            format!("dbprov.restored={}", done.render()),
+        ]);
+        assert_eq!(completed.restored, std::slice::from_ref(&done));
+        assert!(!completed.left_unfinished_by("3f2a"));
+        // A database nobody marked (created by someone else, or by a Database resource).
+        assert!(!Marks::from_pg_settings::<&str>(&[]).left_unfinished_by("3f2a"));
+        assert!(!Marks::from_pg_settings(&["dbprov.restoring=uid="]).left_unfinished_by(""));
+        // MariaDB: the comment is either the mark or the marker.
+        let my = Marks::from_mariadb_comment("dbprov.restoring uid=3f2a");
+        assert!(my.left_unfinished_by("3f2a") && my.restored.is_empty());
+        let my_done = Marks::from_mariadb_comment(&done.render());
+        assert_eq!(my_done.restored, [done]);
+        assert!(!my_done.left_unfinished_by("3f2a"));
+        assert!(!Marks::from_mariadb_comment("the shop's orders").left_unfinished_by("3f2a"));
+    }
+
+    #[test]
+    fn restoring_marks_quote_the_database() {
+        assert_eq!(
+            pg_restoring_statement("or\"ders", "u'1").unwrap(),
+            "ALTER DATABASE \"or\"\"ders\" SET dbprov.restoring = 'uid=u''1'"
+        );
+        assert_eq!(
+            pg_clear_restoring_statement("or\"ders").unwrap(),
+            "ALTER DATABASE \"or\"\"ders\" RESET dbprov.restoring"
+        );
+        assert_eq!(
+            mariadb_restoring_statement("or`ders", "u1").unwrap(),
+            "ALTER DATABASE `or``ders` COMMENT 'dbprov.restoring uid=u1'"
+        );
     }
 
     #[test]
