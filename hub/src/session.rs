@@ -268,10 +268,9 @@ pub fn stable_intent_id(
         operation.as_str_name(),
         scope.len(),
     );
-    // The hub links rustls' ring provider already; its SHA-256 saves a hash dependency.
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13()?;
-    let digest = suite.common.hash_provider.hash(input.as_bytes());
-    let bytes: [u8; 16] = digest.as_ref().get(..16)?.try_into().ok()?;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(input.as_bytes());
+    let bytes: [u8; 16] = digest.get(..16)?.try_into().ok()?;
     Some(
         uuid::Builder::from_custom_bytes(bytes)
             .into_uuid()
