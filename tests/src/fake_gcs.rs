@@ -49,11 +49,7 @@ impl FakeGcs {
     /// Stops the server (SIGKILL: in-flight requests die, as when the store goes away) and
     /// waits until it has exited; [`FakeGcs::start_again`] brings it back (fault tests).
     pub async fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.pid()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        while self.server.ensure_running().is_ok() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.kill_and_wait().await;
     }
 
     /// Starts the server again on the same port after [`FakeGcs::stop`] (with its objects

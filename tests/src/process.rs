@@ -66,6 +66,16 @@ impl ChildGuard {
         tail(&self.log, lines)
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is cleaned up, in-flight requests
+    /// die) and waits until it has exited, so its port and files are free.
+    pub async fn kill_and_wait(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        while self.ensure_running().is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Fails with the log tail when the process has exited.
     pub fn ensure_running(&mut self) -> Result<(), EnvError> {
         match self.child.try_wait() {
