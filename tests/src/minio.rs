@@ -79,6 +79,32 @@ impl Minio {
         Ok(())
     }
 
+    /// Creates bucket `name`.
+    pub async fn create_bucket(&self, name: &str) -> Result<(), EnvError> {
+        self.s3_client()
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| EnvError::Client {
+                component: "minio".into(),
+                message: format!(
+                    "creating bucket {name}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ),
+            })
+    }
+
+    /// The data of a workload Secret holding this server's credentials under the keys dbprov
+    /// reads for S3 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    pub fn credentials_secret(&self) -> serde_json::Value {
+        serde_json::json!({
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        })
+    }
+
     /// An `aws-sdk-s3` client for this server, configured the way dbprov configures one for
     /// an S3-compatible endpoint (static credentials, path-style, no metadata lookups).
     pub fn s3_client(&self) -> aws_sdk_s3::Client {

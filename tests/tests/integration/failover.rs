@@ -818,24 +818,14 @@ async fn a_hub_whose_apiserver_flows_died_mid_backup_leads_again_and_works() {
             "pg-admin",
             json!({"username": pg.user(), "password": pg.password()}),
         ),
-        (
-            "s3",
-            json!({"AWS_ACCESS_KEY_ID": minio.access_key(),
-                   "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
-        ),
+        ("s3", minio.credentials_secret()),
     ] {
         let secret =
             serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
                 .unwrap();
         secrets.create(&Default::default(), &secret).await.unwrap();
     }
-    minio
-        .s3_client()
-        .create_bucket()
-        .bucket("term")
-        .send()
-        .await
-        .unwrap();
+    minio.create_bucket("term").await.unwrap();
     // Big enough that the dump is still copying when the outage begins.
     pg.create_database(
         "big",

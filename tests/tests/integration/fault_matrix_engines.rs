@@ -61,19 +61,9 @@ impl Env {
             Err(e) => panic!("{e}"),
         };
         let minio = Minio::start().await.unwrap();
-        minio
-            .s3_client()
-            .create_bucket()
-            .bucket(BUCKET)
-            .send()
-            .await
-            .unwrap();
-        s.put_workload_secret(
-            ns,
-            "s3",
-            json!({"AWS_ACCESS_KEY_ID": minio.access_key(), "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
-        )
-        .await;
+        minio.create_bucket(BUCKET).await.unwrap();
+        s.put_workload_secret(ns, "s3", minio.credentials_secret())
+            .await;
         let link = FaultProxy::start(&s.hub.addr).await.unwrap();
         let mut env = Self {
             s,

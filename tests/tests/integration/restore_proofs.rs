@@ -506,19 +506,10 @@ async fn mysql_restores_create_replace_set_the_session_and_read_artifacts_by_pat
     };
     let minio = require!(Minio::start().await);
     const BUCKET: &str = "restores";
-    minio
-        .s3_client()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
+    minio.create_bucket(BUCKET).await.unwrap();
     let aes = "cd".repeat(32);
-    s.put_workload_secret(&s.ns,
-        "s3-creds",
-        json!({"AWS_ACCESS_KEY_ID": minio.access_key(), "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
-    )
-    .await;
+    s.put_workload_secret(&s.ns, "s3-creds", minio.credentials_secret())
+        .await;
     // The right credentials only under the keys `secretRef.keys` names.
     s.put_workload_secret(
         &s.ns,

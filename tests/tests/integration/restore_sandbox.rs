@@ -135,20 +135,9 @@ async fn restores_never_run_client_commands_and_stderr_reaches_status_scrubbed()
         Err(e) => panic!("{e}"),
     };
     let minio = require!(Minio::start().await);
-    minio
-        .s3_client()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    s.put_workload_secret(
-        &s.ns,
-        "s3-creds",
-        json!({"AWS_ACCESS_KEY_ID": minio.access_key(),
-               "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
-    )
-    .await;
+    minio.create_bucket(BUCKET).await.unwrap();
+    s.put_workload_secret(&s.ns, "s3-creds", minio.credentials_secret())
+        .await;
     std::fs::create_dir_all(s.agent.volumes.join("vol")).unwrap();
     // The agent runs on this host as this user: a command that ran would leave its marker.
     let markers = tempfile::tempdir().unwrap();

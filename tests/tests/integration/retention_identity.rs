@@ -182,12 +182,8 @@ async fn deleting_a_backup_deletes_where_it_was_written() {
     for bucket in ["first", "second"] {
         s3.create_bucket().bucket(bucket).send().await.unwrap();
     }
-    s.put_workload_secret(
-        NS,
-        "s3-creds",
-        json!({"AWS_ACCESS_KEY_ID": minio.access_key(), "AWS_SECRET_ACCESS_KEY": minio.secret_key()}),
-    )
-    .await;
+    s.put_workload_secret(NS, "s3-creds", minio.credentials_secret())
+        .await;
     orders(&s).await;
     let storage = |bucket: &str| {
         json!({"type": "s3", "s3": {"bucket": bucket, "region": Minio::REGION,
