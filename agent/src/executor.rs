@@ -28,7 +28,7 @@ use futures::FutureExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use crate::error::OpError;
-use crate::journal::{self, Journal, Lookup, PreviousAttempt, Recorded};
+use crate::journal::{Journal, Lookup, PreviousAttempt, Recorded};
 
 /// Finished results remembered at most (acknowledged ones are evicted first).
 pub const DONE_LIMIT: usize = 4096;
@@ -536,7 +536,7 @@ impl Executor {
             operation: intent.operation,
             started_at_unix_ms: crate::clock::unix_now_ms(),
         };
-        if journal::is_journaled(operation)
+        if operation.is_journaled()
             && let Some(journal) = &self.journal
             && let Lookup::Finished(recorded) = journal.lookup(&id)
         {
@@ -615,10 +615,7 @@ impl Executor {
         let remaining = deadline
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        let journal = self
-            .journal
-            .clone()
-            .filter(|_| journal::is_journaled(operation));
+        let journal = self.journal.clone().filter(|_| operation.is_journaled());
         let mut journaled = false;
         let outcome = if operation == Operation::Unspecified {
             Err(OpError::new(
@@ -735,6 +732,7 @@ mod tests {
     use dbprov_proto::agent::v1::ResourceRef;
 
     use super::*;
+    use crate::journal;
 
     /// Runs "sleep" intents: sleeps for the ms in desired_json, tracking concurrency per
     /// resource.

@@ -34,37 +34,6 @@ pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// A result larger than this is kept without its body (see [`Recorded::truncated`]).
 pub const MAX_RESULT_BYTES: usize = 12 * 1024;
 
-/// Whether `operation` is journaled: its effect is not idempotent by construction, so running
-/// it twice for one intent is not harmless. Ensure-* operations converge to the desired state
-/// and probes only read, so a second run changes nothing; they are not journaled.
-pub fn is_journaled(operation: Operation) -> bool {
-    match operation {
-        // Drops the target (dropExisting/inPlace) or loads data into it: twice loses what
-        // was written in between, or loads twice.
-        Operation::Restore
-        // Creates a new login / password each time.
-        | Operation::RotatePassword
-        // A second drop would drop a same-named object created since.
-        | Operation::DropDatabase
-        | Operation::DropUser
-        | Operation::DropRole
-        // A second delete would delete an artifact written to the same key since.
-        | Operation::DeleteBackup
-        // Expensive and overwrites the artifact: answered from the journal instead.
-        | Operation::RunBackup => true,
-        Operation::Unspecified
-        | Operation::ProbeInstance
-        | Operation::EnsureDatabase
-        | Operation::EnsureUser
-        | Operation::EnsureRole
-        | Operation::EnsureGrant
-        // Revoking again revokes nothing more.
-        | Operation::RevokeGrant
-        // Not served by this agent version (answered UNSUPPORTED, no effect).
-        | Operation::ApplyMigrations => false,
-    }
-}
-
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -575,11 +544,11 @@ mod tests {
 
     #[test]
     fn every_operation_is_classified() {
-        assert!(is_journaled(Operation::Restore));
-        assert!(is_journaled(Operation::DropDatabase));
-        assert!(is_journaled(Operation::RotatePassword));
-        assert!(!is_journaled(Operation::EnsureDatabase));
-        assert!(!is_journaled(Operation::ProbeInstance));
+        assert!(Operation::Restore.is_journaled());
+        assert!(Operation::DropDatabase.is_journaled());
+        assert!(Operation::RotatePassword.is_journaled());
+        assert!(!Operation::EnsureDatabase.is_journaled());
+        assert!(!Operation::ProbeInstance.is_journaled());
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub struct OperationHandle {
     /// Latest progress.
     pub progress: watch::Receiver<ProgressInfo>,
     result: oneshot::Receiver<Outcome2>,
-    hub: Hub,
+    _waiting: Waiting,
     cluster: String,
     timeout: Duration,
 }
@@ -106,7 +106,7 @@ impl OperationHandle {
     /// Waits for the result (until the intent's deadline).
     pub async fn wait(self) -> Result<String, DispatchError> {
         let outcome = tokio::time::timeout(self.timeout, self.result).await;
-        self.hub.forget(&self.intent_id);
+        drop(self._waiting);
         match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(DispatchError::Disconnected {
@@ -117,6 +117,30 @@ impl OperationHandle {
                 after: self.timeout,
             }),
         }
+    }
+}
+
+/// One caller's wait for an intent's result. Dropping it — the result arrived, the deadline
+/// passed, or the waiting future was dropped (a reconcile cut when its leadership term ended)
+/// — forgets the intent unless someone else still waits for it: a pending intent nobody waits
+/// for would otherwise be re-sent to the agent when it reconnects, maybe terms later and with
+/// a desired state that is no longer current.
+struct Waiting {
+    hub: Hub,
+    intent_id: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.hub.forget(&self.intent_id);
+    }
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("intent_id", &self.intent_id)
+            .finish()
     }
 }
 
@@ -203,28 +227,6 @@ struct State {
 
 /// Intent ids remembered in [`State::delivered`].
 const DELIVERED_LIMIT: usize = 4096;
-
-/// Whether a short intent of `operation` keeps its id until the hub has a result for it.
-///
-/// These are the operations the agent journals (`dbprov_agent::journal::is_journaled`: a
-/// second run is not harmless) that controllers send with [`Hub::send`]: a re-send after a
-/// deadline, a disconnect or a hub restart must reach the agent as the *same* intent, which it
-/// then answers from its done table or journal, or re-attaches to, instead of running again.
-/// The other journaled operations keep their ids elsewhere: backups and restores (long) in
-/// their resource's `status.operationId`; a rotation's stable id is scoped by its persisted
-/// rotation id ([`rotation_scope`]; retirements share its operation, so one id per resource,
-/// generation and operation would answer one with the other's result). The
-/// integration test `delivery::hub_and_agent_agree_on_journaled_operations` keeps this list
-/// and the agent's in step.
-pub fn keeps_its_id(operation: Operation) -> bool {
-    matches!(
-        operation,
-        Operation::DropDatabase
-            | Operation::DropUser
-            | Operation::DropRole
-            | Operation::DeleteBackup
-    )
-}
 
 /// The rotation id a `ROTATE_PASSWORD` intent carries (`rotationId`: persisted on the user
 /// before the first send and reused until the outcome is in status), which scopes its stable
@@ -543,6 +545,12 @@ impl Hub {
         let mut state = self.lock();
         let mut reattached = Vec::new();
         let mut resend = Vec::new();
+        // A pending intent whose waiters are all gone (dropped without reaching `forget`)
+        // is not re-sent: nobody would read its result.
+        state.pending.retain(|_, p| {
+            p.result.retain(|tx| !tx.is_closed());
+            !p.result.is_empty()
+        });
         for (id, pending) in state.pending.iter() {
             if pending.info.cluster != cluster {
                 continue;
@@ -838,7 +846,7 @@ impl Hub {
 
     /// Sends a short intent and waits for its result (the observed state as JSON).
     ///
-    /// A non-idempotent operation ([`keeps_its_id`]) is sent under [`stable_intent_id`] of its
+    /// A non-idempotent operation ([`Operation::keeps_its_id`]) is sent under [`stable_intent_id`] of its
     /// current attempt: the same id until a result for it arrives — after a deadline, a
     /// disconnect or a hub restart the agent recognises the repeat and answers it (or
     /// re-attaches) instead of running it again — and the next attempt after an error result
@@ -852,8 +860,12 @@ impl Hub {
         let stable = self.stable_attempt(cluster, &request);
         let id = stable.as_ref().map(|(_, _, id)| id.clone());
         let (intent_id, _progress, result) = self.enqueue(cluster, request, false, id)?;
+        let waiting = Waiting {
+            hub: self.clone(),
+            intent_id: intent_id.clone(),
+        };
         let outcome = tokio::time::timeout(timeout, result).await;
-        self.forget(&intent_id);
+        drop(waiting);
         let outcome = match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(DispatchError::Disconnected {
@@ -883,7 +895,7 @@ impl Hub {
         if request.resource.uid.is_empty() {
             return None;
         }
-        let scope = if keeps_its_id(request.operation) {
+        let scope = if request.operation.keeps_its_id() {
             String::new()
         } else {
             rotation_scope(request.operation, &request.desired_json)?
@@ -928,10 +940,13 @@ impl Hub {
         let timeout = request.timeout;
         let (intent_id, progress, result) = self.enqueue(cluster, request, true, intent_id)?;
         Ok(OperationHandle {
+            _waiting: Waiting {
+                hub: self.clone(),
+                intent_id: intent_id.clone(),
+            },
             intent_id,
             progress,
             result,
-            hub: self.clone(),
             cluster: cluster.to_owned(),
             timeout,
         })
@@ -1277,6 +1292,33 @@ mod tests {
         assert_eq!(resent.intent_id, hub.pending(None)[0].intent.intent_id);
     }
 
+    /// A reconcile cut mid-wait (its leadership term ended) leaves nothing pending: the next
+    /// session of that agent — maybe terms later — is not sent the old term's intents.
+    #[tokio::test]
+    async fn intents_nobody_waits_for_are_forgotten_and_not_resent() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let s1 = hub.open_session(hello("east", &[]), "p".into());
+        let short = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.send("east", request(Duration::from_secs(30))).await })
+        };
+        let long = hub.start("east", request(Duration::from_secs(30))).unwrap();
+        while hub.pending(None).len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        short.abort();
+        let _ = short.await;
+        drop(long);
+        assert!(hub.pending(None).is_empty());
+        assert!(hub.close_session("east", &s1.session_id));
+        let mut s2 = hub.open_session(hello("east", &[]), "p".into());
+        assert!(matches!(
+            s2.outbound.try_recv().unwrap().kind,
+            Some(hub_message::Kind::Welcome(_))
+        ));
+        assert!(s2.outbound.try_recv().is_err(), "an old intent was re-sent");
+    }
+
     #[test]
     fn a_resync_covers_only_the_resources_that_sent_intents_to_that_cluster() {
         let hub = Hub::new(Duration::from_secs(10));
@@ -1466,16 +1508,6 @@ mod tests {
             stable_intent_id("east", &no_uid, Operation::DropDatabase, "", 0),
             None
         );
-    }
-
-    #[test]
-    fn only_short_journaled_operations_keep_their_id() {
-        assert!(keeps_its_id(Operation::DropDatabase));
-        assert!(keeps_its_id(Operation::DeleteBackup));
-        assert!(!keeps_its_id(Operation::EnsureDatabase));
-        assert!(!keeps_its_id(Operation::ProbeInstance));
-        assert!(!keeps_its_id(Operation::RotatePassword));
-        assert!(!keeps_its_id(Operation::Restore));
     }
 
     #[test]

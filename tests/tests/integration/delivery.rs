@@ -23,7 +23,6 @@
 
 use std::{path::Path, time::Duration};
 
-use dbprov_proto::agent::v1::Operation;
 use dbprov_tests::{
     dbprov::{AgentOptions, AgentProcess, HubProcess, scrape},
     proxy::{FaultProxy, Mode},
@@ -355,25 +354,6 @@ async fn kill_9_at_the_worst_moment_repeats_no_effect() {
     assert_eq!(drops.len(), 1, "{drops:?}");
     assert_eq!(drops[0]["attempts"], 2, "{drops:?}");
     assert!(!dropped_existing(&drops[0]), "{drops:?}");
-}
-
-/// The hub's list of operations that keep their id is the agent's journaled operations less
-/// those that keep an id of their own (long operations: `status.operationId`; rotations: the
-/// persisted rotation id and the server's marker).
-#[test]
-fn hub_and_agent_agree_on_journaled_operations() {
-    let own_id = [
-        Operation::Restore,
-        Operation::RunBackup,
-        Operation::RotatePassword,
-    ];
-    for op in (0..64).filter_map(|n| Operation::try_from(n).ok()) {
-        assert_eq!(
-            dbprov_hub::session::keeps_its_id(op),
-            dbprov_agent::journal::is_journaled(op) && !own_id.contains(&op),
-            "{op:?}"
-        );
-    }
 }
 
 #[tokio::test]
