@@ -30,6 +30,7 @@ use std::{
 use dbprov_tests::{
     Minio,
     dbprov::{AgentOptions, AgentProcess, HubProcess, scrape},
+    fault::{Recorder, agent_operations, jitter, sha256_hex},
     proxy::{FaultProxy, Mode},
     scenario::{Scenario, eventually},
 };
@@ -49,13 +50,6 @@ const BIG_ROWS: u32 = 1_200_000;
 /// hub every 15 s, plus its backoff. A bound against hangs, not a performance assertion.
 const CONVERGE: Duration = Duration::from_secs(300);
 
-/// One measured cell.
-struct Row {
-    cell: String,
-    outcome: String,
-    recovery: Duration,
-}
-
 struct Env {
     s: Scenario,
     minio: Minio,
@@ -66,7 +60,8 @@ struct Env {
     api_kubeconfig: PathBuf,
     /// A second hub replica, when a cell runs two.
     standby: Option<HubProcess>,
-    rows: Vec<Row>,
+    /// The measured cells.
+    cells: Recorder,
     _dir: tempfile::TempDir,
 }
 
@@ -114,7 +109,7 @@ impl Env {
             api,
             api_kubeconfig,
             standby: None,
-            rows: Vec::new(),
+            cells: Recorder::default(),
             _dir: dir,
         };
         // The hub reaches its apiserver through `api`, the agent reaches the hub through `link`.
@@ -309,7 +304,7 @@ impl Env {
         assert_eq!(b["sizeBytes"], json!(bytes.len()), "uncompressed: {b}");
         assert_eq!(
             b["checksum"].as_str().unwrap(),
-            format!("sha256:{}", sha256(&bytes)),
+            format!("sha256:{}", sha256_hex(&bytes).unwrap()),
             "the stored dump is the one the status describes"
         );
         s3.list_multipart_uploads()
@@ -342,15 +337,7 @@ impl Env {
 
     /// `dbprov_agent_operations_total{operation}` of the running agent, all results.
     async fn runs(&self, operation: &str) -> f64 {
-        scrape(&self.s.agent.metrics_addr)
-            .await
-            .lines()
-            .filter(|l| {
-                l.starts_with("dbprov_agent_operations_total")
-                    && l.contains(&format!("operation=\"{operation}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        agent_operations(&self.s.agent.metrics_addr, operation).await
     }
 
     /// Waits until the dump or restore of `db` is copying table data (a COPY in
@@ -495,31 +482,6 @@ impl Env {
         );
     }
 
-    fn record(&mut self, cell: &str, outcome: String, fault: Instant) {
-        let recovery = fault.elapsed();
-        eprintln!("fault matrix: {cell}: {outcome} (recovered in {recovery:.1?})");
-        self.rows.push(Row {
-            cell: cell.to_owned(),
-            outcome,
-            recovery,
-        });
-    }
-
-    fn print(&self, title: &str) {
-        let mut table = format!(
-            "\n### {title}\n\n| cell | outcome | recovery (fault → converged) |\n|---|---|---|\n"
-        );
-        for r in &self.rows {
-            table.push_str(&format!(
-                "| {} | {} | {:.1} s |\n",
-                r.cell,
-                r.outcome,
-                r.recovery.as_secs_f64()
-            ));
-        }
-        eprintln!("{table}");
-    }
-
     // ---- users and rotation ----
 
     async fn user(&self, name: &str, instance: &str, username: &str, token: Option<&str>) {
@@ -650,35 +612,6 @@ impl Env {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// A pseudo-random delay below `max_ms` (the moment inside an operation).
-fn jitter(max_ms: u64) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    Duration::from_millis(u64::from(nanos) % max_ms.max(1))
-}
-
 /// The operation names of failpoints, as cells name them.
 #[derive(Clone, Copy)]
 enum Op {
@@ -716,7 +649,7 @@ async fn agent_failpoint_cell(env: &mut Env, point: &str, op: Op, n: usize) {
             let done = env.converged("DatabaseBackup", &name).await;
             assert_eq!(done["status"]["phase"], "Completed", "{}", done["status"]);
             let open = env.artifact_once(&done).await;
-            env.record(
+            env.cells.record(
                 &cell,
                 format!("Completed, 1 artifact, sha256 = status ({open} unfinished uploads)"),
                 fault,
@@ -747,7 +680,7 @@ async fn agent_failpoint_cell(env: &mut Env, point: &str, op: Op, n: usize) {
                 "the restore's effect happened once: {}",
                 done["status"]
             );
-            env.record(
+            env.cells.record(
                 &cell,
                 if effect_done {
                     "Completed, not re-run: rows written after the effect survive".into()
@@ -766,7 +699,7 @@ async fn agent_failpoint_cell(env: &mut Env, point: &str, op: Op, n: usize) {
             env.restart_agent(None);
             let done = env.rotated("app", &token).await;
             let outcome = env.check_pg_rotation(&before, &done).await;
-            env.record(
+            env.cells.record(
                 &cell.replace("ROTATE_PASSWORD", "ROTATE_PASSWORD (pg)"),
                 outcome,
                 fault,
@@ -781,7 +714,7 @@ async fn agent_failpoint_cell(env: &mut Env, point: &str, op: Op, n: usize) {
             env.restart_agent(None);
             env.rotated("cat", &token).await;
             let outcome = env.check_maria_rotation(&before).await;
-            env.record(
+            env.cells.record(
                 &cell.replace("ROTATE_PASSWORD", "ROTATE_PASSWORD (mariadb)"),
                 outcome,
                 fault,
@@ -812,7 +745,8 @@ async fn agent_failpoint_cell(env: &mut Env, point: &str, op: Op, n: usize) {
                     .await
                     .unwrap();
             assert!(!exists);
-            env.record(&cell, "dropped, resource gone".into(), fault);
+            env.cells
+                .record(&cell, "dropped, resource gone".into(), fault);
         }
     }
 }
@@ -858,7 +792,7 @@ async fn fault_matrix_agent_faults() {
         let done = env.converged("DatabaseBackup", &name).await;
         assert_eq!(done["status"]["phase"], "Completed", "{}", done["status"]);
         let open = env.artifact_once(&done).await;
-        env.record(
+        env.cells.record(
             &format!("agent SIGKILL mid-dump (+{delay:.1?} into COPY) × RUN_BACKUP"),
             format!(
                 "Completed{}, 1 artifact, sha256 = status ({open} unfinished uploads)",
@@ -871,7 +805,7 @@ async fn fault_matrix_agent_faults() {
             fault,
         );
     }
-    env.print("agent faults");
+    env.cells.print("agent faults");
 }
 
 #[tokio::test]
@@ -944,7 +878,7 @@ async fn fault_matrix_hub_faults() {
             );
             "agent ran it once".to_owned()
         };
-        env.record(
+        env.cells.record(
             &format!("hub kill -9 at {point} × {}", op.failpoint()),
             format!("{outcome}; {runs}"),
             fault,
@@ -970,7 +904,7 @@ async fn fault_matrix_hub_faults() {
             1.0,
             "re-attached, not re-run"
         );
-        env.record(
+        env.cells.record(
             &format!("hub SIGKILL mid-dump (+{delay:.1?}) × RUN_BACKUP"),
             format!("Completed, 1 artifact, agent ran it once ({open} unfinished uploads)"),
             fault,
@@ -990,7 +924,7 @@ async fn fault_matrix_hub_faults() {
         env.api.set(Mode::Pass);
         let done = env.rotated("app", token).await;
         let outcome = env.check_pg_rotation(&before, &done).await;
-        env.record(
+        env.cells.record(
             "apiserver stalled 10 s for the hub (each chunk 1.5 s late) × ROTATE_PASSWORD (pg)",
             format!("{outcome} after the stall"),
             fault,
@@ -1046,7 +980,7 @@ async fn fault_matrix_hub_faults() {
         let open = env.artifact_once(&done).await;
         let ran = env.runs("run_backup").await - runs_before;
         assert_eq!(ran, 1.0, "not dumped twice");
-        env.record(
+        env.cells.record(
             "apiserver blackholed 8 s for the leading hub (2 replicas) mid-dump × RUN_BACKUP",
             format!("Completed, 1 artifact, agent ran it once ({open} unfinished uploads)"),
             fault,
@@ -1077,7 +1011,7 @@ async fn fault_matrix_hub_faults() {
             ran, 1.0,
             "the new leader re-attached instead of dumping again"
         );
-        env.record(
+        env.cells.record(
             "leader SIGKILL mid-dump, standby takes over × RUN_BACKUP",
             format!("Completed, 1 artifact, agent ran it once ({open} unfinished uploads)"),
             fault,
@@ -1090,7 +1024,7 @@ async fn fault_matrix_hub_faults() {
         0,
         "two hub replicas reported leading at once"
     );
-    env.print("hub faults");
+    env.cells.print("hub faults");
 }
 
 #[tokio::test]
@@ -1119,7 +1053,7 @@ async fn fault_matrix_infrastructure_faults() {
             1.0,
             "not dumped twice"
         );
-        env.record(
+        env.cells.record(
             &format!("hub↔agent link {mode:?} 6 s mid-dump × RUN_BACKUP"),
             format!("Completed, 1 artifact, agent ran it once ({open} unfinished uploads)"),
             fault,
@@ -1146,7 +1080,7 @@ async fn fault_matrix_infrastructure_faults() {
             1.0,
             "restored once"
         );
-        env.record(
+        env.cells.record(
             "hub↔agent link Reset 6 s mid-restore × RESTORE (dropExisting)",
             "Completed, data = backup, agent ran it once".into(),
             fault,
@@ -1173,7 +1107,8 @@ async fn fault_matrix_infrastructure_faults() {
             env.no_artifact(name).await;
             format!("Failed ({reason}), no artifact")
         };
-        env.record("PostgreSQL restarted mid-dump × RUN_BACKUP", outcome, fault);
+        env.cells
+            .record("PostgreSQL restarted mid-dump × RUN_BACKUP", outcome, fault);
     }
 
     // MinIO stops mid-upload and comes back.
@@ -1197,7 +1132,8 @@ async fn fault_matrix_infrastructure_faults() {
             env.no_artifact(name).await;
             format!("Failed ({reason}), no artifact")
         };
-        env.record("MinIO stopped 5 s mid-upload × RUN_BACKUP", outcome, fault);
+        env.cells
+            .record("MinIO stopped 5 s mid-upload × RUN_BACKUP", outcome, fault);
     }
     // PostgreSQL restarts while a restore loads data: the attempt fails (the server went away:
     // InstanceUnreachable) after the target was dropped and re-created; the hub runs the
@@ -1228,7 +1164,7 @@ async fn fault_matrix_infrastructure_faults() {
         let done = env.converged("DatabaseRestore", name).await;
         let outcome = env.restored_once(&done, runs_before, 2, filler).await;
         env.retry_event(name).await;
-        env.record(
+        env.cells.record(
             "PostgreSQL restarted mid-restore × RESTORE (dropExisting)",
             outcome,
             fault,
@@ -1253,7 +1189,7 @@ async fn fault_matrix_infrastructure_faults() {
         env.s.pg.restart().await.unwrap();
         let done = env.converged("DatabaseRestore", name).await;
         let outcome = env.restored_once(&done, runs_before, 3, filler).await;
-        env.record(
+        env.cells.record(
             "  ↳ PostgreSQL restarted again during the second attempt",
             outcome,
             fault,
@@ -1335,7 +1271,7 @@ async fn fault_matrix_infrastructure_faults() {
         } else {
             "the first attempt's clean-up drop reached the server; attempt 2 created it anew"
         };
-        env.record(
+        env.cells.record(
             "PostgreSQL restarted mid-restore into a new database (no dropExisting)",
             format!(
                 "Completed in attempt 2: {path}; all {filler} filler rows, 1 marker naming it \
@@ -1345,5 +1281,5 @@ async fn fault_matrix_infrastructure_faults() {
         );
     }
 
-    env.print("infrastructure faults");
+    env.cells.print("infrastructure faults");
 }
