@@ -17,6 +17,7 @@ pub mod drift;
 pub mod engine;
 pub mod grant;
 pub mod instance;
+pub mod migration;
 pub mod restore;
 pub mod role;
 pub mod rotation;

@@ -650,3 +650,93 @@ fn a_discovery_answer_is_capped_and_says_so() {
     let v: serde_json::Value = serde_json::from_str(&crate::to_json(&small)).unwrap();
     assert!(v["discovered"].get("truncated").is_none());
 }
+
+#[test]
+fn migration_payloads_and_answers_survive_a_round_trip() {
+    use crate::migration::*;
+    let mut placeholders = std::collections::BTreeMap::new();
+    placeholders.insert("owner".to_owned(), "app".to_owned());
+    round_trip(&MigrationIntent {
+        instance: instance(),
+        database: "orders".into(),
+        namespace: "team-a".into(),
+        sources: vec![
+            MigrationSource::ConfigMap(ObjectFiles {
+                name: "orders-v1".into(),
+                keys: Some(vec!["V1__init.sql".into()]),
+                optional: None,
+            }),
+            MigrationSource::Secret(ObjectFiles {
+                name: "orders-grants".into(),
+                ..ObjectFiles::default()
+            }),
+            MigrationSource::Inline(vec![InlineFile {
+                name: "R__views.sql".into(),
+                content: "CREATE OR REPLACE VIEW v AS SELECT 1;".into(),
+            }]),
+            MigrationSource::Archive(ArchiveSource {
+                storage: storage(),
+                path: "migrations/orders-1.4.tar.gz".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                directory: Some("sql".into()),
+            }),
+        ],
+        format: MigrationFormat::Flyway,
+        action: MigrationAction::Plan,
+        flyway: Some(FlywaySettings {
+            placeholders,
+            target: Some("1.4".into()),
+            ..FlywaySettings::default()
+        }),
+        liquibase: None,
+        limits: MigrationLimits {
+            statement_timeout_seconds: Some(60),
+            lock_timeout_seconds: Some(5),
+            lock_wait_seconds: None,
+        },
+        run_as: Some("orders_owner".into()),
+        installed_by: None,
+    });
+    round_trip(&MigrationObserved {
+        outcome: MigrationOutcome::Failed,
+        format: MigrationFormat::Liquibase,
+        action: MigrationAction::Migrate,
+        current_version: Some("alice:2".into()),
+        migrations: vec![MigrationInfo {
+            version: Some("alice:3".into()),
+            description: "sql".into(),
+            script: "changelog.sql".into(),
+            kind: "Changeset".into(),
+            state: "Failed".into(),
+            checksum: Some("9:d21ffd0a990ffc3b3882768f1eb4a72c".into()),
+            ..MigrationInfo::default()
+        }],
+        failure: Some(MigrationFailure {
+            script: "changelog.sql::alice:3".into(),
+            statement: 2,
+            line: 14,
+            code: Some("42601".into()),
+            message: "syntax error at or near \"TABEL\"".into(),
+            rolled_back: true,
+            ..MigrationFailure::default()
+        }),
+        transactional: true,
+        ..MigrationObserved::default()
+    });
+}
+
+#[test]
+fn flyway_settings_default_to_flyways_own() {
+    let f: crate::migration::FlywaySettings = from_json("{}").unwrap();
+    assert_eq!(f.table, "flyway_schema_history");
+    assert_eq!(f.baseline_version, "1");
+    assert_eq!(f.baseline_description, "<< Flyway Baseline >>");
+    assert!(f.validate_on_migrate && f.placeholder_replacement);
+    assert!(!f.out_of_order && !f.baseline_on_migrate);
+    let l: crate::migration::LiquibaseSettings =
+        from_json(r#"{"changelogFile":"db.changelog.sql"}"#).unwrap();
+    assert_eq!(
+        (l.changelog_table.as_str(), l.lock_table.as_str()),
+        ("DATABASECHANGELOG", "DATABASECHANGELOGLOCK")
+    );
+}
