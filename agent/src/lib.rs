@@ -13,6 +13,7 @@ pub mod error;
 pub mod executor;
 pub mod identity;
 pub mod journal;
+pub mod migrate;
 pub mod ops;
 pub mod secrets;
 pub mod sql;
