@@ -6,6 +6,7 @@
 #
 # Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
 #   NAMES: apt kubernetes etcd grpcurl helm promtool thirdparty-crds minio fake-gcs-server azurite
+#          migration-tools
 #
 # After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
 # scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --only) only=",$2,"; shift 2 ;;
     --skip-apt) skip_apt=1; shift ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "install-tools: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +40,10 @@ log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 link() { # link NAME TARGET
   ln -sfn "$2" "$bin/$1"
+}
+
+logged() { # logged LOGFILE CMD...: CMD's output into LOGFILE, shown only if CMD fails
+  "${@:2}" >"$1" 2>&1 || { cat "$1" >&2; return 1; }
 }
 
 timed() { # timed LABEL CMD...
@@ -247,6 +252,83 @@ install_azurite() {
   note azurite "$v" installed
 }
 
+# Flyway and Liquibase (the real engines, for the DatabaseMigration interop tests) and the JDBC
+# drivers, from Maven Central; versions are pinned in tests/jvm/pom.xml. Java 17 and Maven come
+# from Debian when missing. Maven's repository is $cache/m2 (not ~/.m2); the jars are copied to
+# $cache/migration-tools-<versions>-<hash>/lib (the hash covers the pom and the Flyway runner,
+# so changing either installs side by side), tests/jvm/FlywayCli.java is compiled there, and
+# two wrappers are linked into $bin: `flyway` (FlywayCli: Flyway's command-line flags, commands
+# migrate info validate repair baseline) and `liquibase` (Liquibase's own LiquibaseCommandLine).
+# flyway-commandline itself is not installable from Maven Central (a dependency lives only on
+# repo.gradle.org).
+install_migration_tools() {
+  local jvm="$here/../tests/jvm"
+  local fv lv sum
+  fv=$(sed -n 's:.*<flyway.version>\(.*\)</flyway.version>.*:\1:p' "$jvm/pom.xml")
+  lv=$(sed -n 's:.*<liquibase.version>\(.*\)</liquibase.version>.*:\1:p' "$jvm/pom.xml")
+  sum=$(cat "$jvm/pom.xml" "$jvm/FlywayCli.java" | sha256sum | cut -c1-12)
+  local dir="$cache/migration-tools-flyway$fv-liquibase$lv-$sum"
+  local label="flyway $fv, liquibase $lv"
+  if [[ -f "$dir/.complete" ]]; then
+    link flyway "$dir/bin/flyway"
+    link liquibase "$dir/bin/liquibase"
+    note migration-tools "$label" cached
+    return
+  fi
+  local jdk="" missing=()
+  for j in /usr/lib/jvm/java-17-openjdk-*/bin; do
+    [[ -x "$j/java" && -x "$j/javac" ]] && { jdk=$j; break; }
+  done
+  [[ -n "$jdk" ]] || missing+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $skip_apt -eq 1 ]]; then
+      log "migration-tools needs Debian packages (skipped by --skip-apt): ${missing[*]}"
+      note migration-tools "${missing[*]}" "MISSING (--skip-apt)"
+      return
+    fi
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    log "apt-get install ${missing[*]}"
+    $sudo apt-get update -qq
+    timed "apt ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
+      $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for j in /usr/lib/jvm/java-17-openjdk-*/bin; do
+      [[ -x "$j/java" && -x "$j/javac" ]] && { jdk=$j; break; }
+    done
+    [[ -n "$jdk" ]] || { log "no Java 17 JDK under /usr/lib/jvm after installing"; exit 1; }
+  fi
+  log "resolving Flyway $fv and Liquibase $lv from Maven Central"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/bin" "$dir.tmp/classes"
+  # The pom is copied so that Maven writes nothing into the checkout.
+  cp "$jvm/pom.xml" "$dir.tmp/pom.xml"
+  # Maven reports errors on stdout, amid terminal escapes even with -q: its output goes to a log
+  # that is printed when it fails.
+  timed "maven (migration-tools)" logged "$dir.tmp/maven.log" env JAVA_HOME="${jdk%/bin}" \
+    mvn -B -Dstyle.color=never -f "$dir.tmp/pom.xml" -Dmaven.repo.local="$cache/m2" \
+    dependency:copy-dependencies -DoutputDirectory="$dir.tmp/lib"
+  timed "javac FlywayCli" "$jdk/javac" -nowarn -d "$dir.tmp/classes" -cp "$dir.tmp/lib/*" \
+    "$jvm/FlywayCli.java"
+  # Paths are those of the final directory; the wrappers are only linked after the move.
+  cat > "$dir.tmp/bin/flyway" <<SH
+#!/bin/sh
+# Flyway $fv (flyway-core API) with the command line's flags: see tests/jvm/FlywayCli.java.
+exec "$jdk/java" \${JAVA_OPTS:-} -cp "$dir/classes:$dir/lib/*" FlywayCli "\$@"
+SH
+  cat > "$dir.tmp/bin/liquibase" <<SH
+#!/bin/sh
+# Liquibase $lv's own command line. Usage reports are off unless asked for.
+export LIQUIBASE_ANALYTICS_ENABLED="\${LIQUIBASE_ANALYTICS_ENABLED:-false}"
+exec "$jdk/java" \${JAVA_OPTS:-} -cp "$dir/lib/*" liquibase.integration.commandline.LiquibaseCommandLine "\$@"
+SH
+  chmod +x "$dir.tmp/bin/flyway" "$dir.tmp/bin/liquibase"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  touch "$dir/.complete"
+  link flyway "$dir/bin/flyway"
+  link liquibase "$dir/bin/liquibase"
+  note migration-tools "$label" installed
+}
+
 wanted apt && install_apt
 wanted etcd && install_etcd
 wanted grpcurl && go_install grpcurl "v$GRPCURL_VERSION" grpcurl \
@@ -258,6 +340,7 @@ wanted promtool && go_install promtool "v$PROMETHEUS_VERSION" promtool \
 wanted thirdparty-crds && install_thirdparty_crds
 wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION" fake-gcs-server "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_SERVER_VERSION"
 wanted azurite && install_azurite
+wanted migration-tools && install_migration_tools
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"
 wanted kubernetes && install_kubernetes
 
