@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{instance::Instance, storage::StorageSpec};
+use crate::instance::Instance;
 
 /// Desired state of APPLY_MIGRATIONS.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -57,8 +57,6 @@ pub enum MigrationSource {
     Secret(ObjectFiles),
     /// Files written in the resource itself.
     Inline(Vec<InlineFile>),
-    /// A tar archive (optionally gzip-compressed) in an object store, pinned by digest.
-    Archive(ArchiveSource),
 }
 
 /// A ConfigMap's or Secret's files.
@@ -83,22 +81,6 @@ pub struct InlineFile {
     pub name: String,
     /// Its content.
     pub content: String,
-}
-
-/// A tar archive of migration files in an object store.
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ArchiveSource {
-    /// Where it is (credentials read in the resource's namespace, as for backups).
-    pub storage: StorageSpec,
-    /// Object key, relative to the storage's prefix.
-    pub path: String,
-    /// `sha256:<hex>` of the archive as stored: anything else is refused before a file of it
-    /// is read.
-    pub digest: String,
-    /// Only files under this directory of the archive (absent: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directory: Option<String>,
 }
 
 /// Whose conventions migration files and history follow.

@@ -674,12 +674,6 @@ fn migration_payloads_and_answers_survive_a_round_trip() {
                 name: "R__views.sql".into(),
                 content: "CREATE OR REPLACE VIEW v AS SELECT 1;".into(),
             }]),
-            MigrationSource::Archive(ArchiveSource {
-                storage: storage(),
-                path: "migrations/orders-1.4.tar.gz".into(),
-                digest: format!("sha256:{}", "ab".repeat(32)),
-                directory: Some("sql".into()),
-            }),
         ],
         format: MigrationFormat::Flyway,
         action: MigrationAction::Plan,

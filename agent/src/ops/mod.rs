@@ -7,6 +7,7 @@ pub mod client_tool;
 pub mod database;
 pub mod grant;
 pub mod init_sql;
+pub mod migration;
 pub mod probe;
 pub mod restore;
 pub mod role;
@@ -18,8 +19,8 @@ use std::sync::Arc;
 
 use dbprov_contract::{
     ContractError, Engine, backup::BackupIntent, backup::DeleteBackupIntent,
-    database::DatabaseIntent, grant::GrantIntent, instance::Instance, restore::RestoreIntent,
-    role::RoleIntent, rotation::RotateIntent, user::UserIntent,
+    database::DatabaseIntent, grant::GrantIntent, instance::Instance, migration::MigrationIntent,
+    restore::RestoreIntent, role::RoleIntent, rotation::RotateIntent, user::UserIntent,
 };
 use dbprov_proto::agent::v1::{ErrorCode, Intent, Operation};
 
@@ -54,6 +55,7 @@ enum Desired {
     Backup(BackupIntent),
     DeleteBackup(DeleteBackupIntent),
     Restore(RestoreIntent),
+    Migrate(MigrationIntent),
 }
 
 impl Desired {
@@ -77,6 +79,7 @@ impl Desired {
             Ok(Operation::RunBackup) => Desired::Backup(desired(json)?),
             Ok(Operation::DeleteBackup) => Desired::DeleteBackup(desired(json)?),
             Ok(Operation::Restore) => Desired::Restore(desired(json)?),
+            Ok(Operation::ApplyMigrations) => Desired::Migrate(desired(json)?),
             Ok(op) => {
                 return Err(OpError::new(
                     ErrorCode::Unsupported,
@@ -109,6 +112,7 @@ impl Desired {
             Desired::Rotate(r) => r.instance.engine,
             Desired::Backup(b) => b.instance.engine,
             Desired::Restore(r) => r.instance.engine,
+            Desired::Migrate(m) => m.instance.engine,
             Desired::DeleteBackup(_) => return None,
         })
     }
@@ -167,6 +171,9 @@ async fn run(
         (Op::RunBackup, Desired::Backup(b)) => backup::run(ctx, b, progress).await.map(answer),
         (Op::DeleteBackup, Desired::DeleteBackup(d)) => backup::delete(ctx, d).await.map(answer),
         (Op::Restore, Desired::Restore(r)) => restore::run(ctx, r, progress).await.map(answer),
+        (Op::ApplyMigrations, Desired::Migrate(m)) => {
+            migration::run(ctx, m, progress).await.map(answer)
+        }
         (op, _) => Err(OpError::new(
             ErrorCode::Internal,
             format!(
@@ -303,7 +310,7 @@ mod tests {
             "{}",
             e.message
         );
-        let e = Desired::parse(&intent(Operation::ApplyMigrations, "{}")).unwrap_err();
+        let e = Desired::parse(&intent(Operation::Unspecified, "{}")).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
     }
 }
