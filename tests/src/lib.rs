@@ -20,6 +20,7 @@ pub mod error;
 pub mod fake_gcs;
 pub mod fault;
 pub mod helm;
+pub mod jvm_tools;
 pub mod kube_env;
 pub mod manifests;
 pub mod mariadb;
