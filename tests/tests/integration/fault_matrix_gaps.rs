@@ -556,6 +556,7 @@ async fn check_maria_rotation(env: &Env, before: &str) -> String {
 
 #[tokio::test]
 async fn fault_matrix_gaps_restore_and_rotation_resend() {
+    let began = Instant::now();
     let Some(mut env) = Env::start("fmg-restore").await else {
         return;
     };
@@ -615,6 +616,7 @@ async fn fault_matrix_gaps_restore_and_rotation_resend() {
         let runs = env.runs("restore").await - runs_before;
         if done["status"]["phase"] != "Completed" {
             // Found by this cell (docs/reliability.md): the failure is recorded, not hidden.
+            let phase = done["status"]["phase"].as_str().unwrap_or_default();
             let message = done["status"]["message"].as_str().unwrap_or_default();
             let left = if pg_database_exists(&env, "big").await {
                 let rows: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM filler")
@@ -632,7 +634,7 @@ async fn fault_matrix_gaps_restore_and_rotation_resend() {
                 "NOTE: BUG (docs/reliability.md, requests-H14.md): a restore whose download \
                  MinIO cut in the {pass} pass ended {} after {attempts} attempt(s) instead of \
                  being retried: {message}; {left}\nagent log:\n{}",
-                done["status"]["phase"],
+                phase,
                 env.s.agent.log()
             );
             env.rec.record_took(
@@ -640,7 +642,7 @@ async fn fault_matrix_gaps_restore_and_rotation_resend() {
                 format!(
                     "**{} ({}), not retried** ({attempts} attempt, agent ran it {runs} times): \
                      {message}; {left}",
-                    done["status"]["phase"],
+                    phase,
                     done["status"]["conditions"][0]["reason"]
                         .as_str()
                         .unwrap_or_default()
@@ -729,6 +731,7 @@ async fn fault_matrix_gaps_restore_and_rotation_resend() {
     }
     env.rec
         .print("gaps: object store mid-restore, rotation re-sent after a hub restart");
+    eprintln!("fault matrix: wall time {:.0?}", began.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -763,6 +766,7 @@ where
 
 #[tokio::test]
 async fn fault_matrix_gaps_links() {
+    let began = Instant::now();
     let Some(env) = Env::start("fmg-links").await else {
         return;
     };
@@ -908,6 +912,7 @@ async fn fault_matrix_gaps_links() {
         }
     }
     rec.print("gaps: link faults before a short intent, and during rotations");
+    eprintln!("fault matrix: wall time {:.0?}", began.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -915,6 +920,7 @@ async fn fault_matrix_gaps_links() {
 
 #[tokio::test]
 async fn fault_matrix_gaps_mariadb_hub() {
+    let began = Instant::now();
     let Some(mut env) = Env::start("fmg-maria").await else {
         return;
     };
@@ -1080,4 +1086,5 @@ async fn fault_matrix_gaps_mariadb_hub() {
         "two hub replicas reported leading at once"
     );
     env.rec.print("gaps: hub faults during MariaDB operations");
+    eprintln!("fault matrix: wall time {:.0?}", began.elapsed());
 }
