@@ -668,9 +668,19 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub refuses the agent's stream while it is true (clusters::KubeClusters::admit)",
     ),
     (
-        "DatabaseMigration.spec",
-        Why::Refused,
-        "no migrations are run by this version: every DatabaseMigration reports Ready=False NotSupported saying nothing was applied",
+        "DatabaseMigration.spec.databaseRef.name",
+        Why::HubOnly,
+        "resolved by the hub into `database`, the instance and the owner role (controller::migration::target)",
+    ),
+    (
+        "DatabaseMigration.spec.interval",
+        Why::HubOnly,
+        "when the hub starts the next run (controller::migration::due)",
+    ),
+    (
+        "DatabaseMigration.spec.activeDeadlineSeconds",
+        Why::HubOnly,
+        "the run's intent deadline, counted from its start (controller::migration::time_left)",
     ),
     (
         "DatabasePolicy.spec",
@@ -1117,6 +1127,31 @@ async fn payloads(kind: &str, v: &Value) -> Result<Vec<Value>, String> {
                 Err(stop) => return Err(format!("{stop:?}")),
             };
             Ok(vec![to_json(&restore::restore_payload(&r, &src, &tgt)?)])
+        }
+        "DatabaseMigration" => {
+            // APPLY_MIGRATIONS as `controller::migration::apply` builds it, for a migrate
+            // (or, with dryRun, plan) run and for a repair.
+            let mut m = parse::<crate::api::DatabaseMigration>(v);
+            // The apiserver admits one of the two (a CEL rule): the full object, which has
+            // both, stands for the Liquibase one; a minimal one has at most one of them.
+            if m.spec.liquibase.is_some() {
+                m.spec.flyway = None;
+            }
+            if let Some(refused) = payload::migration::refusal(&m.spec) {
+                return Err(refused);
+            }
+            let db = database();
+            let build = |repair: bool| {
+                to_json(&payload::migration::migration_intent(
+                    payload::instance(&instance.spec, instance.namespace.as_deref()),
+                    &m.spec,
+                    &db.spec.name,
+                    NS,
+                    db.spec.owner.clone(),
+                    payload::migration::action(&m.spec, repair),
+                ))
+            };
+            Ok(vec![build(false), build(true)])
         }
         // Nothing reconciles these kinds (ManagedCluster is read by the gRPC layer).
         _ => Ok(vec![]),

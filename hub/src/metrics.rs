@@ -114,3 +114,18 @@ pub fn restore_failed(reason: &str) {
     metrics::counter!("dbprov_restores_total", "result" => "failed").increment(1);
     metrics::counter!("dbprov_restore_failures_total", "reason" => reason.to_owned()).increment(1);
 }
+
+/// A migration run ended (`reason`: the Ready reason it ended with, e.g. `MigrationsUpToDate`,
+/// `MigrationFailed`, or the dispatch failure's).
+pub fn migration_run(reason: &str) {
+    metrics::counter!("dbprov_migration_runs_total", "reason" => reason.to_owned()).increment(1);
+}
+
+/// A migration was applied, taking `millis` (when the agent measured it).
+pub fn migration_applied(namespace: &str, millis: Option<i64>) {
+    metrics::counter!("dbprov_migrations_applied_total", "namespace" => namespace.to_owned())
+        .increment(1);
+    if let Some(ms) = millis {
+        metrics::histogram!("dbprov_migration_duration_seconds").record(ms as f64 / 1000.0);
+    }
+}

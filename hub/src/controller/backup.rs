@@ -624,7 +624,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         "DatabaseBackup",
         |o, c| Box::pin(apply(o, c)),
         |o, c| Box::pin(cleanup(o, c)),
-        None,
+        &[],
     )
     .await;
 }

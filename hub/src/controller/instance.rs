@@ -566,7 +566,7 @@ pub async fn run_namespaced(ctx: Context, shutdown: super::Shutdown) {
         DatabaseInstance::KIND,
         |o, ctx| Box::pin(probe(o, ctx)),
         |o, ctx| Box::pin(cleanup(o, ctx)),
-        None,
+        &[],
     )
     .await;
 }
@@ -579,7 +579,7 @@ pub async fn run_cluster_scoped(ctx: Context, shutdown: super::Shutdown) {
         ClusterDatabaseInstance::KIND,
         |o, ctx| Box::pin(probe(o, ctx)),
         |o, ctx| Box::pin(cleanup(o, ctx)),
-        None,
+        &[],
     )
     .await;
 }

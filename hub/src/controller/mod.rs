@@ -10,6 +10,7 @@ pub mod database;
 pub mod grant;
 pub mod instance;
 pub mod kit;
+pub mod migration;
 pub mod not_served;
 pub mod payload;
 pub mod provisioned;
@@ -159,7 +160,7 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
         backup::run(ctx.clone(), shutdown.clone()),
         restore::run(ctx.clone(), shutdown.clone()),
         schedule::run(ctx.clone(), shutdown.clone()),
-        not_served::run::<crate::api::DatabaseMigration>(ctx.clone(), shutdown.clone()),
+        migration::run(ctx.clone(), shutdown.clone()),
         not_served::run::<crate::api::DatabasePolicy>(ctx, shutdown),
     );
 }

@@ -1,8 +1,7 @@
-//! Kinds the CRDs accept and no controller carries out yet: DatabaseMigration (schema
-//! migrations) and DatabasePolicy (admission and reconcile-time policy). Rather than leave an
-//! applied object without status — indistinguishable from one that is working — each gets
-//! `Ready=False` with reason `NotSupported` and a message saying what does not happen and what
-//! to use meanwhile.
+//! Kinds the CRDs accept and no controller carries out yet: DatabasePolicy (admission and
+//! reconcile-time policy). Rather than leave an applied object without status —
+//! indistinguishable from one that is working — each gets `Ready=False` with reason
+//! `NotSupported` and a message saying what does not happen and what to use meanwhile.
 
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use super::{
     },
     reason::Reason,
 };
-use crate::api::{DatabaseMigration, DatabasePolicy};
+use crate::api::DatabasePolicy;
 
 /// A kind no controller carries out, and what to tell its users.
 pub trait NotServed: Scoped {
@@ -28,14 +27,6 @@ pub trait NotServed: Scoped {
     const MESSAGE: &'static str;
     /// Current conditions.
     fn conditions(&self) -> Option<&[Condition]>;
-}
-
-impl NotServed for DatabaseMigration {
-    const KIND: &'static str = "DatabaseMigration";
-    const MESSAGE: &'static str = "DatabaseMigration is accepted and stored, but this dbprov version runs no migrations: nothing was applied to the database. Keep running your migration tool (Flyway, Liquibase, a Job) until a dbprov version that reconciles DatabaseMigration is installed";
-    fn conditions(&self) -> Option<&[Condition]> {
-        self.status.as_ref()?.common.conditions.as_deref()
-    }
 }
 
 impl NotServed for DatabasePolicy {

@@ -89,8 +89,8 @@ pub enum Before {
 pub trait Provisioned: Scoped {
     /// The kind, for metrics and logs.
     const KIND: &'static str;
-    /// Annotation whose changes also trigger a reconcile (e.g. on-demand rotation).
-    const TRIGGER_ANNOTATION: Option<&'static str> = None;
+    /// Annotations whose changes also trigger a reconcile (e.g. on-demand rotation).
+    const TRIGGER_ANNOTATIONS: &'static [&'static str] = &[];
     /// What [`Provisioned::resolve`] finds (at least the instance).
     type Target: Send + Sync;
     /// The agent's answer to the ensure intent.
@@ -465,7 +465,7 @@ pub async fn run<K: Provisioned>(ctx: Context, shutdown: Shutdown) {
         K::KIND,
         |o, ctx| Box::pin(apply(o, ctx)),
         |o, ctx| Box::pin(cleanup(o, ctx)),
-        K::TRIGGER_ANNOTATION,
+        K::TRIGGER_ANNOTATIONS,
     )
     .await;
 }

@@ -207,6 +207,24 @@ reasons! {
     MissedSchedule => Ready, Warning, None;
     /// Retention deleted backups.
     RetentionApplied => Ready, Normal, None;
+
+    // Migrations (their phases are their own, like backups'; see migration.rs).
+    /// A migration run started.
+    MigrationStarted => Creating, Normal, None;
+    /// A migration was applied (one Event per migration).
+    MigrationApplied => Ready, Normal, None;
+    /// Every migration up to the target is applied.
+    MigrationsUpToDate => Ready, Normal, None;
+    /// A dry run listed what would be applied.
+    MigrationsPlanned => Ready, Normal, None;
+    /// The history was repaired (failed rows removed, checksums realigned; nothing ran).
+    MigrationsRepaired => Ready, Normal, None;
+    /// A migration failed; the ones before it are applied, none after it ran.
+    MigrationFailed => Failed, Warning, None;
+    /// Validation refused the files or the history; nothing ran.
+    MigrationInvalid => Failed, Warning, None;
+    /// Another run held the migration lock; nothing ran.
+    MigrationLocked => Failed, Warning, None;
 }
 
 impl Reason {

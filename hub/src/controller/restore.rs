@@ -730,7 +730,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         "DatabaseRestore",
         |o, c| Box::pin(apply(o, c)),
         |o, c| Box::pin(cleanup(o, c)),
-        None,
+        &[],
     )
     .await;
 }

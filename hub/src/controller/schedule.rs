@@ -542,7 +542,7 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         "DatabaseBackupSchedule",
         |o, c| Box::pin(apply(o, c)),
         |o, c| Box::pin(cleanup(o, c)),
-        None,
+        &[],
     )
     .await;
 }

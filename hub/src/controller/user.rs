@@ -115,7 +115,7 @@ fn pending_deletions(user: &DatabaseUser) -> Vec<PendingUserDeletion> {
 
 impl Provisioned for DatabaseUser {
     const KIND: &'static str = "DatabaseUser";
-    const TRIGGER_ANNOTATION: Option<&'static str> = Some(rotation::ROTATE_ANNOTATION);
+    const TRIGGER_ANNOTATIONS: &'static [&'static str] = &[rotation::ROTATE_ANNOTATION];
     type Target = UserTarget;
     type Observed = UserObserved;
 

@@ -147,13 +147,13 @@ where
     result
 }
 
-/// The objects of `api`, emitted when their spec (generation), finalizers or (if given) the
-/// `annotation` change — not on status updates, which every reconcile writes (reacting to
+/// The objects of `api`, emitted when their spec (generation), finalizers or one of the
+/// `annotations` change — not on status updates, which every reconcile writes (reacting to
 /// those would loop). Deletion bumps the generation of custom resources, so deletions get
 /// through too.
 pub fn spec_changes<K>(
     api: kube::Api<K>,
-    annotation: Option<&'static str>,
+    annotations: &'static [&'static str],
 ) -> (
     impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
     kube::runtime::reflector::Store<K>,
@@ -179,11 +179,11 @@ where
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 predicates::generation(o).hash(&mut h);
                 predicates::finalizers(o).hash(&mut h);
-                if let Some(key) = annotation {
+                for key in annotations {
                     o.meta()
                         .annotations
                         .as_ref()
-                        .and_then(|a| a.get(key))
+                        .and_then(|a| a.get(*key))
                         .hash(&mut h);
                 }
                 Some(h.finish())
@@ -295,18 +295,18 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
 
 /// Runs a controller for a kind whose objects carry the cleanup finalizer: `apply` while the
 /// object lives, `cleanup` once it is being deleted. Reacts to spec/finalizer changes (and
-/// `annotation`, if given) and to resyncs of the cluster the object's intents go to.
+/// to those of `annotations`) and to resyncs of the cluster the object's intents go to.
 pub async fn run_finalized<K: Scoped>(
     ctx: Context,
     shutdown: Shutdown,
     kind: &'static str,
     apply: Step<K>,
     cleanup: Step<K>,
-    annotation: Option<&'static str>,
+    annotations: &'static [&'static str],
 ) {
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
     let resync = resync_of::<K>(&ctx);
-    let (changes, store) = spec_changes(api, annotation);
+    let (changes, store) = spec_changes(api, annotations);
     let term = shutdown.clone();
     // Listed (at 0) before any term was cut.
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(0);

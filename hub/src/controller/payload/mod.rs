@@ -13,6 +13,7 @@ pub mod backup;
 pub mod database;
 pub mod grant;
 pub mod instance;
+pub mod migration;
 pub mod restore;
 pub mod role;
 pub mod rotation;

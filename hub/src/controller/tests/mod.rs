@@ -14,6 +14,7 @@ mod deadlines;
 mod grant;
 mod init_sql;
 mod instance;
+mod migration;
 mod reference_schema;
 mod references;
 mod restore;

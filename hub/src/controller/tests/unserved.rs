@@ -2,7 +2,6 @@
 //! applying says so (instead of waiting for a Ready that never comes) and deleting lets the
 //! resource go with a Warning that nothing was dropped, without finalizer surgery.
 
-use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use serde_json::json;
@@ -99,40 +98,9 @@ async fn a_grant_whose_grantee_lives_on_an_unserved_engine_can_be_deleted() {
 }
 
 #[tokio::test]
-async fn migrations_and_policies_say_they_are_not_carried_out_once_per_generation() {
-    use crate::{
-        api::{DatabaseMigration, DatabasePolicy},
-        controller::not_served,
-    };
+async fn policies_say_they_are_not_carried_out_once_per_generation() {
+    use crate::{api::DatabasePolicy, controller::not_served};
     let env = TestEnv::new();
-    let migration: DatabaseMigration = serde_json::from_value(json!({
-        "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseMigration",
-        "metadata": {"name": "schema", "namespace": NS, "generation": 1},
-        "spec": {"databaseRef": {"name": "shop"},
-                 "source": {"inline": [{"version": "1", "description": "t",
-                                        "sql": "CREATE TABLE t (id int)"}]}}
-    }))
-    .unwrap();
-    let migration = env.insert(&migration);
-    not_served::reconcile(migration, env.ctx.clone())
-        .await
-        .unwrap();
-    let status = assert_status_without_phase::<DatabaseMigration>(&env, NS, "schema");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("runs no migrations: nothing was applied"),
-        "{status:#}"
-    );
-    // Said once: a second reconcile of the same generation writes nothing.
-    env.api.clear_logs();
-    let again = env.get::<DatabaseMigration>(NS, "schema").unwrap();
-    not_served::reconcile(Arc::new(again), env.ctx.clone())
-        .await
-        .unwrap();
-    assert!(env.api.requests().is_empty(), "{:?}", env.api.requests());
-
     let policy: DatabasePolicy = serde_json::from_value(json!({
         "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabasePolicy",
         "metadata": {"name": "no-superusers", "generation": 3},
