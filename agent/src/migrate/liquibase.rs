@@ -199,11 +199,17 @@ fn checksum_valid(cs: &ChangeSet, stored: Option<&str>) -> bool {
         // Cleared (`liquibase clear-checksums`): Liquibase accepts and records the new one.
         return true;
     };
+    // Liquibase `ChangeSet.isCheckSumValid`: `ANY`/`ALL`/`*`, or a listed checksum equal to
+    // the current or the stored one.
     stored.eq_ignore_ascii_case(&cs.checksum)
-        || cs
-            .valid_checksums
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case("any") || v.eq_ignore_ascii_case(stored))
+        || cs.valid_checksums.iter().any(|v| {
+            let bare = v.strip_prefix("1:").unwrap_or(v);
+            ["any", "all", "*"]
+                .iter()
+                .any(|w| bare.eq_ignore_ascii_case(w))
+                || v.eq_ignore_ascii_case(stored)
+                || v.eq_ignore_ascii_case(&cs.checksum)
+        })
 }
 
 fn lock_owner() -> String {

@@ -31,6 +31,7 @@ mod grants;
 mod init_sql;
 mod instance_options;
 mod kube_smoke;
+mod migrate_liquibase;
 mod migration_tools;
 mod multicluster;
 mod object_stores;
