@@ -462,7 +462,7 @@ async fn apply(
         match db.exec(&st.sql).await {
             Ok(()) => {}
             Err(sqlx::Error::Database(e)) => {
-                failed = Some((st, e.code().map(|c| c.into_owned()), scrub(e.message())));
+                failed = Some((st, error_code(e.as_ref()), scrub(e.message())));
                 break;
             }
             Err(e) => {
@@ -703,6 +703,16 @@ fn resolve(
         });
     }
     (resolved, scripts, problems, warnings)
+}
+
+/// What identifies a server error best: PostgreSQL's SQLSTATE (its error code is always 0),
+/// MySQL's error number (its SQLSTATEs are coarse: many numbers share 42000 or HY000),
+/// as Flyway's report shows them.
+fn error_code(e: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    if let Some(my) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return Some(my.number().to_string());
+    }
+    e.code().map(|c| c.into_owned())
 }
 
 /// A failed statement of dbprov's own (history, lock): a refused one is `Sql` with the
