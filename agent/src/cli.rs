@@ -25,6 +25,9 @@ pub enum Command {
     Artifact(crate::artifact::cli::ArtifactCommand),
     /// List the database client tools this agent would use, with their versions.
     Tools(ToolsArgs),
+    /// Plan, apply, list or repair schema migrations (Flyway or Liquibase conventions) on a
+    /// database URL from a directory of files: what a DatabaseMigration runs, for CI.
+    Migrate(Box<crate::migration_cli::MigrateArgs>),
 }
 
 /// Options of `dbprov-agent run`.

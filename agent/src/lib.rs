@@ -14,6 +14,7 @@ pub mod executor;
 pub mod identity;
 pub mod journal;
 pub mod migrate;
+pub mod migration_cli;
 pub mod ops;
 pub mod secrets;
 pub mod sql;
@@ -33,6 +34,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Run(args) => run_agent(*args).await,
         cli::Command::Artifact(cmd) => artifact::cli::run(cmd),
+        cli::Command::Migrate(args) => migration_cli::run(*args).await,
         cli::Command::Tools(args) => {
             let found = tools::detect(&args.search_path()).await;
             let caps = tools::capabilities(&found);

@@ -80,7 +80,7 @@ async fn prepare(conn: &mut Conn, intent: &MigrationIntent) -> Result<(), OpErro
 }
 
 /// The session statements of `limits` and `run_as` for PostgreSQL (`pg`) or MySQL/MariaDB.
-fn session_statements(
+pub(crate) fn session_statements(
     pg: bool,
     mariadb: bool,
     limits: &MigrationLimits,
