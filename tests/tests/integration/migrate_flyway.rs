@@ -928,6 +928,30 @@ async fn postgres_flyway_lifecycle_baseline_and_refusals() {
             .await,
         "fw_a_id"
     );
+    // Without a transaction a failure cannot be rolled back: Flyway's failed row.
+    let bad = [(
+        "V3__bad_idx.sql",
+        "CREATE INDEX CONCURRENTLY fw_x_id ON fw_missing (id);\n",
+    )];
+    let o = db
+        .run(
+            &settings("x"),
+            MigrationAction::Migrate,
+            &[list.as_slice(), &bad].concat(),
+        )
+        .await;
+    assert_eq!(o.outcome, MigrationOutcome::Failed, "{o:?}");
+    let f = o.failure.clone().unwrap();
+    assert_eq!(
+        (f.code.as_deref(), f.rolled_back),
+        (Some("42P01"), false),
+        "{f:?}"
+    );
+    let last = db.history().await.pop().unwrap();
+    assert_eq!((last.version.as_deref(), last.success), (Some("3"), false));
+    let o = db.run(&settings("x"), MigrationAction::Repair, &list).await;
+    assert_eq!(o.outcome, MigrationOutcome::Succeeded, "{o:?}");
+    assert_eq!(db.history().await.len(), 2);
     let mixed = [(
         "V3__mixed.sql",
         "CREATE TABLE fw_m (id int);\nCREATE INDEX CONCURRENTLY fw_m_id ON fw_m (id);\n",

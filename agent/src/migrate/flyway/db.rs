@@ -19,6 +19,9 @@ const LOCK_MAGIC_NUM: i64 =
 /// server has no waiting form of the try-lock it uses).
 const LOCK_POLL: Duration = Duration::from_millis(250);
 
+/// Longest single `GET_LOCK` wait: below the smallest statement timeout a run can set (1 s).
+const MYSQL_LOCK_SLICE: Duration = Duration::from_millis(500);
+
 /// A connection to the target database, of either engine.
 pub enum Db<'a> {
     Pg(&'a mut PgConnection),
@@ -424,16 +427,23 @@ impl Db<'_> {
                 )
                 .await;
             },
-            Db::My(c) => {
+            // In slices, as Flyway does (10 s each): one long GET_LOCK would be killed by the
+            // session's max_statement_time before the wait is over.
+            Db::My(c) => loop {
+                let slice =
+                    MYSQL_LOCK_SLICE.min(deadline.saturating_duration_since(Instant::now()));
                 let got: Option<i64> = sqlx::query_scalar("SELECT CAST(GET_LOCK(?, ?) AS SIGNED)")
                     .bind(t.mysql_lock_name())
-                    .bind(wait.as_secs_f64())
+                    .bind(slice.as_secs_f64())
                     .fetch_one(&mut **c)
                     .await?;
                 if got == Some(1) {
                     return Ok(Lock::Acquired);
                 }
-            }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            },
         }
         Ok(Lock::Busy(self.lock_holder(t).await.unwrap_or(None)))
     }

@@ -95,10 +95,7 @@ pub enum FileKind {
 /// Files Flyway never treats as migrations and that deserve no warning: per-script
 /// configuration and documentation.
 fn quietly_ignored(base: &str) -> bool {
-    base.ends_with(".conf")
-        || base.ends_with(".md")
-        || base.ends_with(".txt")
-        || base.starts_with('.')
+    base.ends_with(".md") || base.ends_with(".txt") || base.starts_with('.')
 }
 
 /// Flyway's SQL callbacks (`beforeMigrate.sql`, ...): dbprov does not run them.
@@ -138,6 +135,15 @@ pub fn classify(name: &str) -> FileKind {
     let base = name.rsplit('/').next().unwrap_or(name);
     if quietly_ignored(base) {
         return FileKind::Ignored { warning: None };
+    }
+    if base.ends_with(".sql.conf") {
+        // Per-script settings (executeInTransaction, encoding, ...) change how Flyway runs
+        // the script; dbprov decides those itself.
+        return FileKind::Ignored {
+            warning: Some(format!(
+                "{name}: Flyway per-script configuration is not read by dbprov (non-transactional statements are detected from the script itself); remove it or check the script runs as intended"
+            )),
+        };
     }
     let Some(stem) = base.strip_suffix(".sql") else {
         let warning = (base.starts_with('V') || base.starts_with('R'))
@@ -282,6 +288,10 @@ mod tests {
             assert!(w.contains(fix), "{name}: {w}");
         }
         assert_eq!(classify("notes.sql"), FileKind::Ignored { warning: None });
+        assert!(matches!(
+            classify("V1__x.sql.conf"),
+            FileKind::Ignored { warning: Some(_) }
+        ));
         assert!(matches!(
             classify("afterMigrate.sql"),
             FileKind::Ignored { warning: Some(_) }
