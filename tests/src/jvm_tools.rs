@@ -78,6 +78,11 @@ impl JdbcTarget {
         &self.jdbc_url
     }
 
+    /// The same database as a sqlx URL with the credentials (for a test's own queries).
+    pub fn sqlx_url(&self) -> &str {
+        &self.sqlx_url
+    }
+
     /// Reads Flyway's history table `table` (in the connection's default schema/database)
     /// ordered by `installed_rank`, straight from the server.
     pub async fn flyway_history(&self, table: &str) -> Result<Vec<FlywayHistoryRow>, EnvError> {
@@ -511,6 +516,8 @@ pub struct Liquibase {
     bin: PathBuf,
     target: JdbcTarget,
     args: Vec<String>,
+    /// `-Dname=value` changelog parameters: Liquibase only takes them after the command.
+    parameters: Vec<String>,
 }
 
 impl Liquibase {
@@ -530,7 +537,23 @@ impl Liquibase {
                 format!("--changelog-file={changelog}"),
                 format!("--search-path={}", search_path.display()),
             ],
+            parameters: Vec::new(),
         })
+    }
+
+    /// Adds `--<name>=<value>` before the command (`contexts`, `labels`,
+    /// `database-changelog-table-name`, `changelog-lock-wait-time-in-minutes`, ...).
+    pub fn flag(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.args.push(format!("--{name}={value}"));
+        self
+    }
+
+    /// Sets the changelog parameter `${name}` (`-Dname=value`, passed after the command,
+    /// the only place Liquibase accepts it). Liquibase substitutes parameters before it
+    /// computes a changeset's checksum.
+    pub fn parameter(mut self, name: &str, value: &str) -> Self {
+        self.parameters.push(format!("-D{name}={value}"));
+        self
     }
 
     /// Runs `command` (`update`, `status`, `validate`, ... and its own flags after it);
@@ -538,6 +561,7 @@ impl Liquibase {
     pub async fn run(&self, command: &[&str]) -> Result<ToolOutput, EnvError> {
         let mut args = self.args.clone();
         args.extend(command.iter().map(|s| s.to_string()));
+        args.extend(self.parameters.iter().cloned());
         run_tool(
             &self.bin,
             &args,

@@ -4,8 +4,8 @@
 //! Success, the history table holds the checksums Flyway's rule gives (CRC32 of the lines),
 //! a second migrate has nothing to do, and a broken V4 fails with Flyway's message (rolled
 //! back on PostgreSQL; a `success = false` row on MariaDB, which `validate` then refuses);
-//! Liquibase applies a formatted-SQL changelog, after which `status` says up to date and
-//! DATABASECHANGELOG holds the changesets.
+//! Liquibase applies a formatted-SQL changelog (one changeset takes a `-D` changelog
+//! parameter), after which `status` says up to date and DATABASECHANGELOG holds the changesets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -37,6 +37,9 @@ CREATE OR REPLACE VIEW lb_v AS SELECT id FROM lb_a;
 
 --changeset bob:3
 INSERT INTO lb_a VALUES (1);
+
+--changeset carol:4
+CREATE TABLE ${tbl} (id int);
 ";
 
 /// Flyway's checksum of a SQL file: CRC32 over each line's UTF-8 bytes (lines split at
@@ -245,7 +248,9 @@ async fn flyway_round_trip(target: JdbcTarget) {
 async fn liquibase_round_trip(target: JdbcTarget) {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("changelog.sql", CHANGELOG)]);
-    let lb = require!(Liquibase::new(&target, dir.path(), "changelog.sql"));
+    let lb = require!(Liquibase::new(&target, dir.path(), "changelog.sql"))
+        .parameter("tbl", "lb_param")
+        .flag("changelog-lock-wait-time-in-minutes", 1);
 
     let before = lb.status().await.unwrap();
     assert!(!before.up_to_date);
@@ -254,7 +259,8 @@ async fn liquibase_round_trip(target: JdbcTarget) {
         [
             "changelog.sql::1::alice",
             "changelog.sql::2::alice",
-            "changelog.sql::3::bob"
+            "changelog.sql::3::bob",
+            "changelog.sql::4::carol"
         ]
     );
 
@@ -293,8 +299,34 @@ async fn liquibase_round_trip(target: JdbcTarget) {
             ("1", "alice", "changelog.sql", 1, "EXECUTED"),
             ("2", "alice", "changelog.sql", 2, "EXECUTED"),
             ("3", "bob", "changelog.sql", 3, "EXECUTED"),
+            ("4", "carol", "changelog.sql", 4, "EXECUTED"),
         ]
     );
+    // The changelog parameter reached the SQL.
+    let tables: i64 = match target.kind() {
+        ServerKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(target.sqlx_url())
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'lb_param'")
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        ServerKind::MariaDb => {
+            let mut c = sqlx::MySqlConnection::connect(target.sqlx_url())
+                .await
+                .unwrap();
+            sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = 'lb_param'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(tables, 1);
     for r in &history {
         let sum = r.md5sum.as_deref().unwrap_or("");
         assert!(
