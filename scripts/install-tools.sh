@@ -255,8 +255,8 @@ install_azurite() {
 # Flyway and Liquibase (the real engines, for the DatabaseMigration interop tests) and the JDBC
 # drivers, from Maven Central; versions are pinned in tests/jvm/pom.xml. Java 17 and Maven come
 # from Debian when missing. Maven's repository is $cache/m2 (not ~/.m2); the jars are copied to
-# $cache/migration-tools-<versions>-<hash>/lib (the hash covers the pom and the Flyway runner,
-# so changing either installs side by side), tests/jvm/FlywayCli.java is compiled there, and
+# $cache/migration-tools-<versions>-<hash>/lib (the hash covers the pom, the Flyway runner and
+# this function, so changing any of them installs side by side), tests/jvm/FlywayCli.java is compiled there, and
 # two wrappers are linked into $bin: `flyway` (FlywayCli: Flyway's command-line flags, commands
 # migrate info validate repair baseline) and `liquibase` (Liquibase's own LiquibaseCommandLine).
 # flyway-commandline itself is not installable from Maven Central (a dependency lives only on
@@ -266,7 +266,9 @@ install_migration_tools() {
   local fv lv sum
   fv=$(sed -n 's:.*<flyway.version>\(.*\)</flyway.version>.*:\1:p' "$jvm/pom.xml")
   lv=$(sed -n 's:.*<liquibase.version>\(.*\)</liquibase.version>.*:\1:p' "$jvm/pom.xml")
-  sum=$(cat "$jvm/pom.xml" "$jvm/FlywayCli.java" | sha256sum | cut -c1-12)
+  # The function itself is hashed too: it writes the wrappers.
+  sum=$( (cat "$jvm/pom.xml" "$jvm/FlywayCli.java"; declare -f install_migration_tools) \
+    | sha256sum | cut -c1-12)
   local dir="$cache/migration-tools-flyway$fv-liquibase$lv-$sum"
   local label="flyway $fv, liquibase $lv"
   if [[ -f "$dir/.complete" ]]; then
@@ -291,8 +293,8 @@ install_migration_tools() {
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     log "apt-get install ${missing[*]}"
     $sudo apt-get update -qq
-    timed "apt ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
-      $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    timed "apt ${missing[*]}" $sudo env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     for j in /usr/lib/jvm/java-17-openjdk-*/bin; do
       [[ -x "$j/java" && -x "$j/javac" ]] && { jdk=$j; break; }
     done
