@@ -677,7 +677,16 @@ async fn migrate_locked(
                         .map(|m| m.number().to_string())
                         .or_else(|| d.code().map(|c| c.into_owned()))
                 };
-                (code, scrub(d.message()))
+                let mut message = scrub(d.message());
+                if pg && cs.split_statements && message.contains("dollar-quoted") {
+                    // Liquibase cuts at `;` inside `$$` bodies too (so does dbprov, to behave
+                    // the same); the fix works under both.
+                    message.push_str(
+                        " (statements are cut at `;` even inside $$ bodies, as Liquibase \
+                         does: add splitStatements:false to this changeset)",
+                    );
+                }
+                (code, message)
             }
             other => (None, scrub(&other.to_string())),
         };

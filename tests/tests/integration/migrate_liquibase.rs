@@ -705,3 +705,27 @@ async fn mariadb_dbprov_and_real_liquibase_take_turns() {
     let (t, mut c, _) = mariadb_app(&db, "lbreverse").await;
     reverse_story(&t, &mut c).await;
 }
+
+/// A `$$` function body: cut at its `;` as Liquibase 4.33 cuts it (the real tool fails the
+/// same way), with the fix in the message; `splitStatements:false` runs it.
+#[tokio::test]
+async fn postgres_dollar_quoted_body_needs_split_statements_false() {
+    let pg = require!(Postgres::start().await);
+    let (t, mut c, _) = pg_app(&pg, "lbfunc").await;
+    let body =
+        "CREATE FUNCTION lb_one() RETURNS int AS $$ BEGIN RETURN 1; END; $$ LANGUAGE plpgsql;\n";
+    let split = format!("--liquibase formatted sql\n--changeset f:1\n{body}");
+    let (f, _) = dbprov(&mut c, Setup::new(&split)).await;
+    assert_eq!(f.outcome, MigrationOutcome::Failed, "{f:?}");
+    let failure = f.failure.unwrap();
+    assert_eq!((failure.statement, failure.line), (1, 3));
+    assert!(
+        failure.message.contains("splitStatements:false"),
+        "{failure:?}"
+    );
+    let whole = format!("--liquibase formatted sql\n--changeset f:1 splitStatements:false\n{body}");
+    let (ok, _) = dbprov(&mut c, Setup::new(&whole)).await;
+    assert_eq!(ok.outcome, MigrationOutcome::Succeeded, "{ok:?}");
+    assert_eq!(c.count("SELECT lb_one()::bigint").await, 1);
+    assert_eq!(t.liquibase_history().await.unwrap().len(), 1);
+}

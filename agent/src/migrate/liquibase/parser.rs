@@ -511,6 +511,18 @@ impl Pending {
                 self.name()
             ));
         }
+        if let Some(at) = sql.find("${")
+            && sql[at + 2..].find('}').is_some()
+        {
+            let line = self.body_line + sql[..at].matches('\n').count() as u32;
+            return Err(format!(
+                "changeset {}, line {line}: `${{…}}` is a Liquibase changelog parameter, which \
+                 Liquibase replaces (with `--property` values, Java system properties such as \
+                 `${{user.name}}`, …) before it runs and checksums the SQL; dbprov does not \
+                 expand parameters: write the value into the SQL",
+                self.name()
+            ));
+        }
         let mut end_delimiter = self.end_delimiter;
         // Liquibase: the last changeset of a file ending in a `/` line uses `\n/` as delimiter.
         if last && end_delimiter.is_none() && sql.ends_with("\n/") {
@@ -623,6 +635,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("runWith"), "{e}");
+        // Liquibase expands `${user.name}` (a Java system property) before the checksum.
+        let e = parse(
+            "c.sql",
+            "--liquibase formatted sql\n--changeset a:1\nSELECT 1;\nSELECT '${user.name}';",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("line 4") && e.message.contains("parameter"),
+            "{e}"
+        );
     }
 
     #[test]
