@@ -909,6 +909,19 @@ async fn postgres_flyway_lifecycle_baseline_and_refusals() {
         .await;
     assert_eq!(rows, "0:SCHEMA:\"app\",1:SQL:V1__create_a.sql");
 
+    // A SQL-standard function body (BEGIN ATOMIC ... END) holds semicolons: one statement.
+    let db = Db::postgres(&pg, "fw_atomic", "").await;
+    let atomic = "CREATE FUNCTION fw_sign(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\nEND;\nCREATE TABLE fw_s AS SELECT fw_sign(5) AS s;\n";
+    let o = db
+        .run(
+            &settings("x"),
+            MigrationAction::Migrate,
+            &[("V1__atomic.sql", atomic)],
+        )
+        .await;
+    assert_eq!(o.outcome, MigrationOutcome::Succeeded, "{o:?}");
+    assert_eq!(db.scalar_text("SELECT s::text FROM fw_s").await, "1");
+
     // CREATE INDEX CONCURRENTLY runs outside a transaction, as Flyway runs it; mixed with
     // transactional statements the file is refused.
     let list = [

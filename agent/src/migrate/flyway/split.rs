@@ -45,6 +45,10 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
     let mut buf = String::new();
     let mut first_line: Option<u32> = None;
     let mut at_line_start = true;
+    // PostgreSQL 14+ SQL-standard bodies (`BEGIN ATOMIC ... END`) hold semicolons: nesting
+    // of those blocks and the CASE ... END inside them, and the word before the current one.
+    let mut atomic_depth = 0usize;
+    let mut prev_word = String::new();
 
     let starts_with =
         |i: usize, pat: &[char]| -> bool { i + pat.len() <= n && chars[i..i + pat.len()] == *pat };
@@ -145,8 +149,8 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
             }
             continue;
         }
-        // The delimiter ends the statement.
-        if starts_with(i, &delimiter) {
+        // The delimiter ends the statement (not inside a BEGIN ATOMIC body).
+        if atomic_depth == 0 && starts_with(i, &delimiter) {
             if first_line.is_some() {
                 out.push(Statement {
                     sql: buf.trim_end().to_owned(),
@@ -156,6 +160,7 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
             }
             buf.clear();
             first_line = None;
+            prev_word.clear();
             i += delimiter.len();
             continue;
         }
@@ -209,6 +214,27 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
                     },
                     line,
                 });
+            }
+            None if dialect == Dialect::Pg
+                && (c.is_alphabetic() || c == '_')
+                && (i == 0 || !is_word(chars[i - 1])) =>
+            {
+                let mut j = i;
+                while j < n && is_word(chars[j]) {
+                    j += 1;
+                }
+                let word: String = chars[i..j].iter().collect();
+                buf.push_str(&word);
+                let upper = word.to_ascii_uppercase();
+                if upper == "ATOMIC" && prev_word == "BEGIN" {
+                    atomic_depth += 1;
+                } else if atomic_depth > 0 && upper == "CASE" && prev_word != "END" {
+                    atomic_depth += 1;
+                } else if atomic_depth > 0 && upper == "END" {
+                    atomic_depth -= 1;
+                }
+                prev_word = upper;
+                i = j;
             }
             None => {
                 buf.push(c);
@@ -324,6 +350,15 @@ mod tests {
                 ("SELECT E'it\\'s;', \"we;ird\" , $$;$$".into(), 6),
             ]
         );
+    }
+
+    #[test]
+    fn begin_atomic_bodies_are_one_statement() {
+        let script = "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n  SELECT a;\nEND;\nSELECT f(1);\n";
+        let got = sqls(script, Dialect::Pg);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].0.ends_with("SELECT a;\nEND"), "{got:?}");
+        assert_eq!(got[1], ("SELECT f(1)".into(), 6));
     }
 
     #[test]
