@@ -534,6 +534,24 @@ fn report(
             execution_millis: None,
         });
     }
+    // Rows of changesets the changelog no longer has (Liquibase's "unexpected changesets").
+    for r in ran {
+        let known = plan
+            .iter()
+            .any(|p| p.cs.id == r.id && p.cs.author == r.author && p.cs.file_path == r.filename);
+        if !known {
+            list.push(MigrationInfo {
+                version: Some(format!("{}:{}", r.author, r.id)),
+                description: String::new(),
+                script: r.filename.clone(),
+                kind: "Changeset".into(),
+                state: "Missing".into(),
+                checksum: r.md5sum.clone(),
+                installed_on: r.date.clone(),
+                execution_millis: None,
+            });
+        }
+    }
     // The last applied changeset, by ORDEREXECUTED, then this run's.
     let mut last = ran
         .iter()

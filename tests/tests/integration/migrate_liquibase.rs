@@ -302,6 +302,17 @@ async fn engine_story(t: &JdbcTarget, c: &mut Conn) {
         "{again:?}"
     );
 
+    // A changeset gone from the changelog is listed as Missing (its row stays).
+    let shorter = CHANGELOG_123.split("--changeset bob:3").next().unwrap();
+    let (gone, _) = dbprov(c, Setup::new(shorter).action(MigrationAction::Plan)).await;
+    assert_eq!(gone.outcome, MigrationOutcome::Succeeded, "{gone:?}");
+    let last = gone.migrations.last().unwrap();
+    assert_eq!(
+        (last.version.as_deref(), last.state.as_str()),
+        (Some("bob:3"), "Missing"),
+        "{gone:?}"
+    );
+
     // runOnChange changeset changed: Outdated in Plan, RERAN by Migrate.
     let changed = CHANGELOG_123.replace(
         "CREATE VIEW lb_v AS SELECT id FROM lb_a;",
