@@ -189,6 +189,24 @@ fn lock_table(c: &Conn) -> &'static str {
     }
 }
 
+/// COMMENTS, CONTEXTS, LABELS and LIQUIBASE of changeset `id`'s row.
+async fn extras(c: &mut Conn, id: &str) -> (String, Option<String>, Option<String>, String) {
+    let sql = format!(
+        "SELECT COMMENTS, CONTEXTS, LABELS, LIQUIBASE FROM {} WHERE ID = '{id}'",
+        history_table(c)
+    );
+    match c {
+        Conn::Pg(x) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(x)
+            .await
+            .unwrap(),
+        Conn::My(x) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(x)
+            .await
+            .unwrap(),
+    }
+}
+
 async fn tables_exist(c: &mut Conn) -> i64 {
     let sql = if c.pg() {
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'databasechangelog%'"
@@ -258,22 +276,7 @@ async fn engine_story(t: &JdbcTarget, c: &mut Conn) {
         rows[1].md5sum.as_deref(),
         Some(run.migrations[1].checksum.as_deref().unwrap())
     );
-    let extra: (String, Option<String>, Option<String>, String) = {
-        let sql = format!(
-            "SELECT COMMENTS, CONTEXTS, LABELS, LIQUIBASE FROM {} WHERE ID = '3'",
-            history_table(c)
-        );
-        match c {
-            Conn::Pg(x) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_one(x)
-                .await
-                .unwrap(),
-            Conn::My(x) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_one(x)
-                .await
-                .unwrap(),
-        }
-    };
+    let extra = extras(c, "3").await;
     assert_eq!(
         extra,
         (
@@ -687,6 +690,20 @@ async fn reverse_story(t: &JdbcTarget, c: &mut Conn) {
             "dbprov's checksum differs from Liquibase's: {m:?} {r:?}"
         );
     }
+    // The rows Liquibase wrote hold what dbprov writes for the same changesets.
+    assert_eq!(
+        extras(c, "1").await,
+        ("the first table".into(), None, None, "4.33.0".into())
+    );
+    assert_eq!(
+        extras(c, "3").await,
+        (
+            String::new(),
+            Some("!prod".into()),
+            Some("core".into()),
+            "4.33.0".into()
+        )
+    );
     let (run, _) = dbprov(c, Setup::new(&full)).await;
     assert_eq!(run.outcome, MigrationOutcome::Succeeded, "{run:?}");
     assert_eq!(run.applied, vec!["bob:4"]);
