@@ -226,9 +226,9 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
                 let word: String = chars[i..j].iter().collect();
                 buf.push_str(&word);
                 let upper = word.to_ascii_uppercase();
-                if upper == "ATOMIC" && prev_word == "BEGIN" {
-                    atomic_depth += 1;
-                } else if atomic_depth > 0 && upper == "CASE" && prev_word != "END" {
+                let opens = (upper == "ATOMIC" && prev_word == "BEGIN")
+                    || (atomic_depth > 0 && upper == "CASE" && prev_word != "END");
+                if opens {
                     atomic_depth += 1;
                 } else if atomic_depth > 0 && upper == "END" {
                     atomic_depth -= 1;
