@@ -668,6 +668,11 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
         "the hub refuses the agent's stream while it is true (clusters::KubeClusters::admit)",
     ),
     (
+        "DatabaseGrant.spec.after",
+        Why::HubOnly,
+        "the hub sends nothing until each named DatabaseMigration applied the version (controller::migration::dependency_blocks)",
+    ),
+    (
         "DatabaseMigration.spec.databaseRef.name",
         Why::HubOnly,
         "resolved by the hub into `database`, the instance and the owner role (controller::migration::target)",

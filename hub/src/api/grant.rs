@@ -10,7 +10,7 @@ use serde_with::skip_serializing_none;
 use super::{
     common::{
         ClusterRef, CommonStatus, DeletionConfirmation, DriftPolicy, DriftStatus,
-        FUNCTION_SIGNATURE, IDENTIFIER, IDENTIFIER_OR_STAR, NamespacedRef, PRIVILEGE,
+        FUNCTION_SIGNATURE, IDENTIFIER, IDENTIFIER_OR_STAR, K8S_NAME, NamespacedRef, PRIVILEGE,
         ProvisioningPhase,
     },
     database::DefaultPrivilegeObjectType,
@@ -186,6 +186,25 @@ pub struct DatabaseGrantSpec {
     pub mysql: Option<MysqlGrantConfig>,
     /// ClickHouse grants (accepted for compatibility; not served).
     pub clickhouse: Option<ClickhouseGrantConfig>,
+    /// *(dbprov)* Migrations to wait for before granting, so applications are not granted
+    /// on tables that do not exist yet: each DatabaseMigration (this namespace) must have
+    /// applied `version` (or, without one, have nothing pending).
+    #[schemars(length(max = 10))]
+    pub after: Option<Vec<MigrationDependency>>,
+}
+
+/// A DatabaseMigration a grant waits for.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationDependency {
+    /// The DatabaseMigration's name, in this namespace.
+    #[schemars(length(min = 1, max = 253), pattern(K8S_NAME))]
+    pub migration: String,
+    /// The version it must have applied (Flyway: this version or a higher one; Liquibase:
+    /// this `author:id`). Absent: everything pending applied.
+    #[schemars(length(min = 1, max = 200))]
+    pub version: Option<String>,
 }
 
 /// PostgreSQL grants of a DatabaseGrant.

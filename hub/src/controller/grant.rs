@@ -494,6 +494,11 @@ async fn resolve_namespaced(
         if let Some(b) = database_ready(ctx, &ns, grant.spec.database_ref.as_ref()).await? {
             return Ok(Err(b));
         }
+        for after in grant.spec.after.iter().flatten() {
+            if let Some(b) = super::migration::dependency_blocks(ctx, &ns, after).await? {
+                return Ok(Err(b));
+            }
+        }
     }
     grantee_of_namespaced(ctx, grant).await
 }

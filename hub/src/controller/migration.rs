@@ -507,6 +507,77 @@ async fn finished(
     Ok(after_run(m))
 }
 
+/// Numeric parts of a Flyway version (`1.2`, `1_2` → `[1, 2]`); `None` for anything else
+/// (a Liquibase `author:id`).
+fn version_parts(v: &str) -> Option<Vec<u128>> {
+    let parts: Option<Vec<u128>> = v.split(['.', '_']).map(|p| p.parse().ok()).collect();
+    let mut parts = parts.filter(|p| !p.is_empty())?;
+    // 1.0 == 1, as Flyway compares them.
+    while parts.len() > 1 && parts.last() == Some(&0) {
+        parts.pop();
+    }
+    Some(parts)
+}
+
+/// Whether a migration whose status is `status` satisfies `version` (absent: nothing
+/// pending after a successful run).
+pub(crate) fn dependency_met(
+    status: &crate::api::migration::DatabaseMigrationStatus,
+    version: Option<&str>,
+) -> bool {
+    let Some(wanted) = version else {
+        return status.phase == Some(OperationPhase::Completed)
+            && status.pending_count == Some(0)
+            && status.last_run.as_ref().and_then(|r| r.action.as_deref()) != Some("Plan");
+    };
+    if let (Some(w), Some(current)) = (
+        version_parts(wanted),
+        status.current_version.as_deref().and_then(version_parts),
+    ) {
+        return current >= w;
+    }
+    status.migrations.iter().flatten().any(|m| {
+        m.version.as_deref() == Some(wanted) && matches!(m.state.as_str(), "Success" | "Baseline")
+    })
+}
+
+/// Why a grant waiting for `after` cannot go ahead yet; `None` when the migration applied
+/// what it waits for.
+pub(crate) async fn dependency_blocks(
+    ctx: &Context,
+    ns: &str,
+    after: &crate::api::grant::MigrationDependency,
+) -> Result<Option<Blocked>, Error> {
+    let display = format!("DatabaseMigration {ns}/{}", after.migration);
+    let Some(m) = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&after.migration)
+        .await?
+    else {
+        return Ok(Some(Blocked::new(
+            Reason::MigrationNotFound,
+            format!("{display} does not exist (spec.after)"),
+        )));
+    };
+    let status = m.status.unwrap_or_default();
+    if dependency_met(&status, after.version.as_deref()) {
+        return Ok(None);
+    }
+    let what = match &after.version {
+        Some(v) => format!("to apply version {v}"),
+        None => "to apply every pending migration".to_owned(),
+    };
+    Ok(Some(Blocked::new(
+        Reason::MigrationPending,
+        format!(
+            "waiting for {display} {what} (spec.after; it is at {})",
+            status
+                .current_version
+                .as_deref()
+                .unwrap_or("no version yet")
+        ),
+    )))
+}
+
 /// Cancels a run in progress when the resource goes; the database keeps what was applied
 /// (a DatabaseMigration's deletion never undoes migrations).
 async fn cleanup(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -530,4 +601,48 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
         &[MIGRATE_ANNOTATION, REPAIR_ANNOTATION],
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::migration::DatabaseMigrationStatus;
+
+    fn status(v: serde_json::Value) -> DatabaseMigrationStatus {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn versions_compare_numerically_part_by_part() {
+        assert!(version_parts("1.10") > version_parts("1.9"));
+        assert_eq!(version_parts("1.0"), version_parts("1"));
+        assert_eq!(version_parts("2_1"), version_parts("2.1"));
+        assert_eq!(version_parts("alice:3"), None);
+    }
+
+    #[test]
+    fn a_dependency_is_met_by_the_version_or_by_nothing_pending() {
+        let at = |current: &str| {
+            status(
+                json!({"phase": "Completed", "currentVersion": current, "pendingCount": 0,
+                          "lastRun": {"action": "Migrate"}}),
+            )
+        };
+        assert!(dependency_met(&at("1.10"), Some("1.9")));
+        assert!(dependency_met(&at("3"), Some("3")));
+        assert!(!dependency_met(&at("2"), Some("3")));
+        assert!(dependency_met(&at("2"), None));
+        let planned = status(
+            json!({"phase": "Completed", "currentVersion": "2", "pendingCount": 0,
+                                    "lastRun": {"action": "Plan"}}),
+        );
+        assert!(!dependency_met(&planned, None), "a dry run applied nothing");
+        let pending = status(json!({"phase": "Failed", "currentVersion": "2", "pendingCount": 1}));
+        assert!(!dependency_met(&pending, None));
+        let liquibase = status(json!({"currentVersion": "alice:2", "migrations": [
+            {"version": "alice:1", "state": "Success"}, {"version": "alice:2", "state": "Pending"}]}));
+        assert!(dependency_met(&liquibase, Some("alice:1")));
+        assert!(!dependency_met(&liquibase, Some("alice:2")));
+    }
 }

@@ -101,6 +101,10 @@ reasons! {
     DatabaseNotFound => Pending, Warning, Some(WAIT_SHORT);
     /// The referenced Database is not Ready yet.
     DatabaseNotReady => Pending, Normal, Some(WAIT_SHORT);
+    /// A DatabaseMigration a grant waits for (`spec.after`) does not exist.
+    MigrationNotFound => Pending, Warning, Some(WAIT_SHORT);
+    /// A DatabaseMigration a grant waits for has not applied the version yet.
+    MigrationPending => Pending, Normal, Some(WAIT_SHORT);
     /// The referenced backup does not exist.
     BackupNotFound => Pending, Warning, Some(WAIT_SHORT);
     /// The referenced backup has not completed.

@@ -633,3 +633,58 @@ async fn cluster_grant_agent_failures_end_the_reconcile_with_their_reason() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_grant_after_a_migration_waits_for_its_version_without_an_intent() {
+    use crate::api::DatabaseMigration;
+    let env = TestEnv::with_agent(|_| {
+        Ok(json!({"roles": [], "directGrants": 1, "defaultPrivileges": 0, "revoked": 0}))
+    });
+    let waiting = grant().set(
+        "/spec/after",
+        json!([{"migration": "shop-schema", "version": "3"}]),
+    );
+    let g = shop_grant(&env, ALL_READY, waiting);
+    let result = provisioned::apply(g.clone(), env.ctx.clone()).await;
+    let message = assert_blocked::<DatabaseGrant>(
+        &env,
+        result,
+        NS,
+        "shop-app",
+        Reason::MigrationNotFound,
+        "Pending",
+    );
+    assert!(
+        message.contains("DatabaseMigration demo/shop-schema does not exist (spec.after)"),
+        "{message}"
+    );
+    let migration = |current: &str| -> DatabaseMigration {
+        serde_json::from_value(json!({
+            "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseMigration",
+            "metadata": {"name": "shop-schema", "namespace": NS},
+            "spec": {"databaseRef": {"name": "shop"},
+                     "source": {"configMaps": [{"name": "shop-migrations"}]}},
+            "status": {"phase": "Completed", "currentVersion": current, "pendingCount": 1,
+                       "lastRun": {"action": "Migrate"}}
+        }))
+        .unwrap()
+    };
+    env.insert(&migration("2"));
+    let result = provisioned::apply(g.clone(), env.ctx.clone()).await;
+    let message = assert_blocked::<DatabaseGrant>(
+        &env,
+        result,
+        NS,
+        "shop-app",
+        Reason::MigrationPending,
+        "Pending",
+    );
+    assert!(
+        message.contains("to apply version 3 (spec.after; it is at 2)"),
+        "{message}"
+    );
+    assert!(env.agent.received().is_empty(), "nothing granted yet");
+    env.insert(&migration("3.1"));
+    provisioned::apply(g, env.ctx.clone()).await.unwrap();
+    only_intent(&env, Operation::EnsureGrant);
+}
