@@ -268,6 +268,16 @@ impl Flyway {
         self.flag(&format!("placeholders.{key}"), value)
     }
 
+    /// The flags that do what a DatabaseMigration's `spec.flyway` asks (its JSON), so an
+    /// interop test configures dbprov and Flyway from one value: `table` → `-table`, `schema`
+    /// → `-defaultSchema`, `placeholders` → `-placeholders.<k>`, the rest under their own
+    /// names. A key without a Flyway equivalent here is an error naming it.
+    pub fn spec(self, flyway: &serde_json::Value) -> Result<Self, EnvError> {
+        flyway_flags(flyway)
+            .map(|flags| flags.into_iter().fold(self, |f, (k, v)| f.flag(&k, v)))
+            .map_err(client_error)
+    }
+
     /// Runs `commands` (`migrate`, `info`, `validate`, `repair`, `baseline`, in order) plus
     /// `extra` flags for this run only; returns whatever happened (a failing tool is an `Ok`
     /// with a non-zero code: tests check failures too).
@@ -449,6 +459,84 @@ pub struct LiquibaseHistoryRow {
     pub deployment_id: Option<String>,
 }
 
+fn spec_object<'a>(
+    spec: &'a serde_json::Value,
+    field: &str,
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, String> {
+    spec.as_object()
+        .ok_or_else(|| format!("spec.{field} must be an object, got {spec}"))
+}
+
+fn scalar(field: &str, key: &str, v: &serde_json::Value) -> Result<String, String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(format!(
+            "spec.{field}.{key}: expected a string, bool or number, got {other}"
+        )),
+    }
+}
+
+/// `spec.flyway` → Flyway flags (name without the dash, value).
+pub fn flyway_flags(spec: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let mut flags = Vec::new();
+    for (key, v) in spec_object(spec, "flyway")? {
+        let name = match key.as_str() {
+            "schema" => "defaultSchema",
+            "table"
+            | "baselineOnMigrate"
+            | "baselineVersion"
+            | "baselineDescription"
+            | "outOfOrder"
+            | "validateOnMigrate"
+            | "target"
+            | "placeholderReplacement" => key,
+            "placeholders" => {
+                let map = v.as_object().ok_or_else(|| {
+                    format!("spec.flyway.placeholders must be an object, got {v}")
+                })?;
+                for (k, pv) in map {
+                    flags.push((
+                        format!("placeholders.{k}"),
+                        scalar("flyway.placeholders", k, pv)?,
+                    ));
+                }
+                continue;
+            }
+            other => {
+                return Err(format!(
+                    "spec.flyway.{other}: jvm_tools has no Flyway flag for it"
+                ));
+            }
+        };
+        flags.push((name.to_owned(), scalar("flyway", key, v)?));
+    }
+    Ok(flags)
+}
+
+/// `spec.liquibase` → Liquibase flags (name without the dashes, value).
+pub fn liquibase_flags(spec: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let mut flags = Vec::new();
+    for (key, v) in spec_object(spec, "liquibase")? {
+        let name = match key.as_str() {
+            "changelogFile" => "changelog-file",
+            "changelogTable" => "database-changelog-table-name",
+            "lockTable" => "database-changelog-lock-table-name",
+            "schema" => "default-schema-name",
+            "contexts" => "context-filter",
+            "labels" => "label-filter",
+            other => {
+                return Err(format!(
+                    "spec.liquibase.{other}: jvm_tools has no Liquibase flag for it"
+                ));
+            }
+        };
+        flags.push((name.to_owned(), scalar("liquibase", key, v)?));
+    }
+    Ok(flags)
+}
+
 /// Parses Flyway's ASCII info table (`MigrationInfoDumper`): columns are cut at the `+`
 /// positions of the border line, so a `|` inside a description does not split it.
 pub fn parse_info_table(stdout: &str) -> Result<Vec<FlywayInfoRow>, String> {
@@ -516,8 +604,9 @@ pub struct Liquibase {
     bin: PathBuf,
     target: JdbcTarget,
     args: Vec<String>,
-    /// `-Dname=value` changelog parameters: Liquibase only takes them after the command.
-    parameters: Vec<String>,
+    /// Arguments after the command: command options (`--context-filter`, ...) and
+    /// `-Dname=value` changelog parameters, which Liquibase refuses before it.
+    after: Vec<String>,
 }
 
 impl Liquibase {
@@ -537,22 +626,51 @@ impl Liquibase {
                 format!("--changelog-file={changelog}"),
                 format!("--search-path={}", search_path.display()),
             ],
-            parameters: Vec::new(),
+            after: Vec::new(),
         })
     }
 
-    /// Adds `--<name>=<value>` before the command (`contexts`, `labels`,
-    /// `database-changelog-table-name`, `changelog-lock-wait-time-in-minutes`, ...).
+    /// Adds the global option `--<name>=<value>` before the command
+    /// (`database-changelog-table-name`, `changelog-lock-wait-time-in-minutes`, ...).
     pub fn flag(mut self, name: &str, value: impl std::fmt::Display) -> Self {
         self.args.push(format!("--{name}={value}"));
         self
+    }
+
+    /// Adds the command option `--<name>=<value>` after the command (`context-filter`,
+    /// `label-filter`, `default-schema-name`, ...): Liquibase refuses those before it.
+    pub fn command_flag(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.after.push(format!("--{name}={value}"));
+        self
+    }
+
+    /// The flags that do what a DatabaseMigration's `spec.liquibase` asks (its JSON):
+    /// `changelogFile` replaces the changelog given to [`Liquibase::new`], `changelogTable` →
+    /// `--database-changelog-table-name`, `lockTable` → `--database-changelog-lock-table-name`,
+    /// `schema` → `--default-schema-name`, `contexts` → `--context-filter`, `labels` →
+    /// `--label-filter`. A key without a Liquibase equivalent here is an error naming it.
+    pub fn spec(mut self, liquibase: &serde_json::Value) -> Result<Self, EnvError> {
+        let flags = liquibase_flags(liquibase).map_err(client_error)?;
+        for (name, value) in flags {
+            self = match name.as_str() {
+                "changelog-file" => {
+                    self.args.retain(|a| !a.starts_with("--changelog-file="));
+                    self.flag(&name, value)
+                }
+                "database-changelog-table-name" | "database-changelog-lock-table-name" => {
+                    self.flag(&name, value)
+                }
+                _ => self.command_flag(&name, value),
+            };
+        }
+        Ok(self)
     }
 
     /// Sets the changelog parameter `${name}` (`-Dname=value`, passed after the command,
     /// the only place Liquibase accepts it). Liquibase substitutes parameters before it
     /// computes a changeset's checksum.
     pub fn parameter(mut self, name: &str, value: &str) -> Self {
-        self.parameters.push(format!("-D{name}={value}"));
+        self.after.push(format!("-D{name}={value}"));
         self
     }
 
@@ -561,7 +679,7 @@ impl Liquibase {
     pub async fn run(&self, command: &[&str]) -> Result<ToolOutput, EnvError> {
         let mut args = self.args.clone();
         args.extend(command.iter().map(|s| s.to_string()));
-        args.extend(self.parameters.iter().cloned());
+        args.extend(self.after.iter().cloned());
         run_tool(
             &self.bin,
             &args,
@@ -671,6 +789,57 @@ Schema version: 4
     fn info_without_a_table_is_an_error() {
         let err = parse_info_table("ERROR: Unable to obtain connection").unwrap_err();
         assert!(err.contains("no info table"), "{err}");
+    }
+
+    #[test]
+    fn spec_flyway_maps_to_flyway_flags() {
+        let flags = flyway_flags(&serde_json::json!({
+            "table": "hist", "schema": "app", "baselineOnMigrate": true, "baselineVersion": "2",
+            "outOfOrder": false, "validateOnMigrate": true, "target": "3",
+            "placeholders": {"who": "alice", "n": "1"}, "placeholderReplacement": true
+        }))
+        .unwrap();
+        let has = |k: &str, v: &str| flags.iter().any(|(a, b)| a == k && b == v);
+        assert!(
+            has("table", "hist") && has("defaultSchema", "app"),
+            "{flags:?}"
+        );
+        assert!(
+            has("baselineOnMigrate", "true") && has("baselineVersion", "2"),
+            "{flags:?}"
+        );
+        assert!(
+            has("placeholders.who", "alice") && has("placeholders.n", "1"),
+            "{flags:?}"
+        );
+        assert!(
+            has("target", "3") && has("outOfOrder", "false"),
+            "{flags:?}"
+        );
+        let err = flyway_flags(&serde_json::json!({"cleanDisabled": false})).unwrap_err();
+        assert!(err.contains("spec.flyway.cleanDisabled"), "{err}");
+    }
+
+    #[test]
+    fn spec_liquibase_maps_to_liquibase_flags() {
+        let flags = liquibase_flags(&serde_json::json!({
+            "changelogFile": "main.sql", "changelogTable": "CL", "lockTable": "CLL",
+            "schema": "app", "contexts": "prod", "labels": "!slow"
+        }))
+        .unwrap();
+        let has = |k: &str, v: &str| flags.iter().any(|(a, b)| a == k && b == v);
+        assert!(has("changelog-file", "main.sql"), "{flags:?}");
+        assert!(has("database-changelog-table-name", "CL"), "{flags:?}");
+        assert!(
+            has("database-changelog-lock-table-name", "CLL"),
+            "{flags:?}"
+        );
+        assert!(has("default-schema-name", "app"), "{flags:?}");
+        assert!(
+            has("context-filter", "prod") && has("label-filter", "!slow"),
+            "{flags:?}"
+        );
+        assert!(liquibase_flags(&serde_json::json!({"x": 1})).is_err());
     }
 
     #[test]

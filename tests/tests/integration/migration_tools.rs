@@ -40,6 +40,9 @@ INSERT INTO lb_a VALUES (1);
 
 --changeset carol:4
 CREATE TABLE ${tbl} (id int);
+
+--changeset dave:5 context:test
+CREATE TABLE lb_test_only (id int);
 ";
 
 /// Flyway's checksum of a SQL file: CRC32 over each line's UTF-8 bytes (lines split at
@@ -84,6 +87,35 @@ async fn mariadb_database(db: &MariaDb, name: &str) -> JdbcTarget {
     JdbcTarget::mariadb(db, name)
 }
 
+/// How many tables named `name` the target's database has (0 or 1).
+async fn table_count(target: &JdbcTarget, name: &str) -> i64 {
+    match target.kind() {
+        ServerKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(target.sqlx_url())
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = $1")
+                .bind(name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        ServerKind::MariaDb => {
+            let mut c = sqlx::MySqlConnection::connect(target.sqlx_url())
+                .await
+                .unwrap();
+            sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ?",
+            )
+            .bind(name)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    }
+}
+
 async fn flyway_round_trip(target: JdbcTarget) {
     let dir = tempfile::tempdir().unwrap();
     write(
@@ -95,7 +127,13 @@ async fn flyway_round_trip(target: JdbcTarget) {
             ("R__view_a.sql", R_VIEW),
         ],
     );
-    let fw = require!(Flyway::new(&target, dir.path())).placeholder("who", "alice");
+    let fw = require!(Flyway::new(&target, dir.path()))
+        .spec(&serde_json::json!({
+            "table": "flyway_schema_history",
+            "validateOnMigrate": true,
+            "placeholders": {"who": "alice"}
+        }))
+        .unwrap();
 
     let pending = fw.info().await.unwrap();
     assert_eq!(pending.len(), 4, "{pending:?}");
@@ -248,7 +286,11 @@ async fn flyway_round_trip(target: JdbcTarget) {
 async fn liquibase_round_trip(target: JdbcTarget) {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("changelog.sql", CHANGELOG)]);
-    let lb = require!(Liquibase::new(&target, dir.path(), "changelog.sql"))
+    let lb = require!(Liquibase::new(&target, dir.path(), "other.sql"))
+        // As a DatabaseMigration's spec.liquibase would say it: the changelog and a context
+        // filter that leaves out dave:5.
+        .spec(&serde_json::json!({"changelogFile": "changelog.sql", "contexts": "dev"}))
+        .unwrap()
         .parameter("tbl", "lb_param")
         .flag("changelog-lock-wait-time-in-minutes", 1);
 
@@ -303,30 +345,9 @@ async fn liquibase_round_trip(target: JdbcTarget) {
         ]
     );
     // The changelog parameter reached the SQL.
-    let tables: i64 = match target.kind() {
-        ServerKind::Postgres => {
-            let mut c = sqlx::PgConnection::connect(target.sqlx_url())
-                .await
-                .unwrap();
-            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'lb_param'")
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-        ServerKind::MariaDb => {
-            let mut c = sqlx::MySqlConnection::connect(target.sqlx_url())
-                .await
-                .unwrap();
-            sqlx::query_scalar(
-                "SELECT count(*) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND table_name = 'lb_param'",
-            )
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(tables, 1);
+    assert_eq!(table_count(&target, "lb_param").await, 1);
+    // `contexts: dev` kept dave:5 (context test) out: no row above, no table.
+    assert_eq!(table_count(&target, "lb_test_only").await, 0);
     for r in &history {
         let sum = r.md5sum.as_deref().unwrap_or("");
         assert!(
