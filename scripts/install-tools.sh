@@ -255,12 +255,12 @@ install_azurite() {
 # Flyway and Liquibase (the real engines, for the DatabaseMigration interop tests) and the JDBC
 # drivers, from Maven Central; versions are pinned in tests/jvm/pom.xml. Java 17 and Maven come
 # from Debian when missing. Maven's repository is $cache/m2 (not ~/.m2); the jars are copied to
-# $cache/migration-tools-<versions>-<hash>/lib (the hash covers the pom, the Flyway runner and
-# this function, so changing any of them installs side by side), tests/jvm/FlywayCli.java is compiled there, and
-# two wrappers are linked into $bin: `flyway` (FlywayCli: Flyway's command-line flags, commands
-# migrate info validate repair baseline) and `liquibase` (Liquibase's own LiquibaseCommandLine).
-# flyway-commandline itself is not installable from Maven Central (a dependency lives only on
-# repo.gradle.org).
+# $cache/migration-tools-<versions>-<hash>/lib, where tests/jvm/FlywayCli.java is compiled. The
+# hash covers the pom, the runner and this function, so changing any of them installs side by
+# side. Two wrappers are linked into $bin: `flyway` (FlywayCli: Flyway's command-line flags,
+# commands migrate info validate repair baseline) and `liquibase` (Liquibase's own
+# LiquibaseCommandLine). flyway-commandline itself is not installable from Maven Central (a
+# dependency lives only on repo.gradle.org).
 install_migration_tools() {
   local jvm="$here/../tests/jvm"
   local fv lv sum
@@ -304,8 +304,8 @@ install_migration_tools() {
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/bin" "$dir.tmp/classes"
   # The pom is copied so that Maven writes nothing into the checkout.
   cp "$jvm/pom.xml" "$dir.tmp/pom.xml"
-  # Maven reports errors on stdout, amid terminal escapes even with -q: its output goes to a log
-  # that is printed when it fails.
+  # Maven prints errors on stdout amid its download progress and terminal escapes: its output
+  # goes to a log that is shown only when it fails.
   timed "maven (migration-tools)" logged "$dir.tmp/maven.log" env JAVA_HOME="${jdk%/bin}" \
     mvn -B -Dstyle.color=never -f "$dir.tmp/pom.xml" -Dmaven.repo.local="$cache/m2" \
     dependency:copy-dependencies -DoutputDirectory="$dir.tmp/lib"
