@@ -598,6 +598,61 @@ mod tests {
         assert!(cs.iter().all(|c| c.file_path == "changelog.sql"));
     }
 
+    /// H17's corpus: this changelog run by the real Liquibase 4.33.0 on PostgreSQL 15 recorded
+    /// these MD5SUMs (the `--property` line and its `${tbl}` changeset, and changeset 10's
+    /// precondition line, which dbprov refuses, are left out; the precondition line was not
+    /// part of the checksum anyway).
+    #[test]
+    fn checksums_of_the_real_liquibase_corpus() {
+        let text = "--liquibase formatted sql\n\n\
+            --changeset c:1\nCREATE TABLE c1 (id int);\nINSERT INTO c1 VALUES (1);\n\n\
+            --changeset c:2 splitStatements:false\nCREATE TABLE c2 (id int);\nINSERT INTO c2 VALUES (1);\n\n\
+            --changeset c:3 stripComments:true\n-- inner comment\nCREATE TABLE c3 (id int);\n\n\
+            --changeset c:4\n-- inner comment\nCREATE TABLE c4 (id int);\n\n\
+            --changeset c:5\n--comment: this is the comment\nCREATE TABLE c5 (id int);\n\n\
+            --changeset c:6 runInTransaction:false\nCREATE TABLE c6 (id int);\n\n\
+            --changeset c:7 endDelimiter:GO\nCREATE TABLE c7 (id int)\nGO\n\n\
+            --changeset c:9 context:dev labels:l1,l2\nCREATE TABLE c9 (id int);\n\n\
+            --changeset c:10\nCREATE TABLE c10 (id int);\n\n\
+            --changeset c:11\n/* block\n   comment */\nCREATE TABLE c11 (id int);   \n\n\
+            --changeset c:12\nCREATE TABLE c12 (id int);\n--rollback DROP TABLE c12;\n--rollback SELECT 1;\n\n\
+            --changeset c:13\n--validCheckSum: ANY\nCREATE TABLE c13 (id int);\n\n\
+            --changeset c:14 dbms:postgresql\nCREATE TABLE c14 (id int);\n\n\
+            --changeset c:15 dbms:mariadb,mysql\nCREATE TABLE c15 (id int);\n";
+        let want = [
+            ("1", "9:76f7c9e3c7d0c034f5912225eb356135"),
+            ("2", "9:194ea53092659b4c43a361d93f9d1851"),
+            ("3", "9:3d9db2b262f3066293acc1ee5635c695"),
+            ("4", "9:1268aff12154184e30221f5086138c5e"),
+            ("5", "9:a8b7f96045f1120fc93ee4fe2d91bac8"),
+            ("6", "9:88f42e99eb174e17c31459e2074d0b65"),
+            ("7", "9:9d3413a2e14a701efca1f9de216ff86f"),
+            ("9", "9:bda085261822f13d1641f48978fb7698"),
+            ("10", "9:56892822afe09e9a3af632f2502ce823"),
+            ("11", "9:124133c980264f07938adde957fdc06c"),
+            ("12", "9:0f33bcfc18855271760d19e004ccc276"),
+            ("13", "9:9ec2d0697c17695efda9651cead511b9"),
+            ("14", "9:89df26f12bfa1c17c91c1c4840938b8c"),
+        ];
+        let cs = parse("changelog.sql", text).unwrap();
+        assert_eq!(cs.len(), 14);
+        for (id, sum) in want {
+            let c = cs.iter().find(|c| c.id == id).unwrap();
+            assert_eq!(c.checksum, sum, "changeset {id}");
+        }
+        let c5 = cs.iter().find(|c| c.id == "5").unwrap();
+        assert_eq!(c5.comment.as_deref(), Some("this is the comment"));
+        let c9 = cs.iter().find(|c| c.id == "9").unwrap();
+        assert_eq!(
+            super::super::expr::labels_column(c9.labels.as_deref()).as_deref(),
+            Some("l1,l2")
+        );
+        assert_eq!(
+            super::super::expr::contexts_column(c9.context.as_deref()).as_deref(),
+            Some("dev")
+        );
+    }
+
     #[test]
     fn refusals_name_the_line() {
         let e = parse("c.sql", "CREATE TABLE x (id int);").unwrap_err();
