@@ -807,6 +807,43 @@ async fn interop(first: Db, second: Db, third: Db) {
     );
     assert_eq!(o.current_version.as_deref(), Some("4"));
 
+    // A migration dbprov failed: Flyway sees what Flyway itself would have left (MariaDB: the
+    // failed row, which its validate refuses and its repair removes; PostgreSQL: nothing).
+    let with_v4 = [list.as_slice(), &[("V4__flyway.sql", V5)]].concat();
+    let broken = [with_v4.as_slice(), &[("V5__broken.sql", V4_BROKEN)]].concat();
+    let o = first.run(&alice, MigrationAction::Migrate, &broken).await;
+    assert_eq!(o.outcome, MigrationOutcome::Failed, "{o:?}");
+    write(dir.path(), &[("V5__broken.sql", V4_BROKEN)]);
+    let v = fw.validate().await.unwrap();
+    if first.pg {
+        // Pending, not failed: validate without pending allowed refuses only for that.
+        assert!(
+            !v.all().contains("Detected failed migration"),
+            "{}",
+            v.all()
+        );
+    } else {
+        assert_eq!(v.code, Some(1), "{}", v.all());
+        assert!(
+            v.stderr
+                .contains("Detected failed migration to version 5 (broken)."),
+            "{}",
+            v.all()
+        );
+        fw.run(&["repair"]).await.unwrap().success().unwrap();
+    }
+    let fixed = [with_v4.as_slice(), &[("V5__broken.sql", V4_FIXED)]].concat();
+    let o = first.run(&alice, MigrationAction::Migrate, &fixed).await;
+    assert_eq!(o.outcome, MigrationOutcome::Succeeded, "{o:?}");
+    assert_eq!(o.applied, ["V5__broken.sql"]);
+    write(dir.path(), &[("V5__broken.sql", V4_FIXED)]);
+    let v = fw.validate().await.unwrap().success().unwrap();
+    assert!(
+        v.stdout.contains("Successfully validated 6 migrations"),
+        "{}",
+        v.all()
+    );
+
     // Flyway applies V1, V2 and the repeatable; dbprov agrees and applies V3 only.
     let dir2 = tempfile::tempdir().unwrap();
     write(dir2.path(), &[list[0], list[1], list[3]]);
