@@ -70,6 +70,13 @@ pub fn scrub(stderr: &str) -> String {
             }
             in_command = false;
         }
+        // A row of an INSERT the mysql client echoes (`(204620,'…'),`): data, numbers too.
+        if is_row_tuple(trimmed) {
+            if out.last().map(String::as_str) != Some(STATEMENT) {
+                out.push(STATEMENT.to_owned());
+            }
+            continue;
+        }
         if !trimmed.is_empty() && trimmed.chars().all(|c| c == '^' || c.is_whitespace()) {
             continue; // the caret under a LINE that is gone
         }
@@ -104,6 +111,12 @@ pub fn scrub(stderr: &str) -> String {
     }
     kept.reverse();
     kept.join("\n")
+}
+
+/// Whether a line is one row of a multi-row INSERT: `(…)` followed by `,`, `;` or nothing.
+fn is_row_tuple(line: &str) -> bool {
+    let body = line.trim_end_matches([',', ';']);
+    body.len() >= 2 && body.starts_with('(') && body.ends_with(')')
 }
 
 /// Whether a line starts a new message rather than continuing an echoed statement.
@@ -222,6 +235,18 @@ fn replace_rows(line: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn echoed_insert_rows_are_removed_numbers_and_all() {
+        let stderr = "[earlier output cut]\n(204620,'9832c044'),\n(204621,'aa'),\n(204692,42);\nmysql: error 2013: Lost connection";
+        let s = scrub(stderr);
+        assert!(
+            !s.contains("204620") && !s.contains("9832c044") && !s.contains("42"),
+            "{s}"
+        );
+        assert_eq!(s.matches("[statement text removed]").count(), 1, "{s}");
+        assert!(s.ends_with("Lost connection"), "{s}");
+    }
+
     use super::*;
 
     /// Real messages (psql 15, pg_restore 15, the MariaDB 10.11 client), before and after.

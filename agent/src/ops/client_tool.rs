@@ -219,6 +219,7 @@ pub fn spawn(
 /// Collects the tail of a child's stderr.
 pub async fn read_stderr(mut stderr: tokio::process::ChildStderr) -> String {
     let mut kept: Vec<u8> = Vec::new();
+    let mut cut = false;
     let mut buf = [0u8; 4096];
     while let Ok(n) = stderr.read(&mut buf).await {
         if n == 0 {
@@ -227,12 +228,28 @@ pub async fn read_stderr(mut stderr: tokio::process::ChildStderr) -> String {
         kept.extend_from_slice(&buf[..n]);
         if kept.len() > 2 * STDERR_KEEP {
             kept.drain(..kept.len() - STDERR_KEEP);
+            cut = true;
         }
     }
     if kept.len() > STDERR_KEEP {
         kept.drain(..kept.len() - STDERR_KEEP);
+        cut = true;
     }
-    String::from_utf8_lossy(&kept).trim().to_owned()
+    tail_text(&kept, cut)
+}
+
+/// The kept tail as text. When its front was cut, the first line is a fragment — maybe the
+/// middle of a quoted value the tool echoed, whose closing quote would read as an opening
+/// one to the scrubber — so it goes.
+fn tail_text(kept: &[u8], cut: bool) -> String {
+    let text = String::from_utf8_lossy(kept);
+    if !cut {
+        return text.trim().to_owned();
+    }
+    match text.split_once('\n') {
+        Some((_, rest)) => format!("[earlier output cut]\n{}", rest.trim()),
+        None => "[earlier output cut]".to_owned(),
+    }
 }
 
 /// The error for a tool that exited unsuccessfully.
@@ -276,6 +293,19 @@ pub fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cut_stderr_loses_its_partial_first_line() {
+        let tail = b"ed0d1b2c3'),\n(2,'secret'),\nmysql: error\n";
+        let t = super::tail_text(tail, true);
+        assert!(t.starts_with("[earlier output cut]\n(2,"), "{t}");
+        assert!(!t.contains("ed0d1b2c3"), "{t}");
+        assert_eq!(super::tail_text(b" whole\n", false), "whole");
+        assert_eq!(
+            super::tail_text(b"no newline at all", true),
+            "[earlier output cut]"
+        );
+    }
+
     use std::os::unix::process::ExitStatusExt;
 
     use super::*;

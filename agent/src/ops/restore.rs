@@ -842,6 +842,14 @@ async fn load(
     };
     let (decoded, status) = tokio::join!(decode, child.wait());
     let stderr = stderr.text().await;
+    // A download cut mid-stream closes the tool's input, so the tool fails too ("end of
+    // file"): the storage failure is the cause, and it is retryable — the tool's failure
+    // would read as an SQL error, which is not (found by the fault matrix, cells 50/51).
+    if let Err(e) = &decoded
+        && e.code == ErrorCode::Storage
+    {
+        return decoded;
+    }
     let status =
         status.map_err(|e| OpError::new(ErrorCode::Internal, format!("{tool}: {e}"), true))?;
     if !status.success() {
