@@ -1044,6 +1044,20 @@ async fn mariadb_flyway_lifecycle_baseline_and_refusals() {
         "fw_p"
     );
     assert!(db.has_table("fw_d").await);
+
+    // The same without DELIMITER, as Flyway's MySQL parser allows: BEGIN ... END, IF/LOOP
+    // blocks and CASE inside keep their semicolons.
+    let compound = "CREATE PROCEDURE fw_q(x int)\nBEGIN\n  DECLARE y int DEFAULT 0;\n  IF x > 0 THEN SET y = 1; END IF;\n  SELECT CASE WHEN y = 1 THEN 'a;' ELSE 'b' END AS r;\nEND;\nCREATE TABLE fw_q_done (id int);\n";
+    let o = db
+        .run(
+            &settings("x"),
+            MigrationAction::Migrate,
+            &[("V1__proc.sql", proc), ("V2__compound.sql", compound)],
+        )
+        .await;
+    assert_eq!(o.outcome, MigrationOutcome::Succeeded, "{o:?}");
+    assert!(db.has_table("fw_q_done").await);
+    db.exec("CALL fw_q(1)").await;
 }
 
 #[tokio::test]

@@ -45,10 +45,14 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
     let mut buf = String::new();
     let mut first_line: Option<u32> = None;
     let mut at_line_start = true;
-    // PostgreSQL 14+ SQL-standard bodies (`BEGIN ATOMIC ... END`) hold semicolons: nesting
-    // of those blocks and the CASE ... END inside them, and the word before the current one.
-    let mut atomic_depth = 0usize;
+    // Blocks that hold semicolons: PostgreSQL 14+ SQL-standard bodies (`BEGIN ATOMIC ...
+    // END`), MySQL compound statements (`BEGIN ... END` in a CREATE PROCEDURE / FUNCTION /
+    // TRIGGER / EVENT written without DELIMITER), and the CASE ... END inside them.
+    let mut block_depth = 0usize;
     let mut prev_word = String::new();
+    let mut first_word = String::new();
+    let mut word_count = 0usize;
+    let mut compound = false;
 
     let starts_with =
         |i: usize, pat: &[char]| -> bool { i + pat.len() <= n && chars[i..i + pat.len()] == *pat };
@@ -149,8 +153,8 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
             }
             continue;
         }
-        // The delimiter ends the statement (not inside a BEGIN ATOMIC body).
-        if atomic_depth == 0 && starts_with(i, &delimiter) {
+        // The delimiter ends the statement (not inside a block).
+        if block_depth == 0 && starts_with(i, &delimiter) {
             if first_line.is_some() {
                 out.push(Statement {
                     sql: buf.trim_end().to_owned(),
@@ -161,6 +165,9 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
             buf.clear();
             first_line = None;
             prev_word.clear();
+            first_word.clear();
+            word_count = 0;
+            compound = false;
             i += delimiter.len();
             continue;
         }
@@ -215,23 +222,47 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
                     line,
                 });
             }
-            None if dialect == Dialect::Pg
-                && (c.is_alphabetic() || c == '_')
-                && (i == 0 || !is_word(chars[i - 1])) =>
-            {
-                let mut j = i;
-                while j < n && is_word(chars[j]) {
-                    j += 1;
-                }
+            None if (c.is_alphabetic() || c == '_') && (i == 0 || !is_word(chars[i - 1])) => {
+                let j = word_end(&chars, i);
                 let word: String = chars[i..j].iter().collect();
                 buf.push_str(&word);
                 let upper = word.to_ascii_uppercase();
-                let opens = (upper == "ATOMIC" && prev_word == "BEGIN")
-                    || (atomic_depth > 0 && upper == "CASE" && prev_word != "END");
+                word_count += 1;
+                if word_count == 1 {
+                    first_word.clone_from(&upper);
+                }
+                let (opens, closes) = match dialect {
+                    Dialect::Pg => (
+                        (upper == "ATOMIC" && prev_word == "BEGIN")
+                            || (block_depth > 0 && upper == "CASE" && prev_word != "END"),
+                        block_depth > 0 && upper == "END",
+                    ),
+                    Dialect::My => {
+                        if first_word == "CREATE"
+                            && word_count <= 8
+                            && matches!(
+                                upper.as_str(),
+                                "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"
+                            )
+                        {
+                            compound = true;
+                        }
+                        // `END IF`, `END LOOP`, ... close blocks that were never counted.
+                        let next = next_word(&chars, j).to_ascii_uppercase();
+                        (
+                            compound
+                                && (upper == "BEGIN" || (upper == "CASE" && prev_word != "END")),
+                            compound
+                                && block_depth > 0
+                                && upper == "END"
+                                && !matches!(next.as_str(), "IF" | "LOOP" | "REPEAT" | "WHILE"),
+                        )
+                    }
+                };
                 if opens {
-                    atomic_depth += 1;
-                } else if atomic_depth > 0 && upper == "END" {
-                    atomic_depth -= 1;
+                    block_depth += 1;
+                } else if closes {
+                    block_depth -= 1;
                 }
                 prev_word = upper;
                 i = j;
@@ -250,6 +281,24 @@ pub fn split(script: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitErro
         });
     }
     Ok(out)
+}
+
+/// End (exclusive) of the word starting at `i`.
+fn word_end(chars: &[char], i: usize) -> usize {
+    let mut j = i;
+    while j < chars.len() && is_word(chars[j]) {
+        j += 1;
+    }
+    j
+}
+
+/// The word after `j`, past blanks (empty when something else comes first).
+fn next_word(chars: &[char], j: usize) -> String {
+    let mut k = j;
+    while k < chars.len() && chars[k].is_whitespace() {
+        k += 1;
+    }
+    chars[k..word_end(chars, k)].iter().collect()
 }
 
 fn push2(buf: &mut String, two: &[char], keep: bool) {
@@ -386,6 +435,17 @@ mod tests {
                 ("SELECT 3".into(), 11),
             ]
         );
+    }
+
+    #[test]
+    fn mysql_compound_statements_without_delimiter() {
+        let script = "CREATE DEFINER = CURRENT_USER PROCEDURE p(x int)\nBEGIN\n  DECLARE y int DEFAULT 0;\n  IF x > 0 THEN SET y = 1; END IF;\n  lbl: LOOP LEAVE lbl; END LOOP lbl;\n  CASE x WHEN 1 THEN SELECT 1; ELSE BEGIN SELECT 2; END; END CASE;\n  SELECT CASE WHEN x > 1 THEN 'a;' ELSE 'b' END;\nEND;\nCREATE TRIGGER t BEFORE INSERT ON a FOR EACH ROW SET NEW.id = 1;\nBEGIN;\nSELECT 3;\n";
+        let got = sqls(script, Dialect::My);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].0.ends_with("ELSE 'b' END;\nEND"), "{got:#?}");
+        assert_eq!(got[1].1, 9);
+        assert_eq!(got[2], ("BEGIN".into(), 10));
+        assert_eq!(got[3], ("SELECT 3".into(), 11));
     }
 
     #[test]
