@@ -79,6 +79,8 @@ const V2: &str = "-- prices in the shop's currency\n\
     COMMENT ON COLUMN items.price IS 'in ${currency}';\n\
     INSERT INTO runs VALUES ('V2');\n";
 const RUNS: &str = "CREATE TABLE runs (what text);\n";
+/// A migration with a credential in it: kept in a Secret.
+const V3_SECRET: &str = "CREATE TABLE partner_keys (partner text PRIMARY KEY, api_key text NOT NULL);\nINSERT INTO partner_keys VALUES ('acme', 'sk-live-123');\n";
 const R_VIEW: &str = "CREATE OR REPLACE VIEW priced AS SELECT id, price FROM items;\n";
 
 #[tokio::test]
@@ -135,10 +137,7 @@ async fn flyway_migrations_on_postgres_from_configmaps_secrets_and_inline() {
         &s,
         "Secret",
         "shop-private",
-        &[(
-            "V3__grant_reporting.sql",
-            "CREATE ROLE shop_reporting;\nGRANT SELECT ON items TO shop_reporting;\n",
-        )],
+        &[("V3__partner_keys.sql", V3_SECRET)],
     )
     .await;
     let v = wait_outcome(&s, "schema", "MigrationsUpToDate").await;
@@ -150,6 +149,10 @@ async fn flyway_migrations_on_postgres_from_configmaps_secrets_and_inline() {
         "V0.1, V1, V2, V3 and the repeatable: {v}"
     );
     assert_eq!(v["status"]["lastRun"]["transactional"], true, "{v}");
+    assert!(
+        !v.to_string().contains("sk-live-123"),
+        "a Secret's content never reaches status: {v}"
+    );
     s.wait_event("DatabaseMigration", "schema", "MigrationApplied")
         .await;
     let mut shop = sqlx::PgConnection::connect(&s.pg.url("shop"))
@@ -284,7 +287,7 @@ async fn flyway_migrations_on_postgres_from_configmaps_secrets_and_inline() {
         json!({"databaseRef": {"name": "shop"}, "dryRun": true, "interval": "0s",
                "source": {"configMaps": [{"name": "shop-schema", "keys": ["V2__add_price.sql", "V4__orders.sql", "V5__after.sql"]}],
                           "inline": [{"name": "V0_1__runs.sql", "sql": RUNS},
-                                     {"name": "V3__grant_reporting.sql", "sql": "CREATE ROLE shop_reporting;\nGRANT SELECT ON items TO shop_reporting;\n"},
+                                     {"name": "V3__partner_keys.sql", "sql": V3_SECRET},
                                      {"name": "V1__create_items.sql", "sql": V1},
                                      {"name": "R__priced_view.sql", "sql": R_VIEW},
                                      {"name": "V7__planned.sql", "sql": "CREATE TABLE planned (id int);\n"}]},
