@@ -111,6 +111,23 @@ async fn run_inner(
                 )
             })?,
     };
+    if !pg
+        && let Some(current) = db
+            .default_schema()
+            .await
+            .map_err(|e| sql_error("reading the current database", e))?
+        && current != schema
+    {
+        // Flyway would switch to (and create) that database; a migration of one database
+        // must not reach into another.
+        refuse(
+            obs,
+            vec![format!(
+                "flyway.schema: `{schema}` is not the migrated database `{current}`; on MySQL/MariaDB the history table lives in the migrated database: remove flyway.schema"
+            )],
+        );
+        return Ok(());
+    }
     let table = match Table::new(pg, &schema, &settings.table) {
         Ok(t) => t,
         Err(e) => {

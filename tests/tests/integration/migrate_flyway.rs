@@ -1045,6 +1045,20 @@ async fn mariadb_flyway_lifecycle_baseline_and_refusals() {
     );
     assert!(db.has_table("fw_d").await);
 
+    // flyway.schema naming another database: refused, nothing created there or here.
+    let mut other = settings("x");
+    other.schema = Some("fw_life".into());
+    let o = db
+        .run(&other, MigrationAction::Migrate, &[("V9__x.sql", V5)])
+        .await;
+    assert_eq!(o.outcome, MigrationOutcome::Invalid, "{o:?}");
+    assert!(
+        o.problems[0].starts_with("flyway.schema:"),
+        "{:?}",
+        o.problems
+    );
+    assert!(!db.has_table("fw_after").await);
+
     // The same without DELIMITER, as Flyway's MySQL parser allows: BEGIN ... END, IF/LOOP
     // blocks and CASE inside keep their semicolons.
     let compound = "CREATE PROCEDURE fw_q(x int)\nBEGIN\n  DECLARE y int DEFAULT 0;\n  IF x > 0 THEN SET y = 1; END IF;\n  SELECT CASE WHEN y = 1 THEN 'a;' ELSE 'b' END AS r;\nEND;\nCREATE TABLE fw_q_done (id int);\n";
