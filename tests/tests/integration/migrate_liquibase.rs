@@ -671,6 +671,60 @@ async fn interop_story(t: &JdbcTarget, c: &mut Conn, url: &str) {
     assert_eq!(after.outcome, MigrationOutcome::Succeeded, "{after:?}");
     assert!(after.applied.is_empty(), "{after:?}");
     assert!(lock_is_free(c).await);
+
+    // The other way round: dbprov holds the lock (its changeset waits on the gate); the real
+    // Liquibase cannot take it and names dbprov as the holder.
+    let gated = format!("{blocked}\n--changeset erin:6\nINSERT INTO lb_gate VALUES (2);\n");
+    if gate.pg() {
+        gate.exec("BEGIN").await;
+        gate.exec("LOCK TABLE lb_gate IN ACCESS EXCLUSIVE MODE")
+            .await;
+    } else {
+        gate.exec("LOCK TABLES lb_gate WRITE").await;
+    }
+    let mut other = Conn::open(t, url).await;
+    let dbprov_run = {
+        let gated = gated.clone();
+        tokio::spawn(async move { dbprov(&mut other, Setup::new(&gated)).await.0 })
+    };
+    let by_dbprov = format!(
+        "SELECT count(*) FROM {} WHERE ID = 1 AND LOCKEDBY LIKE '%(dbprov-agent)'",
+        lock_table(c)
+    );
+    while c.count(&by_dbprov).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dbprov never took the lock"
+        );
+        assert!(
+            !dbprov_run.is_finished(),
+            "dbprov ended without waiting on the gate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    write_changelog(dir.path(), &gated);
+    let refused = lb
+        // A global option: before the command.
+        .run(&["--changelog-lock-wait-time-in-minutes=0", "update"])
+        .await
+        .unwrap();
+    assert!(
+        !refused.ok()
+            && refused.all().contains("Could not acquire change log lock")
+            && refused.all().contains("(dbprov-agent)"),
+        "{}",
+        refused.all()
+    );
+    if gate.pg() {
+        gate.exec("COMMIT").await;
+    } else {
+        gate.exec("UNLOCK TABLES").await;
+    }
+    let done = dbprov_run.await.unwrap();
+    assert_eq!(done.outcome, MigrationOutcome::Succeeded, "{done:?}");
+    assert_eq!(done.applied, vec!["erin:6"]);
+    assert!(lock_is_free(c).await);
+    assert!(lb.status().await.unwrap().up_to_date);
 }
 
 /// The reverse: Liquibase first, dbprov next.
