@@ -869,6 +869,30 @@ async fn interop(first: Db, second: Db, third: Db) {
     let h = second.history().await;
     assert_eq!(h.len(), 4);
     assert_eq!(h[3].installed_by, second.user());
+    // A body with semicolons inside (PostgreSQL BEGIN ATOMIC; MySQL compound statement
+    // without DELIMITER): the real Flyway runs it as dbprov splits it, and dbprov then agrees
+    // with the history Flyway wrote.
+    let body = if second.pg {
+        "CREATE FUNCTION fw_sign(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\nEND;\nCREATE TABLE fw_s AS SELECT fw_sign(5) AS s;\n"
+    } else {
+        "CREATE PROCEDURE fw_q(x int)\nBEGIN\n  DECLARE y int DEFAULT 0;\n  IF x > 0 THEN SET y = 1; END IF;\n  SELECT CASE WHEN y = 1 THEN 'a;' ELSE 'b' END AS r;\nEND;\nCREATE TABLE fw_s (s int);\n"
+    };
+    write(dir2.path(), &[("V9__body.sql", body)]);
+    let out = fw2.migrate().await.unwrap();
+    assert!(
+        out.stdout.contains("Successfully applied 1 migration"),
+        "{}",
+        out.all()
+    );
+    assert!(second.has_table("fw_s").await);
+    let all = [list.as_slice(), &[("V9__body.sql", body)]].concat();
+    let o = second.run(&alice, MigrationAction::Plan, &all).await;
+    assert_eq!(
+        (o.outcome, o.applied.len()),
+        (MigrationOutcome::Succeeded, 0),
+        "{o:?}"
+    );
+    assert_eq!(o.current_version.as_deref(), Some("9"));
 
     // Both at once on one database: each migration applied once, by one of them.
     let sleep = if third.pg {
