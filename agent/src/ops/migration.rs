@@ -222,48 +222,23 @@ async fn config_map_files(
     let cm = Api::<ConfigMap>::namespaced(ctx.kube.clone(), ns)
         .get_opt(&r.name)
         .await
-        .map_err(|e| {
-            OpError::new(
-                ErrorCode::SecretMissing,
-                format!("cannot read {what} in the workload cluster ({field}): {e}"),
-                true,
-            )
-        })?;
+        .map_err(|e| unreadable(&what, &field, &e))?;
     let Some(cm) = cm else {
         return absent(r, &what, &field, ns, index);
     };
-    let data = cm.data.unwrap_or_default();
-    let binary = cm.binary_data.unwrap_or_default();
-    missing_keys(r, data.keys().chain(binary.keys()), &what, &field)?;
-    let mut files = Vec::new();
-    for (key, text) in data {
-        if wanted(r, &key) {
-            files.push(SourceFile {
-                name: key,
-                content: text,
-                origin: what.clone(),
-                sensitive: false,
-            });
-        }
-    }
-    for (key, bytes) in binary {
-        if wanted(r, &key) {
-            let content = String::from_utf8(bytes.0).map_err(|_| {
-                OpError::new(
-                    ErrorCode::Invalid,
-                    format!("{what} key {key:?} is not UTF-8 text: migration files are SQL text"),
-                    false,
-                )
-            })?;
-            files.push(SourceFile {
-                name: key,
-                content,
-                origin: what.clone(),
-                sensitive: false,
-            });
-        }
-    }
-    Ok(files)
+    let mut entries: BTreeMap<String, Vec<u8>> = cm
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    entries.extend(
+        cm.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    files_of(r, &what, &field, entries, false)
 }
 
 async fn secret_files(
@@ -277,35 +252,55 @@ async fn secret_files(
     let secret = Api::<Secret>::namespaced(ctx.kube.clone(), ns)
         .get_opt(&r.name)
         .await
-        .map_err(|e| {
-            OpError::new(
-                ErrorCode::SecretMissing,
-                format!("cannot read {what} in the workload cluster ({field}): {e}"),
-                true,
-            )
-        })?;
+        .map_err(|e| unreadable(&what, &field, &e))?;
     let Some(secret) = secret else {
         return absent(r, &what, &field, ns, index);
     };
-    let data = secret.data.unwrap_or_default();
-    missing_keys(r, data.keys(), &what, &field)?;
+    let entries = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    files_of(r, &what, &field, entries, true)
+}
+
+fn unreadable(what: &str, field: &str, e: &kube::Error) -> OpError {
+    OpError::new(
+        ErrorCode::SecretMissing,
+        format!("cannot read {what} in the workload cluster ({field}): {e}"),
+        true,
+    )
+}
+
+/// The wanted keys of an object's `entries` as files; every listed key must be there and
+/// every file must be UTF-8 text.
+fn files_of(
+    r: &ObjectFiles,
+    what: &str,
+    field: &str,
+    entries: BTreeMap<String, Vec<u8>>,
+    sensitive: bool,
+) -> Result<Vec<SourceFile>, OpError> {
+    missing_keys(r, entries.keys(), what, field)?;
     let mut files = Vec::new();
-    for (key, bytes) in data {
-        if wanted(r, &key) {
-            let content = String::from_utf8(bytes.0).map_err(|_| {
-                OpError::new(
-                    ErrorCode::Invalid,
-                    format!("{what} key {key:?} is not UTF-8 text: migration files are SQL text"),
-                    false,
-                )
-            })?;
-            files.push(SourceFile {
-                name: key,
-                content,
-                origin: what.clone(),
-                sensitive: true,
-            });
+    for (key, bytes) in entries {
+        if !wanted(r, &key) {
+            continue;
         }
+        let content = String::from_utf8(bytes).map_err(|_| {
+            OpError::new(
+                ErrorCode::Invalid,
+                format!("{what} key {key:?} is not UTF-8 text: migration files are SQL text"),
+                false,
+            )
+        })?;
+        files.push(SourceFile {
+            name: key,
+            content,
+            origin: what.to_owned(),
+            sensitive,
+        });
     }
     Ok(files)
 }
@@ -409,6 +404,25 @@ mod tests {
             session_statements(false, false, &MigrationLimits::default(), None)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn object_entries_become_files_and_binary_ones_are_refused() {
+        let r = ObjectFiles {
+            name: "s".into(),
+            ..ObjectFiles::default()
+        };
+        let entries: BTreeMap<String, Vec<u8>> =
+            [("V1__a.sql".to_owned(), b"SELECT 1;".to_vec())].into();
+        let files = files_of(&r, "Secret t/s", "f", entries, true).unwrap();
+        assert!(files[0].sensitive && files[0].origin == "Secret t/s");
+        let binary: BTreeMap<String, Vec<u8>> = [("V2__b.sql".to_owned(), vec![0xff, 0xfe])].into();
+        let e = files_of(&r, "ConfigMap t/s", "f", binary, false).unwrap_err();
+        assert!(
+            e.message.contains("\"V2__b.sql\" is not UTF-8 text"),
+            "{}",
+            e.message
         );
     }
 
