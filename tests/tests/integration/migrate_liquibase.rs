@@ -93,6 +93,8 @@ struct Setup {
     contexts: Option<String>,
     labels: Option<String>,
     lock_wait: Option<u32>,
+    /// (schema, history table, lock table) instead of the defaults.
+    tables: Option<(String, String, String)>,
 }
 
 impl Setup {
@@ -103,6 +105,7 @@ impl Setup {
             contexts: None,
             labels: None,
             lock_wait: None,
+            tables: None,
         }
     }
 
@@ -123,11 +126,19 @@ async fn dbprov(conn: &mut Conn, s: Setup) -> (MigrationObserved, Vec<(u32, u32,
         format: MigrationFormat::Liquibase,
         action: s.action,
         flyway: None,
-        liquibase: Some(LiquibaseSettings {
-            changelog_file: "changelog.sql".into(),
-            contexts: s.contexts,
-            labels: s.labels,
-            ..Default::default()
+        liquibase: Some({
+            let mut l = LiquibaseSettings {
+                changelog_file: "changelog.sql".into(),
+                contexts: s.contexts,
+                labels: s.labels,
+                ..Default::default()
+            };
+            if let Some((schema, history, lock)) = s.tables {
+                l.schema = Some(schema);
+                l.changelog_table = history;
+                l.lock_table = lock;
+            }
+            l
         }),
         limits: MigrationLimits {
             lock_wait_seconds: s.lock_wait,
@@ -810,4 +821,45 @@ async fn postgres_dollar_quoted_body_needs_split_statements_false() {
     assert_eq!(ok.outcome, MigrationOutcome::Succeeded, "{ok:?}");
     assert_eq!(c.count("SELECT lb_one()::bigint").await, 1);
     assert_eq!(t.liquibase_history().await.unwrap().len(), 1);
+}
+
+/// Other table names and a schema: PostgreSQL folds them to lower case, as the real
+/// Liquibase does with the same settings, which then finds dbprov's history there.
+#[tokio::test]
+async fn postgres_custom_schema_and_table_names_match_liquibase() {
+    let pg = require!(Postgres::start().await);
+    let (t, mut c, _) = pg_app(&pg, "lbnames").await;
+    c.exec("CREATE SCHEMA lbmeta").await;
+    let mut s = Setup::new(CHANGELOG_123);
+    s.tables = Some((
+        "lbmeta".into(),
+        "MyChangeLog".into(),
+        "MyChangeLogLock".into(),
+    ));
+    let (run, _) = dbprov(&mut c, s).await;
+    assert_eq!(run.outcome, MigrationOutcome::Succeeded, "{run:?}");
+    let names = c
+        .count(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'lbmeta' \
+             AND tablename IN ('mychangelog', 'mychangeloglock')",
+        )
+        .await;
+    assert_eq!(names, 2);
+    assert_eq!(tables_exist(&mut c).await, 0, "nothing in public");
+    let dir = tempfile::tempdir().unwrap();
+    write_changelog(dir.path(), CHANGELOG_123);
+    let lb = require!(Liquibase::new(&t, dir.path(), "changelog.sql"));
+    let globals = [
+        "--liquibase-schema-name=lbmeta",
+        "--database-changelog-table-name=MyChangeLog",
+        "--database-changelog-lock-table-name=MyChangeLogLock",
+    ];
+    let mut status = globals.to_vec();
+    status.push("status");
+    let out = lb.run(&status).await.unwrap().success().unwrap();
+    assert!(out.stdout.contains(" is up to date"), "{}", out.all());
+    let mut validate = globals.to_vec();
+    validate.push("validate");
+    lb.run(&validate).await.unwrap().success().unwrap();
+    assert_eq!(tables_exist(&mut c).await, 0, "Liquibase looked elsewhere");
 }
