@@ -412,6 +412,41 @@ impl Scenario {
         }
     }
 
+    /// Server-side applies a ConfigMap (`kind` `ConfigMap`) or Secret (`Secret`, as
+    /// `stringData`) named `name` with `data` in the scenario's namespace of the workload
+    /// cluster: created, or replaced by this content.
+    pub async fn apply_workload_data(&self, kind: &str, name: &str, data: &[(&str, &str)]) {
+        let data: std::collections::BTreeMap<&str, &str> = data.iter().copied().collect();
+        let pp = kube::api::PatchParams::apply("dbprov-tests").force();
+        let applied = if kind == "ConfigMap" {
+            let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name}, "data": data});
+            kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                self.workload.client(),
+                &self.ns,
+            )
+            .patch(name, &pp, &kube::api::Patch::Apply(&doc))
+            .await
+            .map(drop)
+        } else {
+            let doc = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name}, "stringData": data});
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                self.workload.client(),
+                &self.ns,
+            )
+            .patch(name, &pp, &kube::api::Patch::Apply(&doc))
+            .await
+            .map(drop)
+        };
+        if let Err(e) = applied {
+            panic!(
+                "applying {kind} {}/{name} in the workload cluster: {e}",
+                self.ns
+            );
+        }
+    }
+
     /// The data of a Secret in the workload cluster.
     pub async fn workload_secret(
         &self,

@@ -14,8 +14,6 @@ use dbprov_tests::{
     require,
     scenario::{Scenario, ready_reason},
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -55,22 +53,8 @@ async fn my_count(c: &mut sqlx::MySqlConnection, sql: &str) -> i64 {
 
 /// Server-side applies a ConfigMap or Secret (`kind`) with `data` in the workload cluster.
 async fn workload_object(s: &Scenario, kind: &str, name: &str, data: BTreeMap<&str, String>) {
-    let pp = PatchParams::apply("init-sql-test").force();
-    if kind == "ConfigMap" {
-        let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name}, "data": data});
-        Api::<ConfigMap>::namespaced(s.workload.client(), &s.ns)
-            .patch(name, &pp, &Patch::Apply(&doc))
-            .await
-            .unwrap();
-    } else {
-        let doc = json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name}, "stringData": data});
-        Api::<Secret>::namespaced(s.workload.client(), &s.ns)
-            .patch(name, &pp, &Patch::Apply(&doc))
-            .await
-            .unwrap();
-    }
+    let pairs: Vec<(&str, &str)> = data.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.apply_workload_data(kind, name, &pairs).await;
 }
 
 /// Waits until `status.initSQL.hash` is `hash` and returns the Database.

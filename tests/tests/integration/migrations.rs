@@ -8,14 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::collections::BTreeMap;
-
 use dbprov_tests::{
     require,
     scenario::{Scenario, ready_reason},
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -30,23 +26,7 @@ fn message(v: &Value) -> String {
 
 /// Server-side applies a ConfigMap (or Secret) of files in the workload cluster.
 async fn files(s: &Scenario, kind: &str, name: &str, data: &[(&str, &str)]) {
-    let data: BTreeMap<&str, &str> = data.iter().copied().collect();
-    let pp = PatchParams::apply("migrations-test").force();
-    if kind == "ConfigMap" {
-        let doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name}, "data": data});
-        Api::<ConfigMap>::namespaced(s.workload.client(), &s.ns)
-            .patch(name, &pp, &Patch::Apply(&doc))
-            .await
-            .unwrap();
-    } else {
-        let doc = json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name}, "stringData": data});
-        Api::<Secret>::namespaced(s.workload.client(), &s.ns)
-            .patch(name, &pp, &Patch::Apply(&doc))
-            .await
-            .unwrap();
-    }
+    s.apply_workload_data(kind, name, data).await;
 }
 
 fn migration(ns: &str, name: &str, spec: Value) -> Value {
