@@ -970,6 +970,21 @@ async fn postgres_flyway_lifecycle_baseline_and_refusals() {
         .await;
     assert_eq!(rows, "0:SCHEMA:\"app\",1:SQL:V1__create_a.sql");
 
+    // A schema holding only an extension's objects is empty to Flyway: no baseline needed.
+    let db = Db::postgres(
+        &pg,
+        "fw_ext",
+        "CREATE SCHEMA app; CREATE EXTENSION pgcrypto SCHEMA app",
+    )
+    .await;
+    let mut s = settings("x");
+    s.schema = Some("app".into());
+    let o = db
+        .run(&s, MigrationAction::Migrate, &[("V1__create_a.sql", V1)])
+        .await;
+    assert_eq!(o.outcome, MigrationOutcome::Succeeded, "{o:?}");
+    assert!(db.has_table_in("app", "fw_a").await);
+
     // A SQL-standard function body (BEGIN ATOMIC ... END) holds semicolons: one statement.
     let db = Db::postgres(&pg, "fw_atomic", "").await;
     let atomic = "CREATE FUNCTION fw_sign(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\nEND;\nCREATE TABLE fw_s AS SELECT fw_sign(5) AS s;\n";
@@ -1119,6 +1134,26 @@ async fn postgres_takes_turns_with_the_real_flyway() {
         Db::postgres(&pg, "fw_i3", "").await,
     )
     .await;
+
+    // The real Flyway judges a schema holding only pgcrypto's objects empty too (no baseline).
+    let db = Db::postgres(
+        &pg,
+        "fw_i4",
+        "CREATE SCHEMA app; CREATE EXTENSION pgcrypto SCHEMA app",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("V1__create_a.sql", V1)]);
+    let fw = Flyway::new(&db.jdbc, dir.path())
+        .unwrap()
+        .flag("schemas", "app");
+    let out = fw.migrate().await.unwrap();
+    assert!(
+        out.stdout.contains("Successfully applied 1 migration"),
+        "{}",
+        out.all()
+    );
+    assert!(db.has_table_in("app", "fw_a").await);
 }
 
 #[tokio::test]

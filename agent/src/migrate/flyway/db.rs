@@ -154,12 +154,21 @@ impl Db<'_> {
     /// Whether the schema holds no objects (Flyway baselines only a non-empty schema).
     pub async fn schema_empty(&mut self, schema: &str) -> Result<bool, sqlx::Error> {
         match self {
+            // Flyway's own test (PostgreSQLSchema.doEmpty): objects an extension owns do not
+            // count, so a schema holding only pgcrypto's functions is empty.
             Db::Pg(c) => sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                   WHERE n.nspname = $1 AND c.relkind IN ('r','p','v','m','S','f') \
-                 UNION ALL SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 \
-                 UNION ALL SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-                   WHERE n.nspname = $1 AND t.typtype IN ('e','d','r','m'))",
+                "SELECT NOT EXISTS ( \
+                   SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   LEFT JOIN pg_catalog.pg_depend d ON d.objid = c.oid AND d.deptype = 'e' \
+                   WHERE n.nspname = $1 AND d.objid IS NULL AND c.relkind IN ('r', 'v', 'S', 't') \
+                 UNION ALL \
+                   SELECT t.oid FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+                   LEFT JOIN pg_catalog.pg_depend d ON d.objid = t.oid AND d.deptype = 'e' \
+                   WHERE n.nspname = $1 AND d.objid IS NULL AND t.typcategory NOT IN ('A', 'C') \
+                 UNION ALL \
+                   SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                   LEFT JOIN pg_catalog.pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+                   WHERE n.nspname = $1 AND d.objid IS NULL)",
             )
             .bind(schema)
             .fetch_one(&mut **c)
