@@ -115,6 +115,88 @@ pub fn sha256_hex(bytes: &[u8]) -> Result<String, crate::EnvError> {
         })
 }
 
+/// The keys of every object under `prefix` in `bucket` of `minio`, sorted.
+pub async fn s3_keys(
+    minio: &crate::Minio,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, crate::EnvError> {
+    let listed = minio
+        .s3_client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .map_err(|e| s3_error(&e))?;
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// Asserts a completed backup (`done`, the DatabaseBackup as JSON) wrote its artifact to
+/// `bucket` of `minio` exactly once: its dump and metadata are the only objects under
+/// `<backup name>/`, and the stored dump's size and SHA-256 are the ones its status records
+/// (the backups here are stored uncompressed). Returns the dump's bytes.
+pub async fn assert_s3_artifact_once(
+    minio: &crate::Minio,
+    bucket: &str,
+    done: &serde_json::Value,
+) -> Result<Vec<u8>, crate::EnvError> {
+    let name = done["metadata"]["name"].as_str().unwrap_or_default();
+    let b = &done["status"]["backup"];
+    let keys = s3_keys(minio, bucket, &format!("{name}/")).await?;
+    let dump = b["path"].as_str().unwrap_or_default().to_owned();
+    let mut expected = vec![
+        dump.clone(),
+        b["metadataPath"].as_str().unwrap_or_default().to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected, "one artifact for {name}: {b}");
+    let object = minio
+        .s3_client()
+        .get_object()
+        .bucket(bucket)
+        .key(&dump)
+        .send()
+        .await
+        .map_err(|e| s3_error(&e))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| s3_error(&e))?
+        .into_bytes()
+        .to_vec();
+    assert_eq!(
+        b["compressedSizeBytes"],
+        serde_json::json!(bytes.len()),
+        "{b}"
+    );
+    assert_eq!(
+        b["sizeBytes"],
+        serde_json::json!(bytes.len()),
+        "uncompressed: {b}"
+    );
+    assert_eq!(
+        b["checksum"].as_str().unwrap_or_default(),
+        format!("sha256:{}", sha256_hex(&bytes)?),
+        "the stored dump is the one the status describes"
+    );
+    Ok(bytes)
+}
+
+fn s3_error(e: &dyn std::fmt::Display) -> crate::EnvError {
+    crate::EnvError::Client {
+        component: "MinIO".into(),
+        message: e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

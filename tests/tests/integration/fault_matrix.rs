@@ -30,7 +30,7 @@ use std::{
 use dbprov_tests::{
     Minio,
     dbprov::{AgentOptions, AgentProcess, HubProcess, scrape},
-    fault::{Recorder, agent_operations, jitter, sha256_hex},
+    fault::{Recorder, agent_operations, assert_s3_artifact_once, jitter},
     proxy::{FaultProxy, Mode},
     scenario::{Scenario, eventually},
 };
@@ -271,42 +271,10 @@ impl Env {
     /// Returns how many multipart uploads were left unfinished under the prefix.
     async fn artifact_once(&self, done: &Value) -> usize {
         let name = done["metadata"]["name"].as_str().unwrap();
-        let b = &done["status"]["backup"];
+        assert_s3_artifact_once(&self.minio, BUCKET, done)
+            .await
+            .unwrap();
         let s3 = self.minio.s3_client();
-        let listed = s3
-            .list_objects_v2()
-            .bucket(BUCKET)
-            .prefix(format!("{name}/"))
-            .send()
-            .await
-            .unwrap();
-        let mut keys: Vec<String> = listed
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect();
-        keys.sort();
-        let mut expected = vec![
-            b["path"].as_str().unwrap().to_owned(),
-            b["metadataPath"].as_str().unwrap().to_owned(),
-        ];
-        expected.sort();
-        assert_eq!(keys, expected, "one artifact for {name}: {b}");
-        let object = s3
-            .get_object()
-            .bucket(BUCKET)
-            .key(b["path"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap();
-        let bytes = object.body.collect().await.unwrap().into_bytes().to_vec();
-        assert_eq!(b["compressedSizeBytes"], json!(bytes.len()), "{b}");
-        assert_eq!(b["sizeBytes"], json!(bytes.len()), "uncompressed: {b}");
-        assert_eq!(
-            b["checksum"].as_str().unwrap(),
-            format!("sha256:{}", sha256_hex(&bytes).unwrap()),
-            "the stored dump is the one the status describes"
-        );
         s3.list_multipart_uploads()
             .bucket(BUCKET)
             .prefix(format!("{name}/"))
