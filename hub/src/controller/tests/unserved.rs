@@ -2,7 +2,6 @@
 //! applying says so (instead of waiting for a Ready that never comes) and deleting lets the
 //! resource go with a Warning that nothing was dropped, without finalizer surgery.
 
-
 use kube::runtime::controller::Action;
 use serde_json::json;
 
