@@ -523,8 +523,13 @@ async fn main() {
             dbprov: d_apply,
             tool: Some(t_apply),
             note: format!(
-                "flyway reports {}; its history's execution_time sums to {:.2} s",
+                "flyway reports {} for its migrate (dbprov / that: {}); its history's \
+                 execution_time sums to {:.2} s",
                 reported.map_or("nothing".into(), secs),
+                reported.map_or("—".into(), |r| format!(
+                    "{:.2}",
+                    d_apply.as_secs_f64() / r.as_secs_f64()
+                )),
                 tool_recorded as f64 / 1000.0
             ),
         });
