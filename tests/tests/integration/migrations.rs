@@ -426,3 +426,312 @@ async fn two_resources_racing_on_one_database_apply_each_migration_once() {
             .unwrap();
     assert_eq!(history, 6);
 }
+
+async fn my_count(c: &mut sqlx::MySqlConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn flyway_settings_on_mariadb_through_the_resource_baseline_target_out_of_order_and_lock_timeout()
+ {
+    dbprov_tests::init_crypto();
+    let s = require!(Scenario::start("migrate-myfw").await);
+    let ns = s.ns.clone();
+    s.apply(json!({"apiVersion": API, "kind": "Database",
+        "metadata": {"name": "legacy", "namespace": ns},
+        "spec": {"instanceRef": {"name": "maria"}, "name": "legacy",
+                 "deletionPolicy": "Delete", "deletionProtection": false}}))
+        .await;
+    s.wait_ready("Database", "legacy").await;
+    // An existing schema, created before anyone used a migration tool: version 1 of it.
+    let mut legacy = sqlx::MySqlConnection::connect(&s.maria.url("legacy"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE customers (id int PRIMARY KEY)")
+        .execute(&mut legacy)
+        .await
+        .unwrap();
+    files(
+        &s,
+        "ConfigMap",
+        "legacy-schema",
+        &[
+            (
+                "V1__customers.sql",
+                "CREATE TABLE customers (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V2__orders.sql",
+                "CREATE TABLE orders (id int PRIMARY KEY, note varchar(40) DEFAULT '${note}');\n",
+            ),
+            (
+                "V3__invoices.sql",
+                "CREATE TABLE invoices (id int PRIMARY KEY);\n",
+            ),
+        ],
+    )
+    .await;
+    let spec = |target: &str, out_of_order: bool| {
+        json!({"databaseRef": {"name": "legacy"}, "interval": "2s", "lockTimeoutSeconds": 1,
+               "source": {"configMaps": [{"name": "legacy-schema"}]},
+               "flyway": {"baselineOnMigrate": true, "baselineVersion": "1",
+                          "placeholders": {"note": "imported"}, "target": target,
+                          "outOfOrder": out_of_order}})
+    };
+    // Baselined at 1 (V1 not run: the table exists), V2 applied, V3 above the target.
+    s.apply(migration(&ns, "legacy", spec("2", false))).await;
+    let v = wait_outcome(&s, "legacy", "MigrationsUpToDate").await;
+    assert_eq!(v["status"]["currentVersion"], "2", "{v}");
+    let states: Vec<(String, String)> = v["status"]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_str().unwrap_or_default().to_owned(),
+                m["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("1".into(), "Baseline".into()))
+            && states.contains(&("2".into(), "Success".into()))
+            && states.contains(&("3".into(), "Above Target".into())),
+        "{states:?}"
+    );
+    assert_eq!(
+        my_count(
+            &mut legacy,
+            "SELECT count(*) FROM flyway_schema_history WHERE type = 'BASELINE' AND version = '1'"
+        )
+        .await,
+        1
+    );
+    let default: String = sqlx::query_scalar(
+        "SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'legacy' AND TABLE_NAME = 'orders' AND COLUMN_NAME = 'note'",
+    )
+    .fetch_one(&mut legacy)
+    .await
+    .unwrap();
+    assert!(
+        default.contains("imported"),
+        "placeholder replaced: {default}"
+    );
+
+    // Target latest: V3. Then a late V2.5 arrives: refused without outOfOrder, applied with it.
+    s.apply(migration(&ns, "legacy", spec("latest", false)))
+        .await;
+    s.wait_for("DatabaseMigration", "legacy", "version 3", |v| {
+        v["status"]["currentVersion"] == "3" && ready_reason(v) == "MigrationsUpToDate"
+    })
+    .await;
+    files(
+        &s,
+        "ConfigMap",
+        "legacy-schema",
+        &[
+            (
+                "V1__customers.sql",
+                "CREATE TABLE customers (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V2__orders.sql",
+                "CREATE TABLE orders (id int PRIMARY KEY, note varchar(40) DEFAULT '${note}');\n",
+            ),
+            (
+                "V2_5__late.sql",
+                "CREATE TABLE late (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V3__invoices.sql",
+                "CREATE TABLE invoices (id int PRIMARY KEY);\n",
+            ),
+        ],
+    )
+    .await;
+    let v = wait_outcome(&s, "legacy", "MigrationInvalid").await;
+    assert!(
+        v["status"]["problems"].to_string().contains("2.5"),
+        "the late version is named: {v}"
+    );
+    s.apply(migration(&ns, "legacy", spec("latest", true)))
+        .await;
+    s.wait_for(
+        "DatabaseMigration",
+        "legacy",
+        "V2.5 applied out of order",
+        |v| {
+            ready_reason(v) == "MigrationsUpToDate"
+                && v["status"]["lastRun"]["applied"] == json!(["V2_5__late.sql"])
+        },
+    )
+    .await;
+    assert_eq!(
+        my_count(
+            &mut legacy,
+            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'legacy' AND TABLE_NAME = 'late'"
+        )
+        .await,
+        1
+    );
+
+    // lockTimeoutSeconds: a migration that needs a table another session holds fails after
+    // about a second with the server's lock-wait error, and is applied once the lock is gone.
+    let mut holder = sqlx::MySqlConnection::connect(&s.maria.url("legacy"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("LOCK TABLES customers WRITE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    files(
+        &s,
+        "ConfigMap",
+        "legacy-schema",
+        &[
+            (
+                "V1__customers.sql",
+                "CREATE TABLE customers (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V2__orders.sql",
+                "CREATE TABLE orders (id int PRIMARY KEY, note varchar(40) DEFAULT '${note}');\n",
+            ),
+            (
+                "V2_5__late.sql",
+                "CREATE TABLE late (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V3__invoices.sql",
+                "CREATE TABLE invoices (id int PRIMARY KEY);\n",
+            ),
+            (
+                "V4__customers_name.sql",
+                "ALTER TABLE customers ADD COLUMN name varchar(80);\n",
+            ),
+        ],
+    )
+    .await;
+    let v = wait_outcome(&s, "legacy", "MigrationFailed").await;
+    let failure = &v["status"]["failure"];
+    assert_eq!(failure["script"], "V4__customers_name.sql", "{v}");
+    assert_eq!(failure["code"], "1205", "lock wait timeout: {v}");
+    assert_eq!(v["status"]["lastRun"]["transactional"], false, "{v}");
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // MariaDB keeps Flyway's failed row: the next run says so and names the fix.
+    let v = s
+        .wait_for(
+            "DatabaseMigration",
+            "legacy",
+            "the failed row reported",
+            |v| ready_reason(v) == "MigrationInvalid",
+        )
+        .await;
+    assert!(
+        v["status"]["problems"]
+            .to_string()
+            .to_lowercase()
+            .contains("failed"),
+        "{v}"
+    );
+    // Repair (annotation) removes the failed row; the next run applies V4.
+    let api = s
+        .catalog
+        .api_for(
+            &s.mgmt.client(),
+            &json!({"kind": "DatabaseMigration", "metadata": {"namespace": ns}}),
+        )
+        .unwrap();
+    api.patch(
+        "legacy",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"dbops.dbprovision.io/repair": "after-lock"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    s.wait_for(
+        "DatabaseMigration",
+        "legacy",
+        "V4 applied after repair",
+        |v| v["status"]["currentVersion"] == "4" && ready_reason(v) == "MigrationsUpToDate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_agent_cli_plans_applies_and_lists_a_directory_on_both_engines() {
+    let pg = require!(dbprov_tests::Postgres::start().await);
+    let maria = require!(dbprov_tests::MariaDb::start().await);
+    let agent = dbprov_tests::dbprov::binary("dbprov-agent").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("V1__a.sql"), "CREATE TABLE a (id int);\n").unwrap();
+    std::fs::write(dir.path().join("V2__b.sql"), "CREATE TABLE b (id int);\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a migration").unwrap();
+    let run = |url: &str, command: &str| {
+        let out = std::process::Command::new(&agent)
+            .args(["migrate", command, "--dir"])
+            .arg(dir.path())
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE DATABASE cli")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut admin = sqlx::MySqlConnection::connect(&maria.url("mysql"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE DATABASE cli")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for url in [pg.url("cli"), maria.url("cli")] {
+        let (ok, plan, err) = run(&url, "plan");
+        assert!(ok, "{plan}{err}");
+        assert!(
+            plan.contains("would apply 2 migration(s) (V1__a.sql, V2__b.sql)"),
+            "{plan}"
+        );
+        let (ok, applied, err) = run(&url, "migrate");
+        assert!(ok, "{applied}{err}");
+        assert!(applied.contains("applied 2 migration(s)"), "{applied}");
+        assert!(err.contains("[0/2] V1__a.sql"), "progress on stderr: {err}");
+        let (ok, info, err) = run(&url, "info");
+        assert!(ok, "{info}{err}");
+        assert!(
+            info.contains("| Versioned | 1") && info.contains("Success"),
+            "{info}"
+        );
+        // A file changed after it was applied: refused, non-zero exit, the fix named.
+        std::fs::write(
+            dir.path().join("V1__a.sql"),
+            "CREATE TABLE a (id bigint);\n",
+        )
+        .unwrap();
+        let (ok, invalid, _) = run(&url, "migrate");
+        assert!(!ok && invalid.contains("INVALID, nothing ran"), "{invalid}");
+        std::fs::write(dir.path().join("V1__a.sql"), "CREATE TABLE a (id int);\n").unwrap();
+    }
+    let (ok, _, err) = run("sqlite://x.db", "plan");
+    assert!(
+        !ok && err.contains("--url scheme \"sqlite\" is not served"),
+        "{err}"
+    );
+}
