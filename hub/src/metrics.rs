@@ -115,12 +115,6 @@ pub fn restore_failed(reason: &str) {
     metrics::counter!("dbprov_restore_failures_total", "reason" => reason.to_owned()).increment(1);
 }
 
-/// A restore attempt failed and the restore will be tried again from scratch.
-pub fn restore_retried(reason: &str) {
-    metrics::counter!("dbprov_restore_attempt_failures_total", "reason" => reason.to_owned())
-        .increment(1);
-}
-
 /// A migration run ended (`reason`: the Ready reason it ended with, e.g. `MigrationsUpToDate`,
 /// `MigrationFailed`, or the dispatch failure's).
 pub fn migration_run(reason: &str) {

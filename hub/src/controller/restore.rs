@@ -652,7 +652,6 @@ async fn attempt_failed(
             format!("re-attaching to restore operation {operation_id}: {e}"),
         )),
         AfterFailure::Retry { delay, message } => {
-            crate::metrics::restore_retried(reason.as_str());
             let update = StatusUpdate::not_ready(reason, message.clone())
                 .with_all(json!({"operationId": Value::Null, "progress": Value::Null}));
             status(ctx, r, OperationPhase::Pending, update).await?;

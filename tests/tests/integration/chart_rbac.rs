@@ -238,6 +238,35 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
         .await;
     wait_phase(&s, "DatabaseRestore", "shop-copy", "Completed").await;
 
+    // After the backup: a restore copies table grants along, and the user could not be
+    // dropped at the end while its grant lived on in the copy.
+    // A migration from a ConfigMap of the workload cluster, and a grant that waits for it
+    // (the hub reads the migration's status).
+    s.apply_workload_data(
+        "ConfigMap",
+        "shop-migrations",
+        &[(
+            "V1__orders.sql",
+            "CREATE TABLE orders (id int PRIMARY KEY);\n",
+        )],
+    )
+    .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseMigration",
+                   "metadata": {"name": "shop-schema", "namespace": NS},
+                   "spec": {"databaseRef": {"name": "shop"}, "interval": "0s",
+                            // initSQL made tables already: the history starts at a baseline.
+                            "flyway": {"baselineOnMigrate": true, "baselineVersion": "0"},
+                            "source": {"configMaps": [{"name": "shop-migrations"}]}}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseGrant",
+                   "metadata": {"name": "app-orders", "namespace": NS},
+                   "spec": {"userRef": {"name": "app"}, "databaseRef": {"name": "shop"}, "deletionProtection": false,
+                            "after": [{"migration": "shop-schema", "version": "1"}],
+                            "postgres": {"grants": [{"database": "shop", "schema": "public", "tables": ["orders"], "privileges": ["SELECT"]}]}}}))
+        .await;
+    wait_phase(&s, "DatabaseMigration", "shop-schema", "Completed").await;
+    s.wait_ready("DatabaseGrant", "app-orders").await;
+
     // A schedule: it creates its backups and retention (keepLast 1) deletes the older ones.
     s.apply(json!({"apiVersion": API, "kind": "DatabaseBackupSchedule",
         "metadata": {"name": "often", "namespace": NS},
@@ -377,6 +406,11 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
     // what it wrote), the instance with a wrong password goes.
     s.delete("DatabaseGrant", "app-shop").await;
     wait_gone(&s, "DatabaseGrant", "app-shop").await;
+    s.delete("DatabaseGrant", "app-orders").await;
+    wait_gone(&s, "DatabaseGrant", "app-orders").await;
+    // A migration's deletion undoes nothing: the hub only lets go of its finalizer.
+    s.delete("DatabaseMigration", "shop-schema").await;
+    wait_gone(&s, "DatabaseMigration", "shop-schema").await;
     s.delete("DatabaseUser", "app").await;
     wait_gone(&s, "DatabaseUser", "app").await;
     eventually(

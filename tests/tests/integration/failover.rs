@@ -418,7 +418,13 @@ async fn a_stalled_leader_stops_dispatching_before_the_standby_leads_and_stays_s
         log.contains("stopped leading: the Lease was not renewed within the renew deadline"),
         "{log}"
     );
-    assert!(log.contains("closed agent sessions"), "{log}");
+    // The old leader's sessions end either way: closed by it when it steps down, or ended by
+    // themselves (reason NotLeader) when they see the term end first — whichever is first
+    // under load.
+    assert!(
+        log.contains("closed agent sessions") || log.contains("reason=\"NotLeader\""),
+        "{log}"
+    );
     assert!(second.log().contains("agent connected"), "{}", second.log());
 
     // The apiserver answers the old leader again: it sees the new holder and stands by.

@@ -403,3 +403,74 @@ async fn grants_give_exactly_what_they_list_and_drift_is_detected_and_corrected(
             .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A user whose table grant was deleted can be dropped: nothing of the grant is left in the
+/// table's ACL for `DROP ROLE` to trip on.
+#[tokio::test]
+async fn a_user_whose_table_grant_was_deleted_can_be_dropped() {
+    dbprov_tests::init_crypto();
+    let s = require!(Scenario::start("grant-drop").await);
+    let ns = s.ns.clone();
+    s.apply(
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "Database",
+        "metadata": {"name": "shop", "namespace": ns},
+        "spec": {"instanceRef": {"name": "pg"}, "name": "shop", "deletionPolicy": "Delete",
+                 "deletionProtection": false}}),
+    )
+    .await;
+    s.wait_ready("Database", "shop").await;
+    let mut shop = sqlx::PgConnection::connect(&s.pg.url("shop"))
+        .await
+        .unwrap();
+    shop.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    s.apply(
+        json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseUser",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {"instanceRef": {"name": "pg"}, "username": "shop_app",
+                 "passwordSecret": {"secretName": "app-credentials"}}}),
+    )
+    .await;
+    s.apply(json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseGrant",
+        "metadata": {"name": "app-orders", "namespace": ns},
+        "spec": {"userRef": {"name": "app"}, "databaseRef": {"name": "shop"}, "deletionProtection": false,
+                 "postgres": {"grants": [{"database": "shop", "schema": "public", "tables": ["orders"], "privileges": ["SELECT"]}]}}}))
+    .await;
+    s.wait_ready("DatabaseGrant", "app-orders").await;
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT relacl::text FROM pg_class WHERE relname = 'orders'")
+            .fetch_one(&mut shop)
+            .await
+            .unwrap();
+    assert!(
+        before.as_deref().unwrap_or_default().contains("shop_app"),
+        "{before:?}"
+    );
+    s.delete("DatabaseGrant", "app-orders").await;
+    dbprov_tests::scenario::eventually(
+        std::time::Duration::from_secs(60),
+        "grant gone",
+        || async {
+            s.get("DatabaseGrant", "app-orders")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let after: Option<String> =
+        sqlx::query_scalar("SELECT relacl::text FROM pg_class WHERE relname = 'orders'")
+            .fetch_one(&mut shop)
+            .await
+            .unwrap();
+    assert!(
+        !after.as_deref().unwrap_or_default().contains("shop_app"),
+        "the grant's deletion left {after:?}"
+    );
+    s.delete("DatabaseUser", "app").await;
+    dbprov_tests::scenario::eventually(std::time::Duration::from_secs(60), "user gone", || async {
+        s.get("DatabaseUser", "app").await.is_none().then_some(())
+    })
+    .await;
+}
