@@ -49,12 +49,33 @@ pub async fn run(
                 Conn::Pg(c, _) => Target::Pg(c),
                 Conn::My(c, _) => Target::My(c),
             };
-            migrate::run(target, &intent, files, &mut report).await
+            let secret_files: Vec<String> = files
+                .iter()
+                .filter(|f| f.sensitive)
+                .map(|f| f.name.clone())
+                .collect();
+            migrate::run(target, &intent, files, &mut report)
+                .await
+                .map(|o| redact_secret_failure(o, &secret_files))
         }
         Err(e) => Err(e),
     };
     conn.close().await;
     result
+}
+
+/// A failure in a file read from a Secret keeps no quoted text of the server's message: the
+/// engines scrub literals, but a server quotes the text near a syntax error, and that text
+/// is the Secret's (the same rule as init SQL from a Secret).
+fn redact_secret_failure(mut o: MigrationObserved, secret_files: &[String]) -> MigrationObserved {
+    if let Some(f) = o.failure.as_mut() {
+        // Liquibase names a changeset `file::author:id`.
+        let file = f.script.split("::").next().unwrap_or_default();
+        if secret_files.iter().any(|s| s == file) {
+            f.message = crate::sql::init_sql::redact(&f.message);
+        }
+    }
+    o
 }
 
 /// Sets the run's limits and role on the session: every statement of every migration, and
@@ -405,6 +426,32 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_failure_in_a_secret_file_keeps_no_quoted_text() {
+        use dbprov_contract::migration::MigrationFailure;
+        let failed = |script: &str| MigrationObserved {
+            failure: Some(MigrationFailure {
+                script: script.into(),
+                message: "syntax error at or near \"sk-live-123\"".into(),
+                ..MigrationFailure::default()
+            }),
+            ..MigrationObserved::default()
+        };
+        let secrets = ["V3__keys.sql".to_owned(), "changelog.sql".to_owned()];
+        for script in ["V3__keys.sql", "changelog.sql::alice:1"] {
+            let m = redact_secret_failure(failed(script), &secrets)
+                .failure
+                .unwrap()
+                .message;
+            assert!(
+                !m.contains("sk-live-123") && m.contains("syntax error"),
+                "{m}"
+            );
+        }
+        let kept = redact_secret_failure(failed("V1__public.sql"), &secrets);
+        assert!(kept.failure.unwrap().message.contains("sk-live-123"));
     }
 
     #[test]
