@@ -13,6 +13,7 @@
 //! Tools come from `scripts/install-tools.sh` (see [`tools`]). Outside CI a missing tool
 //! skips the test loudly via [`require!`]; with `CI=true` it fails the test.
 
+pub mod admission;
 pub mod azurite;
 pub mod backup_fixtures;
 pub mod dbprov;
