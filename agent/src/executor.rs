@@ -28,7 +28,7 @@ use futures::FutureExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use crate::error::OpError;
-use crate::journal::{Journal, Lookup, PreviousAttempt, Recorded};
+use crate::journal::{Journal, PreviousAttempt};
 
 /// Finished results remembered at most (acknowledged ones are evicted first).
 pub const DONE_LIMIT: usize = 4096;
@@ -259,6 +259,8 @@ pub struct Executor {
     failpoints: Arc<Failpoints>,
     wake: Arc<Notify>,
     limits: (usize, Duration),
+    /// The ManagedCluster this agent serves, for audit records.
+    cluster: Arc<str>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -313,7 +315,14 @@ impl Executor {
             failpoints: Arc::new(Failpoints::default()),
             wake: Arc::new(Notify::new()),
             limits: (DONE_LIMIT, DONE_TTL),
+            cluster: Arc::from(""),
         }
+    }
+
+    /// Names the ManagedCluster this agent serves in the audit records it makes.
+    pub fn with_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = Arc::from(cluster);
+        self
     }
 
     /// Records journaled operations in `journal`; its finished, unacknowledged entries (from
@@ -322,7 +331,7 @@ impl Executor {
         {
             let mut state = self.lock();
             for entry in journal.unacknowledged() {
-                let Some(recorded) = &entry.result else {
+                let Some(result) = entry.to_result() else {
                     continue;
                 };
                 let operation =
@@ -337,7 +346,7 @@ impl Executor {
                             operation: operation as i32,
                             started_at_unix_ms: entry.started_at_unix_ms,
                         },
-                        result: recorded.to_result(&entry.intent_id),
+                        result,
                         finished: Instant::now(),
                         acked: false,
                         sent: None,
@@ -538,13 +547,13 @@ impl Executor {
         };
         if operation.is_journaled()
             && let Some(journal) = &self.journal
-            && let Lookup::Finished(recorded) = journal.lookup(&id)
+            && let Some(result) = journal.finished_result(&id)
         {
             // Finished before a restart (or evicted from memory): answered from the journal.
             tracing::info!(intent = %id, operation = operation.as_str_name(), "re-sent intent answered from the journal, not run again");
             self.ack(&state, &id, true);
             drop(state);
-            self.finish(info, recorded.to_result(&id));
+            self.finish(info, result);
             self.wake.notify_one();
             return;
         }
@@ -617,6 +626,10 @@ impl Executor {
             .unwrap_or(Duration::ZERO);
         let journal = self.journal.clone().filter(|_| operation.is_journaled());
         let mut journaled = false;
+        let started_ms = crate::clock::unix_now_ms();
+        // What the operation did (statements, effects), for its audit record; empty when it
+        // was cut off by its deadline or a cancellation before it returned.
+        let mut trail = crate::audit::Trail::default();
         let outcome = if operation == Operation::Unspecified {
             Err(OpError::new(
                 ErrorCode::Invalid,
@@ -659,7 +672,12 @@ impl Executor {
                         executor: Some(self.clone()),
                         previous,
                     };
-                    let op = AssertUnwindSafe(self.runner.run(intent, progress)).catch_unwind();
+                    let op =
+                        AssertUnwindSafe(self.runner.run(intent.clone(), progress)).catch_unwind();
+                    let op = crate::audit::scoped(op).map(|(r, t)| {
+                        trail = t;
+                        r
+                    });
                     tokio::select! {
                         r = op => r.unwrap_or_else(|panic| {
                             let message = panic_message(panic.as_ref());
@@ -698,7 +716,7 @@ impl Executor {
             )),
             other => other,
         };
-        let result = pb::Result {
+        let mut result = pb::Result {
             intent_id: id.clone(),
             outcome: Some(match outcome {
                 Ok(json) => Outcome::ObservedJson(json),
@@ -708,14 +726,24 @@ impl Executor {
                     retryable: e.retryable,
                 }),
             }),
+            audit_json: String::new(),
         };
+        if let Some(record) = crate::audit::record(
+            &self.cluster,
+            &intent,
+            started_ms,
+            crate::clock::unix_now_ms(),
+            &result,
+            trail,
+        ) {
+            metrics::counter!("dbprov_agent_audit_records_total", "outcome" => record.outcome.as_str()).increment(1);
+            result.audit_json = dbprov_contract::to_json(&record);
+        }
         // On failure the result is still kept in memory and delivered; only a restart before
         // the hub has it would make a re-sent id look interrupted.
         if journaled
             && let Some(j) = &journal
-            && let Err(e) = j
-                .finished(&id, Recorded::from_outcome(result.outcome.as_ref()))
-                .await
+            && let Err(e) = j.finished(&id, &result).await
         {
             tracing::warn!(intent = %id, error = %e, "cannot record the operation's end in the journal");
         }
@@ -774,6 +802,7 @@ mod tests {
             operation: Operation::EnsureDatabase as i32,
             desired_json: ms.to_string(),
             deadline_unix_ms: crate::clock::unix_now_ms() + 10_000,
+            ..Default::default()
         }
     }
 

@@ -98,6 +98,7 @@ impl Recorded {
                     retryable: *retryable,
                 }),
             }),
+            audit_json: String::new(),
         }
     }
 
@@ -154,6 +155,18 @@ pub struct Entry {
     /// The hub acknowledged the result.
     #[serde(default)]
     pub acked: bool,
+    /// The execution's audit record (`Result.audit_json`), sent again with the result.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub audit: String,
+}
+
+impl Entry {
+    /// The protocol result of a finished entry, with its audit record.
+    pub fn to_result(&self) -> Option<pb::Result> {
+        let mut result = self.result.as_ref()?.to_result(&self.intent_id);
+        result.audit_json.clone_from(&self.audit);
+        Some(result)
+    }
 }
 
 /// An earlier attempt of the same intent id that started and never recorded its end (the
@@ -466,19 +479,27 @@ impl Journal {
             finished_at_unix_ms: None,
             result: None,
             acked: false,
+            audit: String::new(),
         })
         .await?;
         Ok(previous)
     }
 
-    /// Records the outcome of `intent_id` (after its effect, before the result is sent).
-    pub async fn finished(&self, intent_id: &str, result: Recorded) -> Result<(), JournalError> {
+    /// Records the outcome of `intent_id` and its audit record (after its effect, before the
+    /// result is sent).
+    pub async fn finished(&self, intent_id: &str, result: &pb::Result) -> Result<(), JournalError> {
         let Some(mut entry) = self.lock().get(intent_id).cloned() else {
             return Ok(());
         };
         entry.finished_at_unix_ms = Some(crate::clock::unix_now_ms());
-        entry.result = Some(result.bounded());
+        entry.result = Some(Recorded::from_outcome(result.outcome.as_ref()).bounded());
+        entry.audit = bounded_audit(&result.audit_json);
         self.put(entry).await
+    }
+
+    /// The result of `intent_id` when it finished (with its audit record).
+    pub fn finished_result(&self, intent_id: &str) -> Option<pb::Result> {
+        self.lock().get(intent_id).and_then(Entry::to_result)
     }
 
     /// Records that the hub has the result of `intent_id`. The entry stays (until it ages out
@@ -492,6 +513,23 @@ impl Journal {
         }
         entry.acked = true;
         self.put(entry).await
+    }
+}
+
+/// An audit record that fits the journal's entry limit: a larger one keeps its fields without
+/// its statements (`statementsTotal` still counts them), so the record is never lost.
+fn bounded_audit(json: &str) -> String {
+    if json.len() <= MAX_RESULT_BYTES {
+        return json.to_owned();
+    }
+    match serde_json::from_str::<dbprov_contract::audit::AuditRecord>(json) {
+        Ok(mut record) => {
+            record.statements.clear();
+            record.effects.truncate(8);
+            record.message.truncate(1024);
+            serde_json::to_string(&record).unwrap_or_default()
+        }
+        Err(_) => String::new(),
     }
 }
 
@@ -576,13 +614,21 @@ mod tests {
         assert_eq!(p.attempts, 1);
         let again = j2.started(&intent("x", Operation::Restore)).await.unwrap();
         assert_eq!(again.map(|p| p.attempts), Some(1));
-        j2.finished("x", Recorded::Observed(r#"{"ok":1}"#.into()))
-            .await
-            .unwrap();
+        let result = pb::Result {
+            intent_id: "x".into(),
+            outcome: Some(pb::result::Outcome::ObservedJson(r#"{"ok":1}"#.into())),
+            audit_json: r#"{"id":"r"}"#.into(),
+        };
+        j2.finished("x", &result).await.unwrap();
         let j3 = Journal::load(store.clone()).await.unwrap();
         assert_eq!(
             j3.lookup("x"),
             Lookup::Finished(Recorded::Observed(r#"{"ok":1}"#.into()))
+        );
+        assert_eq!(
+            j3.finished_result("x"),
+            Some(result),
+            "the audit record survives a restart with the result"
         );
         assert_eq!(j3.unacknowledged().len(), 1);
         j3.acked("x").await.unwrap();
@@ -607,6 +653,7 @@ mod tests {
             finished_at_unix_ms: finished.then_some(now - 1000 + i as i64),
             result: finished.then(|| Recorded::Observed("{}".into())),
             acked,
+            audit: String::new(),
         };
         for i in 0..MAX_ENTRIES {
             entries.insert(format!("i{i:03}"), entry(i, true, i % 2 == 1));

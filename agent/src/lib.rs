@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod artifact;
+pub mod audit;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
@@ -126,7 +127,8 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
         tool_dirs: dirs.clone(),
     })))
     .with_journal(journal)
-    .with_failpoints(failpoints);
+    .with_failpoints(failpoints)
+    .with_cluster(&args.cluster_name);
     let status = connection::SharedStatus::default();
     if let Some(addr) = args.metrics_listen {
         // Ready while the stream to the hub is up.

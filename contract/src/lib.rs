@@ -10,6 +10,7 @@
 //! - observed types accept unknown fields and default every absent one, so an older hub reads
 //!   a newer agent's answers.
 
+pub mod audit;
 pub mod backup;
 pub mod database;
 mod defaults;

@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Trust domain of accepted identities (spiffe://<trust-domain>/...).
     #[arg(long, env = "DBPROV_TRUST_DOMAIN", default_value = crate::certs::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Audit log configuration (YAML: `queueDir` and `sinks`, docs/audit.md). Without it no
+    /// record is kept or shipped.
+    #[arg(long, env = "DBPROV_AUDIT_CONFIG")]
+    pub audit_config: Option<PathBuf>,
     /// Seconds between agent heartbeats; a stream silent for three intervals is closed.
     #[arg(long, env = "DBPROV_HEARTBEAT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat_seconds: u64,

@@ -254,6 +254,34 @@ struct SessionReader<D> {
 }
 
 impl<D: ClusterDirectory> SessionReader<D> {
+    /// Keeps the audit record a Result carries in the durable audit queue before the Result
+    /// goes on (and is acknowledged). False when it could not be kept: the Result is then
+    /// held back, and the agent sends both again later. The record's cluster and intent are
+    /// the session's, whatever the agent wrote.
+    async fn keep_audit_record(&self, result: &dbprov_proto::agent::v1::Result) -> bool {
+        let mut record: dbprov_contract::audit::AuditRecord = match dbprov_contract::from_json(
+            &result.audit_json,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("dbprov_audit_records_unreadable_total").increment(1);
+                tracing::error!(cluster = %self.cluster, intent = %result.intent_id, error = %e, "an agent's audit record cannot be read; the result is used without it");
+                return true;
+            }
+        };
+        record.cluster.clone_from(&self.cluster);
+        record.intent_id.clone_from(&result.intent_id);
+        record.source = "agent".into();
+        match self.hub.audit().accept(vec![record]).await {
+            Ok(_) => true,
+            Err(e) => {
+                metrics::counter!("dbprov_audit_queue_errors_total").increment(1);
+                tracing::error!(cluster = %self.cluster, intent = %result.intent_id, error = %e, "cannot keep an audit record; its result waits until it can (the agent re-sends it)");
+                false
+            }
+        }
+    }
+
     /// Records heartbeats in the cluster's status off the read path: the reader only stores
     /// the latest count (latest wins, older ones are coalesced away), so a slow or stalled
     /// apiserver never holds up results. Answers why the session must end when the cluster
@@ -355,6 +383,13 @@ impl<D: ClusterDirectory> SessionReader<D> {
                 Ok(Some(Ok(msg))) => {
                     if let Some(agent_message::Kind::Heartbeat(hb)) = &msg.kind {
                         latest.send_replace(Some(hb.in_flight));
+                    }
+                    if let Some(agent_message::Kind::Result(result)) = &msg.kind
+                        && !result.audit_json.is_empty()
+                        && !self.keep_audit_record(result).await
+                    {
+                        // Not handed on, so not acknowledged: the agent sends it again.
+                        continue;
                     }
                     self.hub.on_message(&self.cluster, &self.session_id, msg);
                 }
@@ -643,6 +678,7 @@ mod tests {
                     operation: Operation::Restore,
                     desired_json: "{}".into(),
                     timeout: Duration::from_secs(3600),
+                    audit: Default::default(),
                 },
             )
             .unwrap();
@@ -654,6 +690,7 @@ mod tests {
             kind: Some(agent_message::Kind::Result(pb::Result {
                 intent_id: id.clone(),
                 outcome: Some(Outcome::ObservedJson("{}".into())),
+                audit_json: String::new(),
             })),
         }))
         .await

@@ -1,6 +1,7 @@
 //! dbprov hub: the management-cluster side of dbprov.
 
 pub mod api;
+pub mod audit;
 pub mod bootstrap;
 pub mod certs;
 pub mod cli;
@@ -99,7 +100,9 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
     // Set once the controllers have stopped for good (shutdown): the Lease is released after.
     let (controllers_stopped_tx, controllers_stopped) = tokio::sync::watch::channel(false);
-    let hub = session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds));
+    let audit = start_audit(args.audit_config.as_deref(), flagged(shutdown.clone()))?;
+    let hub =
+        session::Hub::new(std::time::Duration::from_secs(args.heartbeat_seconds)).with_audit(audit);
     let election = {
         let cfg = leader::LeaseConfig {
             name: args.lease_name.clone(),
@@ -290,6 +293,36 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     served?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Opens the audit queue and starts a shipper per configured sink (docs/audit.md). A bad
+/// configuration stops the hub with the problems listed: an audit log that silently keeps
+/// nothing is worse than a hub that does not start.
+fn start_audit(
+    config: Option<&std::path::Path>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<audit::AuditLog> {
+    let Some(path) = config else {
+        tracing::info!("no --audit-config: audit records are not kept");
+        return Ok(audit::AuditLog::disabled());
+    };
+    let config = audit::config::AuditConfig::load(path)
+        .with_context(|| format!("audit configuration {}", path.display()))?;
+    if config.sinks.is_empty() {
+        tracing::warn!(config = %path.display(), "the audit configuration has no sinks: audit records are not kept");
+        return Ok(audit::AuditLog::disabled());
+    }
+    let mut sinks = Vec::new();
+    for sink in &config.sinks {
+        let built = audit::config::build(sink)
+            .with_context(|| format!("audit configuration {}", path.display()))?;
+        sinks.push((built, sink.shipping()));
+    }
+    let names: Vec<_> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    let log = audit::AuditLog::start(&config.queue_dir, sinks, stop)
+        .with_context(|| format!("audit queue {}", config.queue_dir.display()))?;
+    tracing::info!(queue = %config.queue_dir.display(), sinks = ?names, "audit log on");
+    Ok(log)
 }
 
 /// How long a read or write on an apiserver connection may wait for a single byte. The

@@ -36,6 +36,8 @@ pub struct IntentRequest {
     pub desired_json: String,
     /// How long to wait for the result.
     pub timeout: Duration,
+    /// What the agent's audit record of it needs from the hub.
+    pub audit: dbprov_contract::audit::AuditContext,
 }
 
 /// Why an intent produced no result.
@@ -56,6 +58,9 @@ pub enum DispatchError {
     /// The agent reconnected without the operation: it was lost (e.g. the agent restarted).
     #[error("cluster {cluster} lost operation {intent_id} (agent restarted?)")]
     OperationLost { cluster: String, intent_id: String },
+    /// A `whenFull: block` audit sink is full: no new operation is sent (fail closed).
+    #[error("not sent: {message}")]
+    AuditBlocked { message: String },
     /// The agent ran the intent and it failed.
     #[error("agent reported {code:?}: {message}")]
     Agent {
@@ -418,6 +423,8 @@ pub struct Hub {
     /// Operations whose results abort the hub before they reach their waiter (test-only:
     /// `DBPROV_HUB_FAILPOINTS=after_result_before_status:<operation>`).
     abort_on_result: Arc<Vec<Operation>>,
+    /// Where audit records go (and whether a full one stops new operations).
+    audit: crate::audit::AuditLog,
 }
 
 /// The hub's test-only failpoints: `after_result_before_status:<operation>` (comma list);
@@ -482,7 +489,20 @@ impl Hub {
             resync,
             heartbeat_interval,
             abort_on_result: Arc::new(abort_on_result),
+            audit: crate::audit::AuditLog::disabled(),
         }
+    }
+
+    /// Keeps the audit records agents send in `audit` (and stops new operations while it
+    /// says so).
+    pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     /// Interval agents are told to send heartbeats at.
@@ -778,6 +798,11 @@ impl Hub {
             operation: request.operation as i32,
             desired_json: request.desired_json,
             deadline_unix_ms: unix_ms(deadline),
+            audit_json: if request.audit == dbprov_contract::audit::AuditContext::default() {
+                String::new()
+            } else {
+                dbprov_contract::to_json(&request.audit)
+            },
         };
         let (progress_tx, progress_rx) = watch::channel(ProgressInfo::default());
         let (result_tx, result_rx) = oneshot::channel();
@@ -800,6 +825,13 @@ impl Hub {
             return Err(DispatchError::NotConnected {
                 cluster: cluster.to_owned(),
             });
+        }
+        // Fail closed: an operation whose record could not be kept does not start. Probes
+        // change nothing and keep instances' health current meanwhile.
+        if intent.operation != Operation::ProbeInstance as i32
+            && let Some(message) = self.audit.blocked()
+        {
+            return Err(DispatchError::AuditBlocked { message });
         }
         // The same id already on its way (a stable id sent again, or a re-attachment while
         // the first handle still waits): wait for the same result, send nothing twice.
@@ -1096,6 +1128,7 @@ mod tests {
             operation: Operation::ProbeInstance,
             desired_json: "{}".into(),
             timeout,
+            audit: Default::default(),
         }
     }
 
@@ -1113,6 +1146,7 @@ mod tests {
             kind: Some(agent_message::Kind::Result(pb::Result {
                 intent_id: id.into(),
                 outcome: Some(Outcome::ObservedJson(json.into())),
+                audit_json: String::new(),
             })),
         }
     }
@@ -1183,6 +1217,7 @@ mod tests {
                         message: "password authentication failed".into(),
                         retryable: false,
                     })),
+                    audit_json: String::new(),
                 })),
             },
         );
@@ -1430,6 +1465,7 @@ mod tests {
             operation: Operation::DropDatabase,
             desired_json: "{}".into(),
             timeout,
+            audit: Default::default(),
         }
     }
 
@@ -1442,6 +1478,7 @@ mod tests {
                     message: "server down".into(),
                     retryable: true,
                 })),
+                audit_json: String::new(),
             })),
         }
     }

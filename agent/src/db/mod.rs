@@ -392,6 +392,14 @@ fn missing_object(code: &str) -> bool {
 }
 
 impl Conn {
+    /// The dialect of this connection (MariaDB speaks MySQL's).
+    pub fn engine(&self) -> dbprov_contract::Engine {
+        match self {
+            Conn::Pg(..) => dbprov_contract::Engine::Postgres,
+            Conn::My(..) => dbprov_contract::Engine::Mysql,
+        }
+    }
+
     /// The server's version string.
     pub async fn server_version(&mut self) -> Result<String, OpError> {
         match self {
@@ -410,6 +418,8 @@ impl Conn {
     pub async fn execute(&mut self, sql: &str) -> Result<(), OpError> {
         // Only the start of the statement: password clauses never reach the log.
         tracing::debug!(statement = %first_words(sql), "executing");
+        // The audit record keeps it with its literals redacted (passwords are literals).
+        crate::audit::statement(self.engine(), sql);
         // Every identifier and literal in `sql` went through sql::quote.
         let statement = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
         let _serialized = if is_privilege_statement(sql) {

@@ -390,6 +390,10 @@ pub async fn run(
         .map_err(|e| OpError::new(ErrorCode::Internal, format!("metadata: {e}"), false))?;
     store.put_small(&metadata_object, Bytes::from(json)).await?;
     progress.report(100, "completed", summary.stored_bytes);
+    crate::audit::effect(format!(
+        "artifact {location} written ({} bytes stored, sha256 of the dump {})",
+        summary.stored_bytes, summary.plaintext_sha256
+    ));
     let observed = BackupObserved {
         object,
         metadata_object,
@@ -425,6 +429,7 @@ pub async fn delete(
     store.delete(&metadata).await?;
     store.delete(&object).await?;
     let aborted = store.abort_incomplete(&object).await?;
+    crate::audit::effect(format!("artifact {object} and its metadata deleted"));
     Ok(DeleteBackupObserved {
         deleted: vec![metadata, object],
         aborted_uploads: aborted,

@@ -56,7 +56,12 @@ pub async fn run(
                 .collect();
             migrate::run(target, &intent, files, &mut report)
                 .await
-                .map(|o| redact_secret_failure(o, &secret_files))
+                .map(|o| {
+                    for version in &o.applied {
+                        crate::audit::effect(format!("migration {version} applied"));
+                    }
+                    redact_secret_failure(o, &secret_files)
+                })
         }
         Err(e) => Err(e),
     };

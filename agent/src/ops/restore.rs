@@ -643,6 +643,10 @@ pub async fn run(
         .increment(summary.stored_bytes);
     metrics::counter!("dbprov_agent_restore_bytes_total", "direction" => "out")
         .increment(summary.plaintext_bytes);
+    crate::audit::effect(format!(
+        "database {} restored from {} ({} bytes of dump)",
+        d.database, d.object, summary.plaintext_bytes
+    ));
     let observed = RestoreObserved {
         target_database: d.database.clone(),
         created,

@@ -139,6 +139,8 @@ reasons! {
     // Failures reported by the agent or the session (see `of_dispatch`).
     /// No session with the instance's cluster.
     ClusterNotConnected => Pending, Warning, Some(WAIT_SHORT);
+    /// A `whenFull: block` audit sink is full: nothing is sent until it delivers again.
+    AuditBlocked => Pending, Warning, Some(WAIT_SHORT);
     /// The database server cannot be reached from the agent.
     InstanceUnreachable => Failed, Warning, Some(RETRY);
     /// The server refused the admin credentials.
@@ -257,6 +259,7 @@ impl Reason {
             DispatchError::Backpressure { .. } | DispatchError::OperationLost { .. } => {
                 Reason::AgentError
             }
+            DispatchError::AuditBlocked { .. } => Reason::AuditBlocked,
         }
     }
 

@@ -442,6 +442,7 @@ pub(crate) fn transient(e: &DispatchError) -> bool {
             ..
         } => *retryable,
         DispatchError::NotConnected { .. }
+        | DispatchError::AuditBlocked { .. }
         | DispatchError::Backpressure { .. }
         | DispatchError::OperationLost { .. } => true,
         DispatchError::Disconnected { .. }

@@ -361,6 +361,7 @@ pub(crate) async fn write_secret(
         ),
         e => failed("writing", e),
     })?;
+    crate::audit::effect(format!("secret {ns}/{name} written"));
     Ok(Some((ns, name)))
 }
 
@@ -556,6 +557,7 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
                     true,
                 )
             })?;
+        crate::audit::effect(format!("secret {ns}/{name} deleted"));
         secret_deleted = true;
     }
     Ok(DropUserObserved {

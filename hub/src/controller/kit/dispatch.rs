@@ -26,18 +26,23 @@ pub fn resource_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ResourceRef {
 
 /// An intent about `obj` asking for `operation` with the desired state `payload` (one of the
 /// contract's payload types), waiting at most `timeout`.
-pub fn intent<K: Resource<DynamicType = ()>>(
+pub fn intent<K: Resource<DynamicType = ()> + serde::Serialize>(
     obj: &K,
     operation: Operation,
     payload: &impl serde::Serialize,
     timeout: Duration,
 ) -> IntentRequest {
+    // Serialising plain data structs cannot fail (no maps with non-string keys).
+    let payload = serde_json::to_value(payload).unwrap_or_default();
+    let object = serde_json::to_value(obj).unwrap_or_default();
+    let resource = resource_ref(obj);
+    let audit = super::audit::context(&resource.kind, &object, &payload);
     IntentRequest {
-        resource: resource_ref(obj),
+        resource,
         operation,
-        // Serialising plain data structs cannot fail (no maps with non-string keys).
-        desired_json: serde_json::to_string(payload).unwrap_or_default(),
+        desired_json: payload.to_string(),
         timeout,
+        audit,
     }
 }
 

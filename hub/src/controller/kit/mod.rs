@@ -14,6 +14,7 @@
 //! - [`operation`]: starting or re-attaching to a long operation and following it;
 //! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last.
 
+pub mod audit;
 pub mod claims;
 pub mod consent;
 pub mod dispatch;

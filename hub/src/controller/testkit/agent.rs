@@ -139,6 +139,7 @@ impl FakeAgent {
                                 kind: Some(agent_message::Kind::Result(pb::Result {
                                     intent_id: intent.intent_id,
                                     outcome: Some(outcome),
+                                    audit_json: String::new(),
                                 })),
                             },
                         );

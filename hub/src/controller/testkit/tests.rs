@@ -364,6 +364,7 @@ fn request(timeout: Duration) -> IntentRequest {
         operation: Operation::EnsureDatabase,
         desired_json: json!({"database": {"name": "shop"}, "mode": "apply"}).to_string(),
         timeout,
+        audit: Default::default(),
     }
 }
 
