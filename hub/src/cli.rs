@@ -103,6 +103,29 @@ pub struct RunArgs {
     /// Trust domain of accepted identities (spiffe://<trust-domain>/...).
     #[arg(long, env = "DBPROV_TRUST_DOMAIN", default_value = crate::certs::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Address of the admission webhook (HTTPS, docs/admission.md), e.g. `0.0.0.0:9445`.
+    /// Absent: no webhook is served.
+    #[arg(long, env = "DBPROV_ADMISSION_LISTEN")]
+    pub admission_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain the webhook serves (for `<service>.<namespace>.svc`); reloaded
+    /// when the file changes.
+    #[arg(
+        long,
+        env = "DBPROV_ADMISSION_CERT",
+        default_value = "/etc/dbprov/admission/tls.crt"
+    )]
+    pub admission_cert: PathBuf,
+    /// PEM private key of `--admission-cert`; reloaded when the file changes.
+    #[arg(
+        long,
+        env = "DBPROV_ADMISSION_KEY",
+        default_value = "/etc/dbprov/admission/tls.key"
+    )]
+    pub admission_key: PathBuf,
+    /// Kubernetes user names of the hub itself (comma-separated), never recorded as the one
+    /// who asked for a change (the chart passes the hub's ServiceAccount).
+    #[arg(long, env = "DBPROV_ADMISSION_HUB_USERNAMES", value_delimiter = ',')]
+    pub admission_hub_usernames: Vec<String>,
     /// Audit log configuration (YAML: `queueDir` and `sinks`, docs/audit.md). Without it no
     /// record is kept or shipped.
     #[arg(long, env = "DBPROV_AUDIT_CONFIG")]

@@ -1,5 +1,6 @@
 //! dbprov hub: the management-cluster side of dbprov.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod bootstrap;
@@ -289,7 +290,34 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         service,
         flagged(shutdown.clone()),
     );
+    // The admission webhook: every replica serves it (leader or standby), the mutation is
+    // stateless. A port that cannot be bound stops the hub now, not at the first apply.
+    let admission = match args.admission_listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| {
+                    format!("admission webhook: listening on {listen} (--admission-listen)")
+                })?;
+            let config = admission::AdmissionConfig {
+                listen,
+                cert: args.admission_cert.clone(),
+                key: args.admission_key.clone(),
+                hub_usernames: args.admission_hub_usernames.clone(),
+            };
+            let stop = flagged(shutdown.clone());
+            Some(tokio::spawn(async move {
+                admission::serve_on(listener, config, stop).await
+            }))
+        }
+        None => None,
+    };
     let (served, (), ()) = tokio::join!(server, controllers, election);
+    if let Some(handle) = admission
+        && let Ok(Err(e)) = handle.await
+    {
+        tracing::error!(error = %e, "the admission webhook stopped");
+    }
     served?;
     tracing::info!("shut down");
     Ok(())
