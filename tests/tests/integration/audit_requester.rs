@@ -497,3 +497,108 @@ async fn a_webhook_that_is_down_is_ignored_or_refuses_by_failure_policy() {
     let status = admin.get("while-down").await.unwrap();
     assert_eq!(status.data["status"]["phase"], "Pending");
 }
+
+fn https_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The server itself, as any HTTPS client sees it: health, a body that is not a review,
+/// an unknown path, and a renewed certificate served without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_what_is_not_a_review_and_reloads_its_certificate() {
+    dbprov_tests::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = admission::serving_cert(dir.path()).unwrap();
+    let webhook = Webhook::start(&cert).await;
+    let base = webhook.url.trim_end_matches(REQUESTED_BY_PATH).to_owned();
+    let http = https_client(&cert.ca_pem);
+
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap().trim(), "ok");
+
+    let bad = http
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .body("{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let message = bad.text().await.unwrap();
+    assert!(
+        message.contains("admission.k8s.io/v1 AdmissionReview"),
+        "{message}"
+    );
+
+    let elsewhere = http
+        .post(format!("{base}/validate/policy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+
+    // A well-formed review of a CREATE gets `allowed` and a JSON patch with the stamp.
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "0b8e1d0c-1111-4c3e-9d6a-000000000001",
+            "kind": {"group": "dbops.dbprovision.io", "version": "v1alpha1", "kind": "Database"},
+            "resource": {"group": "dbops.dbprovision.io", "version": "v1alpha1", "resource": "databases"},
+            "name": "app", "namespace": NS, "operation": "CREATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["devs"]},
+            "object": database("app", "Retain"),
+            "oldObject": null, "dryRun": false,
+        },
+    });
+    let answer = http
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .body(review.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "0b8e1d0c-1111-4c3e-9d6a-000000000001");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    // kube-core writes the patch bytes as a JSON array of numbers, which the apiserver (Go's
+    // []byte decoding) accepts as well as base64: the tests above are stamped through it.
+    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    let patch = String::from_utf8(bytes).unwrap();
+    assert!(patch.contains("alice@example.com"), "{patch}");
+
+    // Renewal: new files under the same paths (signed by a new CA, so the client can tell
+    // which one it got). New connections get the new certificate without a restart.
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let renewed = admission::serving_cert(renewed_dir.path()).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    std::fs::copy(&renewed.cert, &cert.cert).unwrap();
+    let url = format!("{base}/healthz");
+    eventually(
+        Duration::from_secs(30),
+        "the webhook to serve the renewed certificate",
+        || {
+            // A fresh client: no pooled connection from before the renewal.
+            let http = https_client(&renewed.ca_pem);
+            let url = url.clone();
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            }
+        },
+    )
+    .await;
+    webhook.stop().await;
+}
