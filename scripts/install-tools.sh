@@ -6,7 +6,7 @@
 #
 # Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
 #   NAMES: apt kubernetes etcd grpcurl helm promtool thirdparty-crds minio fake-gcs-server azurite
-#          migration-tools
+#          migration-tools victoria-logs
 #
 # After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
 # scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
@@ -341,6 +341,8 @@ wanted promtool && go_install promtool "v$PROMETHEUS_VERSION" promtool \
   "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"
 wanted thirdparty-crds && install_thirdparty_crds
 wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION" fake-gcs-server "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_SERVER_VERSION"
+wanted victoria-logs && go_install victoria-logs "v$VICTORIALOGS_VERSION" victoria-logs \
+  "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@v$VICTORIALOGS_VERSION"
 wanted azurite && install_azurite
 wanted migration-tools && install_migration_tools
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"

@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod reference_manifests;
 pub mod scenario;
 pub mod tools;
+pub mod victorialogs;
 
 pub use azurite::Azurite;
 pub use error::EnvError;

@@ -8,6 +8,7 @@ mod account_attacks;
 mod agent_identity;
 mod api;
 mod api_compat;
+mod audit_sinks;
 mod backup_options;
 mod backup_pipeline;
 mod backup_proofs;
