@@ -515,6 +515,55 @@ impl<D: ClusterDirectory> HubAdmin for HubService<D> {
         Ok(Response::new(admin::ListIntentsResponse { intents }))
     }
 
+    async fn list_audit_records(
+        &self,
+        request: Request<admin::ListAuditRecordsRequest>,
+    ) -> Result<Response<admin::ListAuditRecordsResponse>, Status> {
+        require_admin(&request, &self.trust_domain)?;
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 50,
+            n => n.min(1000) as usize,
+        };
+        // Read more than asked when filtering: the filter applies to the newest records.
+        let scan = if r.cluster_name.is_empty() && r.namespace.is_empty() {
+            limit
+        } else {
+            limit.saturating_mul(20).min(20_000)
+        };
+        let records = self
+            .hub
+            .audit()
+            .last(scan)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut out: Vec<admin::AuditRecordSummary> = records
+            .into_iter()
+            .filter(|a| r.cluster_name.is_empty() || a.cluster == r.cluster_name)
+            .filter(|a| r.namespace.is_empty() || a.resource.namespace == r.namespace)
+            .map(|a| admin::AuditRecordSummary {
+                record_json: dbprov_contract::to_json(&a),
+                id: a.id,
+                time: a.time,
+                cluster_name: a.cluster,
+                operation: a.operation,
+                outcome: a.outcome.as_str().to_owned(),
+                requested_by: a.requested_by.map(|q| q.username).unwrap_or_default(),
+                resource: Some(dbprov_proto::agent::v1::ResourceRef {
+                    kind: a.resource.kind,
+                    namespace: a.resource.namespace,
+                    name: a.resource.name,
+                    uid: a.resource.uid,
+                    generation: a.resource.generation,
+                }),
+            })
+            .collect();
+        let skip = out.len().saturating_sub(limit);
+        out.drain(..skip);
+        Ok(Response::new(admin::ListAuditRecordsResponse {
+            records: out,
+        }))
+    }
+
     async fn trigger_resync(
         &self,
         request: Request<admin::TriggerResyncRequest>,

@@ -194,6 +194,19 @@ async fn grpcurl_walkthrough_and_refused_callers() {
         ],
     );
     assert!(ok, "{out}");
+    // Without an audit configuration there is nothing to list, and it says so by listing
+    // nothing (not an error).
+    let (ok, out) = grpcurl(
+        &w.pki,
+        Some(&admin),
+        &[
+            "-d",
+            r#"{"limit":5,"namespace":"default"}"#,
+            &hub.addr,
+            "dbprov.admin.v1.HubAdmin/ListAuditRecords",
+        ],
+    );
+    assert!(ok && !out.contains("\"records\""), "{out}");
 
     // The agent's admin port answers the same way.
     let agent_admin = east.admin_addr.clone().unwrap();
