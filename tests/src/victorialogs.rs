@@ -171,6 +171,49 @@ impl VictoriaLogs {
     }
 }
 
+impl VictoriaLogs {
+    /// How many entries `logsql` matches (`<logsql> | count() as n`).
+    pub async fn count(&self, logsql: &str) -> Result<usize, EnvError> {
+        let rows = self.query(&format!("{logsql} | count() as n")).await?;
+        let n = rows
+            .first()
+            .and_then(|r| r.get("n"))
+            .and_then(|n| n.as_str())
+            .and_then(|n| n.parse().ok());
+        n.ok_or_else(|| EnvError::Client {
+            component: "victoria-logs".into(),
+            message: format!("count of {logsql:?}: unexpected answer {rows:?}"),
+        })
+    }
+
+    /// Polls [`VictoriaLogs::count`] until it is `n`; fails after `timeout` or when more are
+    /// there.
+    pub async fn wait_for_count(
+        &self,
+        logsql: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), EnvError> {
+        let start = std::time::Instant::now();
+        loop {
+            let got = self.count(logsql).await?;
+            if got == n {
+                return Ok(());
+            }
+            if got > n || start.elapsed() > timeout {
+                return Err(EnvError::Client {
+                    component: "victoria-logs".into(),
+                    message: format!(
+                        "count of {logsql:?}: {got}, expected {n} (waited {:?})",
+                        start.elapsed()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 async fn start_server(
     bin: &std::path::Path,
     dir: &WorkDir,

@@ -569,3 +569,180 @@ async fn file_sink_from_config_rotates_and_keeps_every_record_in_order() {
         "batches 3-8 once each, in order, across the rotated files"
     );
 }
+
+/// The chart's `audit.sinks` become a config the hub accepts, mounted where
+/// `DBPROV_AUDIT_CONFIG` points, with every credential file inside a mounted Secret and the
+/// queue on its own volume.
+#[test]
+fn the_chart_renders_an_audit_config_the_hub_accepts_with_its_secrets_mounted() {
+    use dbprov_tests::{helm, process::WorkDir, tools};
+    require!(tools::find("helm"));
+    let dir = WorkDir::new("audit-chart").unwrap();
+    let values = dir.join("audit-values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+audit:
+  enabled: true
+  secretMounts: [loki-credentials, es-audit]
+  sinks:
+    - name: out
+      type: stdout
+    - name: loki
+      type: loki
+      whenFull: block
+      loki:
+        url: https://loki-gateway.monitoring/loki/api/v1/push
+        labels: {env: prod}
+        basicAuth: {username: dbprov, passwordFile: /etc/dbprov/audit/secrets/loki-credentials/password}
+        tls: {caFile: /etc/dbprov/audit/secrets/loki-credentials/ca.crt}
+    - name: es
+      type: elasticsearch
+      elasticsearch:
+        url: https://es.example:9200
+        dataStream: logs-dbprov.audit-default
+        apiKeyFile: /etc/dbprov/audit/secrets/es-audit/apiKey
+"#,
+    )
+    .unwrap();
+    let out = helm::template(
+        &dir,
+        "dbprov-hub",
+        "hub",
+        "dbprov-system",
+        &["-f", values.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(out.ok, "helm template: {}", out.stderr);
+    let docs = helm::documents(&out.stdout).unwrap();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "hub-dbprov-hub-audit")
+        .expect("the audit ConfigMap");
+    let config = AuditConfig::parse(cm["data"]["audit.yaml"].as_str().unwrap(), "chart").unwrap();
+    assert_eq!(
+        config.queue_dir,
+        std::path::Path::new("/var/lib/dbprov/audit")
+    );
+    assert_eq!(config.sinks.len(), 3);
+
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    let config_path = env
+        .iter()
+        .find(|e| e["name"] == "DBPROV_AUDIT_CONFIG")
+        .and_then(|e| e["value"].as_str())
+        .expect("DBPROV_AUDIT_CONFIG");
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
+    let volume = |name: &Value| volumes.iter().find(|v| &v["name"] == name).unwrap();
+    let mounted_at = |path: &str| {
+        mounts
+            .iter()
+            .find(|m| {
+                let at = m["mountPath"].as_str().unwrap();
+                path == at || path.starts_with(&format!("{at}/"))
+            })
+            .unwrap_or_else(|| panic!("nothing mounted at {path}: {mounts:?}"))
+    };
+    let config_mount = mounted_at(config_path);
+    assert_eq!(
+        volume(&config_mount["name"])["configMap"]["name"],
+        "hub-dbprov-hub-audit"
+    );
+    let queue = mounted_at(config.queue_dir.to_str().unwrap());
+    assert!(volume(&queue["name"])["emptyDir"].is_object());
+    let secret_files = [
+        "/etc/dbprov/audit/secrets/loki-credentials/password",
+        "/etc/dbprov/audit/secrets/loki-credentials/ca.crt",
+        "/etc/dbprov/audit/secrets/es-audit/apiKey",
+    ];
+    for file in secret_files {
+        let m = mounted_at(file);
+        assert_eq!(m["readOnly"], true, "{file}");
+        let secret = file.split('/').nth(5).unwrap();
+        assert_eq!(volume(&m["name"])["secret"]["secretName"], secret, "{file}");
+    }
+    // A changed config rolls the pods (the hub reads it at start).
+    assert!(
+        deploy["spec"]["template"]["metadata"]["annotations"]["checksum/audit-config"].is_string()
+    );
+
+    // The PVC queue: a claim of the chart's own, kept on uninstall; refused with replicas > 1.
+    let pvc_args = [
+        "-f",
+        values.to_str().unwrap(),
+        "--set",
+        "audit.queue.persistentVolumeClaim.enabled=true",
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ];
+    let out = helm::template(&dir, "dbprov-hub", "hub", "dbprov-system", &pvc_args).unwrap();
+    assert!(out.ok, "helm template: {}", out.stderr);
+    let docs = helm::documents(&out.stdout).unwrap();
+    let pvc = docs
+        .iter()
+        .find(|d| d["kind"] == "PersistentVolumeClaim")
+        .expect("the queue claim");
+    assert_eq!(
+        pvc["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let out = helm::template(&dir, "dbprov-hub", "hub", "dbprov-system", &pvc_args[..4]).unwrap();
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("audit.queue.persistentVolumeClaim")
+            && out.stderr.contains("replicaCount=1"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Volume: 20 batches of 500 records through each sink, every record stored. Prints the
+/// delivery rate (a measurement for docs/audit.md, no threshold).
+#[tokio::test]
+async fn ten_thousand_records_through_each_sink_are_all_stored() {
+    dbprov_tests::init_crypto();
+    let vl = require!(VictoriaLogs::start().await);
+    let loki = sink_from(&loki_yaml(&vl, "loki-volume", ""));
+    let es = sink_from(&es_yaml(&vl, "es-volume", ""));
+    for sink in [&loki, &es] {
+        let tag = format!("{}-{}", sink.name(), dbprov_tests::random_hex(4));
+        let template = records(&tag);
+        let batches: Vec<Vec<AuditRecord>> = (0..20)
+            .map(|b| {
+                (0..500)
+                    .map(|i| {
+                        let mut r = template[i % 3].clone();
+                        r.id = format!("{tag}-{b}-{i}");
+                        r.intent_id = tag.clone();
+                        r
+                    })
+                    .collect()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for batch in &batches {
+            sink.send(batch).await.unwrap();
+        }
+        let sent = started.elapsed();
+        let query = format!("intentId:={tag:?}");
+        vl.wait_for_count(&query, 10_000, SEARCHABLE).await.unwrap();
+        let distinct = vl
+            .query(&format!("{query} | uniq by (id) | count() as n"))
+            .await
+            .unwrap();
+        assert_eq!(distinct[0]["n"], "10000");
+        eprintln!(
+            "{}: 10000 records in 20 batches acknowledged in {:.2?} ({:.0} records/s), all searchable after {:.2?}",
+            sink.name(),
+            sent,
+            10_000.0 / sent.as_secs_f64(),
+            started.elapsed()
+        );
+    }
+}
