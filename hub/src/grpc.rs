@@ -254,11 +254,13 @@ struct SessionReader<D> {
 }
 
 impl<D: ClusterDirectory> SessionReader<D> {
-    /// Keeps the audit record a Result carries in the durable audit queue before the Result
-    /// goes on (and is acknowledged). False when it could not be kept: the Result is then
-    /// held back, and the agent sends both again later. The record's cluster and intent are
-    /// the session's, whatever the agent wrote.
-    async fn keep_audit_record(&self, result: &dbprov_proto::agent::v1::Result) -> bool {
+    /// The audit record a Result carries, with the session's cluster and intent id whatever
+    /// the agent wrote (an agent cannot write records for another cluster). `None` when it
+    /// cannot be read: the result is used without it, and that is counted and logged.
+    fn audit_record(
+        &self,
+        result: &dbprov_proto::agent::v1::Result,
+    ) -> Option<dbprov_contract::audit::AuditRecord> {
         let mut record: dbprov_contract::audit::AuditRecord = match dbprov_contract::from_json(
             &result.audit_json,
         ) {
@@ -266,20 +268,13 @@ impl<D: ClusterDirectory> SessionReader<D> {
             Err(e) => {
                 metrics::counter!("dbprov_audit_records_unreadable_total").increment(1);
                 tracing::error!(cluster = %self.cluster, intent = %result.intent_id, error = %e, "an agent's audit record cannot be read; the result is used without it");
-                return true;
+                return None;
             }
         };
         record.cluster.clone_from(&self.cluster);
         record.intent_id.clone_from(&result.intent_id);
         record.source = "agent".into();
-        match self.hub.audit().accept(vec![record]).await {
-            Ok(_) => true,
-            Err(e) => {
-                metrics::counter!("dbprov_audit_queue_errors_total").increment(1);
-                tracing::error!(cluster = %self.cluster, intent = %result.intent_id, error = %e, "cannot keep an audit record; its result waits until it can (the agent re-sends it)");
-                false
-            }
-        }
+        Some(record)
     }
 
     /// Records heartbeats in the cluster's status off the read path: the reader only stores
@@ -386,9 +381,25 @@ impl<D: ClusterDirectory> SessionReader<D> {
                     }
                     if let Some(agent_message::Kind::Result(result)) = &msg.kind
                         && !result.audit_json.is_empty()
-                        && !self.keep_audit_record(result).await
+                        && self.hub.audit().enabled()
                     {
-                        // Not handed on, so not acknowledged: the agent sends it again.
+                        // The waiter has the result at once; the agent gets the ack only once
+                        // the record is on disk (appends of all sessions share one sync).
+                        let keep = self.audit_record(result);
+                        let id = result.intent_id.clone();
+                        self.hub
+                            .on_result_ack_later(&self.cluster, &self.session_id, msg);
+                        let (hub, cluster) = (self.hub.clone(), self.cluster.clone());
+                        tokio::spawn(async move {
+                            if let Some(record) = keep
+                                && let Err(e) = hub.audit().accept(vec![record]).await
+                            {
+                                metrics::counter!("dbprov_audit_queue_errors_total").increment(1);
+                                tracing::error!(%cluster, intent = %id, error = %e, "cannot keep an audit record; its result stays unacknowledged and the agent sends both again");
+                                return;
+                            }
+                            hub.ack_if_delivered(&cluster, &id);
+                        });
                         continue;
                     }
                     self.hub.on_message(&self.cluster, &self.session_id, msg);

@@ -662,6 +662,26 @@ impl Hub {
     /// Handles one message of a session. Results for intents of other clusters are refused
     /// and logged (an agent can only answer for its own cluster).
     pub fn on_message(&self, cluster: &str, session_id: &str, msg: AgentMessage) {
+        self.handle(cluster, session_id, msg, false);
+    }
+
+    /// [`Hub::on_message`] for a Result whose audit record is still being kept: it is handed
+    /// to its waiter now, and acknowledged only by [`Hub::ack_if_delivered`] once the record
+    /// is durable (so the agent keeps both until then).
+    pub fn on_result_ack_later(&self, cluster: &str, session_id: &str, msg: AgentMessage) {
+        self.handle(cluster, session_id, msg, true);
+    }
+
+    /// Acknowledges the Result of `intent_id` if a waiter has it (see
+    /// [`Hub::on_result_ack_later`]); otherwise the agent keeps it and sends it again.
+    pub fn ack_if_delivered(&self, cluster: &str, intent_id: &str) {
+        let state = self.lock();
+        if state.delivered.iter().any(|d| d == intent_id) {
+            ack_result(&state, cluster, intent_id);
+        }
+    }
+
+    fn handle(&self, cluster: &str, session_id: &str, msg: AgentMessage, defer_ack: bool) {
         let mut state = self.lock();
         // Only a result removes an intent; everything else leaves the gauges as they are.
         state.changes = matches!(msg.kind, Some(agent_message::Kind::Result(_)));
@@ -703,7 +723,7 @@ impl Hub {
                 // A waiter first: a stable id (see `stable_intent_id`) already delivered once
                 // can be sent again and waited for (e.g. the status write after it failed).
                 if owned_pending(&mut state, cluster, &id, "result").is_none() {
-                    if state.delivered.contains(&id) {
+                    if state.delivered.contains(&id) && !defer_ack {
                         // A duplicate (the agent re-sends until acknowledged): ours already.
                         ack_result(&state, cluster, &id);
                     }
@@ -758,7 +778,9 @@ impl Hub {
                             }
                             state.delivered.push_back(id.clone());
                         }
-                        ack_result(&state, cluster, &id);
+                        if !defer_ack {
+                            ack_result(&state, cluster, &id);
+                        }
                     }
                 }
             }
@@ -1439,6 +1461,81 @@ mod tests {
         // acknowledged: the agent keeps it for the controller's re-sent id.
         hub.on_message("east", &s.session_id, result_ok("unknown", "{}"));
         assert!(acks(&mut s.outbound).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_result_with_an_audit_record_is_acknowledged_only_once_it_is_kept() {
+        let hub = Hub::new(Duration::from_secs(10));
+        let mut s = hub.open_session(hello("east", &[]), "p".into());
+        let op = hub.start("east", request(Duration::from_secs(5))).unwrap();
+        let id = op.intent_id.clone();
+        let _ = next_intent(&mut s.outbound);
+        hub.on_result_ack_later("east", &s.session_id, result_ok(&id, "{}"));
+        // The waiter has it at once; the agent keeps it until the record is on disk.
+        assert_eq!(op.wait().await.unwrap(), "{}");
+        assert!(acks(&mut s.outbound).is_empty());
+        hub.ack_if_delivered("east", &id);
+        assert_eq!(acks(&mut s.outbound), vec![id.clone()]);
+        // A duplicate is acknowledged again only once its record is kept (again).
+        hub.on_result_ack_later("east", &s.session_id, result_ok(&id, "{}"));
+        assert!(acks(&mut s.outbound).is_empty());
+        hub.ack_if_delivered("east", &id);
+        assert_eq!(acks(&mut s.outbound), vec![id]);
+        // One this hub never asked for is kept but never acknowledged.
+        hub.on_result_ack_later("east", &s.session_id, result_ok("unknown", "{}"));
+        hub.ack_if_delivered("east", "unknown");
+        assert!(acks(&mut s.outbound).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_block_audit_sink_stops_new_operations_but_not_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        #[derive(Debug)]
+        struct Down;
+        impl crate::audit::sink::Sink for Down {
+            fn name(&self) -> &str {
+                "down"
+            }
+            fn send<'a>(
+                &'a self,
+                _: &'a [dbprov_contract::audit::AuditRecord],
+            ) -> futures::future::BoxFuture<'a, Result<(), crate::audit::sink::SinkError>>
+            {
+                Box::pin(std::future::pending())
+            }
+        }
+        let log = crate::audit::AuditLog::start(
+            dir.path(),
+            vec![(
+                Arc::new(Down) as Arc<dyn crate::audit::sink::Sink>,
+                crate::audit::Shipping {
+                    batch_size: 10,
+                    buffer_records: 1,
+                    when_full: crate::audit::WhenFull::Block,
+                    max_backoff: Duration::from_secs(1),
+                },
+            )],
+            std::future::pending(),
+        )
+        .unwrap();
+        let hub = Hub::new(Duration::from_secs(10)).with_audit(log.clone());
+        let _s = hub.open_session(hello("east", &[]), "p".into());
+        log.accept(vec![crate::audit::queue::tests_support::record("r1")])
+            .await
+            .unwrap();
+        let mut backup = request(Duration::from_secs(5));
+        backup.operation = Operation::RunBackup;
+        let Err(e) = hub.start("east", backup) else {
+            panic!("an operation was sent while the audit buffer was full");
+        };
+        let DispatchError::AuditBlocked { message } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(message.contains("audit sink \"down\""), "{message}");
+        assert!(
+            hub.start("east", request(Duration::from_secs(5))).is_ok(),
+            "probes change nothing and still go"
+        );
     }
 
     #[tokio::test]

@@ -105,12 +105,19 @@ struct State {
     file: Option<fs::File>,
 }
 
+/// Records to append and who waits for them.
+type Append = (
+    Vec<AuditRecord>,
+    tokio::sync::oneshot::Sender<Result<usize, String>>,
+);
+
 /// The queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
     state: Arc<Mutex<State>>,
     appended: Arc<Notify>,
+    writer: Arc<std::sync::OnceLock<std::sync::mpsc::Sender<Append>>>,
 }
 
 /// A record read from the queue for a sink.
@@ -202,6 +209,7 @@ impl Queue {
             dir: dir.to_owned(),
             state: Arc::new(Mutex::new(state)),
             appended: Arc::new(Notify::new()),
+            writer: Arc::new(std::sync::OnceLock::new()),
         };
         queue.collect_garbage();
         queue.publish_depths();
@@ -327,18 +335,51 @@ impl Queue {
         Ok(n)
     }
 
-    /// Appends (see [`Queue::append_blocking`]) off the async threads.
+    /// Appends (see [`Queue::append_blocking`]) on the queue's writer thread, which gathers
+    /// the appends of all sessions that arrive while it syncs into one write and one sync
+    /// (group commit). Returns how many of `records` were new.
     pub async fn append(&self, records: Vec<AuditRecord>) -> Result<usize, QueueError> {
-        let queue = self.clone();
-        tokio::task::spawn_blocking(move || queue.append_blocking(&records))
+        let failed = |message: String| QueueError::Io {
+            path: self.dir.display().to_string(),
+            action: "appending",
+            source: std::io::Error::other(message),
+        };
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Append>();
+            let queue = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("audit-queue-writer".into())
+                .spawn(move || queue.write_loop(&rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the audit queue writer");
+            }
+            tx
+        });
+        let (done, answer) = tokio::sync::oneshot::channel();
+        writer
+            .send((records, done))
+            .map_err(|_| failed("the audit queue writer stopped".into()))?;
+        answer
             .await
-            .unwrap_or_else(|e| {
-                Err(QueueError::Io {
-                    path: self.dir.display().to_string(),
-                    action: "appending",
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })
+            .map_err(|_| failed("the audit queue writer stopped".into()))?
+            .map_err(failed)
+    }
+
+    /// The writer thread: one append (and sync) for everything waiting.
+    fn write_loop(&self, rx: &std::sync::mpsc::Receiver<Append>) {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                waiting.push(more);
+            }
+            let all: Vec<AuditRecord> = waiting.iter().flat_map(|(r, _)| r.clone()).collect();
+            let outcome = self.append_blocking(&all).map_err(|e| e.to_string());
+            for (records, done) in waiting {
+                // Each caller learns whether its records are on disk; how many were new is
+                // counted for the batch as a whole.
+                let _ = done.send(outcome.clone().map(|_| records.len()));
+            }
+        }
     }
 
     /// The sink's cursor (the last sequence number it has).
