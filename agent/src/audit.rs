@@ -245,10 +245,23 @@ pub fn record(
     } else {
         serde_json::from_str(&intent.audit_json).unwrap_or_default()
     };
-    if outcome == AuditOutcome::Success && !changed(operation, &context, result, &trail) {
+    if outcome == AuditOutcome::Success && !changed(intent, operation, &context, result, &trail) {
         return None;
     }
     let resource = intent.resource.clone().unwrap_or_default();
+    let mut effects = trail.effects;
+    if outcome == AuditOutcome::Success
+        && context.trigger != "resync"
+        && adopted(intent, &observed_of(result))
+        && effects.len() < dbprov_contract::audit::MAX_EFFECTS
+    {
+        let what = if context.object.is_empty() {
+            &context.database
+        } else {
+            &context.object
+        };
+        effects.push(format!("existing {what} adopted"));
+    }
     // The manifest's engine first (it tells MariaDB from MySQL; statements only the dialect).
     let engine = engine_of(&intent.desired_json)
         .or(trail.engine)
@@ -280,7 +293,7 @@ pub fn record(
         trigger: context.trigger,
         statements: trail.statements,
         statements_total: trail.statements_total,
-        effects: trail.effects,
+        effects,
     })
 }
 
@@ -293,17 +306,13 @@ pub fn record(
 ///   observed as a change counts: an object created, drift corrected, privileges revoked;
 /// - anything else when it ran a statement or wrote something.
 fn changed(
+    intent: &Intent,
     operation: Operation,
     context: &AuditContext,
     result: &pb::Result,
     trail: &Trail,
 ) -> bool {
-    let observed = match &result.outcome {
-        Some(pb::result::Outcome::ObservedJson(json)) => {
-            serde_json::from_str::<serde_json::Value>(json).unwrap_or_default()
-        }
-        _ => serde_json::Value::Null,
-    };
+    let observed = observed_of(result);
     match operation {
         Operation::RunBackup
         | Operation::DeleteBackup
@@ -316,7 +325,25 @@ fn changed(
                 || observed["action"] == "repair"
         }
         _ if context.trigger == "resync" => observed_change(&observed),
-        _ => trail.statements_total > 0 || !trail.effects.is_empty(),
+        _ => trail.statements_total > 0 || !trail.effects.is_empty() || adopted(intent, &observed),
+    }
+}
+
+/// Whether the first ensure of a resource (generation 1) found its object already in the
+/// server and took it over: an adoption changes who manages the object, even when nothing
+/// had to be altered. (Later ensures find the object dbprov made; the agent cannot tell
+/// those apart from an adoption, so only the first generation counts.)
+fn adopted(intent: &Intent, observed: &serde_json::Value) -> bool {
+    observed["adopted"].as_bool() == Some(true)
+        && intent.resource.as_ref().is_some_and(|r| r.generation <= 1)
+}
+
+fn observed_of(result: &pb::Result) -> serde_json::Value {
+    match &result.outcome {
+        Some(pb::result::Outcome::ObservedJson(json)) => {
+            serde_json::from_str::<serde_json::Value>(json).unwrap_or_default()
+        }
+        _ => serde_json::Value::Null,
     }
 }
 
@@ -434,6 +461,31 @@ mod tests {
             deadline_unix_ms: 0,
             audit_json: r#"{"trigger":"reconcile","instance":"team-a/pg","requestedBy":{"username":"alice"}}"#.into(),
         }
+    }
+
+    #[test]
+    fn an_adoption_by_a_first_generation_is_recorded_later_ones_are_not() {
+        let adopted = pb::Result {
+            intent_id: "i-1".into(),
+            outcome: Some(pb::result::Outcome::ObservedJson(
+                r#"{"adopted":true}"#.into(),
+            )),
+            audit_json: String::new(),
+        };
+        let mut first = intent(Operation::EnsureUser);
+        first.audit_json = r#"{"trigger":"change","instance":"team-a/pg","object":"app"}"#.into();
+        first.resource.as_mut().unwrap().generation = 1;
+        let r = record("c", &first, 0, 5, &adopted, Trail::default()).unwrap();
+        assert_eq!(r.effects, vec!["existing app adopted"]);
+        assert!(r.statements.is_empty());
+        // A later generation finds what dbprov made: nothing to record without statements.
+        let mut later = first.clone();
+        later.resource.as_mut().unwrap().generation = 2;
+        assert!(record("c", &later, 0, 5, &adopted, Trail::default()).is_none());
+        // A resync asserts state again: an adopted flag alone is no news.
+        let mut resync = first.clone();
+        resync.audit_json = r#"{"trigger":"resync","object":"app"}"#.into();
+        assert!(record("c", &resync, 0, 5, &adopted, Trail::default()).is_none());
     }
 
     #[test]

@@ -159,6 +159,7 @@ async fn main() {
                         operation: Operation::EnsureDatabase,
                         desired_json: "{\"name\":\"orders\"}".into(),
                         timeout: Duration::from_secs(30),
+                        audit: Default::default(),
                     };
                     let t = Instant::now();
                     hub.send(&cluster, req).await.unwrap();

@@ -4,6 +4,8 @@
 //! ratio. `BENCH_USERS` sets N (default 1000).
 //!
 //! Run: `cargo bench -p dbprov-tests --bench provision_users`
+//!
+//! `audit_overhead` runs the same scenario through the functions below (`#[path]` module).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code: a panic is the report
 
@@ -15,9 +17,11 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
 
-const API: &str = "dbops.dbprovision.io/v1alpha1";
+/// API group/version of the dbprov kinds.
+pub const API: &str = "dbops.dbprovision.io/v1alpha1";
 
-fn docs(i: usize) -> [Value; 2] {
+/// User `u<i>` and its grant `g<i>`: even on PostgreSQL, odd on MariaDB.
+pub fn docs(i: usize) -> [Value; 2] {
     let pg = i.is_multiple_of(2);
     let (instance, db) = if pg {
         ("pg", "benchpg")
@@ -47,7 +51,8 @@ fn docs(i: usize) -> [Value; 2] {
     ]
 }
 
-async fn ready_count(s: &Scenario, kind: &str) -> usize {
+/// How many objects of `kind` in namespace `bench` are Ready.
+pub async fn ready_count(s: &Scenario, kind: &str) -> usize {
     let api = s
         .catalog
         .api_for(
@@ -64,14 +69,9 @@ async fn ready_count(s: &Scenario, kind: &str) -> usize {
         .count()
 }
 
-#[tokio::main]
-async fn main() {
-    dbprov_tests::init_crypto();
-    let n: usize = std::env::var("BENCH_USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let s = Scenario::start("bench").await.expect("start the scenario");
+/// Databases `benchpg` and `benchmy` (Ready) with the table `items` the grants name, and
+/// one admin connection per server for the direct-SQL baseline.
+pub async fn prepare(s: &Scenario) -> (sqlx::PgConnection, sqlx::MySqlConnection) {
     for (name, instance) in [("benchpg", "pg"), ("benchmy", "maria")] {
         s.apply(json!({"apiVersion": API, "kind": "Database",
                        "metadata": {"name": name, "namespace": "bench"},
@@ -87,8 +87,15 @@ async fn main() {
         .await
         .unwrap();
     my.execute("CREATE TABLE items (id int)").await.unwrap();
+    (pg, my)
+}
 
-    // Baseline: the same objects, created directly, one statement at a time per server.
+/// Baseline: the same objects, created directly, one statement at a time per server.
+pub async fn direct_sql(
+    pg: &mut sqlx::PgConnection,
+    my: &mut sqlx::MySqlConnection,
+    n: usize,
+) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         let name = format!("base_u{i}");
@@ -110,9 +117,20 @@ async fn main() {
             .unwrap();
         }
     }
-    let direct = start.elapsed();
+    start.elapsed()
+}
 
-    // dbprov: every resource applied at once (32 requests in flight), then wait for Ready.
+/// How long dbprov took to converge.
+#[derive(Debug, Clone, Copy)]
+pub struct Convergence {
+    /// Until the last of the 2N manifests was accepted by the apiserver.
+    pub applied: Duration,
+    /// Until every user and grant was Ready (from the first apply).
+    pub ready: Duration,
+}
+
+/// dbprov: every resource applied at once (32 requests in flight), then wait for Ready.
+pub async fn converge(s: &Scenario, n: usize) -> Convergence {
     let start = Instant::now();
     futures::stream::iter((0..n).flat_map(docs))
         .for_each_concurrent(32, |doc| {
@@ -124,8 +142,8 @@ async fn main() {
     let mut last_report = Instant::now();
     loop {
         let (users, grants) = (
-            ready_count(&s, "DatabaseUser").await,
-            ready_count(&s, "DatabaseGrant").await,
+            ready_count(s, "DatabaseUser").await,
+            ready_count(s, "DatabaseGrant").await,
         );
         if users == n && grants == n {
             break;
@@ -143,7 +161,28 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let dbprov = start.elapsed();
+    Convergence {
+        applied,
+        ready: start.elapsed(),
+    }
+}
+
+/// `BENCH_USERS` (default 1000).
+pub fn users() -> usize {
+    std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[tokio::main]
+async fn main() {
+    dbprov_tests::init_crypto();
+    let n = users();
+    let s = Scenario::start("bench").await.expect("start the scenario");
+    let (mut pg, mut my) = prepare(&s).await;
+    let direct = direct_sql(&mut pg, &mut my, n).await;
+    let Convergence { applied, ready } = converge(&s, n).await;
     println!("provision_users: N={n} (half PostgreSQL 15, half MariaDB 10.11), user + grant each");
     println!(
         "  direct SQL, one connection per server:   {:>8.2} s ({:.2} ms/user)",
@@ -152,12 +191,12 @@ async fn main() {
     );
     println!(
         "  dbprov, applied -> all Ready:            {:>8.2} s ({:.2} ms/user; apply took {:.2} s)",
-        dbprov.as_secs_f64(),
-        dbprov.as_secs_f64() * 1000.0 / n as f64,
+        ready.as_secs_f64(),
+        ready.as_secs_f64() * 1000.0 / n as f64,
         applied.as_secs_f64()
     );
     println!(
         "  ratio dbprov / direct:                   {:>8.1}x",
-        dbprov.as_secs_f64() / direct.as_secs_f64()
+        ready.as_secs_f64() / direct.as_secs_f64()
     );
 }

@@ -297,6 +297,21 @@ impl HubProcess {
             .args(["--lease-duration-seconds", "3"])
             .env_remove("DBPROV_RENEW_DEADLINE_SECONDS")
             .env_remove("DBPROV_RETRY_PERIOD_SECONDS");
+        if env.iter().any(|(k, _)| k == "DBPROV_AUDIT_CONFIG") {
+            // The chart's config sits at a pod path: a file sink in the hub's directory
+            // stands in for its sinks (tests of the sinks themselves are audit_sinks.rs).
+            let config = dir.join("audit.yaml");
+            let text = format!(
+                "queueDir: {}\nsinks: [{{name: file, type: file, file: {{path: {}}}}}]\n",
+                dir.join("audit-queue").display(),
+                dir.join("audit.jsonl").display()
+            );
+            std::fs::write(&config, text).map_err(|e| EnvError::Io {
+                what: format!("writing {}", config.display()),
+                source: e,
+            })?;
+            cmd.env("DBPROV_AUDIT_CONFIG", &config);
+        }
         let metrics_addr = format!("127.0.0.1:{}", tools::free_port()?);
         cmd.args(["--metrics-listen", &metrics_addr]);
         let mut guard = ChildGuard::spawn("dbprov-hub", &mut cmd, &dir.join("hub.log"))?;

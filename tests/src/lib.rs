@@ -14,6 +14,7 @@
 //! skips the test loudly via [`require!`]; with `CI=true` it fails the test.
 
 pub mod admission;
+pub mod audit_env;
 pub mod azurite;
 pub mod backup_fixtures;
 pub mod dbprov;

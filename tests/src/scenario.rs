@@ -129,7 +129,22 @@ impl Scenario {
             }
             let namespaces = format!("rbac.namespaces={{{ns}}}");
             (
-                crate::helm::install_identity(&mgmt, "dbprov-hub", CHART_NAMESPACE, &[]).await?,
+                // With the audit log on, so its metrics are there to check (the hub runs it
+                // with a file sink standing in for the chart's config).
+                crate::helm::install_identity(
+                    &mgmt,
+                    "dbprov-hub",
+                    CHART_NAMESPACE,
+                    &[
+                        "--set",
+                        "audit.enabled=true",
+                        "--set",
+                        "audit.sinks[0].name=out",
+                        "--set",
+                        "audit.sinks[0].type=stdout",
+                    ],
+                )
+                .await?,
                 crate::helm::install_identity(
                     &workload,
                     "dbprov-agent",

@@ -101,6 +101,11 @@ impl VictoriaLogs {
         format!("{}/insert/elasticsearch/", self.endpoint())
     }
 
+    /// The OTLP/HTTP logs URL (an OTLP sink's `url`; protobuf only).
+    pub fn otlp_logs_url(&self) -> String {
+        format!("{}/insert/opentelemetry/v1/logs", self.endpoint())
+    }
+
     /// Server log file (`None` while stopped).
     pub fn log(&self) -> Option<&std::path::Path> {
         self.server.as_ref().map(ChildGuard::log)

@@ -161,6 +161,12 @@ pub async fn serve_on(
     Ok(())
 }
 
+/// Loads the certificate and key the way [`serve`] will: a hub can refuse to start with a
+/// bad `--admission-cert`/`--admission-key` instead of finding out at the first apply.
+pub fn check(config: &AdmissionConfig) -> Result<(), AdmissionError> {
+    tls_config(config).map(|_| ())
+}
+
 fn tls_config(config: &AdmissionConfig) -> Result<rustls::ServerConfig, AdmissionError> {
     let resolver = Arc::new(ReloadingCert::new(KeyPairFiles {
         cert: config.cert.clone(),

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use serde::{Deserialize, de::IgnoredAny};
 
-use super::sink::{ElasticsearchSink, FileSink, LokiSink, Sink, StdoutSink};
+use super::sink::{ElasticsearchSink, FileSink, LokiSink, OtlpSink, Sink, StdoutSink};
 
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "DBPROV_AUDIT_CONFIG";
@@ -44,6 +44,8 @@ pub enum SinkType {
     Loki,
     /// Elasticsearch bulk API (also OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
     Elasticsearch,
+    /// OpenTelemetry logs over OTLP/HTTP (protobuf).
+    Otlp,
 }
 
 impl SinkType {
@@ -53,6 +55,7 @@ impl SinkType {
             SinkType::File => "file",
             SinkType::Loki => "loki",
             SinkType::Elasticsearch => "elasticsearch",
+            SinkType::Otlp => "otlp",
         }
     }
 }
@@ -90,6 +93,9 @@ pub struct SinkConfig {
     /// `type: elasticsearch`.
     #[serde(default)]
     pub elasticsearch: Option<ElasticsearchConfig>,
+    /// `type: otlp`.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl SinkConfig {
@@ -216,6 +222,35 @@ pub struct ElasticsearchConfig {
     /// `_msg_field`, `_time_field`, `_stream_fields`).
     #[serde(default)]
     pub query_params: BTreeMap<String, String>,
+    /// Extra request headers (not credentials).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Per request.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+}
+
+/// `otlp:`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP logs endpoint, e.g. `http://otel-collector:4318/v1/logs`.
+    pub url: String,
+    /// Resource attributes added to `service.name: dbprov-hub`.
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Basic auth.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// File holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Refused: only here to say so with the fix.
+    #[serde(default)]
+    pub bearer_token: Option<IgnoredAny>,
     /// Extra request headers (not credentials).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -379,6 +414,10 @@ pub fn build(config: &SinkConfig) -> Result<Arc<dyn Sink>, ConfigError> {
             &config.name,
             config.elasticsearch.as_ref().ok_or_else(missing)?,
         )?),
+        SinkType::Otlp => Arc::new(OtlpSink::new(
+            &config.name,
+            config.otlp.as_ref().ok_or_else(missing)?,
+        )?),
     })
 }
 
@@ -424,6 +463,7 @@ fn check_sink(path: &str, sink: &SinkConfig, problems: &mut Vec<String>) {
         (SinkType::File, sink.file.is_some()),
         (SinkType::Loki, sink.loki.is_some()),
         (SinkType::Elasticsearch, sink.elasticsearch.is_some()),
+        (SinkType::Otlp, sink.otlp.is_some()),
     ];
     for (kind, present) in blocks {
         if present && kind != sink.kind {
@@ -455,6 +495,12 @@ fn check_sink(path: &str, sink: &SinkConfig, problems: &mut Vec<String>) {
                 "{path}.elasticsearch: missing; an elasticsearch sink needs elasticsearch: {{url: https://es:9200}}"
             )),
             Some(e) => check_elasticsearch(&format!("{path}.elasticsearch"), e, problems),
+        },
+        SinkType::Otlp => match &sink.otlp {
+            None => problems.push(format!(
+                "{path}.otlp: missing; an otlp sink needs otlp: {{url: http://otel-collector:4318/v1/logs}}"
+            )),
+            Some(o) => check_otlp(&format!("{path}.otlp"), o, problems),
         },
     }
 }
@@ -682,6 +728,51 @@ fn check_loki(path: &str, l: &LokiConfig, problems: &mut Vec<String>) {
     check_timeout(
         &format!("{path}.timeoutSeconds"),
         l.timeout_seconds,
+        problems,
+    );
+}
+
+fn check_otlp(path: &str, o: &OtlpConfig, problems: &mut Vec<String>) {
+    if let Some(url) = check_url(
+        &format!("{path}.url"),
+        &o.url,
+        "http://otel-collector:4318/v1/logs",
+        problems,
+    ) && url.path() == "/"
+    {
+        problems.push(format!(
+            "{path}.url: give the logs endpoint, e.g. {}v1/logs",
+            super::sink::describe_url(&url)
+        ));
+    }
+    for (name, value) in &o.resource_attributes {
+        if name.is_empty() || value.is_empty() {
+            problems.push(format!(
+                "{path}.resourceAttributes.{name}: empty name or value; give both or remove it"
+            ));
+        }
+    }
+    if o.bearer_token.is_some() {
+        problems.push(format!(
+            "{path}.bearerToken: inline secrets are refused (the config is a ConfigMap); put the token in a Secret, mount it (audit.secretMounts) and set bearerTokenFile"
+        ));
+    }
+    if let Some(b) = &o.basic_auth {
+        check_basic_auth(&format!("{path}.basicAuth"), b, problems);
+    }
+    if let Some(p) = &o.bearer_token_file {
+        check_secret_path(&format!("{path}.bearerTokenFile"), p, problems);
+    }
+    if o.basic_auth.is_some() && o.bearer_token_file.is_some() {
+        problems.push(format!(
+            "{path}: basicAuth and bearerTokenFile both given; keep the one your endpoint expects"
+        ));
+    }
+    check_headers(&format!("{path}.headers"), &o.headers, &[], problems);
+    check_tls(&format!("{path}.tls"), &o.tls, problems);
+    check_timeout(
+        &format!("{path}.timeoutSeconds"),
+        o.timeout_seconds,
         problems,
     );
 }
@@ -1089,6 +1180,39 @@ sinks:
         assert_refused(
             "sinks: [{name: a, type: elasticsearch, elasticsearch: {url: 'http://e', queryParams: {pipeline: ''}}}]",
             &["sinks[0].elasticsearch.queryParams.pipeline: empty value"],
+        );
+    }
+
+    #[test]
+    fn otlp_values() {
+        let c = AuditConfig::parse(
+            "sinks: [{name: o, type: otlp, otlp: {url: 'http://c:4318/v1/logs', resourceAttributes: {k8s.cluster.name: mgmt}}}]",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.sinks[0].otlp.as_ref().unwrap().timeout_seconds, 10);
+        assert_refused(
+            "sinks: [{name: a, type: otlp}]",
+            &["sinks[0].otlp: missing"],
+        );
+        assert_refused(
+            "sinks: [{name: a, type: otlp, otlp: {url: 'http://c:4318'}}]",
+            &["sinks[0].otlp.url: give the logs endpoint, e.g. http://c:4318/v1/logs"],
+        );
+        assert_refused(
+            "sinks: [{name: a, type: otlp, otlp: {url: 'http://c/v1/logs', bearerToken: t, resourceAttributes: {x: ''}}}]",
+            &[
+                "sinks[0].otlp.bearerToken: inline secrets are refused",
+                "sinks[0].otlp.resourceAttributes.x: empty",
+            ],
+        );
+        assert_refused(
+            "sinks: [{name: a, type: otlp, otlp: {url: 'http://c/v1/logs', bearerTokenFile: /t, basicAuth: {username: u, passwordFile: /p}}}]",
+            &["sinks[0].otlp: basicAuth and bearerTokenFile both given"],
+        );
+        assert_refused(
+            "sinks: [{name: a, type: stdout, otlp: {url: 'http://c/v1/logs'}}]",
+            &["sinks[0].otlp: this sink's type is stdout"],
         );
     }
 

@@ -8,7 +8,7 @@ use dbprov_contract::audit::AuditRecord;
 
 use super::{
     queue::{Queue, QueueError, ReadPosition, WhenFull},
-    sink::Sink,
+    sink::{FailureKind, Sink},
 };
 
 /// How a sink is shipped to.
@@ -47,6 +47,7 @@ impl AuditLog {
             .map(|(s, sh)| (s.name().to_owned(), sh.buffer_records, sh.when_full))
             .collect();
         let queue = Queue::open(dir, &names)?;
+        register_metrics(names.iter().map(|(name, _, _)| name.as_str()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             stop.await;
@@ -92,6 +93,31 @@ impl AuditLog {
         match &self.queue {
             Some(q) => q.last(n),
             None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Creates every series at zero, so that `/metrics` lists them from the start and alerts
+/// on `increase()` see the first failure, not only the second.
+fn register_metrics<'a>(sinks: impl Iterator<Item = &'a str>) {
+    for name in [
+        "dbprov_audit_records_total",
+        "dbprov_audit_records_duplicate_total",
+        "dbprov_audit_queue_errors_total",
+        "dbprov_audit_records_unreadable_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for sink in sinks {
+        for name in [
+            "dbprov_audit_records_shipped_total",
+            "dbprov_audit_records_dropped_total",
+        ] {
+            metrics::counter!(name, "sink" => sink.to_owned()).increment(0);
+        }
+        for kind in FailureKind::ALL {
+            metrics::counter!("dbprov_audit_records_retried_total", "sink" => sink.to_owned(), "reason" => kind.as_str())
+                .increment(0);
         }
     }
 }
@@ -180,7 +206,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::audit::sink::{FailureKind, SinkError};
+    use crate::audit::sink::SinkError;
 
     /// A sink that fails while `down` is set and remembers what it got.
     #[derive(Debug, Default)]

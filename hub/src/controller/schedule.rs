@@ -374,6 +374,32 @@ pub(crate) async fn apply(
     let failed_limit = usize::try_from(s.spec.failed_backups_history_limit).unwrap_or(0);
     expired.extend(failed.iter().skip(failed_limit).map(|b| b.name_any()));
     for gone in &expired {
+        // The decision is on record before the deletion it leads to (the agent records the
+        // artifact's deletion itself). A record that cannot be kept stops the deletion: the
+        // next reconcile tries again.
+        if ctx.hub.audit().enabled()
+            && let Some(b) = backups.iter().find(|b| b.name_any() == *gone)
+        {
+            let object = serde_json::to_value(b).unwrap_or_default();
+            let record = super::kit::audit::hub_record(
+                "DatabaseBackup",
+                &object,
+                "retention_delete",
+                "retention",
+                format!(
+                    "DatabaseBackupSchedule {} deletes it: outside its retention rules",
+                    s.name_any()
+                ),
+            );
+            ctx.hub.audit().accept(vec![record]).await.map_err(|e| {
+                Error::blocked(
+                    Reason::AuditBlocked,
+                    format!(
+                        "retention waits: the audit record of deleting {gone} cannot be kept: {e}"
+                    ),
+                )
+            })?;
+        }
         backups_api.delete(gone, &DeleteParams::default()).await?;
     }
     if !expired.is_empty() {

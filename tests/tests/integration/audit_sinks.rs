@@ -372,6 +372,67 @@ async fn elasticsearch_sink_records_round_trip_and_a_resent_batch_is_stored_agai
 }
 
 #[tokio::test]
+async fn otlp_sink_records_round_trip_field_by_field() {
+    dbprov_tests::init_crypto();
+    let vl = require!(VictoriaLogs::start().await);
+    let sink = sink_from(&format!(
+        r#"
+sinks:
+  - name: otlp
+    type: otlp
+    otlp:
+      url: {}
+      resourceAttributes: {{k8s.cluster.name: mgmt}}
+"#,
+        vl.otlp_logs_url()
+    ));
+    let batch = records("otlp");
+    sink.send(&batch).await.unwrap();
+
+    let entries = by_id(
+        vl.wait_for(&ids_query(&batch), 3, SEARCHABLE)
+            .await
+            .unwrap(),
+    );
+    for record in &batch {
+        let entry = &entries[&record.id];
+        assert_round_trip(
+            entry,
+            record,
+            &[
+                "severity_number",
+                "severity_text",
+                "service.name",
+                "k8s.cluster.name",
+                "event_name",
+                "scope.name",
+                "scope.version",
+            ],
+        );
+        // The body is the whole record.
+        let body: AuditRecord = serde_json::from_str(entry["_msg"].as_str().unwrap()).unwrap();
+        assert_eq!(&body, record);
+        let severity = if record.outcome == AuditOutcome::Success {
+            "INFO"
+        } else {
+            "WARN"
+        };
+        assert_eq!(entry["severity_text"], severity);
+        assert_eq!(entry["service.name"], "dbprov-hub");
+        assert_eq!(entry["k8s.cluster.name"], "mgmt");
+    }
+    let got = vl
+        .query(&format!(
+            "requestedBy.serviceAccount:=\"team-b/deployer\" AND {}",
+            ids_query(&batch)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["operation"], "drop_database");
+}
+
+#[tokio::test]
 async fn a_store_outage_is_retryable_and_the_batch_arrives_after_restart() {
     dbprov_tests::init_crypto();
     let mut vl = require!(VictoriaLogs::start().await);

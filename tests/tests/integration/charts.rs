@@ -57,6 +57,18 @@ priorityClassName: system-cluster-critical
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
 prometheusRule: {enabled: true, labels: {release: prometheus}, backupMaxAgeHours: 30, certificateExpiryDays: 21}
 grafanaDashboards: {enabled: true}
+admissionWebhook: {enabled: true, failurePolicy: Fail, timeoutSeconds: 3}
+audit:
+  enabled: true
+  sinks:
+    - {name: out, type: stdout}
+    - name: loki
+      type: loki
+      whenFull: block
+      loki:
+        url: http://loki-gateway.monitoring/loki/api/v1/push
+        basicAuth: {username: dbprov, passwordFile: /etc/dbprov/audit/secrets/loki-credentials/password}
+  secretMounts: [loki-credentials]
 "#;
 
 const HUB_ISSUER: &str = r#"
@@ -396,6 +408,31 @@ fn values_schema_refuses_bad_values_with_a_message_naming_them() {
             &["replicaCount 2 needs leaderElection.enabled"],
         ),
         (
+            "dbprov-hub",
+            "--set audit.enabled=true --set audit.sinks[0].name=out --set audit.sinks[0].type=syslog",
+            &["/audit/sinks/0/type", "value must be one of"],
+        ),
+        (
+            "dbprov-hub",
+            "--set audit.enabled=true --set audit.sinks[0].name=out --set audit.sinks[0].type=stdout --set audit.sinks[0].whenFull=wait",
+            &["/audit/sinks/0/whenFull", "value must be one of"],
+        ),
+        (
+            "dbprov-hub",
+            "--set audit.enabled=true",
+            &["audit.enabled needs at least one sink"],
+        ),
+        (
+            "dbprov-hub",
+            "--set admissionWebhook.enabled=true --set admissionWebhook.failurePolicy=Deny",
+            &["/admissionWebhook/failurePolicy", "value must be one of"],
+        ),
+        (
+            "dbprov-hub",
+            "--set admissionWebhook.enabled=true --set tls.certManager.enabled=false --set tls.existingSecret=hub-tls",
+            &["admissionWebhook: the apiserver needs the CA"],
+        ),
+        (
             "dbprov-agent",
             "--set hub.address=https://hub:9443",
             &["clusterName is required"],
@@ -471,6 +508,29 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// The anchors GitHub makes of docs/operations.md's headings: lowercase, spaces to `-`,
+/// punctuation dropped.
+fn runbook_anchors() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("### ").or_else(|| l.strip_prefix("## ")))
+        .map(|h| {
+            h.trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn documented_metrics() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
@@ -512,6 +572,14 @@ tests:
         values: '1 1 0 0 0 0'
       - series: 'dbprov_hub_leader{pod="hub-1"}'
         values: '0x5'
+      - series: 'dbprov_audit_records_dropped_total{sink="loki",pod="hub-0"}'
+        values: '_ _ 5 5 5 5 5 5 5 5 5 5 5 5 5'
+      - series: 'dbprov_audit_sink_up{sink="loki",pod="hub-0"}'
+        values: '1 1 0 0 0 0 0 0 0 0'
+      - series: 'dbprov_audit_sink_up{sink="es",pod="hub-0"}'
+        values: '1x10'
+      - series: 'dbprov_audit_blocked{pod="hub-0"}'
+        values: '0 0 1 1 1 1'
     alert_rule_test:
       - eval_time: 2m
         alertname: DbprovHubLeaders
@@ -559,6 +627,34 @@ tests:
               summary: dbprov backups failed (StorageError)
               description: 1 backups failed with reason StorageError in the last 30 minutes.
               runbook_url: https://example.com/ops#dbprovbackupfailed
+      - eval_time: 3m
+        alertname: DbprovAuditRecordsDropped
+        exp_alerts:
+          - exp_labels: {severity: critical, sink: loki}
+            exp_annotations:
+              summary: dbprov dropped audit records of sink loki
+              description: "5 audit records were dropped for sink loki in the last 10 minutes: its buffer (bufferRecords) was full and whenFull is dropOldest. They are gone from that sink for good; find why it does not deliver (DbprovAuditSinkDown, the hub's log)."
+              runbook_url: https://example.com/ops#audit-records-dropped
+      - eval_time: 14m
+        alertname: DbprovAuditRecordsDropped
+      - eval_time: 4m
+        alertname: DbprovAuditSinkDown
+      - eval_time: 8m
+        alertname: DbprovAuditSinkDown
+        exp_alerts:
+          - exp_labels: {severity: warning, sink: loki, pod: hub-0}
+            exp_annotations:
+              summary: dbprov audit sink loki cannot deliver
+              description: "Deliveries of hub-0 to audit sink loki have failed for 5 minutes (dbprov_audit_records_retried_total says why). Records wait in the queue; when its bufferRecords are reached they are dropped (dropOldest) or new operations stop (block)."
+              runbook_url: https://example.com/ops#audit-sink-down
+      - eval_time: 4m
+        alertname: DbprovAuditBlocked
+        exp_alerts:
+          - exp_labels: {severity: critical, pod: hub-0}
+            exp_annotations:
+              summary: "dbprov operations are stopped: an audit sink's buffer is full"
+              description: "A whenFull: block audit sink of hub-0 has reached its bufferRecords: no new database operation is sent until it delivers. Resources wait with reason AuditBlocked."
+              runbook_url: https://example.com/ops#audit-blocked
       - eval_time: 1m
         alertname: DbprovCertificateExpiring
         exp_alerts:
@@ -590,6 +686,18 @@ fn alert_rules_and_dashboard_queries_pass_promtool_and_use_documented_metrics() 
         let (_, docs) = render(&dir, chart, &args);
         let rules = rules_file(&docs);
         used.extend(metric_names(&rules));
+        // Every runbook link lands on a section of docs/operations.md.
+        let anchors = runbook_anchors();
+        for anchor in rules.split("https://example.com/ops#").skip(1).map(|t| {
+            t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .next()
+                .unwrap_or_default()
+        }) {
+            assert!(
+                anchors.contains(anchor),
+                "{chart}: runbook_url #{anchor} is no heading of docs/operations.md ({anchors:?})"
+            );
+        }
         let path = write(&dir, &format!("{chart}-rules.yaml"), &rules);
         let mut cmd = std::process::Command::new(&promtool);
         cmd.args(["check", "rules", "--lint-fatal", &path]);

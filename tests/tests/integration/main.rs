@@ -8,6 +8,8 @@ mod account_attacks;
 mod agent_identity;
 mod api;
 mod api_compat;
+mod audit_log;
+mod audit_requester;
 mod audit_sinks;
 mod backup_options;
 mod backup_pipeline;

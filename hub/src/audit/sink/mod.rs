@@ -6,11 +6,13 @@ mod elasticsearch;
 mod file;
 mod http;
 mod loki;
+mod otlp;
 mod stdout;
 
 pub use elasticsearch::ElasticsearchSink;
 pub use file::FileSink;
 pub use loki::LokiSink;
+pub use otlp::OtlpSink;
 pub use stdout::StdoutSink;
 
 pub(crate) use http::describe as describe_url;
@@ -50,6 +52,19 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, for metrics created at zero.
+    pub const ALL: [FailureKind; 9] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Throttled,
+        FailureKind::Server,
+        FailureKind::Auth,
+        FailureKind::Rejected,
+        FailureKind::Credentials,
+        FailureKind::Io,
+        FailureKind::Protocol,
+    ];
+
     /// Label value of the failure metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -2,8 +2,11 @@
 //! admission webhook's annotation), why the hub sends it, and which instance, database and
 //! object it is about — read from the resource and the payload the hub already built.
 
-use dbprov_contract::audit::{AuditContext, REQUESTED_BY_ANNOTATION, Requester};
+use dbprov_contract::audit::{
+    AuditContext, AuditOutcome, AuditRecord, AuditResource, REQUESTED_BY_ANNOTATION, Requester,
+};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// Why an intent is sent, as the record's `trigger`:
 /// - `deletion`: the resource is being deleted;
@@ -60,6 +63,74 @@ fn instance(kind: &str, object: &Value) -> String {
 
 fn text(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// A record of a decision the hub itself made (e.g. retention deleting a backup), about
+/// `object` (the resource as JSON, of `kind`). Its id is derived from the resource's uid and
+/// generation and `operation`, so the same decision taken again (a retried reconcile) is kept
+/// once.
+pub fn hub_record(
+    kind: &str,
+    object: &Value,
+    operation: &str,
+    trigger: &str,
+    message: String,
+) -> AuditRecord {
+    let meta = &object["metadata"];
+    let uid = meta["uid"].as_str().unwrap_or_default();
+    let generation = meta["generation"].as_i64().unwrap_or_default();
+    AuditRecord {
+        id: stable_id(&format!("dbprov-audit/hub/{uid}/{generation}/{operation}")),
+        time: format!("{:.3}", jiff::Timestamp::now()),
+        source: "hub".into(),
+        cluster: String::new(),
+        instance: instance(kind, object),
+        engine: String::new(),
+        database: text(&object["spec"]["databaseRef"]["name"]).unwrap_or_default(),
+        object: String::new(),
+        operation: operation.to_owned(),
+        outcome: AuditOutcome::Success,
+        reason: String::new(),
+        message,
+        duration_ms: 0,
+        resource: AuditResource {
+            kind: kind.to_owned(),
+            namespace: meta["namespace"].as_str().unwrap_or_default().to_owned(),
+            name: meta["name"].as_str().unwrap_or_default().to_owned(),
+            uid: uid.to_owned(),
+            generation,
+        },
+        intent_id: String::new(),
+        requested_by: requested_by(object),
+        trigger: trigger.to_owned(),
+        statements: Vec::new(),
+        statements_total: 0,
+        effects: Vec::new(),
+    }
+}
+
+/// A record of the hub refusing what a resource asks for (a tenancy rule, a protected
+/// account): outcome `refused`, the condition reason and message, nothing sent to an agent.
+/// Its id is derived from the resource's uid, generation and the reason, so the refusal of
+/// one spec is kept once however often the reconcile comes back.
+pub fn refusal_record(kind: &str, object: &Value, reason: &str, message: &str) -> AuditRecord {
+    let mut record = hub_record(kind, object, "refuse", trigger(object), message.to_owned());
+    record.outcome = AuditOutcome::Refused;
+    record.reason = reason.to_owned();
+    record.id = stable_id(&format!(
+        "dbprov-audit/hub/{}/{}/refuse/{reason}",
+        record.resource.uid, record.resource.generation
+    ));
+    record
+}
+
+fn stable_id(key: &str) -> String {
+    let digest = Sha256::digest(key);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(b).to_string()
 }
 
 /// The audit context of an intent about `object` (the resource as JSON) carrying `payload`.
@@ -140,5 +211,66 @@ mod tests {
         );
         let forged = json!({"metadata": {"annotations": {REQUESTED_BY_ANNOTATION: "not json"}}});
         assert!(requested_by(&forged).is_none());
+    }
+
+    #[test]
+    fn hub_records_have_stable_ids_per_decision() {
+        let backup = json!({"metadata": {"namespace": "team-a", "name": "b1", "uid": "u-1", "generation": 1},
+                            "spec": {"databaseRef": {"name": "orders"}}});
+        let a = hub_record(
+            "DatabaseBackup",
+            &backup,
+            "retention_delete",
+            "retention",
+            "expired".into(),
+        );
+        let b = hub_record(
+            "DatabaseBackup",
+            &backup,
+            "retention_delete",
+            "retention",
+            "expired".into(),
+        );
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.source, "hub");
+        assert_eq!(a.database, "orders");
+        assert_eq!(
+            (a.resource.namespace.as_str(), a.resource.name.as_str()),
+            ("team-a", "b1")
+        );
+        let other = hub_record(
+            "DatabaseBackup",
+            &backup,
+            "other",
+            "retention",
+            String::new(),
+        );
+        assert_ne!(a.id, other.id);
+    }
+
+    #[test]
+    fn a_refusal_is_one_record_per_generation_and_reason() {
+        let user = json!({"metadata": {"namespace": "team-a", "name": "app", "uid": "u-2", "generation": 4},
+                          "spec": {"instanceRef": {"name": "pg", "namespace": "shared"}}});
+        let a = refusal_record("DatabaseUser", &user, "ReferenceNotPermitted", "no grant");
+        assert_eq!(a.outcome, AuditOutcome::Refused);
+        assert_eq!(a.reason, "ReferenceNotPermitted");
+        assert_eq!(a.operation, "refuse");
+        assert_eq!(a.instance, "shared/pg");
+        assert_eq!(a.trigger, "change");
+        assert_eq!(
+            a.id,
+            refusal_record("DatabaseUser", &user, "ReferenceNotPermitted", "again").id
+        );
+        assert_ne!(
+            a.id,
+            refusal_record("DatabaseUser", &user, "InstanceNotPermitted", "").id
+        );
+        let mut next = user.clone();
+        next["metadata"]["generation"] = json!(5);
+        assert_ne!(
+            a.id,
+            refusal_record("DatabaseUser", &next, "ReferenceNotPermitted", "").id
+        );
     }
 }

@@ -234,9 +234,16 @@ pub async fn finalized<K: Scoped>(
     let api = K::api_for(&ctx.client, &obj);
     finalizer(&api, FINALIZER, obj, |event| match event {
         Event::Apply(o) => Box::pin(async move {
-            refuse_invalid(&ctx, o.as_ref()).await?;
-            refuse_unconsented(&ctx, o.as_ref()).await?;
-            apply(o, ctx.clone()).await
+            let result = async {
+                refuse_invalid(&ctx, o.as_ref()).await?;
+                refuse_unconsented(&ctx, o.as_ref()).await?;
+                apply(o.clone(), ctx.clone()).await
+            }
+            .await;
+            if let Err(e) = &result {
+                record_refusal(&ctx, o.as_ref(), e).await;
+            }
+            result
         }),
         Event::Cleanup(o) => cleanup(o, ctx.clone()),
     })
@@ -286,6 +293,39 @@ async fn refuse_unconsented<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Err
         .apply(ctx, obj, previous.as_deref())
         .await?;
     Err(Error::blocked(blocked.reason, blocked.message))
+}
+
+/// A deliberate refusal (docs/security.md) is an audit record of its own (outcome `refused`;
+/// once per generation and reason, by its id). A record that cannot be kept is logged: the
+/// refusal already stopped the operation.
+async fn record_refusal<K: Scoped>(ctx: &Context, obj: &K, error: &Error) {
+    let (Error::Blocked { reason, message }
+    | Error::Failed {
+        reason, message, ..
+    }) = error
+    else {
+        return;
+    };
+    let refusal = matches!(
+        reason,
+        Reason::ReferenceNotPermitted
+            | Reason::InstanceNotPermitted
+            | Reason::ClusterNotPermitted
+            | Reason::PrivilegeNotAllowed
+            | Reason::NameClaimed
+            | Reason::ProtectedAccount
+            | Reason::SecretConflict
+    );
+    if !refusal || !ctx.hub.audit().enabled() {
+        return;
+    }
+    let Ok(value) = serde_json::to_value(obj) else {
+        return;
+    };
+    let record = super::audit::refusal_record(&K::kind(&()), &value, reason.as_str(), message);
+    if let Err(e) = ctx.hub.audit().accept(vec![record]).await {
+        tracing::warn!(error = %e, reason = reason.as_str(), "the audit record of a refusal could not be kept");
+    }
 }
 
 /// The one error policy: come back after the interval the error asks for.
