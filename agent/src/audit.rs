@@ -105,19 +105,34 @@ pub fn redact(engine: Engine, sql: &str) -> String {
                 }
             }
             '\'' => {
-                out.push('\'');
-                out.push_str(REDACTED);
-                out.push('\'');
+                let mut literal = String::from("'");
                 while let Some(d) = chars.next() {
+                    literal.push(d);
                     if backslash_escapes && d == '\\' {
-                        chars.next();
+                        if let Some(e) = chars.next() {
+                            literal.push(e);
+                        }
                     } else if d == '\'' {
                         if chars.peek() == Some(&'\'') {
                             chars.next();
+                            literal.push('\'');
                         } else {
                             break;
                         }
                     }
+                }
+                // MySQL names an account as two literals, 'user'@'host': a name, kept
+                // (passwords are never written next to an `@`).
+                let account = !engine.is_postgres()
+                    && literal.len() > 1
+                    && literal.ends_with('\'')
+                    && (chars.peek() == Some(&'@') || out.ends_with('@'));
+                if account {
+                    out.push_str(&literal);
+                } else {
+                    out.push('\'');
+                    out.push_str(REDACTED);
+                    out.push('\'');
                 }
             }
             // PostgreSQL dollar-quoted bodies ($$…$$, $tag$…$tag$) are literals too.
@@ -266,7 +281,7 @@ pub fn record(
     let engine = engine_of(&intent.desired_json)
         .or(trail.engine)
         .map(|e| e.to_string())
-        .unwrap_or_default();
+        .unwrap_or_else(|| context.engine.clone());
     Some(AuditRecord {
         id: record_id(&intent.intent_id),
         time: rfc3339(finished_ms),
@@ -275,7 +290,11 @@ pub fn record(
         instance: context.instance,
         engine,
         database: context.database,
-        object: context.object,
+        // A backup's artifact key is only known once it is written (the hub sends a base).
+        object: match observed_of(result)["object"].as_str() {
+            Some(key) if operation == Operation::RunBackup && !key.is_empty() => key.to_owned(),
+            _ => context.object,
+        },
         operation: operation_name(operation),
         outcome,
         reason,
@@ -384,7 +403,15 @@ mod tests {
                 Engine::Mysql,
                 r"CREATE USER `a``b`@'%' IDENTIFIED BY 's3cr\'et''x' REQUIRE NONE"
             ),
-            "CREATE USER `a``b`@'<redacted>' IDENTIFIED BY '<redacted>' REQUIRE NONE"
+            "CREATE USER `a``b`@'%' IDENTIFIED BY '<redacted>' REQUIRE NONE"
+        );
+        // An account name is two literals around `@`: kept; the password is not.
+        assert_eq!(
+            redact(
+                Engine::Mysql,
+                r"ALTER USER 'cat_app'@'%' IDENTIFIED BY 'p@ss' ; SET PASSWORD FOR 'a'@'h' = 'x'"
+            ),
+            "ALTER USER 'cat_app'@'%' IDENTIFIED BY '<redacted>' ; SET PASSWORD FOR 'a'@'h' = '<redacted>'"
         );
         // PostgreSQL's backslash is not an escape with standard strings: the literal ends.
         assert_eq!(

@@ -84,6 +84,10 @@ pub struct AuditContext {
     /// The object in the database: user, role, grantee, backup artifact.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub object: String,
+    /// The engine, for operations whose payload names no instance (an artifact's deletion:
+    /// the engine that wrote it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
 }
 
 /// How an operation ended.

@@ -297,7 +297,10 @@ impl HubProcess {
             .args(["--lease-duration-seconds", "3"])
             .env_remove("DBPROV_RENEW_DEADLINE_SECONDS")
             .env_remove("DBPROV_RETRY_PERIOD_SECONDS");
-        if env.iter().any(|(k, _)| k == "DBPROV_AUDIT_CONFIG") {
+        if env
+            .iter()
+            .any(|(k, v)| k == "DBPROV_AUDIT_CONFIG" && v.starts_with("/etc/dbprov/"))
+        {
             // The chart's config sits at a pod path: a file sink in the hub's directory
             // stands in for its sinks (tests of the sinks themselves are audit_sinks.rs).
             let config = dir.join("audit.yaml");

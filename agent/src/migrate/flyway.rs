@@ -436,6 +436,15 @@ async fn migrate(
     Ok(())
 }
 
+/// The dialect a migration's statements are redacted in, for the audit record.
+pub(crate) fn audit_engine(pg: bool) -> dbprov_contract::Engine {
+    if pg {
+        dbprov_contract::Engine::Postgres
+    } else {
+        dbprov_contract::Engine::Mysql
+    }
+}
+
 /// Puts `schema` first on the search path; returns the path before.
 async fn set_search_path(db: &mut Db<'_>, schema: &str) -> Result<String, OpError> {
     let Db::Pg(c) = db else {
@@ -476,6 +485,7 @@ async fn apply(
     }
     let mut failed = None;
     for st in &s.statements {
+        crate::audit::statement(audit_engine(pg), &st.sql);
         match db.exec(&st.sql).await {
             Ok(()) => {}
             Err(sqlx::Error::Database(e)) => {

@@ -641,6 +641,7 @@ async fn migrate_locked(
         }
         let mut failed = None;
         for (i, s) in statements.iter().enumerate() {
+            crate::audit::statement(super::flyway::audit_engine(db.is_pg()), &s.sql);
             if let Err(e) = db.exec(&s.sql).await {
                 failed = Some((i, s.line, e));
                 break;

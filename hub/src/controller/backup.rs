@@ -324,12 +324,12 @@ pub(crate) async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let cluster = instance.cluster(ctx).to_owned();
-    let request = dispatch::intent(
+    let request = instance.audited(dispatch::intent(
         &*b,
         Operation::RunBackup,
         &backup_payload(&b, &db, &instance)?,
         time_left(&b),
-    );
+    ));
     let (handle, operation_id) = start_or_reattach(
         ctx,
         &*b,
@@ -589,7 +589,21 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let payload =
         payload::delete_backup_intent(&storage, &b.namespace().unwrap_or_default(), &object);
-    let request = dispatch::intent(&*b, Operation::DeleteBackup, &payload, ctx.intent_timeout);
+    let mut request = dispatch::intent(&*b, Operation::DeleteBackup, &payload, ctx.intent_timeout);
+    // The artifact's record names where it came from (the Database may be gone by now).
+    if let Some(source) = &st.source {
+        // Recorded as the instance's display name, `DatabaseInstance ns/name`.
+        request.audit.instance = source
+            .instance
+            .as_deref()
+            .map(|i| {
+                i.trim_start_matches("DatabaseInstance ")
+                    .trim_start_matches("ClusterDatabaseInstance ")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        request.audit.engine = source.engine.clone().unwrap_or_default();
+    }
     match ctx.hub.send(&cluster, request).await {
         Ok(_) => {
             events::publish(

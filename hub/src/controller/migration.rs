@@ -211,12 +211,12 @@ pub(crate) async fn apply(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Resul
         .filter(|_| running)
         .unwrap_or_else(now);
     let cluster = instance.cluster(ctx).to_owned();
-    let request = dispatch::intent(
+    let request = instance.audited(dispatch::intent(
         &*m,
         Operation::ApplyMigrations,
         &intent,
         time_left(&m, &started_at),
-    );
+    ));
     let (handle, operation_id) = start_or_reattach(
         ctx,
         &*m,

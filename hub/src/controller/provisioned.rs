@@ -338,7 +338,7 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let Some(mode) = mode_for(obj.common_status(), obj.meta().generation, &policy) else {
         return Ok(at_most.map_or_else(Action::await_change, Action::requeue));
     };
-    let request = obj.ensure_intent(ctx, &target, mode)?;
+    let request = instance.audited(obj.ensure_intent(ctx, &target, mode)?);
     let observed: K::Observed = match dispatch::send(ctx, instance.cluster(ctx), request).await {
         Ok(o) => o,
         Err(e) => return Err(dispatch::fail_dispatch(ctx, obj, conditions(obj), &e, None).await),
@@ -437,7 +437,7 @@ pub async fn cleanup<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<A
         return Err(Error::blocked(update.reason(), update.message()));
     }
     let what = obj.dropped(&target);
-    let request = obj.drop_intent(ctx, &target)?;
+    let request = K::instance(&target).audited(obj.drop_intent(ctx, &target)?);
     match ctx
         .hub
         .send(K::instance(&target).cluster(ctx), request)

@@ -583,7 +583,7 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
         .unwrap_or(0)
         .saturating_add(u32::from(!running))
         .max(1);
-    let request = dispatch::intent(
+    let request = tgt.instance.audited(dispatch::intent(
         &*r,
         Operation::Restore,
         &payload,
@@ -591,7 +591,7 @@ pub(crate) async fn apply(r: Arc<DatabaseRestore>, ctx: Arc<Context>) -> Result<
             Some(started) => time_left(started, deadline, Timestamp::now()),
             None => Duration::from_secs(u64::try_from(deadline).unwrap_or(7200)),
         },
-    );
+    ));
     let (handle, operation_id) = start_or_reattach(
         ctx,
         &*r,

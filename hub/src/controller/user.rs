@@ -307,12 +307,12 @@ async fn rotate(
         now,
     );
     payload.rotation_id.clone_from(&rotation_id);
-    let request = dispatch::intent(
+    let request = target.instance.audited(dispatch::intent(
         user,
         Operation::RotatePassword,
         &payload,
         ctx.intent_timeout,
-    );
+    ));
     let previous = user.common_status().and_then(|s| s.conditions.as_deref());
     let observed: RotateObserved =
         match dispatch::send(ctx, target.instance.cluster(ctx), request).await {
@@ -425,12 +425,12 @@ async fn retire(
 ) -> Result<(), Error> {
     let payload =
         payload::retire_intent(user_payload(user, instance, Mode::Apply), &user.spec, due);
-    let request = dispatch::intent(
+    let request = instance.audited(dispatch::intent(
         user,
         Operation::RotatePassword,
         &payload,
         ctx.intent_timeout,
-    );
+    ));
     let observed: RetireObserved = match dispatch::send(ctx, instance.cluster(ctx), request).await {
         Ok(o) => o,
         Err(e) => {

@@ -151,6 +151,7 @@ pub fn context(kind: &str, object: &Value, payload: &Value) -> AuditContext {
         instance: instance(kind, object),
         database,
         object: object_name,
+        engine: String::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::{
     api::instance::DatabaseInstanceSpec,
     controller::{Context, Error, reason::Reason},
+    session::IntentRequest,
 };
 
 /// The instance a resource lives on, resolved.
@@ -28,6 +29,21 @@ impl ResolvedInstance {
             .cluster_ref
             .as_ref()
             .map_or(ctx.default_cluster.as_str(), |c| c.name.as_str())
+    }
+
+    /// `namespace/name` (or `name` when cluster-scoped), as audit records name it.
+    pub fn audit_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// `request` with this instance named in its audit context (the resource may reach it
+    /// only through others: a grant through its user, a backup through its database).
+    pub fn audited(&self, mut request: IntentRequest) -> IntentRequest {
+        request.audit.instance = self.audit_name();
+        request
     }
 }
 
