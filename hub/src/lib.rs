@@ -179,6 +179,7 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
             })
         });
         dbprov_common::metrics::serve(addr, ready).await?;
+        hub.audit().publish_metrics();
     }
     // After the metrics recorder exists: loading the certificate records its expiry.
     let tls = dbprov_common::tls::server_config(

@@ -28,12 +28,26 @@ pub struct Shipping {
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     queue: Option<Queue>,
+    sinks: Vec<String>,
 }
 
 impl AuditLog {
     /// No audit log: records are counted and logged at debug level, nothing is kept.
     pub fn disabled() -> Self {
-        Self { queue: None }
+        Self {
+            queue: None,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// Creates every audit series (at 0, or the queue's depths): call once the metrics
+    /// recorder is installed, so that `/metrics` lists them from the start and alerts on
+    /// `increase()` see the first failure.
+    pub fn publish_metrics(&self) {
+        if let Some(q) = &self.queue {
+            register_metrics(self.sinks.iter().map(String::as_str));
+            q.publish_metrics();
+        }
     }
 
     /// Opens the queue in `dir` and starts a shipper per sink (ending when `stop` does).
@@ -47,7 +61,6 @@ impl AuditLog {
             .map(|(s, sh)| (s.name().to_owned(), sh.buffer_records, sh.when_full))
             .collect();
         let queue = Queue::open(dir, &names)?;
-        register_metrics(names.iter().map(|(name, _, _)| name.as_str()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             stop.await;
@@ -58,7 +71,10 @@ impl AuditLog {
             let stop = stop_rx.clone();
             tokio::spawn(async move { ship(q, sink, shipping, stop).await });
         }
-        Ok(Self { queue: Some(queue) })
+        Ok(Self {
+            queue: Some(queue),
+            sinks: names.into_iter().map(|(name, _, _)| name).collect(),
+        })
     }
 
     /// Whether records are kept and shipped.
@@ -97,8 +113,7 @@ impl AuditLog {
     }
 }
 
-/// Creates every series at zero, so that `/metrics` lists them from the start and alerts
-/// on `increase()` see the first failure, not only the second.
+/// Creates the counters at zero.
 fn register_metrics<'a>(sinks: impl Iterator<Item = &'a str>) {
     for name in [
         "dbprov_audit_records_total",

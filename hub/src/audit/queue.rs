@@ -556,6 +556,11 @@ impl Queue {
         }
     }
 
+    /// Sets the depth and blocked gauges from the queue's state.
+    pub fn publish_metrics(&self) {
+        self.publish_depths();
+    }
+
     fn publish_depths(&self) {
         let state = self.lock();
         for (name, c) in &state.cursors {
