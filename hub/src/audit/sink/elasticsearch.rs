@@ -47,15 +47,7 @@ impl ElasticsearchSink {
             bulk.query_pairs_mut().extend_pairs(&config.query_params);
         }
         let auth = match (&config.basic_auth, &config.api_key_file) {
-            (Some(b), _) => {
-                let file = b.password_file.clone().unwrap_or_default();
-                http::check_readable(name, "elasticsearch.basicAuth.passwordFile", &file)?;
-                Auth::Basic {
-                    username: b.username.clone(),
-                    password_file: file,
-                    field: "elasticsearch.basicAuth.passwordFile".into(),
-                }
-            }
+            (Some(b), _) => http::basic_auth(name, "elasticsearch", b)?,
             (None, Some(key)) => {
                 http::check_readable(name, "elasticsearch.apiKeyFile", key)?;
                 Auth::ApiKey {

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{FailureKind, SinkError};
-use crate::audit::config::{ConfigError, TlsConfig};
+use crate::audit::config::{BasicAuthConfig, ConfigError, TlsConfig};
 
 /// How a request authenticates.
 #[derive(Debug, Clone)]
@@ -95,6 +95,51 @@ pub(crate) fn check_readable(
                 path.display()
             ),
         })
+}
+
+/// The sink's `url`, parsed (`field`: e.g. `loki.url`, for the message).
+pub(crate) fn parse_url(sink: &str, field: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
+    reqwest::Url::parse(url).map_err(|e| ConfigError::Build {
+        sink: sink.to_owned(),
+        message: format!("{field}: {e}"),
+    })
+}
+
+/// Basic auth from `<block>.basicAuth` (its password file must be readable).
+pub(crate) fn basic_auth(
+    sink: &str,
+    block: &str,
+    b: &BasicAuthConfig,
+) -> Result<Auth, ConfigError> {
+    let field = format!("{block}.basicAuth.passwordFile");
+    let file = b.password_file.clone().unwrap_or_default();
+    check_readable(sink, &field, &file)?;
+    Ok(Auth::Basic {
+        username: b.username.clone(),
+        password_file: file,
+        field,
+    })
+}
+
+/// `<block>.basicAuth`, else `<block>.bearerTokenFile`, else none.
+pub(crate) fn basic_or_bearer(
+    sink: &str,
+    block: &str,
+    basic: Option<&BasicAuthConfig>,
+    bearer_token_file: Option<&PathBuf>,
+) -> Result<Auth, ConfigError> {
+    match (basic, bearer_token_file) {
+        (Some(b), _) => basic_auth(sink, block, b),
+        (None, Some(token)) => {
+            let field = format!("{block}.bearerTokenFile");
+            check_readable(sink, &field, token)?;
+            Ok(Auth::Bearer {
+                token_file: token.clone(),
+                field,
+            })
+        }
+        (None, None) => Ok(Auth::None),
+    }
 }
 
 /// A client with the sink's timeout and TLS settings.

@@ -33,29 +33,13 @@ pub struct LokiSink {
 impl LokiSink {
     /// A Loki sink from valid settings; credential and CA files must be readable.
     pub fn new(name: &str, config: &LokiConfig) -> Result<Self, ConfigError> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| ConfigError::Build {
-            sink: name.to_owned(),
-            message: format!("loki.url: {e}"),
-        })?;
-        let auth = match (&config.basic_auth, &config.bearer_token_file) {
-            (Some(b), _) => {
-                let file = b.password_file.clone().unwrap_or_default();
-                http::check_readable(name, "loki.basicAuth.passwordFile", &file)?;
-                Auth::Basic {
-                    username: b.username.clone(),
-                    password_file: file,
-                    field: "loki.basicAuth.passwordFile".into(),
-                }
-            }
-            (None, Some(token)) => {
-                http::check_readable(name, "loki.bearerTokenFile", token)?;
-                Auth::Bearer {
-                    token_file: token.clone(),
-                    field: "loki.bearerTokenFile".into(),
-                }
-            }
-            (None, None) => Auth::None,
-        };
+        let url = http::parse_url(name, "loki.url", &config.url)?;
+        let auth = http::basic_or_bearer(
+            name,
+            "loki",
+            config.basic_auth.as_ref(),
+            config.bearer_token_file.as_ref(),
+        )?;
         Ok(Self {
             name: name.to_owned(),
             target: http::describe(&url),

@@ -135,29 +135,13 @@ pub struct OtlpSink {
 impl OtlpSink {
     /// An OTLP sink from valid settings; credential and CA files must be readable.
     pub fn new(name: &str, config: &OtlpConfig) -> Result<Self, ConfigError> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| ConfigError::Build {
-            sink: name.to_owned(),
-            message: format!("otlp.url: {e}"),
-        })?;
-        let auth = match (&config.basic_auth, &config.bearer_token_file) {
-            (Some(b), _) => {
-                let file = b.password_file.clone().unwrap_or_default();
-                http::check_readable(name, "otlp.basicAuth.passwordFile", &file)?;
-                Auth::Basic {
-                    username: b.username.clone(),
-                    password_file: file,
-                    field: "otlp.basicAuth.passwordFile".into(),
-                }
-            }
-            (None, Some(token)) => {
-                http::check_readable(name, "otlp.bearerTokenFile", token)?;
-                Auth::Bearer {
-                    token_file: token.clone(),
-                    field: "otlp.bearerTokenFile".into(),
-                }
-            }
-            (None, None) => Auth::None,
-        };
+        let url = http::parse_url(name, "otlp.url", &config.url)?;
+        let auth = http::basic_or_bearer(
+            name,
+            "otlp",
+            config.basic_auth.as_ref(),
+            config.bearer_token_file.as_ref(),
+        )?;
         let mut resource = BTreeMap::from([("service.name".to_owned(), "dbprov-hub".to_owned())]);
         resource.extend(config.resource_attributes.clone());
         Ok(Self {
