@@ -1,5 +1,7 @@
-//! DatabasePolicy: organisation rules for dbprov resources (dbprov addition), enforced by the
-//! hub's validating admission webhook and again at reconcile time.
+//! DatabasePolicy: organisation rules for dbprov resources (dbprov addition). The hub compiles
+//! each policy into a ValidatingAdmissionPolicy (CEL, enforced by the apiserver itself) for the
+//! rules CEL can express, serves the rest (Rego, cross-object scoping) from its validating
+//! webhook, and checks every rule again at reconcile time (docs/policy.md).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::CustomResource;
@@ -18,8 +20,20 @@ pub enum EnforcementAction {
     Deny,
     /// Admit it with a warning shown by kubectl, and report it in status.
     Warn,
-    /// Only report it in the policy's status.
-    Dryrun,
+    /// Admit it, record it (audit log, the policy's status); `dryrun` is read as `audit`.
+    #[serde(alias = "dryrun")]
+    Audit,
+}
+
+impl EnforcementAction {
+    /// As written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementAction::Deny => "deny",
+            EnforcementAction::Warn => "warn",
+            EnforcementAction::Audit => "audit",
+        }
+    }
 }
 
 /// Kinds a policy can match.
@@ -61,12 +75,13 @@ pub enum PolicyKind {
     status = "DatabasePolicyStatus",
     shortname = "dbpol",
     category = "dbprov",
-    doc = "Rules every matching dbprov resource must follow: password strength, naming, required labels and annotations, deletion protection, and custom Rego (OPA) rules. Enforced at admission by the hub's webhook and again at reconcile time.",
+    doc = "Rules every matching dbprov resource must follow: password strength, naming, required labels and annotations, deletion safety, privilege ceilings, backup rules, allowed instances and clusters, and custom Rego (OPA) rules. Enforced at admission by the apiserver (a compiled ValidatingAdmissionPolicy) and the hub's webhook, and again at reconcile time.",
     printcolumn(
         name = "Action",
         type_ = "string",
         json_path = ".spec.enforcementAction"
     ),
+    printcolumn(name = "Matches", type_ = "string", json_path = ".status.matches"),
     printcolumn(
         name = "Violations",
         type_ = "integer",
@@ -85,7 +100,9 @@ pub enum PolicyKind {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabasePolicySpec {
-    /// `deny` (default), `warn` or `dryrun`.
+    /// `deny` (default: refused at admission, nothing done at reconcile), `warn` (admitted with a
+    /// warning kubectl prints, an Event at reconcile) or `audit` (admitted, recorded in the
+    /// policy's status and the audit log). `dryrun` is accepted as `audit`.
     #[serde(default)]
     pub enforcement_action: EnforcementAction,
     /// Which resources the policy applies to (default: all dbprov resources).
@@ -103,6 +120,12 @@ pub struct DatabasePolicySpec {
     pub required_annotations: Option<Vec<RequiredMetadata>>,
     /// Deletion-safety rules.
     pub deletion: Option<DeletionRules>,
+    /// Privilege ceilings for users, roles and grants.
+    pub privileges: Option<PrivilegeRules>,
+    /// Rules for backups and backup schedules.
+    pub backup: Option<BackupRules>,
+    /// Which instances and clusters matching resources may use.
+    pub access: Option<AccessRules>,
     /// Custom rules in Rego, evaluated in-process (OPA-compatible).
     #[schemars(length(max = 20))]
     pub rego: Option<Vec<RegoRule>>,
@@ -125,18 +148,37 @@ pub struct PolicyMatch {
     pub namespace_selector: Option<LabelSelector>,
     /// Only resources with these labels.
     pub label_selector: Option<LabelSelector>,
+    /// Only resources served by these ManagedClusters (through their instance). Checked by the
+    /// hub's webhook and at reconcile, as it needs the instance.
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub clusters: Option<Vec<String>>,
+    /// Only resources on instances of these engines (`postgres`, `mysql`, `mariadb`, ...).
+    /// Checked by the hub's webhook and at reconcile, as it needs the instance.
+    pub engines: Option<Vec<super::instance::Engine>>,
 }
 
-/// Password requirements.
+/// Password requirements. The spec rules (length, special characters, rotation) are checked
+/// at admission; the agent generates every password to satisfy all of them and refuses a
+/// password supplied through `existingPasswordSecret` that does not (its message never
+/// contains the password).
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PasswordPolicy {
-    /// Minimum `passwordSecret.length`.
+    /// Minimum password length (`passwordSecret.length` and supplied passwords).
     #[schemars(range(min = 8, max = 128))]
     pub min_length: Option<i32>,
-    /// Generated passwords must include special characters.
+    /// Passwords must contain a special character (`passwordSecret.includeSpecialChars`).
     pub require_special_chars: Option<bool>,
+    /// Passwords must contain an upper-case letter.
+    pub require_uppercase: Option<bool>,
+    /// Passwords must contain a lower-case letter.
+    pub require_lowercase: Option<bool>,
+    /// Passwords must contain a digit.
+    pub require_digits: Option<bool>,
+    /// RE2 patterns no password may match (case-insensitive), e.g. `password` or `(.)\\1{3}`.
+    #[schemars(length(max = 20), inner(length(min = 1, max = 256)))]
+    pub forbidden_patterns: Option<Vec<String>>,
     /// Users must have `passwordRotation.enabled`.
     pub require_rotation: Option<bool>,
     /// Longest allowed `passwordRotation.maxAge`, e.g. `90d`.
@@ -146,14 +188,18 @@ pub struct PasswordPolicy {
     pub forbid_existing_passwords: Option<bool>,
 }
 
-/// A naming rule.
+/// A naming rule: a pattern, a prefix, or both.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NameRule {
     /// RE2 regular expression the name must match, e.g. `^app_[a-z0-9_]+$`.
     #[schemars(length(min = 1, max = 512))]
-    pub pattern: String,
+    pub pattern: Option<String>,
+    /// Prefix the name must start with; `{namespace}` stands for the resource's namespace with
+    /// `-` read as `_`, e.g. `{namespace}_` makes team `payments` name `payments_orders`.
+    #[schemars(length(min = 1, max = 63))]
+    pub prefix: Option<String>,
     /// Message shown on violation.
     #[schemars(length(max = 512))]
     pub message: Option<String>,
@@ -170,6 +216,8 @@ pub struct NamingPolicy {
     pub user: Option<NameRule>,
     /// `DatabaseRole.spec.roleName` / `ClusterDatabaseRole.spec.roleName`.
     pub role: Option<NameRule>,
+    /// `metadata.name` of every matching resource.
+    pub resource: Option<NameRule>,
 }
 
 /// A required label or annotation.
@@ -194,6 +242,90 @@ pub struct DeletionRules {
     pub require_deletion_protection: Option<bool>,
     /// `deletionPolicy` values allowed on Databases (e.g. only `Retain`, `Snapshot`).
     pub allowed_deletion_policies: Option<Vec<DeletionPolicy>>,
+}
+
+/// Privilege ceilings.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivilegeRules {
+    /// No `postgres.superuser`, `createRole` or `replication` / `bypassRls` on users and roles,
+    /// and no MySQL `SUPER` or global `GRANT OPTION`.
+    pub forbid_superuser: Option<bool>,
+    /// No `ALL [PRIVILEGES]` at MySQL's global level (`*.*`) or on every table of a PostgreSQL
+    /// schema or database.
+    pub forbid_all_on_all: Option<bool>,
+    /// Privileges allowed per object type; a type not listed is not limited.
+    pub allowed: Option<AllowedPrivileges>,
+}
+
+/// Allowed privileges per object type (upper case, e.g. `SELECT`).
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedPrivileges {
+    /// PostgreSQL database-level grants (`CONNECT`, `CREATE`, `TEMPORARY`).
+    pub database: Option<Vec<String>>,
+    /// PostgreSQL schema-level grants (`USAGE`, `CREATE`).
+    pub schema: Option<Vec<String>>,
+    /// PostgreSQL table grants and MySQL table/column grants.
+    pub table: Option<Vec<String>>,
+    /// PostgreSQL sequence grants.
+    pub sequence: Option<Vec<String>>,
+    /// PostgreSQL function and MySQL procedure/function grants.
+    pub function: Option<Vec<String>>,
+    /// MySQL global (`*.*`) grants.
+    pub global: Option<Vec<String>>,
+    /// MySQL database-level (`db.*`) grants.
+    pub mysql_database: Option<Vec<String>>,
+}
+
+/// Backup rules (DatabaseBackup and the template of DatabaseBackupSchedule).
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRules {
+    /// `encryption.enabled: true` required.
+    pub require_encryption: Option<bool>,
+    /// Storage types allowed (`s3`, `gcs`, `azure`, `pvc`).
+    pub allowed_storage_types: Option<Vec<super::backup::StorageType>>,
+    /// Retention a schedule must keep at least (each given field is a minimum; a schedule
+    /// must set it).
+    pub min_retention: Option<RetentionMinimums>,
+}
+
+/// Minimum retention of a backup schedule.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionMinimums {
+    /// `retention.keepLast` at least this.
+    #[schemars(range(min = 1))]
+    pub keep_last: Option<i32>,
+    /// `retention.keepDaily` at least this.
+    #[schemars(range(min = 1))]
+    pub keep_daily: Option<i32>,
+    /// `retention.keepWeekly` at least this.
+    #[schemars(range(min = 1))]
+    pub keep_weekly: Option<i32>,
+    /// `retention.keepMonthly` at least this.
+    #[schemars(range(min = 1))]
+    pub keep_monthly: Option<i32>,
+}
+
+/// Which instances and clusters resources may use.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRules {
+    /// Names of the DatabaseInstances / ClusterDatabaseInstances that `instanceRef` /
+    /// `clusterInstanceRef` may name.
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub allowed_instances: Option<Vec<String>>,
+    /// ManagedClusters instances may be served by (`spec.clusterRef` of an instance; for other
+    /// kinds the cluster of their instance, checked by the webhook and at reconcile).
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub allowed_clusters: Option<Vec<String>>,
 }
 
 /// A Rego module. It must define `violation` as a set of objects with a `msg` (the Gatekeeper
@@ -236,6 +368,13 @@ pub struct DatabasePolicyStatus {
     pub phase: Option<PolicyPhase>,
     #[serde(flatten)]
     pub common: CommonStatus,
+    /// What the policy matches, in words (kinds, namespaces, clusters, engines).
+    pub matches: Option<String>,
+    /// Where each rule is enforced at admission: `apiserver` (ValidatingAdmissionPolicy
+    /// `<name>`), `webhook`, or both.
+    pub admission: Option<String>,
+    /// The ValidatingAdmissionPolicy compiled from this policy, when it has CEL rules.
+    pub validating_admission_policy: Option<String>,
     /// Violations found by the last audit.
     pub total_violations: Option<i32>,
     /// The first 20 violations.

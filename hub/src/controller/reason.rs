@@ -180,6 +180,13 @@ reasons! {
     /// An older resource of another namespace manages the same object on a shared instance.
     NameClaimed => Failed, Warning, Some(RETRY_SLOW);
 
+    // Policy (docs/policy.md).
+    /// The resource breaks a `deny` rule of a DatabasePolicy; the message names the policy and
+    /// rule. Nothing is sent to an agent.
+    PolicyViolation => Failed, Warning, Some(RETRY_SLOW);
+    /// The resource breaks a `warn` rule of a DatabasePolicy (an Event; the work goes on).
+    PolicyWarning => Ready, Warning, None;
+
     // Backups, restores and schedules (their phases are their own; see backup.rs).
     /// A backup was started.
     BackupStarted => Creating, Normal, None;
@@ -254,6 +261,7 @@ impl Reason {
                 ErrorCode::Cancelled => Reason::Cancelled,
                 ErrorCode::SecretConflict => Reason::SecretConflict,
                 ErrorCode::ProtectedAccount => Reason::ProtectedAccount,
+                ErrorCode::PolicyViolation => Reason::PolicyViolation,
                 ErrorCode::Unspecified | ErrorCode::Internal => Reason::AgentError,
             },
             DispatchError::Backpressure { .. } | DispatchError::OperationLost { .. } => {
