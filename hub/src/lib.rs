@@ -13,9 +13,12 @@ mod compatibility;
 mod contract_coverage;
 pub mod controller;
 pub mod crdgen;
+pub mod duration;
 pub mod grpc;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod session;
 
 use anyhow::Context;

@@ -9,10 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use serde_json::Value;
 
@@ -270,33 +267,7 @@ pub async fn namespace_allowed(
     }
 }
 
-/// Kubernetes label-selector semantics: every `matchLabels` pair and every expression holds.
-/// An unknown operator matches nothing (fail closed).
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let pairs = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions = selector
-        .match_expressions
-        .iter()
-        .flatten()
-        .all(|e| expression_matches(e, labels));
-    pairs && expressions
-}
-
-fn expression_matches(e: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&e.key);
-    let values = e.values.as_deref().unwrap_or_default();
-    match e.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        _ => false,
-    }
-}
+pub use crate::labels::selector_matches;
 
 /// Whether `instance` lets a resource in `from_ns` use it (`spec.allowedNamespaces`; default
 /// its own namespace for a DatabaseInstance, every namespace for a ClusterDatabaseInstance).
@@ -440,7 +411,12 @@ mod tests {
         let labels: BTreeMap<String, String> = [("team".to_owned(), "shop".to_owned())]
             .into_iter()
             .collect();
-        let sel = |v: Value| serde_json::from_value::<LabelSelector>(v).unwrap();
+        let sel = |v: Value| {
+            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(
+                v,
+            )
+            .unwrap()
+        };
         assert!(selector_matches(
             &sel(json!({"matchLabels": {"team": "shop"}})),
             &labels
