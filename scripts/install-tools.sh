@@ -6,7 +6,7 @@
 #
 # Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
 #   NAMES: apt kubernetes etcd grpcurl helm promtool thirdparty-crds minio fake-gcs-server azurite
-#          migration-tools victoria-logs
+#          migration-tools victoria-logs opa
 #
 # After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
 # scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
@@ -343,6 +343,8 @@ wanted thirdparty-crds && install_thirdparty_crds
 wanted fake-gcs-server && go_install fake-gcs-server "v$FAKE_GCS_SERVER_VERSION" fake-gcs-server "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_SERVER_VERSION"
 wanted victoria-logs && go_install victoria-logs "v$VICTORIALOGS_VERSION" victoria-logs \
   "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@v$VICTORIALOGS_VERSION"
+wanted opa && go_install opa "v$OPA_VERSION" opa "github.com/open-policy-agent/opa@v$OPA_VERSION" \
+  "-X github.com/open-policy-agent/opa/v1/version.Version=$OPA_VERSION"
 wanted azurite && install_azurite
 wanted migration-tools && install_migration_tools
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"

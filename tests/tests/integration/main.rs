@@ -30,6 +30,7 @@ mod fault_matrix;
 mod fault_matrix_engines;
 mod fault_matrix_gaps;
 mod field_proofs;
+mod gatekeeper;
 mod grants;
 mod init_sql;
 mod instance_options;
