@@ -100,6 +100,9 @@ pub enum AuditOutcome {
     Failure,
     /// The hub refused it (a policy, a full audit buffer): nothing ran.
     Refused,
+    /// Admitted and carried out, but it breaks a DatabasePolicy rule whose
+    /// `enforcementAction` is `warn` or `audit` (`reason` PolicyWarning / PolicyAudit).
+    Flagged,
 }
 
 impl AuditOutcome {
@@ -109,6 +112,7 @@ impl AuditOutcome {
             AuditOutcome::Success => "success",
             AuditOutcome::Failure => "failure",
             AuditOutcome::Refused => "refused",
+            AuditOutcome::Flagged => "flagged",
         }
     }
 }

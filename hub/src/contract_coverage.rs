@@ -984,6 +984,8 @@ fn context() -> Context {
     api.insert(&b);
     Context {
         recorder: Context::recorder(client.clone(), "contract-coverage"),
+        policies: crate::policy_cache::PolicyCache::with(Default::default()),
+        hub_usernames: Vec::new(),
         client,
         hub: Hub::new(Duration::from_secs(10)),
         default_cluster: "default".into(),

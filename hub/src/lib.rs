@@ -19,6 +19,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
+pub mod policy_cache;
 pub mod session;
 
 use anyhow::Context;
@@ -237,9 +238,15 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         });
     }
     let directory = std::sync::Arc::new(clusters::KubeClusters::new(client.clone()));
+    let hub_usernames = own_usernames(&client, &args.admission_hub_usernames).await;
+    // Every replica keeps the policies: the webhook answers on standbys too.
+    let policies = policy_cache::PolicyCache::new();
+    tokio::spawn(policies.clone().watch(client.clone()));
     let context = controller::Context {
         recorder: controller::Context::recorder(client.clone(), &identity),
-        client,
+        policies: policies.clone(),
+        hub_usernames: hub_usernames.clone(),
+        client: client.clone(),
         hub: hub.clone(),
         default_cluster: args.default_cluster.clone(),
         intent_timeout: std::time::Duration::from_secs(30),
@@ -307,7 +314,12 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
                 listen,
                 cert: args.admission_cert.clone(),
                 key: args.admission_key.clone(),
-                hub_usernames: args.admission_hub_usernames.clone(),
+                hub_usernames: hub_usernames.clone(),
+                policy: Some(admission::policy::PolicyWebhook {
+                    policies: policies.clone(),
+                    client: client.clone(),
+                    default_cluster: args.default_cluster.clone(),
+                }),
             };
             let stop = flagged(shutdown.clone());
             Some(tokio::spawn(async move {
@@ -325,6 +337,37 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     served?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The hub's own Kubernetes user names: `--admission-hub-usernames`, and who the apiserver
+/// says this client is (SelfSubjectReview), so policies never refuse the hub's own writes
+/// even when the flag is not set.
+async fn own_usernames(client: &kube::Client, configured: &[String]) -> Vec<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let mut names = configured.to_vec();
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    match api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+    {
+        Ok(review) => {
+            if let Some(name) = review
+                .status
+                .and_then(|s| s.user_info)
+                .and_then(|u| u.username)
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the apiserver who the hub is (SelfSubjectReview); only --admission-hub-usernames are exempt from DatabasePolicies")
+        }
+    }
+    names
 }
 
 /// Opens the audit queue and starts a shipper per configured sink (docs/audit.md). A bad

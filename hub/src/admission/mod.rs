@@ -4,11 +4,13 @@
 //! | path | webhook |
 //! |---|---|
 //! | `POST /mutate/requested-by` | [`requester`]: who created or last changed a spec |
+//! | `POST /validate/policy` | [`policy`]: DatabasePolicy rules the apiserver cannot check |
 //! | `GET /healthz` | liveness of the server |
 //!
-//! A new webhook (e.g. the DatabasePolicy validation of issue 19) is a new arm in
-//! [`route`] and a function from the request to an [`AdmissionResponse`].
+//! A new webhook is a new arm in [`route`] and a function from the request to an
+//! [`AdmissionResponse`].
 
+pub mod policy;
 pub mod requester;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
@@ -26,6 +28,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// The path of the `requested-by` mutating webhook.
 pub const REQUESTED_BY_PATH: &str = "/mutate/requested-by";
+/// The path of the DatabasePolicy validating webhook.
+pub const POLICY_PATH: &str = "/validate/policy";
 
 /// Largest review body read: the apiserver limits an object to ~1.5 MiB and a review of an
 /// UPDATE carries two of them.
@@ -44,8 +48,11 @@ pub struct AdmissionConfig {
     /// PEM private key (reloaded when the file changes).
     pub key: PathBuf,
     /// The hub's own Kubernetes user names (e.g.
-    /// `system:serviceaccount:dbprov:dbprov-hub`): they never become the requester.
+    /// `system:serviceaccount:dbprov:dbprov-hub`): they never become the requester, and
+    /// DatabasePolicies never refuse their writes.
     pub hub_usernames: Vec<String>,
+    /// The DatabasePolicy webhook's state (None: `/validate/policy` admits everything).
+    pub policy: Option<policy::PolicyWebhook>,
 }
 
 /// Why the webhook server could not start.
@@ -70,6 +77,7 @@ pub enum AdmissionError {
 #[derive(Debug)]
 struct Context {
     hub_usernames: Vec<String>,
+    policy: Option<policy::PolicyWebhook>,
 }
 
 /// Binds `config.listen` and serves until `shutdown` completes.
@@ -97,6 +105,7 @@ pub async fn serve_on(
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config)?));
     let context = Arc::new(Context {
         hub_usernames: config.hub_usernames,
+        policy: config.policy,
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admission webhook listening");
@@ -189,39 +198,49 @@ fn tls_config(config: &AdmissionConfig) -> Result<rustls::ServerConfig, Admissio
 async fn route(req: Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::POST, REQUESTED_BY_PATH) => {
-            review(req, |request| requested_by(request, context)).await
-        }
-        (_, "/healthz" | REQUESTED_BY_PATH) => {
+        (&Method::POST, REQUESTED_BY_PATH) => match read_review(req).await {
+            Ok(request) => respond(requested_by(&request, context)),
+            Err(bad) => bad,
+        },
+        (&Method::POST, POLICY_PATH) => match read_review(req).await {
+            Ok(request) => match &context.policy {
+                Some(webhook) => {
+                    respond(policy::validate(&request, webhook, &context.hub_usernames).await)
+                }
+                None => respond(AdmissionResponse::from(&request)),
+            },
+            Err(bad) => bad,
+        },
+        (_, "/healthz" | REQUESTED_BY_PATH | POLICY_PATH) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         (_, path) => text(
             StatusCode::NOT_FOUND,
-            &format!("no webhook at {path}; served: {REQUESTED_BY_PATH}"),
+            &format!("no webhook at {path}; served: {REQUESTED_BY_PATH}, {POLICY_PATH}"),
         ),
     }
 }
 
-/// Reads an AdmissionReview, answers it with `handle`. A body that is not a review is the
-/// caller's mistake: HTTP 400 with what is wrong.
-async fn review(
+/// Reads an AdmissionReview. A body that is not a review is the caller's mistake: HTTP 400
+/// with what is wrong.
+async fn read_review(
     req: Request<Incoming>,
-    handle: impl FnOnce(&AdmissionRequest<DynamicObject>) -> AdmissionResponse,
-) -> Response<Full<Bytes>> {
+) -> Result<AdmissionRequest<DynamicObject>, Response<Full<Bytes>>> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => {
-            return text(
+            return Err(text(
                 StatusCode::BAD_REQUEST,
                 &format!("reading the AdmissionReview body: {e}"),
-            );
+            ));
         }
     };
-    let request = match parse(&body) {
-        Ok(request) => request,
-        Err(message) => return text(StatusCode::BAD_REQUEST, &message),
-    };
-    let response = handle(&request).into_review();
+    parse(&body).map_err(|message| text(StatusCode::BAD_REQUEST, &message))
+}
+
+/// The HTTP answer carrying `response`.
+fn respond(response: AdmissionResponse) -> Response<Full<Bytes>> {
+    let response = response.into_review();
     match serde_json::to_vec(&response) {
         Ok(json) => Response::builder()
             .status(StatusCode::OK)

@@ -11,8 +11,8 @@ pub mod grant;
 pub mod instance;
 pub mod kit;
 pub mod migration;
-pub mod not_served;
 pub mod payload;
+pub mod policy;
 pub mod provisioned;
 pub mod reason;
 pub mod restore;
@@ -47,6 +47,11 @@ pub struct Context {
     pub intent_timeout: Duration,
     /// Publishes Kubernetes Events (shared, so repeats aggregate into series).
     pub recorder: kube::runtime::events::Recorder,
+    /// The DatabasePolicies and namespace labels, kept by watches (docs/policy.md).
+    pub policies: crate::policy_cache::PolicyCache,
+    /// The hub's own Kubernetes user names: the ValidatingAdmissionPolicies never apply to its
+    /// writes (finalizers of objects that predate a policy).
+    pub hub_usernames: Vec<String>,
 }
 
 impl Context {
@@ -161,6 +166,6 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
         restore::run(ctx.clone(), shutdown.clone()),
         schedule::run(ctx.clone(), shutdown.clone()),
         migration::run(ctx.clone(), shutdown.clone()),
-        not_served::run::<crate::api::DatabasePolicy>(ctx, shutdown),
+        policy::run(ctx, shutdown),
     );
 }

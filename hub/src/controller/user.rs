@@ -73,6 +73,41 @@ pub fn user_payload(user: &DatabaseUser, instance: &ResolvedInstance, mode: Mode
     }
 }
 
+/// The password rules of the `deny` DatabasePolicies matching `user` on `instance`, merged:
+/// the agent generates passwords meeting them and refuses a supplied one that does not.
+pub fn password_rules(
+    ctx: &Context,
+    user: &DatabaseUser,
+    instance: &ResolvedInstance,
+) -> Option<dbprov_contract::user::PasswordRules> {
+    let policies = ctx.policies.policies();
+    if policies.is_empty() {
+        return None;
+    }
+    let value = serde_json::to_value(user).ok()?;
+    let labels = user
+        .namespace()
+        .and_then(|ns| ctx.policies.namespace_labels(&ns));
+    let facts = crate::policy::InstanceFacts {
+        cluster: instance.cluster(ctx).to_owned(),
+        engine: serde_json::to_value(instance.spec.engine)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    };
+    crate::policy::password_rules(
+        &policies,
+        &crate::policy::Subject {
+            kind: "DatabaseUser",
+            object: &value,
+            old_object: None,
+            operation: "RECONCILE",
+            namespace_labels: labels.as_ref(),
+            instance: Some(&facts),
+        },
+    )
+}
+
 /// What this dbprov cannot serve of the user's spec, with what to use instead.
 /// `passwordSecret.format`: the agent writes the credentials only as a Kubernetes Secret in
 /// the workload cluster; it has no Vault client, and the field names no SecretStore an
@@ -187,7 +222,8 @@ impl Provisioned for DatabaseUser {
         target: &UserTarget,
         mode: Mode,
     ) -> Result<IntentRequest, Error> {
-        let payload = user_payload(self, &target.instance, mode);
+        let mut payload = user_payload(self, &target.instance, mode);
+        payload.password_rules = password_rules(ctx, self, &target.instance);
         Ok(dispatch::intent(
             self,
             Operation::EnsureUser,
@@ -301,11 +337,9 @@ async fn rotate(
             id
         }
     };
-    let mut payload = payload::rotate_intent(
-        user_payload(user, &target.instance, Mode::Apply),
-        &user.spec,
-        now,
-    );
+    let mut ensure = user_payload(user, &target.instance, Mode::Apply);
+    ensure.password_rules = password_rules(ctx, user, &target.instance);
+    let mut payload = payload::rotate_intent(ensure, &user.spec, now);
     payload.rotation_id.clone_from(&rotation_id);
     let request = target.instance.audited(dispatch::intent(
         user,

@@ -142,6 +142,11 @@ impl CompiledPolicy {
         }
     }
 
+    /// The kinds the policy matches.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        matching::kinds(self.spec.match_.as_ref())
+    }
+
     /// The enforcement action.
     pub fn action(&self) -> EnforcementAction {
         self.spec.enforcement_action

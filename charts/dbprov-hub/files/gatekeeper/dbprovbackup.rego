@@ -34,7 +34,7 @@ violation contains {"msg": msg} if {
 violation contains {"msg": msg} if {
 	allowed := params.allowedStorageTypes
 	[path, spec] := backup
-	type := object.get(spec, ["storage", "type"], "")
+	type := spec.storage.type
 	not type in allowed
 	msg := sprintf("%v: %v.storage.type %q is not allowed; allowed: %v (backup.allowedStorageTypes)", [subject, path, type, concat(", ", allowed)])
 }

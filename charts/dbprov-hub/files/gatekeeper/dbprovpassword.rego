@@ -3,13 +3,13 @@
 # policy and checks supplied ones (character classes, forbidden patterns); those rules need the
 # password itself and have no Gatekeeper counterpart.
 #   minLength                spec.passwordSecret.length (default 32) at least this, for
-#                            generated passwords.
-#   requireSpecialChars      spec.passwordSecret.includeSpecialChars (default true) not false.
+#                            generated passwords (not with spec.existingPasswordSecret).
+#   requireSpecialChars      spec.passwordSecret.includeSpecialChars (default true) not false,
+#                            for generated passwords.
 #   requireRotation          spec.passwordRotation.enabled must be true.
-#   maxRotationAge           spec.passwordRotation.maxAge must be set and at most this (e.g.
-#                            90d; units ns us ms s m h d w).
-#   forbidExistingPasswords  no spec.existingPasswordSecret and no passwordSecret.generate:
-#                            false (only generated passwords).
+#   maxRotationAge           spec.passwordRotation.maxAge, when set, at most this (e.g. 90d;
+#                            units ns us ms s m h d w).
+#   forbidExistingPasswords  no spec.existingPasswordSecret (only generated passwords).
 package dbprovpassword
 
 import future.keywords.contains
@@ -26,6 +26,7 @@ is_user if obj.kind == "DatabaseUser"
 
 generated if {
 	obj.spec.passwordSecret
+	not obj.spec.existingPasswordSecret
 	object.get(obj.spec.passwordSecret, "generate", true) != false
 }
 
@@ -56,19 +57,10 @@ violation contains {"msg": msg} if {
 violation contains {"msg": msg} if {
 	is_user
 	limit := params.maxRotationAge
-	age := object.get(obj, ["spec", "passwordRotation", "maxAge"], "")
-	not within(age, limit)
-	msg := sprintf("%v: spec.passwordRotation.maxAge is %v, the policy allows at most %v (passwordPolicy.maxRotationAge)", [subject, shown(age), limit])
+	age := obj.spec.passwordRotation.maxAge
+	nanoseconds(age) > nanoseconds(limit)
+	msg := sprintf("%v: spec.passwordRotation.maxAge %q is longer than %v (passwordPolicy.maxRotationAge)", [subject, age, limit])
 }
-
-within(age, limit) if {
-	age != ""
-	nanoseconds(age) <= nanoseconds(limit)
-}
-
-shown(age) := "unset" if {
-	age == ""
-} else := sprintf("%q", [age])
 
 unit_ns := {
 	"ns": 1,
@@ -93,11 +85,4 @@ violation contains {"msg": msg} if {
 	params.forbidExistingPasswords == true
 	obj.spec.existingPasswordSecret
 	msg := sprintf("%v: spec.existingPasswordSecret is forbidden, passwords must be generated (passwordPolicy.forbidExistingPasswords)", [subject])
-}
-
-violation contains {"msg": msg} if {
-	is_user
-	params.forbidExistingPasswords == true
-	object.get(obj, ["spec", "passwordSecret", "generate"], true) == false
-	msg := sprintf("%v: spec.passwordSecret.generate must not be false, passwords must be generated (passwordPolicy.forbidExistingPasswords)", [subject])
 }

@@ -3,8 +3,8 @@
 #   forbidSuperuser  no spec.postgres.superuser, createRole, replication or bypassRLS on
 #                    DatabaseUser, DatabaseRole and ClusterDatabaseRole; no MySQL SUPER and no
 #                    GRANT OPTION at the global level (*.*) in any MySQL grant.
-#   forbidAllOnAll   no ALL [PRIVILEGES] at MySQL's global level (or on database "*"), on every
-#                    table of a PostgreSQL schema (tables: ["*"]) or on a PostgreSQL database.
+#   forbidAllOnAll   no ALL [PRIVILEGES] at MySQL's global level (or on database "*") or on
+#                    every object of a PostgreSQL schema ("*" in tables, sequences or functions).
 #   allowed          privileges allowed per object type; a type not listed is not limited.
 #                    PostgreSQL: a grant without schema is `database`, one with a schema and
 #                    no objects is `schema`, then `table`, `sequence`, `function` by the lists
@@ -97,17 +97,10 @@ mysql_everything(g) if {
 violation contains {"msg": msg} if {
 	params.forbidAllOnAll == true
 	some i, g in postgres_grants
-	"*" in object.get(g, "tables", [])
+	some field in ["tables", "sequences", "functions"]
+	"*" in object.get(g, field, [])
 	is_all(g.privileges)
-	msg := sprintf("%v: spec.postgres.grants[%v] grants ALL on every table of schema %v (privileges.forbidAllOnAll)", [subject, i, g.schema])
-}
-
-violation contains {"msg": msg} if {
-	params.forbidAllOnAll == true
-	some i, g in postgres_grants
-	postgres_types(g) == {"database"}
-	is_all(g.privileges)
-	msg := sprintf("%v: spec.postgres.grants[%v] grants ALL on database %v (privileges.forbidAllOnAll)", [subject, i, g.database])
+	msg := sprintf("%v: spec.postgres.grants[%v] grants ALL on all %v of schema %v (privileges.forbidAllOnAll)", [subject, i, field, g.schema])
 }
 
 # ---- allowed privileges per object type ------------------------------------------------

@@ -59,16 +59,17 @@ test_mysql_all_on_star_star_is_reported if {
 	}
 }
 
-test_postgres_all_on_all_tables_and_on_a_database_are_reported if {
+test_postgres_all_on_every_object_of_a_schema_is_reported if {
 	g := grant({"postgres": {"grants": [
 		{"database": "app", "schema": "public", "tables": ["*"], "privileges": ["ALL PRIVILEGES"]},
+		{"database": "app", "schema": "public", "sequences": ["*"], "privileges": ["all"]},
 		{"database": "app", "privileges": ["ALL"]},
 		{"database": "app", "schema": "public", "tables": ["orders"], "privileges": ["ALL"]},
 		{"database": "app", "schema": "public", "tables": ["*"], "privileges": ["SELECT"]},
 	]}})
 	msgs(g, ceilings) == {
-		"DatabaseGrant team-a/g: spec.postgres.grants[0] grants ALL on every table of schema public (privileges.forbidAllOnAll)",
-		"DatabaseGrant team-a/g: spec.postgres.grants[1] grants ALL on database app (privileges.forbidAllOnAll)",
+		"DatabaseGrant team-a/g: spec.postgres.grants[0] grants ALL on all tables of schema public (privileges.forbidAllOnAll)",
+		"DatabaseGrant team-a/g: spec.postgres.grants[1] grants ALL on all sequences of schema public (privileges.forbidAllOnAll)",
 	}
 }
 
@@ -132,5 +133,5 @@ test_all_is_allowed_when_listed if {
 
 test_role_grants_are_checked if {
 	role := {"kind": "DatabaseRole", "metadata": {"name": "r", "namespace": "team-a"}, "spec": {"roleName": "r", "postgres": {"grants": [{"database": "app", "schema": "public", "tables": ["*"], "privileges": ["ALL"]}]}}}
-	msgs(role, ceilings) == {"DatabaseRole team-a/r: spec.postgres.grants[0] grants ALL on every table of schema public (privileges.forbidAllOnAll)"}
+	msgs(role, ceilings) == {"DatabaseRole team-a/r: spec.postgres.grants[0] grants ALL on all tables of schema public (privileges.forbidAllOnAll)"}
 }

@@ -171,7 +171,9 @@ impl OtlpSink {
             .map(|record| {
                 let (severity_number, severity_text) = match record.outcome {
                     AuditOutcome::Success => (9, "INFO"),
-                    AuditOutcome::Failure | AuditOutcome::Refused => (13, "WARN"),
+                    AuditOutcome::Failure | AuditOutcome::Refused | AuditOutcome::Flagged => {
+                        (13, "WARN")
+                    }
                 };
                 let attributes = match serde_json::to_value(record) {
                     Ok(serde_json::Value::Object(fields)) => fields

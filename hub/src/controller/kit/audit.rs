@@ -124,6 +124,23 @@ pub fn refusal_record(kind: &str, object: &Value, reason: &str, message: &str) -
     record
 }
 
+/// The record of a `warn` or `audit` DatabasePolicy violation found at reconcile (a `deny` one
+/// is a refusal: [`refusal_record`]); once per generation, policy and rule.
+pub fn policy_record(kind: &str, object: &Value, v: &crate::policy::Violation) -> AuditRecord {
+    let mut record = hub_record(kind, object, "policy_check", trigger(object), v.describe());
+    record.outcome = AuditOutcome::Flagged;
+    record.reason = match v.action {
+        crate::api::policy::EnforcementAction::Warn => "PolicyWarning",
+        _ => "PolicyAudit",
+    }
+    .to_owned();
+    record.id = stable_id(&format!(
+        "dbprov-audit/hub/{}/{}/policy/{}/{}",
+        record.resource.uid, record.resource.generation, v.policy, v.rule
+    ));
+    record
+}
+
 fn stable_id(key: &str) -> String {
     let digest = Sha256::digest(key);
     let mut b = [0u8; 16];

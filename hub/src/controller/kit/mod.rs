@@ -12,7 +12,8 @@
 //!   instance's allowance;
 //! - [`dispatch`]: building intents and sending them to an agent;
 //! - [`operation`]: starting or re-attaching to a long operation and following it;
-//! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last.
+//! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last;
+//! - [`policy`]: the DatabasePolicy check before anything is sent to an agent.
 
 pub mod audit;
 pub mod claims;
@@ -22,6 +23,7 @@ pub mod drift;
 pub mod events;
 pub mod instance;
 pub mod operation;
+pub mod policy;
 pub mod privileges;
 pub mod resolved;
 pub mod runner;

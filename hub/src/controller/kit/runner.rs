@@ -237,6 +237,7 @@ pub async fn finalized<K: Scoped>(
             let result = async {
                 refuse_invalid(&ctx, o.as_ref()).await?;
                 refuse_unconsented(&ctx, o.as_ref()).await?;
+                super::policy::check(&ctx, o.as_ref()).await?;
                 apply(o.clone(), ctx.clone()).await
             }
             .await;
@@ -315,6 +316,7 @@ async fn record_refusal<K: Scoped>(ctx: &Context, obj: &K, error: &Error) {
             | Reason::NameClaimed
             | Reason::ProtectedAccount
             | Reason::SecretConflict
+            | Reason::PolicyViolation
     );
     if !refusal || !ctx.hub.audit().enabled() {
         return;

@@ -105,6 +105,7 @@ fn rotate_base(user: UserIntent, spec: &DatabaseUserSpec) -> RotateIntent {
         active_user: user.active_user,
         service_role: user.service_role,
         retired_users: user.retired_users,
+        password_rules: user.password_rules,
         rotation: rotation(spec),
         action: RotationAction::Rotate,
         date: String::new(),

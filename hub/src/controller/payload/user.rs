@@ -173,6 +173,8 @@ pub fn user_intent(
         active_user,
         service_role: super::rotation::service_role(spec),
         retired_users,
+        // Set by the user controller from the DatabasePolicies that match the user.
+        password_rules: None,
     }
 }
 

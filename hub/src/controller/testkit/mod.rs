@@ -97,6 +97,8 @@ impl TestEnv {
             default_cluster: CLUSTER.into(),
             intent_timeout: INTENT_TIMEOUT,
             recorder: Context::recorder(client.clone(), "test"),
+            policies: crate::policy_cache::PolicyCache::with(Default::default()),
+            hub_usernames: Vec::new(),
         });
         TestEnv {
             client,
