@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Mode, defaults,
     instance::Instance,
-    user::{SecretLocation, ServiceRole, UserIntent, UserSpec},
+    user::{PasswordRules, SecretLocation, ServiceRole, UserIntent, UserSpec},
 };
 
 /// Desired state of ROTATE_PASSWORD: the ENSURE_USER fields (flat, as on the wire) plus the
@@ -51,6 +51,9 @@ pub struct RotateIntent {
     /// or reports that rotation instead of rotating again. Empty from older hubs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rotation_id: String,
+    /// The DatabasePolicy password rules the new password must meet (as in `UserIntent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rules: Option<PasswordRules>,
 }
 
 impl RotateIntent {
@@ -66,6 +69,7 @@ impl RotateIntent {
             active_user: self.active_user.clone(),
             service_role: self.service_role.clone(),
             retired_users: self.retired_users.clone(),
+            password_rules: self.password_rules.clone(),
         }
     }
 }

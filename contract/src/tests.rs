@@ -28,8 +28,8 @@ use crate::{
     storage::{PvcSpec, S3Keys, S3SecretRef, S3Spec, StorageSpec, StorageType},
     to_json,
     user::{
-        MyUser, PasswordSecret, PgUser, SecretKeyRef, SecretLocation, SecretTemplate, ServiceRole,
-        UserIntent, UserObserved, UserSpec,
+        MyUser, PasswordRules, PasswordSecret, PgUser, SecretKeyRef, SecretLocation,
+        SecretTemplate, ServiceRole, UserIntent, UserObserved, UserSpec,
     },
 };
 
@@ -59,6 +59,18 @@ fn instance() -> Instance {
         probe_timeout_seconds: None,
         tracking: None,
         allowed_privileges: vec![PrivilegeClass::CreateRole],
+    }
+}
+
+fn strict_rules() -> PasswordRules {
+    PasswordRules {
+        min_length: Some(24),
+        require_special: true,
+        require_uppercase: true,
+        require_lowercase: false,
+        require_digits: true,
+        forbidden_patterns: vec!["password".into(), "(abc|123|qwerty)".into()],
+        policies: vec!["prod-passwords".into()],
     }
 }
 
@@ -205,6 +217,7 @@ fn every_payload_survives_a_round_trip() {
             auto_create: true,
         }),
         retired_users: vec!["app_20251201".into()],
+        password_rules: Some(strict_rules()),
     });
     round_trip(&RoleIntent {
         instance: instance(),
@@ -252,6 +265,7 @@ fn every_payload_survives_a_round_trip() {
         timestamp: "1767225600".into(),
         retire: vec!["app_20251201".into()],
         rotation_id: "0b5e11aa-rot".into(),
+        password_rules: Some(strict_rules()),
     });
     round_trip(&BackupIntent {
         instance: instance(),
@@ -560,6 +574,7 @@ fn unset_optional_fields_are_not_sent() {
         active_user: None,
         service_role: None,
         retired_users: vec![],
+        password_rules: None,
     });
     for absent in [
         "sslMode",
@@ -569,6 +584,7 @@ fn unset_optional_fields_are_not_sent() {
         "activeUser",
         "serviceRole",
         "retiredUsers",
+        "passwordRules",
         "roles",
         "postgres",
     ] {
@@ -733,4 +749,68 @@ fn flyway_settings_default_to_flyways_own() {
         (l.changelog_table.as_str(), l.lock_table.as_str()),
         ("DATABASECHANGELOG", "DATABASECHANGELOGLOCK")
     );
+}
+
+#[test]
+fn password_rules_merge_to_the_strictest_and_keep_every_policy_name() {
+    let mut rules = PasswordRules {
+        min_length: Some(16),
+        require_digits: true,
+        forbidden_patterns: vec!["password".into()],
+        policies: vec!["baseline".into()],
+        ..PasswordRules::default()
+    };
+    assert!(!rules.is_empty());
+    rules.merge(&PasswordRules {
+        min_length: Some(24),
+        require_special: true,
+        forbidden_patterns: vec!["password".into(), "qwerty".into()],
+        policies: vec!["prod".into(), "baseline".into()],
+        ..PasswordRules::default()
+    });
+    // A shorter minimum and unset classes do not relax anything.
+    rules.merge(&PasswordRules {
+        min_length: Some(8),
+        policies: vec!["lenient".into()],
+        ..PasswordRules::default()
+    });
+    assert_eq!(
+        rules,
+        PasswordRules {
+            min_length: Some(24),
+            require_special: true,
+            require_uppercase: false,
+            require_lowercase: false,
+            require_digits: true,
+            forbidden_patterns: vec!["password".into(), "qwerty".into()],
+            policies: vec!["baseline".into(), "prod".into(), "lenient".into()],
+        }
+    );
+    assert_eq!(
+        rules.describe_policies(),
+        "DatabasePolicies baseline, prod, lenient"
+    );
+    // Merging into nothing gives the other's rules.
+    let mut none = PasswordRules::default();
+    assert!(none.is_empty());
+    none.merge(&strict_rules());
+    assert_eq!(none, strict_rules());
+    assert_eq!(none.describe_policies(), "DatabasePolicy prod-passwords");
+}
+
+#[test]
+fn password_rules_have_the_wire_names_and_leave_unset_rules_out() {
+    let v = serde_json::to_value(strict_rules()).unwrap();
+    assert_eq!(
+        v,
+        json!({"minLength": 24, "requireSpecial": true, "requireUppercase": true,
+               "requireDigits": true, "forbiddenPatterns": ["password", "(abc|123|qwerty)"],
+               "policies": ["prod-passwords"]})
+    );
+    assert_eq!(to_json(&PasswordRules::default()), "{}");
+    let parsed: PasswordRules = from_json(r#"{"requireDigits": true}"#).unwrap();
+    assert!(parsed.require_digits && parsed.min_length.is_none());
+    // An older agent (or this one, for a newer rule) refuses what it cannot apply.
+    let err = from_json::<PasswordRules>(r#"{"maxRepeats": 3}"#).unwrap_err();
+    assert!(matches!(err, ContractError::UnknownField { .. }), "{err}");
 }

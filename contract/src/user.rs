@@ -38,6 +38,11 @@ pub struct UserIntent {
     /// Logins replaced by rotation, dropped with the user.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired_users: Vec<String>,
+    /// The password rules of the DatabasePolicies that apply to the user, merged by the hub:
+    /// generated passwords are made to meet them, a supplied (`existingPasswordSecret`) one
+    /// that does not is refused. Absent: no rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rules: Option<PasswordRules>,
 }
 
 impl UserIntent {
@@ -48,6 +53,79 @@ impl UserIntent {
             intent.user.username = active.clone();
         }
         intent
+    }
+}
+
+/// Password rules of DatabasePolicies (`spec.password`), merged: what every password of the
+/// user must meet. The agent applies them (it alone sees the passwords).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordRules {
+    /// Fewest characters (`minLength`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u32>,
+    /// At least one character that is neither a letter nor a digit (`requireSpecialChars`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_special: bool,
+    /// At least one upper-case letter (`requireUppercase`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_uppercase: bool,
+    /// At least one lower-case letter (`requireLowercase`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_lowercase: bool,
+    /// At least one digit `0-9` (`requireDigits`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_digits: bool,
+    /// RE2 expressions no password may match anywhere, case-insensitive
+    /// (`forbiddenPatterns`); reported by their index in this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_patterns: Vec<String>,
+    /// Names of the DatabasePolicies the rules come from (for messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+impl PasswordRules {
+    /// Adds `other`'s rules: the strictest wins — the longer `minLength`, every class either
+    /// requires, every forbidden pattern and every policy name of both (in order, once).
+    pub fn merge(&mut self, other: &PasswordRules) {
+        self.min_length = match (self.min_length, other.min_length) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.require_special |= other.require_special;
+        self.require_uppercase |= other.require_uppercase;
+        self.require_lowercase |= other.require_lowercase;
+        self.require_digits |= other.require_digits;
+        for p in &other.forbidden_patterns {
+            if !self.forbidden_patterns.contains(p) {
+                self.forbidden_patterns.push(p.clone());
+            }
+        }
+        for n in &other.policies {
+            if !self.policies.contains(n) {
+                self.policies.push(n.clone());
+            }
+        }
+    }
+
+    /// Whether no rule is set (policy names aside): such rules need not be sent.
+    pub fn is_empty(&self) -> bool {
+        self.min_length.is_none()
+            && !self.require_special
+            && !self.require_uppercase
+            && !self.require_lowercase
+            && !self.require_digits
+            && self.forbidden_patterns.is_empty()
+    }
+
+    /// `DatabasePolicy a` / `DatabasePolicies a, b`, for messages.
+    pub fn describe_policies(&self) -> String {
+        match self.policies.as_slice() {
+            [] => "DatabasePolicy (unnamed)".to_owned(),
+            [one] => format!("DatabasePolicy {one}"),
+            many => format!("DatabasePolicies {}", many.join(", ")),
+        }
     }
 }
 

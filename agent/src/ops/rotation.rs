@@ -34,7 +34,7 @@ use super::user::{
 };
 use crate::{
     context::OpContext,
-    credentials::password,
+    credentials::{password, policy},
     db::{self, Conn, sql_error},
     error::OpError,
     sql::{
@@ -78,6 +78,7 @@ pub async fn run(ctx: &OpContext, intent: RotateIntent) -> Result<String, OpErro
     }
 }
 
+/// A new password for `intent`'s user, meeting its DatabasePolicy password rules.
 fn new_password(intent: &UserIntent) -> Result<String, OpError> {
     let ps = intent.user.password_secret.as_ref().ok_or_else(|| {
         OpError::new(
@@ -86,18 +87,13 @@ fn new_password(intent: &UserIntent) -> Result<String, OpError> {
             false,
         )
     })?;
-    password::generate(
+    let rules = policy::Rules::compile(intent.password_rules.as_ref())?;
+    Ok(password::generate_for(
         ps.length,
         ps.include_special_chars,
         ps.exclude_chars.as_deref().unwrap_or(""),
-    )
-    .map_err(|e| {
-        OpError::new(
-            ErrorCode::Invalid,
-            format!("spec.passwordSecret: {e}"),
-            false,
-        )
-    })
+        &rules,
+    )?)
 }
 
 /// The rotation marker of the credentials Secret: `(rotation id, state)`.
@@ -284,6 +280,9 @@ async fn rotate_in_place(
             (pw, true)
         }
         InPlaceStep::Start { settle_first } => {
+            // Drawn first: rules that cannot be met stop the rotation before the server is
+            // touched.
+            let pw = new_password(user)?;
             if settle_first && let Some(earlier) = &in_secret {
                 // An earlier rotation wrote its password but may not have set it: set it, so
                 // that it really is the previous password from here on.
@@ -292,7 +291,6 @@ async fn rotate_in_place(
                 conn.close().await;
                 r?;
             }
-            let pw = new_password(user)?;
             let mut extra = SecretExtra {
                 annotations: marker(id, STATE_PENDING),
                 ..SecretExtra::default()
@@ -381,10 +379,11 @@ async fn rotate_new_login(
         );
         return Ok(answer(active, Some(location), true));
     }
+    // Drawn first: rules that cannot be met stop the rotation before the server is touched.
+    let pw = new_password(user)?;
     let mut conn = db::connect(ctx, &user.instance, None).await?;
     let result = async {
         join_service_role(&mut conn, &current, &service).await?;
-        let pw = new_password(user)?;
         if let Some(name) = login_of_rotation(&mut conn, id).await? {
             conn.execute(&format!(
                 "ALTER ROLE {} WITH PASSWORD {}",

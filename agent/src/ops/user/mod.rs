@@ -24,7 +24,7 @@ use kube::{
 use super::grant;
 use crate::{
     context::OpContext,
-    credentials::{password, template},
+    credentials::{password, policy, template},
     db::{self, Conn, sql_error},
     error::OpError,
     secrets,
@@ -160,30 +160,45 @@ pub(crate) async fn refuse_protected(ctx: &OpContext, intent: &UserIntent) -> Re
     result
 }
 
-/// The password to set: from `existingPasswordSecret`, else the one already in the
-/// credentials Secret (`current`, already claimed as this resource's), else a new one.
-/// Returns it and where it came from.
-pub(crate) async fn password_for(
+/// The password of `existingPasswordSecret` (`None` without one), refused with
+/// `POLICY_VIOLATION` when it does not meet the intent's DatabasePolicy password rules. Read
+/// and checked before anything is sent to the server.
+pub(crate) async fn supplied_password(
     ctx: &OpContext,
     intent: &UserIntent,
+    rules: &policy::Rules,
+) -> Result<Option<String>, OpError> {
+    let Some(r) = &intent.user.existing_password_secret else {
+        return Ok(None);
+    };
+    let ns = r
+        .namespace
+        .clone()
+        .unwrap_or_else(|| intent.namespace.clone());
+    let values = secrets::read_keys(&ctx.kube, &ns, &r.name, &[&r.key]).await?;
+    let password = values.get(&r.key).cloned().unwrap_or_default();
+    rules.refuse_supplied(&ns, &r.name, &r.key, &password)?;
+    Ok(Some(password))
+}
+
+/// The password to set: the one from `existingPasswordSecret` (`supplied`, already checked),
+/// else the one already in the credentials Secret (`current`, already claimed as this
+/// resource's), else a new one meeting `rules`. Returns it and where it came from.
+pub(crate) fn password_for(
+    intent: &UserIntent,
+    rules: &policy::Rules,
+    supplied: Option<String>,
     current: Option<&Secret>,
 ) -> Result<(String, &'static str), OpError> {
-    if let Some(r) = &intent.user.existing_password_secret {
-        let ns = r
-            .namespace
-            .clone()
-            .unwrap_or_else(|| intent.namespace.clone());
-        let values = secrets::read_keys(&ctx.kube, &ns, &r.name, &[&r.key]).await?;
-        return Ok((
-            values.get(&r.key).cloned().unwrap_or_default(),
-            "existingPasswordSecret",
-        ));
+    if let Some(pw) = supplied {
+        return Ok((pw, "existingPasswordSecret"));
     }
     // The hub sends the default `<username>-credentials` Secret when the spec names none; an
     // intent without either comes from an older hub.
     let ps = intent.user.password_secret.as_ref().ok_or_else(|| {
         invalid("set spec.passwordSecret (generated password) or spec.existingPasswordSecret")
     })?;
+    // A password generated before a policy applied stays until the next rotation.
     if let Some(secret) = current
         && let Some(pw) = secret
             .data
@@ -199,12 +214,12 @@ pub(crate) async fn password_for(
             "spec.passwordSecret.generate is false and there is no spec.existingPasswordSecret: nothing to take the password from",
         ));
     }
-    let pw = password::generate(
+    let pw = password::generate_for(
         ps.length,
         ps.include_special_chars,
         ps.exclude_chars.as_deref().unwrap_or(""),
-    )
-    .map_err(|e| invalid(format!("spec.passwordSecret: {e}")))?;
+        rules,
+    )?;
     Ok((pw, "generated"))
 }
 
@@ -392,9 +407,11 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         }
     } else {
         // Refusals first: nothing reaches the server before them.
+        let rules = policy::Rules::compile(intent.password_rules.as_ref())?;
+        let supplied = supplied_password(ctx, &intent, &rules).await?;
         refuse_protected(ctx, &intent).await?;
         let current = claim_secret(ctx, &intent).await?;
-        let (password, source) = password_for(ctx, &intent, current.as_ref()).await?;
+        let (password, source) = password_for(&intent, &rules, supplied, current.as_ref())?;
         let mut conn = db::connect(ctx, &intent.instance, None).await?;
         let observed = account::ensure(&mut conn, &intent.user, &password).await;
         conn.close().await;
