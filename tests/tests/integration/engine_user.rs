@@ -289,3 +289,181 @@ async fn templated_secret_keys_render_go_templates_and_keep_the_password_stable(
         "the password stays the same across reconciles"
     );
 }
+
+/// The merged DatabasePolicy password rules as the hub sends them.
+fn strict_rules() -> Value {
+    json!({"minLength": 40, "requireSpecial": true, "requireUppercase": true,
+           "requireLowercase": true, "requireDigits": true,
+           "forbiddenPatterns": ["password", "\\d\\d", "(abc|123|qwerty)"],
+           "policies": ["prod-passwords"]})
+}
+
+fn intent_with_rules(instance: &Instance, user: Value, rules: &Value) -> UserIntent {
+    let mut v = serde_json::to_value(intent(instance, user)).unwrap();
+    v["passwordRules"] = rules.clone();
+    // Through the wire format, as the agent receives it.
+    dbprov_contract::from_json(&v.to_string()).unwrap()
+}
+
+async fn pg_role_exists(pg: &Postgres, name: &str) -> bool {
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    n > 0
+}
+
+async fn logs_in(pg: &Postgres, user: &str, password: &str) {
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .username(user)
+        .password(password)
+        .database("postgres");
+    sqlx::PgConnection::connect_with(&opts)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn password_policy_refuses_a_weak_supplied_password_and_shapes_generated_ones() {
+    use dbprov_agent::credentials::policy::Rules;
+    use dbprov_proto::agent::v1::ErrorCode;
+
+    let (kube, pg) = tokio::join!(KubeEnv::start(), Postgres::start());
+    let (kube, pg) = (require!(kube), require!(pg));
+    let ctx = agent_context(&kube, pg.user(), pg.password())
+        .await
+        .unwrap();
+    dbprov_tests::manifests::create_namespaces(&kube.client(), &["apps"])
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(kube.client(), "apps");
+    let weak = "Summer2026password";
+    let strong = "Zq-7mK.vR_4nT-8pW.xY_3bH-6cJ.fL_9gD-2sE.u";
+    for (name, pw) in [("weak", weak), ("strong", strong)] {
+        let s: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "apps"}, "stringData": {"pw": pw}
+        }))
+        .unwrap();
+        secrets.create(&Default::default(), &s).await.unwrap();
+    }
+    let inst = local_instance("postgres", pg.port(), "postgres");
+    let rules_json = strict_rules();
+    let rules = Rules::compile(Some(&serde_json::from_value(rules_json.clone()).unwrap())).unwrap();
+    assert_eq!(rules.check(strong), Ok(()));
+
+    // 1. A supplied password that breaks the rules: refused before anything reaches the
+    //    server, naming the policy and the rules, never the password.
+    let supplied = |secret: &str, user: &str| {
+        json!({"username": user,
+               "existingPasswordSecret": {"name": secret, "key": "pw"},
+               "passwordSecret": {"secretName": format!("{}-credentials", user.replace('_', "-")),
+                                  "generate": false}})
+    };
+    let err = user::ensure(
+        &ctx,
+        intent_with_rules(&inst, supplied("weak", "weak_app"), &rules_json),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PolicyViolation, "{}", err.message);
+    assert!(!err.retryable);
+    assert_eq!(
+        err.message,
+        "the password in Secret apps/weak key pw (spec.existingPasswordSecret) does not meet DatabasePolicy prod-passwords: minLength 40, requireSpecialChars, forbiddenPatterns[0], forbiddenPatterns[1]; set a password that does in that Secret, or remove spec.existingPasswordSecret to have dbprov generate one"
+    );
+    for piece in [weak, "Summer", "2026"] {
+        assert!(!err.message.contains(piece), "{piece} in {}", err.message);
+    }
+    assert!(!pg_role_exists(&pg, "weak_app").await, "no role created");
+    assert!(
+        secrets
+            .get_opt("weak_app-credentials")
+            .await
+            .unwrap()
+            .is_none(),
+        "no credentials Secret written"
+    );
+    // Without rules the same password is taken as before.
+    user::ensure(&ctx, intent(&inst, supplied("weak", "weak_app")))
+        .await
+        .unwrap();
+    assert!(pg_role_exists(&pg, "weak_app").await);
+
+    // 2. A supplied password that meets them is used.
+    let out = user::ensure(
+        &ctx,
+        intent_with_rules(&inst, supplied("strong", "strong_app"), &rules_json),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.password_source.as_deref(),
+        Some("existingPasswordSecret")
+    );
+    logs_in(&pg, "strong_app", strong).await;
+
+    // 3. Generated: the spec asks for 16 letters and digits; the policy's 40 characters and
+    //    special characters win, every rule is met, and the password logs in.
+    let spec = json!({"username": "gen_app",
+                      "passwordSecret": {"secretName": "gen-app-credentials", "length": 16,
+                                         "includeSpecialChars": false}});
+    let out = user::ensure(&ctx, intent_with_rules(&inst, spec.clone(), &rules_json))
+        .await
+        .unwrap();
+    assert_eq!(out.password_source.as_deref(), Some("generated"));
+    let (username, password) = credentials(&kube, "gen-app-credentials").await;
+    assert_eq!(password.chars().count(), 40);
+    assert_eq!(rules.check(&password), Ok(()));
+    logs_in(&pg, &username, &password).await;
+
+    // 4. A rotation's new password meets them too.
+    let mut rotate = serde_json::to_value(intent(&inst, spec)).unwrap();
+    rotate.as_object_mut().unwrap().remove("mode");
+    rotate["rotation"] = json!({"strategy": "in-place"});
+    rotate["action"] = json!("rotate");
+    rotate["rotationId"] = json!("policy-r1");
+    rotate["passwordRules"] = rules_json.clone();
+    let rotate = dbprov_contract::from_json(&rotate.to_string()).unwrap();
+    dbprov_agent::ops::rotation::run(&ctx, rotate)
+        .await
+        .unwrap();
+    let (_, rotated) = credentials(&kube, "gen-app-credentials").await;
+    assert_ne!(rotated, password);
+    assert_eq!(rotated.chars().count(), 40);
+    assert_eq!(rules.check(&rotated), Ok(()));
+    logs_in(&pg, "gen_app", &rotated).await;
+
+    // 5. Rules the spec cannot meet: excludeChars removes every special character the
+    //    policy requires — refused with both named, nothing created.
+    let err = user::ensure(
+        &ctx,
+        intent_with_rules(
+            &inst,
+            json!({"username": "nospecial_app",
+                   "passwordSecret": {"secretName": "nospecial", "excludeChars": "-._"}}),
+            &rules_json,
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PolicyViolation, "{}", err.message);
+    assert!(
+        err.message.contains("excludeChars")
+            && err
+                .message
+                .contains("DatabasePolicy prod-passwords requires requireSpecialChars"),
+        "{}",
+        err.message
+    );
+    assert!(!pg_role_exists(&pg, "nospecial_app").await);
+}
