@@ -42,6 +42,19 @@ pub struct PolicyCache {
     snapshot: Arc<RwLock<Arc<PolicyMap>>>,
     namespaces: Arc<RwLock<Option<reflector::Store<PartialObjectMeta<Namespace>>>>>,
     ready: tokio::sync::watch::Sender<bool>,
+    violators: tokio::sync::broadcast::Sender<Violator>,
+}
+
+/// A resource a policy audit found breaking a `deny` rule: its controller reconciles it
+/// again, so the reconcile check stops it and says why even when nothing else changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violator {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace ("" when cluster-scoped).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
 }
 
 impl std::fmt::Debug for PolicyCache {
@@ -69,7 +82,44 @@ impl PolicyCache {
             snapshot: Arc::default(),
             namespaces: Arc::default(),
             ready: tokio::sync::watch::channel(false).0,
+            violators: tokio::sync::broadcast::channel(4096).0,
         }
+    }
+
+    /// Waits (at most `limit`) until the cache holds policy `name` at `generation` or later,
+    /// so that what a nudged reconcile checks is the policy that found the violation.
+    pub async fn wait_for_generation(&self, name: &str, generation: i64, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self
+                .entries
+                .read()
+                .ok()
+                .and_then(|e| e.get(name).map(|e| e.generation >= generation))
+                .unwrap_or(false);
+            if seen || start.elapsed() >= limit {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the controller of `v.kind` to reconcile it again.
+    pub fn nudge(&self, v: Violator) {
+        let _ = self.violators.send(v);
+    }
+
+    /// The resources of `kind` policy audits ask to be reconciled again.
+    pub fn violators_of(
+        &self,
+        kind: String,
+    ) -> impl futures::Stream<Item = Violator> + Send + 'static {
+        tokio_stream::wrappers::BroadcastStream::new(self.violators.subscribe()).filter_map(
+            move |v| {
+                let kind = kind.clone();
+                async move { v.ok().filter(|v| v.kind == kind) }
+            },
+        )
     }
 
     /// A cache holding `policies` and ready (tests).

@@ -119,6 +119,73 @@ pub fn requested_by_configuration(
     }
 }
 
+/// The name of the DatabasePolicy webhook in its configuration (as the chart names it).
+pub const POLICY_WEBHOOK_NAME: &str = "policy.dbops.dbprovision.io";
+
+/// The ValidatingWebhookConfiguration of `charts/dbprov-hub/templates/admission-webhook.yaml`
+/// (the DatabasePolicy webhook), calling `url` instead of the hub's Service, applied with
+/// `failure_policy`.
+pub async fn register_policy_webhook(
+    client: &kube::Client,
+    name: &str,
+    url: &str,
+    ca_pem: &str,
+    failure_policy: &str,
+) -> Result<(), EnvError> {
+    let api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let kinds = [
+        "databaseinstances",
+        "clusterdatabaseinstances",
+        "databases",
+        "databaseusers",
+        "databaseroles",
+        "clusterdatabaseroles",
+        "databasegrants",
+        "clusterdatabasegrants",
+        "databasebackups",
+        "databasebackupschedules",
+        "databaserestores",
+        "databasemigrations",
+    ];
+    let value = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": POLICY_WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {
+                "url": url,
+                "caBundle": ByteString(ca_pem.as_bytes().to_vec()),
+            },
+            "rules": [{
+                "apiGroups": ["dbops.dbprovision.io"],
+                "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": kinds,
+                "scope": "*",
+            }],
+            "failurePolicy": failure_policy,
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+        }],
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(crate::manifests::FIELD_MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .map_err(|e| {
+        fail(format!(
+            "applying ValidatingWebhookConfiguration {name}: {e}"
+        ))
+    })?;
+    Ok(())
+}
+
 /// Creates or replaces (server-side apply) a webhook configuration.
 pub async fn register(
     client: &kube::Client,

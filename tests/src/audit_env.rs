@@ -102,6 +102,10 @@ pub struct AuditEnv {
     pub file: PathBuf,
     /// The hub's apiserver user name (`system:serviceaccount:<ns>:dbprov-hub`).
     pub hub_user: String,
+    /// `https://127.0.0.1:<port>` of the hub's admission webhook server.
+    pub admission_base: String,
+    /// PEM CA of the webhook's serving certificate (a configuration's caBundle).
+    pub admission_ca: String,
     hub_kubeconfig: PathBuf,
     hub_env: Vec<(String, String)>,
     hub_port: u16,
@@ -182,6 +186,8 @@ impl AuditEnv {
             dir,
             file,
             hub_user,
+            admission_base: format!("https://127.0.0.1:{admission_port}"),
+            admission_ca: cert.ca_pem.clone(),
             hub_kubeconfig,
             hub_env,
             hub_port,

@@ -176,7 +176,7 @@ pub struct PasswordPolicy {
     pub require_lowercase: Option<bool>,
     /// Passwords must contain a digit.
     pub require_digits: Option<bool>,
-    /// RE2 patterns no password may match (case-insensitive), e.g. `password` or `(.)\\1{3}`.
+    /// RE2 patterns no password may match (case-insensitive), e.g. `password` or `0123`.
     #[schemars(length(max = 20), inner(length(min = 1, max = 256)))]
     pub forbidden_patterns: Option<Vec<String>>,
     /// Users must have `passwordRotation.enabled`.

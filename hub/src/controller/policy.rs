@@ -79,7 +79,17 @@ pub async fn reconcile(policy: Arc<DatabasePolicy>, ctx: Arc<Context>) -> Result
         }
     };
     let vap = apply_admission_objects(&ctx, &policy, &compiled, made).await?;
+    // The reconciles the audit nudges read the cache, which has its own watch: let it catch
+    // up with this generation first.
+    ctx.policies
+        .wait_for_generation(
+            &name,
+            policy.metadata.generation.unwrap_or_default(),
+            Duration::from_secs(10),
+        )
+        .await;
     let (total, listed) = audit(&ctx, &compiled).await?;
+    tracing::debug!(policy = %name, total, "policy audited");
     let admission = match (&vap, compiled.needs_webhook()) {
         (Some(v), true) => format!("apiserver ({v}) and webhook"),
         (Some(v), false) => format!("apiserver ({v})"),
@@ -196,6 +206,19 @@ async fn audit(
                 },
                 false,
             );
+            // Newly in violation of a deny rule, or held by PolicyViolation and now compliant
+            // (labels fixed — no spec change to wake its controller): reconciled again now.
+            let denied = found
+                .iter()
+                .any(|v| v.action == crate::api::policy::EnforcementAction::Deny);
+            if denied != already_refused(&value) {
+                tracing::debug!(policy = %policy.name, kind, name = %o.name_any(), denied, "reconciling an existing resource again");
+                ctx.policies.nudge(crate::policy_cache::Violator {
+                    kind: kind.to_owned(),
+                    namespace: o.namespace().unwrap_or_default(),
+                    name: o.name_any(),
+                });
+            }
             for v in found {
                 total = total.saturating_add(1);
                 if listed.len() < LISTED {
@@ -213,6 +236,15 @@ async fn audit(
     Ok((total, listed))
 }
 
+/// Whether the object already says PolicyViolation (its controller has seen it).
+fn already_refused(object: &serde_json::Value) -> bool {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["reason"] == Reason::PolicyViolation.as_str())
+}
+
 fn error_policy(_: Arc<DatabasePolicy>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(error.requeue())
 }
@@ -223,7 +255,9 @@ pub async fn run(ctx: Context, shutdown: Shutdown) {
     let api: Api<DatabasePolicy> = Api::all(ctx.client.clone());
     let term = shutdown.clone();
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => KIND).increment(0);
-    Controller::new(api, runner::watch_config())
+    // Spec changes only: every reconcile writes status, which must not wake it again.
+    let (changes, store) = runner::spec_changes(api, &[]);
+    Controller::for_stream(changes, store)
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {

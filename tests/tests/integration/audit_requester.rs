@@ -52,6 +52,7 @@ impl Webhook {
             cert: cert.cert.clone(),
             key: cert.key.clone(),
             hub_usernames: vec![hub_user()],
+            policy: None,
         };
         let task = tokio::spawn(async move {
             serve_on(listener, config, async {

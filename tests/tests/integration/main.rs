@@ -41,6 +41,7 @@ mod migration_tools;
 mod migrations;
 mod multicluster;
 mod object_stores;
+mod policy;
 mod provisioning;
 mod reference_manifests;
 mod restore_once;

@@ -348,12 +348,25 @@ pub async fn run_finalized<K: Scoped>(
 ) {
     let api: kube::Api<K> = kube::Api::all(ctx.client.clone());
     let resync = resync_of::<K>(&ctx);
+    // Resources a policy audit found in violation: checked again now, not at the next change.
+    let violators = ctx
+        .policies
+        .violators_of(K::kind(&()).into_owned())
+        .map(|v| {
+            let r = ObjectRef::new(&v.name);
+            if v.namespace.is_empty() {
+                r
+            } else {
+                r.within(&v.namespace)
+            }
+        });
     let (changes, store) = spec_changes(api, annotations);
     let term = shutdown.clone();
     // Listed (at 0) before any term was cut.
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(0);
     Controller::for_stream(changes, store)
         .reconcile_on(resync)
+        .reconcile_on(violators)
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj: Arc<K>, ctx: Arc<Context>| {
