@@ -689,8 +689,8 @@ const NOT_CARRIED: &[(&str, Why, &str)] = &[
     ),
     (
         "DatabasePolicy.spec",
-        Why::Refused,
-        "no policy is enforced by this version: every DatabasePolicy reports Ready=False NotSupported saying nothing is refused or audited",
+        Why::HubOnly,
+        "compiled by the hub into a ValidatingAdmissionPolicy (policy::cel), checked by its webhook (admission::policy) and at reconcile (controller::kit::policy); password rules reach the agent as `passwordRules` of ENSURE_USER / ROTATE_PASSWORD (docs/policy.md)",
     ),
 ];
 

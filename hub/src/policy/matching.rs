@@ -66,7 +66,7 @@ pub fn matches(m: Option<&PolicyMatch>, subject: &Subject<'_>) -> bool {
         };
         if m.clusters
             .as_ref()
-            .is_some_and(|c| !c.iter().any(|c| *c == instance.cluster))
+            .is_some_and(|c| !c.contains(&instance.cluster))
         {
             return false;
         }

@@ -85,6 +85,14 @@ pub struct CelCheck {
     pub message: String,
 }
 
+/// A naming rule's key, the rule, the kinds it applies to and the path of the name.
+type NamedRule<'a> = (
+    &'a str,
+    &'a Option<NameRule>,
+    Option<&'static [&'static str]>,
+    &'static [&'static str],
+);
+
 /// Builds the rule list of `spec`; unusable parts are added to `errors`.
 pub fn compile(spec: &DatabasePolicySpec, errors: &mut Vec<CompileError>) -> Vec<Rule> {
     let mut rules = Vec::new();
@@ -96,12 +104,7 @@ pub fn compile(spec: &DatabasePolicySpec, errors: &mut Vec<CompileError>) -> Vec
         });
     };
     if let Some(n) = &spec.naming {
-        let names: [(
-            &str,
-            &Option<NameRule>,
-            Option<&'static [&'static str]>,
-            &'static [&'static str],
-        ); 4] = [
+        let names: [NamedRule<'_>; 4] = [
             (
                 "database",
                 &n.database,
@@ -729,7 +732,7 @@ impl Rule {
                 } else {
                     subject.instance.map(|i| i.cluster.clone())
                 }?;
-                (!allowed.iter().any(|a| *a == cluster)).then(|| {
+                (!allowed.contains(&cluster)).then(|| {
                     format!(
                         "ManagedCluster {cluster} is not allowed; use an instance on {}",
                         allowed.join(" or ")

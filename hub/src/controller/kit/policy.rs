@@ -73,12 +73,9 @@ pub async fn check<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Error> {
         .partition(|v| v.action == EnforcementAction::Deny);
     for v in &rest {
         let kind = K::kind(&());
-        match v.action {
-            EnforcementAction::Warn => {
-                // Once per generation: Events of the same reason and note aggregate.
-                events::publish(ctx, obj, Reason::PolicyWarning, v.describe()).await;
-            }
-            _ => {}
+        if v.action == EnforcementAction::Warn {
+            // Events of the same reason and note aggregate into one series.
+            events::publish(ctx, obj, Reason::PolicyWarning, v.describe()).await;
         }
         if ctx.hub.audit().enabled() {
             let record = super::audit::policy_record(&kind, &value, v);
