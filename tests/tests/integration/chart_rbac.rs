@@ -370,6 +370,66 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
             .await;
     }
 
+    // A DatabasePolicy (audit: it refuses nothing here), so the hub's policy permissions run
+    // under the chart's RBAC: every replica watches policies and namespaces, the leader
+    // server-side applies the policy's ValidatingAdmissionPolicy and binding and writes the
+    // policy's status; matching on engines makes it webhook-only, and the leader deletes them.
+    let policy = |spec: Value| {
+        json!({"apiVersion": API, "kind": "DatabasePolicy", "metadata": {"name": "rbac-labels"},
+               "spec": spec})
+    };
+    s.apply(policy(json!({"enforcementAction": "audit",
+                          "match": {"namespaces": [NS], "kinds": ["Database"]},
+                          "requiredLabels": [{"key": "team"}]})))
+        .await;
+    let active = s
+        .wait_for_in(
+            "",
+            "DatabasePolicy",
+            "rbac-labels",
+            "Active with its VAP",
+            |v| {
+                v["status"]["phase"] == "Active"
+                    && v["status"]["validatingAdmissionPolicy"].is_string()
+            },
+        )
+        .await;
+    let vap_name = "dbprov-policy-rbac-labels";
+    assert_eq!(
+        active["status"]["validatingAdmissionPolicy"], vap_name,
+        "{}",
+        active["status"]
+    );
+    let vaps =
+        kube::Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>::all(
+            s.mgmt.client(),
+        );
+    let bindings = kube::Api::<
+        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+    >::all(s.mgmt.client());
+    assert!(vaps.get_opt(vap_name).await.unwrap().is_some());
+    assert!(bindings.get_opt(vap_name).await.unwrap().is_some());
+    s.apply(policy(json!({"enforcementAction": "audit",
+                          "match": {"namespaces": [NS], "kinds": ["Database"], "engines": ["postgres"]},
+                          "requiredLabels": [{"key": "team"}]})))
+        .await;
+    s.wait_for_in("", "DatabasePolicy", "rbac-labels", "webhook-only", |v| {
+        v["status"]["phase"] == "Active"
+            && v["status"]["validatingAdmissionPolicy"].is_null()
+            && v["status"]["admission"] == "webhook"
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the policy's ValidatingAdmissionPolicy and binding deleted",
+        || async {
+            (vaps.get_opt(vap_name).await.unwrap().is_none()
+                && bindings.get_opt(vap_name).await.unwrap().is_none())
+            .then_some(())
+        },
+    )
+    .await;
+
     // What a platform engineer runs to see the clusters (HubAdmin/ListClusters, which the
     // hub answers from the ManagedCluster list).
     let admin = s.pki.admin("rbac-test").unwrap();
