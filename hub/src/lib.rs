@@ -241,7 +241,11 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
     let hub_usernames = own_usernames(&client, &args.admission_hub_usernames).await;
     // Every replica keeps the policies: the webhook answers on standbys too.
     let policies = policy_cache::PolicyCache::new();
-    tokio::spawn(policies.clone().watch(client.clone()));
+    tokio::spawn(
+        policies
+            .clone()
+            .watch(client.clone(), controller::kit::runner::watch_config()),
+    );
     let context = controller::Context {
         recorder: controller::Context::recorder(client.clone(), &identity),
         policies: policies.clone(),

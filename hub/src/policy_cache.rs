@@ -158,26 +158,21 @@ impl PolicyCache {
         Some(ns.metadata.labels.clone().unwrap_or_default())
     }
 
-    /// Watches DatabasePolicies and Namespaces until the future is dropped.
-    pub async fn watch(self, client: Client) {
+    /// Watches DatabasePolicies and Namespaces (with the controllers' watch settings,
+    /// `config`) until the future is dropped.
+    pub async fn watch(self, client: Client, config: watcher::Config) {
         let (reader, writer) = reflector::store::<DatabasePolicy>();
-        let policies = watcher(
-            Api::<DatabasePolicy>::all(client.clone()),
-            crate::controller::kit::runner::watch_config(),
-        )
-        .default_backoff()
-        .reflect(writer);
+        let policies = watcher(Api::<DatabasePolicy>::all(client.clone()), config.clone())
+            .default_backoff()
+            .reflect(writer);
         let (ns_reader, ns_writer) = reflector::store();
         if let Ok(mut n) = self.namespaces.write() {
             *n = Some(ns_reader);
         }
-        let namespaces = watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client),
-            crate::controller::kit::runner::watch_config(),
-        )
-        .default_backoff()
-        .reflect(ns_writer)
-        .for_each(|_| async {});
+        let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), config)
+            .default_backoff()
+            .reflect(ns_writer)
+            .for_each(|_| async {});
         let this = self.clone();
         // The set is published once the first list is complete, then on every change.
         let listed = std::sync::atomic::AtomicBool::new(false);

@@ -147,6 +147,43 @@ async fn apply_examples(
     Ok(applied)
 }
 
+/// The example DatabasePolicy at work: a Database named against its naming rule is refused by
+/// the apiserver (dry run, as ServiceAccount demo/demo-tenant), with the policy's message.
+/// Returns that message.
+async fn show_policy_refusal(mgmt: &KubeEnv) -> anyhow::Result<String> {
+    let catalog = Catalog::new(&dbprov_hub::crdgen::all());
+    let bad = json!({"apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "Database",
+        "metadata": {"name": "bad-name", "namespace": "demo"},
+        "spec": {"instanceRef": {"name": "postgres"}, "name": "ShopArchive"}});
+    // As a tenant: the hub runs as the cluster admin here, and the hub's own identity is
+    // exempt from policies at admission (its finalizer writes must pass).
+    let (tenant, _) = dbprov_tests::admission::service_account_client(mgmt, "demo", "demo-tenant")
+        .await
+        .context("a ServiceAccount for the policy example")?;
+    let api = catalog.api_for(&tenant, &bad).context("Database API")?;
+    let mut pp = kube::api::PatchParams::apply("dbprov-devenv").force();
+    pp.dry_run = true;
+    // The hub creates the ValidatingAdmissionPolicy when it starts; the apiserver enforces it a
+    // moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match api
+            .patch("bad-name", &pp, &kube::api::Patch::Apply(&bad))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("DatabasePolicy demo-guardrails") => {
+                return Ok(e.message);
+            }
+            Err(e) => anyhow::bail!("the policy example: unexpected error {e}"),
+            Ok(_) => anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the example DatabasePolicy demo-guardrails did not refuse a Database named ShopArchive within 60 s"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn wait_examples_ready(mgmt: &KubeEnv, examples: &[(String, String)]) -> anyhow::Result<()> {
     let catalog = Catalog::new(&dbprov_hub::crdgen::all());
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
@@ -256,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = pki.admin("dev")?;
     wait_examples_ready(&mgmt, &examples).await?;
     verify_generated_credentials(&workload, &pg).await?;
+    let refused = show_policy_refusal(&mgmt).await?;
     println!("\n$ kubectl get dbprov -n demo\n{}", kubectl_get(&mgmt));
 
     let grpcurl = format!(
@@ -306,12 +344,15 @@ async fn main() -> anyhow::Result<()> {
          \n  examples (docs/examples, namespace demo): instances, databases, roles, users and grants\
          \n  are Ready; backup shop-now is in MinIO (age-encrypted), restored into shop_restore_check,\
          \n  and schedule shop-nightly runs at 03:00 Europe/Berlin.\
+         \n  DatabasePolicy demo-guardrails refuses, e.g., a Database named ShopArchive (dry run):\
+         \n    {refused}\
          \n  Log in with the generated credentials (they exist only in the workload cluster):\
          \n    export KUBECONFIG={wkc}\
          \n    psql \"$(kubectl get secret -n demo shop-app-credentials -o jsonpath='{{.data.DATABASE_URL}}' | base64 -d)\"\
          \n    mariadb -h 127.0.0.1 -P {mport} -u catalog_app \\\
          \n      -p\"$(kubectl get secret -n demo catalog-app-credentials -o jsonpath='{{.data.password}}' | base64 -d)\" catalog\n",
         kc = mgmt.kubeconfig().display(),
+        refused = refused,
         wkc = workload.kubeconfig().display(),
         hub = hub.addr,
         a = agent.admin_addr.clone().unwrap_or_default(),

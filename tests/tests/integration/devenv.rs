@@ -28,6 +28,11 @@ fn the_local_environment_starts_and_the_samples_become_ready() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("are Ready"), "{stdout}");
+    // The example DatabasePolicy refuses a bad manifest, with its message.
+    assert!(
+        stdout.contains("DatabasePolicy demo-guardrails rule naming.database: database names are lower snake case"),
+        "{stdout}"
+    );
     let exports = std::fs::read_to_string(env_file.path()).unwrap();
     for key in [
         "KUBECONFIG",

@@ -3,6 +3,8 @@
 //! cannot check (Rego, maxRotationAge), the reconcile check behind both, and the agent's
 //! password rules — with real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use dbprov_tests::{

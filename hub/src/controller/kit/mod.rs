@@ -27,6 +27,7 @@ pub mod policy;
 pub mod privileges;
 pub mod resolved;
 pub mod runner;
+pub mod scoped;
 pub mod status;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

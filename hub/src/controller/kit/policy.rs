@@ -8,7 +8,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 
-use super::{events, runner::Scoped, status::StatusUpdate};
+use super::{events, scoped::Scoped, status::StatusUpdate};
 use crate::{
     api::policy::EnforcementAction,
     controller::{Context, Error, reason::Reason},

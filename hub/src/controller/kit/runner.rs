@@ -65,57 +65,7 @@ pub type Shutdown =
 pub type Step<K> =
     fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>;
 
-/// A kind the controllers write to: how to reach an object of it (namespaced or not).
-pub trait Scoped:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + serde::Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// The API for `obj`'s collection.
-    fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self>;
-}
-
-macro_rules! namespaced_kinds {
-    ($($k:ty),*) => {$(
-        impl Scoped for $k {
-            fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self> {
-                use kube::ResourceExt;
-                kube::Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
-            }
-        }
-    )*};
-}
-macro_rules! cluster_kinds {
-    ($($k:ty),*) => {$(
-        impl Scoped for $k {
-            fn api_for(client: &kube::Client, _: &Self) -> kube::Api<Self> {
-                kube::Api::all(client.clone())
-            }
-        }
-    )*};
-}
-namespaced_kinds!(
-    crate::api::Database,
-    crate::api::DatabaseUser,
-    crate::api::DatabaseRole,
-    crate::api::DatabaseGrant,
-    crate::api::DatabaseInstance,
-    crate::api::DatabaseBackup,
-    crate::api::DatabaseRestore,
-    crate::api::DatabaseBackupSchedule,
-    crate::api::DatabaseMigration
-);
-cluster_kinds!(
-    crate::api::ClusterDatabaseRole,
-    crate::api::ClusterDatabaseGrant,
-    crate::api::ClusterDatabaseInstance,
-    crate::api::DatabasePolicy
-);
+pub use super::scoped::Scoped;
 
 /// Counts and times one reconcile of `kind`: `dbprov_reconciles_total{kind,result,reason}`
 /// (result `success` or the error's [`Error::metric_label`], reason the condition reason a

@@ -10,7 +10,7 @@ use kube::{
 };
 use serde_json::{Map, Value};
 
-use super::runner::Scoped;
+use super::scoped::Scoped;
 use crate::controller::{Context, Error, reason::Reason};
 
 /// One status write.
