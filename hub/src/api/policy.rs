@@ -20,8 +20,7 @@ pub enum EnforcementAction {
     Deny,
     /// Admit it with a warning shown by kubectl, and report it in status.
     Warn,
-    /// Admit it, record it (audit log, the policy's status); `dryrun` is read as `audit`.
-    #[serde(alias = "dryrun")]
+    /// Admit it, record it (audit log, the policy's status).
     Audit,
 }
 
@@ -102,7 +101,7 @@ pub enum PolicyKind {
 pub struct DatabasePolicySpec {
     /// `deny` (default: refused at admission, nothing done at reconcile), `warn` (admitted with a
     /// warning kubectl prints, an Event at reconcile) or `audit` (admitted, recorded in the
-    /// policy's status and the audit log). `dryrun` is accepted as `audit`.
+    /// policy's status and the audit log).
     #[serde(default)]
     pub enforcement_action: EnforcementAction,
     /// Which resources the policy applies to (default: all dbprov resources).

@@ -537,11 +537,24 @@ async fn the_server_refuses_what_is_not_a_review_and_reloads_its_certificate() {
     );
 
     let elsewhere = http
-        .post(format!("{base}/validate/policy"))
+        .post(format!("{base}/validate/other"))
         .send()
         .await
         .unwrap();
     assert_eq!(elsewhere.status(), 404);
+    let message = elsewhere.text().await.unwrap();
+    assert!(
+        message.contains("/mutate/requested-by") && message.contains("/validate/policy"),
+        "{message}"
+    );
+    // The policy webhook reads reviews the same way.
+    let bad = http
+        .post(format!("{base}/validate/policy"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 
     // A well-formed review of a CREATE gets `allowed` and a JSON patch with the stamp.
     let review = json!({

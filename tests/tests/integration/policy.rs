@@ -391,6 +391,13 @@ async fn warn_is_printed_audit_is_recorded_and_later_policies_stop_existing_obje
                "requiredLabels": [{"key": "owner"}]}),
     ))
     .await;
+    // audit: admitted without a word to the user, recorded.
+    s.apply(policy(
+        "cost-audit",
+        json!({"enforcementAction": "audit", "match": {"namespaces": [NS], "kinds": ["Database"]},
+               "requiredLabels": [{"key": "cost-center"}]}),
+    ))
+    .await;
     let warned = doc(
         s,
         "Database",
@@ -462,10 +469,28 @@ async fn warn_is_printed_audit_is_recorded_and_later_policies_stop_existing_obje
     assert_eq!(refused[0].outcome.as_str(), "refused");
     // warn violations at reconcile are records of their own (outcome flagged).
     env.wait_file("the warning record", 1, Duration::from_secs(30), |r| {
-        r.resource.name == "warned" && r.outcome.as_str() == "flagged"
+        r.resource.name == "warned"
+            && r.outcome.as_str() == "flagged"
+            && r.reason == "PolicyWarning"
     })
     .await
     .unwrap();
+    let audited = env
+        .wait_file("the audit-only record", 1, Duration::from_secs(30), |r| {
+            r.resource.name == "warned" && r.reason == "PolicyAudit"
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited[0].outcome.as_str(), "flagged");
+    assert!(
+        audited[0]
+            .message
+            .contains("DatabasePolicy cost-audit rule requiredLabels[cost-center]:"),
+        "{:?}",
+        audited[0]
+    );
+    // The audit policy never warned: kubectl's output named only the warn policy.
+    assert!(!stderr.contains("cost-audit"), "{stderr}");
     // Fixing the object lets it through (the fix itself is admitted: it complies).
     s.patch_spec("Database", "early", json!({"deletionPolicy": "Retain"}))
         .await;
