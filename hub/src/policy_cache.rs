@@ -291,7 +291,7 @@ pub async fn instance_facts(
 
 async fn get(client: &Client, kind: &str, name: &str, namespace: Option<&str>) -> Option<Value> {
     let gvk = GroupVersionKind::gvk("dbops.dbprovision.io", "v1alpha1", kind);
-    let resource = ApiResource::from_gvk_with_plural(&gvk, &(kind.to_lowercase() + "s"));
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &crate::policy::plural(kind));
     let api: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),

@@ -178,7 +178,7 @@ async fn audit(
     let mut listed = Vec::new();
     for kind in policy.kinds() {
         let gvk = GroupVersionKind::gvk("dbops.dbprovision.io", "v1alpha1", kind);
-        let resource = ApiResource::from_gvk_with_plural(&gvk, &(kind.to_lowercase() + "s"));
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &crate::policy::plural(kind));
         let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
         let objects = api.list(&ListParams::default()).await?;
         for o in objects {

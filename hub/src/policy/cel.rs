@@ -46,7 +46,7 @@ pub fn admission_objects(
         return None;
     }
     let name = object_name(&policy.name);
-    let plurals: Vec<String> = kinds.iter().map(|k| k.to_lowercase() + "s").collect();
+    let plurals: Vec<String> = kinds.iter().map(|k| super::plural(k)).collect();
     let mut conditions = vec![
         json!({"name": "not-being-deleted", "expression": "!has(object.metadata.deletionTimestamp)"}),
     ];

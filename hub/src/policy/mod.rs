@@ -107,6 +107,13 @@ pub struct CompiledPolicy {
     pub spec: DatabasePolicySpec,
     rules: Vec<rules::Rule>,
     rego: Vec<rego::CompiledRego>,
+    /// Whether the webhook has anything to check (computed once: asked per review).
+    needs_webhook: bool,
+}
+
+/// The resource (plural) of a dbprov kind: every kind's plural is its lower-case name + `s`.
+pub fn plural(kind: &str) -> String {
+    kind.to_lowercase() + "s"
 }
 
 impl CompiledPolicy {
@@ -131,11 +138,23 @@ impl CompiledPolicy {
             errors.extend(e);
         }
         if errors.is_empty() {
+            let instance_scoped = spec
+                .match_
+                .as_ref()
+                .is_some_and(|m| m.clusters.is_some() || m.engines.is_some());
+            let needs_webhook = !rego.is_empty()
+                || instance_scoped
+                || rules.iter().any(|r| {
+                    matching::ALL_KINDS
+                        .iter()
+                        .any(|k| r.applies_to(k) && !r.cel_covers(k))
+                });
             Ok(CompiledPolicy {
                 name: name.to_owned(),
                 spec: spec.clone(),
                 rules,
                 rego,
+                needs_webhook,
             })
         } else {
             Err(errors)
@@ -212,13 +231,7 @@ impl CompiledPolicy {
 
     /// Whether the webhook has anything to check for this policy.
     pub fn needs_webhook(&self) -> bool {
-        !self.rego.is_empty()
-            || self.needs_cel_off()
-            || self.rules.iter().any(|r| {
-                matching::ALL_KINDS
-                    .iter()
-                    .any(|k| r.applies_to(k) && !r.cel_covers(k))
-            })
+        self.needs_webhook
     }
 
     /// The rules, for the ValidatingAdmissionPolicy.

@@ -388,12 +388,36 @@ fn the_admission_policy_carries_each_rule_and_binds_the_action() {
     assert!(conditions.contains("deletionTimestamp"));
     // The webhook checks what the apiserver does not.
     assert!(p.needs_webhook());
-    let user = obj(
-        "DatabaseUser",
-        Some("team-a"),
-        json!({"username": "u", "passwordRotation": {"enabled": true, "maxAge": "1y"}}),
-    );
-    let _ = user;
+    // The webhook evaluates only those: a user breaking a CEL-checked rule (its namespace
+    // prefix does not apply to users) and maxRotationAge reports maxRotationAge alone.
+    let user = json!({"kind": "DatabaseUser",
+        "metadata": {"name": "x", "namespace": "team-a", "labels": {"tier": "prod"}},
+        "spec": {"username": "u", "passwordRotation": {"enabled": true, "maxAge": "180d"}}});
+    let subject = Subject {
+        kind: "DatabaseUser",
+        object: &user,
+        old_object: None,
+        operation: "CREATE",
+        namespace_labels: None,
+        instance: None,
+    };
+    let rules: Vec<String> = p
+        .evaluate(&subject, true)
+        .into_iter()
+        .map(|v| v.rule)
+        .collect();
+    assert_eq!(rules, vec!["passwordPolicy.maxRotationAge"]);
+    // A CEL-checked rule is left to the apiserver by the webhook, not by the reconcile check.
+    let db = json!({"kind": "Database",
+        "metadata": {"name": "x", "namespace": "team-a", "labels": {"tier": "prod"}},
+        "spec": {"name": "orders"}});
+    let subject = Subject {
+        kind: "Database",
+        object: &db,
+        ..subject
+    };
+    assert!(p.evaluate(&subject, true).is_empty());
+    assert_eq!(p.evaluate(&subject, false).len(), 1);
 }
 
 #[test]

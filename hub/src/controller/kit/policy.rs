@@ -15,8 +15,13 @@ use crate::{
     policy::{Subject, Violation, evaluate_all},
 };
 
-/// The violations of `obj` under the current policies (empty when none matches).
-pub async fn violations<K: Scoped>(ctx: &Context, obj: &K) -> Result<Vec<Violation>, Error> {
+/// The violations of `obj` (`value` is it as JSON) under the current policies (empty when
+/// none matches).
+async fn violations<K: Scoped>(
+    ctx: &Context,
+    obj: &K,
+    value: &serde_json::Value,
+) -> Result<Vec<Violation>, Error> {
     let policies = ctx
         .policies
         .policies_when_ready()
@@ -30,18 +35,17 @@ pub async fn violations<K: Scoped>(ctx: &Context, obj: &K) -> Result<Vec<Violati
         return Ok(Vec::new());
     }
     let kind = K::kind(&());
-    let value = serde_json::to_value(obj)?;
     let namespace_labels = obj
         .namespace()
         .and_then(|ns| ctx.policies.namespace_labels(&ns));
     let instance = if policies.values().any(|p| p.needs_instance()) {
-        crate::policy_cache::instance_facts(&ctx.client, &ctx.default_cluster, &kind, &value).await
+        crate::policy_cache::instance_facts(&ctx.client, &ctx.default_cluster, &kind, value).await
     } else {
         None
     };
     let subject = Subject {
         kind: &kind,
-        object: &value,
+        object: value,
         old_object: None,
         operation: "RECONCILE",
         namespace_labels: namespace_labels.as_ref(),
@@ -52,11 +56,15 @@ pub async fn violations<K: Scoped>(ctx: &Context, obj: &K) -> Result<Vec<Violati
 
 /// Holds `obj` to the policies: `Err` (blocked, status written) under a `deny` violation.
 pub async fn check<K: Scoped>(ctx: &Context, obj: &K) -> Result<(), Error> {
-    let found = violations(ctx, obj).await?;
-    if found.is_empty() {
+    // Nothing to check, nothing to serialise: the common case costs one map read.
+    if ctx.policies.is_ready() && ctx.policies.policies().is_empty() {
         return Ok(());
     }
     let value = serde_json::to_value(obj)?;
+    let found = violations(ctx, obj, &value).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
     let previous: Option<Vec<Condition>> =
         serde_json::from_value(value["status"]["conditions"].clone()).ok();
     let generation = obj.meta().generation;
