@@ -99,7 +99,8 @@ pub struct S3Spec {
     /// Path-style addressing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
-    /// Credentials Secret (absent: the default credential chain).
+    /// Credentials Secret (absent: the default credential chain of the agent's environment:
+    /// keys, profile, web identity/IRSA, EKS Pod Identity, ECS, instance metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<S3SecretRef>,
     /// Multipart part size in MiB (5-5120).
@@ -181,8 +182,10 @@ pub struct AzureSpec {
     /// Blob name prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// Secret with `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN`.
-    pub secret_ref: AzureSecretRef,
+    /// Secret with `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN` (absent: the agent's
+    /// workload identity or managed identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<AzureSecretRef>,
     /// Blob service URL including the account, e.g. Azurite's
     /// `http://127.0.0.1:10000/devstoreaccount1` (absent: the public cloud).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -93,6 +93,39 @@ impl Azurite {
         azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
             .blob_service_client()
     }
+
+    /// A container SAS token (query string, no leading `?`) signed with the account key,
+    /// allowing what a backup and a restore do (read, add, create, write, delete, list),
+    /// valid until `expiry`.
+    pub async fn container_sas(
+        &self,
+        container: &str,
+        expiry: time::OffsetDateTime,
+    ) -> Result<String, EnvError> {
+        use azure_storage::shared_access_signature::{SasToken, service_sas::BlobSasPermissions};
+        let permissions = BlobSasPermissions {
+            read: true,
+            add: true,
+            create: true,
+            write: true,
+            delete: true,
+            list: true,
+            ..Default::default()
+        };
+        let sas = self
+            .blob_service_client()
+            .container_client(container)
+            .shared_access_signature(permissions, expiry)
+            .await
+            .map_err(|e| EnvError::Client {
+                component: "azurite".into(),
+                message: format!("container SAS for {container}: {e}"),
+            })?;
+        Ok(sas.token().map_err(|e| EnvError::Client {
+            component: "azurite".into(),
+            message: format!("container SAS for {container}: {e}"),
+        })?)
+    }
 }
 
 async fn start_server(

@@ -119,7 +119,81 @@ impl KubeEnv {
         Self::start_with(true).await
     }
 
+    /// Like [`KubeEnv::start`], with the apiserver as an OIDC issuer that others can trust:
+    /// ServiceAccount tokens are issued by its own URL (`https://127.0.0.1:<port>`), which
+    /// serves `/.well-known/openid-configuration` and `/openid/v1/jwks` to anonymous
+    /// clients (`system:service-account-issuer-discovery` bound to `system:unauthenticated`,
+    /// as an EKS/GKE/AKS issuer is public). Tokens for `https://kubernetes.default.svc` stay
+    /// accepted, so [`KubeEnv::service_account_kubeconfig`] still works.
+    pub async fn start_oidc_issuer() -> Result<Self, EnvError> {
+        let env = Self::start_inner(false, true).await?;
+        let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "dbprov-test-oidc-discovery"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:service-account-issuer-discovery"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                              "name": "system:unauthenticated"}]
+            }))
+            .map_err(|e| EnvError::Client {
+                component: "kube-apiserver".into(),
+                message: e.to_string(),
+            })?;
+        kube::Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(env.client())
+            .create(&Default::default(), &binding)
+            .await
+            .map_err(|e| EnvError::Client {
+                component: "kube-apiserver".into(),
+                message: format!("binding issuer discovery for anonymous clients: {e}"),
+            })?;
+        Ok(env)
+    }
+
+    /// The OIDC discovery URL of a [`KubeEnv::start_oidc_issuer`] apiserver.
+    pub fn oidc_discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.url)
+    }
+
+    /// A ServiceAccount token for `audience` from the TokenRequest API (what the kubelet
+    /// projects into a pod). The ServiceAccount must exist.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+        expiration_seconds: i64,
+    ) -> Result<String, EnvError> {
+        use k8s_openapi::api::{
+            authentication::v1::{TokenRequest, TokenRequestSpec},
+            core::v1::ServiceAccount,
+        };
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_owned()],
+                expiration_seconds: Some(expiration_seconds),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Ok(
+            kube::Api::<ServiceAccount>::namespaced(self.client(), namespace)
+                .create_token_request(name, &Default::default(), &request)
+                .await
+                .map_err(|e| EnvError::Client {
+                    component: "kube-apiserver".into(),
+                    message: format!("token for ServiceAccount {namespace}/{name}: {e}"),
+                })?
+                .status
+                .map(|s| s.token)
+                .unwrap_or_default(),
+        )
+    }
+
     async fn start_with(audit: bool) -> Result<Self, EnvError> {
+        Self::start_inner(audit, false).await
+    }
+
+    async fn start_inner(audit: bool, oidc_issuer: bool) -> Result<Self, EnvError> {
         crate::init_crypto();
         let etcd_bin = tools::find("etcd")?;
         let apiserver_bin = tools::find("kube-apiserver")?;
@@ -148,6 +222,7 @@ impl KubeEnv {
         };
         let files = ApiserverFiles {
             audit,
+            oidc_issuer,
             ca,
             serving_cert,
             serving_key,
@@ -264,6 +339,9 @@ impl KubeEnv {
 struct ApiserverFiles {
     /// Audit policy and log file, when auditing.
     audit: Option<(PathBuf, PathBuf)>,
+    /// Issue ServiceAccount tokens as the apiserver's own URL (see
+    /// [`KubeEnv::start_oidc_issuer`]).
+    oidc_issuer: bool,
     ca: PathBuf,
     serving_cert: PathBuf,
     serving_key: PathBuf,
@@ -301,7 +379,7 @@ async fn start_apiserver(
             "--service-account-signing-key-file={}",
             files.sa_key.display()
         ))
-        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .args(issuer_args(&url, files.oidc_issuer))
         .arg("--service-cluster-ip-range=10.0.0.0/24")
         .arg("--authorization-mode=RBAC")
         .arg("--allow-privileged=true")
@@ -338,6 +416,22 @@ async fn start_apiserver(
         })
         .await?;
     Ok((guard, url, kubeconfig, client))
+}
+
+/// The ServiceAccount issuer flags. An OIDC issuer signs as its own URL (the first
+/// `--service-account-issuer`) and still accepts tokens of the usual issuer; the JWKS URI is
+/// given because the default would name the advertise address without the port.
+fn issuer_args(url: &str, oidc_issuer: bool) -> Vec<String> {
+    const USUAL: &str = "https://kubernetes.default.svc";
+    if !oidc_issuer {
+        return vec![format!("--service-account-issuer={USUAL}")];
+    }
+    vec![
+        format!("--service-account-issuer={url}"),
+        format!("--service-account-issuer={USUAL}"),
+        format!("--service-account-jwks-uri={url}/openid/v1/jwks"),
+        format!("--api-audiences={USUAL},{url}"),
+    ]
 }
 
 async fn start_etcd(

@@ -15,26 +15,72 @@ pub struct Minio {
     port: u16,
     access_key: String,
     secret_key: String,
+    openid: Option<OpenId>,
     _dir: WorkDir,
+}
+
+/// An OpenID provider MinIO trusts for `AssumeRoleWithWebIdentity` (role policy mode: every
+/// token it accepts gets [`OpenId::ROLE_POLICY`]).
+#[derive(Debug, Clone)]
+pub struct OpenId {
+    /// The provider's discovery document URL.
+    pub config_url: String,
+    /// The `aud` a token must carry.
+    pub client_id: String,
+    /// PEM of the CA that signed the provider's serving certificate.
+    pub ca_pem: String,
+}
+
+impl OpenId {
+    /// The built-in policy granted to web identities.
+    pub const ROLE_POLICY: &'static str = "readwrite";
+    /// The client id tests use; [`Minio::ROLE_ARN`] is derived from it.
+    pub const CLIENT_ID: &'static str = "dbprov-minio-sts";
 }
 
 impl Minio {
     /// Region the test server and clients agree on.
     pub const REGION: &'static str = "us-east-1";
 
+    /// The role ARN MinIO gives the role policy of [`OpenId::CLIENT_ID`]: MinIO derives it as
+    /// `arn:minio:iam:<site region>::role/<base64url(sha1(client id))>` (no site region is
+    /// configured here), so it is fixed; computed with
+    /// `printf %s dbprov-minio-sts | openssl sha1 -binary | basenc --base64url`.
+    pub const ROLE_ARN: &'static str = "arn:minio:iam:::role/2cIPR1E4hGg0mt4wWKi74mIDewk";
+
     /// Starts MinIO and waits for its readiness endpoint.
     pub async fn start() -> Result<Self, EnvError> {
+        Self::start_inner(None).await
+    }
+
+    /// Like [`Minio::start`], with STS `AssumeRoleWithWebIdentity` trusting `openid` (its CA
+    /// goes into MinIO's `certs/CAs`, so MinIO can fetch the discovery document and JWKS over
+    /// https). The provider must be up: MinIO reads its discovery document at startup.
+    pub async fn start_with_openid(openid: OpenId) -> Result<Self, EnvError> {
+        Self::start_inner(Some(openid)).await
+    }
+
+    async fn start_inner(openid: Option<OpenId>) -> Result<Self, EnvError> {
         let bin = tools::find("minio")?;
         let dir = WorkDir::new("minio")?;
+        if let Some(o) = &openid {
+            let cas = dir.join("certs").join("CAs");
+            std::fs::create_dir_all(&cas).map_err(EnvError::io("creating MinIO's certs/CAs"))?;
+            std::fs::write(cas.join("oidc-issuer-ca.crt"), &o.ca_pem)
+                .map_err(EnvError::io("writing the issuer CA for MinIO"))?;
+        }
         let access_key = format!("dbprov{}", crate::random_hex(4));
         let secret_key = crate::random_hex(20);
-        let (server, port) =
-            retry_port_clash(|| start_server(&bin, &dir, &access_key, &secret_key)).await?;
+        let (server, port) = retry_port_clash(|| {
+            start_server(&bin, &dir, &access_key, &secret_key, openid.as_ref())
+        })
+        .await?;
         Ok(Self {
             server,
             port,
             access_key,
             secret_key,
+            openid,
             _dir: dir,
         })
     }
@@ -74,6 +120,7 @@ impl Minio {
             &self.access_key,
             &self.secret_key,
             self.port,
+            self.openid.as_ref(),
         )
         .await?;
         Ok(())
@@ -141,10 +188,11 @@ async fn start_server(
     dir: &WorkDir,
     access_key: &str,
     secret_key: &str,
+    openid: Option<&OpenId>,
 ) -> Result<(ChildGuard, u16), EnvError> {
     let port = tools::free_port()?;
     Ok((
-        start_server_on(bin, dir, access_key, secret_key, port).await?,
+        start_server_on(bin, dir, access_key, secret_key, port, openid).await?,
         port,
     ))
 }
@@ -155,6 +203,7 @@ async fn start_server_on(
     access_key: &str,
     secret_key: &str,
     port: u16,
+    openid: Option<&OpenId>,
 ) -> Result<ChildGuard, EnvError> {
     let console = tools::free_port()?;
     let mut cmd = Command::new(bin);
@@ -170,7 +219,14 @@ async fn start_server_on(
         .env("MINIO_BROWSER", "off")
         .env("MINIO_UPDATE", "off")
         // Keep MinIO's config and certs out of $HOME.
-        .env("HOME", dir.path());
+        .env("HOME", dir.path())
+        .arg("--certs-dir")
+        .arg(dir.join("certs"));
+    if let Some(o) = openid {
+        cmd.env("MINIO_IDENTITY_OPENID_CONFIG_URL", &o.config_url)
+            .env("MINIO_IDENTITY_OPENID_CLIENT_ID", &o.client_id)
+            .env("MINIO_IDENTITY_OPENID_ROLE_POLICY", OpenId::ROLE_POLICY);
+    }
     let mut guard = ChildGuard::spawn("minio", &mut cmd, &dir.join("minio.log"))?;
     let ready = format!("http://127.0.0.1:{port}/minio/health/ready");
     let http = reqwest::Client::new();

@@ -1,6 +1,9 @@
 //! Azure Blob Storage: block blobs, uploaded as staged blocks and committed with one block
 //! list, so the blob appears only when the list is committed.
 
+use std::sync::Arc;
+
+use azure_core::auth::TokenCredential;
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::{
     blob::{BlobBlockType, BlockList},
@@ -12,7 +15,10 @@ use futures::{StreamExt, future::BoxFuture};
 
 use dbprov_contract::storage::AzureSpec;
 
-use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
+use super::{
+    ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload,
+    credentials::{self, AzureSource},
+};
 use crate::{context::OpContext, error::OpError, secrets};
 
 /// Size of a staged block.
@@ -58,47 +64,114 @@ fn classify(location: &str, e: azure_core::Error) -> StorageError {
     StorageError::new(kind, location, message)
 }
 
+/// The scope of an Entra access token for Blob Storage.
+const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
 impl AzureStore {
-    /// Builds the client from the account key or SAS token in the Secret.
+    /// Builds the client: the account key or SAS token in the spec's Secret; without one,
+    /// workload identity or the managed identity, as [`credentials::azure_source`] picks.
     pub async fn open(ctx: &OpContext, spec: &AzureSpec, namespace: &str) -> Result<Self, OpError> {
-        let ns = spec.secret_ref.namespace.as_deref().unwrap_or(namespace);
-        let name = &spec.secret_ref.name;
-        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-            kube::Api::namespaced(ctx.kube.clone(), ns);
-        let present: Vec<String> = api
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|s| s.data)
-            .map(|d| d.into_keys().collect())
-            .unwrap_or_default();
-        let credentials = if present.iter().any(|k| k == KEY_ENTRY) {
-            let v = secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
-            StorageCredentials::access_key(
-                spec.storage_account.clone(),
-                v.get(KEY_ENTRY)
-                    .cloned()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-            )
-        } else if present.iter().any(|k| k == SAS_ENTRY) {
-            let v = secrets::read_keys(&ctx.kube, ns, name, &[SAS_ENTRY]).await?;
-            let token = v.get(SAS_ENTRY).cloned().unwrap_or_default();
-            StorageCredentials::sas_token(token.trim().trim_start_matches('?')).map_err(|_| {
-                OpError::new(
-                    ErrorCode::Invalid,
-                    format!("Secret {ns}/{name} key {SAS_ENTRY} is not a SAS token"),
-                    false,
-                )
-            })?
-        } else {
-            // Reuse the standard missing-Secret/missing-key message.
-            secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
-            return Err(OpError::new(ErrorCode::SecretMissing, "unreachable", true));
+        let location = format!("azure://{}/{}/", spec.storage_account, spec.container);
+        let refused = |e: credentials::SourceRefused| {
+            OpError::from(StorageError::new(
+                StorageErrorKind::Denied,
+                &location,
+                format!("no usable Azure credentials: {e}"),
+            ))
         };
-        let location = match &spec.endpoint {
+        let secret = match &spec.secret_ref {
+            Some(r) => {
+                let ns = r.namespace.as_deref().unwrap_or(namespace).to_owned();
+                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                    kube::Api::namespaced(ctx.kube.clone(), &ns);
+                let present: Option<Vec<String>> = api
+                    .get_opt(&r.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| s.data.map(|d| d.into_keys().collect()).unwrap_or_default());
+                Some((ns, r.name.clone(), present))
+            }
+            None => None,
+        };
+        let source = credentials::azure_source(
+            secret
+                .as_ref()
+                .map(|(_, name, keys)| (name.as_str(), keys.as_deref())),
+            SAS_ENTRY,
+            &credentials::ProcessEnv,
+        )
+        .map_err(refused)?;
+        let credentials = match (source.as_ref(), &secret) {
+            (None, Some((ns, name, _))) => {
+                // The Secret does not exist: the standard missing-Secret message (the hub
+                // waits for it).
+                secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
+                return Err(OpError::new(
+                    ErrorCode::SecretMissing,
+                    format!("Secret {ns}/{name} not found"),
+                    true,
+                ));
+            }
+            (Some(AzureSource::SharedKey { .. }), Some((ns, name, _))) => {
+                let v = secrets::read_keys(&ctx.kube, ns, name, &[KEY_ENTRY]).await?;
+                StorageCredentials::access_key(
+                    spec.storage_account.clone(),
+                    v.get(KEY_ENTRY)
+                        .cloned()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                )
+            }
+            (Some(AzureSource::Sas { .. }), Some((ns, name, _))) => {
+                let v = secrets::read_keys(&ctx.kube, ns, name, &[SAS_ENTRY]).await?;
+                let token = v.get(SAS_ENTRY).cloned().unwrap_or_default();
+                let token = token.trim().trim_start_matches('?');
+                let not_sas = || {
+                    OpError::new(
+                        ErrorCode::Invalid,
+                        format!(
+                            "Secret {ns}/{name} key {SAS_ENTRY} is not a SAS token (a query \
+                             string with sv=, se= and sig=): put the token there"
+                        ),
+                        false,
+                    )
+                };
+                // The SDK parses any string as a query string; without a signature and an
+                // expiry it is no SAS, and would only fail later as a bare 403.
+                let has = |k: &str| token.split('&').any(|p| p.starts_with(k));
+                if !(has("sig=") && has("se=")) {
+                    return Err(not_sas());
+                }
+                StorageCredentials::sas_token(token).map_err(|_| not_sas())?
+            }
+            (Some(source @ AzureSource::WorkloadIdentity { .. }), _) => {
+                let credential = azure_identity::WorkloadIdentityCredential::create(
+                    azure_identity::TokenCredentialOptions::default(),
+                )
+                .map_err(|e| refused(credentials::SourceRefused(format!("{source}: {e}"))))?;
+                token_credentials(&location, source, Arc::new(credential)).await?
+            }
+            (Some(source @ AzureSource::ManagedIdentity), _) => {
+                let credential = azure_identity::VirtualMachineManagedIdentityCredential::new(
+                    azure_identity::TokenCredentialOptions::default(),
+                );
+                token_credentials(&location, source, Arc::new(credential)).await?
+            }
+            // azure_source returns Secret sources only with a Secret.
+            (Some(_), None) | (None, None) => {
+                return Err(OpError::new(
+                    ErrorCode::Internal,
+                    "Azure credential source without its Secret",
+                    false,
+                ));
+            }
+        };
+        if let Some(source) = &source {
+            tracing::info!(account = %spec.storage_account, container = %spec.container, source = %source, "Azure credentials");
+        }
+        let cloud = match &spec.endpoint {
             Some(uri) => CloudLocation::Custom {
                 account: spec.storage_account.clone(),
                 uri: uri.trim_end_matches('/').to_owned(),
@@ -108,7 +181,30 @@ impl AzureStore {
             },
         };
         let container =
-            ClientBuilder::with_location(location, credentials).container_client(&spec.container);
+            ClientBuilder::with_location(cloud, credentials).container_client(&spec.container);
+        if let Some(source @ AzureSource::Sas { .. }) = &source {
+            // A SAS fails for reasons of its own (expired, not yet valid, another container,
+            // missing permissions) that the service reports only as 403: one listing request
+            // now turns that into a message naming the SAS and what to change, instead of a
+            // bare AuthorizationFailure on the first block.
+            let probe = container
+                .list_blobs()
+                .max_results(std::num::NonZeroU32::MIN)
+                .into_stream()
+                .next()
+                .await;
+            if let Some(Err(e)) = probe {
+                let e = classify(&location, e);
+                if e.kind == StorageErrorKind::Denied {
+                    return Err(StorageError::new(
+                        e.kind,
+                        &location,
+                        format!("{source} refused: {}; {}", e.message, source.fix()),
+                    )
+                    .into());
+                }
+            }
+        }
         Ok(Self {
             container,
             account: spec.storage_account.clone(),
@@ -278,6 +374,25 @@ impl ObjectStore for AzureStore {
         // Uncommitted blocks are replaced by the next commit and expire on their own.
         Box::pin(async { Ok(0) })
     }
+}
+
+/// An Entra token credential for storage, asked for a token once now so that a missing or
+/// refused identity fails the operation here, naming the source and the fix.
+async fn token_credentials(
+    location: &str,
+    source: &AzureSource,
+    credential: Arc<dyn TokenCredential>,
+) -> Result<StorageCredentials, OpError> {
+    if let Err(e) = credential.get_token(&[STORAGE_SCOPE]).await {
+        tracing::warn!(source = %source, "Azure credentials not available");
+        return Err(StorageError::new(
+            StorageErrorKind::Denied,
+            location,
+            format!("no Azure token from {source}: {e}; {}", source.fix()),
+        )
+        .into());
+    }
+    Ok(StorageCredentials::token_credential(credential))
 }
 
 #[cfg(test)]

@@ -21,7 +21,10 @@ use gcloud_storage::{
 
 use dbprov_contract::storage::GcsSpec;
 
-use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
+use super::{
+    ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload,
+    credentials::{self, GcsSource},
+};
 use crate::{context::OpContext, error::OpError, secrets};
 
 /// Chunk size of resumable uploads (a multiple of 256 KiB, as GCS requires).
@@ -62,21 +65,31 @@ fn classify(location: &str, e: GcsError) -> StorageError {
 
 impl GcsStore {
     /// Builds the client: a service-account key from the Secret; else anonymous against an
-    /// explicit endpoint (emulators), else application default credentials (workload identity).
+    /// explicit endpoint (emulators); else application default credentials (the
+    /// `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud's file, the metadata server that GKE
+    /// workload identity serves), as [`credentials::gcs_source`] picks.
     pub async fn open(ctx: &OpContext, spec: &GcsSpec, namespace: &str) -> Result<Self, OpError> {
         let mut config = ClientConfig::default();
         if let Some(ep) = &spec.endpoint {
             config.storage_endpoint = ep.trim_end_matches('/').to_owned();
         }
-        let auth_failed = |e: String| {
-            OpError::new(
-                ErrorCode::AuthFailed,
-                format!("GCS credentials for bucket {}: {e}", spec.bucket),
-                true,
-            )
-        };
-        let config = match (&spec.secret_ref, &spec.endpoint) {
-            (Some(r), _) => {
+        let location = format!("gs://{}/", spec.bucket);
+        let source = credentials::gcs_source(
+            spec.secret_ref
+                .as_ref()
+                .map(|r| (r.name.as_str(), r.key.as_str())),
+            spec.endpoint.is_some(),
+            &credentials::ProcessEnv,
+        )
+        .map_err(|e| {
+            OpError::from(StorageError::new(
+                StorageErrorKind::Denied,
+                &location,
+                format!("no usable GCS credentials: {e}"),
+            ))
+        })?;
+        let config = match (&source, &spec.secret_ref) {
+            (GcsSource::Secret { .. }, Some(r)) => {
                 let v = secrets::read_keys(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
                 let json = v.get(&r.key).cloned().unwrap_or_default();
                 let creds = CredentialsFile::new_from_str(&json).await.map_err(|_| {
@@ -89,18 +102,35 @@ impl GcsStore {
                         false,
                     )
                 })?;
-                config
-                    .with_credentials(creds)
-                    .await
-                    .map_err(|e| auth_failed(e.to_string()))?
+                config.with_credentials(creds).await.map_err(|e| {
+                    OpError::new(
+                        ErrorCode::AuthFailed,
+                        format!(
+                            "GCS credentials for bucket {} from {source}: {e}",
+                            spec.bucket
+                        ),
+                        true,
+                    )
+                })?
             }
-            (None, Some(_)) => config.anonymous(),
-            (None, None) => config.with_auth().await.map_err(|e| {
-                auth_failed(format!(
-                    "{e}; set storage.gcs.secretRef to a Secret key holding a service-account key"
-                ))
+            (GcsSource::Anonymous, _) => config.anonymous(),
+            _ => config.with_auth().await.map_err(|e| {
+                tracing::warn!(bucket = %spec.bucket, source = %source, "GCS credentials not available");
+                OpError::new(
+                    ErrorCode::AuthFailed,
+                    format!(
+                        "GCS credentials for bucket {} from {source}: {e}; set \
+                         storage.gcs.secretRef to a Secret key holding a service-account key, \
+                         or bind the agent's ServiceAccount to a Google service account \
+                         (iam.gke.io/gcp-service-account, chart value \
+                         serviceAccount.annotations)",
+                        spec.bucket
+                    ),
+                    true,
+                )
             })?,
         };
+        tracing::info!(bucket = %spec.bucket, source = %source, "GCS credentials");
         Ok(Self {
             client: Client::new(config),
             bucket: spec.bucket.clone(),

@@ -4,6 +4,7 @@
 //! when an unfinished upload is dropped) leaves nothing behind.
 
 pub mod azure;
+pub mod credentials;
 pub mod fs;
 pub mod gcs;
 pub mod s3;

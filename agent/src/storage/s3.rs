@@ -2,8 +2,8 @@
 
 use aws_sdk_s3::{
     config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
-        ResponseChecksumValidation,
+        BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation, SharedCredentialsProvider,
     },
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     primitives::ByteStream as SdkStream,
@@ -15,7 +15,10 @@ use futures::future::BoxFuture;
 
 use dbprov_contract::storage::S3Spec;
 
-use super::{ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload};
+use super::{
+    ByteStream, ObjectInfo, ObjectStore, StorageError, StorageErrorKind, Upload,
+    credentials::{self, AwsSource},
+};
 use crate::{context::OpContext, error::OpError, secrets};
 
 /// Default multipart part size.
@@ -66,49 +69,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 }
 
 impl S3Store {
-    /// Builds the client; credentials from the Secret, else `AWS_ACCESS_KEY_ID` /
-    /// `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) in the agent's environment.
+    /// Builds the client. Credentials: the spec's Secret, else the source of aws-config's
+    /// default chain that the agent's environment sets up (see [`credentials::aws_source`]);
+    /// the source is resolved once here so a missing or refused identity fails the
+    /// operation up front with a message naming the source and the fix.
     pub async fn open(ctx: &OpContext, spec: &S3Spec, namespace: &str) -> Result<Self, OpError> {
-        let credentials = match &spec.secret_ref {
-            Some(r) => {
-                let keys = r.keys.clone().unwrap_or_default();
-                let v = secrets::read_keys(
-                    &ctx.kube,
-                    namespace,
-                    &r.name,
-                    &[&keys.access_key, &keys.secret_key],
-                )
-                .await?;
-                Credentials::new(
-                    v.get(&keys.access_key).cloned().unwrap_or_default().trim(),
-                    v.get(&keys.secret_key).cloned().unwrap_or_default().trim(),
-                    None,
-                    None,
-                    "dbprov-secret",
-                )
-            }
-            None => {
-                let (Ok(id), Ok(secret)) = (
-                    std::env::var("AWS_ACCESS_KEY_ID"),
-                    std::env::var("AWS_SECRET_ACCESS_KEY"),
-                ) else {
-                    return Err(OpError::new(
-                        ErrorCode::SecretMissing,
-                        "storage.s3.secretRef is not set and the agent has no AWS_ACCESS_KEY_ID / \
-                         AWS_SECRET_ACCESS_KEY in its environment: set storage.s3.secretRef to a \
-                         Secret with those keys",
-                        false,
-                    ));
-                };
-                Credentials::new(
-                    id,
-                    secret,
-                    std::env::var("AWS_SESSION_TOKEN").ok(),
-                    None,
-                    "env",
-                )
-            }
-        };
         let part_mib = spec.part_size_mib.unwrap_or(DEFAULT_PART_SIZE_MIB);
         if !(5..=5120).contains(&part_mib) {
             return Err(OpError::new(
@@ -119,10 +84,62 @@ impl S3Store {
                 false,
             ));
         }
+        let location = format!("s3://{}/", spec.bucket);
+        let region = Region::new(spec.region.clone());
+        let source = credentials::aws_source(
+            spec.secret_ref.as_ref().map(|r| r.name.as_str()),
+            &credentials::ProcessEnv,
+        )
+        .map_err(|e| {
+            OpError::from(StorageError::new(
+                StorageErrorKind::Denied,
+                &location,
+                format!("no usable S3 credentials: {e}"),
+            ))
+        })?;
+        let provider = match (&source, &spec.secret_ref) {
+            (AwsSource::Secret { .. }, Some(r)) => {
+                let keys = r.keys.clone().unwrap_or_default();
+                let v = secrets::read_keys(
+                    &ctx.kube,
+                    namespace,
+                    &r.name,
+                    &[&keys.access_key, &keys.secret_key],
+                )
+                .await?;
+                SharedCredentialsProvider::new(Credentials::new(
+                    v.get(&keys.access_key).cloned().unwrap_or_default().trim(),
+                    v.get(&keys.secret_key).cloned().unwrap_or_default().trim(),
+                    None,
+                    None,
+                    "dbprov-secret",
+                ))
+            }
+            _ => {
+                let provider = chain_provider(&source, region.clone());
+                // Resolved now, so the operation fails here, naming the source, instead of
+                // on its first request with the SDK's generic "failed to load credentials".
+                if let Err(e) = provider.provide_credentials().await {
+                    tracing::warn!(bucket = %spec.bucket, source = %source, "S3 credentials not available");
+                    return Err(StorageError::new(
+                        StorageErrorKind::Denied,
+                        &location,
+                        format!(
+                            "no S3 credentials from {source}: {}; {}",
+                            DisplayErrorContext(&e),
+                            source.fix()
+                        ),
+                    )
+                    .into());
+                }
+                provider
+            }
+        };
+        tracing::info!(bucket = %spec.bucket, source = %source, "S3 credentials");
         let mut config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(spec.region.clone()))
-            .credentials_provider(credentials)
+            .region(region)
+            .credentials_provider(provider)
             .force_path_style(spec.force_path_style.unwrap_or(spec.endpoint.is_some()))
             // Many S3-compatible servers do not implement the newer checksum headers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -135,6 +152,40 @@ impl S3Store {
             bucket: spec.bucket.clone(),
             part_size: part_mib as usize * 1024 * 1024,
         })
+    }
+}
+
+/// The aws-config provider of `source` alone (not the whole chain: the source logged and
+/// named in errors is the one used). The STS client of web identity honours
+/// `AWS_ENDPOINT_URL_STS` / `AWS_ENDPOINT_URL` (an S3-compatible store's STS, e.g. MinIO).
+fn chain_provider(source: &AwsSource, region: Region) -> SharedCredentialsProvider {
+    use aws_config::{
+        ecs::EcsCredentialsProvider, environment::EnvironmentVariableCredentialsProvider,
+        imds::credentials::ImdsCredentialsProvider, profile::ProfileFileCredentialsProvider,
+        provider_config::ProviderConfig, web_identity_token::WebIdentityTokenCredentialsProvider,
+    };
+    let conf = ProviderConfig::default().with_region(Some(region));
+    match source {
+        AwsSource::EnvironmentKeys | AwsSource::Secret { .. } => {
+            SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new())
+        }
+        AwsSource::Profile { profile } => SharedCredentialsProvider::new(
+            ProfileFileCredentialsProvider::builder()
+                .configure(&conf)
+                .profile_name(profile)
+                .build(),
+        ),
+        AwsSource::WebIdentity { .. } => SharedCredentialsProvider::new(
+            WebIdentityTokenCredentialsProvider::builder()
+                .configure(&conf)
+                .build(),
+        ),
+        AwsSource::PodIdentity { .. } | AwsSource::Container => SharedCredentialsProvider::new(
+            EcsCredentialsProvider::builder().configure(&conf).build(),
+        ),
+        AwsSource::InstanceMetadata => SharedCredentialsProvider::new(
+            ImdsCredentialsProvider::builder().configure(&conf).build(),
+        ),
     }
 }
 

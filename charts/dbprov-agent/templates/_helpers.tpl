@@ -64,3 +64,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- .Values.tls.bootstrap.tokenSecret -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+ServiceAccount annotations: serviceAccount.annotations plus those cloudIdentity asks for (the
+cloud's webhooks key on them).
+*/}}
+{{- define "dbprov-agent.serviceAccountAnnotations" -}}
+{{- $a := deepCopy (.Values.serviceAccount.annotations | default dict) -}}
+{{- with .Values.cloudIdentity.aws.roleArn }}{{ $_ := set $a "eks.amazonaws.com/role-arn" . }}{{ end -}}
+{{- with .Values.cloudIdentity.gcp.serviceAccount }}{{ $_ := set $a "iam.gke.io/gcp-service-account" . }}{{ end -}}
+{{- with .Values.cloudIdentity.azure.clientId }}{{ $_ := set $a "azure.workload.identity/client-id" . }}{{ end -}}
+{{- if $a }}{{ toYaml $a }}{{ end -}}
+{{- end }}
+
+{{/* Path of the projected cloud identity token. */}}
+{{- define "dbprov-agent.cloudTokenFile" -}}
+{{ printf "%s/%s" (.Values.cloudIdentity.token.mountPath | trimSuffix "/") .Values.cloudIdentity.token.fileName }}
+{{- end }}

@@ -72,8 +72,9 @@ pub struct S3Storage {
     pub prefix: Option<String>,
     /// Path-style addressing (most S3-compatible stores need it).
     pub force_path_style: Option<bool>,
-    /// Secret with static credentials (read by the agent). Without it the agent uses
-    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from its environment.
+    /// Secret with static credentials (read by the agent). Without it the agent uses the
+    /// AWS credential chain of its environment: `AWS_*` keys, a profile, web identity (IRSA),
+    /// EKS Pod Identity, ECS or instance metadata (docs/storage-credentials.md).
     pub secret_ref: Option<S3SecretRef>,
     /// Multipart part size in MiB (5-5120, default 8): the agent buffers one part.
     #[serde(rename = "partSizeMiB")]
@@ -149,8 +150,10 @@ pub struct AzureStorage {
     #[schemars(length(max = 1024), pattern(OBJECT_PREFIX))]
     pub prefix: Option<String>,
     /// Secret with the account key (`AZURE_STORAGE_KEY`) or a SAS token
-    /// (`AZURE_STORAGE_SAS_TOKEN`), read by the agent.
-    pub secret_ref: AzureSecretRef,
+    /// (`AZURE_STORAGE_SAS_TOKEN`), read by the agent. Required by the Go operator; dbprov
+    /// accepts its absence and then uses the agent's Azure workload identity or managed
+    /// identity (docs/storage-credentials.md).
+    pub secret_ref: Option<AzureSecretRef>,
     /// Blob service URL including the account, e.g. Azurite's
     /// `http://127.0.0.1:10000/devstoreaccount1` (default: the public cloud).
     #[schemars(length(max = 2048), pattern("^https?://[^\\s]+$"))]

@@ -17,6 +17,7 @@ mod backup_proofs;
 mod backups;
 mod chart_rbac;
 mod charts;
+mod cloud_identity;
 mod cluster_scoped;
 mod database_options;
 mod databases;

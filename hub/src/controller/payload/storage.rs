@@ -75,7 +75,8 @@ pub fn refusal(s: &StorageConfig, namespace: &str, field: &str) -> Option<(Reaso
             "azure",
             s.azure
                 .as_ref()
-                .and_then(|a| a.secret_ref.namespace.as_deref()),
+                .and_then(|a| a.secret_ref.as_ref())
+                .and_then(|r| r.namespace.as_deref()),
         ),
         api::StorageType::S3 | api::StorageType::Pvc => ("", None),
     };
@@ -147,10 +148,10 @@ pub fn storage(s: &StorageConfig) -> StorageSpec {
             storage_account: az.storage_account.clone(),
             container: az.container.clone(),
             prefix: az.prefix.clone(),
-            secret_ref: AzureSecretRef {
-                name: az.secret_ref.name.clone(),
-                namespace: az.secret_ref.namespace.clone(),
-            },
+            secret_ref: az.secret_ref.as_ref().map(|r| AzureSecretRef {
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+            }),
             endpoint: az.endpoint.clone(),
         }),
         pvc: s.pvc.as_ref().map(|p| PvcSpec {
