@@ -105,9 +105,14 @@ impl Compression {
 pub enum EncryptionAlgorithm {
     /// age v1 (X25519 recipients, ChaCha20-Poly1305 STREAM).
     Age,
-    /// DBPROV-AEAD v1 (AES-256-GCM STREAM).
+    /// DBPROV-AEAD v1 (AES-256-GCM STREAM); with `framing: db-provision-operator`, the Go
+    /// operator's single-piece AES-256-GCM.
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
+    /// The Go operator's AES-256-CBC (unauthenticated). Only for reading artifacts written
+    /// by db-provision-operator: dbprov never writes it.
+    #[serde(rename = "aes-256-cbc")]
+    Aes256Cbc,
 }
 
 impl EncryptionAlgorithm {
@@ -116,6 +121,8 @@ impl EncryptionAlgorithm {
         match self {
             EncryptionAlgorithm::Age => ".age",
             EncryptionAlgorithm::Aes256Gcm => ".aead",
+            // The Go operator's suffix (it is never written by dbprov).
+            EncryptionAlgorithm::Aes256Cbc => ".enc",
         }
     }
 }

@@ -27,9 +27,13 @@ pub struct RestoreIntent {
     /// Key to decrypt with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSpec>,
-    /// Compression, used only when the artifact has no metadata object (absent: zstd).
+    /// Compression, used only when the artifact has no metadata object (absent: zstd; for
+    /// `framing: db-provision-operator`, what the object name's suffix says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// How the data object is framed (absent: dbprov's own format, with its metadata object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<ArtifactFraming>,
     /// Drop and re-create an existing target.
     #[serde(default)]
     pub drop_existing: bool,
@@ -45,6 +49,20 @@ pub struct RestoreIntent {
     /// mysql options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<MysqlRestoreOptions>,
+}
+
+/// How a data object is framed.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactFraming {
+    /// dbprov's own: a standard compressed stream, optionally in age or DBPROV-AEAD, with a
+    /// metadata object beside it (docs/backup-format.md).
+    #[default]
+    Dbprov,
+    /// Written by the Go operator db-provision-operator (v0.14): the whole compressed dump
+    /// encrypted in one piece (AES-256-GCM: nonce | ciphertext | tag; or AES-256-CBC: IV |
+    /// PKCS#7-padded blocks), no metadata object. Read with `compression` and `encryption`.
+    DbProvisionOperator,
 }
 
 /// pg_restore options (the DatabaseRestore's `postgres` block).

@@ -19,7 +19,9 @@ use crate::{
         PgDefaultPrivilege, PgGrant, PgGrants,
     },
     instance::{CredentialsRef, Discovered, Instance, PrivilegeClass, ProbeObserved, TlsRef},
-    restore::{MysqlRestoreOptions, PgRestoreOptions, RestoreIntent, RestoreObserved},
+    restore::{
+        ArtifactFraming, MysqlRestoreOptions, PgRestoreOptions, RestoreIntent, RestoreObserved,
+    },
     role::{PgRole, RoleIntent, RoleObserved, RoleSpec},
     rotation::{
         OldUserAction, RetireObserved, RetireStatus, RetiredLogin, RotateIntent, RotateObserved,
@@ -318,6 +320,7 @@ fn every_payload_survives_a_round_trip() {
         object: "prod/team-a/orders/nightly.dump.zst".into(),
         encryption: None,
         compression: Some(Compression::Lz4),
+        framing: None,
         drop_existing: false,
         in_place: true,
         create_database: false,
@@ -813,4 +816,52 @@ fn password_rules_have_the_wire_names_and_leave_unset_rules_out() {
     // An older agent (or this one, for a newer rule) refuses what it cannot apply.
     let err = from_json::<PasswordRules>(r#"{"maxRepeats": 3}"#).unwrap_err();
     assert!(matches!(err, ContractError::UnknownField { .. }), "{err}");
+}
+
+#[test]
+fn a_db_provision_operator_restore_has_its_wire_spellings() {
+    // What the hub sends for a backup the Go operator wrote: its framing, compression and
+    // encryption algorithm (aes-256-cbc exists only for reading those).
+    let intent: RestoreIntent = from_json(
+        &json!({
+            "instance": {"engine": "postgres", "host": "h", "port": 5432, "database": "postgres",
+                         "credentials": {"secretName": "pg-admin"}},
+            "database": "orders_copy",
+            "storage": {"type": "pvc", "pvc": {"claimName": "backups"}},
+            "secretNamespace": "team-a",
+            "object": "backups/orders-nightly-20260101-020000.dump.gz.enc",
+            "encryption": {"algorithm": "aes-256-cbc",
+                           "secretRef": {"name": "backup-key", "key": "key"}},
+            "compression": "gzip",
+            "framing": "db-provision-operator"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(intent.framing, Some(ArtifactFraming::DbProvisionOperator));
+    assert_eq!(
+        intent.encryption.as_ref().unwrap().algorithm,
+        Some(EncryptionAlgorithm::Aes256Cbc)
+    );
+    round_trip(&intent);
+    for (framing, wire) in [
+        (ArtifactFraming::Dbprov, "dbprov"),
+        (
+            ArtifactFraming::DbProvisionOperator,
+            "db-provision-operator",
+        ),
+    ] {
+        assert_eq!(serde_json::to_value(framing).unwrap(), json!(wire));
+    }
+    assert_eq!(
+        serde_json::to_value(EncryptionAlgorithm::Aes256Cbc).unwrap(),
+        json!("aes-256-cbc")
+    );
+    assert_eq!(EncryptionAlgorithm::Aes256Cbc.extension(), ".enc");
+    // Unset, it is not sent: an older agent keeps accepting dbprov restores.
+    let json = to_json(&RestoreIntent {
+        framing: None,
+        ..intent
+    });
+    assert!(!json.contains("framing"), "{json}");
 }

@@ -223,10 +223,22 @@ impl<R: BufRead> AeadReader<R> {
                 "not a DBPROV-AEAD (aes-256-gcm) artifact: wrong magic bytes",
             ));
         }
-        if header[8] != VERSION || header[9] != ALG_AES_256_GCM || header[10] != CHUNK_LOG2 {
+        if header[8] != VERSION {
+            // Only a newer dbprov writes another version: the fix is on this side.
             return Err(invalid(format!(
-                "unsupported DBPROV-AEAD header (version {}, algorithm {}, chunk 2^{})",
-                header[8], header[9], header[10]
+                "the artifact is a DBPROV-AEAD container of version {}; this agent reads version \
+                 {VERSION}: upgrade the agent (offline, a dbprov-agent as new as the one that \
+                 wrote it)",
+                header[8]
+            )));
+        }
+        if header[9] != ALG_AES_256_GCM || header[10] != CHUNK_LOG2 {
+            return Err(invalid(format!(
+                "the artifact's DBPROV-AEAD header names algorithm {} and chunk size 2^{}, which \
+                 version {VERSION} does not define (this agent knows algorithm \
+                 {ALG_AES_256_GCM}, chunk 2^{CHUNK_LOG2}): it was modified, or written by a \
+                 newer dbprov, then upgrade the agent",
+                header[9], header[10]
             )));
         }
         let mut prefix = [0u8; 7];
@@ -375,6 +387,25 @@ mod tests {
         sealed[a..a + c].copy_from_slice(&second);
         sealed[b..b + c].copy_from_slice(&first);
         assert!(open(&sealed, &key()).is_err());
+    }
+
+    #[test]
+    fn a_newer_container_version_names_the_upgrade() {
+        let mut sealed = seal(b"hello");
+        sealed[8] = VERSION + 1;
+        let err = open(&sealed, &key()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the artifact is a DBPROV-AEAD container of version 2; this agent reads version 1: \
+             upgrade the agent (offline, a dbprov-agent as new as the one that wrote it)"
+        );
+        let mut sealed = seal(b"hello");
+        sealed[10] = 20;
+        let err = open(&sealed, &key()).unwrap_err().to_string();
+        assert!(
+            err.contains("chunk size 2^20") && err.ends_with("then upgrade the agent"),
+            "{err}"
+        );
     }
 
     #[test]

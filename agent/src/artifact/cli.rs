@@ -1,5 +1,6 @@
 //! `dbprov-agent artifact inspect|verify|decrypt`: work on a downloaded artifact with nothing
-//! but its key, so data can be recovered without a cluster.
+//! but its key, so data can be recovered without a cluster. `--framing db-provision-operator`
+//! reads the Go operator's artifacts (see [`super::dpo`]).
 
 use std::{
     fs::File,
@@ -7,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Compression, DecryptKey, EncryptionAlgorithm, METADATA_SUFFIX, Metadata};
+use super::{Compression, DecryptKey, EncryptionAlgorithm, METADATA_SUFFIX, Metadata, dpo};
 
 /// `dbprov-agent artifact ...`
 #[derive(Debug, clap::Subcommand)]
@@ -41,9 +42,27 @@ pub struct Keyed {
     /// hex or base64). Not needed for unencrypted artifacts.
     #[arg(long, short = 'k')]
     pub key_file: Option<PathBuf>,
-    /// Compression, when there is no metadata object (zstd, gzip, lz4, none).
+    /// Compression, when there is no metadata object (zstd, gzip, lz4, none). With
+    /// `--framing db-provision-operator`, default: what the file name's suffix says.
     #[arg(long)]
     pub compression: Option<String>,
+    /// Who wrote the artifact. `db-provision-operator`: the Go operator's framing (no
+    /// metadata object; the key file holds the Secret value's 32 raw bytes).
+    #[arg(long, value_enum, default_value_t = Framing::Dbprov)]
+    pub framing: Framing,
+    /// With `--framing db-provision-operator`: `aes-256-gcm` (the Go operator's default),
+    /// `aes-256-cbc`, or `none`. Default: aes-256-gcm when the name ends in `.enc`, else none.
+    #[arg(long)]
+    pub encryption: Option<String>,
+}
+
+/// Who wrote an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framing {
+    /// dbprov (a metadata object beside it, or the algorithms from its magic bytes).
+    Dbprov,
+    /// The Go operator db-provision-operator.
+    DbProvisionOperator,
 }
 
 /// `decrypt` options.
@@ -103,6 +122,9 @@ fn plan(k: &Keyed) -> anyhow::Result<(Option<Metadata>, Compression, Option<Encr
             m.encryption.as_ref().map(|e| e.algorithm),
         ));
     }
+    if let Some(hint) = dpo_lookalike(&k.target.file) {
+        anyhow::bail!("{hint}");
+    }
     let head = head(&k.target.file)?;
     let encryption = if head.starts_with(b"age-encryption.org/v1") {
         Some(EncryptionAlgorithm::Age)
@@ -112,8 +134,7 @@ fn plan(k: &Keyed) -> anyhow::Result<(Option<Metadata>, Compression, Option<Encr
         None
     };
     let compression = match k.compression.as_deref() {
-        Some(c) => serde_json::from_value(serde_json::Value::String(c.to_owned()))
-            .map_err(|_| anyhow::anyhow!("--compression {c:?}: use zstd, gzip, lz4 or none"))?,
+        Some(c) => parse_compression(c)?,
         None if encryption.is_some() => anyhow::bail!(
             "no metadata object beside {} and the data is encrypted, so its compression cannot \
              be seen: pass --metadata or --compression",
@@ -127,6 +148,88 @@ fn plan(k: &Keyed) -> anyhow::Result<(Option<Metadata>, Compression, Option<Encr
         },
     };
     Ok((None, compression, encryption))
+}
+
+fn parse_compression(c: &str) -> anyhow::Result<Compression> {
+    serde_json::from_value(serde_json::Value::String(c.to_owned()))
+        .map_err(|_| anyhow::anyhow!("--compression {c:?}: use zstd, gzip, lz4 or none"))
+}
+
+/// A file without dbprov metadata whose name ends in `.enc`, the Go operator's suffix: read
+/// as dbprov's, it would decode to noise or fail obscurely.
+fn dpo_lookalike(file: &Path) -> Option<String> {
+    file.to_string_lossy().ends_with(".enc").then(|| {
+        format!(
+            "{} has no dbprov metadata beside it and its name ends in .enc: this looks like an \
+             artifact written by db-provision-operator: pass --framing db-provision-operator \
+             (and --key-file with the Secret value's 32 raw bytes)",
+            file.display()
+        )
+    })
+}
+
+/// Decodes a db-provision-operator artifact: compression and encryption from the flags or the
+/// file name, the key as the Secret value's raw bytes.
+fn run_dpo_decode(k: &Keyed, out: &mut dyn Write) -> anyhow::Result<super::Summary> {
+    let file = &k.target.file;
+    let parts = dpo::name_parts(&file.to_string_lossy());
+    let compression = match k.compression.as_deref() {
+        Some(c) => parse_compression(c)?,
+        None => parts.compression.unwrap_or(Compression::None),
+    };
+    let cipher = match k.encryption.as_deref() {
+        Some("aes-256-gcm") => Some(dpo::Cipher::Gcm),
+        Some("aes-256-cbc") => Some(dpo::Cipher::Cbc),
+        Some("none") => None,
+        Some(other) => {
+            anyhow::bail!("--encryption {other:?}: use aes-256-gcm, aes-256-cbc or none")
+        }
+        None if parts.encrypted => Some(dpo::Cipher::Gcm),
+        None => None,
+    };
+    let key = match cipher {
+        None => None,
+        Some(c) => {
+            let path = k.key_file.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the artifact is encrypted: pass --key-file with the Secret value's 32 raw \
+                     bytes (kubectl get secret NAME -o jsonpath='{{.data.KEY}}' | base64 -d > \
+                     key)"
+                )
+            })?;
+            let material = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let place = format!("the key in {}", path.display());
+            Some((c, dpo::DpoKey::new(&material, place)?))
+        }
+    };
+    let input =
+        File::open(file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let summary = dpo::decode(
+        BufReader::new(input),
+        out,
+        compression,
+        key.as_ref().map(|(c, k)| (*c, k)),
+        |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    eprintln!(
+        "{}: no size or SHA-256 record exists for a db-provision-operator artifact ({}; \
+         decoded {} bytes, sha256 {})",
+        match cipher {
+            Some(dpo::Cipher::Gcm) => "authenticated by its AES-256-GCM tag",
+            Some(dpo::Cipher::Cbc) =>
+                "warning: AES-256-CBC is unauthenticated, only its padding was checked",
+            None => "warning: not encrypted, only the compressed stream's own checks applied",
+        },
+        match compression {
+            Compression::None => "not compressed".to_owned(),
+            c => format!("{c:?} compressed").to_lowercase(),
+        },
+        summary.plaintext_bytes,
+        summary.plaintext_sha256
+    );
+    Ok(summary)
 }
 
 fn key(k: &Keyed, algorithm: Option<EncryptionAlgorithm>) -> anyhow::Result<Option<DecryptKey>> {
@@ -144,6 +247,9 @@ fn key(k: &Keyed, algorithm: Option<EncryptionAlgorithm>) -> anyhow::Result<Opti
 }
 
 fn run_decode(k: &Keyed, out: &mut dyn Write) -> anyhow::Result<super::Summary> {
+    if k.framing == Framing::DbProvisionOperator {
+        return run_dpo_decode(k, out);
+    }
     let (meta, compression, algorithm) = plan(k)?;
     let key = key(k, algorithm)?;
     let file = File::open(&k.target.file)
@@ -171,7 +277,12 @@ pub fn run(cmd: ArtifactCommand) -> anyhow::Result<()> {
             println!("content:  {}", super::sniff(&head));
             match read_metadata(&t)? {
                 Some(m) => println!("{}", serde_json::to_string_pretty(&m)?),
-                None => println!("metadata: none found (expected {METADATA_SUFFIX} beside it)"),
+                None => {
+                    println!("metadata: none found (expected {METADATA_SUFFIX} beside it)");
+                    if let Some(hint) = dpo_lookalike(&t.file) {
+                        println!("note:     {hint}");
+                    }
+                }
             }
             Ok(())
         }
@@ -218,6 +329,8 @@ mod tests {
             },
             key_file,
             compression: compression.map(str::to_owned),
+            framing: Framing::Dbprov,
+            encryption: None,
         }
     }
 
@@ -304,6 +417,92 @@ mod tests {
         .to_string();
         assert!(
             err.contains("format version 99") && err.contains("newer dbprov-agent"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_go_operator_artifact_decodes_with_its_framing() {
+        use aes_gcm::{Aes256Gcm, KeyInit, Nonce, aead::Aead};
+        let dir = tempfile::tempdir().unwrap();
+        let key_bytes = *b"0123456789abcdef0123456789abcdef";
+        let dump = b"CREATE TABLE t (id int);\n".repeat(1000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&dump).unwrap();
+        let nonce = [4u8; 12];
+        let sealed = Aes256Gcm::new(&key_bytes.into())
+            .encrypt(Nonce::from_slice(&nonce), gz.finish().unwrap().as_slice())
+            .unwrap();
+        let file = dir.path().join("shop-nightly-20260101-020000.sql.gz.enc");
+        std::fs::write(&file, [&nonce[..], &sealed].concat()).unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, key_bytes).unwrap();
+
+        // Read as dbprov's, it is recognised and the flag named.
+        let err = run_decode(
+            &keyed(file.clone(), Some(key.clone()), None),
+            &mut io::sink(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with(
+                "this looks like an artifact written by db-provision-operator: pass --framing \
+                 db-provision-operator (and --key-file with the Secret value's 32 raw bytes)"
+            ),
+            "{err}"
+        );
+
+        // With the framing: compression and encryption from the name.
+        let go = |key_file: Option<PathBuf>| Keyed {
+            framing: Framing::DbProvisionOperator,
+            ..keyed(file.clone(), key_file, None)
+        };
+        let mut out = Vec::new();
+        let s = run_decode(&go(Some(key.clone())), &mut out).unwrap();
+        assert_eq!(out, dump);
+        assert_eq!(s.plaintext_bytes, dump.len() as u64);
+
+        let err = run_decode(&go(None), &mut io::sink())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pass --key-file with the Secret value's 32 raw bytes"),
+            "{err}"
+        );
+        // A key written with a newline is 33 bytes, to the Go operator as here.
+        std::fs::write(&key, [&key_bytes[..], b"\n"].concat()).unwrap();
+        let err = run_decode(&go(Some(key.clone())), &mut io::sink())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the key in {} cannot be the key of a db-provision-operator artifact: the Go \
+                 operator used the Secret value's raw bytes and required exactly 32; got 33 (the \
+                 value ends in a newline, which counts)",
+                key.display()
+            )
+        );
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let err = run_decode(&go(Some(key.clone())), &mut io::sink())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: it does not decrypt with the key in {}: the key differs",
+                file.display(),
+                key.display()
+            )),
+            "{err}"
+        );
+        let bad = Keyed {
+            encryption: Some("des".into()),
+            ..go(Some(key))
+        };
+        let err = run_decode(&bad, &mut io::sink()).unwrap_err().to_string();
+        assert!(
+            err.contains("use aes-256-gcm, aes-256-cbc or none"),
             "{err}"
         );
     }

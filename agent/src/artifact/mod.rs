@@ -10,6 +10,7 @@
 
 pub mod aead;
 pub mod cli;
+pub mod dpo;
 pub mod scrub;
 
 use std::{
@@ -30,6 +31,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const METADATA_SUFFIX: &str = ".meta.json";
 /// Read/write buffer of the pipeline.
 const BUF: usize = 256 * 1024;
+/// The kind storage read failures travel through a pipeline thread as, so they are told
+/// apart from a corrupt artifact (and not mistaken for one).
+pub const STORAGE_KIND: io::ErrorKind = io::ErrorKind::ConnectionAborted;
 
 // The algorithms are part of the intent contract (backup and restore payloads name them).
 pub use dbprov_contract::backup::{Compression, EncryptionAlgorithm};
@@ -115,6 +119,7 @@ pub fn encrypt_key(
     });
     match algorithm {
         EncryptionAlgorithm::Aes256Gcm => AesKey::parse(material).map(EncryptKey::Aes),
+        EncryptionAlgorithm::Aes256Cbc => Err(CBC_NOT_WRITTEN.into()),
         EncryptionAlgorithm::Age => {
             let mut recipients = Vec::new();
             for (i, line) in age_lines(material)?.iter().enumerate() {
@@ -144,10 +149,21 @@ pub fn encrypt_key(
     }
 }
 
-/// Key material for reading an artifact written with `algorithm`.
+/// Why dbprov does not write `aes-256-cbc`.
+pub const CBC_NOT_WRITTEN: &str = "aes-256-cbc is unauthenticated (a modified or truncated backup would go undetected), so \
+     dbprov only reads it, from artifacts written by db-provision-operator: write with \
+     aes-256-gcm or age instead";
+
+/// Key material for reading an artifact written with `algorithm`, in dbprov's framing.
 pub fn decrypt_key(algorithm: EncryptionAlgorithm, material: &[u8]) -> Result<DecryptKey, String> {
     match algorithm {
         EncryptionAlgorithm::Aes256Gcm => AesKey::parse(material).map(DecryptKey::Aes),
+        EncryptionAlgorithm::Aes256Cbc => Err(
+            "aes-256-cbc is read only from artifacts written by db-provision-operator, and this \
+             restore reads the artifact as dbprov's: restore it through the Go operator's \
+             DatabaseBackup (spec.backupRef), which reads it in that framing"
+                .into(),
+        ),
         EncryptionAlgorithm::Age => {
             let mut ids = Vec::new();
             for (i, line) in age_lines(material)?.iter().enumerate() {
@@ -654,6 +670,19 @@ mod tests {
         );
         let err = encrypt_key(None, b"short").unwrap_err();
         assert!(err.contains("32-byte"), "{err}");
+    }
+
+    #[test]
+    fn aes_256_cbc_is_never_written() {
+        // A backup intent asking for it is refused before any dump starts; the hub refuses it
+        // at the API already, this is the agent's own guard.
+        let err = encrypt_key(Some(EncryptionAlgorithm::Aes256Cbc), &[1u8; 32]).unwrap_err();
+        assert_eq!(err, CBC_NOT_WRITTEN);
+        assert!(
+            err.contains("only reads it, from artifacts written by db-provision-operator")
+                && err.ends_with("write with aes-256-gcm or age instead"),
+            "{err}"
+        );
     }
 
     #[test]

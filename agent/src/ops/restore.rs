@@ -9,8 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use dbprov_contract::{
     Engine,
+    backup::EncryptionSpec,
     backup::{Compression, EncryptionAlgorithm},
-    restore::{PgRestoreOptions, RestoreIntent, RestoreObserved},
+    restore::{ArtifactFraming, PgRestoreOptions, RestoreIntent, RestoreObserved},
 };
 use dbprov_proto::agent::v1::ErrorCode;
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ use super::{
     database,
 };
 use crate::{
-    artifact::{self, DecryptKey, Metadata, Summary},
+    artifact::{self, DecryptKey, Metadata, Summary, dpo},
     context::OpContext,
     db::{self, Conn},
     error::OpError,
@@ -41,7 +42,7 @@ fn invalid(msg: impl Into<String>) -> OpError {
 
 /// Storage read failures travel through the pipeline thread as this kind, so they are told
 /// apart from a corrupt artifact.
-const STORAGE_KIND: std::io::ErrorKind = std::io::ErrorKind::ConnectionAborted;
+const STORAGE_KIND: std::io::ErrorKind = artifact::STORAGE_KIND;
 
 /// The largest metadata object read: dbprov writes about 1 KiB, and the location (a
 /// `fromPath`) may be anyone's, so it is not read into memory unbounded.
@@ -68,29 +69,43 @@ async fn read_metadata(store: &dyn ObjectStore, object: &str) -> Result<Option<M
         }
         data.extend_from_slice(&chunk);
     }
-    let meta: Metadata = serde_json::from_slice(&data).map_err(|e| {
-        invalid(format!(
-            "{} is not dbprov backup metadata: {e}",
-            store.describe(&key)
-        ))
-    })?;
+    parse_metadata(&data, &store.describe(&key)).map(Some)
+}
+
+/// Parses a metadata object found at `location`, refusing a format this agent does not read.
+fn parse_metadata(data: &[u8], location: &str) -> Result<Metadata, OpError> {
+    let meta: Metadata = serde_json::from_slice(data)
+        .map_err(|e| invalid(format!("{location} is not dbprov backup metadata: {e}")))?;
     if meta.format_version > artifact::FORMAT_VERSION {
         return Err(invalid(format!(
-            "{} has format version {}; this agent reads up to {}: upgrade the agent",
-            store.describe(&key),
+            "{location} has format version {}; this agent reads up to {}: upgrade the agent",
             meta.format_version,
             artifact::FORMAT_VERSION
         )));
     }
-    Ok(Some(meta))
+    Ok(meta)
+}
+
+/// How the data object is read.
+#[derive(Debug, Clone)]
+enum Reading {
+    /// dbprov's own framing.
+    Dbprov {
+        compression: Compression,
+        key: Option<DecryptKey>,
+    },
+    /// Written by db-provision-operator.
+    Dpo {
+        compression: Compression,
+        encryption: Option<(dpo::Cipher, dpo::DpoKey)>,
+    },
 }
 
 /// Streams the object through decryption and decompression into `sink` on a blocking thread.
 async fn decode_into<W: std::io::Write + Send + 'static>(
     store: &dyn ObjectStore,
     object: &str,
-    compression: Compression,
-    key: Option<DecryptKey>,
+    reading: Reading,
     sink: W,
     progress: ProgressSink,
     step: &'static str,
@@ -101,18 +116,28 @@ async fn decode_into<W: std::io::Write + Send + 'static>(
     let reader = ReaderWithKind(ChannelReader::new(rx));
     let mut last = Instant::now();
     let decode = tokio::task::spawn_blocking(move || {
-        artifact::decode(
-            std::io::BufReader::with_capacity(256 * 1024, reader),
-            sink,
-            compression,
-            key.as_ref(),
-            |bytes| {
-                if last.elapsed().as_secs() >= 1 {
-                    last = Instant::now();
-                    progress.report(0, step, bytes);
-                }
-            },
-        )
+        let input = std::io::BufReader::with_capacity(256 * 1024, reader);
+        let report = |bytes| {
+            if last.elapsed().as_secs() >= 1 {
+                last = Instant::now();
+                progress.report(0, step, bytes);
+            }
+        };
+        match reading {
+            Reading::Dbprov { compression, key } => {
+                artifact::decode(input, sink, compression, key.as_ref(), report)
+            }
+            Reading::Dpo {
+                compression,
+                encryption,
+            } => dpo::decode(
+                input,
+                sink,
+                compression,
+                encryption.as_ref().map(|(c, k)| (*c, k)),
+                report,
+            ),
+        }
     });
     let (_, decoded) = tokio::join!(storage::pump(stream, tx), decode);
     let decoded = decoded
@@ -124,12 +149,21 @@ async fn decode_into<W: std::io::Write + Send + 'static>(
             // The restore tool stopped reading; its own error is reported instead.
             OpError::new(ErrorCode::Sql, "the restore tool stopped reading", true)
         } else {
-            invalid(format!(
-                "artifact {location} failed verification: {e}; the target database was not \
-                 touched"
-            ))
+            invalid(failed_verification(&location, step, &e))
         }
     })
+}
+
+/// The message of an artifact that does not decode.
+fn failed_verification(location: &str, step: &str, e: &std::io::Error) -> String {
+    let aftermath = if step == "verifying" {
+        "the target database was not touched"
+    } else {
+        // Pass 1 read it whole and clean: the object changed in between.
+        "it had passed verification, so the object changed during the restore; the load was \
+         stopped"
+    };
+    format!("artifact {location} failed verification: {e}; {aftermath}")
 }
 
 /// Marks storage errors from a [`ChannelReader`] with [`STORAGE_KIND`].
@@ -452,6 +486,227 @@ fn restore_command(
     }
 }
 
+/// The refusals checked before anything is read or touched, for a dump of `dump_format`.
+async fn refuse_before_reading(
+    ctx: &OpContext,
+    d: &RestoreIntent,
+    dump_format: &str,
+) -> Result<(), OpError> {
+    if d.instance.engine.is_postgres()
+        && dump_format == "plain"
+        && let Some(e) = d.postgres.as_ref().and_then(plain_refusal)
+    {
+        return Err(e);
+    }
+    if let Some(e) = data_only_refusal(d) {
+        return Err(e);
+    }
+    if let Some(e) = sandbox_refusal(&ctx.tool_dirs, d, dump_format).await {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A dbprov-framed restore of an object without metadata whose name is the Go operator's:
+/// said before anything is read, instead of a decryption error about a format it is not in.
+fn dpo_lookalike(object: &str, location: &str) -> Option<OpError> {
+    object.ends_with(".enc").then(|| {
+        invalid(format!(
+            "{location} has no dbprov metadata object beside it and its name ends in .enc: \
+             this looks like an artifact written by db-provision-operator: restore it through \
+             its DatabaseBackup (spec.backupRef naming the Go operator's DatabaseBackup), which \
+             reads it in the Go operator's framing; the target database was not touched"
+        ))
+    })
+}
+
+/// Compression, encryption and dump format of a db-provision-operator artifact. Its object
+/// name (`<db>-<backup>-<time><ext>[.gz|.lz4|.zst][.enc]`) is written by the same code that
+/// compressed and encrypted it, so where the restore says otherwise, the name wins.
+fn dpo_plan(
+    d: &RestoreIntent,
+    warnings: &mut Vec<String>,
+) -> Result<(Compression, Option<EncryptionAlgorithm>, String), OpError> {
+    let name = dpo::name_parts(&d.object);
+    let go_named = matches!(name.extension.as_str(), ".dump" | ".sql" | ".tar" | ".bak");
+    if name.extension == ".dir" {
+        return Err(OpError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "{} was written by db-provision-operator from pg_dump's directory format, which \
+                 is a directory, not one stream: it cannot be restored from a single object \
+                 (back up with postgres.format custom)",
+                d.object
+            ),
+            false,
+        ));
+    }
+    let by_name = name.compression.unwrap_or(Compression::None);
+    let compression = match d.compression {
+        Some(c) if go_named && c != by_name => {
+            warnings.push(format!(
+                "the restore says compression {c:?} but the object name says {by_name:?}, as \
+                 the Go operator named it: read as {by_name:?}"
+            ));
+            by_name
+        }
+        Some(c) => c,
+        None => by_name,
+    };
+    let mut algorithm = match d.encryption.as_ref().map(|e| e.algorithm) {
+        None => None,
+        Some(None | Some(EncryptionAlgorithm::Aes256Gcm)) => Some(EncryptionAlgorithm::Aes256Gcm),
+        Some(Some(EncryptionAlgorithm::Aes256Cbc)) => Some(EncryptionAlgorithm::Aes256Cbc),
+        Some(Some(EncryptionAlgorithm::Age)) => {
+            return Err(invalid(
+                "encryption.algorithm age: db-provision-operator encrypts with aes-256-gcm or \
+                 aes-256-cbc only; set the algorithm its DatabaseBackup's encryption named",
+            ));
+        }
+    };
+    if name.encrypted && algorithm.is_none() {
+        // Its default: the key check below names the missing Secret.
+        algorithm = Some(EncryptionAlgorithm::Aes256Gcm);
+    } else if go_named && !name.encrypted && algorithm.is_some() {
+        warnings.push(
+            "the object name has no .enc suffix, so the Go operator wrote it unencrypted: the \
+             restore's encryption key was not used"
+                .into(),
+        );
+        algorithm = None;
+    }
+    let dump_format = if d.instance.engine.is_postgres() {
+        match name.extension.as_str() {
+            ".sql" => "plain",
+            ".tar" => "tar",
+            // `.dump` is pg_dump custom, the Go operator's default; the content decides later.
+            _ => "custom",
+        }
+    } else {
+        "plain"
+    };
+    Ok((compression, algorithm, dump_format.to_owned()))
+}
+
+fn dpo_cipher(a: EncryptionAlgorithm) -> Result<dpo::Cipher, OpError> {
+    match a {
+        EncryptionAlgorithm::Aes256Gcm => Ok(dpo::Cipher::Gcm),
+        EncryptionAlgorithm::Aes256Cbc => Ok(dpo::Cipher::Cbc),
+        EncryptionAlgorithm::Age => Err(invalid(
+            "db-provision-operator encrypts with aes-256-gcm or aes-256-cbc only",
+        )),
+    }
+}
+
+/// The key of a db-provision-operator artifact: the Secret value's raw bytes, as the Go
+/// operator used them.
+async fn dpo_key(
+    ctx: &OpContext,
+    spec: &EncryptionSpec,
+    namespace: &str,
+) -> Result<dpo::DpoKey, OpError> {
+    let r = &spec.secret_ref;
+    let namespace = r.namespace.as_deref().unwrap_or(namespace);
+    let v = crate::secrets::read_raw(&ctx.kube, namespace, &r.name, &[&r.key]).await?;
+    let material = v.get(&r.key).cloned().unwrap_or_default();
+    dpo::DpoKey::new(
+        &material,
+        format!("the key in Secret {namespace}/{} key {}", r.name, r.key),
+    )
+    .map_err(|e| invalid(e.to_string()))
+}
+
+/// The dump format a Go operator's decoded artifact holds, by its first bytes; refuses a dump
+/// of the other engine family (nothing recorded it, so this is the only check).
+fn dump_by_content(d: &RestoreIntent, head: &[u8], by_name: &str) -> Result<&'static str, String> {
+    let mysql_dump = head.starts_with(b"-- MySQL dump") || head.starts_with(b"-- MariaDB dump");
+    if d.instance.engine.is_postgres() {
+        if mysql_dump {
+            return Err(format!(
+                "it is a mysqldump script and cannot be restored into a {} instance; the \
+                 target database was not touched",
+                d.instance.engine.as_str()
+            ));
+        }
+        return Ok(dpo::sniff_pg_format(head).unwrap_or(match by_name {
+            "plain" => "plain",
+            "tar" => "tar",
+            _ => "custom",
+        }));
+    }
+    if head.starts_with(b"PGDMP") || dpo::sniff_pg_format(head) == Some("tar") {
+        return Err(format!(
+            "it is a pg_dump archive and cannot be restored into a {} instance; the target \
+             database was not touched",
+            d.instance.engine.as_str()
+        ));
+    }
+    Ok("plain")
+}
+
+/// What a restore of a db-provision-operator artifact could check, for the answer's warnings.
+fn dpo_assurance(cipher: Option<dpo::Cipher>, compression: Compression) -> String {
+    const NO_RECORD: &str =
+        "it has no size or SHA-256 record (the Go operator writes no metadata object)";
+    let mut checks = Vec::new();
+    if cipher == Some(dpo::Cipher::Cbc) {
+        checks.push("its padding");
+    }
+    checks.push(match compression {
+        Compression::Gzip => "its gzip CRC-32",
+        Compression::Zstd => "its zstd frame checks",
+        Compression::Lz4 => "its LZ4 frame checks",
+        Compression::None => "",
+    });
+    checks.retain(|c| !c.is_empty());
+    let checked = if checks.is_empty() {
+        "nothing could be checked".to_owned()
+    } else {
+        format!("only {} could be checked", checks.join(" and "))
+    };
+    match cipher {
+        Some(dpo::Cipher::Gcm) => format!(
+            "written by db-provision-operator: authenticated by its AES-256-GCM tag over the \
+             whole object before the target was touched, but {NO_RECORD}, so verified is false"
+        ),
+        Some(dpo::Cipher::Cbc) => format!(
+            "written by db-provision-operator with AES-256-CBC, which is unauthenticated: \
+             {checked}, so a modified artifact can go undetected; {NO_RECORD}"
+        ),
+        None => format!(
+            "written by db-provision-operator without encryption: {checked}, so a modified \
+             artifact can go undetected; {NO_RECORD}"
+        ),
+    }
+}
+
+/// Keeps the first bytes written to it and drops the rest (pass 1's sink).
+#[derive(Clone, Default)]
+struct Head(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Head {
+    const LEN: usize = 512;
+
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+impl std::io::Write for Head {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut h) = self.0.lock()
+            && h.len() < Self::LEN
+        {
+            let take = buf.len().min(Self::LEN - h.len());
+            h.extend_from_slice(&buf[..take]);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs a restore.
 pub async fn run(
     ctx: &OpContext,
@@ -469,8 +724,15 @@ pub async fn run(
     }
     let mut warnings = Vec::new();
     let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
-    let meta = read_metadata(store.as_ref(), &d.object).await?;
-    let (compression, algorithm, dump_format) = match &meta {
+    let from_dpo = d.framing == Some(ArtifactFraming::DbProvisionOperator);
+    let meta = if from_dpo {
+        // The Go operator writes no metadata object: nothing to look up.
+        None
+    } else {
+        read_metadata(store.as_ref(), &d.object).await?
+    };
+    let (compression, algorithm, mut dump_format) = match &meta {
+        _ if from_dpo => dpo_plan(&d, &mut warnings)?,
         Some(m) => {
             let engine = m.engine().ok_or_else(|| {
                 invalid(format!(
@@ -493,6 +755,9 @@ pub async fn run(
             )
         }
         None => {
+            if let Some(e) = dpo_lookalike(&d.object, &store.describe(&d.object)) {
+                return Err(e);
+            }
             warnings.push(format!(
                 "no metadata object beside {}: size and SHA-256 could not be checked",
                 store.describe(&d.object)
@@ -516,36 +781,49 @@ pub async fn run(
             )
         }
     };
-    if d.instance.engine.is_postgres()
-        && dump_format == "plain"
-        && let Some(e) = d.postgres.as_ref().and_then(plain_refusal)
-    {
-        return Err(e);
-    }
-    if let Some(e) = data_only_refusal(&d) {
-        return Err(e);
-    }
-    if let Some(e) = sandbox_refusal(&ctx.tool_dirs, &d, &dump_format).await {
-        return Err(e);
-    }
-    let key = match (algorithm, &d.encryption) {
-        (None, _) => None,
-        (Some(a), Some(spec)) => Some(decrypt_key(ctx, spec, a, &d.secret_namespace).await?),
-        (Some(a), None) => {
-            return Err(invalid(format!(
-                "the artifact is encrypted ({a:?}) but the restore names no key: set \
-                 encryption.secretRef"
-            )));
+    refuse_before_reading(ctx, &d, &dump_format).await?;
+    let reading = if from_dpo {
+        let encryption = match (algorithm, &d.encryption) {
+            (None, _) => None,
+            (Some(a), Some(spec)) => Some((
+                dpo_cipher(a)?,
+                dpo_key(ctx, spec, &d.secret_namespace).await?,
+            )),
+            (Some(_), None) => {
+                return Err(invalid(format!(
+                    "{} ends in .enc: db-provision-operator wrote it encrypted, and the restore \
+                     names no key: set encryption.secretRef to the Secret and key its \
+                     DatabaseBackup's encryption named",
+                    store.describe(&d.object)
+                )));
+            }
+        };
+        Reading::Dpo {
+            compression,
+            encryption,
         }
+    } else {
+        let key = match (algorithm, &d.encryption) {
+            (None, _) => None,
+            (Some(a), Some(spec)) => Some(decrypt_key(ctx, spec, a, &d.secret_namespace).await?),
+            (Some(a), None) => {
+                return Err(invalid(format!(
+                    "the artifact is encrypted ({a:?}) but the restore names no key: set \
+                     encryption.secretRef"
+                )));
+            }
+        };
+        Reading::Dbprov { compression, key }
     };
 
-    // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked.
+    // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked. Its first
+    // bytes are kept: a Go operator's artifact says by nothing else what dump it holds.
+    let head = Head::default();
     let verified = decode_into(
         store.as_ref(),
         &d.object,
-        compression,
-        key.clone(),
-        std::io::sink(),
+        reading.clone(),
+        head.clone(),
         progress.clone(),
         "verifying",
     )
@@ -557,6 +835,25 @@ pub async fn run(
                 store.describe(&d.object)
             ))
         })?;
+    }
+    if from_dpo {
+        let sniffed = dump_by_content(&d, &head.bytes(), &dump_format)
+            .map_err(|e| invalid(format!("{}: {e}", store.describe(&d.object))))?;
+        if sniffed != dump_format {
+            warnings.push(format!(
+                "{} holds a {sniffed} dump although its name says {dump_format}: restored as \
+                 {sniffed}",
+                store.describe(&d.object)
+            ));
+            dump_format = sniffed.to_owned();
+            refuse_before_reading(ctx, &d, &dump_format).await?;
+        }
+        if let Reading::Dpo { encryption, .. } = &reading {
+            warnings.push(dpo_assurance(
+                encryption.as_ref().map(|(c, _)| *c),
+                compression,
+            ));
+        }
     }
 
     // Pass 2: into the database.
@@ -572,8 +869,7 @@ pub async fn run(
     let loaded = load(
         store.as_ref(),
         &d,
-        compression,
-        key,
+        reading,
         cmd,
         tool,
         client,
@@ -801,12 +1097,10 @@ async fn sandbox_refusal(
     ))
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; the pieces are unrelated
 async fn load(
     store: &dyn ObjectStore,
     d: &RestoreIntent,
-    compression: Compression,
-    key: Option<DecryptKey>,
+    reading: Reading,
     cmd: tokio::process::Command,
     tool: &str,
     client: Option<Client>,
@@ -819,29 +1113,9 @@ async fn load(
         match client {
             Some(c) => {
                 let guarded = ScriptGuard::new(sink, c, &guard::restrict_key(), seen.clone());
-                decode_into(
-                    store,
-                    &d.object,
-                    compression,
-                    key,
-                    guarded,
-                    progress,
-                    "restoring",
-                )
-                .await
+                decode_into(store, &d.object, reading, guarded, progress, "restoring").await
             }
-            None => {
-                decode_into(
-                    store,
-                    &d.object,
-                    compression,
-                    key,
-                    sink,
-                    progress,
-                    "restoring",
-                )
-                .await
-            }
+            None => decode_into(store, &d.object, reading, sink, progress, "restoring").await,
         }
     };
     let (decoded, status) = tokio::join!(decode, child.wait());
@@ -999,6 +1273,224 @@ mod tests {
                 && e.message.contains("postgres.format custom"),
             "{}",
             e.message
+        );
+    }
+
+    /// A restore of `object` as the hub sends it for a Go operator's DatabaseBackup.
+    fn dpo_intent(engine: &str, object: &str, extra: serde_json::Value) -> RestoreIntent {
+        let mut v = serde_json::json!({
+            "instance": {"engine": engine, "host": "h", "port": 5432, "database": "postgres",
+                         "credentials": {"secretName": "admin"}},
+            "database": "shop_copy", "storage": {"type": "pvc", "pvc": {"claimName": "v"}},
+            "secretNamespace": "ns", "object": object, "framing": "db-provision-operator"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn key_ref() -> serde_json::Value {
+        serde_json::json!({"secretRef": {"name": "backup-key", "key": "key"}})
+    }
+
+    #[test]
+    fn a_go_operator_artifact_is_planned_from_its_name() {
+        let mut w = Vec::new();
+        let d = dpo_intent(
+            "postgres",
+            "b/shop-nightly-20260101-020000.dump.gz.enc",
+            serde_json::json!({"encryption": key_ref()}),
+        );
+        assert_eq!(
+            dpo_plan(&d, &mut w).unwrap(),
+            (
+                Compression::Gzip,
+                Some(EncryptionAlgorithm::Aes256Gcm),
+                "custom".to_owned()
+            )
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let d = dpo_intent(
+            "postgres",
+            "shop-nightly-20260101-020000.sql.lz4.enc",
+            serde_json::json!({"encryption": {"algorithm": "aes-256-cbc",
+                               "secretRef": {"name": "k", "key": "key"}}}),
+        );
+        assert_eq!(
+            dpo_plan(&d, &mut w).unwrap(),
+            (
+                Compression::Lz4,
+                Some(EncryptionAlgorithm::Aes256Cbc),
+                "plain".to_owned()
+            )
+        );
+        let d = dpo_intent(
+            "mariadb",
+            "shop-nightly-20260101-020000.sql",
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            dpo_plan(&d, &mut w).unwrap(),
+            (Compression::None, None, "plain".to_owned())
+        );
+
+        // Where the restore and the name disagree, the name (the Go operator's own) wins.
+        let d = dpo_intent(
+            "postgres",
+            "shop-nightly-20260101-020000.dump.zst",
+            serde_json::json!({"compression": "gzip", "encryption": key_ref()}),
+        );
+        assert_eq!(
+            dpo_plan(&d, &mut w).unwrap(),
+            (Compression::Zstd, None, "custom".to_owned())
+        );
+        assert_eq!(
+            w,
+            [
+                "the restore says compression Gzip but the object name says Zstd, as the Go \
+                 operator named it: read as Zstd",
+                "the object name has no .enc suffix, so the Go operator wrote it unencrypted: the \
+                 restore's encryption key was not used"
+            ]
+        );
+
+        let d = dpo_intent(
+            "postgres",
+            "shop-nightly-20260101-020000.dump.enc",
+            serde_json::json!({"encryption": {"algorithm": "age",
+                               "secretRef": {"name": "k", "key": "key"}}}),
+        );
+        assert!(
+            dpo_plan(&d, &mut w)
+                .unwrap_err()
+                .message
+                .contains("db-provision-operator encrypts with aes-256-gcm or aes-256-cbc only")
+        );
+        let d = dpo_intent(
+            "postgres",
+            "shop-n-20260101-020000.dir.gz",
+            serde_json::json!({}),
+        );
+        let e = dpo_plan(&d, &mut w).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert!(e.message.contains("directory format"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_content_decides_the_dump_and_refuses_the_other_engine() {
+        let pg = dpo_intent("postgres", "x.dump", serde_json::json!({}));
+        assert_eq!(dump_by_content(&pg, b"PGDMP\x01", "custom"), Ok("custom"));
+        assert_eq!(
+            dump_by_content(&pg, b"--\n-- PostgreSQL database dump\n", "custom"),
+            Ok("plain")
+        );
+        assert_eq!(dump_by_content(&pg, b"", "tar"), Ok("tar"));
+        assert_eq!(
+            dump_by_content(&pg, b"-- MariaDB dump 10.19", "custom").unwrap_err(),
+            "it is a mysqldump script and cannot be restored into a postgres instance; the \
+             target database was not touched"
+        );
+        let my = dpo_intent("mysql", "x.sql", serde_json::json!({}));
+        assert_eq!(
+            dump_by_content(&my, b"-- MySQL dump 10.13", "plain"),
+            Ok("plain")
+        );
+        assert_eq!(
+            dump_by_content(&my, b"PGDMP\x01", "plain").unwrap_err(),
+            "it is a pg_dump archive and cannot be restored into a mysql instance; the target \
+             database was not touched"
+        );
+    }
+
+    #[test]
+    fn an_artifact_read_in_the_wrong_framing_is_recognised() {
+        let e = dpo_lookalike(
+            "b/shop-nightly-20260101-020000.dump.gz.enc",
+            "s3://bucket/b/shop-nightly-20260101-020000.dump.gz.enc",
+        )
+        .unwrap();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(
+            e.message,
+            "s3://bucket/b/shop-nightly-20260101-020000.dump.gz.enc has no dbprov metadata \
+             object beside it and its name ends in .enc: this looks like an artifact written by \
+             db-provision-operator: restore it through its DatabaseBackup (spec.backupRef \
+             naming the Go operator's DatabaseBackup), which reads it in the Go operator's \
+             framing; the target database was not touched"
+        );
+        assert!(dpo_lookalike("a/b/nightly.dump.zst.aead", "x").is_none());
+        // And a dbprov-framed restore naming aes-256-cbc is sent the same way.
+        let err = artifact::decrypt_key(EncryptionAlgorithm::Aes256Cbc, &[0u8; 32]).unwrap_err();
+        assert!(
+            err.contains("restore it through the Go operator's DatabaseBackup"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn newer_metadata_names_the_upgrade() {
+        let meta = serde_json::json!({
+            "format": "dbprov-backup", "formatVersion": 2, "object": "a", "engine": "postgres",
+            "serverVersion": "", "tool": "", "database": "", "dumpFormat": "custom",
+            "compression": "zstd", "compressionLevel": 3, "plaintextBytes": 0,
+            "plaintextSha256": "", "storedBytes": 0, "startedAt": "", "completedAt": "",
+            "durationSeconds": 0.0, "aFieldFromTheFuture": true
+        });
+        let e =
+            parse_metadata(&serde_json::to_vec(&meta).unwrap(), "s3://b/a.meta.json").unwrap_err();
+        assert_eq!(
+            e.message,
+            "s3://b/a.meta.json has format version 2; this agent reads up to 1: upgrade the agent"
+        );
+        let e = parse_metadata(b"{}", "s3://b/a.meta.json").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("s3://b/a.meta.json is not dbprov backup metadata: "),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn decoding_failures_say_whether_the_target_was_touched() {
+        let e: std::io::Error = dpo::DpoError::TagMismatch {
+            key: "the key in Secret ns/backup-key key key".into(),
+            bytes: 1234,
+        }
+        .into();
+        assert_eq!(
+            failed_verification("s3://b/x.dump.gz.enc", "verifying", &e),
+            "artifact s3://b/x.dump.gz.enc failed verification: it does not decrypt with the key \
+             in Secret ns/backup-key key key: the key differs from the one the Go operator wrote \
+             it with, or the object was modified or truncated (its AES-256-GCM tag does not \
+             match after 1234 bytes); the target database was not touched"
+        );
+        assert!(failed_verification("s3://b/x", "restoring", &e).ends_with(
+            "it had passed verification, so the object changed during the restore; the load \
+                 was stopped"
+        ));
+    }
+
+    #[test]
+    fn the_answer_says_what_a_go_operator_artifact_could_prove() {
+        assert_eq!(
+            dpo_assurance(Some(dpo::Cipher::Gcm), Compression::Gzip),
+            "written by db-provision-operator: authenticated by its AES-256-GCM tag over the \
+             whole object before the target was touched, but it has no size or SHA-256 record \
+             (the Go operator writes no metadata object), so verified is false"
+        );
+        assert_eq!(
+            dpo_assurance(Some(dpo::Cipher::Cbc), Compression::Gzip),
+            "written by db-provision-operator with AES-256-CBC, which is unauthenticated: only \
+             its padding and its gzip CRC-32 could be checked, so a modified artifact can go \
+             undetected; it has no size or SHA-256 record (the Go operator writes no metadata \
+             object)"
+        );
+        assert_eq!(
+            dpo_assurance(None, Compression::None),
+            "written by db-provision-operator without encryption: nothing could be checked, so \
+             a modified artifact can go undetected; it has no size or SHA-256 record (the Go \
+             operator writes no metadata object)"
         );
     }
 }

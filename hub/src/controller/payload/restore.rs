@@ -94,6 +94,7 @@ pub fn restore_intent(
         object: source.object.to_owned(),
         encryption: encryption(source.encryption)?,
         compression: restore_compression(source.compression),
+        framing: None,
         drop_existing: pg
             .and_then(|p| p.drop_existing)
             .or(my.and_then(|m| m.drop_existing))
