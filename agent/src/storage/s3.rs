@@ -155,6 +155,66 @@ impl S3Store {
     }
 }
 
+/// `AssumeRoleWithWebIdentity` against another STS than AWS's (`AWS_ENDPOINT_URL_STS`, e.g.
+/// MinIO): the same call aws-config's provider makes, but without deriving an account id
+/// from `AssumedRoleUser.Arn`, which MinIO leaves empty (aws-config then refuses the answer:
+/// "ARN must have 6 components"). The token file is read at every refresh, as the kubelet
+/// rotates it.
+fn compatible_web_identity(
+    role_arn: &str,
+    token_file: &str,
+    endpoint: &str,
+    region: Region,
+) -> SharedCredentialsProvider {
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new(region.to_string()))
+            .endpoint_url(endpoint)
+            .build(),
+    );
+    let (role_arn, token_file) = (role_arn.to_owned(), token_file.to_owned());
+    SharedCredentialsProvider::new(aws_credential_types::credential_fn::provide_credentials_fn(
+        move || {
+            let (sts, role_arn, token_file) = (sts.clone(), role_arn.clone(), token_file.clone());
+            async move {
+                use aws_credential_types::provider::error::CredentialsError;
+                let token = tokio::fs::read_to_string(&token_file)
+                    .await
+                    .map_err(CredentialsError::provider_error)?;
+                let session = format!(
+                    "dbprov-agent-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or_default()
+                );
+                let out = sts
+                    .assume_role_with_web_identity()
+                    .role_arn(role_arn)
+                    .role_session_name(session)
+                    .web_identity_token(token.trim())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        CredentialsError::provider_error(DisplayErrorContext(e).to_string())
+                    })?;
+                let c = out
+                    .credentials
+                    .ok_or_else(|| CredentialsError::unhandled("STS returned no credentials"))?;
+                let expiry = std::time::SystemTime::try_from(c.expiration).ok();
+                Ok(Credentials::new(
+                    c.access_key_id,
+                    c.secret_access_key,
+                    Some(c.session_token),
+                    expiry,
+                    "WebIdentityToken",
+                ))
+            }
+        },
+    ))
+}
+
 /// The aws-config provider of `source` alone (not the whole chain: the source logged and
 /// named in errors is the one used). The STS client of web identity honours
 /// `AWS_ENDPOINT_URL_STS` / `AWS_ENDPOINT_URL` (an S3-compatible store's STS, e.g. MinIO).
@@ -164,7 +224,7 @@ fn chain_provider(source: &AwsSource, region: Region) -> SharedCredentialsProvid
         imds::credentials::ImdsCredentialsProvider, profile::ProfileFileCredentialsProvider,
         provider_config::ProviderConfig, web_identity_token::WebIdentityTokenCredentialsProvider,
     };
-    let conf = ProviderConfig::default().with_region(Some(region));
+    let conf = ProviderConfig::default().with_region(Some(region.clone()));
     match source {
         AwsSource::EnvironmentKeys | AwsSource::Secret { .. } => {
             SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new())
@@ -175,6 +235,11 @@ fn chain_provider(source: &AwsSource, region: Region) -> SharedCredentialsProvid
                 .profile_name(profile)
                 .build(),
         ),
+        AwsSource::WebIdentity {
+            role_arn,
+            token_file,
+            sts_endpoint: Some(endpoint),
+        } => compatible_web_identity(role_arn, token_file, endpoint, region),
         AwsSource::WebIdentity { .. } => SharedCredentialsProvider::new(
             WebIdentityTokenCredentialsProvider::builder()
                 .configure(&conf)
