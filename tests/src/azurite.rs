@@ -121,10 +121,10 @@ impl Azurite {
                 component: "azurite".into(),
                 message: format!("container SAS for {container}: {e}"),
             })?;
-        Ok(sas.token().map_err(|e| EnvError::Client {
+        sas.token().map_err(|e| EnvError::Client {
             component: "azurite".into(),
             message: format!("container SAS for {container}: {e}"),
-        })?)
+        })
     }
 }
 
