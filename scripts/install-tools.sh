@@ -6,7 +6,7 @@
 #
 # Usage: scripts/install-tools.sh [--only NAME[,NAME...]] [--skip-apt]
 #   NAMES: apt kubernetes etcd grpcurl helm promtool thirdparty-crds minio fake-gcs-server azurite
-#          migration-tools victoria-logs opa
+#          migration-tools victoria-logs opa dpo
 #
 # After a run, $HOME/.cache/dbprov/bin holds a symlink per tool; the test harness and
 # scripts/dev-up.sh look there first (override with DBPROV_TOOLS_DIR).
@@ -331,6 +331,39 @@ SH
   note migration-tools "$label" installed
 }
 
+# db-provision-operator v0.14, the Go operator dbprov succeeds: built from its source beside the
+# repository (../shared/reference/dpo-v0.14-src, or DBPROV_DPO_SRC) with that source's own
+# go.mod/go.sum, dependencies through the module proxy. The switch-over test runs it; it is
+# keyed by a hash of its source so an edited source is rebuilt.
+install_dpo() {
+  local src="${DBPROV_DPO_SRC:-$here/../../shared/reference/dpo-v0.14-src}"
+  if [[ ! -f "$src/go.mod" ]]; then
+    log "db-provision-operator source not found at $src (set DBPROV_DPO_SRC): not built"
+    note dpo-manager "v$DPO_VERSION" "source missing"
+    return
+  fi
+  src="$(cd "$src" && pwd)"
+  local sum
+  sum=$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+  local dir="$cache/dpo-$DPO_VERSION-$sum"
+  if [[ -x "$dir/bin/dpo-manager" ]]; then
+    link dpo-manager "$dir/bin/dpo-manager"
+    note dpo-manager "v$DPO_VERSION" cached
+    return
+  fi
+  log "building db-provision-operator v$DPO_VERSION from $src"
+  go_env
+  rm -rf "$dir/bin.tmp"
+  mkdir -p "$dir/bin.tmp"
+  # -mod=readonly: the build uses exactly the versions its go.sum records.
+  (cd "$src" && timed dpo-manager go build -mod=readonly -trimpath -ldflags "-s -w" \
+    -o "$dir/bin.tmp/dpo-manager" ./cmd)
+  rm -rf "$dir/bin" && mv "$dir/bin.tmp" "$dir/bin"
+  link dpo-manager "$dir/bin/dpo-manager"
+  note dpo-manager "v$DPO_VERSION" built
+}
+
 wanted apt && install_apt
 wanted etcd && install_etcd
 wanted grpcurl && go_install grpcurl "v$GRPCURL_VERSION" grpcurl \
@@ -348,6 +381,7 @@ wanted opa && go_install opa "v$OPA_VERSION" opa "github.com/open-policy-agent/o
 wanted azurite && install_azurite
 wanted migration-tools && install_migration_tools
 wanted minio && go_install minio "$MINIO_VERSION" minio "github.com/minio/minio@$MINIO_VERSION"
+wanted dpo && install_dpo
 wanted kubernetes && install_kubernetes
 
 if [[ -d "$go_scratch" && "${DBPROV_KEEP_GO_CACHE:-0}" != 1 ]]; then

@@ -21,6 +21,7 @@ pub mod dbprov;
 pub mod error;
 pub mod fake_gcs;
 pub mod fault;
+pub mod go_operator;
 pub mod helm;
 pub mod jvm_tools;
 pub mod kube_env;

@@ -156,7 +156,7 @@ async fn decode_into<W: std::io::Write + Send + 'static>(
 
 /// The message of an artifact that does not decode.
 fn failed_verification(location: &str, step: &str, e: &std::io::Error) -> String {
-    let aftermath = if step == "verifying" {
+    let aftermath = if step == "verifying" || step == "checking" {
         "the target database was not touched"
     } else {
         // Pass 1 read it whole and clean: the object changed in between.
@@ -682,29 +682,123 @@ fn dpo_assurance(cipher: Option<dpo::Cipher>, compression: Compression) -> Strin
 
 /// Keeps the first bytes written to it and drops the rest (pass 1's sink).
 #[derive(Clone, Default)]
-struct Head(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+struct Head(std::sync::Arc<std::sync::Mutex<(Vec<u8>, Vec<u8>)>>);
 
 impl Head {
     const LEN: usize = 512;
 
+    /// The first bytes of the stream.
     fn bytes(&self) -> Vec<u8> {
-        self.0.lock().map(|h| h.clone()).unwrap_or_default()
+        self.0.lock().map(|h| h.0.clone()).unwrap_or_default()
+    }
+
+    /// The last bytes of the stream.
+    fn tail(&self) -> Vec<u8> {
+        self.0.lock().map(|h| h.1.clone()).unwrap_or_default()
     }
 }
 
 impl std::io::Write for Head {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut h) = self.0.lock()
-            && h.len() < Self::LEN
-        {
-            let take = buf.len().min(Self::LEN - h.len());
-            h.extend_from_slice(&buf[..take]);
+        if let Ok(mut h) = self.0.lock() {
+            let (head, tail) = &mut *h;
+            if head.len() < Self::LEN {
+                let take = buf.len().min(Self::LEN - head.len());
+                head.extend_from_slice(&buf[..take]);
+            }
+            let keep = &buf[buf.len().saturating_sub(Self::LEN)..];
+            tail.extend_from_slice(keep);
+            let excess = tail.len().saturating_sub(Self::LEN);
+            tail.drain(..excess);
         }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Why a dump db-provision-operator wrote is cut short: its copy of the dump tool's output
+/// raced the tool's exit (v0.14 `cmd.Wait()` closes the pipe while it is still being read), and
+/// it recorded such backups as completed.
+const DPO_CUT_SHORT: &str = "db-provision-operator recorded this backup as completed, but its \
+    copy of the dump tool's output could stop before the end (it waited for the tool to exit \
+    while still reading); this backup cannot be restored: use another one";
+
+/// A plain-SQL dump ends with its tool's closing comment (`pg_dump`: `-- PostgreSQL database
+/// dump complete`; `mysqldump`/`mariadb-dump`: `-- Dump completed on ...`); without it the
+/// dump was cut short.
+fn plain_dump_whole(d: &RestoreIntent, tail: &[u8]) -> Result<(), String> {
+    let tail = String::from_utf8_lossy(tail);
+    let (marker, tool) = if d.instance.engine.is_postgres() {
+        ("-- PostgreSQL database dump complete", "pg_dump")
+    } else {
+        ("-- Dump completed", "mysqldump")
+    };
+    if tail.contains(marker) {
+        return Ok(());
+    }
+    Err(format!(
+        "the {tool} script inside is incomplete (it does not end with \"{marker}\"); \
+         {DPO_CUT_SHORT}; the target database was not touched"
+    ))
+}
+
+/// Reads a pg_dump archive (custom or tar) to its end with `pg_restore --file=/dev/null`, which
+/// needs no server: an archive cut short fails here, before the target is touched.
+async fn archive_whole(
+    ctx: &OpContext,
+    store: &dyn ObjectStore,
+    d: &RestoreIntent,
+    reading: Reading,
+    format: &str,
+    progress: ProgressSink,
+) -> Result<(), OpError> {
+    let Some(tool) = crate::tools::find("pg_restore", &ctx.tool_dirs) else {
+        return Err(OpError::new(
+            ErrorCode::Unsupported,
+            "pg_restore is not installed on the agent (searched the tool path and PATH); use \
+             the dbprov agent image, which carries it, or set --tool-path",
+            false,
+        ));
+    };
+    let mut child = std::process::Command::new(tool)
+        .args(["--file=/dev/null", &format!("--format={format}")])
+        .env_clear()
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            OpError::new(
+                ErrorCode::Internal,
+                format!("starting pg_restore: {e}"),
+                true,
+            )
+        })?;
+    let Some(stdin) = child.stdin.take() else {
+        return Err(OpError::new(
+            ErrorCode::Internal,
+            "pg_restore has no stdin",
+            true,
+        ));
+    };
+    let decoded = decode_into(store, &d.object, reading, stdin, progress, "checking").await;
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("pipeline thread: {e}"), true))?
+        .map_err(|e| OpError::new(ErrorCode::Internal, format!("pg_restore: {e}"), true))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(invalid(format!(
+            "{}: the pg_dump {format} archive inside is incomplete or damaged (pg_restore: {}); \
+             {DPO_CUT_SHORT}; the target database was not touched",
+            store.describe(&d.object),
+            stderr.trim()
+        )));
+    }
+    decoded.map(|_| ())
 }
 
 /// Runs a restore.
@@ -847,6 +941,22 @@ pub async fn run(
             ));
             dump_format = sniffed.to_owned();
             refuse_before_reading(ctx, &d, &dump_format).await?;
+        }
+        // Nothing recorded what the Go operator dumped, and it recorded dumps cut short as
+        // completed: the dump must prove itself whole before the target is touched.
+        if dump_format == "plain" {
+            plain_dump_whole(&d, &head.tail())
+                .map_err(|e| invalid(format!("{}: {e}", store.describe(&d.object))))?;
+        } else {
+            archive_whole(
+                ctx,
+                store.as_ref(),
+                &d,
+                reading.clone(),
+                &dump_format,
+                progress.clone(),
+            )
+            .await?;
         }
         if let Reading::Dpo { encryption, .. } = &reading {
             warnings.push(dpo_assurance(
@@ -1374,6 +1484,35 @@ mod tests {
         let e = dpo_plan(&d, &mut w).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
         assert!(e.message.contains("directory format"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_plain_dump_without_its_closing_comment_is_cut_short() {
+        use std::io::Write as _;
+        let pg = dpo_intent("postgres", "x.sql.gz", serde_json::json!({}));
+        let my = dpo_intent("mariadb", "x.sql.gz", serde_json::json!({}));
+        // The tail is kept across writes of any size.
+        let mut ends = Head::default();
+        ends.write_all(&vec![b'x'; 4000]).unwrap();
+        ends.write_all(b"--\n-- PostgreSQL database dump complete\n--\n\n")
+            .unwrap();
+        assert_eq!(ends.bytes().len(), Head::LEN);
+        assert!(plain_dump_whole(&pg, &ends.tail()).is_ok());
+        assert!(plain_dump_whole(&my, b"...\n-- Dump completed on 2026-12-01 23:53:53\n").is_ok());
+        let cut = plain_dump_whole(&my, b"INSERT INTO `items` VALUES (1,'item 1',0.25),(2,'it")
+            .unwrap_err();
+        assert!(
+            cut.starts_with(
+                "the mysqldump script inside is incomplete (it does not end with \"-- Dump \
+                 completed\"); db-provision-operator recorded this backup as completed"
+            ),
+            "{cut}"
+        );
+        assert!(
+            cut.ends_with("use another one; the target database was not touched"),
+            "{cut}"
+        );
+        assert!(plain_dump_whole(&pg, b"COPY public.orders").is_err());
     }
 
     #[test]

@@ -34,7 +34,10 @@ use super::{
 use crate::{
     api::{
         Database, DatabaseBackup,
-        backup::{MysqlBackupMethod, PostgresBackupMethod, StorageConfig},
+        backup::{
+            CompressionAlgorithm, DatabaseBackupSpec, EncryptionAlgorithm, MysqlBackupMethod,
+            PostgresBackupMethod, StorageConfig,
+        },
         common::OperationPhase,
     },
     session::DispatchError,
@@ -292,7 +295,12 @@ pub(crate) async fn apply(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<A
     let ctx = &*ctx;
     let st = b.status.clone().unwrap_or_default();
     match st.phase {
-        Some(OperationPhase::Completed) => return expire(ctx, &b).await,
+        Some(OperationPhase::Completed) => {
+            if written_by_go_operator(&b) {
+                describe_go_artifact(ctx, &b).await?;
+            }
+            return expire(ctx, &b).await;
+        }
         Some(OperationPhase::Failed) => return Ok(Action::await_change()),
         _ => {}
     }
@@ -501,6 +509,81 @@ fn until(t: &Time) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0).clamp(1, 3600))
 }
 
+/// A completed backup whose artifact db-provision-operator wrote before the switch to dbprov:
+/// its status records a path but none of what dbprov's agent reports (metadata object,
+/// location, dump tool). dbprov lists it, restores it by that operator's framing and deletes
+/// it by its path (docs/migrating-from-db-provision-operator.md).
+pub(crate) fn written_by_go_operator(b: &DatabaseBackup) -> bool {
+    let Some(st) = &b.status else {
+        return false;
+    };
+    st.phase == Some(OperationPhase::Completed)
+        && st.operation_id.is_none()
+        && st.backup.as_ref().is_some_and(|a| {
+            a.path.is_some()
+                && a.metadata_path.is_none()
+                && a.location.is_none()
+                && a.tool.is_none()
+        })
+}
+
+/// The object key of an artifact db-provision-operator wrote: its storage backends put the
+/// configured prefix in front of the path it records, and that path already starts with the
+/// prefix, so the key holds it twice (`shop/orders/shop/orders/orders-b-….dump.gz.enc`).
+pub(crate) fn go_object_key(storage: &StorageConfig, recorded_path: &str) -> String {
+    super::restore::join_key(super::restore::prefix_of(storage), recorded_path)
+}
+
+/// How db-provision-operator framed the artifact of `spec`: its compression (none without a
+/// `compression` block or with `enabled: false`; gzip by default inside one) and its
+/// encryption (only with `enabled: true`; AES-256-GCM by default).
+pub(crate) fn go_framing(
+    spec: &DatabaseBackupSpec,
+) -> (CompressionAlgorithm, Option<EncryptionAlgorithm>) {
+    let compression = match &spec.compression {
+        Some(c) if c.enabled => c.algorithm,
+        _ => CompressionAlgorithm::None,
+    };
+    let encryption = spec
+        .encryption
+        .as_ref()
+        .filter(|e| e.enabled == Some(true))
+        .map(|e| e.algorithm.unwrap_or(EncryptionAlgorithm::Aes256Gcm));
+    (compression, encryption)
+}
+
+/// Says in the backup's Ready condition (once) that dbprov took the Go operator's artifact
+/// over and how it reads it.
+async fn describe_go_artifact(ctx: &Context, b: &DatabaseBackup) -> Result<(), Error> {
+    let path = b
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|a| a.path.clone())
+        .unwrap_or_default();
+    let (compression, encryption) = go_framing(&b.spec);
+    let compression = serde_json::to_value(compression)?;
+    let encryption = encryption.map(serde_json::to_value).transpose()?;
+    let message = format!(
+        "written by db-provision-operator before the switch to dbprov: {path} ({}, {}); \
+         dbprov restores it with that operator's framing",
+        compression.as_str().unwrap_or("none"),
+        encryption
+            .as_ref()
+            .and_then(Value::as_str)
+            .unwrap_or("not encrypted"),
+    );
+    let current = conditions(b)
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone());
+    if current.as_deref() == Some(message.as_str()) {
+        return Ok(());
+    }
+    let extra = json!({"backup": {"compression": compression, "encryption": encryption}});
+    let update = StatusUpdate::ready(Reason::BackupCompleted, message).with_all(extra);
+    status(ctx, b, OperationPhase::Completed, update).await
+}
+
 async fn expire(ctx: &Context, b: &DatabaseBackup) -> Result<Action, Error> {
     if let Some(done) = b.status.as_ref().and_then(|s| s.completed_at.as_ref()) {
         let ns = b
@@ -548,8 +631,33 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
             None => ctx.hub.cancel(id, reason),
         }
     }
-    let object = st.backup.as_ref().and_then(|a| a.path.clone());
-    let cluster = st.source.as_ref().and_then(|s| s.cluster.clone());
+    let mut object = st.backup.as_ref().and_then(|a| a.path.clone());
+    let mut cluster = st.source.as_ref().and_then(|s| s.cluster.clone());
+    if written_by_go_operator(&b) {
+        object = object.map(|o| go_object_key(&b.spec.storage, &o));
+    }
+    if cluster.is_none() && written_by_go_operator(&b) {
+        // The Go operator records no cluster: its artifact is deleted through the agent of
+        // the cluster its database's instance is in now.
+        match source(ctx, &b, false).await? {
+            Ok((_, instance)) => cluster = Some(instance.cluster(ctx).to_owned()),
+            Err(blocked) => {
+                events::publish(
+                    ctx,
+                    &*b,
+                    Reason::ArtifactKept,
+                    format!(
+                        "the artifact db-provision-operator wrote ({}) is kept: no agent to \
+                         delete it through ({})",
+                        object.as_deref().unwrap_or_default(),
+                        blocked.message
+                    ),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+        }
+    }
     let (Some(object), Some(cluster)) = (object, cluster) else {
         // Nothing was ever completed: no artifact to remove (an aborted upload leaves none).
         return Ok(Action::await_change());
@@ -662,6 +770,67 @@ mod tests {
         }))
         .unwrap();
         assert!(validate(&b).is_ok());
+    }
+
+    #[test]
+    fn go_operator_backups_are_told_apart_and_framed_as_that_operator_wrote_them() {
+        let backup = |spec: Value, status: Value| -> DatabaseBackup {
+            serde_json::from_value(json!({
+                "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseBackup",
+                "metadata": {"name": "b", "namespace": "n"},
+                "spec": spec, "status": status
+            }))
+            .unwrap()
+        };
+        let storage = json!({"type": "s3", "s3": {"bucket": "bkt", "region": "eu-west-1"}});
+        // As db-provision-operator leaves a completed backup.
+        let go_status = json!({"phase": "Completed",
+            "backup": {"path": "shop/orders-b-20261130-101010.dump.gz.enc", "sizeBytes": 10,
+                       "compressedSizeBytes": 5, "checksum": "abc", "format": "custom"}});
+        let b = backup(
+            json!({"databaseRef": {"name": "app"}, "storage": storage,
+                   "compression": {"enabled": true, "algorithm": "lz4"},
+                   "encryption": {"enabled": true, "secretRef": {"name": "k", "key": "key"}}}),
+            go_status.clone(),
+        );
+        assert!(written_by_go_operator(&b));
+        // Its backends put the prefix in front of a path that already holds it.
+        let prefixed: StorageConfig = serde_json::from_value(
+            json!({"type": "s3", "s3": {"bucket": "bkt", "region": "r", "prefix": "shop/"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            go_object_key(&prefixed, "shop/orders-b-1.dump.gz.enc"),
+            "shop/shop/orders-b-1.dump.gz.enc"
+        );
+        assert_eq!(go_object_key(&b.spec.storage, "o.enc"), "o.enc");
+        assert_eq!(
+            go_framing(&b.spec),
+            (
+                CompressionAlgorithm::Lz4,
+                Some(EncryptionAlgorithm::Aes256Gcm)
+            )
+        );
+        // That operator compressed only inside a block and encrypted only when enabled.
+        let bare = backup(
+            json!({"databaseRef": {"name": "app"}, "storage": storage,
+                   "encryption": {"secretRef": {"name": "k", "key": "key"}}}),
+            go_status.clone(),
+        );
+        assert_eq!(go_framing(&bare.spec), (CompressionAlgorithm::None, None));
+        // dbprov's own completed backup (metadata object, location, tool) is not one.
+        let ours = backup(
+            json!({"databaseRef": {"name": "app"}, "storage": storage}),
+            json!({"phase": "Completed", "backup": {"path": "p", "metadataPath": "p.meta.json",
+                   "location": "s3://bkt/p", "tool": "pg_dump 15"}}),
+        );
+        assert!(!written_by_go_operator(&ours));
+        // Nor one still running.
+        let running = backup(
+            json!({"databaseRef": {"name": "app"}, "storage": storage}),
+            json!({"phase": "Running", "backup": {"path": "p"}}),
+        );
+        assert!(!written_by_go_operator(&running));
     }
 
     #[test]

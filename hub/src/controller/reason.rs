@@ -200,6 +200,9 @@ reasons! {
     Expired => Deleting, Normal, None;
     /// A backup's artifact was deleted.
     ArtifactDeleted => Deleting, Normal, None;
+    /// A backup's artifact is left in storage on deletion (e.g. one db-provision-operator
+    /// wrote whose database no agent serves any more).
+    ArtifactKept => Deleting, Warning, None;
     /// A backup's artifact could not be deleted yet.
     ArtifactDeletePending => Deleting, Warning, Some(RETRY);
     /// A restore was started.

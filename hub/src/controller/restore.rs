@@ -43,6 +43,8 @@ pub(crate) struct Source {
     object: String,
     encryption: Option<EncryptionConfig>,
     compression: Option<CompressionConfig>,
+    /// Set when db-provision-operator wrote the artifact.
+    go: Option<payload::GoFraming>,
     stored_bytes: Option<i64>,
     display: String,
     /// The backup's database (`namespace`, Database) when restoring a DatabaseBackup.
@@ -77,7 +79,7 @@ fn failed(reason: Reason, message: String) -> Stop {
 type Found<T> = Result<Result<T, Stop>, Error>;
 
 /// Joins a storage prefix and a relative key (as the agent does).
-fn join_key(prefix: Option<&str>, rel: &str) -> String {
+pub(crate) fn join_key(prefix: Option<&str>, rel: &str) -> String {
     match prefix
         .map(|p| p.trim_matches('/'))
         .filter(|p| !p.is_empty())
@@ -87,17 +89,54 @@ fn join_key(prefix: Option<&str>, rel: &str) -> String {
     }
 }
 
-fn prefix_of(s: &StorageConfig) -> Option<&str> {
+pub(crate) fn prefix_of(s: &StorageConfig) -> Option<&str> {
     s.s3.as_ref()
         .and_then(|x| x.prefix.as_deref())
         .or(s.gcs.as_ref().and_then(|x| x.prefix.as_deref()))
         .or(s.azure.as_ref().and_then(|x| x.prefix.as_deref()))
 }
 
+/// `fromPath` of an artifact db-provision-operator wrote: its name ends in `.enc` (that
+/// operator's encryption suffix; dbprov writes `.aead` or `.age` and a metadata object). Its
+/// compression is the block's when one is given (that operator compressed only inside a
+/// block), else the agent reads it from the suffix; its algorithm is the `encryption` block's,
+/// AES-256-GCM by default as there. Unencrypted artifacts of that operator are plain
+/// compressed streams, which dbprov's own reader restores.
+fn go_path_framing(
+    path: &str,
+    compression: Option<&CompressionConfig>,
+    encryption: Option<&EncryptionConfig>,
+) -> Option<payload::GoFraming> {
+    path.ends_with(".enc").then(|| payload::GoFraming {
+        compression: compression.map(|c| {
+            if c.enabled {
+                c.algorithm
+            } else {
+                crate::api::backup::CompressionAlgorithm::None
+            }
+        }),
+        encryption: Some(
+            encryption
+                .and_then(|e| e.algorithm)
+                .unwrap_or(crate::api::backup::EncryptionAlgorithm::Aes256Gcm),
+        ),
+    })
+}
+
 pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> {
     let ns = r.namespace().unwrap_or_default();
     if let Some(from) = &r.spec.from_path {
+        let encryption = r
+            .spec
+            .encryption
+            .clone()
+            .or_else(|| from.encryption.clone());
         return Ok(Ok(Source {
+            go: go_path_framing(
+                &from.backup_path,
+                from.compression.as_ref(),
+                encryption.as_ref(),
+            ),
             object: join_key(prefix_of(&from.storage), &from.backup_path),
             storage: from.storage.clone(),
             encryption: r
@@ -147,7 +186,7 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
             )));
         }
     }
-    let Some(object) = st.backup.as_ref().and_then(|a| a.path.clone()) else {
+    let Some(mut object) = st.backup.as_ref().and_then(|a| a.path.clone()) else {
         return Ok(Err(failed(
             Reason::BackupNotCompleted,
             format!(
@@ -156,6 +195,9 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
             ),
         )));
     };
+    if super::backup::written_by_go_operator(&b) {
+        object = super::backup::go_object_key(&b.spec.storage, &object);
+    }
     let db_ns = b
         .spec
         .database_ref
@@ -171,6 +213,13 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
         storage: super::backup::recorded_storage(&b)
             .unwrap_or(&b.spec.storage)
             .clone(),
+        go: super::backup::written_by_go_operator(&b).then(|| {
+            let (compression, encryption) = super::backup::go_framing(&b.spec);
+            payload::GoFraming {
+                compression: Some(compression),
+                encryption,
+            }
+        }),
         object,
         encryption: r.spec.encryption.clone().or(b.spec.encryption.clone()),
         compression: None,
@@ -283,6 +332,7 @@ pub(crate) fn restore_payload(
         &tgt.database,
         &r.namespace().unwrap_or_default(),
         payload::RestoreSource {
+            go: src.go,
             storage: &src.storage,
             object: &src.object,
             encryption: src.encryption.as_ref(),
@@ -739,6 +789,40 @@ pub async fn run(ctx: Context, shutdown: super::Shutdown) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_path_reads_go_operator_framing_only_for_its_enc_suffix() {
+        use crate::api::backup::{CompressionAlgorithm, EncryptionAlgorithm};
+        let gzip: CompressionConfig = serde_json::from_value(json!({"algorithm": "gzip"})).unwrap();
+        let cbc: EncryptionConfig = serde_json::from_value(
+            json!({"enabled": true, "algorithm": "aes-256-cbc", "secretRef": {"name": "k", "key": "key"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            go_path_framing(
+                "orders-b-20261130-101010.dump.gz.enc",
+                Some(&gzip),
+                Some(&cbc)
+            ),
+            Some(payload::GoFraming {
+                compression: Some(CompressionAlgorithm::Gzip),
+                encryption: Some(EncryptionAlgorithm::Aes256Cbc),
+            })
+        );
+        // No block: the agent reads the compression from the suffix; GCM as that operator.
+        assert_eq!(
+            go_path_framing("o.sql.zst.enc", None, None),
+            Some(payload::GoFraming {
+                compression: None,
+                encryption: Some(EncryptionAlgorithm::Aes256Gcm),
+            })
+        );
+        // dbprov's own suffixes (and the Go operator's unencrypted artifacts, which are plain
+        // compressed streams) keep dbprov's reader.
+        for path in ["o.dump.zst.aead", "o.dump.zst.age", "o.dump.gz"] {
+            assert_eq!(go_path_framing(path, Some(&gzip), None), None, "{path}");
+        }
+    }
 
     #[test]
     fn progress_counts_both_passes() {

@@ -53,6 +53,7 @@ mod rotation;
 mod rotation_faults;
 mod secret_leaks;
 mod snapshot;
+mod switchover;
 mod tenancy_attacks;
 mod tools;
 mod transport;

@@ -38,6 +38,21 @@ async fn pg_role(conn: &mut Conn, name: &str) -> Result<Option<i32>, OpError> {
         .map_err(|e| sql_error("reading pg_roles", &e))
 }
 
+/// The stored SCRAM verifier of role `name`; None when there is none or it cannot be read
+/// (`pg_authid` needs a superuser: a managed server's admin often is not one).
+async fn pg_verifier(conn: &mut Conn, name: &str) -> Option<String> {
+    let Conn::Pg(c, _) = conn else {
+        return None;
+    };
+    sqlx::query_scalar::<_, Option<String>>("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(c)
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
 /// The hosts of the MySQL accounts named `name`.
 async fn my_hosts(conn: &mut Conn, name: &str) -> Result<Vec<String>, OpError> {
     let Conn::My(c, _) = conn else {
@@ -111,7 +126,14 @@ pub async fn ensure(
 ) -> Result<UserObserved, OpError> {
     if matches!(conn, Conn::Pg(..)) {
         let existed = pg_role(conn, &spec.username).await?.is_some();
-        for sql in login_statements(spec, existed, password)? {
+        // The password is set only when the stored verifier does not verify it already:
+        // setting the same password again writes a new salt, so a reconcile (or a switch
+        // from another operator) would change every verifier for nothing.
+        let verified = existed
+            && pg_verifier(conn, &spec.username)
+                .await
+                .is_some_and(|v| crate::sql::password_hash::scram_verifies(&v, password));
+        for sql in login_statements(spec, existed, (!verified).then_some(password))? {
             conn.execute(&sql).await?;
         }
         return Ok(UserObserved {

@@ -209,6 +209,15 @@ pub(crate) fn password_for(
     {
         return Ok((pw, "credentialsSecret"));
     }
+    // A templated Secret db-provision-operator wrote keeps the password in an annotation.
+    if let Some(pw) = current
+        .filter(|s| ownership::go_layout(s))
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(ownership::DPO_PASSWORD_ANNOTATION))
+        .filter(|pw| !pw.is_empty())
+    {
+        return Ok((pw.clone(), "credentialsSecret"));
+    }
     if !ps.generate {
         return Err(invalid(
             "spec.passwordSecret.generate is false and there is no spec.existingPasswordSecret: nothing to take the password from",
@@ -240,17 +249,30 @@ pub(crate) async fn write_secret(
         .and_then(|p| p.secret_template.clone())
         .unwrap_or_default();
     let inst = &intent.instance;
+    // A Secret taken over from db-provision-operator keeps that operator's layout (its four
+    // default keys; no password key beside templated ones), so applications see the same
+    // bytes after the switch.
+    let before = existing_secret(ctx, &ns, &name).await?;
+    let go_layout = before.as_ref().is_some_and(ownership::go_layout);
+    // Only while that annotation still holds this very password: after a rotation the
+    // password key is written, which reads first.
+    let go_keeps_password = go_layout
+        && before
+            .as_ref()
+            .and_then(|s| s.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ownership::DPO_PASSWORD_ANNOTATION))
+            .is_some_and(|kept| kept == password);
     let plain: BTreeMap<String, String> = if template.data.is_empty() {
-        [
+        let mut keys = vec![
             ("username", intent.user.username.clone()),
             ("password", password.to_owned()),
             ("host", inst.host.clone()),
             ("port", inst.port.to_string()),
-            ("database", inst.database.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        ];
+        if !go_layout {
+            keys.push(("database", inst.database.clone()));
+        }
+        keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     } else {
         // Templated keys replace the default ones (as in db-provision-operator). The TLS
         // material is the instance's (its `tls` Secret in this cluster), read only when a
@@ -284,8 +306,11 @@ pub(crate) async fn write_secret(
         };
         let mut rendered = template::render(&template.data, &vars)?;
         // Without a `password` key the next reconcile could not find the password again and
-        // would rotate it; this key keeps it stable.
-        rendered.insert(PASSWORD_KEEP_KEY.into(), password.to_owned());
+        // would rotate it; this key keeps it stable. (The Go operator's layout keeps it in
+        // its annotation instead, which dbprov reads and leaves as it is.)
+        if !go_keeps_password {
+            rendered.insert(PASSWORD_KEEP_KEY.into(), password.to_owned());
+        }
         rendered
     };
     let mut plain = plain;
@@ -300,6 +325,12 @@ pub(crate) async fn write_secret(
     labels.insert(MANAGED_BY.into(), "dbprov".into());
     let mut annotations = template.annotations.clone();
     annotations.insert(OWNER_ANNOTATION.into(), intent.owner.clone());
+    if go_layout {
+        annotations.insert(
+            ownership::FORMAT_ANNOTATION.into(),
+            ownership::DPO_FORMAT.into(),
+        );
+    }
     annotations.extend(extra.annotations.clone());
     let uid = super::tracking::owner().uid;
     if !uid.is_empty() {

@@ -19,6 +19,43 @@ pub const OWNER_UID_ANNOTATION: &str = "dbops.dbprovision.io/owner-uid";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The Go operator's label naming the DatabaseUser a credentials Secret was written for.
 const DPO_USER_LABEL: &str = "dbops.dbprovision.io/user";
+/// Annotation of a credentials Secret dbprov took over from db-provision-operator: its data
+/// keeps that operator's layout (docs/migrating-from-db-provision-operator.md).
+pub const FORMAT_ANNOTATION: &str = "dbops.dbprovision.io/secret-format";
+/// [`FORMAT_ANNOTATION`]'s value for the Go operator's layout.
+pub const DPO_FORMAT: &str = "db-provision-operator";
+/// Where the Go operator kept the password of a templated Secret (an annotation; dbprov
+/// reads it from there and never writes it).
+pub const DPO_PASSWORD_ANNOTATION: &str = "dbops.dbprovision.io/managed-password";
+
+/// Whether `secret` is the credentials Secret db-provision-operator wrote for the
+/// DatabaseUser `owner` (`DatabaseUser/namespace/name`): its labels name that operator and
+/// that DatabaseUser, it is in that namespace, and any owner reference it has is that
+/// DatabaseUser. dbprov takes such a Secret over (same tenant, same resource) instead of
+/// refusing it, so a switch changes no password and no byte applications mount.
+pub fn written_by_go_operator_for(secret: &Secret, owner: &str) -> bool {
+    let mut parts = owner.splitn(3, '/');
+    let (Some("DatabaseUser"), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    label(secret, MANAGED_BY) == Some("db-provision-operator")
+        && label(secret, DPO_USER_LABEL) == Some(name)
+        && secret.metadata.namespace.as_deref().is_none_or(|n| n == ns)
+        && secret
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.kind == "DatabaseUser" && r.name == name)
+}
+
+/// Whether `secret` keeps the Go operator's layout: written by it, or taken over from it.
+pub fn go_layout(secret: &Secret) -> bool {
+    annotation(secret, FORMAT_ANNOTATION) == Some(DPO_FORMAT)
+        || label(secret, MANAGED_BY) == Some("db-provision-operator")
+}
 
 /// Who a Secret at the credentials location belongs to, as far as `owner` is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +103,16 @@ pub fn ownership(secret: Option<&Secret>, owner: &str) -> Ownership {
     }
     let managed_by = label(secret, MANAGED_BY);
     if managed_by == Some("db-provision-operator") {
+        if written_by_go_operator_for(secret, owner) {
+            return Ownership::Ours;
+        }
         let user = label(secret, DPO_USER_LABEL)
             .map(|u| format!(" for DatabaseUser {u}"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| " for no DatabaseUser (no label dbops.dbprovision.io/user)".into());
         return Ownership::Foreign(format!(
-            "was written by db-provision-operator{user} (label {MANAGED_BY}); dbprov does not \
-             take over that operator's Secrets yet (issue 20, switching from db-provision-operator)"
+            "was written by db-provision-operator{user} (label {MANAGED_BY}), not for this \
+             resource; dbprov takes over only the Secret that operator wrote for the same \
+             DatabaseUser"
         ));
     }
     let refs = secret
@@ -165,6 +206,39 @@ mod tests {
     }
 
     #[test]
+    fn the_go_operators_secret_of_the_same_user_is_taken_over_and_no_other() {
+        let go = |meta| secret(meta);
+        let labels =
+            json!({MANAGED_BY: "db-provision-operator", "dbops.dbprovision.io/user": "app"});
+        let own = go(json!({"name": "c", "namespace": "tenant", "labels": labels,
+            "ownerReferences": [{"apiVersion": "dbops.dbprovision.io/v1alpha1",
+                "kind": "DatabaseUser", "name": "app", "uid": "u1", "controller": true}]}));
+        assert_eq!(ownership(Some(&own), ME), Ownership::Ours);
+        assert!(go_layout(&own));
+        // Another namespace's Secret with the same labels is not this tenant's.
+        let elsewhere = go(json!({"name": "c", "namespace": "victim", "labels": labels}));
+        assert!(matches!(
+            ownership(Some(&elsewhere), ME),
+            Ownership::Foreign(_)
+        ));
+        // Owned by something else as well: not taken over.
+        let shared = go(json!({"name": "c", "namespace": "tenant", "labels": labels,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+                "uid": "2"}]}));
+        assert!(matches!(
+            ownership(Some(&shared), ME),
+            Ownership::Foreign(_)
+        ));
+        // Without the user label nobody can tell whose it is.
+        let unlabelled = go(json!({"name": "c", "namespace": "tenant",
+            "labels": {MANAGED_BY: "db-provision-operator"}}));
+        assert!(matches!(
+            ownership(Some(&unlabelled), ME),
+            Ownership::Foreign(_)
+        ));
+    }
+
+    #[test]
     fn foreign_secrets_say_whose_they_are() {
         let whose = |meta| match ownership(Some(&secret(meta)), ME) {
             Ownership::Foreign(w) => w,
@@ -185,11 +259,11 @@ mod tests {
         assert_eq!(
             whose(
                 json!({"name": "c", "labels": {MANAGED_BY: "db-provision-operator",
-                "dbops.dbprovision.io/user": "app"}})
+                "dbops.dbprovision.io/user": "other"}})
             ),
-            "was written by db-provision-operator for DatabaseUser app (label \
-             app.kubernetes.io/managed-by); dbprov does not take over that operator's Secrets \
-             yet (issue 20, switching from db-provision-operator)"
+            "was written by db-provision-operator for DatabaseUser other (label \
+             app.kubernetes.io/managed-by), not for this resource; dbprov takes over only the \
+             Secret that operator wrote for the same DatabaseUser"
         );
         // dbprov's own label without the owner annotation is not ownership: anyone can set
         // a label.

@@ -157,19 +157,23 @@ pub fn pg_password_clause(password: &str) -> Result<String, OpError> {
 }
 
 /// `CREATE ROLE` (or, when the role `existed`, `ALTER ROLE`) with every attribute of `spec`
-/// and `password` (as its verifier), then its settings.
+/// and `password` (as its verifier; None: the password is left as it is, for a role whose
+/// verifier already verifies it), then its settings.
 pub fn login_statements(
     spec: &UserSpec,
     existed: bool,
-    password: &str,
+    password: Option<&str>,
 ) -> Result<Vec<String>, OpError> {
     let pg = spec.postgres.clone().unwrap_or_default();
     let verb = if existed { "ALTER" } else { "CREATE" };
+    let password = match password {
+        Some(pw) => format!(" {}", pg_password_clause(pw)?),
+        None => String::new(),
+    };
     let mut out = vec![format!(
-        "{verb} ROLE {} WITH {} {}",
+        "{verb} ROLE {} WITH {}{password}",
         pg_ident(&spec.username).map_err(quote_error)?,
         pg_attributes(&pg)?,
-        pg_password_clause(password)?
     )];
     out.extend(pg_settings(&spec.username, &pg)?);
     Ok(out)
@@ -367,7 +371,7 @@ mod tests {
                 ..PgUser::default()
             },
         );
-        let sql = login_statements(&spec, false, "p'w-SECRET").unwrap();
+        let sql = login_statements(&spec, false, Some("p'w-SECRET")).unwrap();
         let (head, verifier) = sql[0].split_once(" PASSWORD '").unwrap();
         assert_eq!(
             head,
@@ -385,8 +389,13 @@ mod tests {
             "ALTER ROLE \"app\"\"; DROP ROLE admin; --\" SET statement_timeout = '5s'''"
         );
         assert!(
-            login_statements(&spec, true, "pw").unwrap()[0]
+            login_statements(&spec, true, Some("pw")).unwrap()[0]
                 .starts_with("ALTER ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN")
+        );
+        // A role whose verifier already verifies the password: no PASSWORD clause at all.
+        assert_eq!(
+            login_statements(&spec, true, None).unwrap()[0],
+            "ALTER ROLE \"app\"\"; DROP ROLE admin; --\" WITH LOGIN INHERIT CONNECTION LIMIT -1"
         );
     }
 

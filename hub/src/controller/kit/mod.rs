@@ -15,6 +15,7 @@
 //! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last;
 //! - [`policy`]: the DatabasePolicy check before anything is sent to an agent.
 
+pub mod adoption;
 pub mod audit;
 pub mod claims;
 pub mod consent;

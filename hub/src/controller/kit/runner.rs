@@ -182,6 +182,15 @@ pub async fn finalized<K: Scoped>(
     cleanup: Step<K>,
 ) -> Result<Action, Error> {
     let api = K::api_for(&ctx.client, &obj);
+    // A resource db-provision-operator managed: its finalizer gives way to dbprov's first.
+    let obj = match super::adoption::take_over(&api, obj).await? {
+        super::adoption::TakeOver::Proceed(obj) => obj,
+        super::adoption::TakeOver::CleanUpThenRelease(obj) => {
+            let action = cleanup(obj.clone(), ctx.clone()).await?;
+            super::adoption::release(&api, obj.as_ref()).await?;
+            return Ok(action);
+        }
+    };
     finalizer(&api, FINALIZER, obj, |event| match event {
         Event::Apply(o) => Box::pin(async move {
             let result = async {

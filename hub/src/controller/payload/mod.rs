@@ -28,7 +28,8 @@ pub use database::{database, database_intent};
 pub use grant::{grant_intent, grantee, grants, my_grant, pg_grant};
 pub use instance::{engine, instance, probe, ssl_mode};
 pub use restore::{
-    RestoreSource, mysql_restore_options, pg_restore_options, restore_compression, restore_intent,
+    GoFraming, RestoreSource, mysql_restore_options, pg_restore_options, restore_compression,
+    restore_intent,
 };
 pub use role::{role, role_grants, role_intent};
 pub use rotation::{retire_intent, rotate_intent, rotation, service_role};

@@ -11,14 +11,20 @@
 //! `dropExisting` / `createDatabase`), `spec.postgres.roleMapping` (refused by the hub).
 
 use dbprov_contract::{
-    backup::Compression,
+    backup::{Compression, EncryptionAlgorithm, EncryptionSpec},
     instance::Instance,
-    restore::{MysqlRestoreOptions, PgRestoreOptions, RestoreIntent},
+    restore::{ArtifactFraming, MysqlRestoreOptions, PgRestoreOptions, RestoreIntent},
 };
 
-use super::backup::{compression_algorithm, encryption};
+use super::{
+    backup::{compression_algorithm, encryption},
+    user::secret_key_ref,
+};
 use crate::api::{
-    backup::{CompressionConfig, EncryptionConfig, StorageConfig},
+    backup::{
+        CompressionAlgorithm, CompressionConfig, EncryptionAlgorithm as ApiEncryption,
+        EncryptionConfig, StorageConfig,
+    },
     restore::{DatabaseRestoreSpec, MysqlRestoreConfig, PostgresRestoreConfig},
 };
 
@@ -62,9 +68,53 @@ pub fn restore_compression(c: Option<&CompressionConfig>) -> Option<Compression>
     })
 }
 
+/// How db-provision-operator framed an artifact (docs/migrating-from-db-provision-operator.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoFraming {
+    /// Its compression (None: the agent reads it from the object name's suffix).
+    pub compression: Option<CompressionAlgorithm>,
+    /// Its encryption (None: not encrypted).
+    pub encryption: Option<ApiEncryption>,
+}
+
+/// The key of an artifact db-provision-operator wrote: the algorithm its spec said, the
+/// Secret key of the restore's (or the backup's) `encryption` block.
+fn go_encryption(
+    e: Option<&EncryptionConfig>,
+    algorithm: Option<ApiEncryption>,
+) -> Result<Option<EncryptionSpec>, String> {
+    let Some(algorithm) = algorithm else {
+        return Ok(None);
+    };
+    let algorithm = match algorithm {
+        ApiEncryption::Aes256Gcm => EncryptionAlgorithm::Aes256Gcm,
+        ApiEncryption::Aes256Cbc => EncryptionAlgorithm::Aes256Cbc,
+        ApiEncryption::Age => {
+            return Err(
+                "encryption.algorithm age: db-provision-operator wrote only aes-256-gcm and \
+                 aes-256-cbc artifacts; set the algorithm the backup was written with"
+                    .into(),
+            );
+        }
+    };
+    let Some(r) = e.and_then(|e| e.secret_ref.as_ref()) else {
+        return Err(
+            "the artifact db-provision-operator wrote is encrypted: set \
+             spec.encryption.secretRef to the Secret key that operator encrypted it with"
+                .into(),
+        );
+    };
+    Ok(Some(EncryptionSpec {
+        algorithm: Some(algorithm),
+        secret_ref: secret_key_ref(r),
+    }))
+}
+
 /// The artifact a restore reads, resolved by the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreSource<'a> {
+    /// Set when db-provision-operator wrote the artifact (its framing, not dbprov's).
+    pub go: Option<GoFraming>,
     /// Where it is.
     pub storage: &'a StorageConfig,
     /// Full key of the data object (storage prefix included).
@@ -92,9 +142,15 @@ pub fn restore_intent(
         storage: super::storage::storage(source.storage),
         secret_namespace: secret_namespace.to_owned(),
         object: source.object.to_owned(),
-        encryption: encryption(source.encryption)?,
-        compression: restore_compression(source.compression),
-        framing: None,
+        encryption: match source.go {
+            Some(g) => go_encryption(source.encryption, g.encryption)?,
+            None => encryption(source.encryption)?,
+        },
+        compression: match source.go {
+            Some(g) => g.compression.map(compression_algorithm),
+            None => restore_compression(source.compression),
+        },
+        framing: source.go.map(|_| ArtifactFraming::DbProvisionOperator),
         drop_existing: pg
             .and_then(|p| p.drop_existing)
             .or(my.and_then(|m| m.drop_existing))
@@ -204,12 +260,14 @@ mod tests {
             let ns = r.metadata.namespace.clone().unwrap_or_default();
             let source = match &r.spec.from_path {
                 Some(from) => RestoreSource {
+                    go: None,
                     storage: &from.storage,
                     object: &from.backup_path,
                     encryption: r.spec.encryption.as_ref().or(from.encryption.as_ref()),
                     compression: from.compression.as_ref(),
                 },
                 None => RestoreSource {
+                    go: None,
                     storage: &from_backup,
                     object: "team-a/orders/orders-s3.dump.zst",
                     encryption: r.spec.encryption.as_ref(),
@@ -250,6 +308,7 @@ mod tests {
             "connection": {"host": "my", "port": 3306, "database": "mysql", "secretRef": {"name": "admin"}}}));
         let from = r.spec.from_path.as_ref().unwrap();
         let source = RestoreSource {
+            go: None,
             storage: &from.storage,
             object: "team-a/shop/x.sql.gz",
             encryption: from.encryption.as_ref(),
@@ -305,6 +364,7 @@ mod tests {
             "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}}));
         let storage = backup_storage();
         let source = RestoreSource {
+            go: None,
             storage: &storage,
             object: "team-a/orders/orders-s3.dump.zst",
             encryption: None,
@@ -362,6 +422,7 @@ mod tests {
             "x",
             "n",
             RestoreSource {
+                go: None,
                 storage: &storage,
                 object: "o",
                 encryption: r.spec.encryption.as_ref(),
@@ -370,5 +431,74 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("use age or aes-256-gcm"), "{err}");
+    }
+
+    #[test]
+    fn go_operator_artifacts_are_read_by_their_framing_with_cbc_allowed() {
+        let restore = |encryption: Value| -> DatabaseRestore {
+            serde_json::from_value(json!({
+                "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseRestore",
+                "metadata": {"name": "r", "namespace": "n"},
+                "spec": {"backupRef": {"name": "b"}, "target": {"databaseName": "x"},
+                         "encryption": encryption}
+            }))
+            .unwrap()
+        };
+        let i = inst::spec(json!({"engine": "postgres",
+            "connection": {"host": "pg", "port": 5432, "database": "postgres", "secretRef": {"name": "admin"}}}));
+        let storage = backup_storage();
+        let intent = |r: &DatabaseRestore, go: GoFraming| {
+            restore_intent(
+                instance::instance(&i, None),
+                &r.spec,
+                "x",
+                "n",
+                RestoreSource {
+                    go: Some(go),
+                    storage: &storage,
+                    object: "shop/orders-b-20261130-101010.dump.gz.enc",
+                    encryption: r.spec.encryption.as_ref(),
+                    compression: None,
+                },
+            )
+        };
+        let keyed = restore(json!({"enabled": true, "secretRef": {"name": "k", "key": "key"}}));
+        let cbc = GoFraming {
+            compression: Some(CompressionAlgorithm::Gzip),
+            encryption: Some(ApiEncryption::Aes256Cbc),
+        };
+        let v = serde_json::to_value(intent(&keyed, cbc).unwrap()).unwrap();
+        assert_eq!(v["framing"], "db-provision-operator");
+        assert_eq!(v["compression"], "gzip");
+        assert_eq!(
+            v["encryption"],
+            json!({"algorithm": "aes-256-cbc", "secretRef": {"name": "k", "key": "key"}})
+        );
+        // Encrypted, but nothing names the key.
+        let unkeyed = restore(json!({"enabled": false}));
+        let err = intent(&unkeyed, cbc).unwrap_err();
+        assert_eq!(
+            err,
+            "the artifact db-provision-operator wrote is encrypted: set \
+             spec.encryption.secretRef to the Secret key that operator encrypted it with"
+        );
+        // That operator never wrote age.
+        let age = GoFraming {
+            encryption: Some(ApiEncryption::Age),
+            ..cbc
+        };
+        assert!(
+            intent(&keyed, age)
+                .unwrap_err()
+                .starts_with("encryption.algorithm age: db-provision-operator wrote only")
+        );
+        // Not encrypted: no key is sent even when the block names one.
+        let plain = GoFraming {
+            compression: None,
+            encryption: None,
+        };
+        let v = serde_json::to_value(intent(&keyed, plain).unwrap()).unwrap();
+        assert!(v.get("encryption").is_none(), "{v}");
+        assert!(v.get("compression").is_none(), "{v}");
     }
 }
