@@ -165,7 +165,8 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
     s.wait_ready("DatabaseUser", "victim-app").await;
     s.put_workload_secret(NS, "handmade", json!({"token": "handmade-token-value"}))
         .await;
-    // A Secret db-provision-operator wrote for a user of the same name (its labels).
+    // A look-alike of a Secret db-provision-operator wrote for a user of the same name (its
+    // labels, not its owner reference to that very DatabaseUser): not taken over.
     let dpo: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "legacy-credentials", "namespace": NS,
                      "labels": {"app.kubernetes.io/managed-by": "db-provision-operator",
@@ -215,7 +216,10 @@ async fn a_tenant_cannot_take_over_secrets_or_protected_accounts() {
         m.contains(&format!(
             "Secret {NS}/legacy-credentials (spec.passwordSecret) was written by \
              db-provision-operator for DatabaseUser legacy"
-        )) && m.contains("issue 20"),
+        )) && m.contains(
+            "not for this resource; dbprov takes over only the Secret that operator wrote for \
+             this very DatabaseUser (its owner reference, with this resource's uid)"
+        ),
         "{m}"
     );
     assert!(!pg_role_exists(&s, "legacy").await);

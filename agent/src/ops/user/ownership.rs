@@ -28,27 +28,32 @@ pub const DPO_FORMAT: &str = "db-provision-operator";
 /// reads it from there and never writes it).
 pub const DPO_PASSWORD_ANNOTATION: &str = "dbops.dbprovision.io/managed-password";
 
-/// Whether `secret` is the credentials Secret db-provision-operator wrote for the
-/// DatabaseUser `owner` (`DatabaseUser/namespace/name`): its labels name that operator and
-/// that DatabaseUser, it is in that namespace, and any owner reference it has is that
-/// DatabaseUser. dbprov takes such a Secret over (same tenant, same resource) instead of
-/// refusing it, so a switch changes no password and no byte applications mount.
-pub fn written_by_go_operator_for(secret: &Secret, owner: &str) -> bool {
+/// Whether `secret` is the credentials Secret db-provision-operator wrote for the very
+/// DatabaseUser `owner` (`DatabaseUser/namespace/name`) with uid `uid`: its labels name that
+/// operator and that DatabaseUser, it is in that namespace, and its owner references (that
+/// operator always sets its DatabaseUser as the controller) name only that DatabaseUser, one
+/// of them with this uid. dbprov takes such a Secret over instead of refusing it, so a switch
+/// changes no password and no byte applications mount; a look-alike without that owner
+/// reference — which anyone able to create Secrets could make — is still refused.
+pub fn written_by_go_operator_for(secret: &Secret, owner: &str, uid: &str) -> bool {
     let mut parts = owner.splitn(3, '/');
     let (Some("DatabaseUser"), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
-    label(secret, MANAGED_BY) == Some("db-provision-operator")
+    let refs = secret
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    !uid.is_empty()
+        && label(secret, MANAGED_BY) == Some("db-provision-operator")
         && label(secret, DPO_USER_LABEL) == Some(name)
         && secret.metadata.namespace.as_deref().is_none_or(|n| n == ns)
-        && secret
-            .metadata
-            .owner_references
-            .as_deref()
-            .unwrap_or_default()
+        && refs
             .iter()
             .all(|r| r.kind == "DatabaseUser" && r.name == name)
+        && refs.iter().any(|r| r.uid == uid)
 }
 
 /// Whether `secret` keeps the Go operator's layout: written by it, or taken over from it.
@@ -103,7 +108,7 @@ pub fn ownership(secret: Option<&Secret>, owner: &str) -> Ownership {
     }
     let managed_by = label(secret, MANAGED_BY);
     if managed_by == Some("db-provision-operator") {
-        if written_by_go_operator_for(secret, owner) {
+        if written_by_go_operator_for(secret, owner, &crate::ops::tracking::owner().uid) {
             return Ownership::Ours;
         }
         let user = label(secret, DPO_USER_LABEL)
@@ -111,8 +116,8 @@ pub fn ownership(secret: Option<&Secret>, owner: &str) -> Ownership {
             .unwrap_or_else(|| " for no DatabaseUser (no label dbops.dbprovision.io/user)".into());
         return Ownership::Foreign(format!(
             "was written by db-provision-operator{user} (label {MANAGED_BY}), not for this \
-             resource; dbprov takes over only the Secret that operator wrote for the same \
-             DatabaseUser"
+             resource; dbprov takes over only the Secret that operator wrote for this very \
+             DatabaseUser (its owner reference, with this resource's uid)"
         ));
     }
     let refs = secret
@@ -208,34 +213,36 @@ mod tests {
     #[test]
     fn the_go_operators_secret_of_the_same_user_is_taken_over_and_no_other() {
         let go = |meta| secret(meta);
+        let taken = |s: &Secret| written_by_go_operator_for(s, ME, "u1");
         let labels =
             json!({MANAGED_BY: "db-provision-operator", "dbops.dbprovision.io/user": "app"});
+        let controller = json!([{"apiVersion": "dbops.dbprovision.io/v1alpha1",
+            "kind": "DatabaseUser", "name": "app", "uid": "u1", "controller": true}]);
         let own = go(json!({"name": "c", "namespace": "tenant", "labels": labels,
-            "ownerReferences": [{"apiVersion": "dbops.dbprovision.io/v1alpha1",
-                "kind": "DatabaseUser", "name": "app", "uid": "u1", "controller": true}]}));
-        assert_eq!(ownership(Some(&own), ME), Ownership::Ours);
+            "ownerReferences": controller}));
+        assert!(taken(&own));
         assert!(go_layout(&own));
+        // Only the very resource that operator wrote it for: another uid (a resource made
+        // again under that name) or an unknown one does not take it over.
+        assert!(!written_by_go_operator_for(&own, ME, "u2"));
+        assert!(!written_by_go_operator_for(&own, ME, ""));
+        // Without that operator's owner reference it is a look-alike anyone could make.
+        let bare = go(json!({"name": "c", "namespace": "tenant", "labels": labels}));
+        assert!(!taken(&bare));
+        assert!(matches!(ownership(Some(&bare), ME), Ownership::Foreign(_)));
         // Another namespace's Secret with the same labels is not this tenant's.
-        let elsewhere = go(json!({"name": "c", "namespace": "victim", "labels": labels}));
-        assert!(matches!(
-            ownership(Some(&elsewhere), ME),
-            Ownership::Foreign(_)
-        ));
+        let elsewhere = go(json!({"name": "c", "namespace": "victim", "labels": labels,
+            "ownerReferences": controller}));
+        assert!(!taken(&elsewhere));
         // Owned by something else as well: not taken over.
         let shared = go(json!({"name": "c", "namespace": "tenant", "labels": labels,
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
-                "uid": "2"}]}));
-        assert!(matches!(
-            ownership(Some(&shared), ME),
-            Ownership::Foreign(_)
-        ));
+            "ownerReferences": [controller[0].clone(), {"apiVersion": "apps/v1",
+                "kind": "Deployment", "name": "web", "uid": "2"}]}));
+        assert!(!taken(&shared));
         // Without the user label nobody can tell whose it is.
         let unlabelled = go(json!({"name": "c", "namespace": "tenant",
-            "labels": {MANAGED_BY: "db-provision-operator"}}));
-        assert!(matches!(
-            ownership(Some(&unlabelled), ME),
-            Ownership::Foreign(_)
-        ));
+            "labels": {MANAGED_BY: "db-provision-operator"}, "ownerReferences": controller}));
+        assert!(!taken(&unlabelled));
     }
 
     #[test]
@@ -263,7 +270,8 @@ mod tests {
             ),
             "was written by db-provision-operator for DatabaseUser other (label \
              app.kubernetes.io/managed-by), not for this resource; dbprov takes over only the \
-             Secret that operator wrote for the same DatabaseUser"
+             Secret that operator wrote for this very DatabaseUser (its owner reference, with \
+             this resource's uid)"
         );
         // dbprov's own label without the owner annotation is not ownership: anyone can set
         // a label.
