@@ -24,8 +24,7 @@ use crate::{context::OpContext, error::OpError, secrets};
 /// Size of a staged block.
 pub const BLOCK: usize = 8 * 1024 * 1024;
 
-/// Account key entry of the credentials Secret.
-pub const KEY_ENTRY: &str = "AZURE_STORAGE_KEY";
+pub use super::credentials::KEY_ENTRY;
 /// SAS token entry of the credentials Secret.
 pub const SAS_ENTRY: &str = "AZURE_STORAGE_SAS_TOKEN";
 

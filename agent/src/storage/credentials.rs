@@ -11,6 +11,9 @@
 
 use std::fmt;
 
+/// Account key entry of the credentials Secret.
+pub const KEY_ENTRY: &str = "AZURE_STORAGE_KEY";
+
 /// What the selection may read of the agent's process environment.
 pub trait Environment {
     /// A variable's value; empty counts as unset (a chart that renders `value: ""`).
@@ -406,7 +409,7 @@ pub fn azure_source(
         let Some(keys) = keys else {
             return Ok(None);
         };
-        if keys.iter().any(|k| k == super::azure::KEY_ENTRY) {
+        if keys.iter().any(|k| k == KEY_ENTRY) {
             return Ok(Some(AzureSource::SharedKey {
                 name: name.to_owned(),
             }));
@@ -419,7 +422,7 @@ pub fn azure_source(
         }
         return Err(SourceRefused(format!(
             "Secret {name} has neither {} (account key) nor {sas_key} (SAS token): add one",
-            super::azure::KEY_ENTRY
+            KEY_ENTRY
         )));
     }
     let client_id = env.var("AZURE_CLIENT_ID");

@@ -527,11 +527,29 @@ pub(crate) fn written_by_go_operator(b: &DatabaseBackup) -> bool {
         })
 }
 
+/// Joins a storage prefix and a relative key (as the agent does).
+pub(crate) fn join_key(prefix: Option<&str>, rel: &str) -> String {
+    match prefix
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        Some(p) => format!("{p}/{}", rel.trim_start_matches('/')),
+        None => rel.trim_start_matches('/').to_owned(),
+    }
+}
+
+pub(crate) fn prefix_of(s: &StorageConfig) -> Option<&str> {
+    s.s3.as_ref()
+        .and_then(|x| x.prefix.as_deref())
+        .or(s.gcs.as_ref().and_then(|x| x.prefix.as_deref()))
+        .or(s.azure.as_ref().and_then(|x| x.prefix.as_deref()))
+}
+
 /// The object key of an artifact db-provision-operator wrote: its storage backends put the
 /// configured prefix in front of the path it records, and that path already starts with the
 /// prefix, so the key holds it twice (`shop/orders/shop/orders/orders-b-….dump.gz.enc`).
 pub(crate) fn go_object_key(storage: &StorageConfig, recorded_path: &str) -> String {
-    super::restore::join_key(super::restore::prefix_of(storage), recorded_path)
+    join_key(prefix_of(storage), recorded_path)
 }
 
 /// How db-provision-operator framed the artifact of `spec`: its compression (none without a

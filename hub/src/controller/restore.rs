@@ -78,24 +78,6 @@ fn failed(reason: Reason, message: String) -> Stop {
 /// What a resolution finds, or why the restore stops.
 type Found<T> = Result<Result<T, Stop>, Error>;
 
-/// Joins a storage prefix and a relative key (as the agent does).
-pub(crate) fn join_key(prefix: Option<&str>, rel: &str) -> String {
-    match prefix
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-    {
-        Some(p) => format!("{p}/{}", rel.trim_start_matches('/')),
-        None => rel.trim_start_matches('/').to_owned(),
-    }
-}
-
-pub(crate) fn prefix_of(s: &StorageConfig) -> Option<&str> {
-    s.s3.as_ref()
-        .and_then(|x| x.prefix.as_deref())
-        .or(s.gcs.as_ref().and_then(|x| x.prefix.as_deref()))
-        .or(s.azure.as_ref().and_then(|x| x.prefix.as_deref()))
-}
-
 /// `fromPath` of an artifact db-provision-operator wrote: its name ends in `.enc` (that
 /// operator's encryption suffix; dbprov writes `.aead` or `.age` and a metadata object). Its
 /// compression is the block's when one is given (that operator compressed only inside a
@@ -137,7 +119,10 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
                 from.compression.as_ref(),
                 encryption.as_ref(),
             ),
-            object: join_key(prefix_of(&from.storage), &from.backup_path),
+            object: super::backup::join_key(
+                super::backup::prefix_of(&from.storage),
+                &from.backup_path,
+            ),
             storage: from.storage.clone(),
             encryption: r
                 .spec
@@ -865,7 +850,10 @@ mod tests {
 
     #[test]
     fn keys_join_like_the_agent() {
-        assert_eq!(join_key(Some("backups/"), "a/b"), "backups/a/b");
-        assert_eq!(join_key(None, "/a"), "a");
+        assert_eq!(
+            super::super::backup::join_key(Some("backups/"), "a/b"),
+            "backups/a/b"
+        );
+        assert_eq!(super::super::backup::join_key(None, "/a"), "a");
     }
 }

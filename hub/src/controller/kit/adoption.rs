@@ -13,7 +13,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{runner::FINALIZER, scoped::Scoped};
+use super::{FINALIZER, scoped::Scoped};
 use crate::controller::Error;
 
 /// Every finalizer db-provision-operator v0.14 writes (its `internal/util/finalizers.go`).

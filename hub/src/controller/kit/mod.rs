@@ -15,6 +15,10 @@
 //! - [`drift`]: what to ask an agent for (apply, detect, correct) and what was applied last;
 //! - [`policy`]: the DatabasePolicy check before anything is sent to an agent.
 
+/// Finalizer that holds a resource until its cleanup (drop, revoke, artifact deletion, or the
+/// deletion policy's decision to keep it) has been carried out.
+pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
+
 pub mod adoption;
 pub mod audit;
 pub mod claims;

@@ -16,9 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::controller::{Context, Error, kit::status::StatusUpdate, reason::Reason};
 
-/// Finalizer that holds a resource until its cleanup (drop, revoke, artifact deletion, or the
-/// deletion policy's decision to keep it) has been carried out.
-pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
+pub use super::FINALIZER;
 
 /// How soon a reconcile that failed for a reason of the hub's own (the apiserver refused a
 /// write, a finalizer could not be changed) is retried.
