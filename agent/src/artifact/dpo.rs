@@ -372,27 +372,50 @@ impl<R: Read> GcmReader<R> {
     }
 }
 
+/// A reader that decrypts its input a step at a time into a [`Window`].
+trait Stepped {
+    /// Its window, whether it is done, and the error it failed with.
+    fn state(&mut self) -> (&mut Window, bool, &mut Option<DpoError>);
+    /// Decrypts the next piece into the window (the end: checks tag or padding).
+    fn step(&mut self) -> io::Result<()>;
+}
+
+/// The `read` of both readers: what is decrypted is handed out, more is decrypted on demand,
+/// and once failed a reader stays failed — one reading on (a decompressor, the final drain)
+/// must not see the held-back bytes as data.
+fn read_stepped<S: Stepped>(s: &mut S, out: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let (window, done, failed) = s.state();
+        if let Some(e) = failed {
+            return Err(e.clone().into());
+        }
+        if window.ready < window.ready_end || out.is_empty() {
+            return Ok(window.take(out));
+        }
+        if done {
+            return Ok(0);
+        }
+        if let Err(e) = s.step() {
+            if let Some(d) = dpo_error(&e) {
+                *s.state().2 = Some(d.clone());
+            }
+            return Err(e);
+        }
+    }
+}
+
+impl<R: Read> Stepped for GcmReader<R> {
+    fn state(&mut self) -> (&mut Window, bool, &mut Option<DpoError>) {
+        (&mut self.window, self.done, &mut self.failed)
+    }
+    fn step(&mut self) -> io::Result<()> {
+        GcmReader::step(self)
+    }
+}
+
 impl<R: Read> Read for GcmReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(e) = &self.failed {
-                return Err(e.clone().into());
-            }
-            if self.window.ready < self.window.ready_end || out.is_empty() {
-                return Ok(self.window.take(out));
-            }
-            if self.done {
-                return Ok(0);
-            }
-            if let Err(e) = self.step() {
-                // Once failed, always failed: a reader reading on (a decompressor, the final
-                // drain) must not see the held-back bytes as data.
-                if let Some(d) = dpo_error(&e) {
-                    self.failed = Some(d.clone());
-                }
-                return Err(e);
-            }
-        }
+        read_stepped(self, out)
     }
 }
 
@@ -508,25 +531,18 @@ impl<R: Read> CbcReader<R> {
     }
 }
 
+impl<R: Read> Stepped for CbcReader<R> {
+    fn state(&mut self) -> (&mut Window, bool, &mut Option<DpoError>) {
+        (&mut self.window, self.done, &mut self.failed)
+    }
+    fn step(&mut self) -> io::Result<()> {
+        CbcReader::step(self)
+    }
+}
+
 impl<R: Read> Read for CbcReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(e) = &self.failed {
-                return Err(e.clone().into());
-            }
-            if self.window.ready < self.window.ready_end || out.is_empty() {
-                return Ok(self.window.take(out));
-            }
-            if self.done {
-                return Ok(0);
-            }
-            if let Err(e) = self.step() {
-                if let Some(d) = dpo_error(&e) {
-                    self.failed = Some(d.clone());
-                }
-                return Err(e);
-            }
-        }
+        read_stepped(self, out)
     }
 }
 

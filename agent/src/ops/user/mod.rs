@@ -345,10 +345,10 @@ pub(crate) async fn write_secret(
             true,
         )
     };
-    // Checked again right before writing, and the write is conditional on what was checked
+    // Checked on the read the layout was chosen from, and the write is conditional on it
     // (create fails if the Secret appeared, apply carries the resourceVersion read): a
     // Secret someone else put there meanwhile is never overwritten.
-    let current = existing_secret(ctx, &ns, &name).await?;
+    let current = before;
     let resource_version = match ownership::claim(&ns, &name, current, &intent.owner)? {
         Some(secret) => secret.metadata.resource_version,
         None => {
