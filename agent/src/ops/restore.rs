@@ -1,8 +1,21 @@
-//! RESTORE: download → decrypt → decompress → verify, all the way through, *before* the
-//! target database is touched; then a second streamed pass into pg_restore / psql / mysql.
-//! A database the restore created is dropped again when the restore fails; when the server
-//! cannot be reached for that, the database keeps the restore's `restoring` mark and the next
-//! attempt of the same DatabaseRestore drops and re-creates it ([`marker`]).
+//! RESTORE. A PostgreSQL restore of a whole database (everything but `dataOnly`, and but
+//! `schemas`/`tables` filters over an existing target in place) reads the artifact **once**:
+//! download → decrypt → decompress → into pg_restore / psql, loading a **staging database**
+//! (`dbprov_restore_<restore UID>`, [`staging`]) while the same stream is verified. Size,
+//! SHA-256 and AEAD tags are checked at the end of the stream, the tool's exit status too;
+//! only when the artifact proved whole and the load succeeded is the staging database swapped
+//! in by rename, in one transaction with the completed marker ([`marker`]): the target is the
+//! old database or the restored one, never a half-loaded one, and on any failure the staging
+//! database is dropped and the target is exactly as it was.
+//!
+//! Every other restore — data-only and partial in-place PostgreSQL loads (rows into the
+//! existing target), MySQL/MariaDB (no database rename; see docs/backups.md), artifacts
+//! written by db-provision-operator (whose dump format is known only from its decoded first
+//! bytes, and whose GCM tag comes at the very end) — verifies the whole artifact first, before
+//! the target is touched, then streams it a second time into the target. A database such a
+//! restore created is dropped again when it fails; when the server cannot be reached for that,
+//! the database keeps the restore's `restoring` mark and the next attempt of the same
+//! DatabaseRestore drops and re-creates it ([`marker`]).
 
 use std::time::Instant;
 
@@ -18,6 +31,7 @@ use tokio::sync::mpsc;
 
 mod guard;
 pub mod marker;
+mod staging;
 
 use guard::{Client, ScriptGuard, Seen};
 
@@ -109,6 +123,7 @@ async fn decode_into<W: std::io::Write + Send + 'static>(
     sink: W,
     progress: ProgressSink,
     step: &'static str,
+    aftermath: Aftermath,
 ) -> Result<Summary, OpError> {
     let location = store.describe(object);
     let stream = store.get(object).await?;
@@ -149,22 +164,40 @@ async fn decode_into<W: std::io::Write + Send + 'static>(
             // The restore tool stopped reading; its own error is reported instead.
             OpError::new(ErrorCode::Sql, "the restore tool stopped reading", true)
         } else {
-            invalid(failed_verification(&location, step, &e))
+            invalid(failed_verification(&location, aftermath, &e))
         }
     })
 }
 
+/// What a verification failure left behind, for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aftermath {
+    /// Found before the target was touched (a verify pass, or a check of a Go operator's
+    /// dump).
+    Untouched,
+    /// Found while loading a staging database, which is dropped: the target was not touched.
+    Staged,
+    /// Found in the load after a verify pass had read it whole and clean.
+    ChangedDuringLoad,
+}
+
 /// The message of an artifact that does not decode.
-fn failed_verification(location: &str, step: &str, e: &std::io::Error) -> String {
-    let aftermath = if step == "verifying" || step == "checking" {
-        "the target database was not touched"
-    } else {
+fn failed_verification(location: &str, aftermath: Aftermath, e: &std::io::Error) -> String {
+    let aftermath = match aftermath {
+        Aftermath::Untouched => "the target database was not touched",
+        Aftermath::Staged => STAGED_UNTOUCHED,
         // Pass 1 read it whole and clean: the object changed in between.
-        "it had passed verification, so the object changed during the restore; the load was \
-         stopped"
+        Aftermath::ChangedDuringLoad => {
+            "it had passed verification, so the object changed during the restore; the load \
+             was stopped"
+        }
     };
     format!("artifact {location} failed verification: {e}; {aftermath}")
 }
+
+/// How a failure of a one-pass restore ends its message.
+const STAGED_UNTOUCHED: &str = "it was being loaded into a staging database, which was dropped: the target database was \
+     not touched";
 
 /// Marks storage errors from a [`ChannelReader`] with [`STORAGE_KIND`].
 struct ReaderWithKind(ChannelReader);
@@ -377,9 +410,13 @@ fn plain_refusal(o: &PgRestoreOptions) -> Option<OpError> {
 /// The restore's command, the tool's name and, for a script, the client that reads it.
 type RestoreCommand = (tokio::process::Command, &'static str, Option<Client>);
 
+/// `into` is the database loaded: the target, or (`staged`) the restore's staging database,
+/// which is new and empty, so nothing needs cleaning first.
 fn restore_command(
     env: &ToolEnv,
     d: &RestoreIntent,
+    into: &str,
+    staged: bool,
     dump_format: &str,
     warnings: &mut Vec<String>,
 ) -> Result<RestoreCommand, OpError> {
@@ -408,7 +445,7 @@ fn restore_command(
             let mut cmd = env.command("psql")?;
             // The script is stdin read as a file, so errors carry its line
             // (`psql:<stdin>:12:`); the guard's `\restrict` line comes first.
-            cmd.arg(format!("--dbname={}", d.database)).args([
+            cmd.arg(format!("--dbname={into}")).args([
                 "--no-psqlrc",
                 "--quiet",
                 "--set=ON_ERROR_STOP=1",
@@ -418,7 +455,7 @@ fn restore_command(
             return Ok((cmd, "psql", Some(Client::Psql)));
         }
         let mut cmd = env.command("pg_restore")?;
-        cmd.arg(format!("--dbname={}", d.database))
+        cmd.arg(format!("--dbname={into}"))
             .arg(format!(
                 "--format={}",
                 if dump_format == "tar" {
@@ -448,7 +485,7 @@ fn restore_command(
             // conflicting row leaves the target as it was instead of half loaded. No
             // --clean: it drops objects, and pg_restore refuses it with --data-only.
             cmd.arg("--single-transaction");
-        } else if d.in_place && !d.drop_existing {
+        } else if d.in_place && !d.drop_existing && !staged {
             cmd.args(["--clean", "--if-exists"]);
         }
         for s in &o.schemas {
@@ -784,7 +821,16 @@ async fn archive_whole(
             true,
         ));
     };
-    let decoded = decode_into(store, &d.object, reading, stdin, progress, "checking").await;
+    let decoded = decode_into(
+        store,
+        &d.object,
+        reading,
+        stdin,
+        progress,
+        "checking",
+        Aftermath::Untouched,
+    )
+    .await;
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .map_err(|e| OpError::new(ErrorCode::Internal, format!("pipeline thread: {e}"), true))?
@@ -910,140 +956,170 @@ pub async fn run(
         Reading::Dbprov { compression, key }
     };
 
-    // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked. Its first
-    // bytes are kept: a Go operator's artifact says by nothing else what dump it holds.
-    let head = Head::default();
-    let verified = decode_into(
-        store.as_ref(),
-        &d.object,
-        reading.clone(),
-        head.clone(),
-        progress.clone(),
-        "verifying",
-    )
-    .await?;
-    if let Some(m) = &meta {
-        artifact::check(&verified, m).map_err(|e| {
-            invalid(format!(
-                "artifact {} failed verification: {e}; the target database was not touched",
-                store.describe(&d.object)
-            ))
-        })?;
-    }
-    if from_dpo {
-        let sniffed = dump_by_content(&d, &head.bytes(), &dump_format)
-            .map_err(|e| invalid(format!("{}: {e}", store.describe(&d.object))))?;
-        if sniffed != dump_format {
-            warnings.push(format!(
-                "{} holds a {sniffed} dump although its name says {dump_format}: restored as \
-                 {sniffed}",
-                store.describe(&d.object)
-            ));
-            dump_format = sniffed.to_owned();
-            refuse_before_reading(ctx, &d, &dump_format).await?;
+    // A one-pass restore verifies the artifact while loading it into its staging database;
+    // every other one reads the whole artifact first.
+    let staged = staged_restore(&d);
+    let one_pass = staged && !from_dpo;
+    if !one_pass {
+        // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked. Its first
+        // bytes are kept: a Go operator's artifact says by nothing else what dump it holds.
+        let head = Head::default();
+        let verified = decode_into(
+            store.as_ref(),
+            &d.object,
+            reading.clone(),
+            head.clone(),
+            progress.clone(),
+            "verifying",
+            Aftermath::Untouched,
+        )
+        .await?;
+        if let Some(m) = &meta {
+            artifact::check(&verified, m).map_err(|e| {
+                invalid(format!(
+                    "artifact {} failed verification: {e}; the target database was not touched",
+                    store.describe(&d.object)
+                ))
+            })?;
         }
-        // Nothing recorded what the Go operator dumped, and it recorded dumps cut short as
-        // completed: the dump must prove itself whole before the target is touched.
-        if dump_format == "plain" {
-            plain_dump_whole(&d, &head.tail())
+        if from_dpo {
+            let sniffed = dump_by_content(&d, &head.bytes(), &dump_format)
                 .map_err(|e| invalid(format!("{}: {e}", store.describe(&d.object))))?;
-        } else {
-            archive_whole(
-                ctx,
-                store.as_ref(),
-                &d,
-                reading.clone(),
-                &dump_format,
-                progress.clone(),
-            )
-            .await?;
-        }
-        if let Reading::Dpo { encryption, .. } = &reading {
-            warnings.push(dpo_assurance(
-                encryption.as_ref().map(|(c, _)| *c),
-                compression,
-            ));
+            if sniffed != dump_format {
+                warnings.push(format!(
+                    "{} holds a {sniffed} dump although its name says {dump_format}: restored as \
+                     {sniffed}",
+                    store.describe(&d.object)
+                ));
+                dump_format = sniffed.to_owned();
+                refuse_before_reading(ctx, &d, &dump_format).await?;
+            }
+            // Nothing recorded what the Go operator dumped, and it recorded dumps cut short as
+            // completed: the dump must prove itself whole before the target is touched.
+            if dump_format == "plain" {
+                plain_dump_whole(&d, &head.tail())
+                    .map_err(|e| invalid(format!("{}: {e}", store.describe(&d.object))))?;
+            } else {
+                archive_whole(
+                    ctx,
+                    store.as_ref(),
+                    &d,
+                    reading.clone(),
+                    &dump_format,
+                    progress.clone(),
+                )
+                .await?;
+            }
+            if let Reading::Dpo { encryption, .. } = &reading {
+                warnings.push(dpo_assurance(
+                    encryption.as_ref().map(|(c, _)| *c),
+                    compression,
+                ));
+            }
         }
     }
 
-    // Pass 2: into the database.
     let env = ToolEnv::new(ctx, &d.instance).await?;
-    let (cmd, tool, client) = restore_command(&env, &d, &dump_format, &mut warnings)?;
-    let created = prepare_target(ctx, &d, &uid, &mut warnings).await?;
-    let unwanted = unwanted_kinds(&d);
-    let before = if unwanted.is_empty() {
-        Vec::new()
+    let (summary, created) = if staged {
+        let loaded = load_staged(
+            ctx,
+            store.as_ref(),
+            &d,
+            &env,
+            reading,
+            &dump_format,
+            meta.as_ref(),
+            Ids {
+                uid: &uid,
+                intent: &intent_id,
+            },
+            progress.clone(),
+            &mut warnings,
+        )
+        .await?;
+        (loaded.0, loaded.1)
     } else {
-        stored_objects(ctx, &d, &unwanted).await?
-    };
-    let loaded = load(
-        store.as_ref(),
-        &d,
-        reading,
-        cmd,
-        tool,
-        client,
-        progress.clone(),
-    )
-    .await;
-    let summary = match loaded {
-        Ok(s) => s,
-        Err(e) => {
-            if created && let Ok(mut conn) = db::connect(ctx, &d.instance, None).await {
-                let _ = database::drop(&mut conn, &d.database).await;
-                conn.close().await;
+        let (cmd, tool, client) =
+            restore_command(&env, &d, &d.database, false, &dump_format, &mut warnings)?;
+        // Pass 2: into the database.
+        let created = prepare_target(ctx, &d, &uid, &mut warnings).await?;
+        let unwanted = unwanted_kinds(&d);
+        let before = if unwanted.is_empty() {
+            Vec::new()
+        } else {
+            stored_objects(ctx, &d, &unwanted).await?
+        };
+        let loaded = load(
+            store.as_ref(),
+            &d,
+            reading,
+            cmd,
+            tool,
+            client,
+            progress.clone(),
+            Aftermath::ChangedDuringLoad,
+        )
+        .await;
+        let summary = match loaded {
+            Ok(s) => s,
+            Err(e) => {
+                if created && let Ok(mut conn) = db::connect(ctx, &d.instance, None).await {
+                    let _ = database::drop(&mut conn, &d.database).await;
+                    conn.close().await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
-    if !unwanted.is_empty() {
-        let after = stored_objects(ctx, &d, &unwanted).await?;
-        let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
-        let mut dropped = Vec::new();
-        let mut result = Ok(());
-        for object in after.iter().filter(|o| !before.contains(o)) {
-            result = match drop_statement(object) {
-                Ok(sql) => conn.execute(&sql).await,
-                Err(e) => Err(e),
-            };
-            if result.is_err() {
-                break;
+        };
+        if !unwanted.is_empty() {
+            let after = stored_objects(ctx, &d, &unwanted).await?;
+            let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
+            let mut dropped = Vec::new();
+            let mut result = Ok(());
+            for object in after.iter().filter(|o| !before.contains(o)) {
+                result = match drop_statement(object) {
+                    Ok(sql) => conn.execute(&sql).await,
+                    Err(e) => Err(e),
+                };
+                if result.is_err() {
+                    break;
+                }
+                dropped.push(format!("{} {}", object.kind.sql(), object.name));
             }
-            dropped.push(format!("{} {}", object.kind.sql(), object.name));
+            conn.close().await;
+            result?;
+            if !dropped.is_empty() {
+                warnings.push(format!(
+                    "dropped what the dump created and the restore's mysql options exclude: {}",
+                    dropped.join(", ")
+                ));
+            }
         }
-        conn.close().await;
-        result?;
-        if !dropped.is_empty() {
-            warnings.push(format!(
-                "dropped what the dump created and the restore's mysql options exclude: {}",
-                dropped.join(", ")
-            ));
+        if d.instance.engine == Engine::Postgres
+            && d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true)
+        {
+            let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
+            let r = conn.execute("ANALYZE").await;
+            conn.close().await;
+            if let Err(e) = r {
+                warnings.push(format!("ANALYZE after the restore failed: {}", e.message));
+            }
         }
-    }
-    if d.instance.engine == Engine::Postgres
-        && d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true)
-    {
-        let mut conn = db::connect(ctx, &d.instance, Some(&d.database)).await?;
-        let r = conn.execute("ANALYZE").await;
-        conn.close().await;
-        if let Err(e) = r {
-            warnings.push(format!("ANALYZE after the restore failed: {}", e.message));
+        let done = marker::Marker {
+            uid,
+            intent: intent_id,
+            sha256: summary.plaintext_sha256.clone(),
+            bytes: summary.plaintext_bytes,
+            created,
+        };
+        // Without an intent (the operation run directly, e.g. by the artifact tools' tests) there
+        // is nothing a second attempt could be recognised by.
+        if !(done.uid.is_empty() && done.intent.is_empty())
+            && let Err(w) = marker::write(ctx, &d, &done).await
+        {
+            warnings.push(w);
         }
-    }
-    let done = marker::Marker {
-        uid,
-        intent: intent_id,
-        sha256: summary.plaintext_sha256.clone(),
-        bytes: summary.plaintext_bytes,
-        created,
+        (summary, created)
     };
-    // Without an intent (the operation run directly, e.g. by the artifact tools' tests) there
-    // is nothing a second attempt could be recognised by.
-    if !(done.uid.is_empty() && done.intent.is_empty())
-        && let Err(w) = marker::write(ctx, &d, &done).await
-    {
-        warnings.push(w);
-    }
     progress.report(100, "completed", summary.plaintext_bytes);
     metrics::counter!("dbprov_agent_restore_bytes_total", "direction" => "in")
         .increment(summary.stored_bytes);
@@ -1064,6 +1140,214 @@ pub async fn run(
         resumed: false,
     };
     Ok(observed)
+}
+
+/// Whether this restore loads into a staging database and swaps it in ([`staging`]): a
+/// PostgreSQL restore of a whole database. Not a data-only load (its rows go into the
+/// target's existing tables), not a load filtered by `schemas`/`tables` over an existing
+/// target in place (the swap would drop everything the filter left out), and not into the
+/// database the agent's admin connection uses (the current database cannot be renamed).
+/// MySQL/MariaDB have no database rename: see docs/backups.md.
+fn staged_restore(d: &RestoreIntent) -> bool {
+    let partial = d
+        .postgres
+        .as_ref()
+        .is_some_and(|o| !o.schemas.is_empty() || !o.tables.is_empty());
+    d.instance.engine.is_postgres()
+        && !data_only(d)
+        && !(partial && d.in_place && !d.drop_existing)
+        && d.database != d.instance.database
+}
+
+/// Who runs the restore: the DatabaseRestore's UID and the intent id.
+#[derive(Clone, Copy)]
+struct Ids<'a> {
+    uid: &'a str,
+    intent: &'a str,
+}
+
+/// What the staged restore found of its target before touching anything.
+struct StagedTarget {
+    /// The target exists and is replaced by the swap.
+    replace: bool,
+    /// Its attributes, carried over (None: new, or `dropExisting`, which re-creates it bare).
+    attributes: Option<staging::Attributes>,
+    /// Whether the restore creates the target (it did not exist, or was this restore's own
+    /// half-loaded one from an attempt of the two-pass restore).
+    created: bool,
+}
+
+/// The checks of a staged restore's target, made before anything is touched (except that a
+/// half-loaded target an earlier two-pass attempt of the same restore left is dropped, as the
+/// two-pass restore does), and the leftovers of an earlier attempt dropped.
+async fn staged_target(
+    ctx: &OpContext,
+    d: &RestoreIntent,
+    n: &staging::Names,
+    uid: &str,
+    warnings: &mut Vec<String>,
+) -> Result<StagedTarget, OpError> {
+    let mut conn = db::connect(ctx, &d.instance, None).await?;
+    let found = async {
+        for left in staging::drop_leftovers(&mut conn, n).await? {
+            warnings.push(format!(
+                "dropped database {left}, which an earlier attempt of this restore left behind"
+            ));
+        }
+        let mut exists = database::exists(&mut conn, &d.database).await?;
+        let mut created = false;
+        if exists
+            && !uid.is_empty()
+            && marker::read_marks(&mut conn, &d.database)
+                .await?
+                .left_unfinished_by(uid)
+        {
+            // An earlier attempt of this DatabaseRestore (an agent that loaded in place)
+            // created it and was cut off: a partial load of the same artifact.
+            tracing::warn!(
+                database = %d.database,
+                "the target is this restore's own half-loaded database from an earlier attempt;                  dropping it"
+            );
+            database::drop(&mut conn, &d.database).await?;
+            exists = false;
+            created = true;
+        }
+        let attributes = if exists && !d.drop_existing {
+            Some(staging::read_attributes(&mut conn, &d.database).await?)
+        } else {
+            None
+        };
+        Ok::<_, OpError>((exists, created, attributes))
+    }
+    .await;
+    conn.close().await;
+    let (exists, created, attributes) = found?;
+    if !exists && !created && !d.create_database {
+        return Err(invalid(format!(
+            "target database {:?} does not exist and createDatabase is false: create it              (a Database resource) or set createDatabase: true",
+            d.database
+        )));
+    }
+    if exists && !d.drop_existing && !d.in_place && !target_is_empty(ctx, d).await? {
+        return Err(invalid(format!(
+            "target database {:?} exists and has tables: restore into a new database              (target.databaseName), load only rows into its tables (postgres.dataOnly), or              overwrite it with target.inPlace or dropExisting (both need              confirmation.acknowledgeDataLoss)",
+            d.database
+        )));
+    }
+    Ok(StagedTarget {
+        replace: exists,
+        attributes,
+        created: created || !exists,
+    })
+}
+
+/// Drops the staging database after a failure, on a connection of its own (the load's
+/// failure may have been the server going away); the next attempt drops it otherwise.
+async fn discard_staging(ctx: &OpContext, d: &RestoreIntent, n: &staging::Names) {
+    match db::connect(ctx, &d.instance, None).await {
+        Ok(mut conn) => {
+            staging::discard(&mut conn, n).await;
+            conn.close().await;
+        }
+        Err(e) => tracing::warn!(
+            database = %n.staging,
+            error = %e.message,
+            "the staging database could not be dropped; the next attempt of this restore drops it"
+        ),
+    }
+}
+
+/// A staged restore: the target checked, the staging database created, loaded (and, in one
+/// pass, the artifact verified at the end of that same stream), analysed, given the target's
+/// attributes, and swapped in with the completed marker. Any failure drops the staging
+/// database and leaves the target as it was. Returns the load's summary and whether the
+/// target was created.
+#[allow(clippy::too_many_arguments)]
+async fn load_staged(
+    ctx: &OpContext,
+    store: &dyn ObjectStore,
+    d: &RestoreIntent,
+    env: &ToolEnv,
+    reading: Reading,
+    dump_format: &str,
+    meta: Option<&Metadata>,
+    ids: Ids<'_>,
+    progress: ProgressSink,
+    warnings: &mut Vec<String>,
+) -> Result<(Summary, bool), OpError> {
+    let n = staging::names(ids.uid, ids.intent);
+    let (cmd, tool, client) = restore_command(env, d, &n.staging, true, dump_format, warnings)?;
+    let target = staged_target(ctx, d, &n, ids.uid, warnings).await?;
+    let mut conn = db::connect(ctx, &d.instance, None).await?;
+    let made = staging::create(
+        &mut conn,
+        &n,
+        target.attributes.as_ref().and_then(|a| a.locale.as_ref()),
+    )
+    .await;
+    conn.close().await;
+    made?;
+    let finished = async {
+        let summary = load(
+            store,
+            d,
+            reading,
+            cmd,
+            tool,
+            client,
+            progress,
+            Aftermath::Staged,
+        )
+        .await?;
+        if let Some(m) = meta {
+            artifact::check(&summary, m).map_err(|e| {
+                invalid(format!(
+                    "artifact {} failed verification: {e}; {STAGED_UNTOUCHED}",
+                    store.describe(&d.object)
+                ))
+            })?;
+        }
+        if d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true) {
+            // Before the swap: the target is ready to query the moment it appears.
+            let mut staged = db::connect(ctx, &d.instance, Some(&n.staging)).await?;
+            let r = staged.execute("ANALYZE").await;
+            staged.close().await;
+            if let Err(e) = r {
+                warnings.push(format!("ANALYZE after the restore failed: {}", e.message));
+            }
+        }
+        let done = marker::Marker {
+            uid: ids.uid.to_owned(),
+            intent: ids.intent.to_owned(),
+            sha256: summary.plaintext_sha256.clone(),
+            bytes: summary.plaintext_bytes,
+            created: target.created,
+        };
+        // Without an intent (the operation run directly, e.g. by the artifact tools' tests)
+        // there is nothing a second attempt could be recognised by.
+        let done = (!(done.uid.is_empty() && done.intent.is_empty())).then_some(done);
+        let mut conn = db::connect(ctx, &d.instance, None).await?;
+        let swapped = async {
+            if let Some(a) = &target.attributes {
+                for sql in staging::carry_statements(&n.staging, a)? {
+                    conn.execute(&sql).await?;
+                }
+            }
+            staging::swap(&mut conn, &d.database, &n, target.replace, done.as_ref()).await
+        }
+        .await;
+        conn.close().await;
+        warnings.extend(swapped?);
+        Ok::<_, OpError>(summary)
+    }
+    .await;
+    match finished {
+        Ok(summary) => Ok((summary, target.created)),
+        Err(e) => {
+            discard_staging(ctx, d, &n).await;
+            Err(e)
+        }
+    }
 }
 
 /// A stored program kind the mysql restore options can exclude.
@@ -1207,6 +1491,55 @@ async fn sandbox_refusal(
     ))
 }
 
+/// The tool's stdin as the pipeline writes it: when the tool stops reading (it finished, or
+/// failed), the rest of the artifact is still decoded, into nothing, so that the end of the
+/// stream (size, SHA-256, the last tag) is verified whatever the tool read — unless `stop` says
+/// the tool failed, which ends the read at once.
+struct Drain<W: std::io::Write> {
+    inner: Option<W>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: std::io::Write> Drain<W> {
+    fn stopped(&self) -> std::io::Result<()> {
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the restore tool failed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Drain<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(w) = &mut self.inner {
+            match w.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.inner = None,
+                r => return r,
+            }
+        }
+        self.stopped()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(w) = &mut self.inner {
+            match w.flush() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.inner = None,
+                r => return r,
+            }
+        }
+        self.stopped()
+    }
+}
+
+/// Streams the artifact into the restore tool `cmd`. `aftermath` says where the load goes:
+/// after a verify pass (the target), or into a staging database in one pass — where a failed
+/// verification is the cause of whatever the tool then reports (its input ended early), so it
+/// is reported first.
+#[allow(clippy::too_many_arguments)]
 async fn load(
     store: &dyn ObjectStore,
     d: &RestoreIntent,
@@ -1215,26 +1548,59 @@ async fn load(
     tool: &str,
     client: Option<Client>,
     progress: ProgressSink,
+    aftermath: Aftermath,
 ) -> Result<Summary, OpError> {
     let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
-    let sink = std::io::BufWriter::with_capacity(256 * 1024, stdin);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = Drain {
+        inner: Some(std::io::BufWriter::with_capacity(256 * 1024, stdin)),
+        stop: stop.clone(),
+    };
     let seen = Seen::default();
     let decode = async {
         match client {
             Some(c) => {
                 let guarded = ScriptGuard::new(sink, c, &guard::restrict_key(), seen.clone());
-                decode_into(store, &d.object, reading, guarded, progress, "restoring").await
+                decode_into(
+                    store,
+                    &d.object,
+                    reading,
+                    guarded,
+                    progress,
+                    "restoring",
+                    aftermath,
+                )
+                .await
             }
-            None => decode_into(store, &d.object, reading, sink, progress, "restoring").await,
+            None => {
+                decode_into(
+                    store,
+                    &d.object,
+                    reading,
+                    sink,
+                    progress,
+                    "restoring",
+                    aftermath,
+                )
+                .await
+            }
         }
     };
-    let (decoded, status) = tokio::join!(decode, child.wait());
+    let waited = async {
+        let status = child.wait().await;
+        if !matches!(&status, Ok(s) if s.success()) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        status
+    };
+    let (decoded, status) = tokio::join!(decode, waited);
     let stderr = stderr.text().await;
     // A download cut mid-stream closes the tool's input, so the tool fails too ("end of
     // file"): the storage failure is the cause, and it is retryable — the tool's failure
     // would read as an SQL error, which is not (found by the fault matrix, cells 50/51).
     if let Err(e) = &decoded
-        && e.code == ErrorCode::Storage
+        && (e.code == ErrorCode::Storage
+            || (aftermath == Aftermath::Staged && e.code == ErrorCode::Invalid))
     {
         return decoded;
     }
@@ -1598,16 +1964,85 @@ mod tests {
         }
         .into();
         assert_eq!(
-            failed_verification("s3://b/x.dump.gz.enc", "verifying", &e),
+            failed_verification("s3://b/x.dump.gz.enc", Aftermath::Untouched, &e),
             "artifact s3://b/x.dump.gz.enc failed verification: it does not decrypt with the key \
              in Secret ns/backup-key key key: the key differs from the one the Go operator wrote \
              it with, or the object was modified or truncated (its AES-256-GCM tag does not \
              match after 1234 bytes); the target database was not touched"
         );
-        assert!(failed_verification("s3://b/x", "restoring", &e).ends_with(
-            "it had passed verification, so the object changed during the restore; the load \
-                 was stopped"
-        ));
+        assert!(
+            failed_verification("s3://b/x", Aftermath::ChangedDuringLoad, &e).ends_with(
+                "it had passed verification, so the object changed during the restore; the \
+                 load was stopped"
+            )
+        );
+        // One pass: found at the end of the stream that loaded the staging database.
+        assert!(
+            failed_verification("s3://b/x", Aftermath::Staged, &e).ends_with(
+                "it was being loaded into a staging database, which was dropped: the target \
+                 database was not touched"
+            )
+        );
+    }
+
+    #[test]
+    fn whole_postgres_databases_are_staged_rows_and_filters_in_place_are_not() {
+        let mut d = intent("postgres", serde_json::json!({}), false);
+        assert!(staged_restore(&d));
+        d.in_place = true;
+        assert!(staged_restore(&d), "in place, whole: swapped in atomically");
+        d.postgres = Some(PgRestoreOptions {
+            tables: vec!["t".into()],
+            ..PgRestoreOptions::default()
+        });
+        assert!(
+            !staged_restore(&d),
+            "a filter over the target keeps the rest"
+        );
+        d.drop_existing = true;
+        assert!(staged_restore(&d), "dropExisting replaces it all anyway");
+        let rows = intent("postgres", serde_json::json!({"dataOnly": true}), false);
+        assert!(!staged_restore(&rows));
+        assert!(!staged_restore(&intent(
+            "mariadb",
+            serde_json::json!(null),
+            false
+        )));
+        let mut admin = intent("postgres", serde_json::json!({}), false);
+        admin.database = "postgres".into();
+        assert!(
+            !staged_restore(&admin),
+            "the admin connection's own database"
+        );
+    }
+
+    #[test]
+    fn the_load_drains_what_a_finished_tool_left_unread_and_stops_for_a_failed_one() {
+        use std::io::Write as _;
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut d = Drain {
+            inner: Some(Closed),
+            stop: stop.clone(),
+        };
+        // The tool stopped reading: the rest is read on, into nothing, to verify its end.
+        assert_eq!(d.write(b"rest").unwrap(), 4);
+        assert!(d.inner.is_none());
+        d.flush().unwrap();
+        // The tool failed: the read stops.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            d.write(b"more").unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
     }
 
     #[test]
