@@ -232,6 +232,7 @@ impl ClusterDirectory for KubeClusters {
                         message: Some(msg),
                         last_reconcile_time: Some(now()),
                         reconcile_id: None,
+                        last_applied_grants: None,
                     },
                     agent_version: Some(info.agent_version),
                     last_heartbeat_time: Some(now()),

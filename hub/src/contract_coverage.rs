@@ -986,6 +986,7 @@ fn context() -> Context {
         recorder: Context::recorder(client.clone(), "contract-coverage"),
         policies: crate::policy_cache::PolicyCache::with(Default::default()),
         hub_usernames: Vec::new(),
+        caches: Default::default(),
         client,
         hub: Hub::new(Duration::from_secs(10)),
         default_cluster: "default".into(),

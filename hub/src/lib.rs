@@ -250,6 +250,7 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         recorder: controller::Context::recorder(client.clone(), &identity),
         policies: policies.clone(),
         hub_usernames: hub_usernames.clone(),
+        caches: Default::default(),
         client: client.clone(),
         hub: hub.clone(),
         default_cluster: args.default_cluster.clone(),

@@ -271,6 +271,10 @@ pub struct CommonStatus {
     /// Identifier of the last reconcile, for matching logs and audit events.
     #[serde(rename = "reconcileID")]
     pub reconcile_id: Option<String>,
+    /// The memberships and privileges applied last (JSON, names only), so that a later spec
+    /// can revoke what it no longer lists. Written by DatabaseUser, the role kinds and the
+    /// grant kinds with the status of a successful apply.
+    pub last_applied_grants: Option<String>,
 }
 
 /// A cron schedule: five fields (`0 3 * * *`), a descriptor (`@daily`), or `@every <duration>`.

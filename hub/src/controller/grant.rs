@@ -13,9 +13,9 @@ use kube::Api;
 use super::{
     Context, Error,
     kit::{
-        dispatch,
+        cache, dispatch,
         drift::last_applied,
-        instance::{self, Blocked, Resolved, ResolvedInstance},
+        instance::{self, Awaited, Blocked, Resolved, ResolvedInstance},
     },
     payload,
     provisioned::{self, Described, Provisioned, Purpose},
@@ -68,10 +68,8 @@ pub async fn user_grantee(
     field: &str,
 ) -> Resolved<ResolvedGrantee> {
     let display = format!("DatabaseUser {ns}/{name}");
-    let Some(user) = Api::<DatabaseUser>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await?
-    else {
+    let api = Api::<DatabaseUser>::namespaced(ctx.client.clone(), ns);
+    let Some(user) = cache::get(ctx, &api, Some(ns), name).await? else {
         return Ok(Err(pending(
             Reason::GranteeNotFound,
             format!("{display} does not exist ({field})"),
@@ -95,7 +93,8 @@ pub async fn user_grantee(
         return Ok(Err(pending(
             Reason::GranteeNotReady,
             format!("waiting for {display} to be Ready"),
-        )));
+        )
+        .awaiting(Awaited::User(ns.to_owned(), name.to_owned()))));
     }
     let instance = match instance {
         Ok(i) => i,
@@ -145,10 +144,8 @@ pub async fn role_grantee(
     let (display, role_name, phase, instance) = match ns {
         Some(ns) => {
             let display = format!("DatabaseRole {ns}/{name}");
-            let Some(role) = Api::<DatabaseRole>::namespaced(ctx.client.clone(), ns)
-                .get_opt(name)
-                .await?
-            else {
+            let api = Api::<DatabaseRole>::namespaced(ctx.client.clone(), ns);
+            let Some(role) = cache::get(ctx, &api, Some(ns), name).await? else {
                 return Ok(Err(pending(
                     Reason::GranteeNotFound,
                     format!("{display} does not exist ({field})"),
@@ -170,10 +167,8 @@ pub async fn role_grantee(
         }
         None => {
             let display = format!("ClusterDatabaseRole {name}");
-            let Some(role) = Api::<ClusterDatabaseRole>::all(ctx.client.clone())
-                .get_opt(name)
-                .await?
-            else {
+            let api = Api::<ClusterDatabaseRole>::all(ctx.client.clone());
+            let Some(role) = cache::get(ctx, &api, None, name).await? else {
                 return Ok(Err(pending(
                     Reason::GranteeNotFound,
                     format!("{display} does not exist ({field})"),
@@ -196,10 +191,15 @@ pub async fn role_grantee(
         return Ok(Err(b.clone()));
     }
     if !is_ready(phase) {
+        let awaited = match ns {
+            Some(ns) => Awaited::Role(ns.to_owned(), name.to_owned()),
+            None => Awaited::ClusterRole(name.to_owned()),
+        };
         return Ok(Err(pending(
             Reason::GranteeNotReady,
             format!("waiting for {display} to be Ready"),
-        )));
+        )
+        .awaiting(awaited)));
     }
     let instance = match instance {
         Ok(i) => i,
@@ -301,18 +301,25 @@ async fn database_ready(
     let ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
     let display = format!("Database {ns}/{}", r.name);
     Ok(
-        match Api::<Database>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&r.name)
-            .await?
+        match cache::get(
+            ctx,
+            &Api::<Database>::namespaced(ctx.client.clone(), &ns),
+            Some(&ns),
+            &r.name,
+        )
+        .await?
         {
             None => Some(pending(
                 Reason::DatabaseNotFound,
                 format!("{display} does not exist (spec.databaseRef)"),
             )),
-            Some(db) if !is_ready(db.status.as_ref().and_then(|s| s.phase)) => Some(pending(
-                Reason::DatabaseNotReady,
-                format!("waiting for {display} to be Ready"),
-            )),
+            Some(db) if !is_ready(db.status.as_ref().and_then(|s| s.phase)) => Some(
+                pending(
+                    Reason::DatabaseNotReady,
+                    format!("waiting for {display} to be Ready"),
+                )
+                .awaiting(Awaited::Database(ns.clone(), r.name.clone())),
+            ),
             Some(_) => None,
         },
     )
@@ -409,7 +416,11 @@ macro_rules! grant_kind {
                 mode: Mode,
             ) -> Result<IntentRequest, Error> {
                 // What was applied last lets the agent revoke what this spec no longer lists.
-                let payload = self.view().payload(target, last_applied(self), mode);
+                let payload = self.view().payload(
+                    target,
+                    last_applied(self.common_status(), kube::Resource::meta(self)),
+                    mode,
+                );
                 Ok(dispatch::intent(
                     self,
                     Operation::EnsureGrant,
@@ -443,7 +454,11 @@ macro_rules! grant_kind {
                 ctx: &Context,
                 target: &ResolvedGrantee,
             ) -> Result<IntentRequest, Error> {
-                let payload = self.view().payload(target, last_applied(self), Mode::Apply);
+                let payload = self.view().payload(
+                    target,
+                    last_applied(self.common_status(), kube::Resource::meta(self)),
+                    Mode::Apply,
+                );
                 Ok(dispatch::intent(
                     self,
                     Operation::RevokeGrant,

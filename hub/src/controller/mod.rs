@@ -52,6 +52,9 @@ pub struct Context {
     /// The hub's own Kubernetes user names: the ValidatingAdmissionPolicies never apply to its
     /// writes (finalizers of objects that predate a policy).
     pub hub_usernames: Vec<String>,
+    /// The controllers' watch caches, read instead of the apiserver, and the objects waiting
+    /// for another to be Ready ([`kit::cache`]).
+    pub caches: kit::cache::Caches,
 }
 
 impl Context {
@@ -153,7 +156,10 @@ impl Error {
 pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(shutdown);
     let shutdown: Shutdown = futures::future::FutureExt::shared(boxed);
+    // This term's controllers register their own stores as they start.
+    ctx.caches.clear();
     tokio::join!(
+        kit::cache::watch_clusters(ctx.clone(), shutdown.clone()),
         instance::run_namespaced(ctx.clone(), shutdown.clone()),
         instance::run_cluster_scoped(ctx.clone(), shutdown.clone()),
         database::run(ctx.clone(), shutdown.clone()),

@@ -256,7 +256,7 @@ pub async fn run(ctx: Context, shutdown: Shutdown) {
     let term = shutdown.clone();
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => KIND).increment(0);
     // Spec changes only: every reconcile writes status, which must not wake it again.
-    let (changes, store) = runner::spec_changes(api, &[]);
+    let (changes, store) = runner::spec_changes(api, &[], None);
     Controller::for_stream(changes, store)
         .graceful_shutdown_on(shutdown)
         .run(

@@ -53,7 +53,7 @@ pub struct Described {
     pub message: String,
     /// Extra status fields, merged into `status` (typed status structs, serialised).
     pub extra: serde_json::Map<String, serde_json::Value>,
-    /// The agent created the object (a `Created` Event is published).
+    /// The agent created the object (the message says so; no Event, see [`outcome`]).
     pub created: bool,
     /// The object exists but is not as asked and cannot be made so: Ready=False with this
     /// reason and the message (a reason with a retry interval ends the reconcile as a
@@ -124,8 +124,8 @@ pub trait Provisioned: Scoped {
     /// The drop (or revoke) intent.
     fn drop_intent(&self, ctx: &Context, target: &Self::Target) -> Result<IntentRequest, Error>;
 
-    /// What an applied spec granted, recorded in
-    /// [`drift::APPLIED_ANNOTATION`] so that a later spec can revoke what it drops.
+    /// What an applied spec granted, recorded in `status.lastAppliedGrants` so that a later
+    /// spec can revoke what it drops.
     fn applied(&self) -> Option<serde_json::Value> {
         None
     }
@@ -246,14 +246,17 @@ pub fn outcome(
     let Described {
         mut message,
         mut extra,
-        created,
+        created: _,
         problem,
         warning,
     } = described;
     if mode != Mode::Apply {
         extra.insert("drift".into(), drift_status(diffs));
     }
-    let mut event = created.then_some(Reason::Created);
+    // A creation is in the status (message, `createdAt`), not an Event: Events are kept for
+    // what a reader of `kubectl describe` must notice (drift, warnings, failures, drops), and
+    // one per object in a burst of thousands would double the hub's writes.
+    let mut event = None;
     let mut reason = problem.unwrap_or(Reason::Synced);
     if problem.is_none() && !diffs.is_empty() {
         reason = if corrected {
@@ -344,14 +347,14 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         Err(e) => return Err(dispatch::fail_dispatch(ctx, obj, conditions(obj), &e, None).await),
     };
     let (diffs, corrected) = K::drift(&observed);
-    let (update, event) = outcome(mode, obj.describe(&target, &observed), diffs, corrected);
+    let (mut update, event) = outcome(mode, obj.describe(&target, &observed), diffs, corrected);
     if let Some(reason) = event {
         events::publish(ctx, obj, reason, update.message()).await;
     }
     if mode == Mode::Apply
         && let Some(applied) = obj.applied()
     {
-        drift::record_applied(ctx, obj, &applied).await?;
+        update = drift::record_applied(update, &applied);
     }
     if !update.is_ready()
         && let Some(retry) = update.reason().retry()
@@ -550,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn creation_is_an_event_and_synced() {
+    fn creation_is_synced_without_an_event() {
         let (update, event) = outcome(
             Mode::Apply,
             Described {
@@ -562,6 +565,6 @@ mod tests {
             false,
         );
         assert_eq!(update.reason(), Reason::Synced);
-        assert_eq!(event, Some(Reason::Created));
+        assert_eq!(event, None);
     }
 }

@@ -181,7 +181,11 @@ macro_rules! role_kind {
                 mode: Mode,
             ) -> Result<IntentRequest, Error> {
                 // What was applied last lets the agent revoke what this spec no longer lists.
-                let payload = $view(self).payload(target, last_applied(self), mode);
+                let payload = $view(self).payload(
+                    target,
+                    last_applied(self.common_status(), kube::Resource::meta(self)),
+                    mode,
+                );
                 Ok(dispatch::intent(
                     self,
                     Operation::EnsureRole,
@@ -207,7 +211,11 @@ macro_rules! role_kind {
                 ctx: &Context,
                 target: &ResolvedInstance,
             ) -> Result<IntentRequest, Error> {
-                let payload = $view(self).payload(target, last_applied(self), Mode::Apply);
+                let payload = $view(self).payload(
+                    target,
+                    last_applied(self.common_status(), kube::Resource::meta(self)),
+                    Mode::Apply,
+                );
                 Ok(dispatch::intent(
                     self,
                     Operation::DropRole,

@@ -60,7 +60,10 @@ pub struct UserTarget {
 /// The ENSURE_USER / DROP_USER payload for `user` on `instance` (see docs/protocol.md).
 pub fn user_payload(user: &DatabaseUser, instance: &ResolvedInstance, mode: Mode) -> UserIntent {
     UserIntent {
-        previous: last_applied(user),
+        previous: last_applied(
+            user.status.as_ref().map(|s| &s.common),
+            kube::Resource::meta(user),
+        ),
         mode,
         ..payload::user_intent(
             payload::instance(&instance.spec, instance.namespace.as_deref()),

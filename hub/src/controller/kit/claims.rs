@@ -99,11 +99,16 @@ pub async fn refusal<K: Scoped>(
         return Ok(None);
     }
     let me = serde_json::to_value(obj)?;
-    let api: Api<K> = Api::all(ctx.client.clone());
-    let others: Vec<Value> = api
-        .list(&Default::default())
-        .await?
-        .items
+    // Every object of the kind: from the controller's watch cache (a LIST of the whole kind
+    // per reconcile would grow with the square of the objects), else from the apiserver.
+    let all: Vec<K> = match ctx.caches.store::<K>() {
+        Some(store) => store.state().iter().map(|o| K::clone(o)).collect(),
+        None => {
+            let api: Api<K> = Api::all(ctx.client.clone());
+            api.list(&Default::default()).await?.items
+        }
+    };
+    let others: Vec<Value> = all
         .into_iter()
         .filter(|o| o.uid() != obj.uid())
         .filter_map(|o| serde_json::to_value(o).ok())

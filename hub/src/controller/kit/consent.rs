@@ -256,12 +256,17 @@ pub async fn namespace_allowed(
             let Some(selector) = allowed.and_then(|a| a.selector.as_ref()) else {
                 return Ok(false);
             };
-            let api: Api<Namespace> = Api::all(ctx.client.clone());
-            let labels = api
-                .get_opt(from_ns)
-                .await?
-                .and_then(|n| n.metadata.labels)
-                .unwrap_or_default();
+            // From the policy cache's watch of Namespaces when it has the namespace.
+            let labels = match ctx.policies.namespace_labels(from_ns) {
+                Some(labels) => labels,
+                None => {
+                    let api: Api<Namespace> = Api::all(ctx.client.clone());
+                    api.get_opt(from_ns)
+                        .await?
+                        .and_then(|n| n.metadata.labels)
+                        .unwrap_or_default()
+                }
+            };
             Ok(selector_matches(selector, &labels))
         }
     }
@@ -316,7 +321,7 @@ pub async fn cluster_permits(
         return Ok(None);
     };
     let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
-    let Some(mc) = api.get_opt(cluster).await? else {
+    let Some(mc) = super::cache::get(ctx, &api, None, cluster).await? else {
         return Ok(None);
     };
     let allowed = namespace_allowed(

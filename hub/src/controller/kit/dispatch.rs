@@ -7,7 +7,7 @@ use dbprov_proto::agent::v1::{ErrorCode, Operation, ResourceRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
 
-use super::{events, instance::Blocked, runner::Scoped, status::StatusUpdate};
+use super::{events, instance::Blocked, resolved::Awaited, runner::Scoped, status::StatusUpdate};
 use crate::{
     controller::{Context, Error, reason::Reason},
     session::{DispatchError, IntentRequest},
@@ -74,11 +74,33 @@ pub async fn block<K: Scoped>(
     previous: Option<&[Condition]>,
     b: Blocked,
 ) -> Error {
+    if let Some(awaited) = &b.awaiting {
+        await_ready(ctx, awaited, super::cache::Key::of(obj));
+    }
     let update = StatusUpdate::not_ready(b.reason, b.message);
     if let Err(e) = update.apply(ctx, obj, previous).await {
         return e;
     }
     Error::blocked(update.reason(), update.message())
+}
+
+/// `waiter` is queued again as soon as `awaited` is Ready.
+fn await_ready(ctx: &Context, awaited: &Awaited, waiter: super::cache::Key) {
+    use super::cache::wait_for_ready;
+    use crate::api::{
+        ClusterDatabaseInstance, ClusterDatabaseRole, Database, DatabaseInstance, DatabaseRole,
+        DatabaseUser,
+    };
+    match awaited {
+        Awaited::Instance(ns, name) => wait_for_ready::<DatabaseInstance>(ctx, ns, name, waiter),
+        Awaited::ClusterInstance(name) => {
+            wait_for_ready::<ClusterDatabaseInstance>(ctx, "", name, waiter);
+        }
+        Awaited::Database(ns, name) => wait_for_ready::<Database>(ctx, ns, name, waiter),
+        Awaited::User(ns, name) => wait_for_ready::<DatabaseUser>(ctx, ns, name, waiter),
+        Awaited::Role(ns, name) => wait_for_ready::<DatabaseRole>(ctx, ns, name, waiter),
+        Awaited::ClusterRole(name) => wait_for_ready::<ClusterDatabaseRole>(ctx, "", name, waiter),
+    }
 }
 
 /// Writes a failure into status, publishes it as an Event, and returns the error that ends

@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use dbprov_contract::Mode;
-use kube::{
-    Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{instance::ResolvedInstance, runner::Scoped};
-use crate::{
-    api::common::{CommonStatus, DriftMode, DriftPolicy},
-    controller::{Context, Error},
-};
+use super::{instance::ResolvedInstance, status::StatusUpdate};
+use crate::api::common::{CommonStatus, DriftMode, DriftPolicy};
 
-/// Annotation holding the memberships and privileges last applied for an object (JSON; names
-/// only, never secrets).
+/// Annotation in which hubs before `status.lastAppliedGrants` recorded the memberships and
+/// privileges last applied for an object (JSON; names only, never secrets); still read for
+/// objects they applied last.
 pub const APPLIED_ANNOTATION: &str = "dbops.dbprovision.io/last-applied-grants";
 
 /// The drift policy in force: the object's own, else its instance's, else the default
@@ -55,36 +50,26 @@ pub fn mode_for(
     }
 }
 
-/// The value of [`APPLIED_ANNOTATION`] as `T`, if set and readable.
-pub fn last_applied<K: Resource, T: serde::de::DeserializeOwned>(obj: &K) -> Option<T> {
-    obj.meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(APPLIED_ANNOTATION))
-        .and_then(|v| serde_json::from_str(v).ok())
+/// What was applied last as `T`: `status.lastAppliedGrants`, else (an object last applied by
+/// an older hub) [`APPLIED_ANNOTATION`]; None when neither is set and readable.
+pub fn last_applied<T: serde::de::DeserializeOwned>(
+    status: Option<&CommonStatus>,
+    meta: &ObjectMeta,
+) -> Option<T> {
+    match status.and_then(|s| s.last_applied_grants.as_deref()) {
+        Some(recorded) => serde_json::from_str(recorded).ok(),
+        None => meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_ANNOTATION))
+            .and_then(|v| serde_json::from_str(v).ok()),
+    }
 }
 
-/// Records `applied` in [`APPLIED_ANNOTATION`] (no write when it is already there).
-pub async fn record_applied<K: Scoped, T: serde::Serialize>(
-    ctx: &Context,
-    obj: &K,
-    applied: &T,
-) -> Result<(), Error> {
-    let applied = serde_json::to_value(applied)?;
-    if last_applied::<K, serde_json::Value>(obj).as_ref() == Some(&applied) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {APPLIED_ANNOTATION: applied.to_string()}}
-    });
-    K::api_for(&ctx.client, obj)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    Ok(())
+/// `update` also recording `applied` as what was applied last (written with the status of
+/// the apply, in the same request).
+pub fn record_applied(update: StatusUpdate, applied: &serde_json::Value) -> StatusUpdate {
+    update.with("lastAppliedGrants", applied.to_string())
 }
 
 pub use crate::duration::parse_duration;

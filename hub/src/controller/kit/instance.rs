@@ -12,7 +12,8 @@ use crate::{
     controller::{Context, reason::Reason},
 };
 
-pub use super::resolved::{Blocked, Resolved, ResolvedInstance};
+use super::cache;
+pub use super::resolved::{Awaited, Blocked, Resolved, ResolvedInstance};
 
 /// Resolves `instanceRef` (namespace sameness with `ns`) or `clusterInstanceRef`, for a
 /// resource in namespace `ns` ("" for a cluster-scoped one): blocked when the instance does not
@@ -53,31 +54,33 @@ async fn find(
     if let Some(r) = instance_ref {
         let inst_ns = r.namespace.clone().unwrap_or_else(|| ns.to_owned());
         let api: Api<DatabaseInstance> = Api::namespaced(ctx.client.clone(), &inst_ns);
-        return Ok(match api.get_opt(&r.name).await? {
-            Some(i) => Ok(ResolvedInstance {
-                display: format!("DatabaseInstance {inst_ns}/{}", r.name),
-                name: r.name.clone(),
-                ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
-                spec: i.spec,
-                namespace: Some(inst_ns),
-            }),
-            None => Err(Blocked::new(
-                Reason::InstanceNotFound,
-                format!(
-                    "DatabaseInstance {inst_ns}/{} does not exist (spec.instanceRef)",
-                    r.name
-                ),
-            )),
-        });
+        return Ok(
+            match cache::get(ctx, &api, Some(&inst_ns), &r.name).await? {
+                Some(i) => Ok(ResolvedInstance {
+                    display: format!("DatabaseInstance {inst_ns}/{}", r.name),
+                    name: r.name.clone(),
+                    ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
+                    spec: i.spec.clone(),
+                    namespace: Some(inst_ns),
+                }),
+                None => Err(Blocked::new(
+                    Reason::InstanceNotFound,
+                    format!(
+                        "DatabaseInstance {inst_ns}/{} does not exist (spec.instanceRef)",
+                        r.name
+                    ),
+                )),
+            },
+        );
     }
     if let Some(r) = cluster_instance_ref {
         let api: Api<ClusterDatabaseInstance> = Api::all(ctx.client.clone());
-        return Ok(match api.get_opt(&r.name).await? {
+        return Ok(match cache::get(ctx, &api, None, &r.name).await? {
             Some(i) => Ok(ResolvedInstance {
                 display: format!("ClusterDatabaseInstance {}", r.name),
                 name: r.name.clone(),
                 ready: i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Ready),
-                spec: i.spec.0,
+                spec: i.spec.0.clone(),
                 namespace: None,
             }),
             None => Err(Blocked::new(
@@ -150,9 +153,14 @@ pub fn require_ready(i: ResolvedInstance) -> Result<ResolvedInstance, Blocked> {
     if i.ready {
         Ok(i)
     } else {
+        let awaited = match &i.namespace {
+            Some(ns) => Awaited::Instance(ns.clone(), i.name.clone()),
+            None => Awaited::ClusterInstance(i.name.clone()),
+        };
         Err(Blocked::new(
             Reason::InstanceNotReady,
             format!("waiting for {} to be Ready", i.display),
-        ))
+        )
+        .awaiting(awaited))
     }
 }

@@ -1,5 +1,6 @@
 //! The pieces every controller is made of, kept out of the controllers themselves so that the
 //! code of one kind is only what is specific to it:
+//! - [`cache`]: reads of other objects from the watch caches, and wake-ups of waiting objects;
 //! - [`runner`]: running a kube-rs controller with the cleanup finalizer, metrics and a
 //!   resync limited to the cluster that reconnected;
 //! - [`status`]: the `Ready` condition and phase, computed then applied as one merge patch;
@@ -21,6 +22,7 @@ pub const FINALIZER: &str = "dbops.dbprovision.io/cleanup";
 
 pub mod adoption;
 pub mod audit;
+pub mod cache;
 pub mod claims;
 pub mod consent;
 pub mod dispatch;

@@ -54,6 +54,9 @@ pub struct Blocked {
     pub reason: Reason,
     /// Condition message.
     pub message: String,
+    /// The object whose Ready the reconcile waits for: it is queued again when that one
+    /// becomes Ready ([`super::cache::Waiters`]), not only after the reason's retry interval.
+    pub awaiting: Option<Awaited>,
 }
 
 impl Blocked {
@@ -62,8 +65,32 @@ impl Blocked {
         Self {
             reason,
             message: message.into(),
+            awaiting: None,
         }
     }
+
+    /// Also says which object's Ready the reconcile waits for.
+    pub fn awaiting(mut self, awaited: Awaited) -> Self {
+        self.awaiting = Some(awaited);
+        self
+    }
+}
+
+/// An object another one waits for to be Ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaited {
+    /// A DatabaseInstance (namespace, name).
+    Instance(String, String),
+    /// A ClusterDatabaseInstance.
+    ClusterInstance(String),
+    /// A Database (namespace, name).
+    Database(String, String),
+    /// A DatabaseUser (namespace, name).
+    User(String, String),
+    /// A DatabaseRole (namespace, name).
+    Role(String, String),
+    /// A ClusterDatabaseRole.
+    ClusterRole(String),
 }
 
 /// What a resolution finds: the thing, or why the reconcile has to wait.

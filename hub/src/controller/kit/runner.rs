@@ -102,6 +102,7 @@ where
 pub fn spec_changes<K>(
     api: kube::Api<K>,
     annotations: &'static [&'static str],
+    waiters: Option<super::cache::Waiters>,
 ) -> (
     impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
     kube::runtime::reflector::Store<K>,
@@ -110,17 +111,29 @@ where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
+        + serde::Serialize
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
 {
+    use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watch_config())
         .default_backoff()
+        .modify(strip_for_cache)
         .reflect(writer)
         .applied_objects()
+        // After the store has it: a waiter registering now reads the new state itself.
+        .inspect(move |o: &Result<K, _>| {
+            if let (Some(waiters), Ok(o)) = (&waiters, o) {
+                let key = super::cache::Key::of(o);
+                if waiters.is_awaited(&key) && super::cache::phase_is_ready(o) {
+                    waiters.ready(&key);
+                }
+            }
+        })
         .predicate_filter(
             move |o: &K| {
                 use std::hash::{Hash, Hasher};
@@ -139,6 +152,18 @@ where
             Default::default(),
         );
     (stream, reader)
+}
+
+/// What a cached object does not need: `managedFields` (often larger than the object itself)
+/// and kubectl's client-side `last-applied-configuration` copy of the object — neither is
+/// read by a controller, and the hub's memory should grow with the objects, not with how
+/// they were written (docs/scaling.md).
+pub fn strip_for_cache<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// The objects of kind `K` to re-reconcile when a cluster's agent (re)connects or a resync is
@@ -317,13 +342,27 @@ pub async fn run_finalized<K: Scoped>(
                 r.within(&v.namespace)
             }
         });
-    let (changes, store) = spec_changes(api, annotations);
+    let (changes, store) = spec_changes(api, annotations, Some(ctx.caches.waiters.clone()));
+    ctx.caches.register(store.clone());
+    // Objects that waited for another to be Ready and saw it become so.
+    let woken = tokio_stream::wrappers::UnboundedReceiverStream::new(
+        ctx.caches.waiters.queue(kind),
+    )
+    .map(|key| {
+        let r = ObjectRef::new(&key.name);
+        if key.namespace.is_empty() {
+            r
+        } else {
+            r.within(&key.namespace)
+        }
+    });
     let term = shutdown.clone();
     // Listed (at 0) before any term was cut.
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(0);
     Controller::for_stream(changes, store)
         .reconcile_on(resync)
         .reconcile_on(violators)
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj: Arc<K>, ctx: Arc<Context>| {

@@ -99,6 +99,7 @@ impl TestEnv {
             recorder: Context::recorder(client.clone(), "test"),
             policies: crate::policy_cache::PolicyCache::with(Default::default()),
             hub_usernames: Vec::new(),
+            caches: Default::default(),
         });
         TestEnv {
             client,
@@ -118,6 +119,23 @@ impl TestEnv {
 
     /// Stores `obj` in the fake apiserver and returns it as stored (uid, resourceVersion,
     /// generation filled in), ready to hand to a reconcile function.
+    /// Gives the controllers a watch cache of `K` holding `objects` (its first list done), as
+    /// a running controller of that kind would (see [`crate::controller::kit::cache`]).
+    pub fn cache<K>(&self, objects: &[K])
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        use kube::runtime::{reflector, watcher};
+        let (reader, mut writer) = reflector::store::<K>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(o.clone()));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        // The store reads through the writer's shared state; the writer itself may go.
+        self.ctx.caches.register(reader);
+    }
+
     pub fn insert<K>(&self, obj: &K) -> Arc<K>
     where
         K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,

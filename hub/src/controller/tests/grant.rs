@@ -134,9 +134,9 @@ async fn apply_sends_the_privileges_of_the_user_and_records_them() {
     // Grants have no `created` in their answer: no Created Event.
     assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
 
-    let stored = env.get::<DatabaseGrant>(NS, "shop-app").unwrap();
+    // Recorded in the same status write, not in a metadata write of its own.
     let applied: GrantSet =
-        serde_json::from_str(&stored.metadata.annotations.unwrap()[APPLIED_ANNOTATION]).unwrap();
+        serde_json::from_str(status["lastAppliedGrants"].as_str().unwrap()).unwrap();
     assert_eq!(applied.postgres.unwrap().roles, ["shop_readers"]);
 }
 

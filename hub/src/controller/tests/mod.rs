@@ -290,14 +290,7 @@ pub(super) async fn drift_branches<K: Provisioned>(
     let e = assert_event(&env, Reason::DriftDetected);
     assert!(e["note"].as_str().unwrap().contains("1 difference(s)"));
     // A check is no apply: nothing is recorded as applied.
-    assert!(
-        env.get::<K>(ns, name)
-            .unwrap()
-            .meta()
-            .annotations
-            .as_ref()
-            .is_none_or(|a| !a.contains_key(super::kit::drift::APPLIED_ANNOTATION))
-    );
+    assert!(env.status::<K>(ns, name)["lastAppliedGrants"].is_null());
 
     // Default policy, in sync: Synced, drift.detected false, no Event.
     let env = TestEnv::new();
