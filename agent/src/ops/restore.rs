@@ -1033,6 +1033,7 @@ pub async fn run(
                 uid: &uid,
                 intent: &intent_id,
             },
+            one_pass,
             progress.clone(),
             &mut warnings,
         )
@@ -1058,6 +1059,7 @@ pub async fn run(
             client,
             progress.clone(),
             Aftermath::ChangedDuringLoad,
+            false,
         )
         .await;
         let summary = match loaded {
@@ -1272,6 +1274,7 @@ async fn load_staged(
     dump_format: &str,
     meta: Option<&Metadata>,
     ids: Ids<'_>,
+    one_pass: bool,
     progress: ProgressSink,
     warnings: &mut Vec<String>,
 ) -> Result<(Summary, bool), OpError> {
@@ -1297,6 +1300,7 @@ async fn load_staged(
             client,
             progress,
             Aftermath::Staged,
+            one_pass,
         )
         .await?;
         if let Some(m) = meta {
@@ -1494,7 +1498,8 @@ async fn sandbox_refusal(
 /// The tool's stdin as the pipeline writes it: when the tool stops reading (it finished, or
 /// failed), the rest of the artifact is still decoded, into nothing, so that the end of the
 /// stream (size, SHA-256, the last tag) is verified whatever the tool read — unless `stop` says
-/// the tool failed, which ends the read at once.
+/// the tool failed and the artifact needs no verifying (a verify pass read it already), which
+/// ends the read at once.
 struct Drain<W: std::io::Write> {
     inner: Option<W>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1536,9 +1541,12 @@ impl<W: std::io::Write> std::io::Write for Drain<W> {
 }
 
 /// Streams the artifact into the restore tool `cmd`. `aftermath` says where the load goes:
-/// after a verify pass (the target), or into a staging database in one pass — where a failed
-/// verification is the cause of whatever the tool then reports (its input ended early), so it
-/// is reported first.
+/// after a verify pass (the target), or into a staging database — where a failed verification
+/// is the cause of whatever the tool then reports (its input ended early, or garbage that
+/// decompressed before a checksum at the end of the stream caught it), so it is reported
+/// first. With `verify_to_end` (one pass: nothing read the artifact before) the stream is read
+/// to its end even after the tool failed, so that the failure says whether the artifact was at
+/// fault.
 #[allow(clippy::too_many_arguments)]
 async fn load(
     store: &dyn ObjectStore,
@@ -1549,6 +1557,7 @@ async fn load(
     client: Option<Client>,
     progress: ProgressSink,
     aftermath: Aftermath,
+    verify_to_end: bool,
 ) -> Result<Summary, OpError> {
     let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1588,7 +1597,7 @@ async fn load(
     };
     let waited = async {
         let status = child.wait().await;
-        if !matches!(&status, Ok(s) if s.success()) {
+        if !verify_to_end && !matches!(&status, Ok(s) if s.success()) {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         status
