@@ -80,6 +80,11 @@ impl GoOperator {
         &self.probe_addr
     }
 
+    /// The manager's pid (to read its CPU time and peak memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// Stops the manager (SIGKILL, as `kubectl scale --replicas=0` ends in for a pod that
     /// does not exit in time) and waits until it is gone.
     pub async fn stop(mut self) {

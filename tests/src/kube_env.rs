@@ -334,6 +334,28 @@ impl KubeEnv {
     pub fn etcd_pid(&self) -> u32 {
         self.etcd.pid()
     }
+
+    /// kube-apiserver's pid (to read its CPU time and memory from `/proc`).
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.pid()
+    }
+
+    /// The apiserver's own Prometheus metrics (`GET /metrics`, text format), read as the
+    /// admin client (`system:masters`, which the endpoint's RBAC lets in). Benchmarks take
+    /// the difference of two scrapes, e.g. of `apiserver_request_total`.
+    pub async fn apiserver_metrics(&self) -> Result<String, EnvError> {
+        let fail = |message: String| EnvError::Client {
+            component: "kube-apiserver /metrics".into(),
+            message,
+        };
+        let req = http::Request::get("/metrics")
+            .body(Vec::new())
+            .map_err(|e| fail(e.to_string()))?;
+        self.client
+            .request_text(req)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
 }
 
 struct ApiserverFiles {
