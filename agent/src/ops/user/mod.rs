@@ -232,12 +232,31 @@ pub(crate) fn password_for(
     Ok((pw, "generated"))
 }
 
-/// Writes the credentials Secret (server-side apply, so other fields people add stay).
+/// Writes the credentials Secret (server-side apply, so other fields people add stay), after
+/// reading it.
 pub(crate) async fn write_secret(
     ctx: &OpContext,
     intent: &UserIntent,
     password: &str,
     extra: &SecretExtra,
+) -> Result<Option<(String, String)>, OpError> {
+    let Some((ns, name)) = secret_location(intent) else {
+        return Ok(None);
+    };
+    let before = existing_secret(ctx, &ns, &name).await?;
+    write_secret_over(ctx, intent, password, extra, before).await
+}
+
+/// Writes the credentials Secret over `before`, the Secret as read (and claimed) earlier in
+/// the same operation: that read chooses the layout, and the write is conditional on it, so
+/// a Secret that changed since is never overwritten (the next attempt reads it again). Writes
+/// nothing when `before` already holds exactly what would be written.
+pub(crate) async fn write_secret_over(
+    ctx: &OpContext,
+    intent: &UserIntent,
+    password: &str,
+    extra: &SecretExtra,
+    before: Option<Secret>,
 ) -> Result<Option<(String, String)>, OpError> {
     let Some((ns, name)) = secret_location(intent) else {
         return Ok(None);
@@ -252,7 +271,6 @@ pub(crate) async fn write_secret(
     // A Secret taken over from db-provision-operator keeps that operator's layout (its four
     // default keys; no password key beside templated ones), so applications see the same
     // bytes after the switch.
-    let before = existing_secret(ctx, &ns, &name).await?;
     let go_layout = before.as_ref().is_some_and(ownership::go_layout);
     // Only while that annotation still holds this very password: after a rotation the
     // password key is written, which reads first.
@@ -350,6 +368,10 @@ pub(crate) async fn write_secret(
     // Secret someone else put there meanwhile is never overwritten.
     let current = before;
     let resource_version = match ownership::claim(&ns, &name, current, &intent.owner)? {
+        Some(secret) if holds(&secret, &data, &labels, &annotations, &type_) => {
+            // Already as it would be written: a reconcile in sync costs no write.
+            return Ok(Some((ns, name)));
+        }
         Some(secret) => secret.metadata.resource_version,
         None => {
             // Only the marker first, so the apply below owns every data key. A typed Secret
@@ -411,6 +433,26 @@ pub(crate) async fn write_secret(
     Ok(Some((ns, name)))
 }
 
+/// Whether `secret` holds exactly the data keys `data` (no others: a key an earlier write
+/// applied and this one drops must still be removed by the apply), and the labels,
+/// annotations and type given (others may be there: people add them).
+fn holds(
+    secret: &Secret,
+    data: &BTreeMap<String, ByteString>,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    type_: &str,
+) -> bool {
+    let subset = |have: Option<&BTreeMap<String, String>>, want: &BTreeMap<String, String>| {
+        want.iter()
+            .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+    };
+    secret.data.as_ref().unwrap_or(&BTreeMap::new()) == data
+        && secret.type_.as_deref().unwrap_or("Opaque") == type_
+        && subset(secret.metadata.labels.as_ref(), labels)
+        && subset(secret.metadata.annotations.as_ref(), annotations)
+}
+
 /// ENSURE_USER.
 pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved, OpError> {
     let intent = intent.for_active_login();
@@ -448,7 +490,8 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         conn.close().await;
         let mut out = observed?;
         let extra = SecretExtra::keep_rotation_marker(current.as_ref());
-        let secret = write_secret(ctx, &intent, &password, &extra).await?;
+        // Over the read claim_secret made: one read of the Secret per ENSURE_USER.
+        let secret = write_secret_over(ctx, &intent, &password, &extra, current).await?;
         out.password_source = Some(source.to_owned());
         out.secret = secret.map(|(namespace, name)| SecretLocation { name, namespace });
         out
@@ -618,6 +661,57 @@ pub async fn drop(ctx: &OpContext, intent: UserIntent) -> Result<DropUserObserve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_already_as_it_would_be_written_is_not_written_again() {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "labels": {MANAGED_BY: "dbprov", "team": "a"},
+                         "annotations": {OWNER_ANNOTATION: "DatabaseUser/ns/u", "x": "y"}},
+            "type": "Opaque",
+            "data": {"password": "cHc=", "username": "dQ=="}}))
+        .unwrap();
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, ByteString> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect()
+        };
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let labels = map(&[(MANAGED_BY, "dbprov")]);
+        let annotations = map(&[(OWNER_ANNOTATION, "DatabaseUser/ns/u")]);
+        let same = data(&[("password", "pw"), ("username", "u")]);
+        // People's own labels and annotations do not make a write necessary.
+        assert!(holds(&secret, &same, &labels, &annotations, "Opaque"));
+        // A changed value, a key to drop, another type or a missing annotation does.
+        assert!(!holds(
+            &secret,
+            &data(&[("password", "new"), ("username", "u")]),
+            &labels,
+            &annotations,
+            "Opaque"
+        ));
+        assert!(!holds(
+            &secret,
+            &data(&[("password", "pw")]),
+            &labels,
+            &annotations,
+            "Opaque"
+        ));
+        assert!(!holds(
+            &secret,
+            &same,
+            &labels,
+            &annotations,
+            "kubernetes.io/basic-auth"
+        ));
+        let more = map(&[(OWNER_ANNOTATION, "DatabaseUser/ns/u"), ("rotation", "r1")]);
+        assert!(!holds(&secret, &same, &labels, &more, "Opaque"));
+    }
 
     #[test]
     fn ensure_user_keeps_a_rotations_marker_and_nothing_else_it_did_not_write() {
