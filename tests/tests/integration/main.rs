@@ -48,6 +48,7 @@ mod reference_manifests;
 mod restore_once;
 mod restore_proofs;
 mod restore_sandbox;
+mod restore_staging;
 mod retention_identity;
 mod rotation;
 mod rotation_faults;
