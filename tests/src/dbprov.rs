@@ -278,10 +278,13 @@ impl HubProcess {
         let dir = WorkDir::new("hub")?;
         let cert = pki.hub_cert();
         let mut cmd = Command::new(bin);
+        // Debug logs of the hub's own crate unless `env` sets the level (benchmarks: info).
+        if !env.iter().any(|(k, _)| k == "DBPROV_LOG") {
+            cmd.env("DBPROV_LOG", "info,dbprov_hub=debug");
+        }
         cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
-            .env("DBPROV_LOG", "info,dbprov_hub=debug")
             .args(["--grpc-listen", &addr])
             .arg("--tls-cert")
             .arg(&cert.cert)
@@ -416,10 +419,13 @@ impl AgentProcess {
         let bin = binary("dbprov-agent")?;
         let dir = WorkDir::new("agent")?;
         let mut cmd = Command::new(bin);
+        // Debug logs of the agent's own crate unless `env` sets the level (benchmarks: info).
+        if !env.iter().any(|(k, _)| k == "DBPROV_LOG") {
+            cmd.env("DBPROV_LOG", "info,dbprov_agent=debug");
+        }
         cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
-            .env("DBPROV_LOG", "info,dbprov_agent=debug")
             .args(["--cluster-name", &opts.cluster_name])
             // `hub_addr` may list several replicas, comma-separated.
             .args([
