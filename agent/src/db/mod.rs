@@ -121,6 +121,13 @@ pub async fn admin_credentials(
         .namespace
         .clone()
         .unwrap_or_else(|| ctx.kube.default_namespace().to_owned());
+    let key = format!(
+        "{namespace}/{}/{}/{}",
+        creds.secret_name, creds.username_key, creds.password_key
+    );
+    if let Some(found) = ADMIN_CREDENTIALS.fresh(&key) {
+        return Ok(found);
+    }
     let values = secrets::read_keys(
         &ctx.kube,
         &namespace,
@@ -130,7 +137,48 @@ pub async fn admin_credentials(
     .await?;
     let user = values.get(&creds.username_key).cloned().unwrap_or_default();
     let password = values.get(&creds.password_key).cloned().unwrap_or_default();
+    ADMIN_CREDENTIALS.keep(key, (user.clone(), password.clone()));
     Ok((user, password))
+}
+
+/// How long an instance's admin credentials, once read, are used without reading their Secret
+/// again. Every operation connects (several times for some), and a burst of a thousand users
+/// read the same Secret thousands of times a second from the workload apiserver; a changed
+/// password is picked up within this time (an operation that failed to authenticate in
+/// between is retried by the hub).
+const ADMIN_CREDENTIALS_TTL: Duration = Duration::from_secs(5);
+
+/// Admin credentials recently read, by Secret and keys (in memory only, never logged).
+static ADMIN_CREDENTIALS: std::sync::LazyLock<Recent> = std::sync::LazyLock::new(Recent::default);
+
+/// Values read recently, each used until [`ADMIN_CREDENTIALS_TTL`] after it was read.
+#[derive(Default)]
+struct Recent {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, (String, String))>>,
+}
+
+impl Recent {
+    fn fresh(&self, key: &str) -> Option<(String, String)> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn keep(&self, key: String, value: (String, String)) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Expired entries go, so what is kept is bounded by the instances in use.
+        entries.retain(|_, (at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL);
+        entries.insert(key, (std::time::Instant::now(), value));
+    }
 }
 
 /// Connects with the admin credentials from the workload cluster, to `database` (default:
@@ -575,6 +623,23 @@ pub(crate) fn timeout_error(engine: Engine, target: &str, after: Duration, field
 #[cfg(test)]
 mod tests {
     use super::first_words;
+
+    #[test]
+    fn admin_credentials_read_moments_ago_are_used_again_and_others_are_not() {
+        let recent = super::Recent::default();
+        assert_eq!(recent.fresh("ns/admin/username/password"), None);
+        recent.keep(
+            "ns/admin/username/password".into(),
+            ("postgres".into(), "pw".into()),
+        );
+        assert_eq!(
+            recent.fresh("ns/admin/username/password"),
+            Some(("postgres".into(), "pw".into()))
+        );
+        // Another Secret, or other keys of the same Secret, are read on their own.
+        assert_eq!(recent.fresh("ns/admin/user/password"), None);
+        assert_eq!(recent.fresh("other/admin/username/password"), None);
+    }
 
     #[test]
     fn missing_objects_are_retried_other_sql_errors_are_not() {
