@@ -151,11 +151,13 @@ const ADMIN_CREDENTIALS_TTL: Duration = Duration::from_secs(5);
 /// Admin credentials recently read, by Secret and keys (in memory only, never logged).
 static ADMIN_CREDENTIALS: std::sync::LazyLock<Recent> = std::sync::LazyLock::new(Recent::default);
 
+/// A user name and its password.
+type Credentials = (String, String);
+
 /// Values read recently, each used until [`ADMIN_CREDENTIALS_TTL`] after it was read.
 #[derive(Default)]
 struct Recent {
-    entries:
-        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, (String, String))>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Credentials)>>,
 }
 
 impl Recent {
