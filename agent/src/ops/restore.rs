@@ -1560,6 +1560,13 @@ async fn load(
     verify_to_end: bool,
 ) -> Result<Summary, OpError> {
     let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
+    // One pass (verified while it loads) reports `loading`, the second of two `restoring`, so
+    // the hub can show the whole of one pass as 0-100 %.
+    let step = if verify_to_end {
+        "loading"
+    } else {
+        "restoring"
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sink = Drain {
         inner: Some(std::io::BufWriter::with_capacity(256 * 1024, stdin)),
@@ -1571,28 +1578,11 @@ async fn load(
             Some(c) => {
                 let guarded = ScriptGuard::new(sink, c, &guard::restrict_key(), seen.clone());
                 decode_into(
-                    store,
-                    &d.object,
-                    reading,
-                    guarded,
-                    progress,
-                    "restoring",
-                    aftermath,
+                    store, &d.object, reading, guarded, progress, step, aftermath,
                 )
                 .await
             }
-            None => {
-                decode_into(
-                    store,
-                    &d.object,
-                    reading,
-                    sink,
-                    progress,
-                    "restoring",
-                    aftermath,
-                )
-                .await
-            }
+            None => decode_into(store, &d.object, reading, sink, progress, step, aftermath).await,
         }
     };
     let waited = async {

@@ -438,6 +438,8 @@ fn percent(step: &str, bytes: u64, total: Option<i64>) -> Option<i32> {
     Some(match step {
         "verifying" => half,
         "restoring" => 50 + half,
+        // One pass, verified while it loads (docs/backups.md).
+        "loading" => (bytes.min(total) * 100 / total) as i32,
         "completed" => 100,
         _ => 0,
     })
@@ -814,6 +816,8 @@ mod tests {
         assert_eq!(percent("verifying", 50, Some(100)), Some(25));
         assert_eq!(percent("restoring", 100, Some(100)), Some(100));
         assert_eq!(percent("restoring", 0, None), None);
+        assert_eq!(percent("loading", 50, Some(100)), Some(50));
+        assert_eq!(percent("loading", 100, Some(100)), Some(100));
     }
 
     fn restore(spec: Value) -> DatabaseRestore {

@@ -315,7 +315,9 @@ impl Env {
         let start = Instant::now();
         loop {
             let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                // A whole-database restore loads into its staging database (dbprov_restore_<uid>) and
+            // swaps it in by rename at the end.
+            "SELECT count(*) FROM pg_stat_activity WHERE (datname = $1 OR datname LIKE 'dbprov\\_restore\\_%') \
                  AND query ILIKE 'COPY %' AND state = 'active' AND pid <> pg_backend_pid()",
             )
             .bind(db)

@@ -314,7 +314,9 @@ async fn pg_copying(env: &Env, db: &str) {
     let start = Instant::now();
     loop {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+            // A whole-database restore loads into its staging database (dbprov_restore_<uid>) and
+            // swaps it in by rename at the end.
+            "SELECT count(*) FROM pg_stat_activity WHERE (datname = $1 OR datname LIKE 'dbprov\\_restore\\_%') \
              AND query ILIKE 'COPY %' AND state = 'active' AND pid <> pg_backend_pid()",
         )
         .bind(db)
@@ -532,13 +534,15 @@ async fn fault_matrix_gaps_restore_and_rotation_resend() {
     env.artifact_once(&base).await;
     let filler = pg_filler(&env, "big").await;
 
-    // MinIO stops while the agent reads the artifact: in the verify pass (the whole artifact
-    // decoded into nothing before the target is touched) and in the load pass (streamed into
-    // pg_restore after the target was dropped and re-created). A cut download is a retryable
-    // STORAGE failure; the hub runs the restore again once MinIO is back. (Before 007db72 a cut
-    // in the load pass was reported as the tool's "end of file", an SQL error, and the restore
-    // failed at once with the target dropped: docs/reliability.md cells 50-51.)
-    for pass in ["verify", "load"] {
+    // MinIO stops while the agent reads the artifact. A whole PostgreSQL database is restored
+    // in one pass (streamed into pg_restore in a staging database while it is verified, then
+    // swapped in by rename: docs/backups.md), so the cut lands in that pass; the verify pass
+    // of two-pass restores (MariaDB, dataOnly) had its cell here before one-pass restores. A
+    // cut download is a retryable STORAGE failure; the hub runs the restore again once MinIO
+    // is back. (Before 007db72 a cut in the load pass was reported as the tool's "end of
+    // file", an SQL error, and the restore failed at once with the target dropped:
+    // docs/reliability.md cells 50-51.)
+    for pass in ["load"] {
         let name = format!("minio-stop-{pass}");
         let runs_before = env.runs("restore").await;
         pg_insert(&env, "big", "dropped-by-restore").await;
