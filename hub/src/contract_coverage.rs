@@ -987,6 +987,7 @@ fn context() -> Context {
         policies: crate::policy_cache::PolicyCache::with(Default::default()),
         hub_usernames: Vec::new(),
         caches: Default::default(),
+        term_started: std::time::Instant::now(),
         client,
         hub: Hub::new(Duration::from_secs(10)),
         default_cluster: "default".into(),

@@ -251,6 +251,7 @@ async fn serve(args: cli::RunArgs) -> anyhow::Result<()> {
         policies: policies.clone(),
         hub_usernames: hub_usernames.clone(),
         caches: Default::default(),
+        term_started: std::time::Instant::now(),
         client: client.clone(),
         hub: hub.clone(),
         default_cluster: args.default_cluster.clone(),

@@ -245,6 +245,14 @@ pub(crate) async fn probe<K: InstanceKind>(
         });
         let request = dispatch::intent(obj, Operation::ProbeInstance, &payload, timeout);
         let answer = ctx.hub.send(&cluster, request).await;
+        if matches!(answer, Err(DispatchError::NotConnected { .. }))
+            && ctx.agents_may_be_returning(obj.conditions().is_some_and(|c| !c.is_empty()))
+        {
+            return Err(Error::blocked(
+                Reason::ClusterNotConnected,
+                format!("waiting for cluster {cluster}'s agent to connect to this hub"),
+            ));
+        }
         let truncated = answer.as_deref().is_ok_and(discovery_truncated);
         let answer = answer.and_then(|json| dispatch::parse_answer::<ProbeObserved>(&json));
         if discover

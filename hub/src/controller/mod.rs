@@ -55,9 +55,26 @@ pub struct Context {
     /// The controllers' watch caches, read instead of the apiserver, and the objects waiting
     /// for another to be Ready ([`kit::cache`]).
     pub caches: kit::cache::Caches,
+    /// When this leadership term's controllers started (see [`Context::agents_may_be_returning`]).
+    pub term_started: std::time::Instant,
 }
 
+/// How long after a term starts a cluster without a session is taken for an agent still
+/// finding its way to this replica (agents retry a refused standby every half second, with
+/// backoff when the hub was gone), not for a cluster that is down.
+pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Context {
+    /// Whether a resource already reconciled (`has_status`) that finds its cluster without a
+    /// session should leave its status as it is and come back shortly: early in a term, the
+    /// agents of a restarted or new leader are still reconnecting, and writing
+    /// `ClusterNotConnected` (and an Event) for every resource of every cluster at once would
+    /// flood the apiserver — and with it this replica's Lease renewals — for news that is
+    /// seconds from being wrong. A resource never reconciled says it waits at once.
+    pub fn agents_may_be_returning(&self, has_status: bool) -> bool {
+        has_status && self.term_started.elapsed() < TERM_GRACE
+    }
+
     /// The event recorder of a hub replica named `instance`.
     pub fn recorder(client: kube::Client, instance: &str) -> kube::runtime::events::Recorder {
         kube::runtime::events::Recorder::new(
@@ -158,6 +175,8 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
     let shutdown: Shutdown = futures::future::FutureExt::shared(boxed);
     // This term's controllers register their own stores as they start.
     ctx.caches.clear();
+    let mut ctx = ctx;
+    ctx.term_started = std::time::Instant::now();
     tokio::join!(
         kit::cache::watch_clusters(ctx.clone(), shutdown.clone()),
         instance::run_namespaced(ctx.clone(), shutdown.clone()),

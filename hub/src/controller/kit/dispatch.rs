@@ -112,6 +112,11 @@ pub async fn fail<K: Scoped>(
     update: StatusUpdate,
     retry: Duration,
 ) -> Error {
+    if update.reason() == Reason::ClusterNotConnected
+        && ctx.agents_may_be_returning(previous.is_some_and(|c| !c.is_empty()))
+    {
+        return Error::blocked(update.reason(), update.message());
+    }
     if let Err(e) = update.apply(ctx, obj, previous).await {
         return e;
     }

@@ -54,7 +54,9 @@ pub async fn start_or_reattach<K: Scoped>(
                 )
             };
             let update = StatusUpdate::not_ready(Reason::ClusterNotConnected, message).phase(phase);
-            update.apply(ctx, obj, conditions).await?;
+            if !ctx.agents_may_be_returning(conditions.is_some_and(|c| !c.is_empty())) {
+                update.apply(ctx, obj, conditions).await?;
+            }
             Err(Error::blocked(update.reason(), update.message()))
         }
     }

@@ -100,6 +100,10 @@ impl TestEnv {
             policies: crate::policy_cache::PolicyCache::with(Default::default()),
             hub_usernames: Vec::new(),
             caches: Default::default(),
+            // A term long under way: its grace for returning agents is over.
+            term_started: std::time::Instant::now()
+                .checked_sub(crate::controller::TERM_GRACE)
+                .unwrap_or_else(std::time::Instant::now),
         });
         TestEnv {
             client,

@@ -562,3 +562,43 @@ async fn the_status_record_of_what_was_applied_wins_over_an_older_hubs_annotatio
         ["shop_auditors"]
     );
 }
+
+#[tokio::test]
+async fn early_in_a_term_a_ready_user_whose_agent_has_not_reconnected_yet_writes_nothing() {
+    let env = TestEnv::new();
+    env.agent.disconnect();
+    let user = shop_app(&env, fixtures::user("shop-app", "postgres").ready_at(1));
+    env.api.clear_logs();
+    // A term that has just started: agents are still finding this replica.
+    let ctx = Arc::new(Context {
+        term_started: std::time::Instant::now(),
+        ..(*env.ctx).clone()
+    });
+    let e = provisioned::apply(user.clone(), ctx).await.unwrap_err();
+    assert_eq!(e.reason(), Some(Reason::ClusterNotConnected));
+    assert_eq!(
+        e.requeue(),
+        crate::controller::reason::WAIT_SHORT,
+        "back soon, without a write"
+    );
+    let writes: Vec<String> = env
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.method != http::Method::GET)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(env.event_reasons().is_empty());
+    // Later in the term the same failure is news: status and Event say so.
+    provisioned::apply(user, env.ctx.clone()).await.unwrap_err();
+    assert_status::<DatabaseUser>(
+        &env,
+        NS,
+        "shop-app",
+        false,
+        Reason::ClusterNotConnected,
+        "Pending",
+    );
+    assert_event(&env, Reason::ClusterNotConnected);
+}
