@@ -178,7 +178,7 @@ pub async fn run(ctx: Context, shutdown: impl std::future::Future<Output = ()> +
     let mut ctx = ctx;
     ctx.term_started = std::time::Instant::now();
     tokio::join!(
-        kit::cache::watch_clusters(ctx.clone(), shutdown.clone()),
+        kit::runner::watch_clusters(ctx.clone(), shutdown.clone()),
         instance::run_namespaced(ctx.clone(), shutdown.clone()),
         instance::run_cluster_scoped(ctx.clone(), shutdown.clone()),
         database::run(ctx.clone(), shutdown.clone()),

@@ -115,26 +115,6 @@ where
     Ok(api.get_opt(name).await?.map(Arc::new))
 }
 
-/// Keeps the cache of ManagedClusters (read for every namespaced resource's consent check)
-/// until `shutdown`. No controller of that kind runs in this term's controllers, so it gets a
-/// watch of its own.
-pub async fn watch_clusters(ctx: Context, shutdown: super::runner::Shutdown) {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (reader, writer) = reflector::store::<crate::api::ManagedCluster>();
-    ctx.caches.register(reader);
-    let api: Api<crate::api::ManagedCluster> = Api::all(ctx.client.clone());
-    let follow = watcher(api, super::runner::watch_config())
-        .default_backoff()
-        .modify(super::runner::strip_for_cache)
-        .reflect(writer)
-        .for_each(|_| futures::future::ready(()));
-    tokio::select! {
-        () = follow => {}
-        () = shutdown => {}
-    }
-}
-
 /// An object by kind, namespace ("" when cluster-scoped) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {

@@ -166,6 +166,26 @@ pub fn strip_for_cache<K: kube::Resource>(obj: &mut K) {
     }
 }
 
+/// Keeps the cache of ManagedClusters (read for every namespaced resource's consent check)
+/// until `shutdown`. No controller of that kind runs in this term's controllers, so it gets a
+/// watch of its own.
+pub async fn watch_clusters(ctx: crate::controller::Context, shutdown: Shutdown) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store::<crate::api::ManagedCluster>();
+    ctx.caches.register(reader);
+    let api: kube::Api<crate::api::ManagedCluster> = kube::Api::all(ctx.client.clone());
+    let follow = watcher(api, watch_config())
+        .default_backoff()
+        .modify(strip_for_cache)
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = follow => {}
+        () = shutdown => {}
+    }
+}
+
 /// The objects of kind `K` to re-reconcile when a cluster's agent (re)connects or a resync is
 /// asked for: those that have sent intents to that cluster, and no others.
 pub fn resync_of<K: Scoped>(
