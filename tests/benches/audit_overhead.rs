@@ -41,6 +41,7 @@ use dbprov_tests::{
 #[path = "provision_users.rs"]
 mod provision_users;
 
+use dbprov_tests::dbprov::cpu_time;
 use provision_users::{Convergence, converge, direct_sql, prepare};
 
 /// Sinks get this long after Ready to deliver everything (a wait, not a threshold: the
@@ -111,24 +112,6 @@ struct Run {
     /// Median and 90th percentile of append + fdatasync of one record-sized line.
     fsync_p50_p90: Option<(Duration, Duration)>,
     problems: Vec<String>,
-}
-
-/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start with the state, field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15, in USER_HZ (100 on Linux).
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// Sum of the samples of `name` (exact metric name) whose labels contain `labels`.

@@ -34,6 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dbprov_tests::dbprov::cpu_time;
 use dbprov_tests::{
     dbprov::peak_rss_kib, go_operator::GoOperator, kube_env::KubeEnv, manifests, mariadb::MariaDb,
     postgres::Postgres, scenario::Scenario,
@@ -110,24 +111,6 @@ async fn ready_count(client: &kube::Client, kind: &str) -> usize {
         .iter()
         .filter(|o| o.data["status"]["phase"] == "Ready")
         .count()
-}
-
-/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start with the state, field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15, in USER_HZ (100 on Linux).
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// The samples of metric `name` in Prometheus text: labels and value.

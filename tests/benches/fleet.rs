@@ -354,20 +354,9 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
+/// CPU seconds (user + system) of a process.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    dbprov_tests::dbprov::cpu_time(pid).as_secs_f64()
 }
 
 /// Samples of metric `name` (exactly) in Prometheus text: labels and value.

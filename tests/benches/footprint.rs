@@ -15,27 +15,10 @@ use std::time::{Duration, Instant};
 
 use dbprov_tests::scenario::Scenario;
 
-/// A field of /proc/<pid>/status in KiB (0 when unknown).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
+use dbprov_tests::dbprov::{cpu_time, status_kib};
 
-/// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    ticks as f64 / 100.0
+    cpu_time(pid).as_secs_f64()
 }
 
 fn threads(pid: u32) -> u64 {
