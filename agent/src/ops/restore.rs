@@ -50,6 +50,25 @@ use crate::{
     tools,
 };
 
+/// Whether the existing target is this DatabaseRestore's own half-loaded database: an earlier
+/// attempt created it (its `restoring` mark names this uid) and was cut off before completing,
+/// so what it holds is a partial load of the same artifact, nobody else's data. Logs that it is
+/// dropped.
+async fn own_half_loaded(conn: &mut Conn, d: &RestoreIntent, uid: &str) -> Result<bool, OpError> {
+    if uid.is_empty()
+        || !marker::read_marks(conn, &d.database)
+            .await?
+            .left_unfinished_by(uid)
+    {
+        return Ok(false);
+    }
+    tracing::warn!(
+        database = %d.database,
+        "the target is this restore's own half-loaded database from an earlier attempt; dropping it"
+    );
+    Ok(true)
+}
+
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::new(ErrorCode::Invalid, msg, false)
 }
@@ -319,20 +338,7 @@ async fn prepare_target(
             conn.execute(&sql).await?;
             return Ok(false);
         }
-        if exists
-            && !uid.is_empty()
-            && marker::read_marks(&mut conn, &d.database)
-                .await?
-                .left_unfinished_by(uid)
-        {
-            // An earlier attempt of this DatabaseRestore created it and was cut off before
-            // completing (its clean-up drop could not reach the server): what it holds is a
-            // partial load of the same artifact, nobody else's data.
-            tracing::warn!(
-                database = %d.database,
-                "the target is this restore's own half-loaded database from an earlier attempt; \
-                 dropping and re-creating it"
-            );
+        if exists && own_half_loaded(&mut conn, d, uid).await? {
             database::drop(&mut conn, &d.database).await?;
             create_target(&mut conn, d, uid, warnings).await?;
             return Ok(true);
@@ -1198,18 +1204,7 @@ async fn staged_target(
         }
         let mut exists = database::exists(&mut conn, &d.database).await?;
         let mut created = false;
-        if exists
-            && !uid.is_empty()
-            && marker::read_marks(&mut conn, &d.database)
-                .await?
-                .left_unfinished_by(uid)
-        {
-            // An earlier attempt of this DatabaseRestore (an agent that loaded in place)
-            // created it and was cut off: a partial load of the same artifact.
-            tracing::warn!(
-                database = %d.database,
-                "the target is this restore's own half-loaded database from an earlier attempt;                  dropping it"
-            );
+        if exists && own_half_loaded(&mut conn, d, uid).await? {
             database::drop(&mut conn, &d.database).await?;
             exists = false;
             created = true;
