@@ -10,6 +10,24 @@ pub struct OpContext {
     pub pvc_root: std::path::PathBuf,
     /// Directories searched for client tools (then PATH).
     pub tool_dirs: Vec<std::path::PathBuf>,
+    /// Admin credentials read moments ago, shared by the operations of this context only.
+    pub admin_credentials: std::sync::Arc<crate::db::RecentCredentials>,
+}
+
+impl OpContext {
+    /// A context for the workload cluster `kube`, with nothing read yet.
+    pub fn new(
+        kube: kube::Client,
+        pvc_root: std::path::PathBuf,
+        tool_dirs: Vec<std::path::PathBuf>,
+    ) -> Self {
+        Self {
+            kube,
+            pvc_root,
+            tool_dirs,
+            admin_credentials: std::sync::Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for OpContext {

@@ -121,11 +121,9 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
     )))
     .await
     .context("loading the operation journal")?;
-    let executor = executor::Executor::new(Arc::new(ops::Operations::new(context::OpContext {
-        kube,
-        pvc_root: args.pvc_root.clone(),
-        tool_dirs: dirs.clone(),
-    })))
+    let executor = executor::Executor::new(Arc::new(ops::Operations::new(
+        context::OpContext::new(kube, args.pvc_root.clone(), dirs.clone()),
+    )))
     .with_journal(journal)
     .with_failpoints(failpoints)
     .with_cluster(&args.cluster_name);

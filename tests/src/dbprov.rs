@@ -572,11 +572,11 @@ pub async fn agent_context(
     kube::Api::<Secret>::namespaced(workload.client(), "db")
         .create(&Default::default(), &secret)
         .await?;
-    Ok(dbprov_agent::context::OpContext {
-        kube: workload.client(),
-        pvc_root: dbprov_agent::storage::default_pvc_root(),
-        tool_dirs: crate::tools::search_dirs(),
-    })
+    Ok(dbprov_agent::context::OpContext::new(
+        workload.client(),
+        dbprov_agent::storage::default_pvc_root(),
+        crate::tools::search_dirs(),
+    ))
 }
 
 /// How the agent reaches a local server with the `admin` Secret of [`agent_context`].

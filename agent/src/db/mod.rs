@@ -111,11 +111,14 @@ fn target(spec: &Instance) -> String {
     format!("{}:{}", spec.host, spec.port)
 }
 
-/// The instance's admin username and password, from its Secret.
-pub async fn admin_credentials(
-    ctx: &OpContext,
-    spec: &Instance,
-) -> Result<(String, String), OpError> {
+/// The instance's admin username and password, from its Secret (or as read from it less
+/// than [`ADMIN_CREDENTIALS_TTL`] ago).
+pub async fn admin_credentials(ctx: &OpContext, spec: &Instance) -> Result<Credentials, OpError> {
+    Ok(admin_credentials_noting_reuse(ctx, spec).await?.0)
+}
+
+/// Where the admin credentials of `spec` are, as a key of [`RecentCredentials`].
+fn credentials_key(ctx: &OpContext, spec: &Instance) -> (String, String) {
     let creds = &spec.credentials;
     let namespace = creds
         .namespace
@@ -125,8 +128,18 @@ pub async fn admin_credentials(
         "{namespace}/{}/{}/{}",
         creds.secret_name, creds.username_key, creds.password_key
     );
-    if let Some(found) = ADMIN_CREDENTIALS.fresh(&key) {
-        return Ok(found);
+    (namespace, key)
+}
+
+/// The admin credentials and whether they were reused rather than read just now.
+async fn admin_credentials_noting_reuse(
+    ctx: &OpContext,
+    spec: &Instance,
+) -> Result<(Credentials, bool), OpError> {
+    let creds = &spec.credentials;
+    let (namespace, key) = credentials_key(ctx, spec);
+    if let Some(found) = ctx.admin_credentials.fresh(&key) {
+        return Ok((found, true));
     }
     let values = secrets::read_keys(
         &ctx.kube,
@@ -137,31 +150,38 @@ pub async fn admin_credentials(
     .await?;
     let user = values.get(&creds.username_key).cloned().unwrap_or_default();
     let password = values.get(&creds.password_key).cloned().unwrap_or_default();
-    ADMIN_CREDENTIALS.keep(key, (user.clone(), password.clone()));
-    Ok((user, password))
+    ctx.admin_credentials
+        .keep(key, (user.clone(), password.clone()));
+    Ok(((user, password), false))
 }
 
 /// How long an instance's admin credentials, once read, are used without reading their Secret
 /// again. Every operation connects (several times for some), and a burst of a thousand users
-/// read the same Secret thousands of times a second from the workload apiserver; a changed
-/// password is picked up within this time (an operation that failed to authenticate in
-/// between is retried by the hub).
+/// read the same Secret thousands of times a second from the workload apiserver. A login the
+/// server refuses with reused credentials reads the Secret again at once (the password may
+/// have just changed), so the time only bounds how stale a still-working login can be.
 const ADMIN_CREDENTIALS_TTL: Duration = Duration::from_secs(5);
 
-/// Admin credentials recently read, by Secret and keys (in memory only, never logged).
-static ADMIN_CREDENTIALS: std::sync::LazyLock<Recent> = std::sync::LazyLock::new(Recent::default);
-
 /// A user name and its password.
-type Credentials = (String, String);
+pub type Credentials = (String, String);
 
-/// Values read recently, each used until [`ADMIN_CREDENTIALS_TTL`] after it was read.
+/// Admin credentials recently read, by Secret and keys, each used until
+/// [`ADMIN_CREDENTIALS_TTL`] after it was read (in memory only, never logged). One per
+/// [`OpContext`], so two workload clusters never share an entry.
 #[derive(Default)]
-struct Recent {
+pub struct RecentCredentials {
     entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Credentials)>>,
 }
 
-impl Recent {
-    fn fresh(&self, key: &str) -> Option<(String, String)> {
+impl std::fmt::Debug for RecentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the values.
+        f.debug_struct("RecentCredentials").finish_non_exhaustive()
+    }
+}
+
+impl RecentCredentials {
+    fn fresh(&self, key: &str) -> Option<Credentials> {
         let entries = self
             .entries
             .lock()
@@ -172,7 +192,7 @@ impl Recent {
             .map(|(_, v)| v.clone())
     }
 
-    fn keep(&self, key: String, value: (String, String)) {
+    fn keep(&self, key: String, value: Credentials) {
         let mut entries = self
             .entries
             .lock()
@@ -180,6 +200,13 @@ impl Recent {
         // Expired entries go, so what is kept is bounded by the instances in use.
         entries.retain(|_, (at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL);
         entries.insert(key, (std::time::Instant::now(), value));
+    }
+
+    fn forget(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 }
 
@@ -190,7 +217,25 @@ pub async fn connect(
     spec: &Instance,
     database: Option<&str>,
 ) -> Result<Conn, OpError> {
-    let (user, password) = admin_credentials(ctx, spec).await?;
+    let (credentials, reused) = admin_credentials_noting_reuse(ctx, spec).await?;
+    match connect_as(ctx, spec, database, credentials).await {
+        // The password may have changed since it was read: read it again, once.
+        Err(e) if reused && e.code == ErrorCode::AuthFailed => {
+            ctx.admin_credentials.forget(&credentials_key(ctx, spec).1);
+            let credentials = admin_credentials(ctx, spec).await?;
+            connect_as(ctx, spec, database, credentials).await
+        }
+        other => other,
+    }
+}
+
+/// Connects as `user`, to `database` (default: the instance's admin database).
+async fn connect_as(
+    ctx: &OpContext,
+    spec: &Instance,
+    database: Option<&str>,
+    (user, password): Credentials,
+) -> Result<Conn, OpError> {
     let tls = tls_material(ctx, spec).await?;
     let database = database.unwrap_or(&spec.database);
     let target = target(spec);
@@ -628,7 +673,7 @@ mod tests {
 
     #[test]
     fn admin_credentials_read_moments_ago_are_used_again_and_others_are_not() {
-        let recent = super::Recent::default();
+        let recent = super::RecentCredentials::default();
         assert_eq!(recent.fresh("ns/admin/username/password"), None);
         recent.keep(
             "ns/admin/username/password".into(),
@@ -641,6 +686,9 @@ mod tests {
         // Another Secret, or other keys of the same Secret, are read on their own.
         assert_eq!(recent.fresh("ns/admin/user/password"), None);
         assert_eq!(recent.fresh("other/admin/username/password"), None);
+        // A login refused with them forgets them, so the Secret is read again at once.
+        recent.forget("ns/admin/username/password");
+        assert_eq!(recent.fresh("ns/admin/username/password"), None);
     }
 
     #[test]

@@ -89,11 +89,11 @@ async fn env() -> Option<Env> {
     secret(&kube, "short-key", json!({"key": "c2hvcnQ="})).await;
     let volumes = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(volumes.path().join("backup-vol")).unwrap();
-    let ctx = OpContext {
-        kube: kube.client(),
-        pvc_root: volumes.path().to_path_buf(),
-        tool_dirs: dbprov_tests::tools::search_dirs(),
-    };
+    let ctx = OpContext::new(
+        kube.client(),
+        volumes.path().to_path_buf(),
+        dbprov_tests::tools::search_dirs(),
+    );
     fx::seed_postgres(&pg.url("postgres"), &pg.url("source"), "source")
         .await
         .unwrap();

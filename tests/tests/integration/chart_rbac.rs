@@ -563,7 +563,10 @@ async fn hub_and_agent_work_under_the_chart_rbac_and_use_all_of_it() {
             "{chart}: the chart's RBAC is not enough:\n{}",
             u.forbidden.join("\n")
         );
-        let unused = unused_grants(&granted_rules(chart, &args), &u);
+        let mut unused = unused_grants(&granted_rules(chart, &args), &u);
+        // Read only when the hub's watch of Namespaces does not hold a namespace yet (one
+        // created moments before an object in it): a path this scenario cannot time.
+        unused.retain(|g| g != "get on any of [\"namespaces\"]");
         assert!(
             unused.is_empty(),
             "{chart} grants what the scenario never used: {unused:?}\nused: {:?}",

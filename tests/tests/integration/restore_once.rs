@@ -155,11 +155,7 @@ async fn a_completed_drop_existing_restore_run_again_drops_nothing() {
 
     // (b) The same intent id sent again straight to the agent's operations (no journal, no
     // hub; another resource uid, so only the intent id can match).
-    let ctx = OpContext {
-        kube: s.workload.client(),
-        pvc_root: s.agent.volumes.clone(),
-        tool_dirs: Vec::new(),
-    };
+    let ctx = OpContext::new(s.workload.client(), s.agent.volumes.clone(), Vec::new());
     let backup = s.get("DatabaseBackup", "orders-full").await.unwrap();
     let desired = json!({
         "instance": {"engine": "postgres", "host": "127.0.0.1", "port": s.pg.port(),

@@ -291,11 +291,7 @@ async fn two_uploads_to_one_azure_key_never_mix_and_restore_metadata_is_capped()
         .await
         .unwrap();
     let volumes = tempfile::tempdir().unwrap();
-    let ctx = OpContext {
-        kube: kube.client(),
-        pvc_root: volumes.path().to_owned(),
-        tool_dirs: Vec::new(),
-    };
+    let ctx = OpContext::new(kube.client(), volumes.path().to_owned(), Vec::new());
     let spec: dbprov_contract::storage::StorageSpec = serde_json::from_value(json!({
         "type": "azure", "azure": {"storageAccount": Azurite::ACCOUNT, "container": "race",
             "endpoint": azurite.blob_endpoint(), "secretRef": {"name": "azure-creds"}}}))
