@@ -253,11 +253,11 @@ fn error_policy(_: Arc<DatabasePolicy>, error: &Error, _: Arc<Context>) -> Actio
 pub async fn run(ctx: Context, shutdown: Shutdown) {
     const KIND: &str = "DatabasePolicy";
     let api: Api<DatabasePolicy> = Api::all(ctx.client.clone());
-    let term = shutdown.clone();
+    let (term, shutdown_seen) = (shutdown.clone(), shutdown.clone());
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => KIND).increment(0);
     // Spec changes only: every reconcile writes status, which must not wake it again.
     let (changes, store) = runner::spec_changes(api, &[], None);
-    Controller::for_stream(changes, store)
+    let run = Controller::for_stream(changes, store.clone())
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -274,6 +274,6 @@ pub async fn run(ctx: Context, shutdown: Shutdown) {
             if let Err(e) = result {
                 tracing::info!(kind = KIND, error = %e, "reconcile not finished");
             }
-        })
-        .await;
+        });
+    runner::until_term_ends(KIND, run, shutdown_seen, store).await;
 }

@@ -9,7 +9,7 @@ use kube::runtime::{
     Controller,
     controller::Action,
     finalizer::{Error as FinalizerError, Event, finalizer},
-    reflector::ObjectRef,
+    reflector::{self, ObjectRef},
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -52,6 +52,38 @@ where
             Ok(Action::await_change())
         }
         result = reconcile => result,
+    }
+}
+
+/// Runs one controller of a term (`run`, built with `graceful_shutdown_on(term)`) until it
+/// has finished: when the term ends, reconciles in flight are cut ([`in_term`]) and the
+/// controller ends. One case kube-runtime does not end: a controller whose store was never
+/// listed holds its queue until the store is ready, but the list that would make it ready is
+/// part of the input the shutdown stopped polling, so it waits forever and the next term of a
+/// replica that leads again never starts. A term that ends before the first list therefore
+/// drops its controller at once (nothing of it ever ran).
+pub async fn until_term_ends<K>(
+    kind: &'static str,
+    run: impl std::future::Future<Output = ()>,
+    term: Shutdown,
+    store: reflector::Store<K>,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let ended_unlisted = async move {
+        term.await;
+        if futures::FutureExt::now_or_never(store.wait_until_ready()).is_none() {
+            return;
+        }
+        // Listed: the controller ends by itself once its reconciles are cut.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = run => {}
+        () = ended_unlisted => {
+            tracing::info!(kind, "term ended before the first list; the controller stopped without running");
+        }
     }
 }
 
@@ -376,10 +408,10 @@ pub async fn run_finalized<K: Scoped>(
             r.within(&key.namespace)
         }
     });
-    let term = shutdown.clone();
+    let (term, shutdown_seen) = (shutdown.clone(), shutdown.clone());
     // Listed (at 0) before any term was cut.
     metrics::counter!("dbprov_reconciles_cut_total", "kind" => kind).increment(0);
-    Controller::for_stream(changes, store)
+    let run = Controller::for_stream(changes, store.clone())
         .reconcile_on(resync)
         .reconcile_on(violators)
         .reconcile_on(woken)
@@ -404,8 +436,8 @@ pub async fn run_finalized<K: Scoped>(
                 }
                 Err(e) => tracing::warn!(kind, error = %e, "controller error"),
             }
-        })
-        .await;
+        });
+    until_term_ends(kind, run, shutdown_seen, store).await;
 }
 
 #[cfg(test)]
@@ -420,6 +452,70 @@ mod tests {
                 let _ = ended.await;
             });
         (end, futures::future::FutureExt::shared(boxed))
+    }
+
+    /// A controller built like the hub's, with the kube-runtime `Controller` itself.
+    fn controller_of_term(
+        changes: impl futures::Stream<
+            Item = Result<k8s_openapi::api::core::v1::ConfigMap, kube::runtime::watcher::Error>,
+        > + Send
+        + 'static,
+        store: reflector::Store<k8s_openapi::api::core::v1::ConfigMap>,
+        term: Shutdown,
+    ) -> impl std::future::Future<Output = ()> {
+        Controller::for_stream(changes, store)
+            .graceful_shutdown_on(term)
+            .run(
+                |_, _: Arc<()>| async { Ok::<_, Error>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {})
+    }
+
+    #[tokio::test]
+    async fn a_term_that_ends_before_the_first_list_stops_its_controller() {
+        // Never listed: the apiserver did not answer the list before the Lease was lost.
+        let (store, _writer) = reflector::store::<k8s_openapi::api::core::v1::ConfigMap>();
+        let (end, term) = term();
+        let run = controller_of_term(futures::stream::pending(), store.clone(), term.clone());
+        let stopping = tokio::spawn(until_term_ends("ConfigMap", run, term, store.clone()));
+        tokio::task::yield_now().await;
+        assert!(!stopping.is_finished(), "runs until the term ends");
+        end.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), stopping)
+            .await
+            .expect("the next term can start")
+            .unwrap();
+
+        // kube-runtime alone: the same controller never finishes (why the wrapper exists).
+        let (end_alone, term_alone) = super::tests::term();
+        let alone = tokio::spawn(controller_of_term(
+            futures::stream::pending(),
+            store,
+            term_alone,
+        ));
+        end_alone.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !alone.is_finished(),
+            "kube-runtime fixed this: the wrapper may go"
+        );
+        alone.abort();
+    }
+
+    #[tokio::test]
+    async fn a_listed_controller_finishes_by_itself_when_its_term_ends() {
+        let (store, mut writer) = reflector::store::<k8s_openapi::api::core::v1::ConfigMap>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let (end, term) = term();
+        let run = controller_of_term(futures::stream::pending(), store.clone(), term.clone());
+        let stopping = tokio::spawn(until_term_ends("ConfigMap", run, term, store));
+        end.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), stopping)
+            .await
+            .expect("ends by itself")
+            .unwrap();
     }
 
     #[tokio::test]
