@@ -201,7 +201,7 @@ enum Aftermath {
 }
 
 /// The message of an artifact that does not decode.
-fn failed_verification(location: &str, aftermath: Aftermath, e: &std::io::Error) -> String {
+fn failed_verification(location: &str, aftermath: Aftermath, e: &dyn std::fmt::Display) -> String {
     let aftermath = match aftermath {
         Aftermath::Untouched => "the target database was not touched",
         Aftermath::Staged => STAGED_UNTOUCHED,
@@ -1066,6 +1066,8 @@ pub async fn run(
             progress.clone(),
             Aftermath::ChangedDuringLoad,
             false,
+            // Checked by the verify pass; a change since shows as a decoding failure.
+            None,
         )
         .await;
         let summary = match loaded {
@@ -1296,16 +1298,9 @@ async fn load_staged(
             progress,
             Aftermath::Staged,
             one_pass,
+            meta,
         )
         .await?;
-        if let Some(m) = meta {
-            artifact::check(&summary, m).map_err(|e| {
-                invalid(format!(
-                    "artifact {} failed verification: {e}; {STAGED_UNTOUCHED}",
-                    store.describe(&d.object)
-                ))
-            })?;
-        }
         if d.postgres.as_ref().and_then(|p| p.analyze).unwrap_or(true) {
             // Before the swap: the target is ready to query the moment it appears.
             let mut staged = db::connect(ctx, &d.instance, Some(&n.staging)).await?;
@@ -1553,7 +1548,9 @@ async fn load(
     progress: ProgressSink,
     aftermath: Aftermath,
     verify_to_end: bool,
+    recorded: Option<&Metadata>,
 ) -> Result<Summary, OpError> {
+    let location = store.describe(&d.object);
     let (mut child, stdin, stderr) = spawn(cmd, tool, Pipe::Stdin)?;
     // One pass (verified while it loads) reports `loading`, the second of two `restoring`, so
     // the hub can show the whole of one pass as 0-100 %.
@@ -1588,6 +1585,15 @@ async fn load(
         status
     };
     let (decoded, status) = tokio::join!(decode, waited);
+    // What was decoded against what the backup recorded (size, SHA-256), before the tool's
+    // status: garbage that decompressed without an error (a flipped byte in a block zstd does
+    // not check until the end) makes the tool fail, and the artifact is the cause to report.
+    let decoded = match (decoded, recorded) {
+        (Ok(summary), Some(m)) => artifact::check(&summary, m)
+            .map(|()| summary)
+            .map_err(|e| invalid(failed_verification(&location, aftermath, &e))),
+        (decoded, _) => decoded,
+    };
     let stderr = stderr.text().await;
     // A download cut mid-stream closes the tool's input, so the tool fails too ("end of
     // file"): the storage failure is the cause, and it is retryable — the tool's failure

@@ -48,9 +48,23 @@ fn shared(instance: &ResolvedInstance) -> bool {
             .is_some_and(|f| f != NamespacesFrom::Same)
 }
 
-/// `(creationTimestamp, uid)`: the order in which resources claimed their objects.
-fn age(v: &Value) -> (String, String) {
+/// Whether `v` is Ready: it holds its object in the server now.
+fn established(v: &Value) -> bool {
+    v["status"]["phase"] == "Ready"
+        || v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// `(not Ready, creationTimestamp, uid)`: the order in which resources claim their objects.
+/// A Ready resource comes first: creation times have one-second resolution, and two
+/// resources made in the same second would otherwise be ordered by their random uids — a
+/// newcomer could win over the one that had already provisioned the object.
+fn age(v: &Value) -> (bool, String, String) {
     (
+        !established(v),
         v["metadata"]["creationTimestamp"]
             .as_str()
             .unwrap_or_default()
@@ -98,21 +112,35 @@ pub async fn refusal<K: Scoped>(
     if server_name_pointer(&kind).is_none() || !shared(instance) {
         return Ok(None);
     }
+    let Some(name) = obj.server_name() else {
+        return Ok(None);
+    };
     let me = serde_json::to_value(obj)?;
-    // Every object of the kind: from the controller's watch cache (a LIST of the whole kind
-    // per reconcile would grow with the square of the objects), else from the apiserver.
-    let all: Vec<K> = match ctx.caches.store::<K>() {
-        Some(store) => store.state().iter().map(|o| K::clone(o)).collect(),
+    // Only resources of other namespaces naming the same server object can claim it: chosen
+    // by comparing names on the controller's watch cache (serialising every object of the
+    // kind on every reconcile grew with the square of the objects; a LIST, more so), and only
+    // those few serialised. Without a cache yet, from the apiserver.
+    let rival = |o: &K| {
+        o.namespace() != obj.namespace() && o.server_name() == Some(name) && o.uid() != obj.uid()
+    };
+    let others: Vec<Value> = match ctx.caches.store::<K>() {
+        Some(store) => store
+            .state()
+            .iter()
+            .filter(|o| rival(o))
+            .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
+            .collect(),
         None => {
             let api: Api<K> = Api::all(ctx.client.clone());
-            api.list(&Default::default()).await?.items
+            api.list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .filter(|o| rival(o))
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect()
         }
     };
-    let others: Vec<Value> = all
-        .into_iter()
-        .filter(|o| o.uid() != obj.uid())
-        .filter_map(|o| serde_json::to_value(o).ok())
-        .collect();
     let Some(owner) = older_claim(&kind, &me, &others, instance) else {
         return Ok(None);
     };
@@ -120,11 +148,6 @@ pub async fn refusal<K: Scoped>(
         .unwrap_or_default()
         .trim_start_matches('/')
         .replace('/', ".");
-    let name = me
-        .pointer(server_name_pointer(&kind).unwrap_or_default())
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
     Ok(Some(Blocked::new(
         Reason::NameClaimed,
         format!(
@@ -160,11 +183,62 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_typed_server_name_is_the_one_the_claim_compares() {
+        use crate::controller::Scoped;
+        fn same<K: Scoped>(kind: &str, v: Value) {
+            let typed: K = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(
+                typed.server_name(),
+                v.pointer(server_name_pointer(kind).unwrap())
+                    .and_then(Value::as_str),
+                "{kind}"
+            );
+        }
+        let on = json!({"name": "shared"});
+        same::<crate::api::Database>(
+            "Database",
+            json!({"metadata": {"name": "a", "namespace": "x"},
+                   "spec": {"name": "orders", "instanceRef": on}}),
+        );
+        same::<crate::api::DatabaseUser>(
+            "DatabaseUser",
+            json!({"metadata": {"name": "a", "namespace": "x"},
+                   "spec": {"username": "app", "instanceRef": on}}),
+        );
+        same::<crate::api::DatabaseRole>(
+            "DatabaseRole",
+            json!({"metadata": {"name": "a", "namespace": "x"},
+                   "spec": {"roleName": "readers", "instanceRef": on}}),
+        );
+        assert_eq!(server_name_pointer("DatabaseGrant"), None);
+    }
+
     fn db(ns: &str, name: &str, server_name: &str, created: &str, on: Value) -> Value {
         json!({"metadata": {"namespace": ns, "name": name, "uid": format!("{ns}-{name}"),
                             "creationTimestamp": created},
                "spec": {"name": server_name, "instanceRef": on.get("i").cloned(),
                         "clusterInstanceRef": on.get("c").cloned()}})
+    }
+
+    #[test]
+    fn in_the_same_second_the_ready_resource_keeps_the_name_whatever_the_uids() {
+        let cluster = instance(None, None);
+        let on = json!({"c": {"name": "shared"}});
+        let second = "2026-01-01T00:00:00Z";
+        // uids "a-..." < "z-...": by uid alone the newcomer would be the older.
+        let mut theirs = db("z", "ledger", "ledger", second, on.clone());
+        theirs["status"] = json!({"phase": "Ready",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Synced"}]});
+        let mine = db("a", "ledger-too", "ledger", second, on);
+        assert_eq!(
+            older_claim("Database", &mine, std::slice::from_ref(&theirs), &cluster),
+            Some("z/ledger".into())
+        );
+        assert_eq!(
+            older_claim("Database", &theirs, std::slice::from_ref(&mine), &cluster),
+            None
+        );
     }
 
     #[test]

@@ -13,15 +13,26 @@ pub trait Scoped:
 {
     /// The API for `obj`'s collection.
     fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self>;
+
+    /// The name of the object this resource manages in the database server, for the kinds
+    /// whose name one namespace may claim (`claims`): read without serialising the object.
+    fn server_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 macro_rules! namespaced_kinds {
-    ($($k:ty),*) => {$(
+    ($($k:ty $(=> $field:ident)?),*) => {$(
         impl Scoped for $k {
             fn api_for(client: &kube::Client, obj: &Self) -> kube::Api<Self> {
                 use kube::ResourceExt;
                 kube::Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
             }
+            $(
+                fn server_name(&self) -> Option<&str> {
+                    Some(&self.spec.$field)
+                }
+            )?
         }
     )*};
 }
@@ -35,9 +46,9 @@ macro_rules! cluster_kinds {
     )*};
 }
 namespaced_kinds!(
-    crate::api::Database,
-    crate::api::DatabaseUser,
-    crate::api::DatabaseRole,
+    crate::api::Database => name,
+    crate::api::DatabaseUser => username,
+    crate::api::DatabaseRole => role_name,
     crate::api::DatabaseGrant,
     crate::api::DatabaseInstance,
     crate::api::DatabaseBackup,
