@@ -171,6 +171,25 @@ struct Snapshot {
     /// Seconds and count of `apiserver_request_duration_seconds`, without long-running verbs.
     latency_sum: f64,
     latency_count: f64,
+    /// `verb resource[/subresource]` -> (seconds, count) of `apiserver_request_duration_seconds`.
+    latency: BTreeMap<String, (f64, f64)>,
+}
+
+/// `verb resource[/subresource][.group]` of one sample's labels.
+fn request_key(l: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| l.get(k).map(String::as_str).unwrap_or_default();
+    let mut resource = match get("resource") {
+        "" => "(non-resource)".to_owned(),
+        r => r.to_owned(),
+    };
+    if !get("subresource").is_empty() {
+        resource = format!("{resource}/{}", get("subresource"));
+    }
+    // Our group and the core group stay bare; others (events.k8s.io, coordination) are named.
+    if !matches!(get("group"), "" | "dbops.dbprovision.io") {
+        resource = format!("{resource}.{}", get("group"));
+    }
+    format!("{} {resource}", get("verb"))
 }
 
 impl Snapshot {
@@ -178,32 +197,19 @@ impl Snapshot {
         let text = env.apiserver_metrics().await.expect("scraping /metrics");
         let mut s = Self::default();
         for (l, v) in samples(&text, "apiserver_request_total") {
-            let get = |k: &str| l.get(k).map(String::as_str).unwrap_or_default();
-            let mut resource = match get("resource") {
-                "" => "(non-resource)".to_owned(),
-                r => r.to_owned(),
-            };
-            if !get("subresource").is_empty() {
-                resource = format!("{resource}/{}", get("subresource"));
-            }
-            // Our group and the core group stay bare; others (events.k8s.io, coordination)
-            // are named.
-            if !matches!(get("group"), "" | "dbops.dbprovision.io") {
-                resource = format!("{resource}.{}", get("group"));
-            }
-            *s.requests
-                .entry(format!("{} {resource}", get("verb")))
-                .or_default() += v;
+            *s.requests.entry(request_key(&l)).or_default() += v;
         }
         let long = |l: &BTreeMap<String, String>| {
             LONG_RUNNING.contains(&l.get("verb").map(String::as_str).unwrap_or_default())
         };
         for (l, v) in samples(&text, "apiserver_request_duration_seconds_sum") {
+            s.latency.entry(request_key(&l)).or_default().0 += v;
             if !long(&l) {
                 s.latency_sum += v;
             }
         }
         for (l, v) in samples(&text, "apiserver_request_duration_seconds_count") {
+            s.latency.entry(request_key(&l)).or_default().1 += v;
             if !long(&l) {
                 s.latency_count += v;
             }
@@ -224,8 +230,18 @@ impl Snapshot {
             })
             .filter(|(_, d)| *d > 0.0)
             .collect();
+        let latency = self
+            .latency
+            .iter()
+            .map(|(k, (sum, n))| {
+                let (s0, n0) = before.latency.get(k).copied().unwrap_or_default();
+                (k.clone(), (sum - s0, n - n0))
+            })
+            .filter(|(_, (_, n))| *n > 0.0)
+            .collect();
         Self {
             requests,
+            latency,
             latency_sum: self.latency_sum - before.latency_sum,
             latency_count: self.latency_count - before.latency_count,
         }
@@ -596,12 +612,19 @@ fn print_run(r: &Run) {
         println!("  direct SQL baseline:         {:>9} s", secs(d));
     }
     println!("  requests by verb and resource (management apiserver):");
-    println!("  | verb resource | requests | per object |");
-    println!("  |---|---:|---:|");
+    println!("  | verb resource | requests | per object | mean server latency (ms) |");
+    println!("  |---|---:|---:|---:|");
     let mut rows: Vec<_> = r.mgmt.requests.iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
     for (k, v) in rows {
-        println!("  | {k} | {v:.0} | {:.3} |", v / objects);
+        let ms = r
+            .mgmt
+            .latency
+            .get(k)
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(sum, n)| format!("{:.1}", sum / n * 1000.0))
+            .unwrap_or_default();
+        println!("  | {k} | {v:.0} | {:.3} | {ms} |", v / objects);
     }
     if let Some(w) = &r.workload {
         println!(

@@ -242,7 +242,10 @@ pub fn phase_is_ready<K: serde::Serialize>(obj: &K) -> bool {
 
 /// `waiter` waits for the `K` object `name` in `ns` ("" when cluster-scoped) to be Ready; it is
 /// queued again as soon as the watch of `K` shows that.
-pub fn wait_for_ready<K>(ctx: &Context, ns: &str, name: &str, waiter: Key)
+///
+/// Returns whether the cache holds `K` `ns/name` (it exists and is on its way, as far as this
+/// replica knows).
+pub fn wait_for_ready<K>(ctx: &Context, ns: &str, name: &str, waiter: Key) -> bool
 where
     K: Resource<DynamicType = ()> + Clone + serde::Serialize + Send + Sync + 'static,
 {
@@ -253,11 +256,15 @@ where
     } else {
         ObjectRef::new(name).within(ns)
     };
+    let mut exists = false;
+    // Read under the wake-up's lock: a Ready event between a read outside it and the
+    // registration would be missed.
     ctx.caches.waiters.wait_for(awaited, waiter, || {
-        store
-            .and_then(|s| s.get(&key))
-            .is_some_and(|o| phase_is_ready(o.as_ref()))
+        let found = store.and_then(|s| s.get(&key));
+        exists = found.is_some();
+        found.is_some_and(|o| phase_is_ready(o.as_ref()))
     });
+    exists
 }
 
 #[cfg(test)]
