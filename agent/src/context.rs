@@ -11,7 +11,7 @@ pub struct OpContext {
     /// Directories searched for client tools (then PATH).
     pub tool_dirs: Vec<std::path::PathBuf>,
     /// Admin credentials read moments ago, shared by the operations of this context only.
-    pub admin_credentials: std::sync::Arc<crate::db::RecentCredentials>,
+    pub admin_credentials: std::sync::Arc<RecentCredentials>,
 }
 
 impl OpContext {
@@ -33,5 +33,83 @@ impl OpContext {
 impl std::fmt::Debug for OpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpContext").finish_non_exhaustive()
+    }
+}
+
+/// How long an instance's admin credentials, once read, are used without reading their Secret
+/// again. Every operation connects (several times for some), and a burst of a thousand users
+/// read the same Secret thousands of times a second from the workload apiserver. A login the
+/// server refuses with reused credentials reads the Secret again at once (the password may
+/// have just changed), so the time only bounds how stale a still-working login can be.
+pub const ADMIN_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A user name and its password.
+pub type Credentials = (String, String);
+
+/// Admin credentials recently read, by Secret and keys, each used until
+/// [`ADMIN_CREDENTIALS_TTL`] after it was read (in memory only, never logged). One per
+/// [`OpContext`], so two workload clusters never share an entry.
+#[derive(Default)]
+pub struct RecentCredentials {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Credentials)>>,
+}
+
+impl std::fmt::Debug for RecentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the values.
+        f.debug_struct("RecentCredentials").finish_non_exhaustive()
+    }
+}
+
+impl RecentCredentials {
+    pub(crate) fn fresh(&self, key: &str) -> Option<Credentials> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub(crate) fn keep(&self, key: String, value: Credentials) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Expired entries go, so what is kept is bounded by the instances in use.
+        entries.retain(|_, (at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL);
+        entries.insert(key, (std::time::Instant::now(), value));
+    }
+
+    pub(crate) fn forget(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn admin_credentials_read_moments_ago_are_used_again_and_others_are_not() {
+        let recent = super::RecentCredentials::default();
+        assert_eq!(recent.fresh("ns/admin/username/password"), None);
+        recent.keep(
+            "ns/admin/username/password".into(),
+            ("postgres".into(), "pw".into()),
+        );
+        assert_eq!(
+            recent.fresh("ns/admin/username/password"),
+            Some(("postgres".into(), "pw".into()))
+        );
+        // Another Secret, or other keys of the same Secret, are read on their own.
+        assert_eq!(recent.fresh("ns/admin/user/password"), None);
+        assert_eq!(recent.fresh("other/admin/username/password"), None);
+        // A login refused with them forgets them, so the Secret is read again at once.
+        recent.forget("ns/admin/username/password");
+        assert_eq!(recent.fresh("ns/admin/username/password"), None);
     }
 }

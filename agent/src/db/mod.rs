@@ -8,7 +8,12 @@ use dbprov_contract::{Engine, instance::Instance};
 use dbprov_proto::agent::v1::ErrorCode;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{context::OpContext, error::OpError, secrets, sql::scrub::scrub};
+use crate::{
+    context::{Credentials, OpContext},
+    error::OpError,
+    secrets,
+    sql::scrub::scrub,
+};
 
 mod session;
 
@@ -112,12 +117,12 @@ fn target(spec: &Instance) -> String {
 }
 
 /// The instance's admin username and password, from its Secret (or as read from it less
-/// than [`ADMIN_CREDENTIALS_TTL`] ago).
+/// than [`crate::context::ADMIN_CREDENTIALS_TTL`] ago).
 pub async fn admin_credentials(ctx: &OpContext, spec: &Instance) -> Result<Credentials, OpError> {
     Ok(admin_credentials_noting_reuse(ctx, spec).await?.0)
 }
 
-/// Where the admin credentials of `spec` are, as a key of [`RecentCredentials`].
+/// Where the admin credentials of `spec` are, as a key of [`crate::context::RecentCredentials`].
 fn credentials_key(ctx: &OpContext, spec: &Instance) -> (String, String) {
     let creds = &spec.credentials;
     let namespace = creds
@@ -153,61 +158,6 @@ async fn admin_credentials_noting_reuse(
     ctx.admin_credentials
         .keep(key, (user.clone(), password.clone()));
     Ok(((user, password), false))
-}
-
-/// How long an instance's admin credentials, once read, are used without reading their Secret
-/// again. Every operation connects (several times for some), and a burst of a thousand users
-/// read the same Secret thousands of times a second from the workload apiserver. A login the
-/// server refuses with reused credentials reads the Secret again at once (the password may
-/// have just changed), so the time only bounds how stale a still-working login can be.
-const ADMIN_CREDENTIALS_TTL: Duration = Duration::from_secs(5);
-
-/// A user name and its password.
-pub type Credentials = (String, String);
-
-/// Admin credentials recently read, by Secret and keys, each used until
-/// [`ADMIN_CREDENTIALS_TTL`] after it was read (in memory only, never logged). One per
-/// [`OpContext`], so two workload clusters never share an entry.
-#[derive(Default)]
-pub struct RecentCredentials {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Credentials)>>,
-}
-
-impl std::fmt::Debug for RecentCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the values.
-        f.debug_struct("RecentCredentials").finish_non_exhaustive()
-    }
-}
-
-impl RecentCredentials {
-    fn fresh(&self, key: &str) -> Option<Credentials> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn keep(&self, key: String, value: Credentials) {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Expired entries go, so what is kept is bounded by the instances in use.
-        entries.retain(|_, (at, _)| at.elapsed() < ADMIN_CREDENTIALS_TTL);
-        entries.insert(key, (std::time::Instant::now(), value));
-    }
-
-    fn forget(&self, key: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-    }
 }
 
 /// Connects with the admin credentials from the workload cluster, to `database` (default:
@@ -670,26 +620,6 @@ pub(crate) fn timeout_error(engine: Engine, target: &str, after: Duration, field
 #[cfg(test)]
 mod tests {
     use super::first_words;
-
-    #[test]
-    fn admin_credentials_read_moments_ago_are_used_again_and_others_are_not() {
-        let recent = super::RecentCredentials::default();
-        assert_eq!(recent.fresh("ns/admin/username/password"), None);
-        recent.keep(
-            "ns/admin/username/password".into(),
-            ("postgres".into(), "pw".into()),
-        );
-        assert_eq!(
-            recent.fresh("ns/admin/username/password"),
-            Some(("postgres".into(), "pw".into()))
-        );
-        // Another Secret, or other keys of the same Secret, are read on their own.
-        assert_eq!(recent.fresh("ns/admin/user/password"), None);
-        assert_eq!(recent.fresh("other/admin/username/password"), None);
-        // A login refused with them forgets them, so the Secret is read again at once.
-        recent.forget("ns/admin/username/password");
-        assert_eq!(recent.fresh("ns/admin/username/password"), None);
-    }
 
     #[test]
     fn missing_objects_are_retried_other_sql_errors_are_not() {
