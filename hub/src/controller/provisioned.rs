@@ -296,6 +296,17 @@ pub fn outcome(
     )
 }
 
+/// Whether `obj`'s status records that dbprov created its object in the server
+/// (`status.{database,user,role}.createdAt`).
+fn created_before<K: Provisioned>(obj: &K) -> bool {
+    let Ok(v) = serde_json::to_value(obj) else {
+        return false;
+    };
+    ["database", "user", "role"]
+        .iter()
+        .any(|k| v["status"][k]["createdAt"].is_string())
+}
+
 /// What the spec asks for that the instance does not allow, or a protected account it names
 /// ([`super::kit::privileges`]).
 fn privilege_refusal<K: Provisioned>(
@@ -347,7 +358,21 @@ pub async fn apply<K: Provisioned>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         Err(e) => return Err(dispatch::fail_dispatch(ctx, obj, conditions(obj), &e, None).await),
     };
     let (diffs, corrected) = K::drift(&observed);
-    let (mut update, event) = outcome(mode, obj.describe(&target, &observed), diffs, corrected);
+    let described = obj.describe(&target, &observed);
+    // Created again although an earlier reconcile had created it (its creation is recorded in
+    // status): it went missing from the server and was put back. That is drift, corrected,
+    // even when this reconcile was an apply (a correct cycle cut short by the drop itself
+    // fails, and the next reconcile applies).
+    let recreated = described.created && created_before(obj);
+    let mut diffs = diffs.to_vec();
+    if recreated {
+        diffs.push(Diff::new(
+            "existence",
+            "exists",
+            "missing (dropped outside dbprov)",
+        ));
+    }
+    let (mut update, event) = outcome(mode, described, &diffs, corrected || recreated);
     if let Some(reason) = event {
         events::publish(ctx, obj, reason, update.message()).await;
     }
@@ -476,6 +501,25 @@ pub async fn run<K: Provisioned>(ctx: Context, shutdown: Shutdown) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_creation_recorded_in_status_makes_a_second_creation_drift() {
+        let user = |status: serde_json::Value| -> crate::api::DatabaseUser {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "dbops.dbprovision.io/v1alpha1", "kind": "DatabaseUser",
+                "metadata": {"name": "app", "namespace": "shop"},
+                "spec": {"instanceRef": {"name": "pg"}, "username": "app"},
+                "status": status}))
+            .unwrap()
+        };
+        assert!(super::created_before(&user(serde_json::json!(
+            {"user": {"username": "app", "createdAt": "2026-12-01T00:00:00Z"}}
+        ))));
+        // Blocked or failed before it was ever created: a first creation is no drift.
+        assert!(!super::created_before(&user(serde_json::json!(
+            {"phase": "Pending", "user": {"username": "app"}}
+        ))));
+    }
 
     #[test]
     fn drift_in_check_mode_becomes_the_reason_and_an_event() {
