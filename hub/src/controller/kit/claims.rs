@@ -48,23 +48,14 @@ fn shared(instance: &ResolvedInstance) -> bool {
             .is_some_and(|f| f != NamespacesFrom::Same)
 }
 
-/// Whether `v` is Ready: it holds its object in the server now.
-fn established(v: &Value) -> bool {
-    v["status"]["phase"] == "Ready"
-        || v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 /// `(not Ready, creationTimestamp, uid)`: the order in which resources claim their objects.
 /// A Ready resource comes first: creation times have one-second resolution, and two
 /// resources made in the same second would otherwise be ordered by their random uids — a
 /// newcomer could win over the one that had already provisioned the object.
 fn age(v: &Value) -> (bool, String, String) {
     (
-        !established(v),
+        // Ready: it holds its object in the server now (the hub's one notion of Ready).
+        !super::cache::phase_is_ready(v),
         v["metadata"]["creationTimestamp"]
             .as_str()
             .unwrap_or_default()

@@ -94,7 +94,7 @@ pub async fn block<K: Scoped>(
 }
 
 /// How long a new object's wait on another one that exists goes without a status.
-pub const UNWRITTEN_WAIT: Duration = Duration::from_secs(10);
+const UNWRITTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether `obj` has no status conditions yet and was created less than [`UNWRITTEN_WAIT`] ago.
 fn just_created<K: Scoped>(obj: &K, previous: Option<&[Condition]>) -> bool {
