@@ -108,6 +108,11 @@ pub struct RunArgs {
         default_value = "/var/lib/dbprov/volumes"
     )]
     pub pvc_root: PathBuf,
+    /// Namespaces (comma-separated; `*` for all) whose backups and restores may use the
+    /// agent's own storage access: its cloud identity (a storage block naming no credentials
+    /// Secret) and the volumes under `--pvc-root`. Not set: no namespace may.
+    #[arg(long, env = "DBPROV_AGENT_STORAGE_NAMESPACES", value_delimiter = ',')]
+    pub agent_storage_namespaces: Vec<String>,
     /// Serve Prometheus metrics on this address (`/metrics`); off when not set.
     #[arg(long, env = "DBPROV_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,

@@ -12,6 +12,8 @@ pub struct OpContext {
     pub tool_dirs: Vec<std::path::PathBuf>,
     /// Admin credentials read moments ago, shared by the operations of this context only.
     pub admin_credentials: std::sync::Arc<RecentCredentials>,
+    /// Which namespaces may use the agent's own storage access.
+    pub agent_storage: AgentStorageAccess,
 }
 
 impl OpContext {
@@ -26,7 +28,57 @@ impl OpContext {
             pvc_root,
             tool_dirs,
             admin_credentials: std::sync::Arc::default(),
+            agent_storage: AgentStorageAccess::default(),
         }
+    }
+
+    /// The same context, letting `access`'s namespaces use the agent's own storage access.
+    #[must_use]
+    pub fn with_agent_storage(mut self, access: AgentStorageAccess) -> Self {
+        self.agent_storage = access;
+        self
+    }
+}
+
+/// The namespaces whose backups, schedules and restores may use what the agent itself can
+/// reach in object storage: its cloud identity (a `storage` block that names no credentials
+/// Secret: IRSA, workload identity, instance metadata, `AWS_*` variables) and the volumes
+/// mounted into it (`storage.pvc`). A tenant's manifest is untrusted input, and those are the
+/// agent's, not the tenant's: without this list a namespace could read, overwrite or delete
+/// whatever the agent's identity can reach, other teams' backups included. Default: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStorageAccess {
+    every_namespace: bool,
+    namespaces: std::collections::BTreeSet<String>,
+}
+
+impl AgentStorageAccess {
+    /// From the agent's `--agent-storage-namespaces` list: namespace names, or `*` for every
+    /// namespace (a cluster with one team). Blank entries are ignored.
+    pub fn from_list<S: AsRef<str>>(list: &[S]) -> Self {
+        let names = list
+            .iter()
+            .map(|n| n.as_ref().trim())
+            .filter(|n| !n.is_empty());
+        let mut access = Self::default();
+        for name in names {
+            if name == "*" {
+                access.every_namespace = true;
+            } else {
+                access.namespaces.insert(name.to_owned());
+            }
+        }
+        access
+    }
+
+    /// Every namespace may (tests, single-team clusters).
+    pub fn every_namespace() -> Self {
+        Self::from_list(&["*"])
+    }
+
+    /// Whether resources of `namespace` may use the agent's storage access.
+    pub fn admits(&self, namespace: &str) -> bool {
+        self.every_namespace || self.namespaces.contains(namespace)
     }
 }
 
@@ -111,5 +163,23 @@ mod tests {
         // A login refused with them forgets them, so the Secret is read again at once.
         recent.forget("ns/admin/username/password");
         assert_eq!(recent.fresh("ns/admin/username/password"), None);
+    }
+
+    #[test]
+    fn agent_storage_is_for_the_namespaces_listed_or_none() {
+        use super::AgentStorageAccess;
+        let none = AgentStorageAccess::from_list::<&str>(&[]);
+        assert!(!none.admits("team-a") && !none.admits(""));
+        assert_eq!(none, AgentStorageAccess::default());
+        let some = AgentStorageAccess::from_list(&["team-a", " team-b ", ""]);
+        assert!(some.admits("team-a") && some.admits("team-b"));
+        assert!(!some.admits("team-c") && !some.admits("*") && !some.admits("team"));
+        let all = AgentStorageAccess::from_list(&["team-a", "*"]);
+        assert!(all.admits("anything"));
+        assert_eq!(all, {
+            let mut a = AgentStorageAccess::every_namespace();
+            a.namespaces.insert("team-a".into());
+            a
+        });
     }
 }

@@ -122,7 +122,9 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
     .await
     .context("loading the operation journal")?;
     let executor = executor::Executor::new(Arc::new(ops::Operations::new(
-        context::OpContext::new(kube, args.pvc_root.clone(), dirs.clone()),
+        context::OpContext::new(kube, args.pvc_root.clone(), dirs.clone()).with_agent_storage(
+            context::AgentStorageAccess::from_list(&args.agent_storage_namespaces),
+        ),
     )))
     .with_journal(journal)
     .with_failpoints(failpoints)
@@ -177,7 +179,7 @@ async fn run_agent(args: cli::RunArgs) -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(cluster = %args.cluster_name, hub = %args.hub_address, "dbprov-agent starting");
+    tracing::info!(cluster = %args.cluster_name, hub = %args.hub_address, agent_storage_namespaces = ?args.agent_storage_namespaces, "dbprov-agent starting");
     tokio::select! {
         _ = connection::run(conn, hello, executor, status) => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -172,6 +172,16 @@ fn binary_path(name: &str, refresh: bool) -> Result<PathBuf, EnvError> {
     if profile_dir.ends_with("deps") {
         profile_dir = profile_dir.parent().unwrap_or(profile_dir);
     }
+    // `DBPROV_BINARY_PROFILE=dist`: run the binaries of that cargo profile (the shipped
+    // build, see Cargo.toml) instead of the ones built beside the test or benchmark.
+    let chosen = std::env::var("DBPROV_BINARY_PROFILE")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let chosen_dir;
+    if let Some(p) = &chosen {
+        chosen_dir = profile_dir.parent().unwrap_or(profile_dir).join(p);
+        profile_dir = &chosen_dir;
+    }
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     if built.is_none() || (refresh && built < newest_source()) {
@@ -185,7 +195,9 @@ fn binary_path(name: &str, refresh: bool) -> Result<PathBuf, EnvError> {
             .args(["build", "--workspace", "--bins"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         // Benchmarks run from target/release and measure release binaries.
-        if profile_dir.ends_with("release") {
+        if let Some(p) = &chosen {
+            cargo.args(["--profile", p]);
+        } else if profile_dir.ends_with("release") {
             cargo.arg("--release");
         }
         crate::process::run_setup(&mut cargo)?;
@@ -423,6 +435,8 @@ impl AgentProcess {
         if !env.iter().any(|(k, _)| k == "DBPROV_LOG") {
             cmd.env("DBPROV_LOG", "info,dbprov_agent=debug");
         }
+        // Tests back up to volumes from many namespaces; a test of the refusal sets its own.
+        cmd.env("DBPROV_AGENT_STORAGE_NAMESPACES", "*");
         cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
@@ -576,7 +590,8 @@ pub async fn agent_context(
         workload.client(),
         dbprov_agent::storage::default_pvc_root(),
         crate::tools::search_dirs(),
-    ))
+    )
+    .with_agent_storage(dbprov_agent::context::AgentStorageAccess::every_namespace()))
 }
 
 /// How the agent reaches a local server with the `admin` Secret of [`agent_context`].

@@ -128,6 +128,7 @@ impl Scenario {
                     .map_err(|e| fail(e.to_string()))?;
             }
             let namespaces = format!("rbac.namespaces={{{ns}}}");
+            let storage_namespaces = format!("agentStorage.namespaces={{{ns}}}");
             (
                 // With the audit log on, so its metrics are there to check (the hub runs it
                 // with a file sink standing in for the chart's config).
@@ -156,6 +157,8 @@ impl Scenario {
                         "hub.address=https://127.0.0.1:9443",
                         "--set",
                         &namespaces,
+                        "--set",
+                        &storage_namespaces,
                     ],
                 )
                 .await?,

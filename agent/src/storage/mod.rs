@@ -18,7 +18,10 @@ use tokio::sync::mpsc;
 
 use dbprov_contract::storage::{StorageSpec, StorageType};
 
-use crate::{context::OpContext, error::OpError};
+use crate::{
+    context::{AgentStorageAccess, OpContext},
+    error::OpError,
+};
 
 /// A storage failure. Messages name the location, never credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +166,7 @@ pub async fn open(
             "storage.type is {t} but storage.{t} is not set: add the storage.{t} block"
         ))
     };
+    refuse_agent_access(spec, &ctx.agent_storage, secret_namespace)?;
     match spec.type_ {
         StorageType::S3 => {
             let s = spec.s3.as_ref().ok_or_else(|| missing("s3"))?;
@@ -187,33 +191,135 @@ pub async fn open(
     }
 }
 
+/// What of the agent's own access `spec` would use, if any: its cloud identity (a storage
+/// block naming no credentials Secret; an emulator's endpoint without one is anonymous and
+/// needs nothing) or a volume mounted into it.
+fn agent_access_needed(spec: &StorageSpec) -> Option<&'static str> {
+    match spec.type_ {
+        StorageType::S3 => spec
+            .s3
+            .as_ref()
+            .filter(|s| s.secret_ref.is_none())
+            .map(|_| "storage.s3 names no secretRef, so the agent's own AWS identity would be used"),
+        StorageType::Gcs => spec
+            .gcs
+            .as_ref()
+            .filter(|s| s.secret_ref.is_none() && s.endpoint.is_none())
+            .map(|_| "storage.gcs names no secretRef, so the agent's own Google identity would be used"),
+        StorageType::Azure => spec
+            .azure
+            .as_ref()
+            .filter(|s| s.secret_ref.is_none())
+            .map(|_| "storage.azure names no secretRef, so the agent's own Azure identity would be used"),
+        StorageType::Pvc => spec
+            .pvc
+            .as_ref()
+            .map(|_| "storage.pvc is a volume mounted into the agent"),
+    }
+}
+
+/// Refuses a storage block that would use the agent's own access for a namespace `access`
+/// does not admit; checked before any credential is read or request made.
+fn refuse_agent_access(
+    spec: &StorageSpec,
+    access: &AgentStorageAccess,
+    namespace: &str,
+) -> Result<(), OpError> {
+    match agent_access_needed(spec) {
+        Some(what) if !access.admits(namespace) => Err(invalid(format!(
+            "{what}, which namespace {namespace} may not use: {}",
+            agent_access_fix(spec)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn agent_access_fix(spec: &StorageSpec) -> &'static str {
+    if spec.type_ == StorageType::Pvc {
+        "use object storage with a credentials Secret, or have the agent's administrator list \
+         the namespace in the chart value agentStorage.namespaces (--agent-storage-namespaces)"
+    } else {
+        "put credentials in a Secret of this namespace and name it in secretRef, or have the \
+         agent's administrator list the namespace in the chart value agentStorage.namespaces \
+         (--agent-storage-namespaces)"
+    }
+}
+
 /// Uploads everything received on `rx`, in parts of the backend's part size. Returns the
 /// upload unfinished: the caller completes it only once the data is known to be whole.
+///
+/// One part buffer serves the whole upload: once a part is sent, the backend has let go of
+/// it and it is refilled. A fresh buffer per part made glibc serve the later ones from its
+/// arenas (its mmap threshold rises to the part size after the first is freed), and the
+/// agent's peak memory grew with how fast parts filled, i.e. with the data's entropy.
 pub async fn upload_from(
     mut upload: Box<dyn Upload>,
     mut rx: mpsc::Receiver<Bytes>,
 ) -> Result<Box<dyn Upload>, (StorageError, Box<dyn Upload>)> {
     let part_size = upload.part_size();
-    let mut part = BytesMut::with_capacity(part_size);
+    let mut part = PartBuffer::new(part_size);
     while let Some(chunk) = rx.recv().await {
         let mut chunk = chunk;
         while !chunk.is_empty() {
             let take = chunk.len().min(part_size - part.len());
-            part.extend_from_slice(&chunk.split_to(take));
-            if part.len() == part_size {
-                let full = std::mem::replace(&mut part, BytesMut::with_capacity(part_size));
-                if let Err(e) = upload.put_part(full.freeze()).await {
-                    return Err((e, upload));
-                }
+            part.extend(&chunk.split_to(take));
+            if part.len() == part_size
+                && let Err(e) = part.send(upload.as_mut()).await
+            {
+                return Err((e, upload));
             }
         }
     }
-    if !part.is_empty()
-        && let Err(e) = upload.put_part(part.freeze()).await
+    if part.len() > 0
+        && let Err(e) = part.send(upload.as_mut()).await
     {
         return Err((e, upload));
     }
     Ok(upload)
+}
+
+/// The one buffer a part is gathered in, taken back after each `put_part`.
+struct PartBuffer {
+    buf: BytesMut,
+    size: usize,
+    /// Parts for which the backend still held the buffer after `put_part` (a new one was
+    /// allocated); counted so a backend that starts keeping them shows in a test.
+    reallocated: usize,
+}
+
+impl PartBuffer {
+    fn new(size: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(size),
+            size,
+            reallocated: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    async fn send(&mut self, upload: &mut dyn Upload) -> Result<(), StorageError> {
+        let full = std::mem::take(&mut self.buf).freeze();
+        let kept = full.clone();
+        let sent = upload.put_part(full).await;
+        self.buf = match kept.try_into_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf
+            }
+            Err(_) => {
+                self.reallocated += 1;
+                BytesMut::with_capacity(self.size)
+            }
+        };
+        sent
+    }
 }
 
 /// A sync writer that hands full chunks to a bounded channel (back-pressure: it blocks while
@@ -329,6 +435,80 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_own_storage_access_is_refused_to_namespaces_not_listed() {
+        let spec = |v: serde_json::Value| -> StorageSpec { serde_json::from_value(v).unwrap() };
+        let team_a = AgentStorageAccess::from_list(&["team-a"]);
+        let cases = [
+            (
+                spec(serde_json::json!({"type": "s3", "s3": {"bucket": "b", "region": "r"}})),
+                Some(
+                    "storage.s3 names no secretRef, so the agent's own AWS identity would be used",
+                ),
+            ),
+            (
+                spec(
+                    serde_json::json!({"type": "s3", "s3": {"bucket": "b", "region": "r", "secretRef": {"name": "k"}}}),
+                ),
+                None,
+            ),
+            (
+                spec(serde_json::json!({"type": "gcs", "gcs": {"bucket": "b"}})),
+                Some(
+                    "storage.gcs names no secretRef, so the agent's own Google identity would be used",
+                ),
+            ),
+            // An emulator's endpoint without a Secret is anonymous: nobody's identity.
+            (
+                spec(
+                    serde_json::json!({"type": "gcs", "gcs": {"bucket": "b", "endpoint": "http://127.0.0.1:1"}}),
+                ),
+                None,
+            ),
+            (
+                spec(
+                    serde_json::json!({"type": "azure", "azure": {"storageAccount": "a", "container": "c"}}),
+                ),
+                Some(
+                    "storage.azure names no secretRef, so the agent's own Azure identity would be used",
+                ),
+            ),
+            (
+                spec(serde_json::json!({"type": "pvc", "pvc": {"claimName": "vol"}})),
+                Some("storage.pvc is a volume mounted into the agent"),
+            ),
+        ];
+        for (spec, needed) in cases {
+            assert_eq!(agent_access_needed(&spec), needed, "{spec:?}");
+            assert!(refuse_agent_access(&spec, &team_a, "team-a").is_ok());
+            let refused = refuse_agent_access(&spec, &team_a, "team-b");
+            match needed {
+                None => assert!(refused.is_ok(), "{spec:?}"),
+                Some(what) => {
+                    let e = refused.unwrap_err();
+                    assert_eq!(e.code, ErrorCode::Invalid);
+                    assert!(!e.retryable);
+                    assert!(e.message.starts_with(what), "{}", e.message);
+                    assert!(
+                        e.message.contains("which namespace team-b may not use")
+                            && e.message.contains("agentStorage.namespaces"),
+                        "{}",
+                        e.message
+                    );
+                }
+            }
+        }
+        let pvc = spec(serde_json::json!({"type": "pvc", "pvc": {"claimName": "vol"}}));
+        let e = refuse_agent_access(&pvc, &AgentStorageAccess::default(), "team-a").unwrap_err();
+        assert_eq!(
+            e.message,
+            "storage.pvc is a volume mounted into the agent, which namespace team-a may not \
+             use: use object storage with a credentials Secret, or have the agent's \
+             administrator list the namespace in the chart value agentStorage.namespaces \
+             (--agent-storage-namespaces)"
+        );
+    }
+
+    #[test]
     fn keys_join_with_one_slash() {
         assert_eq!(join_key("", "a/b"), "a/b");
         assert_eq!(join_key("backups/", "a"), "backups/a");
@@ -370,5 +550,67 @@ mod tests {
         drop(tx);
         assert!(task.await.unwrap().is_ok());
         assert_eq!(*parts.lock().unwrap(), vec![10, 10, 8]);
+    }
+
+    /// Records where each part's bytes live, holding none of them.
+    struct Addresses(std::sync::Arc<std::sync::Mutex<Vec<usize>>>);
+    impl Upload for Addresses {
+        fn part_size(&self) -> usize {
+            4
+        }
+        fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+            self.0.lock().unwrap().push(data.as_ptr() as usize);
+            Box::pin(async { Ok(()) })
+        }
+        fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn one_part_buffer_is_reused_when_the_backend_lets_go_of_it() {
+        let addresses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut upload = Addresses(addresses.clone());
+        let mut part = PartBuffer::new(4);
+        for _ in 0..3 {
+            part.extend(b"abcd");
+            part.send(&mut upload).await.unwrap();
+        }
+        let seen = addresses.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|a| *a == seen[0]), "{seen:?}");
+        assert_eq!(part.reallocated, 0);
+
+        // A backend that keeps the bytes (e.g. for a retry later) gets a fresh buffer.
+        let mut kept = Vec::new();
+        struct Keeper<'a>(&'a mut Vec<Bytes>);
+        impl Upload for Keeper<'_> {
+            fn part_size(&self) -> usize {
+                4
+            }
+            fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+                self.0.push(data);
+                Box::pin(async { Ok(()) })
+            }
+            fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+                Box::pin(async { Ok(()) })
+            }
+            fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let mut keeper = Keeper(&mut kept);
+        part.extend(b"efgh");
+        part.send(&mut keeper).await.unwrap();
+        part.extend(b"ijkl");
+        part.send(&mut keeper).await.unwrap();
+        assert_eq!(part.reallocated, 2);
+        assert_eq!(
+            kept,
+            vec![Bytes::from_static(b"efgh"), Bytes::from_static(b"ijkl")]
+        );
     }
 }

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use dbprov_agent::{
-    context::OpContext,
+    context::{AgentStorageAccess, OpContext},
     executor::ProgressSink,
     ops::{backup, restore},
 };
@@ -93,7 +93,8 @@ async fn env() -> Option<Env> {
         kube.client(),
         volumes.path().to_path_buf(),
         dbprov_tests::tools::search_dirs(),
-    );
+    )
+    .with_agent_storage(AgentStorageAccess::every_namespace());
     fx::seed_postgres(&pg.url("postgres"), &pg.url("source"), "source")
         .await
         .unwrap();

@@ -4,7 +4,9 @@
 //!   ServiceAccount token from the TokenRequest API in a file, and the real agent with
 //!   `AWS_ROLE_ARN` / `AWS_WEB_IDENTITY_TOKEN_FILE` / `AWS_ENDPOINT_URL_STS` and a storage
 //!   spec without `secretRef`: a backup lands in MinIO and restores table for table; a token
-//!   MinIO refuses (another audience) fails the backup with a message naming the fix.
+//!   MinIO refuses (another audience) fails the backup with a message naming the fix; a
+//!   second namespace the agent's `agentStorage.namespaces` does not list cannot use that
+//!   identity (nor the agent's volumes), even with the first one's storage block.
 //! - Azurite SAS: a container SAS in a Secret backs up and restores; an expired SAS and a
 //!   value that is no SAS at all fail with messages naming the fix; so does S3 without a
 //!   Secret from an agent without any AWS identity.
@@ -116,6 +118,8 @@ async fn irsa_web_identity_from_a_service_account_token_backs_up_to_minio_and_re
         ("AWS_SECRET_ACCESS_KEY", String::new()),
         ("AWS_PROFILE", String::new()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        // The chart's agentStorage.namespaces: only this namespace may use the identity.
+        ("DBPROV_AGENT_STORAGE_NAMESPACES", NS.to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -204,12 +208,69 @@ async fn irsa_web_identity_from_a_service_account_token_backs_up_to_minio_and_re
 
     // Garbled token.
     std::fs::write(&token_file, "not-a-jwt").unwrap();
-    s.apply(backup(NS, "irsa-garbled", "orders", storage)).await;
+    s.apply(backup(NS, "irsa-garbled", "orders", storage.clone()))
+        .await;
     let message = failure(&s, "irsa-garbled", "StorageError").await;
     assert!(
         message.contains("AWS web identity (IRSA)") && message.contains("check that the role"),
         "{message}"
     );
+
+    // Another namespace on the same agent may not use its identity (nor its volumes): with
+    // the same storage block it could read and delete this namespace's backups.
+    const OTHER: &str = "irsa-other";
+    std::fs::write(&token_file, &token).unwrap();
+    dbprov_tests::manifests::create_namespaces(&s.mgmt.client(), &[OTHER])
+        .await
+        .unwrap();
+    dbprov_tests::manifests::create_namespaces(&issuer.client(), &[OTHER])
+        .await
+        .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(issuer.client(), OTHER)
+        .create(&Default::default(), &pg_admin)
+        .await
+        .unwrap();
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseInstance",
+        "metadata": {"name": "pg-aws", "namespace": OTHER},
+        "spec": {"engine": "postgres", "clusterRef": {"name": "aws"},
+                 "connection": {"host": "127.0.0.1", "port": s.pg.port(), "database": "postgres", "secretRef": {"name": "pg-admin"}},
+                 "postgres": {"sslMode": "disable"}}}))
+        .await;
+    s.apply(json!({"apiVersion": API, "kind": "Database", "metadata": {"name": "other", "namespace": OTHER},
+                   "spec": {"instanceRef": {"name": "pg-aws"}, "name": "orders_other"}}))
+        .await;
+    s.wait_for_in(OTHER, "Database", "other", "Ready", |v| {
+        v["status"]["phase"] == "Ready"
+    })
+    .await;
+    let pvc = json!({"type": "pvc", "pvc": {"claimName": "vol"}});
+    for (name, storage, what) in [
+        ("steal-s3", storage.clone(), "agent's own AWS identity"),
+        ("steal-pvc", pvc, "volume mounted into the agent"),
+    ] {
+        s.apply(backup(OTHER, name, "other", storage)).await;
+        let v = s
+            .wait_for_in(OTHER, "DatabaseBackup", name, "InvalidSpec", |v| {
+                ready_reason(v) == "InvalidSpec"
+            })
+            .await;
+        let message = v["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(what)
+                && message.contains("namespace irsa-other may not use")
+                && message.contains("agentStorage.namespaces"),
+            "{message}"
+        );
+    }
+    let keys = minio
+        .s3_client()
+        .list_objects_v2()
+        .bucket(fx::BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = keys.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(keys.iter().all(|k| !k.contains(OTHER)), "{keys:?}");
     drop(agent);
 }
 
@@ -446,6 +507,25 @@ fn agent_chart_wires_service_account_annotations_and_a_projected_token() {
     assert!(out.ok, "{}", out.stderr);
     assert!(!out.stdout.contains("eks.amazonaws.com") && !out.stdout.contains("azure.workload"));
 
+    // Who may use the agent's identity and volumes: the release namespace unless listed.
+    let storage_namespaces = |out: &dbprov_tests::process::Output| {
+        let docs = helm::documents(&out.stdout).unwrap();
+        let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "DBPROV_AGENT_STORAGE_NAMESPACES")
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(storage_namespaces(&out).as_deref(), Some("dbprov-system"));
+    let out = render(&["--set", "agentStorage.namespaces={team-a,team-b}"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(storage_namespaces(&out).as_deref(), Some("team-a,team-b"));
+    let out = render(&["--set", "agentStorage.namespaces={*}"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(storage_namespaces(&out).as_deref(), Some("*"));
+
     for (extra, text) in [
         (
             vec![
@@ -465,6 +545,10 @@ fn agent_chart_wires_service_account_annotations_and_a_projected_token() {
             "fileName",
         ),
         (vec!["--set", "cloudIdentity.aws.rolearn=x"], "rolearn"),
+        (
+            vec!["--set", "agentStorage.namespaces={Team_A}"],
+            "agentStorage",
+        ),
     ] {
         let out = render(&extra);
         assert!(!out.ok, "{extra:?} was accepted");

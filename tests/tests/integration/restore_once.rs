@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use dbprov_agent::{
-    context::OpContext,
+    context::{AgentStorageAccess, OpContext},
     executor::{ProgressSink, Runner},
     ops::Operations,
 };
@@ -155,7 +155,8 @@ async fn a_completed_drop_existing_restore_run_again_drops_nothing() {
 
     // (b) The same intent id sent again straight to the agent's operations (no journal, no
     // hub; another resource uid, so only the intent id can match).
-    let ctx = OpContext::new(s.workload.client(), s.agent.volumes.clone(), Vec::new());
+    let ctx = OpContext::new(s.workload.client(), s.agent.volumes.clone(), Vec::new())
+        .with_agent_storage(AgentStorageAccess::every_namespace());
     let backup = s.get("DatabaseBackup", "orders-full").await.unwrap();
     let desired = json!({
         "instance": {"engine": "postgres", "host": "127.0.0.1", "port": s.pg.port(),
