@@ -80,7 +80,19 @@ impl AzureStore {
         };
         let secret = match &spec.secret_ref {
             Some(r) => {
-                let ns = r.namespace.as_deref().unwrap_or(namespace).to_owned();
+                // The hub refuses this too; the agent does not rely on it: a key that reaches
+                // another team's container is not to be borrowed by reference.
+                if let Some(other) = r.namespace.as_deref().filter(|n| *n != namespace) {
+                    return Err(OpError::new(
+                        ErrorCode::Invalid,
+                        format!(
+                            "storage.azure.secretRef.namespace is {other}: a storage Secret must \
+                             be in the resource's own namespace ({namespace}); copy it there"
+                        ),
+                        false,
+                    ));
+                }
+                let ns = namespace.to_owned();
                 let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
                     kube::Api::namespaced(ctx.kube.clone(), &ns);
                 let present: Option<Vec<String>> = api
@@ -410,5 +422,31 @@ mod tests {
         assert_eq!(lengths.len(), 1, "{lengths:?}");
         // Azure's limit is 64 bytes before base64 encoding.
         assert!(block_id(u128::MAX, 99_999_999).len() <= 64);
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_another_namespace_is_refused_before_it_is_read() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // An apiserver nobody listens on: reaching it would fail differently.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let ctx = crate::context::OpContext::new(
+            kube::Client::try_from(config).unwrap(),
+            std::path::PathBuf::new(),
+            Vec::new(),
+        );
+        let spec: dbprov_contract::storage::AzureSpec = serde_json::from_value(serde_json::json!({
+            "storageAccount": "acct", "container": "c",
+            "secretRef": {"name": "azure-creds", "namespace": "victim"}}))
+        .unwrap();
+        let e = super::AzureStore::open(&ctx, &spec, "tenant")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, dbprov_proto::agent::v1::ErrorCode::Invalid);
+        assert_eq!(
+            e.message,
+            "storage.azure.secretRef.namespace is victim: a storage Secret must be in the \
+             resource's own namespace (tenant); copy it there"
+        );
     }
 }

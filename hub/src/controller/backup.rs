@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dbprov_contract::backup::{BackupIntent, BackupObserved};
-use dbprov_proto::agent::v1::Operation;
+use dbprov_proto::agent::v1::{ErrorCode, Operation};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
@@ -637,7 +637,7 @@ async fn expire(ctx: &Context, b: &DatabaseBackup) -> Result<Action, Error> {
 
 /// Deletes the artifact (and its metadata) through the agent that wrote it; an operation
 /// still running is cancelled first.
-async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = &*ctx;
     let st = b.status.clone().unwrap_or_default();
     if st.phase == Some(OperationPhase::Running)
@@ -737,6 +737,26 @@ async fn cleanup(b: Arc<DatabaseBackup>, ctx: Arc<Context>) -> Result<Action, Er
                 &*b,
                 Reason::ArtifactDeleted,
                 format!("deleted {object}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        // Refused as such (e.g. the backup's namespace may not use the agent's own storage
+        // access that wrote it): asking again cannot help, and holding the finalizer would
+        // keep the DatabaseBackup, and its namespace, Terminating for good. Kept, and said.
+        Err(DispatchError::Agent {
+            code: ErrorCode::Invalid,
+            message,
+            ..
+        }) => {
+            events::publish(
+                ctx,
+                &*b,
+                Reason::ArtifactKept,
+                format!(
+                    "the artifact {object} is kept: the agent of cluster {cluster} refused to \
+                     delete it: {message}"
+                ),
             )
             .await;
             Ok(Action::await_change())

@@ -20,6 +20,7 @@ use dbprov_tests::{
     scenario::{Scenario, ready_reason},
 };
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 const API: &str = "dbops.dbprovision.io/v1alpha1";
 
@@ -243,6 +244,9 @@ async fn irsa_web_identity_from_a_service_account_token_backs_up_to_minio_and_re
         v["status"]["phase"] == "Ready"
     })
     .await;
+    // Mounted, so without the check the backup would land there.
+    let volume = agent.volumes.join("vol");
+    std::fs::create_dir_all(&volume).unwrap();
     let pvc = json!({"type": "pvc", "pvc": {"claimName": "vol"}});
     for (name, storage, what) in [
         ("steal-s3", storage.clone(), "agent's own AWS identity"),
@@ -262,6 +266,37 @@ async fn irsa_web_identity_from_a_service_account_token_backs_up_to_minio_and_re
             "{message}"
         );
     }
+    assert_eq!(std::fs::read_dir(&volume).unwrap().count(), 0);
+    // Nor read the first namespace's artifact by naming its key (`fromPath`).
+    s.apply(json!({"apiVersion": API, "kind": "DatabaseRestore",
+        "metadata": {"name": "steal-restore", "namespace": OTHER},
+        "spec": {"fromPath": {"backupPath": path, "storage": storage},
+                 "target": {"instanceRef": {"name": "pg-aws"}, "databaseName": "stolen"}}}))
+        .await;
+    let v = s
+        .wait_for_in(
+            OTHER,
+            "DatabaseRestore",
+            "steal-restore",
+            "InvalidSpec",
+            |v| ready_reason(v) == "InvalidSpec",
+        )
+        .await;
+    let message = v["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("agent's own AWS identity") && message.contains("agentStorage.namespaces"),
+        "{message}"
+    );
+    let stolen =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_database WHERE datname = 'stolen'")
+            .fetch_one(
+                &mut sqlx::PgConnection::connect(&s.pg.url("postgres"))
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    assert_eq!(stolen, 0, "the refused restore created its target");
     let keys = minio
         .s3_client()
         .list_objects_v2()

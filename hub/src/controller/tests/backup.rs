@@ -384,3 +384,67 @@ async fn a_confirmed_in_place_restore_passes_the_checks() {
     let result = restore::apply(r, env.ctx.clone()).await;
     assert_blocked::<DatabaseRestore>(&env, result, NS, "r", Reason::BackupNotFound, "Pending");
 }
+
+/// A completed backup of `shop` to a volume, written through the test cluster's agent.
+fn completed_backup(env: &TestEnv) -> std::sync::Arc<DatabaseBackup> {
+    let pvc = json!({"type": "pvc", "pvc": {"claimName": "vol"}});
+    let mut b = object::<DatabaseBackup>(
+        "DatabaseBackup",
+        "done",
+        backup_spec(pvc.clone(), json!({})),
+    );
+    b.status = Some(
+        serde_json::from_value(json!({"phase": "Completed",
+            "backup": {"path": "shop/done.sql.zst", "storage": pvc},
+            "source": {"cluster": crate::controller::testkit::CLUSTER, "engine": "mariadb"}}))
+        .unwrap(),
+    );
+    env.insert(&b)
+}
+
+#[tokio::test]
+async fn an_artifact_the_agent_refuses_to_delete_is_kept_and_the_backup_let_go() {
+    // Refused as such (the namespace may not use the agent's volumes): retrying cannot
+    // help, so the finalizer goes and an Event names the artifact left behind.
+    let env = TestEnv::new();
+    let b = completed_backup(&env);
+    env.agent.set_handler(|_| {
+        Err(agent_error(
+            ErrorCode::Invalid,
+            "storage.pvc is a volume mounted into the agent, which namespace ns may not use",
+            false,
+        ))
+    });
+    let action = backup::cleanup(b, env.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(env.agent.operations(), [Operation::DeleteBackup]);
+    let e = assert_event(&env, Reason::ArtifactKept);
+    let note = e["note"].as_str().unwrap();
+    assert!(
+        note.contains("shop/done.sql.zst is kept") && note.contains("may not use"),
+        "{note}"
+    );
+
+    // A failure that may pass (the store unreachable) keeps the finalizer and retries.
+    let env = TestEnv::new();
+    let b = completed_backup(&env);
+    env.agent.set_handler(|_| {
+        Err(agent_error(
+            ErrorCode::Storage,
+            "endpoint unreachable",
+            true,
+        ))
+    });
+    let result = backup::cleanup(b, env.ctx.clone()).await;
+    assert!(
+        matches!(
+            &result,
+            Err(Error::Failed {
+                reason: Reason::ArtifactDeletePending,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(!env.api.event_reasons().iter().any(|r| r == "ArtifactKept"));
+}
