@@ -139,7 +139,7 @@ fn newest_source() -> Option<std::time::SystemTime> {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut newest = None;
-    for krate in ["hub", "agent", "common", "proto"] {
+    for krate in ["hub", "agent", "common", "contract", "proto"] {
         walk(&root.join(krate), &mut newest);
     }
     newest
