@@ -28,11 +28,13 @@ pub async fn run_ensure(ctx: &OpContext, d: DatabaseIntent) -> Result<DatabaseOb
         .postgres
         .as_ref()
         .filter(|p| postgres::database::has_contents(p));
+    // Init SQL, like the contents, runs inside the database: a new one is closed after it.
+    let work_inside = contents.is_some() || d.init_sql.is_some();
     let mut conn = db::connect(ctx, &d.instance, None).await?;
     let first = async {
         let before = prepare(&mut conn, &d.database, d.mode).await?;
         let (observed, deferred) =
-            ensure_database(&mut conn, &d.database, d.mode, contents.is_some()).await?;
+            ensure_database(&mut conn, &d.database, d.mode, work_inside).await?;
         Ok::<_, OpError>((before, observed, deferred))
     }
     .await;

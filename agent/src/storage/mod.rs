@@ -515,15 +515,52 @@ mod tests {
         assert_eq!(join_key("/x/y/", "a"), "x/y/a");
     }
 
-    struct Recorder {
-        parts: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    /// An upload that records each part (its length and where its bytes live) and, when
+    /// `keep`, holds on to the bytes as a backend keeping them for a retry would.
+    #[derive(Clone, Default)]
+    struct FakeUpload {
+        part_size: usize,
+        keep: bool,
+        parts: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>>,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
     }
-    impl Upload for Recorder {
+    impl FakeUpload {
+        fn new(part_size: usize, keep: bool) -> Self {
+            Self {
+                part_size,
+                keep,
+                ..Self::default()
+            }
+        }
+        fn lengths(&self) -> Vec<usize> {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(len, _)| *len)
+                .collect()
+        }
+        fn addresses(&self) -> Vec<usize> {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, at)| *at)
+                .collect()
+        }
+    }
+    impl Upload for FakeUpload {
         fn part_size(&self) -> usize {
-            10
+            self.part_size
         }
         fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
-            self.parts.lock().unwrap().push(data.len());
+            self.seen
+                .lock()
+                .unwrap()
+                .push((data.len(), data.as_ptr() as usize));
+            if self.keep {
+                self.parts.lock().unwrap().push(data);
+            }
             Box::pin(async { Ok(()) })
         }
         fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
@@ -536,80 +573,39 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_regrouped_into_parts_of_the_part_size() {
-        let parts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let upload = FakeUpload::new(10, false);
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(upload_from(
-            Box::new(Recorder {
-                parts: parts.clone(),
-            }),
-            rx,
-        ));
+        let task = tokio::spawn(upload_from(Box::new(upload.clone()), rx));
         for n in [3usize, 9, 15, 1] {
             tx.send(Bytes::from(vec![0u8; n])).await.unwrap();
         }
         drop(tx);
         assert!(task.await.unwrap().is_ok());
-        assert_eq!(*parts.lock().unwrap(), vec![10, 10, 8]);
-    }
-
-    /// Records where each part's bytes live, holding none of them.
-    struct Addresses(std::sync::Arc<std::sync::Mutex<Vec<usize>>>);
-    impl Upload for Addresses {
-        fn part_size(&self) -> usize {
-            4
-        }
-        fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
-            self.0.lock().unwrap().push(data.as_ptr() as usize);
-            Box::pin(async { Ok(()) })
-        }
-        fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
-            Box::pin(async { Ok(()) })
-        }
+        assert_eq!(upload.lengths(), vec![10, 10, 8]);
     }
 
     #[tokio::test]
     async fn one_part_buffer_is_reused_when_the_backend_lets_go_of_it() {
-        let addresses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut upload = Addresses(addresses.clone());
+        let mut upload = FakeUpload::new(4, false);
         let mut part = PartBuffer::new(4);
         for _ in 0..3 {
             part.extend(b"abcd");
             part.send(&mut upload).await.unwrap();
         }
-        let seen = addresses.lock().unwrap().clone();
+        let seen = upload.addresses();
         assert_eq!(seen.len(), 3);
         assert!(seen.iter().all(|a| *a == seen[0]), "{seen:?}");
         assert_eq!(part.reallocated, 0);
 
         // A backend that keeps the bytes (e.g. for a retry later) gets a fresh buffer.
-        let mut kept = Vec::new();
-        struct Keeper<'a>(&'a mut Vec<Bytes>);
-        impl Upload for Keeper<'_> {
-            fn part_size(&self) -> usize {
-                4
-            }
-            fn put_part(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
-                self.0.push(data);
-                Box::pin(async { Ok(()) })
-            }
-            fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
-                Box::pin(async { Ok(()) })
-            }
-            fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StorageError>> {
-                Box::pin(async { Ok(()) })
-            }
-        }
-        let mut keeper = Keeper(&mut kept);
+        let mut keeper = FakeUpload::new(4, true);
         part.extend(b"efgh");
         part.send(&mut keeper).await.unwrap();
         part.extend(b"ijkl");
         part.send(&mut keeper).await.unwrap();
         assert_eq!(part.reallocated, 2);
         assert_eq!(
-            kept,
+            *keeper.parts.lock().unwrap(),
             vec![Bytes::from_static(b"efgh"), Bytes::from_static(b"ijkl")]
         );
     }

@@ -364,6 +364,27 @@ async fn postgres_runs_init_sql_once_per_content_from_inline_configmap_and_secre
             .await
             .unwrap();
     assert_eq!(exists, 0);
+
+    // A new database that is to refuse connections and has init SQL but nothing else to do
+    // inside: created open, the init SQL runs, then it is closed (it was closed first, and
+    // the init SQL could never connect).
+    let sealed = ["CREATE TABLE sealed_t (id int)"];
+    s.apply(database(
+        &ns,
+        "pg",
+        "sealed",
+        json!({"inline": sealed}),
+        json!({"postgres": {"allowConnections": false}}),
+    ))
+    .await;
+    let v = wait_applied(&s, "sealed", &hash(&sealed)).await;
+    assert_eq!(v["status"]["initSQL"]["statementsExecuted"], 1, "{v}");
+    let open: bool =
+        sqlx::query_scalar("SELECT datallowconn FROM pg_database WHERE datname = 'sealed'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(!open, "sealed still allows connections");
 }
 
 #[tokio::test]
