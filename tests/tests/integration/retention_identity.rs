@@ -291,7 +291,9 @@ async fn two_uploads_to_one_azure_key_never_mix_and_restore_metadata_is_capped()
         .await
         .unwrap();
     let volumes = tempfile::tempdir().unwrap();
-    let ctx = OpContext::new(kube.client(), volumes.path().to_owned(), Vec::new());
+    // The metadata check below reads a volume: an agent admitting every namespace to it.
+    let ctx = OpContext::new(kube.client(), volumes.path().to_owned(), Vec::new())
+        .with_agent_storage(dbprov_agent::context::AgentStorageAccess::every_namespace());
     let spec: dbprov_contract::storage::StorageSpec = serde_json::from_value(json!({
         "type": "azure", "azure": {"storageAccount": Azurite::ACCOUNT, "container": "race",
             "endpoint": azurite.blob_endpoint(), "secretRef": {"name": "azure-creds"}}}))
