@@ -219,7 +219,7 @@ fn agent_access_needed(spec: &StorageSpec) -> Option<&'static str> {
 }
 
 /// Refuses a storage block that would use the agent's own access for a namespace `access`
-/// does not admit; checked before any credential is read or request made.
+/// does not admit; checked before the store's credentials are read or the store contacted.
 fn refuse_agent_access(
     spec: &StorageSpec,
     access: &AgentStorageAccess,
@@ -234,15 +234,16 @@ fn refuse_agent_access(
     }
 }
 
-fn agent_access_fix(spec: &StorageSpec) -> &'static str {
-    if spec.type_ == StorageType::Pvc {
-        "use object storage with a credentials Secret, or have the agent's administrator list \
-         the namespace in the chart value agentStorage.namespaces (--agent-storage-namespaces)"
+fn agent_access_fix(spec: &StorageSpec) -> String {
+    let own = if spec.type_ == StorageType::Pvc {
+        "use object storage with a credentials Secret"
     } else {
-        "put credentials in a Secret of this namespace and name it in secretRef, or have the \
-         agent's administrator list the namespace in the chart value agentStorage.namespaces \
-         (--agent-storage-namespaces)"
-    }
+        "put credentials in a Secret of this namespace and name it in secretRef"
+    };
+    format!(
+        "{own}, or have the agent's administrator list the namespace in the chart value \
+         agentStorage.namespaces (--agent-storage-namespaces)"
+    )
 }
 
 /// Uploads everything received on `rx`, in parts of the backend's part size. Returns the
