@@ -365,11 +365,10 @@ impl Scenario {
             }) {
                 return e.note.clone().unwrap_or_default();
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no {reason} event for {kind} {name}; hub log:\n{}",
-                self.hub.log()
-            );
+            if start.elapsed() >= Duration::from_secs(60) {
+                let what = format!("no {reason} event for {kind} {name} in 60 s");
+                panic!("{}", with_logs(&what, &[("hub", self.hub.log())]));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -403,12 +402,15 @@ impl Scenario {
                 }
                 last = v["status"].to_string();
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {kind} {ns}/{name} to be {what}; last status: {last}\nhub log:\n{}\nagent log:\n{}",
-                self.hub.log(),
-                self.agent.log()
-            );
+            if start.elapsed() >= Duration::from_secs(60) {
+                let what = format!(
+                    "timed out (60 s) waiting for {kind} {ns}/{name} to be {what}; last status: {last}"
+                );
+                panic!(
+                    "{}",
+                    with_logs(&what, &[("hub", self.hub.log()), ("agent", self.agent.log())])
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -491,4 +493,15 @@ impl Scenario {
                 .collect(),
         )
     }
+}
+
+/// A failure message with the components' logs, stated both before and after them: a CI
+/// excerpt that keeps only the head or the tail of a long output still shows what failed.
+fn with_logs(what: &str, logs: &[(&str, String)]) -> String {
+    let mut out = format!("{what}\n");
+    for (name, log) in logs {
+        out.push_str(&format!("--- {name} log (tail) ---\n{log}\n"));
+    }
+    out.push_str(&format!("--- end of logs ---\n{what}"));
+    out
 }
