@@ -557,6 +557,7 @@ impl Executor {
             self.wake.notify_one();
             return;
         }
+        tracing::debug!(intent = %id, operation = operation.as_str_name(), "intent accepted");
         self.ack(&state, &id, false);
         state.running.insert(id, Running { info, cancel: None });
         if let Some(queue) = state.queues.get(&key)
@@ -704,6 +705,15 @@ impl Executor {
             }
         };
         self.failpoints.hit(FailPoint::AfterEffect, operation, &id);
+        // With the journal's record before it, where an operation's time went (debug: one
+        // line per operation, so a busy agent's log stays readable at info).
+        tracing::debug!(
+            intent = %id,
+            operation = operation.as_str_name(),
+            ok = outcome.is_ok(),
+            run_ms = crate::clock::unix_now_ms().saturating_sub(started_ms),
+            "operation ran"
+        );
         let outcome = match outcome {
             Ok(json) if json.len() > MAX_OBSERVED_BYTES => Err(OpError::new(
                 ErrorCode::Internal,
@@ -747,6 +757,7 @@ impl Executor {
         {
             tracing::warn!(intent = %id, error = %e, "cannot record the operation's end in the journal");
         }
+        tracing::debug!(intent = %id, operation = operation.as_str_name(), total_ms = crate::clock::unix_now_ms().saturating_sub(started_ms), "result ready to send");
         self.finish(info, result);
         self.failpoints.hit(FailPoint::AfterResult, operation, &id);
         self.wake.notify_one();

@@ -12,6 +12,8 @@
 //! `BENCH_SCALES=7,70,70r` sets the pgbench scale factors (70 ≈ 1.05 GiB on disk); an `r`
 //! suffix overwrites `pgbench_accounts.filler` with random text, because pgbench's blank
 //! filler compresses about 100:1 and would let compression look free.
+//! `BENCH_LOGS=1` prints the hub's and the agent's log at the end (with `DBPROV_LOG=debug`, each
+//! step's timestamp: where a run's fixed cost goes).
 //! Run: `cargo bench -p dbprov-tests --bench backup_restore`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code: a panic is the report
@@ -110,17 +112,38 @@ fn sh(script: &str, env: &[(&str, &str)]) -> Duration {
     start.elapsed()
 }
 
+/// Waits for the phase by watching: a polling interval would add up to its length to every
+/// measured time (the baselines pay nothing like it).
 async fn wait_phase(s: &Scenario, kind: &str, name: &str) -> Value {
-    loop {
-        if let Some(v) = s.get(kind, name).await {
-            match v["status"]["phase"].as_str() {
-                Some("Completed") => return v,
-                Some("Failed") => panic!("{kind} {name} failed: {}", v["status"]),
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = s
+        .watch_until(kind, name, |v| {
+            matches!(v["status"]["phase"].as_str(), Some("Completed" | "Failed"))
+        })
+        .await;
+    assert_eq!(
+        v["status"]["phase"], "Completed",
+        "{kind} {name}: {}",
+        v["status"]
+    );
+    v
+}
+
+/// Prints when a measured span began and ended in UTC, to line it up with the hub's and the
+/// agent's log (`BENCH_LOGS`).
+fn stamp(what: &str, start: Instant, took: Duration) {
+    let now = std::time::SystemTime::now();
+    let began = now - start.elapsed();
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    eprintln!(
+        "{what}: began at unix {:.3}, ended at unix {:.3} ({:.3} s)",
+        secs(began),
+        secs(began + took),
+        took.as_secs_f64()
+    );
 }
 
 struct Row {
@@ -246,6 +269,7 @@ async fn main() {
             .await;
         let done = wait_phase(&s, "DatabaseBackup", &name).await;
         let backup = start.elapsed();
+        stamp("backup", start, backup);
         let backup_rss = sampler.finish();
         let st = &done["status"]["backup"];
 
@@ -284,6 +308,7 @@ async fn main() {
         )
         .await;
         let restore = start.elapsed();
+        stamp("restore", start, restore);
         let restore_rss = sampler.finish();
 
         rows.push(Row {
@@ -350,4 +375,9 @@ async fn main() {
         "\nagent peak RSS over its whole life (VmHWM): {:.1} MiB",
         rss_kib(agent_pid, "VmHWM:") as f64 / 1024.0
     );
+    // Where a run's time went: with DBPROV_LOG=debug the logs carry each step's timestamp.
+    if std::env::var_os("BENCH_LOGS").is_some() {
+        eprintln!("--- hub log (tail) ---\n{}", s.hub.log());
+        eprintln!("--- agent log (tail) ---\n{}", s.agent.log());
+    }
 }

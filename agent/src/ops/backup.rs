@@ -280,24 +280,22 @@ pub async fn run(
         .algorithm
         .check_level(level)
         .map_err(|e| invalid(format!("compression.level: {e}")))?;
-    // Everything that can be wrong with the request fails here, before any dump starts.
-    let key = match &d.encryption {
-        Some(e) => Some(encrypt_key(ctx, e, &d.secret_namespace).await?),
-        None => None,
-    };
-    let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
-    let env = ToolEnv::new(ctx, &d.instance).await?;
+    // Everything that can be wrong with the request fails here, before any dump starts. The
+    // three reads are independent and each waits on a server, so they wait together (a small
+    // backup's time is mostly such waits); the first failure in this order is reported.
+    let (key, store, env) = tokio::join!(
+        async {
+            match &d.encryption {
+                Some(e) => encrypt_key(ctx, e, &d.secret_namespace).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        storage::open(ctx, &d.storage, &d.secret_namespace),
+        ToolEnv::new(ctx, &d.instance),
+    );
+    let (key, store, env) = (key?, store?, env?);
     let mut warnings = Vec::new();
     let (cmd, tool, dump_format, ext) = dump_command(&env, &d, &mut warnings)?;
-    let server_version = {
-        let mut conn = db::connect(ctx, &d.instance, None).await?;
-        let v = conn.server_version().await;
-        conn.close().await;
-        v?
-    };
-    let tool_version = crate::tools::detect_one(tool, &ctx.tool_dirs)
-        .await
-        .unwrap_or_else(|| "unknown".into());
 
     let mut rel = format!(
         "{}{ext}{}",
@@ -309,11 +307,12 @@ pub async fn run(
     }
     let object = storage::join_key(d.storage.prefix(), &rel);
     let location = store.describe(&object);
-    let discarded = store.abort_incomplete(&object).await?;
-    let upload = store.start_upload(&object).await?;
-
+    // The dump starts first: its own start-up (connecting, reading the catalog) overlaps
+    // reading the versions the metadata records and making the store ready for the upload.
+    // Until the upload starts, back-pressure holds the dump (bounded channel, then the pipe).
+    // On a failure below, returning drops the child, which kills it (kill_on_drop), and the
+    // channel's receiver, which ends the pipeline thread.
     let (mut child, stdout, stderr) = client_tool::spawn(cmd, tool, client_tool::Pipe::Stdout)?;
-
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let codec = Codec {
         compression: compression.algorithm,
@@ -325,6 +324,23 @@ pub async fn run(
         let out = ChannelWriter::new(tx, CHUNK);
         artifact::encode(stdout, out, &codec, report).map(|(summary, _)| summary)
     });
+    let (server_version, tool_version, upload) = tokio::join!(
+        async {
+            let mut conn = db::connect(ctx, &d.instance, None).await?;
+            let v = conn.server_version().await;
+            conn.close().await;
+            v
+        },
+        crate::tools::detect_one(tool, &ctx.tool_dirs),
+        async {
+            // Before the new upload starts: the old ones are listed by the same key.
+            let discarded = store.abort_incomplete(&object).await?;
+            Ok::<_, storage::StorageError>((discarded, store.start_upload(&object).await?))
+        },
+    );
+    let server_version = server_version?;
+    let tool_version = tool_version.unwrap_or_else(|| "unknown".into());
+    let (discarded, upload) = upload?;
     // Joined in this future: if it is dropped (cancel, deadline), the child is killed
     // (kill_on_drop) and the unfinished upload aborted (its Drop).
     let (uploaded, encoded, status) =

@@ -206,6 +206,7 @@ pub fn spawn(
     let mut child = cmd
         .spawn()
         .map_err(|e| internal(format!("cannot start {tool}: {e}")))?;
+    tracing::debug!(tool, pid = child.id(), "client tool started");
     let stderr = StderrTail(child.stderr.take().map(|s| tokio::spawn(read_stderr(s))));
     let fd = match pipe {
         Pipe::Stdout => child.stdout.take().map(|p| p.into_owned_fd()),

@@ -136,28 +136,30 @@ pub(crate) async fn claim_secret(
 /// admin, an existing privileged account the instance does not allow), or a membership in a
 /// privileged role. Runs before anything is sent.
 pub(crate) async fn refuse_protected(ctx: &OpContext, intent: &UserIntent) -> Result<(), OpError> {
-    let allowed = &intent.instance.allowed_privileges;
     let mut conn = db::connect(ctx, &intent.instance, None).await?;
-    let result = async {
-        protected::check_account(&mut conn, Subject::User, &intent.user.username, allowed).await?;
-        let memberships = intent.user.memberships();
-        let mut roles = if intent.instance.engine == Engine::Postgres {
-            memberships.postgres.map(|p| p.roles)
-        } else {
-            memberships.mysql.map(|m| m.roles)
-        }
-        .unwrap_or_default();
-        // The service role of role-inheritance rotation is a membership too.
-        if let Some(service) = &intent.service_role
-            && intent.instance.engine == Engine::Postgres
-        {
-            roles.push(service.name.clone());
-        }
-        protected::check_memberships(&mut conn, &intent.user.username, &roles, allowed).await
-    }
-    .await;
+    let result = refuse_protected_on(&mut conn, intent).await;
     conn.close().await;
     result
+}
+
+/// [`refuse_protected`] on an open admin connection.
+async fn refuse_protected_on(conn: &mut db::Conn, intent: &UserIntent) -> Result<(), OpError> {
+    let allowed = &intent.instance.allowed_privileges;
+    protected::check_account(conn, Subject::User, &intent.user.username, allowed).await?;
+    let memberships = intent.user.memberships();
+    let mut roles = if intent.instance.engine == Engine::Postgres {
+        memberships.postgres.map(|p| p.roles)
+    } else {
+        memberships.mysql.map(|m| m.roles)
+    }
+    .unwrap_or_default();
+    // The service role of role-inheritance rotation is a membership too.
+    if let Some(service) = &intent.service_role
+        && intent.instance.engine == Engine::Postgres
+    {
+        roles.push(service.name.clone());
+    }
+    protected::check_memberships(conn, &intent.user.username, &roles, allowed).await
 }
 
 /// The password of `existingPasswordSecret` (`None` without one), refused with
@@ -482,13 +484,19 @@ pub async fn ensure(ctx: &OpContext, intent: UserIntent) -> Result<UserObserved,
         // Refusals first: nothing reaches the server before them.
         let rules = policy::Rules::compile(intent.password_rules.as_ref())?;
         let supplied = supplied_password(ctx, &intent, &rules).await?;
-        refuse_protected(ctx, &intent).await?;
-        let current = claim_secret(ctx, &intent).await?;
-        let (password, source) = password_for(&intent, &rules, supplied, current.as_ref())?;
+        // One admin connection for the refusals and the account: a connection (with its
+        // authentication) costs the server more than the statements a steady user needs.
         let mut conn = db::connect(ctx, &intent.instance, None).await?;
-        let observed = account::ensure(&mut conn, &intent.user, &password).await;
+        let ensured = async {
+            refuse_protected_on(&mut conn, &intent).await?;
+            let current = claim_secret(ctx, &intent).await?;
+            let (password, source) = password_for(&intent, &rules, supplied, current.as_ref())?;
+            let observed = account::ensure(&mut conn, &intent.user, &password).await?;
+            Ok::<_, OpError>((observed, current, password, source))
+        }
+        .await;
         conn.close().await;
-        let mut out = observed?;
+        let (mut out, current, password, source) = ensured?;
         let extra = SecretExtra::keep_rotation_marker(current.as_ref());
         // Over the read claim_secret made: one read of the Secret per ENSURE_USER.
         let secret = write_secret_over(ctx, &intent, &password, &extra, current).await?;
