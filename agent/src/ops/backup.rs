@@ -280,9 +280,11 @@ pub async fn run(
         .algorithm
         .check_level(level)
         .map_err(|e| invalid(format!("compression.level: {e}")))?;
-    // Everything that can be wrong with the request fails here, before any dump starts. The
-    // three reads are independent and each waits on a server, so they wait together (a small
-    // backup's time is mostly such waits); the first failure in this order is reported.
+    // What can be wrong with the request itself (key, store, credentials) fails here, before
+    // any dump starts; an unreachable server or bucket fails below, with the dump started and
+    // killed. The three reads are independent and each waits on a server, so they wait
+    // together (a small backup's time is mostly such waits); the first failure in this order
+    // is reported.
     let (key, store, env) = tokio::join!(
         async {
             match &d.encryption {

@@ -865,10 +865,17 @@ pub async fn run(
     let uid = super::tracking::owner().uid;
     let intent_id = super::tracking::intent_id();
     let from_dpo = d.framing == Some(ArtifactFraming::DbProvisionOperator);
-    // The marker, the artifact's metadata and the database tools' environment each wait on a
-    // server and need nothing of each other: read together (a small restore's fixed cost is
-    // mostly such waits), then looked at in the order a sequential restore would have.
-    let (done, opened, env) = tokio::join!(
+    // A one-pass restore verifies the artifact while loading it into its staging database;
+    // every other one reads the whole artifact first.
+    let staged = staged_restore(&d);
+    let one_pass = staged && !from_dpo;
+    // The marker, the artifact's metadata and (for a one-pass restore, which loads at once)
+    // the database tools' environment each wait on a server and need nothing of each other:
+    // read together (a small restore's fixed cost is mostly such waits), then looked at in
+    // the order a sequential restore would have. A two-pass restore reads the tools'
+    // credentials after its verify pass, which may take long: they must be fresh when the
+    // tool logs in.
+    let (done, opened, early_env) = tokio::join!(
         marker::find(ctx, &d, &uid, &intent_id),
         async {
             let store = storage::open(ctx, &d.storage, &d.secret_namespace).await?;
@@ -880,7 +887,13 @@ pub async fn run(
             };
             Ok::<_, OpError>((store, meta))
         },
-        ToolEnv::new(ctx, &d.instance),
+        async {
+            if one_pass {
+                Some(ToolEnv::new(ctx, &d.instance).await)
+            } else {
+                None
+            }
+        },
     );
     if let Some(done) = done? {
         tracing::info!(database = %d.database, intent = %intent_id, "restore already done; answering from its marker");
@@ -973,10 +986,6 @@ pub async fn run(
         Reading::Dbprov { compression, key }
     };
 
-    // A one-pass restore verifies the artifact while loading it into its staging database;
-    // every other one reads the whole artifact first.
-    let staged = staged_restore(&d);
-    let one_pass = staged && !from_dpo;
     if !one_pass {
         // Pass 1: the whole artifact, decrypted and decompressed into nothing, checked. Its first
         // bytes are kept: a Go operator's artifact says by nothing else what dump it holds.
@@ -1036,7 +1045,10 @@ pub async fn run(
         }
     }
 
-    let env = env?;
+    let env = match early_env {
+        Some(env) => env?,
+        None => ToolEnv::new(ctx, &d.instance).await?,
+    };
     let (summary, created) = if staged {
         let loaded = load_staged(
             ctx,

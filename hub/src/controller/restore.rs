@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{
     Context, Error,
     kit::{
-        cache, dispatch, events,
+        dispatch, events,
         instance::{self, Blocked, ResolvedInstance},
         now,
         operation::{self, follow, start_or_reattach},
@@ -142,10 +142,8 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
         )));
     };
     let bns = bref.namespace.clone().unwrap_or(ns);
-    // From the watch cache (a read the apiserver need not serve): one that lags behind a
-    // backup's completion only makes this restore wait for its next attempt.
     let api: Api<DatabaseBackup> = Api::namespaced(ctx.client.clone(), &bns);
-    let Some(b) = cache::get(ctx, &api, Some(&bns), &bref.name).await? else {
+    let Some(b) = api.get_opt(&bref.name).await? else {
         return Ok(Err(blocked(
             Reason::BackupNotFound,
             format!(
@@ -191,10 +189,10 @@ pub(crate) async fn source(ctx: &Context, r: &DatabaseRestore) -> Found<Source> 
         .namespace
         .clone()
         .unwrap_or_else(|| bns.clone());
-    let database_api = Api::<Database>::namespaced(ctx.client.clone(), &db_ns);
-    let database = cache::get(ctx, &database_api, Some(&db_ns), &b.spec.database_ref.name)
+    let database = Api::<Database>::namespaced(ctx.client.clone(), &db_ns)
+        .get_opt(&b.spec.database_ref.name)
         .await?
-        .map(|d| (db_ns, Database::clone(&d)));
+        .map(|d| (db_ns, d));
     Ok(Ok(Source {
         // Where the artifact was written, not where spec.storage points now.
         storage: super::backup::recorded_storage(&b)
@@ -221,8 +219,10 @@ pub(crate) async fn target(ctx: &Context, r: &DatabaseRestore, src: &Source) -> 
     let t = &r.spec.target;
     if let Some(dref) = &t.database_ref {
         let dns = dref.namespace.clone().unwrap_or_else(|| ns.clone());
-        let database_api = Api::<Database>::namespaced(ctx.client.clone(), &dns);
-        let Some(db) = cache::get(ctx, &database_api, Some(&dns), &dref.name).await? else {
+        let Some(db) = Api::<Database>::namespaced(ctx.client.clone(), &dns)
+            .get_opt(&dref.name)
+            .await?
+        else {
             return Ok(Err(blocked(
                 Reason::DatabaseNotFound,
                 format!(
