@@ -300,52 +300,22 @@ impl Scenario {
     }
 
     /// Waits, by watching (no polling interval adds to a measured time), until `check` holds
-    /// for the object in the scenario's namespace, and returns it. No timeout: for
-    /// benchmarks, whose caller bounds the whole run.
+    /// for the object in the scenario's namespace, and returns it: kube-runtime's
+    /// `await_condition`. No timeout: for benchmarks, whose caller bounds the whole run.
     pub async fn watch_until(
         &self,
         kind: &str,
         name: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        use futures::StreamExt as _;
-        let api = self.api(kind);
-        loop {
-            // Read, then watch from that version: a change between the two is not missed.
-            let list = match api
-                .list(&kube::api::ListParams::default().fields(&format!("metadata.name={name}")))
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => panic!("listing {kind} {name}: {e}"),
-            };
-            for o in &list.items {
-                let v = serde_json::to_value(o).unwrap_or_default();
-                if check(&v) {
-                    return v;
-                }
-            }
-            let version = list.metadata.resource_version.unwrap_or_default();
-            let params = kube::api::WatchParams::default()
-                .fields(&format!("metadata.name={name}"))
-                .timeout(290);
-            let mut stream = match api.watch(&params, &version).await {
-                Ok(s) => s.boxed(),
-                Err(e) => panic!("watching {kind} {name}: {e}"),
-            };
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(kube::api::WatchEvent::Added(o) | kube::api::WatchEvent::Modified(o)) => {
-                        let v = serde_json::to_value(&o).unwrap_or_default();
-                        if check(&v) {
-                            return v;
-                        }
-                    }
-                    // Expired or closed: list again.
-                    Ok(kube::api::WatchEvent::Error(_)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
+        let holds = move |o: Option<&DynamicObject>| {
+            o.and_then(|o| serde_json::to_value(o).ok())
+                .is_some_and(|v| check(&v))
+        };
+        match kube::runtime::wait::await_condition(self.api(kind), name, holds).await {
+            Ok(Some(o)) => serde_json::to_value(o).unwrap_or_default(),
+            Ok(None) => panic!("{kind} {name} is gone"),
+            Err(e) => panic!("watching {kind} {name}: {e}"),
         }
     }
 

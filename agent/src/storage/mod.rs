@@ -534,20 +534,10 @@ mod tests {
             }
         }
         fn lengths(&self) -> Vec<usize> {
-            self.seen
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(len, _)| *len)
-                .collect()
+            self.seen.lock().unwrap().iter().map(|p| p.0).collect()
         }
         fn addresses(&self) -> Vec<usize> {
-            self.seen
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(_, at)| *at)
-                .collect()
+            self.seen.lock().unwrap().iter().map(|p| p.1).collect()
         }
     }
     impl Upload for FakeUpload {
